@@ -1,0 +1,166 @@
+#!/usr/bin/env python3
+"""CPU benchmark over the public corpus: the bundle against the engines it runs on, side by side in one process.
+
+For each model, with the same inputs (the corpus' deterministic inputs):
+  ort       ONNX Runtime, default InferenceSession on the source .onnx
+  ov        OpenVINO, default compile of the source .onnx with INFERENCE_PRECISION_HINT=f32 (fp32 like the bundle)
+  xrt       the bundle through xrt.load() (the variant it prefers), and each variant pinned (xrt[ov], xrt[ort])
+  xrt-run   the bundle through the C++ runner (its own --bench timing, no Python)
+Latency: warm-up, then rounds that interleave the peers (so machine noise hits all alike), median per call.
+Load: load-to-first-result (create the session + first run), median of a few fresh loads each.
+Ratios: to the best peer (ort, ov) and the runtime's overhead against the engine it ran on.
+
+    python bench/cpu_corpus.py [--models a,b] [--seconds 2] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+import openvino as ov
+
+import xpuruntime as xrt
+
+CORPUS = Path(os.environ.get("XRT_CORPUS", Path.home() / ".cache" / "xrt-corpus"))
+
+
+def corpus_models():
+    lines = (CORPUS / "MANIFEST.tsv").read_text().splitlines()
+    return [line.split("\t")[0] for line in lines[1:] if line.strip()]
+
+
+def inputs_for(name):
+    with np.load(CORPUS / "inputs" / f"{name}.npz") as data:
+        return {str(n): data[f"in{i}"] for i, n in enumerate(data["__names__"])}
+
+
+def ov_runner(core, model_path, feeds):
+    compiled = core.compile_model(str(model_path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    request = compiled.create_infer_request()
+    return lambda: request.infer(feeds)
+
+
+def timed_interleaved(runners: dict, seconds: float) -> dict:
+    """Median seconds per call for each runner, measured in interleaved rounds."""
+    for fn in runners.values():  # warm-up
+        for _ in range(5):
+            fn()
+    est = {}
+    for key, fn in runners.items():
+        t = time.perf_counter()
+        fn()
+        est[key] = max(time.perf_counter() - t, 1e-6)
+    per_round = max(1, min(200, int(0.05 / max(est.values()))))
+    rounds = max(10, int(seconds / (per_round * sum(est.values()))))
+    times = {k: [] for k in runners}
+    for _ in range(rounds):
+        for key, fn in runners.items():
+            for _ in range(per_round):
+                t = time.perf_counter()
+                fn()
+                times[key].append(time.perf_counter() - t)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def load_to_first(make, repeats=3) -> float:
+    samples = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        make()()
+        samples.append(time.perf_counter() - t)
+    return statistics.median(samples)
+
+
+def xrt_run_p50(bundle, inputs_npz, runs) -> float | None:
+    exe = shutil.which("xrt-run") or str(Path(sys.executable).parent / "xrt-run")
+    if not Path(exe).exists():
+        return None
+    proc = subprocess.run([exe, str(bundle), "--inputs", str(inputs_npz), "--bench", str(runs), "--warmup", "20",
+                           "--json", "--quiet"], capture_output=True, text=True)
+    if proc.returncode != 0:
+        return None
+    report = json.loads(proc.stdout)
+    bench = report.get("bench") or report.get("bench_ms") or {}
+    p50 = bench.get("p50_ms", bench.get("p50"))
+    return None if p50 is None else float(p50) / 1e3
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", help="comma-separated subset of the corpus")
+    ap.add_argument("--seconds", type=float, default=2.0, help="approximate timed seconds per model (all peers)")
+    ap.add_argument("--json", help="also write the results as JSON")
+    args = ap.parse_args()
+    names = args.models.split(",") if args.models else corpus_models()
+    core = ov.Core()
+    workdir = Path(tempfile.mkdtemp(prefix="xrt-bench-"))
+    rows = []
+    for name in names:
+        model = CORPUS / "models" / f"{name}.onnx"
+        bundle = workdir / f"{name}.xrtpkg"
+        subprocess.run([str(Path(sys.executable).parent / "xrtc"), "compile", str(model), "--target", "cpu", "-o",
+                        str(bundle), "-q"], check=True, capture_output=True)
+        feeds = inputs_for(name)
+        ort_sess = onnxruntime.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+        runners = {"ort": lambda s=ort_sess: s.run(None, feeds)}
+        try:
+            runners["ov"] = ov_runner(core, model, feeds)
+        except RuntimeError:
+            pass  # OpenVINO cannot load it (e.g. silero_vad_16k_op15): no ov peer
+        sess = xrt.load(bundle)
+        runners["xrt"] = lambda s=sess: s.run(feeds)
+        used = "ov" if sess.engine == "openvino" else "ort"
+        pinned = {}
+        for variant in sess.manifest["variants"]:
+            key = "xrt[ov]" if variant["engine"] == "openvino" else "xrt[ort]"
+            if variant["id"] != sess.variant:
+                pinned[key] = xrt.load(bundle, variant=variant["id"])
+                runners[key] = lambda s=pinned[key]: s.run(feeds)
+        med = timed_interleaved(runners, args.seconds)
+        n_cpp = max(20, min(2000, int(args.seconds / max(med["xrt"], 1e-6) / 2)))
+        med["xrt-run"] = xrt_run_p50(bundle, CORPUS / "inputs" / f"{name}.npz", n_cpp)
+        load = {
+            "ort": load_to_first(lambda: (lambda s=onnxruntime.InferenceSession(
+                str(model), providers=["CPUExecutionProvider"]): s.run(None, feeds))),
+            "xrt": load_to_first(lambda: (lambda s=xrt.load(bundle): s.run(feeds))),
+        }
+        peers = {k: med[k] for k in ("ort", "ov") if k in med}
+        best = min(peers, key=peers.get)
+        engine_time = med[used]
+        overhead = med["xrt"] - engine_time
+        rows.append({"model": name, "variant": sess.variant, **{f"{k}_ms": (v * 1e3 if v else None)
+                                                                 for k, v in med.items()},
+                     "best_peer": best, "xrt_vs_best": med["xrt"] / peers[best],
+                     "xrt_vs_engine": med["xrt"] / engine_time, "overhead_us": overhead * 1e6,
+                     "load_first_ms_ort": load["ort"] * 1e3, "load_first_ms_xrt": load["xrt"] * 1e3})
+        print(f"done {name}", file=sys.stderr, flush=True)
+
+    def f(v, fmt="{:.3f}"):
+        return "-" if v is None else fmt.format(v)
+
+    print(f"| model | variant used | ORT ms | OV f32 ms | xrt.load ms | xrt-run ms | xrt / best peer | "
+          f"xrt / its engine | overhead us | load+1st ORT ms | load+1st xrt ms |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['model']} | {r['variant']} | {f(r.get('ort_ms'))} | {f(r.get('ov_ms'))} | {f(r['xrt_ms'])} | "
+              f"{f(r.get('xrt-run_ms'))} | {r['xrt_vs_best']:.2f} ({r['best_peer']}) | {r['xrt_vs_engine']:.3f} | "
+              f"{r['overhead_us']:+.1f} | {r['load_first_ms_ort']:.1f} | {r['load_first_ms_xrt']:.1f} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
+    shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""The pass manager: runs named passes in order, checks the graph after each, and records what each changed.
+
+A pass has a stable name (verb-object, e.g. `fold-constants`; never its class name), declared parameters
+(JSON-serialisable, recorded in the bundle so a compile can be reproduced) and a `run` that edits the graph and
+returns counts. The record of every pass goes into the manifest's `provenance.passes`, so it must be
+deterministic: counts and sorted, capped name lists only, no timings.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import onnx
+
+from ..errors import InternalError, XrtcError
+
+log = logging.getLogger("xrtc.passes")
+
+REMOVED_NAMES_CAP = 20  # removed node names kept per pass record (the count is always exact)
+
+
+class PassState:
+    """The model being compiled, held either as an ONNX ModelProto or as an onnx-graphsurgeon Graph.
+
+    Passes ask for the form they need (`state.model` or `state.graph`); the conversion happens only on a switch.
+    Reading `model` after graph edits exports the graph (the manager does, to check the graph after each pass).
+    """
+
+    def __init__(self, model: onnx.ModelProto) -> None:
+        self._model: onnx.ModelProto | None = model
+        self._graph = None
+
+    @property
+    def model(self) -> onnx.ModelProto:
+        if self._model is None:
+            import onnx_graphsurgeon as gs
+
+            self._model = gs.export_onnx(self._graph)
+            self._graph = None
+        return self._model
+
+    @model.setter
+    def model(self, model: onnx.ModelProto) -> None:
+        self._model, self._graph = model, None
+
+    @property
+    def graph(self):
+        """The onnx-graphsurgeon Graph (imported on first use)."""
+        if self._graph is None:
+            import onnx_graphsurgeon as gs
+
+            self._graph = gs.import_onnx(self._model)
+            self._model = None
+        return self._graph
+
+
+@dataclass
+class PassRecord:
+    """What one pass did; `to_json()` is what the manifest stores."""
+
+    name: str
+    params: dict[str, Any]
+    nodes_before: int
+    nodes_after: int
+    changed: int  # the pass's own count of edits (meaning documented per pass)
+    removed: list[str] = field(default_factory=list)  # sorted, capped at REMOVED_NAMES_CAP
+    removed_count: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "params": self.params, "nodes_before": self.nodes_before,
+                "nodes_after": self.nodes_after, "changed": self.changed, "removed": self.removed,
+                "removed_count": self.removed_count}
+
+
+class Pass:
+    """Base class. Subclasses set `name`, `description`, `PARAMS` and implement `apply`.
+
+    `PARAMS` declares every parameter in one place: {name: (type, default, description)}. Instances take
+    overrides as keyword arguments, checked against it.
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    target_specific: ClassVar[bool] = False
+    PARAMS: ClassVar[dict[str, tuple[type, Any, str]]] = {}
+
+    def __init__(self, **overrides: Any) -> None:
+        unknown = sorted(set(overrides) - set(self.PARAMS))
+        if unknown:
+            raise XrtcError(f"pass {self.name}: unknown parameter(s) {unknown}; known: {sorted(self.PARAMS)}")
+        self.params: dict[str, Any] = {}
+        for key, (kind, default, _doc) in self.PARAMS.items():
+            value = overrides.get(key, default)
+            if value is not None and not isinstance(value, kind):
+                raise XrtcError(f"pass {self.name}: parameter {key} must be {kind.__name__}, got {value!r}")
+            self.params[key] = value
+
+    def apply(self, state: PassState) -> int:
+        """Edits `state` in place; returns the pass's count of edits."""
+        raise NotImplementedError
+
+
+def _node_names(graph: onnx.GraphProto, prefix: str = "") -> list[str]:
+    """Node names of a graph and its subgraphs; unnamed nodes are named by op type and first output."""
+    names = []
+    for node in graph.node:
+        names.append(prefix + (node.name or f"{node.op_type}:{node.output[0] if node.output else ''}"))
+        for attr in node.attribute:
+            subgraphs = ([attr.g] if attr.HasField("g") else []) + list(attr.graphs)
+            for sub in subgraphs:
+                names.extend(_node_names(sub, prefix=f"{prefix}{node.name}/"))
+    return names
+
+
+class PassManager:
+    """Runs passes in order. After each pass the model must still pass the ONNX checker: a pass that breaks the
+    graph is a bug in xrtc, reported as InternalError naming the pass (rather than a confusing engine error later).
+    """
+
+    def __init__(self, passes: list[Pass], clock=None) -> None:
+        names = [p.name for p in passes]
+        if len(set(names)) != len(names) or not all(names):
+            raise InternalError(f"pass names must be non-empty and unique: {names}")
+        self.passes = passes
+        self.clock = clock
+
+    def run(self, model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[PassRecord]]:
+        state = PassState(model)
+        records: list[PassRecord] = []
+        for p in self.passes:
+            before = _node_names(state.model.graph)
+            if self.clock is not None:
+                with self.clock.stage(p.name, log):
+                    changed = self._apply(p, state)
+            else:
+                changed = self._apply(p, state)
+            after_model = state.model
+            try:
+                onnx.checker.check_model(after_model)
+            except onnx.checker.ValidationError as err:
+                raise InternalError(f"pass {p.name} produced an invalid model ({str(err).splitlines()[0]}). "
+                                    "This is a bug in xrtc: please report it with the model") from err
+            after = _node_names(after_model.graph)
+            removed = sorted(set(before) - set(after))
+            record = PassRecord(p.name, dict(p.params), len(before), len(after), int(changed),
+                                removed[:REMOVED_NAMES_CAP], len(removed))
+            log.debug("%s: %d -> %d nodes, changed %d, removed %d", p.name, len(before), len(after), changed,
+                      len(removed))
+            records.append(record)
+        return state.model, records
+
+    @staticmethod
+    def _apply(p: Pass, state: PassState) -> int:
+        try:
+            return p.apply(state)
+        except XrtcError:
+            raise
+        except Exception as err:  # a pass failing on a valid model is our bug; keep the cause attached
+            raise InternalError(f"pass {p.name} failed: {type(err).__name__}: {err}. This is a bug in xrtc: "
+                                "please report it with the model") from err

@@ -1,0 +1,65 @@
+"""Logging setup and stage timing for the CLI: progress goes to stderr, results to stdout.
+
+Verbosity is counted: default INFO (each stage with its elapsed time), -v DEBUG, -q WARNING, -qq ERROR.
+A stage that runs longer than `HEARTBEAT_S` logs a heartbeat so a long compile never looks hung.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from typing import Iterator
+
+HEARTBEAT_S = 10.0
+
+log = logging.getLogger("xrtc")
+
+
+def configure_logging(verbose: int = 0, quiet: int = 0) -> int:
+    """Sends the `xrtc` logger to stderr at the level chosen by the -v/-q counts; returns that level."""
+    level = logging.INFO - 10 * verbose + 10 * quiet
+    level = max(logging.DEBUG, min(logging.CRITICAL, level))
+    log.setLevel(level)
+    for handler in list(log.handlers):
+        if getattr(handler, "_xrtc", False):
+            log.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("[%(levelname).1s] %(message)s"))
+    handler._xrtc = True  # type: ignore[attr-defined]  # marks our handler so a second main() call replaces it
+    log.addHandler(handler)
+    log.propagate = False
+    return level
+
+
+class Clock:
+    """Elapsed time since the command started, for stage messages."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    @contextmanager
+    def stage(self, name: str, logger: logging.Logger = log) -> Iterator[None]:
+        """Logs `name` when it starts (debug) and ends (info, with its duration), with a heartbeat meanwhile."""
+        t0 = time.perf_counter()
+        stop = threading.Event()
+
+        def heartbeat() -> None:
+            while not stop.wait(HEARTBEAT_S):
+                logger.info("[%7.2fs] %s: still running (%.0fs so far)", self.elapsed(), name,
+                            time.perf_counter() - t0)
+
+        logger.debug("[%7.2fs] %s: started", self.elapsed(), name)
+        beat = threading.Thread(target=heartbeat, name=f"xrtc-heartbeat-{name}", daemon=True)
+        beat.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            beat.join()
+        logger.info("[%7.2fs] %s: done in %.2fs", self.elapsed(), name, time.perf_counter() - t0)

@@ -1,0 +1,52 @@
+"""Child process that lowers an ONNX file to OpenVINO IR: `python -m xrtc.targets._openvino_worker MODEL OUTDIR`.
+
+Why a child process: OpenVINO names nodes it creates (`Multiply_13020`) from a process-wide counter, so a second
+conversion in the same process writes different XML. A fresh process starts the counter at the same value, which
+makes the IR byte-identical from run to run. The child also keeps an engine crash from killing the compiler.
+
+Writes OUTDIR/model.xml, OUTDIR/model.bin and OUTDIR/result.json:
+    {"ok": bool, "stage": "import|convert|save|compile|done", "error": str, "version": str}
+Exit status 0 when result.json was written (whatever `ok` says); anything else means the child died.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+
+def _write(outdir: str, result: dict) -> None:
+    with open(os.path.join(outdir, "result.json"), "w", encoding="utf-8") as f:
+        json.dump(result, f)
+
+
+def main(argv: list[str]) -> int:
+    model_path, outdir = argv
+    result = {"ok": False, "stage": "import", "error": "", "version": ""}
+    try:
+        import openvino as ov
+    except ImportError as err:
+        result["error"] = f"{err}"
+        _write(outdir, result)
+        return 0
+    result["version"] = ov.get_version()
+    xml = os.path.join(outdir, "model.xml")
+    try:
+        result["stage"] = "convert"
+        model = ov.convert_model(model_path)
+        result["stage"] = "save"
+        ov.save_model(model, xml, compress_to_fp16=False)
+        result["stage"] = "compile"
+        core = ov.Core()
+        core.compile_model(core.read_model(xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        result["stage"] = "done"
+        result["ok"] = True
+    except Exception as err:  # OpenVINO raises RuntimeError subclasses and its own types; report any of them
+        result["error"] = f"{type(err).__name__}: {err}"
+    _write(outdir, result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,106 @@
+"""Input and output files for `xrtc run` / `xrtc verify`: .npz/.npy in, .npz out, random inputs, shape flags."""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from ..errors import UsageError, XrtcError
+
+_SHAPE_RE = re.compile(r"^(?P<name>.+?)[:=](?P<dims>\[?[0-9x, ]+\]?)$")
+
+
+def parse_shapes(items: Iterable[str] | None) -> dict[str, tuple[int, ...]]:
+    """`--shape x=1x3x224x224` / `x:[1,3,224,224]` (repeatable) -> {name: dims}."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for item in items or ():
+        m = _SHAPE_RE.match(item.strip())
+        if not m:
+            raise UsageError(f"bad --shape {item!r}: use name=1x3x224x224 or name:[1,3,224,224]")
+        text = m["dims"].strip("[]")
+        dims = [d for d in re.split(r"[x,]", text.replace(" ", "")) if d]
+        shapes[m["name"]] = tuple(int(d) for d in dims)
+    return shapes
+
+
+def load_inputs(npz: str | None, singles: Sequence[str] | None) -> dict[str, np.ndarray]:
+    """Reads `--inputs file.npz` (keys are input names; or the corpus layout: `__names__` + in0, in1, ...) and
+    `--input name=file.npy` (repeatable; overrides the npz)."""
+    feeds: dict[str, np.ndarray] = {}
+    if npz:
+        try:
+            with np.load(npz, allow_pickle=False) as data:
+                if "__names__" in data.files:
+                    names = [str(n) for n in data["__names__"]]
+                    feeds.update({name: data[f"in{i}"] for i, name in enumerate(names)})
+                else:
+                    feeds.update({k: data[k] for k in data.files})
+        except (OSError, ValueError, KeyError) as err:
+            raise XrtcError(f"cannot read inputs from {npz}: {err}. Expected an .npz written by numpy.savez whose "
+                            "keys are input names") from err
+    for item in singles or ():
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise UsageError(f"bad --input {item!r}: use name=file.npy")
+        try:
+            feeds[name] = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as err:
+            raise XrtcError(f"cannot read input {name!r} from {path}: {err}") from err
+    return feeds
+
+
+def random_inputs(inputs, shapes: dict[str, tuple[int, ...]], seed: int) -> dict[str, np.ndarray]:
+    """Seeded random arrays for `inputs` (IOInfo-like: name, dtype, shape). A dynamic dim needs `--shape`."""
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for info in inputs:
+        if info.name in shapes:
+            shape = shapes[info.name]
+        else:
+            dynamic = [(i, d) for i, d in enumerate(info.shape) if not isinstance(d, int)]
+            if dynamic:
+                where = ", ".join(f"dim {i} ({d if d is not None else 'unnamed'})" for i, d in dynamic)
+                example = "x".join(str(d) if isinstance(d, int) else "1" for d in info.shape)
+                raise UsageError(f"input {info.name!r} has dynamic {where}: give its shape, e.g. "
+                                 f"--shape {info.name}={example}, or pass --inputs")
+            shape = tuple(info.shape)
+        dtype = np.dtype(info.dtype)
+        if dtype.kind == "f":
+            feeds[info.name] = rng.standard_normal(shape).astype(dtype)
+        elif dtype.kind in "iu":
+            feeds[info.name] = rng.integers(0, 100, size=shape).astype(dtype)
+        elif dtype.kind == "b":
+            feeds[info.name] = rng.integers(0, 2, size=shape).astype(bool)
+        else:
+            raise XrtcError(f"cannot generate random data for input {info.name!r} of dtype {info.dtype}")
+    return feeds
+
+
+def save_npz(path: str, arrays: dict[str, np.ndarray], force: bool) -> None:
+    """Writes arrays (real names as keys) atomically; never overwrites without force."""
+    from ..errors import OutputExistsError
+
+    if os.path.exists(path) and not force:
+        raise OutputExistsError(f"{path} exists; pass --force to overwrite it")
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".xrtc-", suffix=".npz", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def describe_array(a: np.ndarray) -> str:
+    stats = ""
+    if a.size and a.dtype.kind in "fiub":
+        v = a.astype(np.float64)
+        stats = f" min={v.min():.6g} max={v.max():.6g} mean={v.mean():.6g}"
+    return f"{a.dtype} {list(a.shape)}{stats}"

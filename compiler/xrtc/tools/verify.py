@@ -1,0 +1,140 @@
+"""`xrtc verify`: compare a bundle's variants with ONNX Runtime on the source model."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from ..errors import XrtcError
+from . import _data
+from .run import add_runtime_args, feeds_for
+
+log = logging.getLogger("xrtc.verify")
+
+# Elementwise |got - ref| <= atol_eff + rtol * |ref|, with atol_eff = atol * max(1, max|ref|) so that outputs of
+# large magnitude (logits, pixel-scale maps) are judged relative to their scale. Per precision: fp32 variants differ
+# from ONNX Runtime only by summation order and kernel choice; reduced precisions by their mantissa.
+DEFAULT_TOLERANCES = {
+    "fp32": (1e-3, 1e-4),
+    "tf32": (1e-2, 1e-3),
+    "fp16": (1e-2, 1e-3),
+    "bf16": (5e-2, 1e-2),
+    "int8": (1e-1, 5e-2),
+}
+
+
+@dataclass
+class Comparison:
+    variant: str
+    output: str
+    max_abs_err: float
+    max_rel_err: float
+    worst_index: list
+    rtol: float
+    atol: float
+    passed: bool
+    note: str = ""
+
+
+def compare(variant: str, name: str, got: np.ndarray, ref: np.ndarray, rtol: float, atol: float) -> Comparison:
+    if got.shape != ref.shape or got.dtype != ref.dtype:
+        return Comparison(variant, name, float("inf"), float("inf"), [], rtol, atol, False,
+                          f"got {got.dtype}{list(got.shape)}, reference {ref.dtype}{list(ref.shape)}")
+    if got.size == 0:
+        return Comparison(variant, name, 0.0, 0.0, [], rtol, atol, True, "empty")
+    if got.dtype.kind not in "fc":
+        diff = got != ref
+        bad = int(diff.sum())
+        idx = list(np.unravel_index(int(np.argmax(diff)), got.shape)) if bad else []
+        return Comparison(variant, name, float(bad), float(bad), [int(i) for i in idx], 0.0, 0.0, bad == 0,
+                          "exact match required for integer/bool outputs" + (f": {bad} differ" if bad else ""))
+    g = got.astype(np.float64)
+    r = ref.astype(np.float64)
+    nan_mismatch = np.isnan(g) != np.isnan(r)
+    g = np.where(np.isnan(g) & np.isnan(r), 0.0, g)
+    r = np.where(np.isnan(r) & np.isnan(got.astype(np.float64)), 0.0, r)
+    err = np.abs(g - r)
+    err = np.where(nan_mismatch, np.inf, err)
+    scale = max(1.0, float(np.nanmax(np.abs(r))) if np.isfinite(r).any() else 1.0)
+    limit = atol * scale + rtol * np.abs(r)
+    excess = err - limit
+    worst = int(np.argmax(excess))
+    passed = bool((excess <= 0).all())
+    rel = err / np.maximum(np.abs(r), 1e-12)
+    return Comparison(variant, name, float(err.max()), float(rel.flat[int(np.argmax(err))]),
+                      [int(i) for i in np.unravel_index(worst, got.shape)], rtol, atol, passed,
+                      "" if passed else f"worst: got {got.flat[worst]!r}, reference {ref.flat[worst]!r}")
+
+
+class Verify:
+    """Compare every variant of a bundle that can run here with ONNX Runtime on the source model.
+
+    Inputs come from --inputs/--input or are random (seeded). Tolerances default per the variant's precision
+    (fp32: rtol 1e-3, atol 1e-4 x max(1, max|ref|)); --rtol/--atol override. Exit code 3 on any mismatch.
+    """
+
+    name = "verify"
+
+    def add_args(self, parser) -> None:
+        parser.add_argument("bundle", help="the .xrtpkg to check")
+        parser.add_argument("--model", required=True, help="the source .onnx model (the reference)")
+        add_runtime_args(parser)
+        parser.add_argument("--rtol", type=float, help="relative tolerance (default: per precision)")
+        parser.add_argument("--atol", type=float, help="absolute tolerance, scaled by max(1, max|ref|)")
+        parser.add_argument("--json", action="store_true", help="print the comparisons as JSON")
+
+    def run(self, args) -> int:
+        import onnxruntime
+
+        import xpuruntime as xrt
+
+        first = xrt.load(args.bundle, device=args.device, engine=args.engine, variant=args.variant)
+        feeds = feeds_for(first, args)
+        try:
+            ref_session = onnxruntime.InferenceSession(args.model, providers=["CPUExecutionProvider"])
+        except Exception as err:  # onnxruntime raises its own untyped errors for unreadable models
+            raise XrtcError(f"ONNX Runtime cannot load the reference model {args.model}: {err}") from err
+        reference = dict(zip([o.name for o in ref_session.get_outputs()], ref_session.run(None, feeds)))
+
+        manifest = first.manifest
+        wanted = [v for v in manifest["variants"] if v.get("device") == args.device
+                  and (args.engine is None or v.get("engine") == args.engine)
+                  and (args.variant is None or v.get("id") == args.variant)]
+        results: list[Comparison] = []
+        skipped: dict[str, str] = {}
+        for variant in wanted:
+            try:
+                session = xrt.load(args.bundle, device=args.device, variant=variant["id"])
+            except (xrt.Unavailable, xrt.NotFound) as err:
+                skipped[variant["id"]] = str(err)
+                continue
+            rtol, atol = DEFAULT_TOLERANCES.get(variant.get("precision", "fp32"), DEFAULT_TOLERANCES["fp32"])
+            rtol = args.rtol if args.rtol is not None else rtol
+            atol = args.atol if args.atol is not None else atol
+            outputs = session.run(feeds)
+            for name, ref in reference.items():
+                if name not in outputs:
+                    results.append(Comparison(variant["id"], name, float("inf"), float("inf"), [], rtol, atol, False,
+                                              "output missing from the bundle"))
+                    continue
+                results.append(compare(variant["id"], name, outputs[name], ref, rtol, atol))
+        if not results:
+            raise XrtcError("no variant of the bundle could run here: " + json.dumps(skipped))
+        ok = all(c.passed for c in results)
+        if args.json:
+            print(json.dumps({"passed": ok, "comparisons": [asdict(c) for c in results], "skipped": skipped},
+                             indent=2))
+        else:
+            print(f"{'variant':<18} {'output':<28} {'max abs err':>12} {'max rel err':>12} {'rtol':>7} {'atol':>7}  "
+                  "result")
+            for c in results:
+                print(f"{c.variant:<18} {c.output[:28]:<28} {c.max_abs_err:>12.3e} {c.max_rel_err:>12.3e} "
+                      f"{c.rtol:>7.0e} {c.atol:>7.0e}  {'ok' if c.passed else 'MISMATCH'} {c.note}")
+            for vid, why in skipped.items():
+                print(f"{vid:<18} not run here: {why}")
+        sys.stdout.flush()
+        return 0 if ok else 3

@@ -1,0 +1,438 @@
+// xrtpkg_reader.cc - see xrtpkg_reader.h. The check order below is the spec's (formats/xrtpkg.md, "Verdicts");
+// keep it in step with the Python reader (formats/python/xrtpkg) so both give the same verdict for every file.
+#include "xrtpkg_reader.h"
+
+#define ZSTD_STATIC_LINKING_ONLY  // ZSTD_getFrameHeader: reads the window size before anything is allocated
+#include <zstd.h>
+
+#include <openssl/evp.h>
+
+#include <cstring>
+#include <new>
+#include <sstream>
+#include <unordered_set>
+
+namespace xrt::format {
+namespace {
+
+template <typename... Args>
+std::string Cat(const Args&... args) {
+  std::ostringstream out;
+  (out << ... << args);
+  return out.str();
+}
+
+Error Corrupt(std::string message) { return Error{Code::kDataCorrupt, std::move(message)}; }
+Error Exhausted(std::string message) { return Error{Code::kResourceExhausted, std::move(message)}; }
+
+uint64_t LoadLe(const uint8_t* p, int bytes) {
+  uint64_t v = 0;
+  for (int i = bytes - 1; i >= 0; --i) v = (v << 8) | p[i];
+  return v;
+}
+
+// Checked 64-bit arithmetic: false on overflow.
+bool AddU64(uint64_t a, uint64_t b, uint64_t* out) { return !__builtin_add_overflow(a, b, out); }
+bool Align64(uint64_t x, uint64_t* out) {
+  if (!AddU64(x, 63, out)) return false;
+  *out &= ~uint64_t{63};
+  return true;
+}
+
+// A section name as bytes, printable in messages ("abc", "a\x01").
+std::string ShowBytes(const uint8_t* p, size_t n) {
+  static const char kHex[] = "0123456789abcdef";
+  std::string s = "\"";
+  for (size_t i = 0; i < n; ++i) {
+    uint8_t c = p[i];
+    if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') {
+      s.push_back(static_cast<char>(c));
+    } else {
+      s += "\\x";
+      s.push_back(kHex[c >> 4]);
+      s.push_back(kHex[c & 15]);
+    }
+  }
+  return s + "\"";
+}
+
+std::string SectionLabel(size_t index, const std::string& name) {
+  return Cat("section ", index, " (\"", name, "\")");
+}
+
+bool IsNameChar(uint8_t c) {
+  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+         c == '-';
+}
+
+// Validates the 32-byte name field; on success stores the name.
+std::optional<Error> CheckName(const uint8_t* field, size_t index, std::string* out_name) {
+  size_t len = 0;
+  while (len < 32 && field[len] != 0) ++len;
+  if (len == 0) return Corrupt(Cat("section ", index, ": name is empty"));
+  if (len > kMaxNameLength) {
+    return Corrupt(Cat("section ", index, ": name ", ShowBytes(field, 32), " is not NUL-terminated within 32 bytes (",
+                       "names are 1..", kMaxNameLength, " bytes)"));
+  }
+  for (size_t i = 0; i < len; ++i) {
+    if (!IsNameChar(field[i])) {
+      return Corrupt(Cat("section ", index, ": name ", ShowBytes(field, len), " has byte ", ShowBytes(field + i, 1),
+                         " at ", i, "; only [A-Za-z0-9._-] are allowed"));
+    }
+  }
+  for (size_t i = len; i < 32; ++i) {
+    if (field[i] != 0) {
+      return Corrupt(Cat("section ", index, ": name field of ", ShowBytes(field, len), " has non-zero byte 0x",
+                         std::hex, static_cast<int>(field[i]), std::dec, " at ", i, " after the name's NUL"));
+    }
+  }
+  out_name->assign(reinterpret_cast<const char*>(field), len);
+  return std::nullopt;
+}
+
+struct DCtxDelete {
+  void operator()(ZSTD_DCtx* d) const { ZSTD_freeDCtx(d); }
+};
+using DCtxPtr = std::unique_ptr<ZSTD_DCtx, DCtxDelete>;
+
+// Frame-level checks that need no allocation: one standard frame covering exactly the stored bytes, declaring a
+// content size equal to `declared_size`, with a window of at most 2^27 bytes.
+std::optional<Error> CheckFrameHeader(const uint8_t* src, uint64_t n, uint64_t declared_size,
+                                      const std::string& label) {
+  ZSTD_frameHeader zfh;
+  size_t r = ZSTD_getFrameHeader(&zfh, src, n);
+  if (ZSTD_isError(r)) {
+    return Corrupt(Cat(label, ": invalid zstd frame header: ", ZSTD_getErrorName(r)));
+  }
+  if (r != 0) return Corrupt(Cat(label, ": zstd frame header truncated (", n, " stored bytes)"));
+  if (zfh.frameType != ZSTD_frame) return Corrupt(Cat(label, ": payload is a skippable zstd frame, not a data frame"));
+  if (zfh.frameContentSize == ZSTD_CONTENTSIZE_UNKNOWN) {
+    return Corrupt(Cat(label, ": zstd frame does not declare its content size (declared section size ", declared_size,
+                       ")"));
+  }
+  if (zfh.frameContentSize != declared_size) {
+    return Corrupt(Cat(label, ": zstd frame content size is ", zfh.frameContentSize, ", section size is ",
+                       declared_size));
+  }
+  if (zfh.windowSize > (uint64_t{1} << kMaxWindowLog)) {
+    return Corrupt(Cat(label, ": zstd window is ", zfh.windowSize, " bytes, over the cap of 2^", kMaxWindowLog));
+  }
+  size_t frame_size = ZSTD_findFrameCompressedSize(src, n);
+  if (ZSTD_isError(frame_size)) {
+    return Corrupt(Cat(label, ": invalid zstd frame: ", ZSTD_getErrorName(frame_size)));
+  }
+  if (frame_size != n) {
+    return Corrupt(Cat(label, ": zstd frame is ", frame_size, " bytes but ", n,
+                       " are stored (a section is exactly one frame)"));
+  }
+  return std::nullopt;
+}
+
+DCtxPtr MakeDCtx() {
+  DCtxPtr dctx(ZSTD_createDCtx());
+  if (!dctx) throw std::bad_alloc();
+  // The header check above already bounds the window; this keeps libzstd from allocating past it regardless.
+  size_t r = ZSTD_DCtx_setParameter(dctx.get(), ZSTD_d_windowLogMax, kMaxWindowLog);
+  if (ZSTD_isError(r)) throw std::bad_alloc();
+  return dctx;
+}
+
+// Streams the frame through `out` (refilled from its start each time it fills) and checks that it decodes to
+// exactly `declared_size` bytes. With out.size() >= declared_size this decompresses into `out` in one pass.
+std::optional<Error> Decode(const uint8_t* src, uint64_t n, uint64_t declared_size, uint8_t* out, size_t out_capacity,
+                            const std::string& label) {
+  if (auto err = CheckFrameHeader(src, n, declared_size, label)) return err;
+  DCtxPtr dctx = MakeDCtx();
+  ZSTD_inBuffer in{src, static_cast<size_t>(n), 0};
+  uint64_t total = 0;
+  for (;;) {
+    ZSTD_outBuffer o{out, out_capacity, 0};
+    size_t r = ZSTD_decompressStream(dctx.get(), &o, &in);
+    if (ZSTD_isError(r)) return Corrupt(Cat(label, ": invalid zstd frame: ", ZSTD_getErrorName(r)));
+    if (!AddU64(total, o.pos, &total) || total > declared_size) {
+      return Corrupt(Cat(label, ": zstd frame decodes to more than its declared size ", declared_size));
+    }
+    if (r == 0) break;  // frame complete
+    if (in.pos == in.size && o.pos < o.size) {
+      return Corrupt(Cat(label, ": zstd frame is truncated (decoded ", total, " of ", declared_size, " bytes)"));
+    }
+  }
+  if (in.pos != in.size) {
+    return Corrupt(Cat(label, ": ", in.size - in.pos, " bytes follow the zstd frame"));
+  }
+  if (total != declared_size) {
+    return Corrupt(Cat(label, ": zstd frame decodes to ", total, " bytes, section size is ", declared_size));
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+const char* CodeName(Code code) {
+  switch (code) {
+    case Code::kOk: return "OK";
+    case Code::kDataCorrupt: return "DATA_CORRUPT";
+    case Code::kIncompatible: return "INCOMPATIBLE";
+    case Code::kResourceExhausted: return "RESOURCE_EXHAUSTED";
+  }
+  return "UNKNOWN";
+}
+
+void SectionBytes::AlignedDelete::operator()(uint8_t* p) const { ::operator delete[](p, std::align_val_t{64}); }
+
+SectionBytes SectionBytes::Borrowed(const uint8_t* data, uint64_t size) {
+  SectionBytes b;
+  b.data_ = data;
+  b.size_ = size;
+  return b;
+}
+
+SectionBytes SectionBytes::Allocate(uint64_t size) {
+  if (size > SIZE_MAX - 64) throw std::bad_alloc();
+  SectionBytes b;
+  // One byte more than asked so a zero-size section still gets a unique, non-null pointer.
+  b.owned_.reset(static_cast<uint8_t*>(::operator new[](static_cast<size_t>(size) + 1, std::align_val_t{64})));
+  b.data_ = b.owned_.get();
+  b.size_ = size;
+  return b;
+}
+
+std::string HexDigest(const std::array<uint8_t, 32>& digest) {
+  static const char kHex[] = "0123456789abcdef";
+  std::string s;
+  s.reserve(64);
+  for (uint8_t b : digest) {
+    s.push_back(kHex[b >> 4]);
+    s.push_back(kHex[b & 15]);
+  }
+  return s;
+}
+
+bool Sha256(const void* data, size_t size, std::array<uint8_t, 32>* out_digest) {
+  unsigned int len = 0;
+  return EVP_Digest(data, size, out_digest->data(), &len, EVP_sha256(), nullptr) == 1 && len == 32;
+}
+
+std::optional<size_t> Bundle::Find(std::string_view name) const {
+  for (size_t i = 0; i < sections_.size(); ++i) {
+    if (sections_[i].name == name) return i;
+  }
+  return std::nullopt;
+}
+
+Result<SectionBytes> Bundle::GetSection(size_t index) const {
+  if (index >= sections_.size()) {
+    return Error{Code::kDataCorrupt, Cat("section index ", index, " out of range (", sections_.size(), " sections)")};
+  }
+  const SectionEntry& e = sections_[index];
+  const uint8_t* stored = data_ + e.offset;
+  if (!e.compressed()) return SectionBytes::Borrowed(stored, e.size);
+  try {
+    SectionBytes out = SectionBytes::Allocate(e.size);
+    if (auto err = Decode(stored, e.stored_size, e.size, out.mutable_data(), static_cast<size_t>(e.size),
+                          SectionLabel(index, e.name))) {
+      return std::move(*err);
+    }
+    return out;
+  } catch (const std::bad_alloc&) {
+    return Exhausted(Cat(SectionLabel(index, e.name), ": cannot allocate ", e.size, " bytes to decompress it"));
+  }
+}
+
+Result<Bundle> Bundle::Verify(const uint8_t* data, size_t size) {
+  // 1. size >= 64
+  if (data == nullptr || size < kHeaderSize) {
+    return Corrupt(Cat("file is ", size, " bytes, shorter than the ", kHeaderSize, "-byte header (truncated?)"));
+  }
+  // 2. magic
+  if (std::memcmp(data, kMagic, sizeof(kMagic)) != 0) {
+    return Corrupt(Cat("bad magic ", ShowBytes(data, 8), ": not an .xrtpkg bundle (expected ",
+                       ShowBytes(kMagic, 8), ")"));
+  }
+  Header h;
+  h.major_version = static_cast<uint16_t>(LoadLe(data + 8, 2));
+  h.minor_version = static_cast<uint16_t>(LoadLe(data + 10, 2));
+  h.section_count = static_cast<uint32_t>(LoadLe(data + 12, 4));
+  h.file_size = LoadLe(data + 16, 8);
+  const uint64_t header_reserved = LoadLe(data + 24, 8);
+  std::memcpy(h.index_sha256.data(), data + 32, 32);
+  // 3. major version
+  if (h.major_version != kMajorVersion) {
+    return Error{Code::kIncompatible,
+                 Cat("bundle format version is ", h.major_version, ".", h.minor_version, ", this reader reads ",
+                     kMajorVersion, ".x: rebuild the bundle with an xrtc that writes format ", kMajorVersion,
+                     ".x, or use a runtime that reads format ", h.major_version, ".x")};
+  }
+  // 4. section count cap
+  if (h.section_count == 0) return Corrupt("header section_count is 0 (a bundle holds at least the manifest)");
+  if (h.section_count > kMaxSections) {
+    return Exhausted(Cat("header section_count is ", h.section_count, ", over the cap of ", kMaxSections));
+  }
+  // 5. file size equals the header's file_size
+  if (h.file_size != static_cast<uint64_t>(size)) {
+    return Corrupt(Cat("header file_size is ", h.file_size, " but the file is ", size, " bytes (",
+                       h.file_size > size ? "truncated" : "trailing bytes", ")"));
+  }
+  // 6. table fits in the file
+  const uint64_t table_end = kHeaderSize + kEntrySize * h.section_count;  // <= 64 + 96 * 1024: no overflow
+  if (table_end > size) {
+    return Corrupt(Cat("section table of ", h.section_count, " entries ends at ", table_end, ", past the end of the ",
+                       size, "-byte file"));
+  }
+  // 7. index_sha256 over header [0, 32) + the whole table
+  {
+    std::array<uint8_t, 32> digest{};
+    EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+    unsigned int len = 0;
+    bool ok = ctx != nullptr && EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr) == 1 &&
+              EVP_DigestUpdate(ctx, data, 32) == 1 &&
+              EVP_DigestUpdate(ctx, data + kHeaderSize, static_cast<size_t>(table_end - kHeaderSize)) == 1 &&
+              EVP_DigestFinal_ex(ctx, digest.data(), &len) == 1 && len == 32;
+    EVP_MD_CTX_free(ctx);
+    if (!ok) return Exhausted("libcrypto could not compute SHA-256");
+    if (digest != h.index_sha256) {
+      return Corrupt(Cat("index_sha256 mismatch: header says ", HexDigest(h.index_sha256), ", header+table hash to ",
+                         HexDigest(digest)));
+    }
+  }
+  if (header_reserved != 0) {
+    return Corrupt(Cat("header reserved field (offset 24) is ", header_reserved, ", must be 0"));
+  }
+  // 8. per entry, in table order: name, flags, reserved, layout, caps
+  Bundle b;
+  b.data_ = data;
+  b.size_ = size;
+  b.header_ = h;
+  b.sections_.reserve(h.section_count);
+  std::unordered_set<std::string> names;
+  uint64_t expected_offset = 0;
+  if (!Align64(table_end, &expected_offset)) return Corrupt("section table end overflows");
+  uint64_t end = 0;
+  for (uint32_t i = 0; i < h.section_count; ++i) {
+    const uint8_t* p = data + kHeaderSize + kEntrySize * i;
+    SectionEntry e;
+    if (auto err = CheckName(p, i, &e.name)) return std::move(*err);
+    if (i == 0 && e.name != kManifestName) {
+      return Corrupt(Cat("section 0 is named \"", e.name, "\"; the first section must be \"", kManifestName, "\""));
+    }
+    if (!names.insert(e.name).second) return Corrupt(Cat(SectionLabel(i, e.name), ": duplicate section name"));
+    const std::string label = SectionLabel(i, e.name);
+    e.flags = static_cast<uint32_t>(LoadLe(p + 32, 4));
+    if ((e.flags & ~kFlagZstd) != 0) {
+      return Corrupt(Cat(label, ": flags are 0x", std::hex, e.flags, std::dec, "; only bit 0 (ZSTD) is defined"));
+    }
+    const uint64_t reserved = LoadLe(p + 36, 4);
+    if (reserved != 0) return Corrupt(Cat(label, ": reserved field is ", reserved, ", must be 0"));
+    e.offset = LoadLe(p + 40, 8);
+    e.stored_size = LoadLe(p + 48, 8);
+    e.size = LoadLe(p + 56, 8);
+    std::memcpy(e.sha256.data(), p + 64, 32);
+    // layout
+    if (e.offset != expected_offset) {
+      return Corrupt(Cat(label, ": offset is ", e.offset, ", expected ", expected_offset,
+                         i == 0 ? " (align64 of the section table's end)" : " (align64 of the previous section's end)"));
+    }
+    if (!AddU64(e.offset, e.stored_size, &end) || end > size) {
+      return Corrupt(Cat(label, ": offset ", e.offset, " + stored_size ", e.stored_size,
+                         " runs past the end of the ", size, "-byte file"));
+    }
+    if (!e.compressed() && e.size != e.stored_size) {
+      return Corrupt(Cat(label, ": uncompressed but size ", e.size, " != stored_size ", e.stored_size));
+    }
+    if (e.compressed() && e.stored_size == 0) {
+      return Corrupt(Cat(label, ": compressed with stored_size 0 (an empty section must be stored uncompressed)"));
+    }
+    // caps
+    if (e.compressed() && e.size > kMaxCompressedSize) {
+      return Exhausted(Cat(label, ": compressed section size ", e.size, " is over the cap of ", kMaxCompressedSize,
+                           " bytes (2 GiB)"));
+    }
+    if (i == 0 && e.size > kMaxManifestSize) {
+      return Exhausted(Cat(label, ": manifest size ", e.size, " is over the cap of ", kMaxManifestSize,
+                           " bytes (16 MiB)"));
+    }
+    if (!Align64(end, &expected_offset)) return Corrupt(Cat(label, ": end offset overflows"));
+    b.sections_.push_back(std::move(e));
+  }
+  // 9. trailing bytes: the file ends where the last section ends
+  if (end != size) {
+    return Corrupt(Cat("the last section ends at ", end, " but the file is ", size, " bytes (trailing bytes)"));
+  }
+  // 10. padding: every byte between the table and section 0, and between sections, is zero
+  {
+    uint64_t gap_start = table_end;
+    for (size_t i = 0; i <= b.sections_.size(); ++i) {
+      const uint64_t gap_end = i < b.sections_.size() ? b.sections_[i].offset : gap_start;
+      for (uint64_t k = gap_start; k < gap_end; ++k) {
+        if (data[k] != 0) {
+          return Corrupt(Cat("non-zero padding byte 0x", std::hex, static_cast<int>(data[k]), std::dec, " at offset ",
+                             k, i == 0 ? " (before section 0)" : Cat(" (after section ", i - 1, ")")));
+        }
+      }
+      if (i < b.sections_.size()) gap_start = b.sections_[i].offset + b.sections_[i].stored_size;
+    }
+  }
+  // 11. per section, in table order: sha256 of the stored bytes, then the zstd frame checks
+  try {
+    std::unique_ptr<uint8_t[]> scratch;
+    const size_t scratch_size = ZSTD_DStreamOutSize();
+    for (size_t i = 0; i < b.sections_.size(); ++i) {
+      const SectionEntry& e = b.sections_[i];
+      const std::string label = SectionLabel(i, e.name);
+      const uint8_t* stored = data + e.offset;
+      std::array<uint8_t, 32> digest{};
+      if (!Sha256(stored, static_cast<size_t>(e.stored_size), &digest)) {
+        return Exhausted("libcrypto could not compute SHA-256");
+      }
+      if (digest != e.sha256) {
+        return Corrupt(Cat(label, ": sha256 mismatch: table says ", HexDigest(e.sha256), ", stored bytes hash to ",
+                           HexDigest(digest)));
+      }
+      if (!e.compressed()) {
+        if (i == 0) b.manifest_text_.assign(reinterpret_cast<const char*>(stored), static_cast<size_t>(e.size));
+        continue;
+      }
+      if (i == 0) {
+        // The manifest (<= 16 MiB) is decompressed once, straight into the text kept for the bundle's lifetime.
+        b.manifest_text_.resize(static_cast<size_t>(e.size));
+        if (auto err = Decode(stored, e.stored_size, e.size, reinterpret_cast<uint8_t*>(b.manifest_text_.data()),
+                              b.manifest_text_.size(), label)) {
+          return std::move(*err);
+        }
+        continue;
+      }
+      // Other sections are decoded into bounded scratch memory and counted; GetSection() materialises them.
+      if (!scratch) scratch.reset(new uint8_t[scratch_size]);
+      if (auto err = Decode(stored, e.stored_size, e.size, scratch.get(), scratch_size, label)) {
+        return std::move(*err);
+      }
+    }
+  } catch (const std::bad_alloc&) {
+    return Exhausted("out of memory while verifying compressed sections");
+  }
+  // 12. the manifest: a JSON object (RFC 8259 strictly: nlohmann would skip a byte order mark, so reject it first)
+  if (b.manifest_text_.compare(0, 3, "\xef\xbb\xbf") == 0) {
+    return Corrupt("section 0 (\"manifest\"): not valid JSON: starts with a UTF-8 byte order mark");
+  }
+  // A raw NUL is never valid JSON, but nlohmann's lexer takes it for the end of input ("{}\0junk" would pass).
+  if (const size_t nul = b.manifest_text_.find('\0'); nul != std::string::npos) {
+    return Corrupt(Cat("section 0 (\"manifest\"): not valid JSON: NUL byte at offset ", nul));
+  }
+  std::unique_ptr<nlohmann::json> json;
+  try {
+    json = std::make_unique<nlohmann::json>(
+        nlohmann::json::parse(b.manifest_text_, /*cb=*/nullptr, /*allow_exceptions=*/false));
+  } catch (const std::exception& e) {  // bad_alloc; parse errors are reported as discarded, not thrown
+    return Exhausted(Cat("section 0 (\"manifest\"): cannot parse: ", e.what()));
+  }
+  if (json->is_discarded()) {
+    return Corrupt(Cat("section 0 (\"manifest\"): not valid JSON (", b.manifest_text_.size(), " bytes)"));
+  }
+  if (!json->is_object()) {
+    return Corrupt(Cat("section 0 (\"manifest\"): JSON is a ", json->type_name(), ", must be an object"));
+  }
+  b.manifest_ = std::move(json);
+  return b;
+}
+
+}  // namespace xrt::format

@@ -1,0 +1,169 @@
+// xrtpkg_reader.h - verifying reader for .xrtpkg bundles (formats/xrtpkg.md, version 1.x).
+//
+// The reader treats every bundle as hostile. Verify() runs the spec's checks in the spec's order over a borrowed
+// byte span and returns either a verified view or a rejection whose code is the spec's verdict. Nothing in a
+// bundle is trusted before its check has passed; all size arithmetic is checked 64-bit.
+//
+// Thread-safety: a verified Bundle is immutable; every const method may be called concurrently.
+#ifndef XRT_FORMATS_CPP_XRTPKG_READER_H_
+#define XRT_FORMATS_CPP_XRTPKG_READER_H_
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace xrt::format {
+
+inline constexpr uint16_t kMajorVersion = 1;
+inline constexpr uint16_t kMinorVersion = 0;
+inline constexpr uint8_t kMagic[8] = {0x89, 'X', 'R', 'T', '\r', '\n', 0x1a, '\n'};
+inline constexpr uint64_t kHeaderSize = 64;
+inline constexpr uint64_t kEntrySize = 96;
+inline constexpr uint32_t kMaxSections = 1024;
+inline constexpr size_t kMaxNameLength = 31;
+inline constexpr uint32_t kFlagZstd = 1;
+inline constexpr uint64_t kMaxCompressedSize = uint64_t{1} << 31;  // decompressed size cap of a zstd section
+inline constexpr uint64_t kMaxManifestSize = uint64_t{16} << 20;   // decompressed size cap of the manifest
+inline constexpr int kMaxWindowLog = 27;                            // zstd window cap: 2^27 bytes
+inline constexpr std::string_view kManifestName = "manifest";
+
+// The verdicts of formats/xrtpkg.md; names and meaning match xrt_status_code_t.
+enum class Code {
+  kOk = 0,
+  kDataCorrupt,        // structure or digest check failed
+  kIncompatible,       // another format major
+  kResourceExhausted,  // a format cap is exceeded, or memory for a decompressed section could not be allocated
+};
+
+// "OK", "DATA_CORRUPT", "INCOMPATIBLE", "RESOURCE_EXHAUSTED".
+const char* CodeName(Code code);
+
+struct Error {
+  Code code = Code::kDataCorrupt;
+  std::string message;  // names the field or section and the values found / expected
+};
+
+// A value or an Error. Move-only; an Error never carries kOk.
+template <typename T>
+class [[nodiscard]] Result {
+ public:
+  Result(T value) : v_(std::in_place_index<0>, std::move(value)) {}  // NOLINT: implicit by design
+  Result(Error error) : v_(std::in_place_index<1>, std::move(error)) {  // NOLINT: implicit by design
+    if (std::get<1>(v_).code == Code::kOk) std::get<1>(v_).code = Code::kDataCorrupt;
+  }
+  Result(Result&&) noexcept = default;
+  Result& operator=(Result&&) noexcept = default;
+  Result(const Result&) = delete;
+  Result& operator=(const Result&) = delete;
+
+  bool ok() const { return v_.index() == 0; }
+  // Precondition: ok().
+  T& value() & { return std::get<0>(v_); }
+  const T& value() const& { return std::get<0>(v_); }
+  T&& value() && { return std::get<0>(std::move(v_)); }
+  // Precondition: !ok().
+  const Error& error() const& { return std::get<1>(v_); }
+  Error&& error() && { return std::get<1>(std::move(v_)); }
+
+ private:
+  std::variant<T, Error> v_;
+};
+
+struct Header {
+  uint16_t major_version = 0;
+  uint16_t minor_version = 0;
+  uint32_t section_count = 0;
+  uint64_t file_size = 0;
+  std::array<uint8_t, 32> index_sha256{};
+};
+
+struct SectionEntry {
+  std::string name;
+  uint32_t flags = 0;
+  uint64_t offset = 0;
+  uint64_t stored_size = 0;
+  uint64_t size = 0;
+  std::array<uint8_t, 32> sha256{};  // of the stored bytes
+
+  bool compressed() const { return (flags & kFlagZstd) != 0; }
+};
+
+// A section's decompressed bytes: borrowed from the bundle's span for an uncompressed section, owned (64-byte
+// aligned) for a zstd one. Move-only. Borrowed bytes live as long as the span handed to Verify().
+class SectionBytes {
+ public:
+  SectionBytes() = default;
+  SectionBytes(SectionBytes&&) noexcept = default;
+  SectionBytes& operator=(SectionBytes&&) noexcept = default;
+
+  static SectionBytes Borrowed(const uint8_t* data, uint64_t size);
+  // Allocates `size` bytes, 64-byte aligned. Throws std::bad_alloc.
+  static SectionBytes Allocate(uint64_t size);
+
+  const uint8_t* data() const { return data_; }
+  uint8_t* mutable_data() { return owned_.get(); }  // non-null only for owned bytes
+  uint64_t size() const { return size_; }
+  bool owned() const { return owned_ != nullptr; }
+  std::string_view view() const { return {reinterpret_cast<const char*>(data_), static_cast<size_t>(size_)}; }
+
+ private:
+  struct AlignedDelete {
+    void operator()(uint8_t* p) const;
+  };
+  const uint8_t* data_ = nullptr;
+  uint64_t size_ = 0;
+  std::unique_ptr<uint8_t[], AlignedDelete> owned_;
+};
+
+// A fully verified bundle over a borrowed span (the span must outlive the Bundle and every SectionBytes it lent).
+class Bundle {
+ public:
+  // Runs every check of formats/xrtpkg.md, in the spec's order: structure, every section digest, every zstd
+  // frame (decompressed once, into bounded scratch memory, and counted), the manifest's JSON.
+  static Result<Bundle> Verify(const uint8_t* data, size_t size);
+
+  Bundle(Bundle&&) noexcept = default;
+  Bundle& operator=(Bundle&&) noexcept = default;
+  Bundle(const Bundle&) = delete;
+  Bundle& operator=(const Bundle&) = delete;
+
+  const Header& header() const { return header_; }
+  const std::vector<SectionEntry>& sections() const { return sections_; }
+  // Index of the section with this name, or nullopt.
+  std::optional<size_t> Find(std::string_view name) const;
+  // The decompressed bytes of section `index` (< sections().size()). For a zstd section this decompresses into a
+  // new buffer of exactly the declared size (RESOURCE_EXHAUSTED if it cannot be allocated).
+  Result<SectionBytes> GetSection(size_t index) const;
+  // The manifest's UTF-8 JSON text (decompressed) and its parse (a JSON object).
+  const std::string& manifest_text() const { return manifest_text_; }
+  const nlohmann::json& manifest() const { return *manifest_; }
+  const uint8_t* data() const { return data_; }
+  size_t size() const { return size_; }
+
+ private:
+  Bundle() = default;
+  const uint8_t* data_ = nullptr;
+  size_t size_ = 0;
+  Header header_;
+  std::vector<SectionEntry> sections_;
+  std::string manifest_text_;
+  std::unique_ptr<nlohmann::json> manifest_;  // heap: keeps Bundle cheap to move
+};
+
+// Lower-case hex of a digest, for messages and tests.
+std::string HexDigest(const std::array<uint8_t, 32>& digest);
+// SHA-256 of `data` (OpenSSL EVP). Returns false only if libcrypto fails.
+bool Sha256(const void* data, size_t size, std::array<uint8_t, 32>* out_digest);
+
+}  // namespace xrt::format
+
+#endif  // XRT_FORMATS_CPP_XRTPKG_READER_H_

@@ -1,0 +1,324 @@
+"""The .xrtpkg reader: full verification in the order formats/xrtpkg.md prescribes.
+
+Every bundle is treated as hostile. The checks run in exactly the spec's order ("Verdicts") so
+this reader and the C++ reader (formats/cpp/xrtpkg_reader.cc) give the same status for the same
+bytes; formats/golden/golden.json pins those verdicts. One addition the spec leaves unplaced: the
+header's reserved field is checked right after ``index_sha256`` (the first point where header
+fields are trusted), before the per-entry checks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from dataclasses import dataclass
+from typing import Union
+
+import zstandard
+
+from ._errors import DATA_CORRUPT, INCOMPATIBLE, RESOURCE_EXHAUSTED, FormatError
+from ._format import (
+    ENTRY_SIZE,
+    ENTRY_STRUCT,
+    FLAG_ZSTD,
+    FORMAT_MAJOR,
+    HEADER_SIZE,
+    HEADER_STRUCT,
+    KNOWN_FLAGS,
+    MAGIC,
+    MANIFEST_NAME,
+    MAX_COMPRESSED_SIZE,
+    MAX_MANIFEST_SIZE,
+    MAX_SECTIONS,
+    MAX_ZSTD_WINDOW,
+    U64_MAX,
+    ZSTD_MAGIC,
+    align64,
+    first_section_offset,
+    name_problem,
+)
+
+_REMEDY = "the bundle is damaged or was not written by xrtc; re-create it with `xrtc compile`"
+_ZSTD_CONTENTSIZE_UNKNOWN = U64_MAX
+
+
+def _corrupt(check: str, what: str) -> FormatError:
+    return FormatError(DATA_CORRUPT, f"{what} ({_REMEDY})", check)
+
+
+@dataclass(frozen=True)
+class Section:
+    """One entry of the section table. ``sha256`` is the hex SHA-256 of the stored bytes."""
+
+    name: str
+    compressed: bool
+    offset: int
+    stored_size: int
+    size: int
+    sha256: str
+
+
+class Bundle:
+    """A fully verified bundle, as returned by :func:`read`.
+
+    Holds the whole file's bytes; :meth:`data` slices (uncompressed) or decompresses (zstd) a
+    section on each call. Immutable after construction, so safe to share between threads.
+    """
+
+    def __init__(
+        self,
+        buf: bytes,
+        major: int,
+        minor: int,
+        manifest: dict,
+        manifest_bytes: bytes,
+        sections: list[Section],
+    ) -> None:
+        self._buf = buf
+        self.major = major
+        self.minor = minor
+        self.file_size = len(buf)
+        self.manifest = manifest
+        self.manifest_bytes = manifest_bytes
+        self.sections = sections
+        self._by_name = {s.name: s for s in sections}
+
+    def __repr__(self) -> str:
+        names = ", ".join(s.name for s in self.sections)
+        return f"<xrtpkg.Bundle {self.major}.{self.minor}, {self.file_size} bytes, sections: {names}>"
+
+    def section(self, name: str) -> Section:
+        """The table entry named ``name``; raises KeyError naming the sections that do exist."""
+        try:
+            return self._by_name[name]
+        except KeyError:
+            have = ", ".join(repr(s.name) for s in self.sections)
+            raise KeyError(f"the bundle has no section {name!r}; it has: {have}") from None
+
+    def data(self, name: str) -> bytes:
+        """The payload of section ``name``, decompressed (bytes were verified by :func:`read`)."""
+        s = self.section(name)
+        stored = self._buf[s.offset : s.offset + s.stored_size]
+        if not s.compressed:
+            return stored
+        return _decompress(stored, s.size)
+
+
+def _decompress(stored, size: int) -> bytes:
+    # Only called once the frame header was checked (content size == size <= cap, window <= cap),
+    # so the allocation python-zstandard makes from the frame's content size is bounded by `size`.
+    dctx = zstandard.ZstdDecompressor(max_window_size=MAX_ZSTD_WINDOW)
+    return dctx.decompress(stored, max_output_size=size, allow_extra_data=False)
+
+
+def _load(source: Union[str, "os.PathLike[str]", bytes]) -> bytes:
+    if isinstance(source, bytes):
+        return source
+    if isinstance(source, (bytearray, memoryview)):
+        return bytes(source)
+    if isinstance(source, (str, os.PathLike)):
+        with open(source, "rb") as f:
+            return f.read()
+    raise TypeError(f"xrtpkg.read() takes a path or bytes, not {type(source).__name__}")
+
+
+def read(source: Union[str, "os.PathLike[str]", bytes]) -> Bundle:
+    """Read and fully verify a bundle from a path or from its bytes.
+
+    Raises FormatError (``.status``: DATA_CORRUPT, INCOMPATIBLE or RESOURCE_EXHAUSTED) for any
+    bundle that breaks formats/xrtpkg.md; OSError if the path cannot be read.
+    """
+    return _verify(_load(source))
+
+
+def _verify(buf: bytes) -> Bundle:
+    n = len(buf)
+
+    # 1. size >= 64
+    if n < HEADER_SIZE:
+        raise _corrupt("size", f"file is {n} bytes, shorter than the {HEADER_SIZE}-byte header")
+    magic, major, minor, count, file_size, reserved, index_sha = HEADER_STRUCT.unpack_from(buf, 0)
+
+    # 2. magic
+    if magic != MAGIC:
+        raise _corrupt("magic", f"bad magic {magic.hex(' ')}, expected {MAGIC.hex(' ')}: not an .xrtpkg bundle")
+
+    # 3. major version
+    if major != FORMAT_MAJOR:
+        raise FormatError(
+            INCOMPATIBLE,
+            f"bundle format version {major}.{minor} is not readable by this reader (format "
+            f"{FORMAT_MAJOR}.x): rebuild the bundle with an xrtc that writes format {FORMAT_MAJOR}.x, "
+            f"or upgrade the runtime to one that reads format {major}.x",
+            "major",
+        )
+
+    # 4. section count cap (0 is malformed; above the cap is a resource limit)
+    if count == 0:
+        raise _corrupt("section_count", "section_count is 0; a bundle has at least the manifest section")
+    if count > MAX_SECTIONS:
+        raise FormatError(
+            RESOURCE_EXHAUSTED,
+            f"section_count {count} exceeds the format's cap of {MAX_SECTIONS} sections",
+            "section_count",
+        )
+
+    # 5. file size equals the header's file_size
+    if file_size != n:
+        how = "truncated" if n < file_size else "has trailing data"
+        raise _corrupt("file_size", f"file is {n} bytes but its header says {file_size}: the file {how}")
+
+    # 6. table fits in the file
+    table_end = HEADER_SIZE + ENTRY_SIZE * count
+    if table_end > n:
+        raise _corrupt("table", f"section table of {count} entries ends at byte {table_end}, past the end of the {n}-byte file")
+
+    # 7. index_sha256 over header[0:32] + table
+    h = hashlib.sha256()
+    h.update(buf[0:32])
+    h.update(buf[HEADER_SIZE:table_end])
+    if h.digest() != index_sha:
+        raise _corrupt("index_sha256", "index_sha256 does not match the header and section table")
+
+    # Header fields are trusted from here on.
+    if reserved != 0:
+        raise _corrupt("header_reserved", f"header reserved field is {reserved:#x}, must be 0")
+
+    # 8. per entry, in table order: name, flags, reserved, layout, caps
+    entries = []
+    seen: set[bytes] = set()
+    expected = first_section_offset(count)
+    for i in range(count):
+        raw_name, flags, ent_reserved, offset, stored_size, size, sha = ENTRY_STRUCT.unpack_from(
+            buf, HEADER_SIZE + ENTRY_SIZE * i
+        )
+        nul = raw_name.find(b"\0")
+        name = raw_name if nul < 0 else raw_name[:nul]
+        where = f"section {i} ({name.decode('ascii', 'backslashreplace')!r})"
+        if nul < 0:
+            raise _corrupt("name", f"section {i}: name field has no NUL terminator (names are 1..31 bytes)")
+        if any(raw_name[nul:]):
+            raise _corrupt("name", f"{where}: name field has non-zero bytes after the name's NUL terminator")
+        problem = name_problem(name)
+        if problem:
+            raise _corrupt("name", f"{where}: bad section name: {problem}")
+        if i == 0 and name != MANIFEST_NAME.encode():
+            raise _corrupt("name", f"{where}: the first section must be named {MANIFEST_NAME!r}")
+        if name in seen:
+            raise _corrupt("name", f"{where}: duplicate section name")
+        seen.add(name)
+
+        if flags & ~KNOWN_FLAGS:
+            raise _corrupt("flags", f"{where}: unknown flag bits {flags & ~KNOWN_FLAGS:#x} set (flags {flags:#x})")
+        compressed = bool(flags & FLAG_ZSTD)
+
+        if ent_reserved != 0:
+            raise _corrupt("reserved", f"{where}: reserved field is {ent_reserved:#x}, must be 0")
+
+        if offset != expected:
+            rel = "overlaps the previous section or the table" if offset < expected else "leaves a gap"
+            raise _corrupt("layout", f"{where}: offset {offset} should be {expected}; the section {rel}")
+        end = offset + stored_size  # Python ints: no overflow; the C++ reader checks this sum
+        if end > n:
+            raise _corrupt("layout", f"{where}: {stored_size} stored bytes at offset {offset} run past the end of the {n}-byte file")
+        if not compressed and size != stored_size:
+            raise _corrupt("layout", f"{where}: uncompressed section has size {size} != stored_size {stored_size}")
+        if compressed and stored_size == 0:
+            raise _corrupt("layout", f"{where}: a compressed section cannot be empty (store empty sections uncompressed)")
+        expected = align64(end)
+
+        if compressed and size > MAX_COMPRESSED_SIZE:
+            raise FormatError(
+                RESOURCE_EXHAUSTED,
+                f"{where}: compressed section declares {size} bytes decompressed, above the cap of {MAX_COMPRESSED_SIZE}",
+                "caps",
+            )
+        if i == 0 and size > MAX_MANIFEST_SIZE:
+            raise FormatError(
+                RESOURCE_EXHAUSTED,
+                f"{where}: manifest declares {size} bytes, above the cap of {MAX_MANIFEST_SIZE}",
+                "caps",
+            )
+        entries.append(Section(name.decode("ascii"), compressed, offset, stored_size, size, sha.hex()))
+
+    # 9. trailing bytes: file_size equals the end of the last section
+    last = entries[-1]
+    if last.offset + last.stored_size != n:
+        raise _corrupt("trailing", f"{n - (last.offset + last.stored_size)} trailing bytes after the last section")
+
+    # 10. padding is zero: after the table, and between sections
+    gap_start = table_end
+    for s in entries:
+        if any(buf[gap_start : s.offset]):
+            raise _corrupt("padding", f"non-zero padding bytes in [{gap_start}, {s.offset}) before section {s.name!r}")
+        gap_start = s.offset + s.stored_size
+
+    # 11. per section, in table order: sha256, then the zstd frame checks
+    manifest_bytes = b""
+    view = memoryview(buf)  # slices without copying (weights sections can be large)
+    for i, s in enumerate(entries):
+        where = f"section {i} ({s.name!r})"
+        stored = view[s.offset : s.offset + s.stored_size]
+        if hashlib.sha256(stored).hexdigest() != s.sha256:
+            raise _corrupt("sha256", f"{where}: sha256 of the stored bytes does not match the table")
+        payload = _check_frame(where, stored, s.size) if s.compressed else stored
+        if i == 0:
+            manifest_bytes = bytes(payload)
+
+    # 12. the manifest's JSON
+    manifest = _parse_manifest(manifest_bytes)
+    return Bundle(buf, major, minor, manifest, manifest_bytes, entries)
+
+
+def _check_frame(where: str, stored: memoryview, size: int) -> bytes:
+    """Check a zstd frame's header against the table, then decompress it. Returns the payload."""
+    if bytes(stored[:4]) != ZSTD_MAGIC:
+        raise _corrupt("zstd", f"{where}: payload does not start with a zstd frame (magic {stored[:4].hex(' ')})")
+    try:
+        params = zstandard.get_frame_parameters(stored)
+    except zstandard.ZstdError as err:
+        raise _corrupt("zstd", f"{where}: invalid zstd frame header: {err}") from err
+    if params.content_size == _ZSTD_CONTENTSIZE_UNKNOWN:
+        raise _corrupt("zstd", f"{where}: zstd frame does not declare its content size")
+    if params.content_size != size:
+        raise _corrupt("zstd", f"{where}: zstd frame declares {params.content_size} bytes, the table says {size}")
+    if params.window_size > MAX_ZSTD_WINDOW:
+        raise _corrupt("zstd", f"{where}: zstd window of {params.window_size} bytes exceeds the cap of {MAX_ZSTD_WINDOW}")
+    if params.dict_id != 0:
+        raise _corrupt("zstd", f"{where}: zstd frame needs dictionary {params.dict_id}; bundles use none")
+    try:
+        out = _decompress(stored, size)
+    except zstandard.ZstdError as err:
+        raise _corrupt("zstd", f"{where}: zstd frame does not decompress: {err}") from err
+    if len(out) != size:
+        raise _corrupt("zstd", f"{where}: zstd frame decompressed to {len(out)} bytes, the table says {size}")
+    return out
+
+
+def _reject_constant(token: str) -> None:
+    raise ValueError(f"{token} is not JSON")
+
+
+def _parse_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"number {text} is out of the range of a double")
+    return value
+
+
+def _parse_manifest(data: bytes) -> dict:
+    """Strict RFC 8259 JSON: UTF-8 without BOM, no NaN/Infinity, no lone surrogates."""
+    if data.startswith(b"\xef\xbb\xbf"):
+        raise _corrupt("manifest", "manifest starts with a UTF-8 byte order mark; it must be plain UTF-8 JSON")
+    try:
+        text = data.decode("utf-8")
+        obj = json.loads(text, parse_constant=_reject_constant, parse_float=_parse_float)
+        # Lone surrogates (e.g. "\ud800") parse in Python but are not Unicode text.
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    except (ValueError, RecursionError) as err:  # UnicodeError and JSONDecodeError are ValueErrors
+        raise _corrupt("manifest", f"manifest is not valid JSON: {err}") from err
+    if not isinstance(obj, dict):
+        raise _corrupt("manifest", f"manifest JSON is a {type(obj).__name__}, must be an object")
+    return obj

@@ -1,0 +1,430 @@
+// openvino_backend.cc - the OpenVINO engine plugin (libxrt_backend_openvino.so).
+//
+// Exports exactly one symbol, xrt_backend_plugin_get (see xrt.h, "Backends"). libxrt dlopens this library only when
+// a variant names engine "openvino", so loading it must stay cheap: the ov::Core is created on first use (has_device
+// or init), never at load time.
+//
+// Variant artifacts: "model" = OpenVINO IR XML bytes, "weights" = the IR .bin bytes (optional for weightless IRs).
+// Variant options: a JSON object of string properties handed to compile_model as an ov::AnyMap.
+//
+// No C++ exception crosses the C boundary: every vtable entry catches everything and returns an xrt_status_t.
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <new>
+#include <sstream>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+#include <openvino/openvino.hpp>
+
+#include "xrt/xrt.h"
+
+namespace xrt {
+namespace openvino_backend {
+namespace {
+
+constexpr char kEngineName[] = "openvino";
+
+// One ov::Core per process, created on first use. It is heap-allocated and never destroyed on purpose: at process
+// exit OpenVINO's device plugins and TBB may already be torn down, and a Core destructor running after them crashes.
+ov::Core& GetCore() {
+  static ov::Core* core = new ov::Core();
+  return *core;
+}
+
+// xrt device names ("cpu") to OpenVINO device names ("CPU"); empty for devices this backend does not know.
+std::string ToOvDevice(const char* device) {
+  if (device == nullptr) return "";
+  const std::string d(device);
+  if (d == "cpu") return "CPU";
+  if (d == "gpu") return "GPU";
+  if (d == "npu") return "NPU";
+  return "";
+}
+
+// OpenVINO messages carry a stack of "Exception from src/...:NN:" lines; keep only the lines that say what failed.
+std::string CleanOvMessage(const std::string& what) {
+  std::istringstream in(what);
+  std::string line;
+  std::string out;
+  while (std::getline(in, line)) {
+    while (!line.empty() && (line.back() == ' ' || line.back() == '\r' || line.back() == '\t')) line.pop_back();
+    if (line.empty() || line.rfind("Exception from ", 0) == 0) continue;
+    if (!out.empty()) out += "; ";
+    out += line;
+  }
+  return out.empty() ? what : out;
+}
+
+xrt_status_t MakeStatus(xrt_status_code_t code, const std::string& message) {
+  return xrt_status_make(code, message.c_str());
+}
+
+ov::element::Type ToOvType(xrt_dtype_t dtype) {
+  switch (dtype) {
+    case XRT_DTYPE_FLOAT32: return ov::element::f32;
+    case XRT_DTYPE_FLOAT16: return ov::element::f16;
+    case XRT_DTYPE_BFLOAT16: return ov::element::bf16;
+    case XRT_DTYPE_FLOAT64: return ov::element::f64;
+    case XRT_DTYPE_INT8: return ov::element::i8;
+    case XRT_DTYPE_UINT8: return ov::element::u8;
+    case XRT_DTYPE_INT16: return ov::element::i16;
+    case XRT_DTYPE_UINT16: return ov::element::u16;
+    case XRT_DTYPE_INT32: return ov::element::i32;
+    case XRT_DTYPE_UINT32: return ov::element::u32;
+    case XRT_DTYPE_INT64: return ov::element::i64;
+    case XRT_DTYPE_UINT64: return ov::element::u64;
+    case XRT_DTYPE_BOOL: return ov::element::boolean;
+    default: return ov::element::dynamic;
+  }
+}
+
+xrt_dtype_t FromOvType(const ov::element::Type& type) {
+  if (type == ov::element::f32) return XRT_DTYPE_FLOAT32;
+  if (type == ov::element::f16) return XRT_DTYPE_FLOAT16;
+  if (type == ov::element::bf16) return XRT_DTYPE_BFLOAT16;
+  if (type == ov::element::f64) return XRT_DTYPE_FLOAT64;
+  if (type == ov::element::i8) return XRT_DTYPE_INT8;
+  if (type == ov::element::u8) return XRT_DTYPE_UINT8;
+  if (type == ov::element::i16) return XRT_DTYPE_INT16;
+  if (type == ov::element::u16) return XRT_DTYPE_UINT16;
+  if (type == ov::element::i32) return XRT_DTYPE_INT32;
+  if (type == ov::element::u32) return XRT_DTYPE_UINT32;
+  if (type == ov::element::i64) return XRT_DTYPE_INT64;
+  if (type == ov::element::u64) return XRT_DTYPE_UINT64;
+  if (type == ov::element::boolean) return XRT_DTYPE_BOOL;
+  return XRT_DTYPE_INVALID;
+}
+
+// A compiled variant. Requests are pooled so concurrent execute() calls each get their own ov::InferRequest
+// (an InferRequest is not safe for concurrent use) without paying create_infer_request() on every run.
+class Handle {
+ public:
+  Handle(ov::Tensor weights, ov::CompiledModel compiled)
+      : weights_(std::move(weights)), compiled_(std::move(compiled)) {}
+
+  ov::CompiledModel& compiled() { return compiled_; }
+
+  ov::InferRequest Acquire() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!idle_.empty()) {
+        ov::InferRequest request = std::move(idle_.back());
+        idle_.pop_back();
+        return request;
+      }
+    }
+    return compiled_.create_infer_request();  // Thread-safe on a CompiledModel; done outside the lock.
+  }
+
+  void Release(ov::InferRequest request) {
+    std::lock_guard<std::mutex> lock(mu_);
+    idle_.push_back(std::move(request));
+  }
+
+ private:
+  // Wraps the borrowed weights section; constants of the compiled model may alias it, so it lives as long as the
+  // handle (the core guarantees the artifact bytes outlive destroy()).
+  ov::Tensor weights_;
+  ov::CompiledModel compiled_;
+  std::mutex mu_;
+  std::vector<ov::InferRequest> idle_;
+};
+
+// Returns a request to its pool on scope exit. A request whose infer() threw is dropped, not reused.
+class RequestLease {
+ public:
+  explicit RequestLease(Handle* handle) : handle_(handle), request_(handle->Acquire()) {}
+  ~RequestLease() {
+    if (!ok_) return;
+    try {
+      handle_->Release(std::move(request_));
+    } catch (...) {  // Losing a pooled request is harmless; a new one is created on demand.
+    }
+  }
+  RequestLease(const RequestLease&) = delete;
+  RequestLease& operator=(const RequestLease&) = delete;
+
+  ov::InferRequest& request() { return request_; }
+  void set_ok() { ok_ = true; }
+
+ private:
+  Handle* handle_;
+  ov::InferRequest request_;
+  bool ok_ = false;
+};
+
+void FreeOwner(void* owner) { std::free(owner); }
+
+void ReleaseOutputs(xrt_backend_output_t* outputs, size_t count) {
+  for (size_t i = 0; i < count; ++i) {
+    if (outputs[i].release != nullptr) outputs[i].release(outputs[i].owner);
+    outputs[i] = xrt_backend_output_t{};
+  }
+}
+
+// ---- vtable entries ----------------------------------------------------------------------------------------------
+
+const char* Version(void* /*self*/) {
+  // Static storage inside libopenvino; does not create a Core.
+  return ov::get_openvino_version().buildNumber;
+}
+
+int HasDevice(void* /*self*/, const char* device) {
+  const std::string ov_device = ToOvDevice(device);
+  if (ov_device.empty()) return 0;
+  try {
+    // Listing devices loads every device plugin once; the answer cannot change within a process, so cache it.
+    // A throwing initialiser leaves the static uninitialised, and the next call retries.
+    static const std::vector<std::string> devices = GetCore().get_available_devices();
+    for (const std::string& d : devices) {
+      // Multi-instance devices are listed as "GPU.0", "GPU.1".
+      if (d == ov_device || d.rfind(ov_device + ".", 0) == 0) return 1;
+    }
+    return 0;
+  } catch (...) {
+    return 0;
+  }
+}
+
+xrt_status_t ParseOptions(const char* options_json, ov::AnyMap* out_properties) {
+  if (options_json == nullptr || options_json[0] == '\0') return nullptr;
+  const nlohmann::json options = nlohmann::json::parse(options_json, nullptr, /*allow_exceptions=*/false);
+  if (options.is_discarded() || !options.is_object()) {
+    return MakeStatus(XRT_STATUS_INVALID_ARGUMENT,
+                      std::string("openvino: variant options must be a JSON object of strings, got: ") + options_json);
+  }
+  for (const auto& [key, value] : options.items()) {
+    if (value.is_string()) {
+      (*out_properties)[key] = value.get<std::string>();
+    } else if (value.is_number()) {
+      (*out_properties)[key] = value.dump();  // OpenVINO parses numeric properties from their string form.
+    } else {
+      return MakeStatus(XRT_STATUS_INVALID_ARGUMENT, "openvino: option '" + key + "' must be a string, got " +
+                                                         value.dump() + " (write it as \"...\")");
+    }
+  }
+  return nullptr;
+}
+
+xrt_status_t Init(void* /*self*/, const char* device, const xrt_backend_artifact_t* artifacts, size_t artifact_count,
+                  const char* options_json, void** out_handle) {
+  try {
+    if (out_handle == nullptr || (artifacts == nullptr && artifact_count != 0)) {
+      return MakeStatus(XRT_STATUS_INVALID_ARGUMENT, "openvino: init called with NULL arguments");
+    }
+    *out_handle = nullptr;
+    const std::string ov_device = ToOvDevice(device);
+    if (ov_device.empty()) {
+      return MakeStatus(XRT_STATUS_INVALID_ARGUMENT, std::string("openvino: unknown device '") +
+                                                         (device ? device : "(null)") + "' (known: cpu, gpu, npu)");
+    }
+
+    const xrt_backend_artifact_t* model = nullptr;
+    const xrt_backend_artifact_t* weights = nullptr;
+    for (size_t i = 0; i < artifact_count; ++i) {
+      const char* role = artifacts[i].role ? artifacts[i].role : "";
+      if (std::strcmp(role, "model") == 0) model = &artifacts[i];
+      if (std::strcmp(role, "weights") == 0) weights = &artifacts[i];
+    }
+    if (model == nullptr || (model->data == nullptr && model->size != 0)) {
+      return MakeStatus(XRT_STATUS_INVALID_ARGUMENT,
+                        "openvino: the variant has no 'model' artifact (OpenVINO IR XML); rebuild the bundle with xrtc");
+    }
+
+    ov::AnyMap properties;
+    if (xrt_status_t status = ParseOptions(options_json, &properties)) return status;
+    // fp32 variants carry INFERENCE_PRECISION_HINT=f32. Without it, OpenVINO's CPU plugin silently runs in bf16 on
+    // CPUs with AVX512-BF16 (or AMX), changing results; the bundle's precision is the contract, so default to f32.
+    if (ov_device == "CPU" && properties.count(ov::hint::inference_precision.name()) == 0) {
+      properties[ov::hint::inference_precision.name()] = "f32";
+    }
+
+    // Zero copy: the read-only ov::Tensor constructor wraps the borrowed, 64-byte aligned weights section.
+    ov::Tensor weights_tensor;
+    if (weights != nullptr && weights->size != 0) {
+      if (weights->data == nullptr) {
+        return MakeStatus(XRT_STATUS_INVALID_ARGUMENT, "openvino: the 'weights' artifact has no data");
+      }
+      weights_tensor = ov::Tensor(ov::element::u8, ov::Shape{static_cast<size_t>(weights->size)},
+                                  static_cast<const void*>(weights->data));
+    }
+    const std::string xml(static_cast<const char*>(model->data), static_cast<size_t>(model->size));
+
+    ov::Core& core = GetCore();
+    std::shared_ptr<ov::Model> ov_model;
+    try {
+      ov_model = core.read_model(xml, weights_tensor);
+    } catch (const std::exception& e) {
+      return MakeStatus(XRT_STATUS_DATA_CORRUPT,
+                        "openvino: cannot read the variant's IR: " + CleanOvMessage(e.what()));
+    }
+    ov::CompiledModel compiled;
+    try {
+      compiled = core.compile_model(ov_model, ov_device, properties);
+    } catch (const std::exception& e) {
+      const std::string message = CleanOvMessage(e.what());
+      // OpenVINO reports a bad option as "Wrong value X for property key K" or "Unsupported property K": when the
+      // message names one of our option keys, the variant's options are at fault, not the engine.
+      xrt_status_code_t code = XRT_STATUS_INTERNAL;
+      if (message.find("propert") != std::string::npos) {
+        for (const auto& [key, value] : properties) {
+          if (message.find(key) != std::string::npos) code = XRT_STATUS_INVALID_ARGUMENT;
+        }
+      }
+      return MakeStatus(code, "openvino: compile_model on " + ov_device + " failed: " + message);
+    }
+    *out_handle = new Handle(std::move(weights_tensor), std::move(compiled));
+    return nullptr;
+  } catch (const std::bad_alloc&) {
+    return MakeStatus(XRT_STATUS_RESOURCE_EXHAUSTED, "openvino: out of memory while loading the variant");
+  } catch (const std::exception& e) {
+    return MakeStatus(XRT_STATUS_INTERNAL, std::string("openvino: init failed: ") + CleanOvMessage(e.what()));
+  } catch (...) {
+    return MakeStatus(XRT_STATUS_INTERNAL, "openvino: init failed with an unknown exception");
+  }
+}
+
+// Fills outputs[0..count) from the request; on failure returns a status and leaves nothing allocated.
+xrt_status_t CopyOutputs(ov::InferRequest& request, xrt_backend_output_t* outputs, size_t count) {
+  for (size_t i = 0; i < count; ++i) {
+    const ov::Tensor tensor = request.get_output_tensor(i);
+    const xrt_dtype_t dtype = FromOvType(tensor.get_element_type());
+    const ov::Shape shape = tensor.get_shape();
+    xrt_status_t status = nullptr;
+    if (dtype == XRT_DTYPE_INVALID) {
+      status = MakeStatus(XRT_STATUS_UNIMPLEMENTED, "openvino: output " + std::to_string(i) + " has element type " +
+                                                        tensor.get_element_type().get_type_name() +
+                                                        ", which xrt has no dtype for");
+    } else if (shape.size() > XRT_MAX_RANK) {
+      status = MakeStatus(XRT_STATUS_UNIMPLEMENTED, "openvino: output " + std::to_string(i) + " has rank " +
+                                                        std::to_string(shape.size()) + " > XRT_MAX_RANK (" +
+                                                        std::to_string(XRT_MAX_RANK) + ")");
+    }
+    if (status != nullptr) {
+      ReleaseOutputs(outputs, i);
+      return status;
+    }
+    // Copied, not borrowed: the request's output memory is reused (overwritten) by the next infer() on this pooled
+    // request, possibly from another thread, while the caller may still hold these outputs.
+    const size_t byte_size = tensor.get_byte_size();
+    void* data = std::malloc(byte_size == 0 ? 1 : byte_size);
+    if (data == nullptr) {
+      ReleaseOutputs(outputs, i);
+      return MakeStatus(XRT_STATUS_RESOURCE_EXHAUSTED,
+                        "openvino: cannot allocate " + std::to_string(byte_size) + " bytes for output " +
+                            std::to_string(i));
+    }
+    if (byte_size != 0) std::memcpy(data, tensor.data(), byte_size);
+    xrt_backend_output_t& out = outputs[i];
+    out = xrt_backend_output_t{};
+    out.dtype = dtype;
+    out.rank = static_cast<uint32_t>(shape.size());
+    for (size_t d = 0; d < shape.size(); ++d) out.shape[d] = static_cast<int64_t>(shape[d]);
+    out.data = data;
+    out.byte_size = byte_size;
+    out.owner = data;
+    out.release = &FreeOwner;
+  }
+  return nullptr;
+}
+
+xrt_status_t Execute(void* /*self*/, void* handle_ptr, const xrt_tensor_view_t* inputs, size_t input_count,
+                     xrt_backend_output_t* outputs, size_t output_count) {
+  size_t filled = 0;  // Outputs written so far; released if an exception escapes below.
+  try {
+    if (handle_ptr == nullptr || (inputs == nullptr && input_count != 0) ||
+        (outputs == nullptr && output_count != 0)) {
+      return MakeStatus(XRT_STATUS_INVALID_ARGUMENT, "openvino: execute called with NULL arguments");
+    }
+    Handle* handle = static_cast<Handle*>(handle_ptr);
+    const size_t model_inputs = handle->compiled().inputs().size();
+    const size_t model_outputs = handle->compiled().outputs().size();
+    if (input_count != model_inputs || output_count != model_outputs) {
+      return MakeStatus(XRT_STATUS_INVALID_ARGUMENT,
+                        "openvino: the compiled model has " + std::to_string(model_inputs) + " inputs and " +
+                            std::to_string(model_outputs) + " outputs, but execute got " +
+                            std::to_string(input_count) + " and " + std::to_string(output_count) +
+                            " (the manifest and the IR disagree; rebuild the bundle)");
+    }
+
+    RequestLease lease(handle);
+    ov::InferRequest& request = lease.request();
+    for (size_t i = 0; i < input_count; ++i) {
+      const xrt_tensor_view_t& view = inputs[i];
+      const ov::element::Type type = ToOvType(view.dtype);
+      if (type == ov::element::dynamic || view.rank > XRT_MAX_RANK || (view.shape == nullptr && view.rank != 0)) {
+        return MakeStatus(XRT_STATUS_INVALID_ARGUMENT,
+                          "openvino: input " + std::to_string(i) + " has an invalid dtype or rank");
+      }
+      ov::Shape shape(view.rank);
+      for (uint32_t d = 0; d < view.rank; ++d) shape[d] = static_cast<size_t>(view.shape[d]);
+      // Zero copy: the tensor wraps the caller's buffer, which is borrowed for the duration of this call. The pooled
+      // request keeps the stale wrapper afterwards but never reads it: every execute() sets every input first.
+      ov::Tensor tensor = (view.data != nullptr) ? ov::Tensor(type, shape, view.data) : ov::Tensor(type, shape);
+      request.set_input_tensor(i, tensor);
+    }
+    request.infer();
+    xrt_status_t status = CopyOutputs(request, outputs, output_count);
+    if (status == nullptr) {
+      filled = output_count;
+      lease.set_ok();
+    }
+    return status;
+  } catch (const std::bad_alloc&) {
+    ReleaseOutputs(outputs, filled);
+    return MakeStatus(XRT_STATUS_RESOURCE_EXHAUSTED, "openvino: out of memory while running");
+  } catch (const std::exception& e) {
+    ReleaseOutputs(outputs, filled);
+    return MakeStatus(XRT_STATUS_INTERNAL, std::string("openvino: inference failed: ") + CleanOvMessage(e.what()));
+  } catch (...) {
+    ReleaseOutputs(outputs, filled);
+    return MakeStatus(XRT_STATUS_INTERNAL, "openvino: inference failed with an unknown exception");
+  }
+}
+
+void Destroy(void* /*self*/, void* handle) {
+  try {
+    delete static_cast<Handle*>(handle);
+  } catch (...) {  // Destructors of OpenVINO objects should not throw; never let one escape into C.
+  }
+}
+
+}  // namespace
+}  // namespace openvino_backend
+}  // namespace xrt
+
+// The plugin entry point (xrt.h, "Backends"). Fills *out_vtable; the vtable's strings and functions are static.
+extern "C" XRT_API xrt_status_t xrt_backend_plugin_get(uint32_t host_abi_version, xrt_backend_vtable_t* out_vtable) {
+  namespace ovb = xrt::openvino_backend;
+  if (out_vtable == nullptr) {
+    return xrt_status_make(XRT_STATUS_INVALID_ARGUMENT, "openvino: xrt_backend_plugin_get: out_vtable is NULL");
+  }
+  if (host_abi_version != XRT_ABI_VERSION) {
+    char message[160];
+    std::snprintf(message, sizeof(message),
+                  "openvino: plugin built for xrt ABI %u, host has ABI %u; rebuild the plugin against the runtime's "
+                  "xrt.h",
+                  static_cast<unsigned>(XRT_ABI_VERSION), static_cast<unsigned>(host_abi_version));
+    return xrt_status_make(XRT_STATUS_INCOMPATIBLE, message);
+  }
+  xrt_backend_vtable_t vtable{};
+  vtable.struct_size = sizeof(xrt_backend_vtable_t);
+  vtable.abi_version = XRT_ABI_VERSION;
+  vtable.name = ovb::kEngineName;
+  vtable.self = nullptr;
+  vtable.version = &ovb::Version;
+  vtable.has_device = &ovb::HasDevice;
+  vtable.init = &ovb::Init;
+  vtable.execute = &ovb::Execute;
+  vtable.destroy = &ovb::Destroy;
+  *out_vtable = vtable;
+  return nullptr;
+}

@@ -1,0 +1,412 @@
+// xpuruntime._core: the Python binding of the C API (xrt.h), with nanobind.
+//
+// nanobind over pybind11: its ndarray type hands numpy buffers to C++ without a copy (and back, with an owner),
+// its call overhead is a fraction of pybind11's (we budget ~10 us per run() for the whole runtime), and modules
+// are several times smaller.
+//
+// Contracts
+// - Every non-OK xrt_status_t is turned into a Python exception in one place (RaiseStatus), through the factory
+//   that xpuruntime/_errors.py installs, so the typed exception carries the C status code and message.
+// - Session.run releases the GIL while the runtime runs. A backend written in Python (ONNX Runtime's, see
+//   xpuruntime/_ort_backend.py) re-acquires it inside its callbacks.
+// - Input arrays are borrowed for the duration of run(); output arrays alias runtime memory and pin it (each
+//   array's capsule holds a reference to the xrt_outputs_t they came from).
+#include <nanobind/nanobind.h>
+#include <nanobind/ndarray.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/vector.h>
+
+#include <cstring>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "xrt/xrt.h"
+
+namespace nb = nanobind;
+
+namespace {
+
+nb::object& ErrorFactory() {
+  static nb::object* factory = new nb::object();  // leaked on purpose: must outlive interpreter teardown order
+  return *factory;
+}
+
+// Consumes `status` (non-NULL) and raises the matching Python exception.
+[[noreturn]] void RaiseStatus(xrt_status_t status) {
+  const int code = static_cast<int>(xrt_status_code(status));
+  std::string message = xrt_status_message(status);
+  xrt_status_free(status);
+  if (ErrorFactory().is_valid()) {
+    nb::object exc = ErrorFactory()(code, message);
+    PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(exc.ptr())), exc.ptr());
+    throw nb::python_error();
+  }
+  throw std::runtime_error(std::string(xrt_status_code_string(static_cast<xrt_status_code_t>(code))) + ": " +
+                           message);
+}
+
+inline void Check(xrt_status_t status) {
+  if (status) RaiseStatus(status);
+}
+
+// dlpack dtype <-> xrt dtype.
+xrt_dtype_t FromDlpack(nb::dlpack::dtype dt) {
+  using nb::dlpack::dtype_code;
+  const auto code = static_cast<dtype_code>(dt.code);
+  if (dt.lanes != 1) return XRT_DTYPE_INVALID;
+  switch (code) {
+    case dtype_code::Float:
+      return dt.bits == 32 ? XRT_DTYPE_FLOAT32 : dt.bits == 16 ? XRT_DTYPE_FLOAT16 : dt.bits == 64 ? XRT_DTYPE_FLOAT64
+                                                                                                : XRT_DTYPE_INVALID;
+    case dtype_code::Bfloat:
+      return dt.bits == 16 ? XRT_DTYPE_BFLOAT16 : XRT_DTYPE_INVALID;
+    case dtype_code::Int:
+      return dt.bits == 8 ? XRT_DTYPE_INT8 : dt.bits == 16 ? XRT_DTYPE_INT16 : dt.bits == 32 ? XRT_DTYPE_INT32
+             : dt.bits == 64                               ? XRT_DTYPE_INT64
+                                                           : XRT_DTYPE_INVALID;
+    case dtype_code::UInt:
+      return dt.bits == 8 ? XRT_DTYPE_UINT8 : dt.bits == 16 ? XRT_DTYPE_UINT16 : dt.bits == 32 ? XRT_DTYPE_UINT32
+             : dt.bits == 64                                ? XRT_DTYPE_UINT64
+                                                            : XRT_DTYPE_INVALID;
+    case dtype_code::Bool:
+      return dt.bits == 8 ? XRT_DTYPE_BOOL : XRT_DTYPE_INVALID;
+    default:
+      return XRT_DTYPE_INVALID;
+  }
+}
+
+nb::dlpack::dtype ToDlpack(xrt_dtype_t dtype) {
+  using nb::dlpack::dtype_code;
+  auto make = [](dtype_code code, uint8_t bits) {
+    nb::dlpack::dtype d;
+    d.code = static_cast<uint8_t>(code);
+    d.bits = bits;
+    d.lanes = 1;
+    return d;
+  };
+  switch (dtype) {
+    case XRT_DTYPE_FLOAT32: return make(dtype_code::Float, 32);
+    case XRT_DTYPE_FLOAT16: return make(dtype_code::Float, 16);
+    case XRT_DTYPE_BFLOAT16: return make(dtype_code::Bfloat, 16);
+    case XRT_DTYPE_FLOAT64: return make(dtype_code::Float, 64);
+    case XRT_DTYPE_INT8: return make(dtype_code::Int, 8);
+    case XRT_DTYPE_UINT8: return make(dtype_code::UInt, 8);
+    case XRT_DTYPE_INT16: return make(dtype_code::Int, 16);
+    case XRT_DTYPE_UINT16: return make(dtype_code::UInt, 16);
+    case XRT_DTYPE_INT32: return make(dtype_code::Int, 32);
+    case XRT_DTYPE_UINT32: return make(dtype_code::UInt, 32);
+    case XRT_DTYPE_INT64: return make(dtype_code::Int, 64);
+    case XRT_DTYPE_UINT64: return make(dtype_code::UInt, 64);
+    case XRT_DTYPE_BOOL: return make(dtype_code::Bool, 8);
+    default: return make(dtype_code::UInt, 8);
+  }
+}
+
+using InArray = nb::ndarray<nb::ro, nb::c_contig, nb::device::cpu>;
+using OutArray = nb::ndarray<nb::numpy>;
+using RoOutArray = nb::ndarray<nb::numpy, nb::ro>;
+
+// ---- Bundle / Session wrappers ---------------------------------------------------------------------------------------
+
+struct BundleDeleter {
+  void operator()(xrt_bundle_t* b) const { xrt_bundle_release(b); }
+};
+
+class Bundle {
+ public:
+  explicit Bundle(const std::string& path) {
+    xrt_bundle_t* raw = nullptr;
+    xrt_status_t status;
+    {
+      nb::gil_scoped_release release;  // opening verifies every digest: can take a while for large weights
+      status = xrt_bundle_open_file(path.c_str(), nullptr, &raw);
+    }
+    Check(status);
+    bundle_.reset(raw);
+  }
+  std::string manifest() const {
+    size_t size = 0;
+    const char* text = xrt_bundle_manifest(bundle_.get(), &size);
+    return std::string(text, size);
+  }
+  std::pair<uint32_t, uint32_t> version() const {
+    uint32_t major = 0, minor = 0;
+    xrt_bundle_format_version(bundle_.get(), &major, &minor);
+    return {major, minor};
+  }
+  xrt_bundle_t* get() const { return bundle_.get(); }
+
+ private:
+  std::unique_ptr<xrt_bundle_t, BundleDeleter> bundle_;
+};
+
+// Shared by every output array of one run: releases the outputs when the last array dies.
+struct OutputsHolder {
+  xrt_outputs_t* outputs;
+  ~OutputsHolder() { xrt_outputs_release(outputs); }
+};
+
+nb::tuple IoInfoToPython(const xrt_io_info_t& info) {
+  nb::list shape;
+  for (uint32_t d = 0; d < info.rank; ++d) {
+    if (info.shape[d] >= 0) {
+      shape.append(nb::int_(info.shape[d]));
+    } else if (info.dim_names && info.dim_names[d]) {
+      shape.append(nb::str(info.dim_names[d]));
+    } else {
+      shape.append(nb::none());
+    }
+  }
+  return nb::make_tuple(nb::str(info.name), nb::str(xrt_dtype_name(info.dtype)), nb::tuple(shape));
+}
+
+class Session {
+ public:
+  Session(const Bundle& bundle, const std::string& device, const std::string& engine, const std::string& variant) {
+    xrt_session_options_t options;
+    xrt_session_options_initialize(&options);
+    options.device = device.c_str();
+    options.engine = engine.empty() ? nullptr : engine.c_str();
+    options.variant = variant.empty() ? nullptr : variant.c_str();
+    xrt_session_t* raw = nullptr;
+    // The GIL stays held: a Python backend's init runs here and would re-acquire it anyway, and engines that
+    // compile in init are not something another Python thread should race with during load.
+    Check(xrt_session_create(bundle.get(), &options, &raw));
+    session_ = raw;
+  }
+  ~Session() { xrt_session_release(session_); }
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+
+  std::string describe() const { return xrt_session_describe(session_); }
+
+  nb::list inputs() const { return Infos(xrt_session_input_count(session_), xrt_session_input_info); }
+  nb::list outputs() const { return Infos(xrt_session_output_count(session_), xrt_session_output_info); }
+
+  // names[i] names arrays[i]. Returns the outputs in the session's output order.
+  nb::list run(const std::vector<std::string>& names, const std::vector<InArray>& arrays) {
+    if (names.size() != arrays.size()) {
+      Check(xrt_status_make(XRT_STATUS_INVALID_ARGUMENT, "run(): names and arrays differ in length"));
+    }
+    const size_t n = arrays.size();
+    std::vector<const char*> name_ptrs(n);
+    std::vector<xrt_tensor_view_t> views(n);
+    std::vector<int64_t> shapes;
+    size_t total_rank = 0;
+    for (const auto& a : arrays) total_rank += a.ndim();
+    shapes.reserve(total_rank);
+    for (size_t i = 0; i < n; ++i) {
+      const InArray& a = arrays[i];
+      name_ptrs[i] = names[i].c_str();
+      const xrt_dtype_t dtype = FromDlpack(a.dtype());
+      if (dtype == XRT_DTYPE_INVALID) {
+        Check(xrt_status_make(XRT_STATUS_INVALID_ARGUMENT,
+                              ("input '" + names[i] + "': unsupported element type (use a numeric or bool array)")
+                                  .c_str()));
+      }
+      const size_t start = shapes.size();
+      for (size_t d = 0; d < a.ndim(); ++d) shapes.push_back(static_cast<int64_t>(a.shape(d)));
+      views[i].dtype = dtype;
+      views[i].rank = static_cast<uint32_t>(a.ndim());
+      views[i].shape = shapes.data() + start;
+      views[i].data = const_cast<void*>(a.data());
+      views[i].byte_size = static_cast<uint64_t>(a.nbytes());
+    }
+    xrt_outputs_t* raw = nullptr;
+    xrt_status_t status;
+    {
+      nb::gil_scoped_release release;
+      status = xrt_session_run(session_, name_ptrs.data(), views.data(), n, &raw);
+    }
+    Check(status);
+    // One capsule per run, shared by all output arrays through Python reference counting.
+    auto* holder = new OutputsHolder{raw};
+    nb::capsule owner(holder, [](void* p) noexcept { delete static_cast<OutputsHolder*>(p); });
+    nb::list result;
+    const size_t count = xrt_outputs_count(raw);
+    for (size_t i = 0; i < count; ++i) {
+      xrt_tensor_view_t view;
+      Check(xrt_outputs_get(raw, i, &view, nullptr));
+      size_t shape[XRT_MAX_RANK];
+      for (uint32_t d = 0; d < view.rank; ++d) shape[d] = static_cast<size_t>(view.shape[d]);
+      OutArray arr(view.data, view.rank, shape, owner, nullptr, ToDlpack(view.dtype));
+      result.append(arr.cast());
+    }
+    return result;
+  }
+
+ private:
+  using InfoFn = xrt_status_t (*)(const xrt_session_t*, size_t, xrt_io_info_t*);
+  nb::list Infos(size_t count, InfoFn fn) const {
+    nb::list out;
+    for (size_t i = 0; i < count; ++i) {
+      xrt_io_info_t info;
+      Check(fn(session_, i, &info));
+      out.append(IoInfoToPython(info));
+    }
+    return out;
+  }
+  xrt_session_t* session_ = nullptr;
+};
+
+// ---- Backends written in Python ------------------------------------------------------------------------------------
+// The vtable's `self` points at one of these. Registered backends live for the process (the core keeps the vtable).
+
+struct PythonBackend {
+  std::string name;
+  std::string version;
+  nb::object has_device;  // (device: str) -> bool
+  nb::object init;        // (device: str, artifacts: dict[str, memoryview], options_json: str) -> handle
+  nb::object execute;     // (handle, inputs: list[ndarray]) -> sequence[ndarray]
+};
+
+xrt_status_t StatusFromPythonError(nb::python_error& e, const char* what) {
+  std::string message = std::string(what) + ": " + e.what();
+  return xrt_status_make(XRT_STATUS_INTERNAL, message.c_str());
+}
+
+const char* PyVersion(void* self) { return static_cast<PythonBackend*>(self)->version.c_str(); }
+
+int PyHasDevice(void* self, const char* device) {
+  nb::gil_scoped_acquire gil;
+  try {
+    return nb::cast<bool>(static_cast<PythonBackend*>(self)->has_device(device)) ? 1 : 0;
+  } catch (nb::python_error& e) {
+    e.discard_as_unraisable("xpuruntime backend has_device");
+    return 0;
+  } catch (...) {
+    return 0;
+  }
+}
+
+xrt_status_t PyInit(void* self, const char* device, const xrt_backend_artifact_t* artifacts, size_t artifact_count,
+                    const char* options_json, void** out_handle) {
+  nb::gil_scoped_acquire gil;
+  auto* backend = static_cast<PythonBackend*>(self);
+  try {
+    nb::dict blobs;
+    for (size_t i = 0; i < artifact_count; ++i) {
+      // Borrowed bytes, valid until destroy(): a read-only memoryview, no copy.
+      PyObject* mv = PyMemoryView_FromMemory(static_cast<char*>(const_cast<void*>(artifacts[i].data)),
+                                             static_cast<Py_ssize_t>(artifacts[i].size), PyBUF_READ);
+      if (!mv) throw nb::python_error();
+      blobs[artifacts[i].role] = nb::steal(mv);
+    }
+    nb::object handle = backend->init(device, blobs, options_json ? options_json : "{}");
+    *out_handle = handle.release().ptr();
+    return nullptr;
+  } catch (nb::python_error& e) {
+    return StatusFromPythonError(e, ("backend " + backend->name + " failed to initialise").c_str());
+  } catch (const std::exception& e) {
+    return xrt_status_make(XRT_STATUS_INTERNAL, e.what());
+  }
+}
+
+void ReleasePyObject(void* owner) {
+  nb::gil_scoped_acquire gil;
+  Py_XDECREF(static_cast<PyObject*>(owner));
+}
+
+xrt_status_t PyExecute(void* self, void* handle, const xrt_tensor_view_t* inputs, size_t input_count,
+                       xrt_backend_output_t* outputs, size_t output_count) {
+  nb::gil_scoped_acquire gil;
+  auto* backend = static_cast<PythonBackend*>(self);
+  size_t filled = 0;
+  try {
+    nb::list arrays;
+    for (size_t i = 0; i < input_count; ++i) {
+      const xrt_tensor_view_t& v = inputs[i];
+      size_t shape[XRT_MAX_RANK];
+      for (uint32_t d = 0; d < v.rank; ++d) shape[d] = static_cast<size_t>(v.shape[d]);
+      // Read-only views over the caller's memory, valid for this call only.
+      RoOutArray arr(v.data, v.rank, shape, nb::handle(), nullptr, ToDlpack(v.dtype));
+      arrays.append(arr.cast());
+    }
+    nb::object results = backend->execute(nb::handle(static_cast<PyObject*>(handle)), arrays);
+    const size_t n = nb::len(results);
+    if (n != output_count) {
+      return xrt_status_make(XRT_STATUS_INTERNAL, ("backend " + backend->name + " returned " + std::to_string(n) +
+                                                   " outputs, expected " + std::to_string(output_count))
+                                                      .c_str());
+    }
+    for (size_t j = 0; j < n; ++j) {
+      nb::object item = results[j];
+      InArray a = nb::cast<InArray>(item);
+      xrt_backend_output_t& o = outputs[j];
+      o.dtype = FromDlpack(a.dtype());
+      o.rank = static_cast<uint32_t>(a.ndim());
+      if (o.rank > XRT_MAX_RANK) throw std::runtime_error("output rank above XRT_MAX_RANK");
+      for (uint32_t d = 0; d < o.rank; ++d) o.shape[d] = static_cast<int64_t>(a.shape(d));
+      o.data = const_cast<void*>(a.data());
+      o.byte_size = static_cast<uint64_t>(a.nbytes());
+      o.owner = item.release().ptr();  // keeps the array (and so o.data) alive until release
+      o.release = ReleasePyObject;
+      ++filled;
+    }
+    return nullptr;
+  } catch (nb::python_error& e) {
+    for (size_t j = 0; j < filled; ++j) Py_XDECREF(static_cast<PyObject*>(outputs[j].owner));
+    return StatusFromPythonError(e, ("backend " + backend->name + " failed to run").c_str());
+  } catch (const std::exception& e) {
+    for (size_t j = 0; j < filled; ++j) Py_XDECREF(static_cast<PyObject*>(outputs[j].owner));
+    return xrt_status_make(XRT_STATUS_INTERNAL, (backend->name + ": " + e.what()).c_str());
+  }
+}
+
+void PyDestroy(void*, void* handle) {
+  nb::gil_scoped_acquire gil;
+  Py_XDECREF(static_cast<PyObject*>(handle));
+}
+
+void RegisterPythonBackend(const std::string& name, const std::string& version, nb::object has_device,
+                           nb::object init, nb::object execute) {
+  // Leaked on purpose: the core keeps a copy of the vtable, whose `self` must stay valid for the process.
+  auto* backend = new PythonBackend{name, version, std::move(has_device), std::move(init), std::move(execute)};
+  xrt_backend_vtable_t vtable;
+  std::memset(&vtable, 0, sizeof(vtable));
+  vtable.struct_size = sizeof(vtable);
+  vtable.abi_version = XRT_ABI_VERSION;
+  vtable.name = backend->name.c_str();
+  vtable.self = backend;
+  vtable.version = PyVersion;
+  vtable.has_device = PyHasDevice;
+  vtable.init = PyInit;
+  vtable.execute = PyExecute;
+  vtable.destroy = PyDestroy;
+  Check(xrt_backend_register(&vtable));
+}
+
+std::string ListBackends() {
+  size_t length = 0;
+  Check(xrt_backend_list(nullptr, 0, &length));
+  std::string out(length + 1, '\0');
+  Check(xrt_backend_list(out.data(), out.size(), &length));
+  out.resize(length);
+  return out;
+}
+
+}  // namespace
+
+NB_MODULE(_core, m) {
+  m.doc() = "xpuruntime C++ runtime binding (private: use the xpuruntime package)";
+  m.def("version", [] { return std::string(xrt_version()); });
+  m.def("set_error_factory", [](nb::object factory) { ErrorFactory() = std::move(factory); });
+  m.def("register_python_backend", &RegisterPythonBackend, nb::arg("name"), nb::arg("version"),
+        nb::arg("has_device"), nb::arg("init"), nb::arg("execute"));
+  m.def("list_backends", &ListBackends);
+
+  nb::class_<Bundle>(m, "Bundle")
+      .def(nb::init<const std::string&>(), nb::arg("path"))
+      .def_prop_ro("manifest", &Bundle::manifest)
+      .def_prop_ro("version", &Bundle::version);
+
+  nb::class_<Session>(m, "Session")
+      .def(nb::init<const Bundle&, const std::string&, const std::string&, const std::string&>(), nb::arg("bundle"),
+           nb::arg("device"), nb::arg("engine"), nb::arg("variant"), nb::keep_alive<1, 2>())
+      .def("describe", &Session::describe)
+      .def_prop_ro("inputs", &Session::inputs)
+      .def_prop_ro("outputs", &Session::outputs)
+      .def("run", &Session::run, nb::arg("names"), nb::arg("arrays"));
+}

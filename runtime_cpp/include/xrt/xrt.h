@@ -1,0 +1,240 @@
+/* xrt.h - the xpuruntime C API.
+ *
+ * Conventions
+ * - Every fallible function returns `xrt_status_t`: NULL means OK; a non-NULL status is owned by the caller, who
+ *   must pass it to xrt_status_free(). No C++ exception ever crosses this API.
+ * - `out_` parameters receive results the caller owns and must release with the named function; arguments marked
+ *   "borrowed" must outlive the call (or the object, where stated).
+ * - Options structs are filled by their `_initialize()` function first, so new fields never break callers.
+ * - Thread-safety: xrt_bundle_t is immutable after open and thread-safe. xrt_session_t is thread-safe:
+ *   xrt_session_run() may be called concurrently from many threads. xrt_outputs_t is thread-compatible
+ *   (one thread at a time). Releasing an object while another thread uses it is undefined.
+ */
+#ifndef XRT_XRT_H_
+#define XRT_XRT_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(_WIN32)
+#define XRT_API __declspec(dllexport)
+#else
+#define XRT_API __attribute__((visibility("default")))
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Bumped when a struct or vtable below changes incompatibly. Backends and callers pass the value they were built with. */
+#define XRT_ABI_VERSION 1u
+#define XRT_MAX_RANK 16
+
+/* ---- Status ------------------------------------------------------------------------------------------------------
+ * Codes are part of the ABI: numbered once, never renumbered. Callers branch on codes, never on message text. */
+typedef enum xrt_status_code_e {
+  XRT_STATUS_OK = 0,
+  XRT_STATUS_INVALID_ARGUMENT = 1,   /* the caller passed a bad value: NULL, wrong dtype/shape, unknown input name */
+  XRT_STATUS_NOT_FOUND = 2,          /* a file, section, name or variant that does not exist */
+  XRT_STATUS_FAILED_PRECONDITION = 3,/* calls in the wrong order, or an object in the wrong state */
+  XRT_STATUS_RESOURCE_EXHAUSTED = 4, /* allocation failed, or a size is over a documented cap */
+  XRT_STATUS_UNAVAILABLE = 5,        /* a backend or device is not present on this machine */
+  XRT_STATUS_INCOMPATIBLE = 6,       /* the bundle targets another format major, device or engine version */
+  XRT_STATUS_DATA_CORRUPT = 7,       /* bundle bytes fail a structural or digest check */
+  XRT_STATUS_UNIMPLEMENTED = 8,      /* a feature this build does not have (the message names the build option) */
+  XRT_STATUS_INTERNAL = 9,           /* an engine failed unexpectedly, or a bug */
+  XRT_STATUS_IO = 10,                /* the operating system refused a read or write */
+  XRT_STATUS_ALREADY_EXISTS = 11,    /* an output path exists and overwriting was not asked for */
+} xrt_status_code_t;
+
+typedef struct xrt_status_s* xrt_status_t;
+
+/* Returns XRT_STATUS_OK for NULL. */
+XRT_API xrt_status_code_t xrt_status_code(xrt_status_t status);
+/* Returns "" for NULL. The string lives until xrt_status_free(status). */
+XRT_API const char* xrt_status_message(xrt_status_t status);
+/* Frees a status; NULL is a no-op. */
+XRT_API void xrt_status_free(xrt_status_t status);
+/* Creates a status (for backends). code OK returns NULL. message is copied; NULL means "". Never fails: on
+ * allocation failure a static RESOURCE_EXHAUSTED status is returned (freeing it is a no-op). */
+XRT_API xrt_status_t xrt_status_make(xrt_status_code_t code, const char* message);
+/* "OK", "INVALID_ARGUMENT", ...; "UNKNOWN" for values outside the enum. Static storage. */
+XRT_API const char* xrt_status_code_string(xrt_status_code_t code);
+
+/* ---- Element types ------------------------------------------------------------------------------------------------ */
+typedef enum xrt_dtype_e {
+  XRT_DTYPE_INVALID = 0,
+  XRT_DTYPE_FLOAT32 = 1,
+  XRT_DTYPE_FLOAT16 = 2,
+  XRT_DTYPE_BFLOAT16 = 3,
+  XRT_DTYPE_FLOAT64 = 4,
+  XRT_DTYPE_INT8 = 5,
+  XRT_DTYPE_UINT8 = 6,
+  XRT_DTYPE_INT16 = 7,
+  XRT_DTYPE_UINT16 = 8,
+  XRT_DTYPE_INT32 = 9,
+  XRT_DTYPE_UINT32 = 10,
+  XRT_DTYPE_INT64 = 11,
+  XRT_DTYPE_UINT64 = 12,
+  XRT_DTYPE_BOOL = 13,
+} xrt_dtype_t;
+
+/* Bytes per element; 0 for XRT_DTYPE_INVALID or unknown values. */
+XRT_API size_t xrt_dtype_size(xrt_dtype_t dtype);
+/* NumPy name ("float32", ...), as used in the manifest; "invalid" for unknown values. Static storage. */
+XRT_API const char* xrt_dtype_name(xrt_dtype_t dtype);
+/* Inverse of xrt_dtype_name; XRT_DTYPE_INVALID for unknown names. */
+XRT_API xrt_dtype_t xrt_dtype_from_name(const char* name);
+
+/* A borrowed view of a dense, C-contiguous tensor. */
+typedef struct xrt_tensor_view_t {
+  xrt_dtype_t dtype;
+  uint32_t rank;          /* <= XRT_MAX_RANK */
+  const int64_t* shape;   /* rank entries, each >= 0; borrowed */
+  void* data;             /* borrowed; may be NULL only when byte_size == 0 */
+  uint64_t byte_size;     /* must equal product(shape) * xrt_dtype_size(dtype) */
+} xrt_tensor_view_t;
+
+/* ---- Bundles ------------------------------------------------------------------------------------------------------ */
+typedef struct xrt_bundle_s xrt_bundle_t;
+
+typedef struct xrt_bundle_open_options_t {
+  uint32_t struct_size;   /* sizeof(xrt_bundle_open_options_t) */
+  uint32_t reserved;
+} xrt_bundle_open_options_t;
+
+XRT_API void xrt_bundle_open_options_initialize(xrt_bundle_open_options_t* out_options);
+
+/* Opens a bundle file (memory-mapped, read-only) and verifies it fully (formats/xrtpkg.md: structure, every
+ * digest, the manifest). options may be NULL. On success the caller owns *out_bundle: xrt_bundle_release().
+ * Errors: INVALID_ARGUMENT (NULL), NOT_FOUND / IO (file), DATA_CORRUPT / INCOMPATIBLE / RESOURCE_EXHAUSTED (bytes). */
+XRT_API xrt_status_t xrt_bundle_open_file(const char* path, const xrt_bundle_open_options_t* options,
+                                          xrt_bundle_t** out_bundle);
+/* Like xrt_bundle_open_file over bytes in memory. The bytes are borrowed: they must outlive the bundle and every
+ * session created from it. */
+XRT_API xrt_status_t xrt_bundle_open_memory(const void* data, size_t size, const xrt_bundle_open_options_t* options,
+                                            xrt_bundle_t** out_bundle);
+/* Releases the caller's reference. Sessions keep their bundle alive. NULL is a no-op. */
+XRT_API void xrt_bundle_release(xrt_bundle_t* bundle);
+/* The manifest's JSON text (not NUL-terminated past *out_size; a NUL does follow it). Borrowed: lives as long as the
+ * bundle. */
+XRT_API const char* xrt_bundle_manifest(const xrt_bundle_t* bundle, size_t* out_size);
+XRT_API void xrt_bundle_format_version(const xrt_bundle_t* bundle, uint32_t* out_major, uint32_t* out_minor);
+
+/* ---- Backends -----------------------------------------------------------------------------------------------------
+ * An engine (OpenVINO, ONNX Runtime, ...) is a backend: a vtable registered by name. The core links no engine.
+ * Plugins are shared libraries named libxrt_backend_<engine>.so, found next to libxrt.so or in the directories of
+ * $XRT_BACKEND_PATH (':'-separated), loaded only when a variant needs them; each exports
+ *     xrt_status_t xrt_backend_plugin_get(uint32_t host_abi_version, xrt_backend_vtable_t* out_vtable);
+ * A host (e.g. the Python loader) may also register a vtable directly. A later registration of a name replaces an
+ * earlier one for sessions created afterwards. */
+
+/* One artifact handed to a backend: a role from the manifest ("model", "weights") and its bytes (borrowed: valid
+ * until destroy() of the handle created from it). data is 64-byte aligned when the section is uncompressed. */
+typedef struct xrt_backend_artifact_t {
+  const char* role;
+  const void* data;
+  uint64_t size;
+} xrt_backend_artifact_t;
+
+/* One output produced by execute(). The backend fills every field; the core calls release(owner) exactly once
+ * when the caller releases the outputs (release may be NULL when owner needs no cleanup). */
+typedef struct xrt_backend_output_t {
+  xrt_dtype_t dtype;
+  uint32_t rank;
+  int64_t shape[XRT_MAX_RANK];
+  void* data;
+  uint64_t byte_size;
+  void* owner;
+  void (*release)(void* owner);
+} xrt_backend_output_t;
+
+typedef struct xrt_backend_vtable_t {
+  uint32_t struct_size;   /* sizeof(xrt_backend_vtable_t) as the backend was built */
+  uint32_t abi_version;   /* XRT_ABI_VERSION as the backend was built */
+  const char* name;       /* engine name as in the manifest: "openvino", "onnxruntime"; static or self-owned */
+  void* self;             /* passed back to every function */
+  /* Engine version string, e.g. "2026.4.1"; static or self-owned. */
+  const char* (*version)(void* self);
+  /* Whether `device` ("cpu", "npu", "gpu", ...) exists for this engine on this machine. Must be cheap. */
+  int (*has_device)(void* self, const char* device);
+  /* Prepares a variant for `device`. options_json is the variant's "options" object. On success *out_handle is
+   * owned by the backend until destroy(). */
+  xrt_status_t (*init)(void* self, const char* device, const xrt_backend_artifact_t* artifacts, size_t artifact_count,
+                       const char* options_json, void** out_handle);
+  /* Runs once. inputs are in the manifest's input order, already checked against it. Fills outputs[0..output_count)
+   * in the manifest's output order. Must be safe to call concurrently on one handle. On error, the backend has
+   * already released whatever it had put into outputs. */
+  xrt_status_t (*execute)(void* self, void* handle, const xrt_tensor_view_t* inputs, size_t input_count,
+                          xrt_backend_output_t* outputs, size_t output_count);
+  void (*destroy)(void* self, void* handle);
+} xrt_backend_vtable_t;
+
+/* Registers (copies) a vtable. Errors: INVALID_ARGUMENT (NULL fields), INCOMPATIBLE (abi_version). Thread-safe. */
+XRT_API xrt_status_t xrt_backend_register(const xrt_backend_vtable_t* vtable);
+/* Names of registered backends and plugin files found, ','-separated, without loading any plugin. Writes at most
+ * capacity bytes including the NUL; *out_length (optional) receives the full length without the NUL. */
+XRT_API xrt_status_t xrt_backend_list(char* buffer, size_t capacity, size_t* out_length);
+
+/* ---- Sessions ------------------------------------------------------------------------------------------------------ */
+typedef struct xrt_session_s xrt_session_t;
+typedef struct xrt_outputs_s xrt_outputs_t;
+
+typedef struct xrt_session_options_t {
+  uint32_t struct_size;   /* sizeof(xrt_session_options_t) */
+  uint32_t reserved;
+  const char* device;     /* "cpu" (default when NULL) */
+  const char* engine;     /* NULL: the manifest's preference among available engines; else only this engine */
+  const char* variant;   /* NULL: pick; else the variant with this id */
+} xrt_session_options_t;
+
+XRT_API void xrt_session_options_initialize(xrt_session_options_t* out_options);
+
+/* Picks a variant for the device (manifest order, first whose backend is available and has the device), loads its
+ * backend and initialises it. The session retains the bundle. Caller owns *out_session: xrt_session_release().
+ * Errors: NOT_FOUND (no variant for the device / named variant / engine), UNAVAILABLE (backend or device absent:
+ * the message lists what was tried and why each was skipped), INCOMPATIBLE, INTERNAL (engine failed to load). */
+XRT_API xrt_status_t xrt_session_create(xrt_bundle_t* bundle, const xrt_session_options_t* options,
+                                        xrt_session_t** out_session);
+XRT_API void xrt_session_release(xrt_session_t* session);
+
+/* Which variant runs and why (JSON object: variant, engine, engine_version, device, reason, skipped[]). Borrowed:
+ * lives as long as the session. */
+XRT_API const char* xrt_session_describe(const xrt_session_t* session);
+
+/* Input/output metadata from the manifest. Strings and arrays are borrowed from the session. A dynamic dim is -1
+ * in shape, with its symbolic name (or NULL when unnamed) in dim_names[d]; dim_names[d] is NULL for static dims. */
+typedef struct xrt_io_info_t {
+  const char* name;
+  xrt_dtype_t dtype;
+  uint32_t rank;
+  const int64_t* shape;
+  const char* const* dim_names;
+} xrt_io_info_t;
+
+XRT_API size_t xrt_session_input_count(const xrt_session_t* session);
+XRT_API size_t xrt_session_output_count(const xrt_session_t* session);
+XRT_API xrt_status_t xrt_session_input_info(const xrt_session_t* session, size_t index, xrt_io_info_t* out_info);
+XRT_API xrt_status_t xrt_session_output_info(const xrt_session_t* session, size_t index, xrt_io_info_t* out_info);
+
+/* Runs the session. names[i] names inputs[i]; names may be NULL to pass inputs in the session's input order.
+ * Every input must be given exactly once. Input data is borrowed for the duration of the call (never copied where
+ * the engine can read it in place). On success the caller owns *out_outputs: xrt_outputs_release().
+ * Errors: INVALID_ARGUMENT with the input's name, what was expected (dtype, shape with symbolic names) and what was
+ * given: missing, unknown or duplicate name, wrong dtype, rank or dim, byte_size mismatch, NULL data. */
+XRT_API xrt_status_t xrt_session_run(xrt_session_t* session, const char* const* names,
+                                     const xrt_tensor_view_t* inputs, size_t input_count, xrt_outputs_t** out_outputs);
+
+XRT_API size_t xrt_outputs_count(const xrt_outputs_t* outputs);
+/* out_view's shape and data are borrowed from outputs; out_name (optional) from the session. */
+XRT_API xrt_status_t xrt_outputs_get(const xrt_outputs_t* outputs, size_t index, xrt_tensor_view_t* out_view,
+                                     const char** out_name);
+XRT_API void xrt_outputs_release(xrt_outputs_t* outputs);
+
+XRT_API const char* xrt_version(void);
+
+#ifdef __cplusplus
+}  /* extern "C" */
+#endif
+
+#endif  /* XRT_XRT_H_ */

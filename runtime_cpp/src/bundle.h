@@ -1,0 +1,57 @@
+// bundle.h - an opened, fully verified bundle: the bytes (a read-only file mapping or borrowed memory), the
+// format reader's view over them, and the manifest's model description.
+//
+// Immutable after Open*(); shared (std::shared_ptr) by the C handle and by every session created from it.
+#ifndef XRT_RUNTIME_SRC_BUNDLE_H_
+#define XRT_RUNTIME_SRC_BUNDLE_H_
+
+#include <cstddef>
+#include <memory>
+#include <string>
+
+#include "manifest.h"
+#include "status.h"
+#include "xrtpkg_reader.h"
+
+namespace xrt::core {
+
+class Bundle {
+ public:
+  // Maps `path` read-only and verifies it. NOT_FOUND (no such file), INVALID_ARGUMENT (a directory or other
+  // non-regular file), IO (the OS refused), then the format verdicts.
+  // WARNING: like any mapping, the file must not be truncated while the bundle is open (SIGBUS).
+  static Result<std::shared_ptr<const Bundle>> OpenFile(const std::string& path);
+  // Verifies bytes the caller keeps alive for the bundle's lifetime and its sessions'.
+  static Result<std::shared_ptr<const Bundle>> OpenMemory(const void* data, size_t size);
+
+  ~Bundle();
+  Bundle(const Bundle&) = delete;
+  Bundle& operator=(const Bundle&) = delete;
+
+  const format::Bundle& reader() const { return *reader_; }
+  const std::string& manifest_text() const { return reader_->manifest_text(); }
+  // The manifest's model and variants. Their validation runs at open but is reported here (at session creation):
+  // the format accepts any JSON object, so a bundle with an unusable manifest still opens for inspection.
+  Result<const Model*> model() const;
+  // Where the bytes came from, for messages: the path, or "<memory>".
+  const std::string& origin() const { return origin_; }
+
+ private:
+  Bundle() = default;
+  static Result<std::shared_ptr<const Bundle>> Finish(std::unique_ptr<Bundle> bundle, const uint8_t* data,
+                                                      size_t size);
+
+  std::string origin_;
+  void* mapping_ = nullptr;  // munmap'ed in the destructor
+  size_t mapping_size_ = 0;
+  std::unique_ptr<format::Bundle> reader_;
+  std::unique_ptr<Model> model_;
+  Status model_error_;
+};
+
+// The format reader's verdict as a runtime Status.
+Status FromFormatError(const format::Error& error);
+
+}  // namespace xrt::core
+
+#endif  // XRT_RUNTIME_SRC_BUNDLE_H_

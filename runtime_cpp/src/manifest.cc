@@ -1,0 +1,254 @@
+#include "manifest.h"
+
+#include <algorithm>
+#include <cctype>
+#include <set>
+
+#include "dtype.h"
+
+namespace xrt::core {
+namespace {
+
+using nlohmann::json;
+
+// A short rendering of a JSON value for messages (long values are cut).
+std::string Show(const json& v) {
+  std::string s = v.dump(-1, ' ', /*ensure_ascii=*/true, json::error_handler_t::replace);
+  if (s.size() > 80) s = s.substr(0, 77) + "...";
+  return s;
+}
+
+Status Bad(const std::string& path, const std::string& problem) {
+  return DataCorrupt("malformed manifest: ", path, " ", problem,
+                     " (re-create the bundle with a matching xrtc; formats/xrtpkg.md describes the keys)");
+}
+
+std::string Lower(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return s;
+}
+
+// Reads a required non-empty string member.
+Status RequiredString(const json& obj, const char* key, const std::string& path, std::string* out) {
+  auto it = obj.find(key);
+  if (it == obj.end()) return Bad(path + "." + key, "is missing");
+  if (!it->is_string() || it->get_ref<const std::string&>().empty()) {
+    return Bad(path + "." + key, Cat("must be a non-empty string, is ", Show(*it)));
+  }
+  *out = it->get<std::string>();
+  return Status();
+}
+
+// Reads an optional string member ("" when absent).
+Status OptionalString(const json& obj, const char* key, const std::string& path, std::string* out) {
+  auto it = obj.find(key);
+  if (it == obj.end() || it->is_null()) return Status();
+  if (!it->is_string()) return Bad(path + "." + key, Cat("must be a string, is ", Show(*it)));
+  *out = it->get<std::string>();
+  return Status();
+}
+
+Result<std::vector<TensorSpec>> ParseTensors(const json& model, const char* key) {
+  const std::string path = Cat("model.", key);
+  auto it = model.find(key);
+  if (it == model.end()) return Bad(path, "is missing");
+  if (!it->is_array()) return Bad(path, Cat("must be an array, is ", Show(*it)));
+  std::vector<TensorSpec> specs;
+  std::set<std::string> names;
+  for (size_t i = 0; i < it->size(); ++i) {
+    const json& t = (*it)[i];
+    const std::string tpath = Cat(path, "[", i, "]");
+    if (!t.is_object()) return Bad(tpath, Cat("must be an object, is ", Show(t)));
+    TensorSpec spec;
+    XRT_RETURN_IF_ERROR(RequiredString(t, "name", tpath, &spec.name), "");
+    if (!names.insert(spec.name).second) return Bad(tpath + ".name", Cat("\"", spec.name, "\" is used twice"));
+    std::string dtype;
+    XRT_RETURN_IF_ERROR(RequiredString(t, "dtype", tpath, &dtype), "");
+    spec.dtype = DtypeFromName(dtype);
+    if (spec.dtype == XRT_DTYPE_INVALID) {
+      return Bad(tpath + ".dtype", Cat("is \"", dtype, "\", not one of: ", DtypeNameList()));
+    }
+    auto shape = t.find("shape");
+    if (shape == t.end()) return Bad(tpath + ".shape", "is missing");
+    if (!shape->is_array()) return Bad(tpath + ".shape", Cat("must be an array, is ", Show(*shape)));
+    if (shape->size() > XRT_MAX_RANK) {
+      return Bad(tpath + ".shape", Cat("has rank ", shape->size(), ", over the maximum of ", XRT_MAX_RANK));
+    }
+    for (size_t d = 0; d < shape->size(); ++d) {
+      const json& dim = (*shape)[d];
+      if (dim.is_number_unsigned() && dim.get<uint64_t>() <= static_cast<uint64_t>(INT64_MAX)) {
+        spec.shape.push_back(static_cast<int64_t>(dim.get<uint64_t>()));
+        spec.dim_names.emplace_back(std::nullopt);
+      } else if (dim.is_number_integer() && !dim.is_number_unsigned() && dim.get<int64_t>() >= 0) {
+        spec.shape.push_back(dim.get<int64_t>());
+        spec.dim_names.emplace_back(std::nullopt);
+      } else if (dim.is_string()) {
+        spec.shape.push_back(-1);
+        const std::string& sym = dim.get_ref<const std::string&>();
+        spec.dim_names.emplace_back(sym.empty() ? std::nullopt : std::optional<std::string>(sym));
+      } else if (dim.is_null()) {
+        spec.shape.push_back(-1);
+        spec.dim_names.emplace_back(std::nullopt);
+      } else {
+        return Bad(Cat(tpath, ".shape[", d, "]"),
+                   Cat("is ", Show(dim), "; a dim is an integer >= 0, a symbolic name (string) or null"));
+      }
+    }
+    specs.push_back(std::move(spec));
+  }
+  return specs;
+}
+
+bool IsEngineName(const std::string& s) {
+  if (s.empty() || s.size() > 64) return false;
+  return std::all_of(s.begin(), s.end(), [](unsigned char c) { return std::isalnum(c) || c == '_'; });
+}
+
+Result<Variant> ParseVariant(const json& v, const std::string& path, const format::Bundle& bundle) {
+  if (!v.is_object()) return Bad(path, Cat("must be an object, is ", Show(v)));
+  Variant out;
+  XRT_RETURN_IF_ERROR(RequiredString(v, "id", path, &out.id), "");
+  XRT_RETURN_IF_ERROR(RequiredString(v, "device", path, &out.device), "");
+  out.device = Lower(out.device);
+  XRT_RETURN_IF_ERROR(RequiredString(v, "engine", path, &out.engine), "");
+  if (!IsEngineName(out.engine)) {
+    return Bad(path + ".engine", Cat("is \"", out.engine, "\"; an engine name is 1..64 of [A-Za-z0-9_]"));
+  }
+  XRT_RETURN_IF_ERROR(OptionalString(v, "target", path, &out.target), "");
+  XRT_RETURN_IF_ERROR(OptionalString(v, "precision", path, &out.precision), "");
+  XRT_RETURN_IF_ERROR(OptionalString(v, "why", path, &out.why), "");
+
+  auto artifacts = v.find("artifacts");
+  if (artifacts == v.end()) return Bad(path + ".artifacts", "is missing");
+  if (!artifacts->is_object()) return Bad(path + ".artifacts", Cat("must be an object, is ", Show(*artifacts)));
+  for (auto it = artifacts->begin(); it != artifacts->end(); ++it) {  // nlohmann objects iterate in key order
+    const std::string apath = Cat(path, ".artifacts.", it.key());
+    if (!it.value().is_string()) return Bad(apath, Cat("must be a section name, is ", Show(it.value())));
+    const std::string& section = it.value().get_ref<const std::string&>();
+    if (!bundle.Find(section)) {
+      return Bad(apath, Cat("names section \"", section, "\", which the bundle does not have"));
+    }
+    if (section == format::kManifestName) return Bad(apath, "names the manifest section");
+    out.artifacts.emplace_back(it.key(), section);
+  }
+
+  auto options = v.find("options");
+  if (options == v.end() || options->is_null()) {
+    out.options_json = "{}";
+  } else if (!options->is_object()) {
+    return Bad(path + ".options", Cat("must be an object, is ", Show(*options)));
+  } else {
+    out.options_json = options->dump(-1, ' ', false, json::error_handler_t::strict);
+  }
+
+  auto requires_it = v.find("requires");
+  if (requires_it != v.end() && !requires_it->is_null()) {
+    if (!requires_it->is_object()) return Bad(path + ".requires", Cat("must be an object, is ", Show(*requires_it)));
+    XRT_RETURN_IF_ERROR(
+        OptionalString(*requires_it, "engine_version", path + ".requires", &out.engine_version_requirement), "");
+  }
+  return out;
+}
+
+// Leading dotted integers of a version string: "2026.4.1-20512-abc" -> {2026, 4, 1}.
+bool ParseVersion(const std::string& s, std::vector<uint64_t>* out) {
+  out->clear();
+  size_t i = 0;
+  while (true) {
+    if (i >= s.size() || !std::isdigit(static_cast<unsigned char>(s[i]))) return false;
+    uint64_t v = 0;
+    while (i < s.size() && std::isdigit(static_cast<unsigned char>(s[i]))) {
+      if (v > (UINT64_MAX - 9) / 10) return false;
+      v = v * 10 + static_cast<uint64_t>(s[i] - '0');
+      ++i;
+    }
+    out->push_back(v);
+    if (i + 1 < s.size() && s[i] == '.' && std::isdigit(static_cast<unsigned char>(s[i + 1]))) {
+      ++i;
+      continue;
+    }
+    return true;
+  }
+}
+
+int CompareVersions(std::vector<uint64_t> a, std::vector<uint64_t> b) {
+  const size_t n = std::max(a.size(), b.size());
+  a.resize(n, 0);
+  b.resize(n, 0);
+  return a < b ? -1 : (a == b ? 0 : 1);
+}
+
+}  // namespace
+
+std::string TensorSpec::Describe() const {
+  std::string s = Cat(DtypeName(dtype), "[");
+  for (size_t d = 0; d < shape.size(); ++d) {
+    if (d) s += ", ";
+    if (shape[d] >= 0) {
+      s += std::to_string(shape[d]);
+    } else {
+      s += dim_names[d] ? *dim_names[d] : "?";
+    }
+  }
+  return s + "]";
+}
+
+void Model::Finalize() {
+  for (auto* list : {&inputs, &outputs}) {
+    for (TensorSpec& t : *list) {
+      t.dim_name_ptrs.clear();
+      for (const auto& n : t.dim_names) t.dim_name_ptrs.push_back(n ? n->c_str() : nullptr);
+    }
+  }
+}
+
+Result<std::unique_ptr<Model>> ParseModel(const nlohmann::json& manifest, const format::Bundle& bundle) {
+  auto model_it = manifest.find("model");
+  if (model_it == manifest.end()) return Bad("model", "is missing");
+  if (!model_it->is_object()) return Bad("model", Cat("must be an object, is ", Show(*model_it)));
+  auto model = std::make_unique<Model>();
+  XRT_RETURN_IF_ERROR(OptionalString(*model_it, "name", "model", &model->name), "");
+  XRT_ASSIGN_OR_RETURN(model->inputs, ParseTensors(*model_it, "inputs"), "");
+  XRT_ASSIGN_OR_RETURN(model->outputs, ParseTensors(*model_it, "outputs"), "");
+
+  auto variants = manifest.find("variants");
+  if (variants == manifest.end()) return Bad("variants", "is missing");
+  if (!variants->is_array()) return Bad("variants", Cat("must be an array, is ", Show(*variants)));
+  std::set<std::string> ids;
+  for (size_t i = 0; i < variants->size(); ++i) {
+    const std::string path = Cat("variants[", i, "]");
+    XRT_ASSIGN_OR_RETURN(Variant v, ParseVariant((*variants)[i], path, bundle), "");
+    if (!ids.insert(v.id).second) return Bad(path + ".id", Cat("\"", v.id, "\" is used twice"));
+    model->variants.push_back(std::move(v));
+  }
+  model->Finalize();
+  return model;
+}
+
+bool VersionSatisfies(const std::string& version, const std::string& requirement, std::string* out_problem) {
+  std::string req = requirement;
+  req.erase(std::remove_if(req.begin(), req.end(), [](unsigned char c) { return std::isspace(c); }), req.end());
+  std::string op = ">=";
+  for (const char* candidate : {">=", "<=", "==", ">", "<"}) {
+    if (req.rfind(candidate, 0) == 0) {
+      op = candidate;
+      req = req.substr(op.size());
+      break;
+    }
+  }
+  std::vector<uint64_t> want, have;
+  if (!ParseVersion(req, &want)) {
+    *out_problem = Cat("cannot interpret the version requirement \"", requirement, "\"");
+    return false;
+  }
+  if (!ParseVersion(version, &have)) {
+    *out_problem = Cat("cannot interpret the engine version \"", version, "\"");
+    return false;
+  }
+  const int c = CompareVersions(have, want);
+  const bool ok = op == ">=" ? c >= 0 : op == "<=" ? c <= 0 : op == "==" ? c == 0 : op == ">" ? c > 0 : c < 0;
+  if (!ok) *out_problem = Cat("engine version ", version, " does not satisfy ", requirement);
+  return ok;
+}
+
+}  // namespace xrt::core

@@ -1,0 +1,840 @@
+// xrt-run: runs an .xrtpkg bundle through libxrt from the command line (the C++ counterpart of `xrtc run`, in the
+// spirit of trtexec): load, run once on given or random inputs, print the decision and the outputs, optionally save
+// the outputs and benchmark. See Usage() for flags and exit codes.
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <limits>
+#include <memory>
+#include <new>
+#include <optional>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "npy_io.h"
+#include "xrt/xrt.h"
+
+namespace xrt {
+namespace tools {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using Json = nlohmann::ordered_json;
+
+constexpr int kExitOk = 0;
+constexpr int kExitRuntime = 1;
+constexpr int kExitUsage = 2;
+constexpr int kExitIncompatible = 5;
+constexpr int kExitExists = 11;
+
+const char kUsage[] =
+    "usage: xrt-run BUNDLE [options]\n"
+    "\n"
+    "Runs an .xrtpkg bundle once (or benchmarks it) and prints which variant ran, why, and its outputs.\n"
+    "\n"
+    "inputs (default: random inputs from the bundle's input info; floats ~ N(0,1), ints in [0,100), random bools):\n"
+    "  --inputs FILE.npz        arrays keyed by input name, or the corpus layout (__names__ + in0, in1, ...)\n"
+    "  --input NAME=FILE.npy    one input (repeatable; overrides the same name from --inputs)\n"
+    "  --shape NAME=1x3x224x224 shape of a random input with dynamic dims (repeatable)\n"
+    "  --seed S                 seed for random inputs (default 0)\n"
+    "selection:\n"
+    "  --device D               cpu (default), gpu, npu\n"
+    "  --engine E               only this engine (openvino, onnxruntime, ...)\n"
+    "  --variant ID             exactly this variant\n"
+    "outputs:\n"
+    "  --save-outputs OUT.npz   write the outputs (uncompressed .npz, keys = output names), atomically\n"
+    "  --force                  overwrite OUT.npz if it exists\n"
+    "benchmark:\n"
+    "  --bench N                after the first run, N timed runs: p50/p90/p99/min/mean in ms\n"
+    "  --warmup N               untimed runs before the timed ones (default 10; needs --bench)\n"
+    "reporting:\n"
+    "  --quiet                  print only errors and the final PASSED/FAILED line\n"
+    "  --json                   print one JSON object on stdout (PASSED/FAILED goes to stderr)\n"
+    "  -h, --help               this text\n"
+    "\n"
+    "exit codes: 0 ok; 1 runtime error (missing/corrupt bundle, engine failure); 2 usage error or bad inputs\n"
+    "(INVALID_ARGUMENT); 5 bundle incompatible with this runtime/device or backend unavailable (INCOMPATIBLE,\n"
+    "UNAVAILABLE); 11 the output file exists (ALREADY_EXISTS).\n";
+
+// An error carrying an xrt status code; main() prints it and maps the code to the exit code.
+class ToolError : public std::runtime_error {
+ public:
+  ToolError(xrt_status_code_t code, const std::string& message) : std::runtime_error(message), code_(code) {}
+  xrt_status_code_t code() const { return code_; }
+
+ private:
+  xrt_status_code_t code_;
+};
+
+// A command-line mistake: exit 2, with a hint to --help.
+class UsageError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+int ExitCodeFor(xrt_status_code_t code) {
+  switch (code) {
+    case XRT_STATUS_OK: return kExitOk;
+    case XRT_STATUS_INVALID_ARGUMENT: return kExitUsage;
+    case XRT_STATUS_UNAVAILABLE:
+    case XRT_STATUS_INCOMPATIBLE: return kExitIncompatible;
+    case XRT_STATUS_ALREADY_EXISTS: return kExitExists;
+    default: return kExitRuntime;
+  }
+}
+
+// Takes ownership of `status`; throws ToolError when it is not OK.
+void Check(xrt_status_t status, const std::string& context = "") {
+  if (status == nullptr) return;
+  const xrt_status_code_t code = xrt_status_code(status);
+  std::string message = xrt_status_message(status);
+  xrt_status_free(status);
+  throw ToolError(code, context.empty() ? message : context + ": " + message);
+}
+
+struct BundleDeleter {
+  void operator()(xrt_bundle_t* b) const { xrt_bundle_release(b); }
+};
+struct SessionDeleter {
+  void operator()(xrt_session_t* s) const { xrt_session_release(s); }
+};
+struct OutputsDeleter {
+  void operator()(xrt_outputs_t* o) const { xrt_outputs_release(o); }
+};
+using BundlePtr = std::unique_ptr<xrt_bundle_t, BundleDeleter>;
+using SessionPtr = std::unique_ptr<xrt_session_t, SessionDeleter>;
+using OutputsPtr = std::unique_ptr<xrt_outputs_t, OutputsDeleter>;
+
+double MsSince(Clock::time_point start) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+}
+
+// ---- Command line --------------------------------------------------------------------------------------------------
+
+struct Options {
+  std::string bundle;
+  std::string inputs_npz;
+  std::vector<std::pair<std::string, std::string>> input_files;  // name, path
+  std::vector<std::pair<std::string, std::vector<int64_t>>> shapes;
+  std::string device = "cpu";
+  std::string engine;
+  std::string variant;
+  std::string save_outputs;
+  bool force = false;
+  bool quiet = false;
+  bool json = false;
+  bool help = false;
+  int64_t bench = 0;
+  int64_t warmup = 10;
+  bool warmup_given = false;
+  uint64_t seed = 0;
+};
+
+uint64_t ParseUnsigned(const std::string& flag, const std::string& text, uint64_t max) {
+  if (text.empty() || text.size() > 20 || text.find_first_not_of("0123456789") != std::string::npos) {
+    throw UsageError(flag + " expects a non-negative integer, got '" + text + "'");
+  }
+  uint64_t v = 0;
+  for (char c : text) {
+    const uint64_t digit = static_cast<uint64_t>(c - '0');
+    if (v > (std::numeric_limits<uint64_t>::max() - digit) / 10) throw UsageError(flag + ": '" + text + "' is too large");
+    v = v * 10 + digit;
+  }
+  if (v > max) throw UsageError(flag + ": '" + text + "' is too large (at most " + std::to_string(max) + ")");
+  return v;
+}
+
+// "NAME=VALUE" split at the first '=' (split_last: at the last one).
+std::pair<std::string, std::string> SplitAssignment(const std::string& flag, const std::string& text,
+                                                    const char* example, bool split_last = false) {
+  const size_t eq = split_last ? text.rfind('=') : text.find('=');
+  if (eq == std::string::npos || eq == 0) {
+    throw UsageError(flag + " expects NAME=" + example + ", got '" + text + "'");
+  }
+  return {text.substr(0, eq), text.substr(eq + 1)};
+}
+
+std::vector<int64_t> ParseDims(const std::string& flag, const std::string& text) {
+  std::vector<int64_t> dims;
+  if (text.empty()) return dims;  // A scalar.
+  size_t start = 0;
+  while (true) {
+    const size_t x = text.find('x', start);
+    const std::string part = text.substr(start, x == std::string::npos ? std::string::npos : x - start);
+    dims.push_back(static_cast<int64_t>(
+        ParseUnsigned(flag, part, static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))));
+    if (x == std::string::npos) break;
+    start = x + 1;
+  }
+  if (dims.size() > XRT_MAX_RANK) throw UsageError(flag + ": rank above " + std::to_string(XRT_MAX_RANK));
+  return dims;
+}
+
+Options ParseArgs(int argc, char** argv) {
+  Options o;
+  const std::vector<std::string> valued = {"--inputs", "--input",        "--shape", "--device", "--engine",
+                                           "--variant", "--save-outputs", "--bench", "--warmup", "--seed"};
+  const std::vector<std::string> boolean = {"--force", "--quiet", "--json", "--help"};
+  bool positional_only = false;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (positional_only || arg.empty() || arg[0] != '-' || arg == "-") {
+      if (!o.bundle.empty()) throw UsageError("unexpected argument '" + arg + "' (only one BUNDLE is accepted)");
+      o.bundle = arg;
+      continue;
+    }
+    if (arg == "--") {
+      positional_only = true;
+      continue;
+    }
+    if (arg == "-h") arg = "--help";
+    std::string flag = arg;
+    std::optional<std::string> value;
+    const size_t eq = arg.find('=');
+    if (eq != std::string::npos) {
+      flag = arg.substr(0, eq);
+      value = arg.substr(eq + 1);
+    }
+    const bool is_valued = std::find(valued.begin(), valued.end(), flag) != valued.end();
+    const bool is_bool = std::find(boolean.begin(), boolean.end(), flag) != boolean.end();
+    if (!is_valued && !is_bool) throw UsageError("unknown option '" + flag + "'");
+    if (is_bool) {
+      if (value) throw UsageError(flag + " takes no value");
+      if (flag == "--force") o.force = true;
+      if (flag == "--quiet") o.quiet = true;
+      if (flag == "--json") o.json = true;
+      if (flag == "--help") o.help = true;
+      continue;
+    }
+    if (!value) {
+      if (i + 1 >= argc) throw UsageError(flag + " needs a value");
+      value = argv[++i];
+    }
+    const std::string& v = *value;
+    if (flag == "--inputs") {
+      if (!o.inputs_npz.empty()) throw UsageError("--inputs given twice");
+      o.inputs_npz = v;
+    } else if (flag == "--input") {
+      o.input_files.push_back(SplitAssignment(flag, v, "FILE.npy"));
+    } else if (flag == "--shape") {
+      auto [name, dims] = SplitAssignment(flag, v, "1x3x224x224", /*split_last=*/true);
+      o.shapes.emplace_back(name, ParseDims(flag, dims));
+    } else if (flag == "--device") {
+      o.device = v;
+    } else if (flag == "--engine") {
+      o.engine = v;
+    } else if (flag == "--variant") {
+      o.variant = v;
+    } else if (flag == "--save-outputs") {
+      if (v.empty()) throw UsageError("--save-outputs needs a file name");
+      o.save_outputs = v;
+    } else if (flag == "--bench") {
+      o.bench = static_cast<int64_t>(ParseUnsigned(flag, v, 10'000'000));
+      if (o.bench == 0) throw UsageError("--bench expects at least 1 run");
+    } else if (flag == "--warmup") {
+      o.warmup = static_cast<int64_t>(ParseUnsigned(flag, v, 10'000'000));
+      o.warmup_given = true;
+    } else if (flag == "--seed") {
+      o.seed = ParseUnsigned(flag, v, std::numeric_limits<uint64_t>::max());
+    }
+  }
+  if (o.help) return o;
+  if (o.bundle.empty()) throw UsageError("missing BUNDLE (the .xrtpkg file to run)");
+  if (o.warmup_given && o.bench == 0) throw UsageError("--warmup needs --bench");
+  if (!o.shapes.empty() && (!o.inputs_npz.empty() || !o.input_files.empty())) {
+    throw UsageError("--shape sets the shape of random inputs; it cannot be combined with --inputs/--input");
+  }
+  return o;
+}
+
+// ---- Tensors -------------------------------------------------------------------------------------------------------
+
+std::string ShapeText(const int64_t* shape, size_t rank, const char* const* dim_names = nullptr) {
+  std::string s = "[";
+  for (size_t d = 0; d < rank; ++d) {
+    if (d) s += ",";
+    if (shape[d] >= 0) {
+      s += std::to_string(shape[d]);
+    } else {
+      s += (dim_names != nullptr && dim_names[d] != nullptr) ? dim_names[d] : "?";
+    }
+  }
+  return s + "]";
+}
+
+std::string ShapeText(const std::vector<int64_t>& shape) { return ShapeText(shape.data(), shape.size()); }
+
+Json ShapeJson(const int64_t* shape, size_t rank) {
+  Json a = Json::array();
+  for (size_t d = 0; d < rank; ++d) a.push_back(shape[d]);
+  return a;
+}
+
+float HalfToFloat(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000) << 16;
+  const uint32_t exp = (h >> 10) & 0x1F;
+  const uint32_t mant = h & 0x3FF;
+  float value;
+  if (exp == 0) {
+    value = std::ldexp(static_cast<float>(mant), -24);  // zero or subnormal
+  } else if (exp == 31) {
+    value = mant ? std::numeric_limits<float>::quiet_NaN() : std::numeric_limits<float>::infinity();
+  } else {
+    value = std::ldexp(static_cast<float>(mant | 0x400), static_cast<int>(exp) - 25);
+  }
+  return sign ? -value : value;
+}
+
+// Round to nearest even; used only for random inputs, whose values stay well inside the half range.
+uint16_t FloatToHalf(float f) {
+  uint32_t x;
+  std::memcpy(&x, &f, 4);
+  const uint16_t sign = static_cast<uint16_t>((x >> 16) & 0x8000);
+  const float a = std::fabs(f);
+  if (std::isnan(f)) return static_cast<uint16_t>(sign | 0x7E00);
+  if (a >= 65520.0f) return static_cast<uint16_t>(sign | 0x7C00);
+  if (a < std::ldexp(1.0f, -14)) {  // subnormal half: a multiple of 2^-24
+    return static_cast<uint16_t>(sign | static_cast<uint16_t>(std::nearbyint(std::ldexp(a, 24))));
+  }
+  int e;
+  const float m = std::frexp(a, &e);  // a = m * 2^e, m in [0.5, 1)
+  uint32_t mant = static_cast<uint32_t>(std::nearbyint(std::ldexp(m, 11)));  // 11 significant bits
+  if (mant == 2048) {
+    mant = 1024;
+    ++e;
+  }
+  const uint32_t exp = static_cast<uint32_t>(e - 1 + 15);
+  if (exp >= 31) return static_cast<uint16_t>(sign | 0x7C00);
+  return static_cast<uint16_t>(sign | (exp << 10) | (mant & 0x3FF));
+}
+
+float Bf16ToFloat(uint16_t b) {
+  const uint32_t x = static_cast<uint32_t>(b) << 16;
+  float f;
+  std::memcpy(&f, &x, 4);
+  return f;
+}
+
+uint16_t FloatToBf16(float f) {
+  uint32_t x;
+  std::memcpy(&x, &f, 4);
+  if (std::isnan(f)) return static_cast<uint16_t>((x >> 16) | 0x40);
+  x += 0x7FFF + ((x >> 16) & 1);
+  return static_cast<uint16_t>(x >> 16);
+}
+
+double ElementAsDouble(xrt_dtype_t dtype, const uint8_t* p) {
+  switch (dtype) {
+    case XRT_DTYPE_FLOAT32: { float v; std::memcpy(&v, p, 4); return v; }
+    case XRT_DTYPE_FLOAT16: { uint16_t v; std::memcpy(&v, p, 2); return HalfToFloat(v); }
+    case XRT_DTYPE_BFLOAT16: { uint16_t v; std::memcpy(&v, p, 2); return Bf16ToFloat(v); }
+    case XRT_DTYPE_FLOAT64: { double v; std::memcpy(&v, p, 8); return v; }
+    case XRT_DTYPE_INT8: return static_cast<int8_t>(*p);
+    case XRT_DTYPE_UINT8: return *p;
+    case XRT_DTYPE_INT16: { int16_t v; std::memcpy(&v, p, 2); return v; }
+    case XRT_DTYPE_UINT16: { uint16_t v; std::memcpy(&v, p, 2); return v; }
+    case XRT_DTYPE_INT32: { int32_t v; std::memcpy(&v, p, 4); return v; }
+    case XRT_DTYPE_UINT32: { uint32_t v; std::memcpy(&v, p, 4); return v; }
+    case XRT_DTYPE_INT64: { int64_t v; std::memcpy(&v, p, 8); return static_cast<double>(v); }
+    case XRT_DTYPE_UINT64: { uint64_t v; std::memcpy(&v, p, 8); return static_cast<double>(v); }
+    case XRT_DTYPE_BOOL: return *p ? 1.0 : 0.0;
+    default: return std::numeric_limits<double>::quiet_NaN();
+  }
+}
+
+struct Stats {
+  uint64_t count = 0;
+  uint64_t nan_count = 0;
+  double min = 0, max = 0, mean = 0;
+};
+
+Stats ComputeStats(xrt_dtype_t dtype, const uint8_t* data, uint64_t byte_size) {
+  Stats s;
+  const size_t item = xrt_dtype_size(dtype);
+  if (item == 0) return s;
+  double sum = 0;
+  bool first = true;
+  for (uint64_t off = 0; off + item <= byte_size; off += item) {
+    const double v = ElementAsDouble(dtype, data + off);
+    if (std::isnan(v)) {
+      ++s.nan_count;
+      continue;
+    }
+    if (first || v < s.min) s.min = v;
+    if (first || v > s.max) s.max = v;
+    first = false;
+    sum += v;
+    ++s.count;
+  }
+  if (s.count) s.mean = sum / static_cast<double>(s.count);
+  return s;
+}
+
+std::string FormatNumber(double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "%.6g", v);
+  return buf;
+}
+
+// A random tensor for one input. Floats ~ N(0,1), integers uniform in [0, 100), bools fair coin flips.
+Array RandomArray(xrt_dtype_t dtype, const std::vector<int64_t>& shape, std::mt19937_64& rng) {
+  Array a;
+  a.dtype = dtype;
+  a.shape = shape;
+  const size_t item = xrt_dtype_size(dtype);
+  uint64_t n = 1;
+  for (int64_t d : shape) {
+    if (d != 0 && n > std::numeric_limits<uint64_t>::max() / static_cast<uint64_t>(d) / std::max<size_t>(item, 1)) {
+      throw ToolError(XRT_STATUS_RESOURCE_EXHAUSTED, "random input of shape " + ShapeText(shape) + " is too large");
+    }
+    n *= static_cast<uint64_t>(d);
+  }
+  a.data.resize(static_cast<size_t>(n * item));
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::uniform_int_distribution<int> ints(0, 99);
+  std::bernoulli_distribution coin(0.5);
+  uint8_t* p = a.data.data();
+  for (uint64_t i = 0; i < n; ++i, p += item) {
+    switch (dtype) {
+      case XRT_DTYPE_FLOAT32: { const float v = normal(rng); std::memcpy(p, &v, 4); break; }
+      case XRT_DTYPE_FLOAT64: { const double v = normal(rng); std::memcpy(p, &v, 8); break; }
+      case XRT_DTYPE_FLOAT16: { const uint16_t v = FloatToHalf(normal(rng)); std::memcpy(p, &v, 2); break; }
+      case XRT_DTYPE_BFLOAT16: { const uint16_t v = FloatToBf16(normal(rng)); std::memcpy(p, &v, 2); break; }
+      case XRT_DTYPE_BOOL: *p = coin(rng) ? 1 : 0; break;
+      default: {
+        // Every integer dtype holds [0, 100); write the value little-endian in `item` bytes.
+        const uint64_t v = static_cast<uint64_t>(ints(rng));
+        for (size_t b = 0; b < item; ++b) p[b] = static_cast<uint8_t>(v >> (8 * b));
+      }
+    }
+  }
+  return a;
+}
+
+// ---- The run -------------------------------------------------------------------------------------------------------
+
+struct InputInfo {
+  std::string name;
+  xrt_dtype_t dtype;
+  std::vector<int64_t> shape;              // -1 for dynamic
+  std::vector<std::string> dim_names;      // "" for static or unnamed
+  std::string Describe() const {
+    std::string s = std::string(xrt_dtype_name(dtype)) + " [";
+    for (size_t d = 0; d < shape.size(); ++d) {
+      if (d) s += ",";
+      s += shape[d] >= 0 ? std::to_string(shape[d]) : (dim_names[d].empty() ? "?" : dim_names[d]);
+    }
+    return s + "]";
+  }
+};
+
+std::vector<InputInfo> SessionInputs(const xrt_session_t* session) {
+  std::vector<InputInfo> out;
+  const size_t n = xrt_session_input_count(session);
+  for (size_t i = 0; i < n; ++i) {
+    xrt_io_info_t info{};
+    Check(xrt_session_input_info(session, i, &info), "input info");
+    InputInfo in;
+    in.name = info.name ? info.name : "";
+    in.dtype = info.dtype;
+    for (uint32_t d = 0; d < info.rank; ++d) {
+      in.shape.push_back(info.shape[d]);
+      in.dim_names.push_back(info.dim_names && info.dim_names[d] ? info.dim_names[d] : "");
+    }
+    out.push_back(std::move(in));
+  }
+  return out;
+}
+
+struct GivenInput {
+  std::string name;
+  std::string source;  // file it came from, or "random"
+  Array array;
+};
+
+std::string ListInputs(const std::vector<InputInfo>& infos) {
+  std::string s;
+  for (const InputInfo& in : infos) {
+    if (!s.empty()) s += ", ";
+    s += in.name + " (" + in.Describe() + ")";
+  }
+  return s;
+}
+
+// Loads --inputs/--input files and checks names and dtypes against the session (the runtime checks shapes).
+std::vector<GivenInput> LoadInputs(const Options& o, const std::vector<InputInfo>& infos) {
+  std::vector<GivenInput> given;
+  auto put = [&given](GivenInput in) {
+    for (GivenInput& g : given) {
+      if (g.name == in.name) {
+        g = std::move(in);  // --input overrides --inputs.
+        return;
+      }
+    }
+    given.push_back(std::move(in));
+  };
+  try {
+    if (!o.inputs_npz.empty()) {
+      for (NamedArray& a : ReadNpz(o.inputs_npz)) put({a.name, o.inputs_npz, std::move(a.array)});
+    }
+    for (const auto& [name, path] : o.input_files) put({name, path, ReadNpyFile(path)});
+  } catch (const NpyError& e) {
+    throw ToolError(XRT_STATUS_INVALID_ARGUMENT, std::string("bad inputs file: ") + e.what());
+  }
+  for (const GivenInput& g : given) {
+    const auto it = std::find_if(infos.begin(), infos.end(), [&](const InputInfo& in) { return in.name == g.name; });
+    if (it == infos.end()) {
+      throw ToolError(XRT_STATUS_INVALID_ARGUMENT, "unknown input '" + g.name + "' (from " + g.source +
+                                                       "); the model's inputs are: " + ListInputs(infos));
+    }
+    if (it->dtype != g.array.dtype) {
+      throw ToolError(XRT_STATUS_INVALID_ARGUMENT,
+                      "input '" + g.name + "' (from " + g.source + ") is " + xrt_dtype_name(g.array.dtype) +
+                          ", the model expects " + it->Describe() + "; convert it with a.astype(numpy." +
+                          xrt_dtype_name(it->dtype) + ")");
+    }
+  }
+  for (const InputInfo& in : infos) {
+    const bool found =
+        std::any_of(given.begin(), given.end(), [&](const GivenInput& g) { return g.name == in.name; });
+    if (!found) {
+      throw ToolError(XRT_STATUS_INVALID_ARGUMENT, "input '" + in.name + "' (" + in.Describe() +
+                                                       ") is not given; add it to --inputs or pass --input " +
+                                                       in.name + "=FILE.npy");
+    }
+  }
+  return given;
+}
+
+std::vector<GivenInput> RandomInputs(const Options& o, const std::vector<InputInfo>& infos) {
+  for (const auto& [name, dims] : o.shapes) {
+    if (std::none_of(infos.begin(), infos.end(), [&](const InputInfo& in) { return in.name == name; })) {
+      throw ToolError(XRT_STATUS_INVALID_ARGUMENT,
+                      "--shape names unknown input '" + name + "'; the model's inputs are: " + ListInputs(infos));
+    }
+  }
+  std::mt19937_64 rng(o.seed);
+  std::vector<GivenInput> out;
+  for (const InputInfo& in : infos) {
+    std::vector<int64_t> shape = in.shape;
+    const auto given = std::find_if(o.shapes.begin(), o.shapes.end(), [&](const auto& s) { return s.first == in.name; });
+    if (given != o.shapes.end()) {
+      const std::vector<int64_t>& dims = given->second;
+      if (dims.size() != in.shape.size()) {
+        throw ToolError(XRT_STATUS_INVALID_ARGUMENT, "--shape " + in.name + "=" + ShapeText(dims) + " has rank " +
+                                                         std::to_string(dims.size()) + ", the model expects " +
+                                                         in.Describe());
+      }
+      for (size_t d = 0; d < dims.size(); ++d) {
+        if (in.shape[d] >= 0 && in.shape[d] != dims[d]) {
+          throw ToolError(XRT_STATUS_INVALID_ARGUMENT, "--shape " + in.name + ": dimension " + std::to_string(d) +
+                                                           " is static " + std::to_string(in.shape[d]) +
+                                                           " in the model, not " + std::to_string(dims[d]));
+        }
+      }
+      shape = dims;
+    } else {
+      for (size_t d = 0; d < shape.size(); ++d) {
+        if (shape[d] >= 0) continue;
+        std::string example;
+        for (size_t k = 0; k < shape.size(); ++k) {
+          if (k) example += "x";
+          example += std::to_string(in.shape[k] >= 0 ? in.shape[k] : 1);
+        }
+        const std::string dim_name = in.dim_names[d].empty() ? "" : " ('" + in.dim_names[d] + "')";
+        throw ToolError(XRT_STATUS_INVALID_ARGUMENT,
+                        "input '" + in.name + "' (" + in.Describe() + ") has dynamic dimension " + std::to_string(d) +
+                            dim_name + " and no inputs were given; set its shape with --shape " + in.name + "=" +
+                            example + " (or pass real inputs with --inputs/--input)");
+      }
+    }
+    out.push_back({in.name, "random", RandomArray(in.dtype, shape, rng)});
+  }
+  return out;
+}
+
+struct BenchResult {
+  int64_t runs = 0;
+  int64_t warmup = 0;
+  double p50 = 0, p90 = 0, p99 = 0, min = 0, mean = 0;
+};
+
+double Percentile(const std::vector<double>& sorted, double q) {
+  // Nearest rank: the smallest value with at least q of the samples at or below it.
+  const size_t rank = static_cast<size_t>(std::ceil(q * static_cast<double>(sorted.size())));
+  return sorted[std::min(sorted.size() - 1, rank == 0 ? 0 : rank - 1)];
+}
+
+class Runner {
+ public:
+  explicit Runner(const Options& o) : o_(o) {}
+
+  int Main() {
+    Json report = Json::object();
+    report["bundle"] = o_.bundle;
+    try {
+      Run(&report);
+    } catch (const ToolError& e) {
+      return Fail(&report, e.code(), e.what());
+    } catch (const std::bad_alloc&) {
+      return Fail(&report, XRT_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+    } catch (const std::exception& e) {
+      return Fail(&report, XRT_STATUS_INTERNAL, e.what());
+    }
+    report["status"] = "PASSED";
+    if (o_.json) {
+      std::printf("%s\n", report.dump(2).c_str());
+      std::fflush(stdout);
+      std::fprintf(stderr, "PASSED xrt-run\n");
+    } else {
+      std::printf("PASSED xrt-run\n");
+    }
+    return kExitOk;
+  }
+
+ private:
+  void Say(const std::string& line) const {
+    if (!o_.quiet && !o_.json) std::printf("%s\n", line.c_str());
+  }
+
+  int Fail(Json* report, xrt_status_code_t code, const std::string& message) const {
+    std::fflush(stdout);
+    std::fprintf(stderr, "xrt-run: error: %s: %s\n", xrt_status_code_string(code), message.c_str());
+    if (o_.json) {
+      (*report)["status"] = "FAILED";
+      (*report)["error"] = {{"code", xrt_status_code_string(code)}, {"message", message}};
+      std::printf("%s\n", report->dump(2).c_str());
+      std::fflush(stdout);
+      std::fprintf(stderr, "FAILED xrt-run\n");
+    } else {
+      std::printf("FAILED xrt-run\n");
+    }
+    return ExitCodeFor(code);
+  }
+
+  void Run(Json* report) {
+    // Refuse an existing output path before doing any work (WriteNpz checks again, atomically, at the end).
+    if (!o_.save_outputs.empty() && !o_.force) {
+      if (FILE* f = std::fopen(o_.save_outputs.c_str(), "rb")) {
+        std::fclose(f);
+        throw ToolError(XRT_STATUS_ALREADY_EXISTS, o_.save_outputs + " exists; pass --force to overwrite it");
+      }
+    }
+
+    const Clock::time_point t_open = Clock::now();
+    xrt_bundle_t* raw_bundle = nullptr;
+    Check(xrt_bundle_open_file(o_.bundle.c_str(), nullptr, &raw_bundle), o_.bundle);
+    BundlePtr bundle(raw_bundle);
+    const double open_ms = MsSince(t_open);
+
+    xrt_session_options_t session_options;
+    xrt_session_options_initialize(&session_options);
+    session_options.device = o_.device.c_str();
+    session_options.engine = o_.engine.empty() ? nullptr : o_.engine.c_str();
+    session_options.variant = o_.variant.empty() ? nullptr : o_.variant.c_str();
+    const Clock::time_point t_session = Clock::now();
+    xrt_session_t* raw_session = nullptr;
+    Check(xrt_session_create(bundle.get(), &session_options, &raw_session), o_.bundle);
+    SessionPtr session(raw_session);
+    const double session_ms = MsSince(t_session);
+
+    uint32_t major = 0, minor = 0;
+    xrt_bundle_format_version(bundle.get(), &major, &minor);
+    (*report)["format_version"] = std::to_string(major) + "." + std::to_string(minor);
+    (*report)["runtime_version"] = xrt_version();
+    ReportSession(session.get(), report);
+
+    // Inputs.
+    const std::vector<InputInfo> infos = SessionInputs(session.get());
+    const bool random = o_.inputs_npz.empty() && o_.input_files.empty();
+    std::vector<GivenInput> inputs = random ? RandomInputs(o_, infos) : LoadInputs(o_, infos);
+    std::vector<const char*> names;
+    std::vector<xrt_tensor_view_t> views;
+    Json inputs_json = Json::array();
+    for (GivenInput& in : inputs) {
+      names.push_back(in.name.c_str());
+      xrt_tensor_view_t v{};
+      v.dtype = in.array.dtype;
+      v.rank = static_cast<uint32_t>(in.array.shape.size());
+      v.shape = in.array.shape.data();
+      v.data = in.array.data.empty() ? nullptr : in.array.data.data();
+      v.byte_size = in.array.data.size();
+      views.push_back(v);
+      Say("input  " + in.name + " " + xrt_dtype_name(in.array.dtype) + " " + ShapeText(in.array.shape) + " (" +
+          (random ? "random, seed " + std::to_string(o_.seed) : "from " + in.source) + ")");
+      inputs_json.push_back({{"name", in.name},
+                             {"dtype", xrt_dtype_name(in.array.dtype)},
+                             {"shape", ShapeJson(in.array.shape.data(), in.array.shape.size())},
+                             {"source", random ? "random" : in.source}});
+    }
+    (*report)["inputs"] = inputs_json;
+    if (random) (*report)["seed"] = o_.seed;
+
+    auto run_once = [&]() {
+      xrt_outputs_t* raw = nullptr;
+      Check(xrt_session_run(session.get(), names.data(), views.data(), views.size(), &raw), "run");
+      return OutputsPtr(raw);
+    };
+
+    const Clock::time_point t_first = Clock::now();
+    OutputsPtr outputs = run_once();
+    const double first_ms = MsSince(t_first);
+    char timing[160];
+    std::snprintf(timing, sizeof(timing), "load   %.3f ms (open %.3f ms + session %.3f ms), first run %.3f ms",
+                  open_ms + session_ms, open_ms, session_ms, first_ms);
+    Say(timing);
+    (*report)["load_ms"] = open_ms + session_ms;
+    (*report)["open_ms"] = open_ms;
+    (*report)["session_ms"] = session_ms;
+    (*report)["first_run_ms"] = first_ms;
+
+    // Outputs.
+    std::vector<NamedArray> to_save;
+    Json outputs_json = Json::array();
+    const size_t count = xrt_outputs_count(outputs.get());
+    for (size_t i = 0; i < count; ++i) {
+      xrt_tensor_view_t v{};
+      const char* name = nullptr;
+      Check(xrt_outputs_get(outputs.get(), i, &v, &name), "output " + std::to_string(i));
+      const std::string out_name = name ? name : "output" + std::to_string(i);
+      const Stats s = ComputeStats(v.dtype, static_cast<const uint8_t*>(v.data), v.byte_size);
+      std::string line = "output " + out_name + " " + xrt_dtype_name(v.dtype) + " " + ShapeText(v.shape, v.rank);
+      Json o = {{"name", out_name}, {"dtype", xrt_dtype_name(v.dtype)}, {"shape", ShapeJson(v.shape, v.rank)}};
+      if (s.count) {
+        line += " min=" + FormatNumber(s.min) + " max=" + FormatNumber(s.max) + " mean=" + FormatNumber(s.mean);
+        o["min"] = s.min;
+        o["max"] = s.max;
+        o["mean"] = s.mean;
+      }
+      if (s.nan_count) {
+        line += " nan=" + std::to_string(s.nan_count);
+        o["nan_count"] = s.nan_count;
+      }
+      Say(line);
+      outputs_json.push_back(o);
+      if (!o_.save_outputs.empty()) {
+        Array a;
+        a.dtype = v.dtype;
+        a.shape.assign(v.shape, v.shape + v.rank);
+        const uint8_t* data = static_cast<const uint8_t*>(v.data);
+        a.data.assign(data, data + v.byte_size);
+        to_save.push_back({out_name, std::move(a)});
+      }
+    }
+    (*report)["outputs"] = outputs_json;
+    outputs.reset();
+
+    if (o_.bench > 0) (*report)["bench"] = Bench(run_once);
+
+    if (!o_.save_outputs.empty()) {
+      try {
+        WriteNpz(o_.save_outputs, to_save, o_.force);
+      } catch (const FileExistsError& e) {
+        throw ToolError(XRT_STATUS_ALREADY_EXISTS, e.what());
+      } catch (const NpyError& e) {
+        throw ToolError(XRT_STATUS_IO, e.what());
+      }
+      Say("saved  outputs to " + o_.save_outputs);
+      (*report)["saved_outputs"] = o_.save_outputs;
+    }
+  }
+
+  void ReportSession(const xrt_session_t* session, Json* report) {
+    const char* describe = xrt_session_describe(session);
+    const Json d = Json::parse(describe ? describe : "", nullptr, /*allow_exceptions=*/false);
+    if (d.is_discarded() || !d.is_object()) {
+      Say(std::string("session ") + (describe ? describe : "(no description)"));
+      (*report)["session"] = describe ? describe : "";
+      return;
+    }
+    (*report)["session"] = d;
+    auto str = [&d](const char* key) {
+      const auto it = d.find(key);
+      return (it != d.end() && it->is_string()) ? it->get<std::string>() : std::string("?");
+    };
+    Say("variant " + str("variant") + ": engine " + str("engine") + " " + str("engine_version") + " on device " +
+        str("device"));
+    if (d.contains("reason")) Say("  why: " + str("reason"));
+    const auto skipped = d.find("skipped");
+    if (skipped != d.end() && skipped->is_array()) {
+      for (const Json& s : *skipped) {
+        if (s.is_string()) {
+          Say("  skipped: " + s.get<std::string>());
+        } else if (s.is_object()) {
+          std::string line = "  skipped:";
+          for (const auto& [k, v] : s.items()) line += " " + k + "=" + (v.is_string() ? v.get<std::string>() : v.dump());
+          Say(line);
+        } else {
+          Say("  skipped: " + s.dump());
+        }
+      }
+    }
+  }
+
+  template <typename RunOnce>
+  Json Bench(RunOnce& run_once) {
+    for (int64_t i = 0; i < o_.warmup; ++i) run_once();
+    std::vector<double> ms;
+    ms.reserve(static_cast<size_t>(o_.bench));
+    for (int64_t i = 0; i < o_.bench; ++i) {
+      const Clock::time_point t = Clock::now();
+      OutputsPtr out = run_once();
+      ms.push_back(MsSince(t));  // The run only: releasing the outputs is not timed.
+    }
+    std::vector<double> sorted = ms;
+    std::sort(sorted.begin(), sorted.end());
+    BenchResult r;
+    r.runs = o_.bench;
+    r.warmup = o_.warmup;
+    r.p50 = Percentile(sorted, 0.50);
+    r.p90 = Percentile(sorted, 0.90);
+    r.p99 = Percentile(sorted, 0.99);
+    r.min = sorted.front();
+    double sum = 0;
+    for (double v : ms) sum += v;
+    r.mean = sum / static_cast<double>(ms.size());
+    char line[256];
+    std::snprintf(line, sizeof(line),
+                  "bench  %lld runs after %lld warmup: p50 %.3f ms, p90 %.3f ms, p99 %.3f ms, min %.3f ms, "
+                  "mean %.3f ms",
+                  static_cast<long long>(r.runs), static_cast<long long>(r.warmup), r.p50, r.p90, r.p99, r.min,
+                  r.mean);
+    Say(line);
+    return {{"runs", r.runs}, {"warmup", r.warmup}, {"p50_ms", r.p50}, {"p90_ms", r.p90},
+            {"p99_ms", r.p99}, {"min_ms", r.min},   {"mean_ms", r.mean}};
+  }
+
+  const Options& o_;
+};
+
+}  // namespace
+}  // namespace tools
+}  // namespace xrt
+
+int main(int argc, char** argv) {
+  using namespace xrt::tools;
+  Options options;
+  try {
+    options = ParseArgs(argc, argv);
+  } catch (const UsageError& e) {
+    std::fprintf(stderr, "xrt-run: error: %s: %s (see xrt-run --help)\n",
+                 xrt_status_code_string(XRT_STATUS_INVALID_ARGUMENT), e.what());
+    std::printf("FAILED xrt-run\n");
+    return kExitUsage;
+  }
+  if (options.help) {
+    std::printf("%s", kUsage);
+    return kExitOk;
+  }
+  return Runner(options).Main();
+}

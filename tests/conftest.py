@@ -1,0 +1,38 @@
+"""Fixtures: the sample and corpus models compiled once per test session."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from xrt_testutil import CORPUS, SAMPLE, run_tool  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def sample_bundle(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("sample") / "sample_cnn.xrtpkg"
+    run_tool("xrtc", "compile", SAMPLE, "--target", "cpu", "-o", out, check=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def corpus_bundles(tmp_path_factory):
+    """Compiles a corpus model once per test session: corpus_bundles(name) -> path."""
+    folder = tmp_path_factory.mktemp("corpus")
+    cache: dict[str, Path] = {}
+
+    def get(name: str) -> Path:
+        if name not in cache:
+            model = CORPUS / "models" / f"{name}.onnx"
+            if not model.exists():
+                pytest.skip(f"corpus model missing: {model} (run tests/corpus/fetch.sh)")
+            out = folder / f"{name}.xrtpkg"
+            run_tool("xrtc", "compile", model, "--target", "cpu", "-o", out, check=True)
+            cache[name] = out
+        return cache[name]
+
+    return get
