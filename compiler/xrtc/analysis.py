@@ -12,8 +12,10 @@ import onnx
 # look like 2-6 MFLOP graphs, ordering ONNX Runtime first where OpenVINO measured up to 2.3x faster.
 NOMINAL_DYNAMIC_DIM = 224
 
-RULE = (f"estimated compute = 2 x MACs of Conv/ConvTranspose/MatMul/Gemm from inferred shapes, dynamic input dims "
-        f"pinned to 1 (first dim) or {NOMINAL_DYNAMIC_DIM} (others), unknown dims as 1")
+_FLOAT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16)
+
+RULE = (f"est. = 2 x MACs of Conv/ConvTranspose/MatMul/Gemm, dynamic input dims as 1 (first) or "
+        f"{NOMINAL_DYNAMIC_DIM} (others)")
 
 
 @dataclass(frozen=True)
@@ -30,11 +32,11 @@ class ComputeEstimate:
 
 
 def format_flops(flops: float) -> str:
-    if flops >= 1e9:
-        return f"{flops / 1e9:.2f} GFLOP"
-    if flops >= 1e6:
-        return f"{flops / 1e6:.1f} MFLOP"
-    return f"{flops / 1e3:.1f} kFLOP"
+    """3 significant digits: "4.25 GFLOP", "564 MFLOP", "20 MFLOP", "128 FLOP"."""
+    for scale, unit in ((1e9, "GFLOP"), (1e6, "MFLOP"), (1e3, "kFLOP")):
+        if flops >= scale:
+            return f"{flops / scale:.3g} {unit}"
+    return f"{flops:.3g} FLOP"
 
 
 def _shapes(model: onnx.ModelProto) -> dict[str, list[int] | None]:
@@ -84,6 +86,14 @@ def _pin_inputs(model: onnx.ModelProto) -> onnx.ModelProto:
     dropped, so inference recomputes them from the pinned inputs."""
     pinned = onnx.ModelProto()
     pinned.CopyFrom(model)
+    for init in pinned.graph.initializer:
+        # Inference needs the dims of weights, not their values (only small integer tensors feed shape
+        # computations); dropping large float payloads keeps its serialise/parse round trip cheap.
+        if init.data_type in _FLOAT_TYPES and _prod(list(init.dims)) > 1024:
+            init.ClearField("raw_data")
+            init.ClearField("float_data")
+            init.ClearField("double_data")
+            init.ClearField("int32_data")  # float16/bfloat16 payloads live here when not raw
     initializers = {t.name for t in pinned.graph.initializer}
     for value in pinned.graph.input:
         if value.name in initializers or not value.type.HasField("tensor_type"):

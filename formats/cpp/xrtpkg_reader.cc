@@ -329,8 +329,8 @@ Result<Bundle> Bundle::Verify(const uint8_t* data, size_t size) {
     std::memcpy(e.sha256.data(), p + 64, 32);
     // layout
     if (e.offset != expected_offset) {
-      return Corrupt(Cat(label, ": offset is ", e.offset, ", expected ", expected_offset,
-                         i == 0 ? " (align64 of the section table's end)" : " (align64 of the previous section's end)"));
+      return Corrupt(Cat(label, ": offset is ", e.offset, ", expected ", expected_offset, " (align64 of the ",
+                         i == 0 ? "section table's end)" : "previous section's end)"));
     }
     if (!AddU64(e.offset, e.stored_size, &end) || end > size) {
       return Corrupt(Cat(label, ": offset ", e.offset, " + stored_size ", e.stored_size,
@@ -420,13 +420,14 @@ Result<Bundle> Bundle::Verify(const uint8_t* data, size_t size) {
   }
   std::unique_ptr<nlohmann::json> json;
   try {
-    json = std::make_unique<nlohmann::json>(
-        nlohmann::json::parse(b.manifest_text_, /*cb=*/nullptr, /*allow_exceptions=*/false));
-  } catch (const std::exception& e) {  // bad_alloc; parse errors are reported as discarded, not thrown
-    return Exhausted(Cat("section 0 (\"manifest\"): cannot parse: ", e.what()));
-  }
-  if (json->is_discarded()) {
-    return Corrupt(Cat("section 0 (\"manifest\"): not valid JSON (", b.manifest_text_.size(), " bytes)"));
+    // nlohmann's parser is iterative (an explicit stack), so deep nesting cannot overflow the call stack.
+    json = std::make_unique<nlohmann::json>(nlohmann::json::parse(b.manifest_text_));
+  } catch (const nlohmann::json::parse_error& e) {
+    return Corrupt(Cat("section 0 (\"manifest\"): not valid JSON: ", e.what()));
+  } catch (const std::bad_alloc&) {
+    return Exhausted("section 0 (\"manifest\"): out of memory while parsing");
+  } catch (const std::exception& e) {
+    return Corrupt(Cat("section 0 (\"manifest\"): not valid JSON: ", e.what()));
   }
   if (!json->is_object()) {
     return Corrupt(Cat("section 0 (\"manifest\"): JSON is a ", json->type_name(), ", must be an object"));

@@ -11,12 +11,32 @@ namespace {
 
 using nlohmann::json;
 
-// A short rendering of a JSON value for messages (long values are cut).
+bool ParseRequirement(const std::string& requirement, std::string* out_op, std::vector<uint64_t>* out_version);
+
+// A short rendering of a JSON value for messages (long values are cut). Containers are described, not dumped:
+// dump() recurses, and a hostile manifest may nest millions of levels deep.
 std::string Show(const json& v) {
+  if (v.is_array()) return Cat("an array of ", v.size(), " entries");
+  if (v.is_object()) return Cat("an object of ", v.size(), " keys");
   std::string s = v.dump(-1, ' ', /*ensure_ascii=*/true, json::error_handler_t::replace);
   if (s.size() > 80) s = s.substr(0, 77) + "...";
   return s;
 }
+
+// Nesting depth, computed without recursion (a scalar is 0, [] is 1).
+size_t Depth(const json& root) {
+  size_t max_depth = 0;
+  std::vector<std::pair<const json*, size_t>> stack = {{&root, 0}};
+  while (!stack.empty()) {
+    auto [v, depth] = stack.back();
+    stack.pop_back();
+    if (!v->is_structured()) continue;
+    max_depth = std::max(max_depth, depth + 1);
+    for (const auto& child : *v) stack.emplace_back(&child, depth + 1);
+  }
+  return max_depth;
+}
+constexpr size_t kMaxOptionsDepth = 16;
 
 Status Bad(const std::string& path, const std::string& problem) {
   return DataCorrupt("malformed manifest: ", path, " ", problem,
@@ -137,6 +157,8 @@ Result<Variant> ParseVariant(const json& v, const std::string& path, const forma
     out.options_json = "{}";
   } else if (!options->is_object()) {
     return Bad(path + ".options", Cat("must be an object, is ", Show(*options)));
+  } else if (Depth(*options) > kMaxOptionsDepth) {
+    return Bad(path + ".options", Cat("nests deeper than ", kMaxOptionsDepth, " levels"));
   } else {
     out.options_json = options->dump(-1, ' ', false, json::error_handler_t::strict);
   }
@@ -146,12 +168,20 @@ Result<Variant> ParseVariant(const json& v, const std::string& path, const forma
     if (!requires_it->is_object()) return Bad(path + ".requires", Cat("must be an object, is ", Show(*requires_it)));
     XRT_RETURN_IF_ERROR(
         OptionalString(*requires_it, "engine_version", path + ".requires", &out.engine_version_requirement), "");
+    std::string op;
+    std::vector<uint64_t> version;
+    if (!out.engine_version_requirement.empty() &&
+        !ParseRequirement(out.engine_version_requirement, &op, &version)) {
+      return Bad(path + ".requires.engine_version",
+                 Cat("is \"", out.engine_version_requirement,
+                     "\"; expected a version with an optional operator >=, >, ==, <= or <, e.g. \">=2026.0\""));
+    }
   }
   return out;
 }
 
 // Leading dotted integers of a version string: "2026.4.1-20512-abc" -> {2026, 4, 1}.
-bool ParseVersion(const std::string& s, std::vector<uint64_t>* out) {
+bool ParseVersion(const std::string& s, std::vector<uint64_t>* out, size_t* out_consumed) {
   out->clear();
   size_t i = 0;
   while (true) {
@@ -167,8 +197,26 @@ bool ParseVersion(const std::string& s, std::vector<uint64_t>* out) {
       ++i;
       continue;
     }
+    if (out_consumed) *out_consumed = i;
     return true;
   }
+}
+
+// ">=2026.0" -> (">=", {2026, 0}); a bare version means ">=".
+bool ParseRequirement(const std::string& requirement, std::string* out_op, std::vector<uint64_t>* out_version) {
+  std::string req = requirement;
+  req.erase(std::remove_if(req.begin(), req.end(), [](unsigned char c) { return std::isspace(c); }), req.end());
+  *out_op = ">=";
+  for (const char* candidate : {">=", "<=", "==", ">", "<"}) {
+    if (req.rfind(candidate, 0) == 0) {
+      *out_op = candidate;
+      req = req.substr(out_op->size());
+      break;
+    }
+  }
+  // The whole rest must be the version: "1.2.3", not "1.2rc1" nor "1.2,<2".
+  size_t consumed = 0;
+  return ParseVersion(req, out_version, &consumed) && consumed == req.size();
 }
 
 int CompareVersions(std::vector<uint64_t> a, std::vector<uint64_t> b) {
@@ -226,22 +274,13 @@ Result<std::unique_ptr<Model>> ParseModel(const nlohmann::json& manifest, const 
 }
 
 bool VersionSatisfies(const std::string& version, const std::string& requirement, std::string* out_problem) {
-  std::string req = requirement;
-  req.erase(std::remove_if(req.begin(), req.end(), [](unsigned char c) { return std::isspace(c); }), req.end());
-  std::string op = ">=";
-  for (const char* candidate : {">=", "<=", "==", ">", "<"}) {
-    if (req.rfind(candidate, 0) == 0) {
-      op = candidate;
-      req = req.substr(op.size());
-      break;
-    }
-  }
+  std::string op;
   std::vector<uint64_t> want, have;
-  if (!ParseVersion(req, &want)) {
+  if (!ParseRequirement(requirement, &op, &want)) {
     *out_problem = Cat("cannot interpret the version requirement \"", requirement, "\"");
     return false;
   }
-  if (!ParseVersion(version, &have)) {
+  if (!ParseVersion(version, &have, nullptr)) {
     *out_problem = Cat("cannot interpret the engine version \"", version, "\"");
     return false;
   }

@@ -216,8 +216,8 @@ uint64_t ElementCount(const std::vector<int64_t>& shape, const std::string& what
 
 void CheckDataSize(uint64_t expected, size_t available, const std::string& what) {
   if (expected > available) {
-    throw NpyError(what + ": truncated: the header promises " + std::to_string(expected) + " data bytes, the file has " +
-                   std::to_string(available));
+    throw NpyError(what + ": truncated: the header promises " + std::to_string(expected) +
+                   " data bytes, the file has " + std::to_string(available));
   }
   if (expected < available) {
     throw NpyError(what + ": " + std::to_string(available - expected) + " unexpected bytes after the array data");

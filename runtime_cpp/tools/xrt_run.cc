@@ -147,7 +147,9 @@ uint64_t ParseUnsigned(const std::string& flag, const std::string& text, uint64_
   uint64_t v = 0;
   for (char c : text) {
     const uint64_t digit = static_cast<uint64_t>(c - '0');
-    if (v > (std::numeric_limits<uint64_t>::max() - digit) / 10) throw UsageError(flag + ": '" + text + "' is too large");
+    if (v > (std::numeric_limits<uint64_t>::max() - digit) / 10) {
+      throw UsageError(flag + ": '" + text + "' is too large");
+    }
     v = v * 10 + digit;
   }
   if (v > max) throw UsageError(flag + ": '" + text + "' is too large (at most " + std::to_string(max) + ")");
@@ -259,15 +261,11 @@ Options ParseArgs(int argc, char** argv) {
 
 // ---- Tensors -------------------------------------------------------------------------------------------------------
 
-std::string ShapeText(const int64_t* shape, size_t rank, const char* const* dim_names = nullptr) {
+std::string ShapeText(const int64_t* shape, size_t rank) {
   std::string s = "[";
   for (size_t d = 0; d < rank; ++d) {
     if (d) s += ",";
-    if (shape[d] >= 0) {
-      s += std::to_string(shape[d]);
-    } else {
-      s += (dim_names != nullptr && dim_names[d] != nullptr) ? dim_names[d] : "?";
-    }
+    s += std::to_string(shape[d]);
   }
   return s + "]";
 }
@@ -471,8 +469,8 @@ std::string ListInputs(const std::vector<InputInfo>& infos) {
   return s;
 }
 
-// Loads --inputs/--input files and checks names and dtypes against the session (the runtime checks shapes).
-std::vector<GivenInput> LoadInputs(const Options& o, const std::vector<InputInfo>& infos) {
+// Reads --inputs/--input files (before the bundle is loaded, so a bad file fails fast).
+std::vector<GivenInput> ReadInputFiles(const Options& o) {
   std::vector<GivenInput> given;
   auto put = [&given](GivenInput in) {
     for (GivenInput& g : given) {
@@ -491,6 +489,12 @@ std::vector<GivenInput> LoadInputs(const Options& o, const std::vector<InputInfo
   } catch (const NpyError& e) {
     throw ToolError(XRT_STATUS_INVALID_ARGUMENT, std::string("bad inputs file: ") + e.what());
   }
+  return given;
+}
+
+// Checks given inputs' names and dtypes against the session, naming the file each came from (the runtime checks
+// shapes and repeats these checks).
+void CheckInputs(const std::vector<GivenInput>& given, const std::vector<InputInfo>& infos) {
   for (const GivenInput& g : given) {
     const auto it = std::find_if(infos.begin(), infos.end(), [&](const InputInfo& in) { return in.name == g.name; });
     if (it == infos.end()) {
@@ -513,7 +517,6 @@ std::vector<GivenInput> LoadInputs(const Options& o, const std::vector<InputInfo
                                                        in.name + "=FILE.npy");
     }
   }
-  return given;
 }
 
 std::vector<GivenInput> RandomInputs(const Options& o, const std::vector<InputInfo>& infos) {
@@ -527,11 +530,12 @@ std::vector<GivenInput> RandomInputs(const Options& o, const std::vector<InputIn
   std::vector<GivenInput> out;
   for (const InputInfo& in : infos) {
     std::vector<int64_t> shape = in.shape;
-    const auto given = std::find_if(o.shapes.begin(), o.shapes.end(), [&](const auto& s) { return s.first == in.name; });
+    const auto given =
+        std::find_if(o.shapes.begin(), o.shapes.end(), [&](const auto& s) { return s.first == in.name; });
     if (given != o.shapes.end()) {
       const std::vector<int64_t>& dims = given->second;
       if (dims.size() != in.shape.size()) {
-        throw ToolError(XRT_STATUS_INVALID_ARGUMENT, "--shape " + in.name + "=" + ShapeText(dims) + " has rank " +
+        throw ToolError(XRT_STATUS_INVALID_ARGUMENT, "--shape for " + in.name + " " + ShapeText(dims) + " has rank " +
                                                          std::to_string(dims.size()) + ", the model expects " +
                                                          in.Describe());
       }
@@ -623,6 +627,10 @@ class Runner {
   }
 
   void Run(Json* report) {
+    const bool random = o_.inputs_npz.empty() && o_.input_files.empty();
+    std::vector<GivenInput> inputs;
+    if (!random) inputs = ReadInputFiles(o_);
+
     // Refuse an existing output path before doing any work (WriteNpz checks again, atomically, at the end).
     if (!o_.save_outputs.empty() && !o_.force) {
       if (FILE* f = std::fopen(o_.save_outputs.c_str(), "rb")) {
@@ -633,7 +641,7 @@ class Runner {
 
     const Clock::time_point t_open = Clock::now();
     xrt_bundle_t* raw_bundle = nullptr;
-    Check(xrt_bundle_open_file(o_.bundle.c_str(), nullptr, &raw_bundle), o_.bundle);
+    Check(xrt_bundle_open_file(o_.bundle.c_str(), nullptr, &raw_bundle));  // Messages name the file.
     BundlePtr bundle(raw_bundle);
     const double open_ms = MsSince(t_open);
 
@@ -644,7 +652,7 @@ class Runner {
     session_options.variant = o_.variant.empty() ? nullptr : o_.variant.c_str();
     const Clock::time_point t_session = Clock::now();
     xrt_session_t* raw_session = nullptr;
-    Check(xrt_session_create(bundle.get(), &session_options, &raw_session), o_.bundle);
+    Check(xrt_session_create(bundle.get(), &session_options, &raw_session));
     SessionPtr session(raw_session);
     const double session_ms = MsSince(t_session);
 
@@ -656,8 +664,11 @@ class Runner {
 
     // Inputs.
     const std::vector<InputInfo> infos = SessionInputs(session.get());
-    const bool random = o_.inputs_npz.empty() && o_.input_files.empty();
-    std::vector<GivenInput> inputs = random ? RandomInputs(o_, infos) : LoadInputs(o_, infos);
+    if (random) {
+      inputs = RandomInputs(o_, infos);
+    } else {
+      CheckInputs(inputs, infos);
+    }
     std::vector<const char*> names;
     std::vector<xrt_tensor_view_t> views;
     Json inputs_json = Json::array();
@@ -770,10 +781,13 @@ class Runner {
       for (const Json& s : *skipped) {
         if (s.is_string()) {
           Say("  skipped: " + s.get<std::string>());
-        } else if (s.is_object()) {
-          std::string line = "  skipped:";
-          for (const auto& [k, v] : s.items()) line += " " + k + "=" + (v.is_string() ? v.get<std::string>() : v.dump());
-          Say(line);
+        } else if (s.is_object() && s.contains("variant") && s.contains("reason")) {
+          auto field = [&s](const char* key) {
+            const auto it = s.find(key);
+            return (it != s.end() && it->is_string()) ? it->get<std::string>() : std::string("?");
+          };
+          Say("  skipped: " + field("variant") + " (" + field("engine") + " on " + field("device") +
+              "): " + field("reason"));
         } else {
           Say("  skipped: " + s.dump());
         }

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from .base import Pass, PassManager, PassRecord, PassState
 from .cleanup import EliminateDeadNodes, FoldConstants, SortTopologically
-from .shapes import InferShapes
+from .naming import NameNodes
+from .shapes import InferShapes, RaiseIrVersion
 
 
 def default_pipeline() -> list[Pass]:
-    """Target-independent passes, in order. Shapes first (folding `Shape` needs them), then fold, then remove what
-    folding left dead, then sort (cleanup and toposort run last, as graph edits may leave nodes out of order)."""
-    return [InferShapes(), FoldConstants(), EliminateDeadNodes(), SortTopologically()]
+    """Target-independent passes, in order: names first (records and diagnostics refer to nodes by name); IR
+    version next (folding adds initializers that IR 3 forbids); shapes (folding `Shape` needs them); fold; remove
+    what folding left dead; sort last (graph edits may leave nodes out of order)."""
+    return [NameNodes(), RaiseIrVersion(), InferShapes(), FoldConstants(), EliminateDeadNodes(), SortTopologically()]
 
 
 __all__ = ["Pass", "PassManager", "PassRecord", "PassState", "default_pipeline", "InferShapes", "FoldConstants",
-           "EliminateDeadNodes", "SortTopologically"]
+           "EliminateDeadNodes", "SortTopologically", "RaiseIrVersion", "NameNodes"]

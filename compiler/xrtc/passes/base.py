@@ -9,6 +9,7 @@ deterministic: counts and sorted, capped name lists only, no timings.
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -84,6 +85,9 @@ class Pass:
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     target_specific: ClassVar[bool] = False
+    # False when the pass leaves work for a later one (fold-constants leaves emptied nodes for
+    # eliminate-dead-nodes): the manager then checks the graph only after the next pass that leaves it valid.
+    leaves_valid_graph: ClassVar[bool] = True
     PARAMS: ClassVar[dict[str, tuple[type, Any, str]]] = {}
 
     def __init__(self, **overrides: Any) -> None:
@@ -103,10 +107,11 @@ class Pass:
 
 
 def _node_names(graph: onnx.GraphProto, prefix: str = "") -> list[str]:
-    """Node names of a graph and its subgraphs; unnamed nodes are named by op type and first output."""
+    """Node names of a graph and its subgraphs (subgraph nodes prefixed by their parent's name); unnamed nodes
+    appear as "" (the name-nodes pass runs first, so later passes see none)."""
     names = []
     for node in graph.node:
-        names.append(prefix + (node.name or f"{node.op_type}:{node.output[0] if node.output else ''}"))
+        names.append(prefix + node.name if node.name else "")
         for attr in node.attribute:
             subgraphs = ([attr.g] if attr.HasField("g") else []) + list(attr.graphs)
             for sub in subgraphs:
@@ -115,41 +120,53 @@ def _node_names(graph: onnx.GraphProto, prefix: str = "") -> list[str]:
 
 
 class PassManager:
-    """Runs passes in order. After each pass the model must still pass the ONNX checker: a pass that breaks the
-    graph is a bug in xrtc, reported as InternalError naming the pass (rather than a confusing engine error later).
+    """Runs passes in order. After each pass (that declares `leaves_valid_graph`) the model must pass the ONNX
+    checker: a pass that breaks the graph is a bug in xrtc, reported as InternalError naming the passes since the
+    last check (rather than a confusing engine error later). The last pass must leave a valid graph.
     """
 
     def __init__(self, passes: list[Pass], clock=None) -> None:
         names = [p.name for p in passes]
         if len(set(names)) != len(names) or not all(names):
             raise InternalError(f"pass names must be non-empty and unique: {names}")
+        if passes and not passes[-1].leaves_valid_graph:
+            raise InternalError(f"the last pass ({names[-1]}) must leave a valid graph")
         self.passes = passes
         self.clock = clock
 
     def run(self, model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[PassRecord]]:
         state = PassState(model)
         records: list[PassRecord] = []
+        unchecked: list[str] = []
         for p in self.passes:
             before = _node_names(state.model.graph)
-            if self.clock is not None:
-                with self.clock.stage(p.name, log):
-                    changed = self._apply(p, state)
-            else:
+            with self.clock.stage(p.name, log) if self.clock is not None else nullcontext():
                 changed = self._apply(p, state)
-            after_model = state.model
-            try:
-                onnx.checker.check_model(after_model)
-            except onnx.checker.ValidationError as err:
-                raise InternalError(f"pass {p.name} produced an invalid model ({str(err).splitlines()[0]}). "
-                                    "This is a bug in xrtc: please report it with the model") from err
+                after_model = self._check(p, state, unchecked)
             after = _node_names(after_model.graph)
-            removed = sorted(set(before) - set(after))
+            removed = sorted(set(before) - set(after) - {""})
             record = PassRecord(p.name, dict(p.params), len(before), len(after), int(changed),
                                 removed[:REMOVED_NAMES_CAP], len(removed))
             log.debug("%s: %d -> %d nodes, changed %d, removed %d", p.name, len(before), len(after), changed,
                       len(removed))
             records.append(record)
         return state.model, records
+
+    @staticmethod
+    def _check(p: Pass, state: PassState, unchecked: list[str]) -> onnx.ModelProto:
+        """Exports the model and, if `p` leaves a valid graph, runs the checker; `unchecked` lists the passes since
+        the last check (cleared here when the check passes)."""
+        model = state.model
+        unchecked.append(p.name)
+        if p.leaves_valid_graph:
+            try:
+                onnx.checker.check_model(model)
+            except onnx.checker.ValidationError as err:
+                raise InternalError(f"pass(es) {', '.join(unchecked)} produced an invalid model "
+                                    f"({str(err).splitlines()[0]}). This is a bug in xrtc: please report it "
+                                    "with the model") from err
+            unchecked.clear()
+        return model
 
     @staticmethod
     def _apply(p: Pass, state: PassState) -> int:

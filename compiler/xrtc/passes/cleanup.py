@@ -43,6 +43,7 @@ class FoldConstants(Pass):
     """
 
     name = "fold-constants"
+    leaves_valid_graph = False  # folded `Constant` nodes are left without outputs until eliminate-dead-nodes
     description = "fold constant subgraphs into initializers (onnx-graphsurgeon fold_constants)"
     PARAMS = {
         "fold_shapes": (bool, True, "fold Shape nodes whose input shape is static"),

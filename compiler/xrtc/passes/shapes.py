@@ -29,3 +29,25 @@ class InferShapes(Pass):
                                                      data_prop=self.params["data_prop"])
         state.model = inferred
         return len(inferred.graph.value_info) - before
+
+
+class RaiseIrVersion(Pass):
+    """Raises the model's IR version to at least `min_ir_version` (default 4).
+
+    IR < 4 requires every initializer to be listed as a graph input; constant folding adds initializers that are not
+    inputs, which IR 3 models (e.g. the onnx-caffe2 `light_*` models) then fail the checker on. IR 4 only relaxes
+    that rule, so raising it changes no semantics. Initializers already listed as inputs stay listed.
+
+    changed = 1 if the version was raised, else 0.
+    """
+
+    name = "raise-ir-version"
+    description = "raise the IR version to at least 4 so folded constants need not be graph inputs"
+    PARAMS = {"min_ir_version": (int, 4, "lowest IR version to leave the model at")}
+
+    def apply(self, state: PassState) -> int:
+        model = state.model
+        if model.ir_version >= self.params["min_ir_version"]:
+            return 0
+        model.ir_version = self.params["min_ir_version"]
+        return 1

@@ -4,6 +4,10 @@ Why a child process: OpenVINO names nodes it creates (`Multiply_13020`) from a p
 conversion in the same process writes different XML. A fresh process starts the counter at the same value, which
 makes the IR byte-identical from run to run. The child also keeps an engine crash from killing the compiler.
 
+Telemetry: `openvino.convert_model` sends usage data (openvino_telemetry, opt-out by default) and, without network,
+waits ~7 s at exit after a failed conversion. A compiler must not phone home, so the worker hides
+`openvino_telemetry`; OpenVINO then uses its own no-op stub (`openvino.tools.ovc.telemetry_stub`).
+
 Writes OUTDIR/model.xml, OUTDIR/model.bin and OUTDIR/result.json:
     {"ok": bool, "stage": "import|convert|save|compile|done", "error": str, "version": str}
 Exit status 0 when result.json was written (whatever `ok` says); anything else means the child died.
@@ -24,6 +28,7 @@ def _write(outdir: str, result: dict) -> None:
 def main(argv: list[str]) -> int:
     model_path, outdir = argv
     result = {"ok": False, "stage": "import", "error": "", "version": ""}
+    sys.modules["openvino_telemetry"] = None  # type: ignore[assignment]  # import now fails -> OpenVINO's stub
     try:
         import openvino as ov
     except ImportError as err:

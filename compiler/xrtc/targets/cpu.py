@@ -32,7 +32,15 @@ OPENVINO_MIN_FLOPS = 20_000_000  # 20 MFLOP
 OPENVINO_OPTIONS = {"INFERENCE_PRECISION_HINT": "f32"}  # this CPU defaults to bf16; variants promise fp32
 ORT_OPTIONS = {"graph_optimization_level": "ORT_ENABLE_EXTENDED"}  # not ALL: its layout transforms are machine specific
 
+# Oldest engine releases a variant may load on (recorded as `requires.engine_version`).
+OPENVINO_MIN_VERSION = ">=2026.0"
+ORT_MIN_VERSION = ">=1.20"
+
 _REASON_CHARS = 600
+
+
+class BuildFailed(Exception):
+    """An engine could not build or load its variant; the message is the (deterministic) reason for `excluded`."""
 
 
 @dataclass
@@ -40,7 +48,7 @@ class CpuLowering:
     variants: list[dict]  # manifest entries, in preference order
     payloads: list[tuple[str, bytes, bool]]  # (section, bytes, compress?), in variant order
     excluded: list[dict]
-    tools: dict[str, str] = field(default_factory=dict)  # engine versions used
+    tools: dict[str, str] = field(default_factory=dict)  # versions of the engines tried (built or not)
     estimate: ComputeEstimate | None = None
 
 
@@ -56,10 +64,12 @@ def _condense(text: str, workdir: str) -> str:
     return out if len(out) <= _REASON_CHARS else out[: _REASON_CHARS - 3] + "..."
 
 
-def _build_onnxruntime(model_bytes: bytes, workdir: str) -> tuple[list[tuple[str, bytes, bool]], str]:
-    """Optimises offline with ONNX Runtime and checks the result loads. Raises RuntimeError with a reason."""
+def _build_onnxruntime(model_bytes: bytes, workdir: str, tools: dict[str, str]) -> list[tuple[str, bytes, bool]]:
+    """Optimises offline with ONNX Runtime and checks the result loads. Raises BuildFailed with a reason.
+    Records the engine version in `tools` (also when it fails: provenance says which version refused)."""
     import onnxruntime as ort
 
+    tools["onnxruntime"] = ort.__version__
     path = os.path.join(workdir, "cpu-onnxruntime.onnx")
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
@@ -71,7 +81,7 @@ def _build_onnxruntime(model_bytes: bytes, workdir: str) -> tuple[list[tuple[str
     try:
         ort.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
     except Exception as err:  # onnxruntime raises its own untyped pybind errors
-        raise RuntimeError(f"ONNX Runtime cannot optimise the model: {_condense(str(err), workdir)}") from err
+        raise BuildFailed(f"ONNX Runtime cannot optimise the model: {_condense(str(err), workdir)}") from err
     with open(path, "rb") as f:
         data = f.read()
     check = ort.SessionOptions()
@@ -81,15 +91,16 @@ def _build_onnxruntime(model_bytes: bytes, workdir: str) -> tuple[list[tuple[str
     try:
         ort.InferenceSession(data, check, providers=["CPUExecutionProvider"])
     except Exception as err:  # as above
-        raise RuntimeError(f"ONNX Runtime cannot load its own optimised model: {_condense(str(err), workdir)}") \
+        raise BuildFailed(f"ONNX Runtime cannot load its own optimised model: {_condense(str(err), workdir)}") \
             from err
-    return [("cpu-onnxruntime.onnx", data, False)], ort.__version__
+    return [("cpu-onnxruntime.onnx", data, False)]
 
 
-def _build_openvino(model_bytes: bytes, workdir: str) -> tuple[list[tuple[str, bytes, bool]], str]:
-    """Converts in a child process (see _openvino_worker: determinism) and checks OpenVINO compiles it on CPU."""
+def _build_openvino(model_bytes: bytes, workdir: str, tools: dict[str, str]) -> list[tuple[str, bytes, bool]]:
+    """Converts in a child process (see _openvino_worker: determinism) and checks OpenVINO compiles it on CPU.
+    Raises BuildFailed with a reason; records the engine version in `tools` when OpenVINO could be imported."""
     if importlib.util.find_spec("openvino") is None:
-        raise RuntimeError("OpenVINO is not installed; install it with `pip install xpuruntime[openvino]`")
+        raise BuildFailed("OpenVINO is not installed; install it with `pip install xpuruntime[openvino]`")
     outdir = os.path.join(workdir, "openvino")
     os.makedirs(outdir)
     with open(os.path.join(workdir, "model.onnx"), "wb") as f:
@@ -105,27 +116,31 @@ def _build_openvino(model_bytes: bytes, workdir: str) -> tuple[list[tuple[str, b
     result_path = os.path.join(outdir, "result.json")
     if proc.returncode != 0 or not os.path.exists(result_path):
         how = f"signal {-proc.returncode}" if proc.returncode < 0 else f"exit status {proc.returncode}"
-        raise RuntimeError(f"OpenVINO crashed while lowering the model ({how})")
+        # The child's output may hold addresses or paths: log it, keep it out of the (deterministic) manifest.
+        log.warning("OpenVINO worker died (%s); its last output:\n%s", how, proc.stderr[-2000:])
+        raise BuildFailed(f"OpenVINO crashed while lowering the model ({how})")
     with open(result_path, encoding="utf-8") as f:
         result = json.load(f)
+    if result["version"]:
+        tools["openvino"] = result["version"]
     if not result["ok"]:
         verb = {"import": "OpenVINO cannot be imported", "convert": "OpenVINO cannot convert the model",
                 "save": "OpenVINO cannot save the IR", "compile": "OpenVINO cannot compile the IR for CPU"}
-        raise RuntimeError(f"{verb.get(result['stage'], 'OpenVINO failed')}: {_condense(result['error'], workdir)}")
+        raise BuildFailed(f"{verb.get(result['stage'], 'OpenVINO failed')}: {_condense(result['error'], workdir)}")
     with open(os.path.join(outdir, "model.xml"), "rb") as f:
         xml = f.read()
     with open(os.path.join(outdir, "model.bin"), "rb") as f:
         weights = f.read()
-    return [("cpu-openvino.xml", xml, True), ("cpu-openvino.bin", weights, False)], result["version"]
+    return [("cpu-openvino.xml", xml, True), ("cpu-openvino.bin", weights, False)]
 
 
 def _variant(engine: str, payloads: list[tuple[str, bytes, bool]], why: str) -> dict:
     if engine == "openvino":
         artifacts = {"model": "cpu-openvino.xml", "weights": "cpu-openvino.bin"}
-        options, version = OPENVINO_OPTIONS, ">=2026.0"
+        options, version = OPENVINO_OPTIONS, OPENVINO_MIN_VERSION
     else:
         artifacts = {"model": "cpu-onnxruntime.onnx"}
-        options, version = ORT_OPTIONS, ">=1.20"
+        options, version = ORT_OPTIONS, ORT_MIN_VERSION
     names = {name for name, _, _ in payloads}
     if set(artifacts.values()) != names:
         raise InternalError(f"artifacts {artifacts} do not match sections {sorted(names)}")
@@ -138,17 +153,16 @@ def order_engines(built: set[str], estimate: ComputeEstimate) -> list[tuple[str,
     """[(engine, why)] in preference order, by the module's rule; `built` are the engines that produced a variant."""
     est = f"est. {estimate.text()}"
     limit = format_flops(OPENVINO_MIN_FLOPS)
-    heavy = estimate.flops >= OPENVINO_MIN_FLOPS
-    rule = f"rule: openvino first when it builds and {RULE} is >= {limit}, else onnxruntime first"
+    rule = f"rule: OpenVINO first when it builds and est. >= {limit}; {RULE}"
     if built == {"openvino", "onnxruntime"}:
-        if heavy:
-            return [("openvino", f"preferred: {est} >= {limit}; OpenVINO is faster on compute-heavy graphs on CPU "
+        if estimate.flops >= OPENVINO_MIN_FLOPS:
+            return [("openvino", f"preferred: {est} >= {limit}; OpenVINO is faster on compute-heavy CPU graphs "
                                  f"(1.5-2.3x measured on convolutional models) ({rule})"),
-                    ("onnxruntime", f"second choice: {est} >= {limit}, where OpenVINO is faster; ONNX Runtime is "
-                                    f"the fallback ({rule})")]
-        return [("onnxruntime", f"preferred: {est} < {limit}; ONNX Runtime has less per-call overhead, 2-3x faster "
-                                f"than OpenVINO on small graphs ({rule})"),
-                ("openvino", f"second choice: {est} < {limit}, where OpenVINO's per-call overhead dominates ({rule})")]
+                    ("onnxruntime", f"second choice: {est} >= {limit}, where OpenVINO is faster ({rule})")]
+        return [("onnxruntime", f"preferred: {est} < {limit}; ONNX Runtime has less per-call overhead "
+                                f"(2-3x faster than OpenVINO measured on tiny models) ({rule})"),
+                ("openvino", f"second choice: {est} < {limit}, where OpenVINO's per-call overhead dominates "
+                             f"({rule})")]
     if built == {"openvino"}:
         return [("openvino", f"only variant: ONNX Runtime could not build the model (see excluded); {est}")]
     if built == {"onnxruntime"}:
@@ -170,14 +184,15 @@ def lower(model: onnx.ModelProto, workdir: str, clock) -> CpuLowering:
     for engine, build in builders:
         with clock.stage(f"lower-{engine}", log):
             try:
-                payloads[engine], tools[engine] = build(model_bytes, workdir)
-            except RuntimeError as err:
+                payloads[engine] = build(model_bytes, workdir, tools)
+            except BuildFailed as err:
                 log.warning("cpu-%s left out: %s", engine, err)
                 excluded.append({"target": "cpu", "engine": engine, "reason": str(err)})
     ordered = order_engines(set(payloads), estimate)
     if not ordered:
         reasons = "; ".join(f"{e['engine']}: {e['reason']}" for e in excluded)
-        raise NoVariantError(f"no CPU variant could be built: {reasons}")
+        raise NoVariantError(f"no CPU variant could be built: {reasons}. Neither engine runs the model as it is: "
+                             "replace the operators named above, or re-export the model with standard ONNX ops")
     variants = [_variant(engine, payloads[engine], why) for engine, why in ordered]
     flat = [p for engine, _ in ordered for p in payloads[engine]]
     return CpuLowering(variants=variants, payloads=flat, excluded=excluded, tools=tools, estimate=estimate)

@@ -108,9 +108,13 @@ xrt_dtype_t FromOvType(const ov::element::Type& type) {
 class Handle {
  public:
   Handle(ov::Tensor weights, ov::CompiledModel compiled)
-      : weights_(std::move(weights)), compiled_(std::move(compiled)) {}
+      : weights_(std::move(weights)),
+        compiled_(std::move(compiled)),
+        input_count_(compiled_.inputs().size()),
+        output_count_(compiled_.outputs().size()) {}
 
-  ov::CompiledModel& compiled() { return compiled_; }
+  size_t input_count() const { return input_count_; }
+  size_t output_count() const { return output_count_; }
 
   ov::InferRequest Acquire() {
     {
@@ -134,6 +138,8 @@ class Handle {
   // handle (the core guarantees the artifact bytes outlive destroy()).
   ov::Tensor weights_;
   ov::CompiledModel compiled_;
+  const size_t input_count_;
+  const size_t output_count_;
   std::mutex mu_;
   std::vector<ov::InferRequest> idle_;
 };
@@ -235,8 +241,8 @@ xrt_status_t Init(void* /*self*/, const char* device, const xrt_backend_artifact
       if (std::strcmp(role, "weights") == 0) weights = &artifacts[i];
     }
     if (model == nullptr || (model->data == nullptr && model->size != 0)) {
-      return MakeStatus(XRT_STATUS_INVALID_ARGUMENT,
-                        "openvino: the variant has no 'model' artifact (OpenVINO IR XML); rebuild the bundle with xrtc");
+      return MakeStatus(XRT_STATUS_INVALID_ARGUMENT, "openvino: the variant has no 'model' artifact (OpenVINO IR XML); "
+                                                     "rebuild the bundle with xrtc");
     }
 
     ov::AnyMap properties;
@@ -263,8 +269,12 @@ xrt_status_t Init(void* /*self*/, const char* device, const xrt_backend_artifact
     try {
       ov_model = core.read_model(xml, weights_tensor);
     } catch (const std::exception& e) {
-      return MakeStatus(XRT_STATUS_DATA_CORRUPT,
-                        "openvino: cannot read the variant's IR: " + CleanOvMessage(e.what()));
+      // The bytes passed the bundle's digests, so this is the compiler's or the engine's fault (e.g. an IR from a
+      // newer OpenVINO), not corruption.
+      return MakeStatus(XRT_STATUS_INTERNAL, "openvino: cannot read the variant's IR with OpenVINO " +
+                                                 std::string(ov::get_openvino_version().buildNumber) + ": " +
+                                                 CleanOvMessage(e.what()) +
+                                                 " (rebuild the bundle with an xrtc using this OpenVINO)");
     }
     ov::CompiledModel compiled;
     try {
@@ -345,8 +355,8 @@ xrt_status_t Execute(void* /*self*/, void* handle_ptr, const xrt_tensor_view_t* 
       return MakeStatus(XRT_STATUS_INVALID_ARGUMENT, "openvino: execute called with NULL arguments");
     }
     Handle* handle = static_cast<Handle*>(handle_ptr);
-    const size_t model_inputs = handle->compiled().inputs().size();
-    const size_t model_outputs = handle->compiled().outputs().size();
+    const size_t model_inputs = handle->input_count();
+    const size_t model_outputs = handle->output_count();
     if (input_count != model_inputs || output_count != model_outputs) {
       return MakeStatus(XRT_STATUS_INVALID_ARGUMENT,
                         "openvino: the compiled model has " + std::to_string(model_inputs) + " inputs and " +

@@ -1,0 +1,291 @@
+// xrt.hpp - a thin, header-only C++17 wrapper over the C API in xrt.h.
+//
+// RAII handles (move-only) and exceptions: every failing call throws xrt::Error carrying the status code and
+// message. This header is compiled into the caller, so exceptions never cross libxrt's C ABI.
+//
+//   xrt::Bundle bundle = xrt::Bundle::OpenFile("model.xrtpkg");
+//   xrt::Session session(bundle);                          // device "cpu", the manifest's preferred engine
+//   std::vector<int64_t> shape = {1, 4};
+//   std::vector<float> x(4);
+//   xrt::Outputs out = session.Run({xrt::TensorView::Of(x.data(), shape)});   // positional inputs
+//   const float* y = out.Get(0).As<float>();
+#ifndef XRT_XRT_HPP_
+#define XRT_XRT_HPP_
+
+#include <cstddef>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "xrt/xrt.h"
+
+namespace xrt {
+
+// A failed xrt call. code() is the ABI's status code: branch on it, never on what().
+class Error : public std::runtime_error {
+ public:
+  Error(xrt_status_code_t code, const std::string& message)
+      : std::runtime_error(std::string(xrt_status_code_string(code)) + ": " + message), code_(code),
+        message_(message) {}
+  xrt_status_code_t code() const noexcept { return code_; }
+  const std::string& message() const noexcept { return message_; }
+
+ private:
+  xrt_status_code_t code_;
+  std::string message_;
+};
+
+// Takes ownership of `status`: frees it, and throws if it is not OK.
+inline void Check(xrt_status_t status) {
+  if (status == nullptr) return;
+  const xrt_status_code_t code = xrt_status_code(status);
+  std::string message = xrt_status_message(status);
+  xrt_status_free(status);
+  throw Error(code, message);
+}
+
+template <typename T>
+constexpr xrt_dtype_t DtypeOf() {
+  if constexpr (std::is_same_v<T, float>) return XRT_DTYPE_FLOAT32;
+  else if constexpr (std::is_same_v<T, double>) return XRT_DTYPE_FLOAT64;
+  else if constexpr (std::is_same_v<T, int8_t>) return XRT_DTYPE_INT8;
+  else if constexpr (std::is_same_v<T, uint8_t>) return XRT_DTYPE_UINT8;
+  else if constexpr (std::is_same_v<T, int16_t>) return XRT_DTYPE_INT16;
+  else if constexpr (std::is_same_v<T, uint16_t>) return XRT_DTYPE_UINT16;
+  else if constexpr (std::is_same_v<T, int32_t>) return XRT_DTYPE_INT32;
+  else if constexpr (std::is_same_v<T, uint32_t>) return XRT_DTYPE_UINT32;
+  else if constexpr (std::is_same_v<T, int64_t>) return XRT_DTYPE_INT64;
+  else if constexpr (std::is_same_v<T, uint64_t>) return XRT_DTYPE_UINT64;
+  else if constexpr (std::is_same_v<T, bool>) return XRT_DTYPE_BOOL;
+  else return XRT_DTYPE_INVALID;
+}
+
+// A borrowed tensor: the shape vector and the data must outlive the call that uses the view.
+struct TensorView {
+  xrt_dtype_t dtype = XRT_DTYPE_INVALID;
+  const std::vector<int64_t>* shape = nullptr;
+  void* data = nullptr;
+  uint64_t byte_size = 0;
+
+  // A view of `data` (C-contiguous, product(shape) elements of T).
+  template <typename T>
+  static TensorView Of(const T* data, const std::vector<int64_t>& shape) {
+    uint64_t n = 1;
+    for (int64_t d : shape) n *= static_cast<uint64_t>(d < 0 ? 0 : d);
+    return TensorView{DtypeOf<T>(), &shape, const_cast<T*>(data), n * sizeof(T)};
+  }
+};
+
+// An output tensor, borrowed from its Outputs.
+struct OutputView {
+  std::string name;
+  xrt_dtype_t dtype = XRT_DTYPE_INVALID;
+  std::vector<int64_t> shape;
+  const void* data = nullptr;
+  uint64_t byte_size = 0;
+
+  // Throws INVALID_ARGUMENT when T does not match dtype.
+  template <typename T>
+  const T* As() const {
+    if (DtypeOf<T>() != dtype) {
+      throw Error(XRT_STATUS_INVALID_ARGUMENT,
+                  "output \"" + name + "\" is " + xrt_dtype_name(dtype) + ", not " + xrt_dtype_name(DtypeOf<T>()));
+    }
+    return static_cast<const T*>(data);
+  }
+};
+
+struct IoInfo {
+  std::string name;
+  xrt_dtype_t dtype = XRT_DTYPE_INVALID;
+  std::vector<int64_t> shape;          // -1 for a dynamic dim
+  std::vector<std::string> dim_names;  // the symbolic name of a dynamic dim, else ""
+};
+
+class Bundle {
+ public:
+  static Bundle OpenFile(const std::string& path) {
+    xrt_bundle_t* b = nullptr;
+    Check(xrt_bundle_open_file(path.c_str(), nullptr, &b));
+    return Bundle(b);
+  }
+  // `data` is borrowed: it must outlive the Bundle and every Session created from it.
+  static Bundle OpenMemory(const void* data, size_t size) {
+    xrt_bundle_t* b = nullptr;
+    Check(xrt_bundle_open_memory(data, size, nullptr, &b));
+    return Bundle(b);
+  }
+
+  Bundle(Bundle&& other) noexcept : handle_(std::exchange(other.handle_, nullptr)) {}
+  Bundle& operator=(Bundle&& other) noexcept {
+    if (this != &other) {
+      xrt_bundle_release(handle_);
+      handle_ = std::exchange(other.handle_, nullptr);
+    }
+    return *this;
+  }
+  Bundle(const Bundle&) = delete;
+  Bundle& operator=(const Bundle&) = delete;
+  ~Bundle() { xrt_bundle_release(handle_); }
+
+  std::string_view manifest() const {
+    size_t size = 0;
+    const char* text = xrt_bundle_manifest(handle_, &size);
+    return std::string_view(text ? text : "", size);
+  }
+  std::pair<uint32_t, uint32_t> format_version() const {
+    uint32_t major = 0, minor = 0;
+    xrt_bundle_format_version(handle_, &major, &minor);
+    return {major, minor};
+  }
+  xrt_bundle_t* get() const { return handle_; }
+
+ private:
+  explicit Bundle(xrt_bundle_t* handle) : handle_(handle) {}
+  xrt_bundle_t* handle_ = nullptr;
+};
+
+class Outputs {
+ public:
+  Outputs(Outputs&& other) noexcept : handle_(std::exchange(other.handle_, nullptr)) {}
+  Outputs& operator=(Outputs&& other) noexcept {
+    if (this != &other) {
+      xrt_outputs_release(handle_);
+      handle_ = std::exchange(other.handle_, nullptr);
+    }
+    return *this;
+  }
+  Outputs(const Outputs&) = delete;
+  Outputs& operator=(const Outputs&) = delete;
+  ~Outputs() { xrt_outputs_release(handle_); }
+
+  size_t size() const { return xrt_outputs_count(handle_); }
+  // Views stay valid while this Outputs lives.
+  OutputView Get(size_t index) const {
+    xrt_tensor_view_t v{};
+    const char* name = nullptr;
+    Check(xrt_outputs_get(handle_, index, &v, &name));
+    OutputView out;
+    out.name = name ? name : "";
+    out.dtype = v.dtype;
+    out.shape.assign(v.shape, v.shape + v.rank);
+    out.data = v.data;
+    out.byte_size = v.byte_size;
+    return out;
+  }
+
+ private:
+  friend class Session;
+  explicit Outputs(xrt_outputs_t* handle) : handle_(handle) {}
+  xrt_outputs_t* handle_ = nullptr;
+};
+
+struct SessionOptions {
+  std::string device;   // "" = "cpu"
+  std::string engine;   // "" = the manifest's preference among available engines
+  std::string variant;  // "" = pick
+};
+
+class Session {
+ public:
+  explicit Session(const Bundle& bundle, const SessionOptions& options = {}) {
+    xrt_session_options_t o;
+    xrt_session_options_initialize(&o);
+    o.device = options.device.empty() ? nullptr : options.device.c_str();
+    o.engine = options.engine.empty() ? nullptr : options.engine.c_str();
+    o.variant = options.variant.empty() ? nullptr : options.variant.c_str();
+    Check(xrt_session_create(bundle.get(), &o, &handle_));
+  }
+  Session(Session&& other) noexcept : handle_(std::exchange(other.handle_, nullptr)) {}
+  Session& operator=(Session&& other) noexcept {
+    if (this != &other) {
+      xrt_session_release(handle_);
+      handle_ = std::exchange(other.handle_, nullptr);
+    }
+    return *this;
+  }
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+  ~Session() { xrt_session_release(handle_); }
+
+  // JSON: which variant runs and why.
+  std::string describe() const { return xrt_session_describe(handle_); }
+  std::vector<IoInfo> inputs() const { return Infos(xrt_session_input_count(handle_), xrt_session_input_info); }
+  std::vector<IoInfo> outputs() const { return Infos(xrt_session_output_count(handle_), xrt_session_output_info); }
+
+  // Positional inputs, in the session's input order.
+  Outputs Run(const std::vector<TensorView>& inputs) const { return RunImpl(nullptr, inputs); }
+  // Named inputs, in any order.
+  Outputs Run(const std::vector<std::pair<std::string, TensorView>>& named) const {
+    std::vector<const char*> names;
+    std::vector<TensorView> views;
+    for (const auto& [name, view] : named) {
+      names.push_back(name.c_str());
+      views.push_back(view);
+    }
+    return RunImpl(names.data(), views);
+  }
+  xrt_session_t* get() const { return handle_; }
+
+ private:
+  using InfoFn = xrt_status_t (*)(const xrt_session_t*, size_t, xrt_io_info_t*);
+  std::vector<IoInfo> Infos(size_t count, InfoFn fn) const {
+    std::vector<IoInfo> infos;
+    for (size_t i = 0; i < count; ++i) {
+      xrt_io_info_t info{};
+      Check(fn(handle_, i, &info));
+      IoInfo out;
+      out.name = info.name;
+      out.dtype = info.dtype;
+      out.shape.assign(info.shape, info.shape + info.rank);
+      for (uint32_t d = 0; d < info.rank; ++d) out.dim_names.push_back(info.dim_names[d] ? info.dim_names[d] : "");
+      infos.push_back(std::move(out));
+    }
+    return infos;
+  }
+  Outputs RunImpl(const char* const* names, const std::vector<TensorView>& inputs) const {
+    std::vector<xrt_tensor_view_t> views;
+    views.reserve(inputs.size());
+    for (const auto& in : inputs) {
+      xrt_tensor_view_t v{};
+      v.dtype = in.dtype;
+      v.rank = in.shape ? static_cast<uint32_t>(in.shape->size()) : 0;
+      v.shape = in.shape ? in.shape->data() : nullptr;
+      v.data = in.data;
+      v.byte_size = in.byte_size;
+      views.push_back(v);
+    }
+    xrt_outputs_t* out = nullptr;
+    Check(xrt_session_run(handle_, names, views.data(), views.size(), &out));
+    return Outputs(out);
+  }
+  xrt_session_t* handle_ = nullptr;
+};
+
+inline std::string Version() { return xrt_version(); }
+
+// Registered backends and plugin files found (loads nothing).
+inline std::vector<std::string> ListBackends() {
+  size_t length = 0;
+  Check(xrt_backend_list(nullptr, 0, &length));
+  std::string buffer(length + 1, '\0');
+  Check(xrt_backend_list(buffer.data(), buffer.size(), &length));
+  buffer.resize(length < buffer.size() ? length : buffer.size() - 1);
+  std::vector<std::string> names;
+  size_t start = 0;
+  while (start < buffer.size()) {
+    size_t comma = buffer.find(',', start);
+    if (comma == std::string::npos) comma = buffer.size();
+    names.push_back(buffer.substr(start, comma - start));
+    start = comma + 1;
+  }
+  return names;
+}
+
+}  // namespace xrt
+
+#endif  // XRT_XRT_HPP_

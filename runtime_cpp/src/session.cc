@@ -1,0 +1,305 @@
+#include "session.h"
+
+#include <algorithm>
+#include <cctype>
+#include <cstring>
+
+#include <nlohmann/json.hpp>
+
+#include "dtype.h"
+
+namespace xrt::core {
+namespace {
+
+std::string Lower(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return s;
+}
+
+std::string NameList(const std::vector<TensorSpec>& specs) {
+  std::string s;
+  for (const auto& t : specs) s += Cat(s.empty() ? "" : ", ", "\"", t.name, "\" ", t.Describe());
+  return s.empty() ? "(none)" : s;
+}
+
+std::string VariantList(const std::vector<Variant>& variants) {
+  std::string s;
+  for (const auto& v : variants) s += Cat(s.empty() ? "" : ", ", v.id, " (", v.engine, " on ", v.device, ")");
+  return s.empty() ? "(none)" : s;
+}
+
+// "float16[1, 3, 640, 640]", for what a caller or an engine gave.
+std::string DescribeGiven(xrt_dtype_t dtype, uint32_t rank, const int64_t* shape) {
+  std::string s = DtypeName(dtype);
+  if (dtype == XRT_DTYPE_INVALID) s = Cat("dtype ", static_cast<int>(dtype));
+  if (rank > XRT_MAX_RANK) return Cat(s, " of rank ", rank);
+  if (shape == nullptr && rank > 0) return Cat(s, " of rank ", rank, " with shape NULL");
+  s += "[";
+  for (uint32_t d = 0; d < rank; ++d) s += Cat(d ? ", " : "", shape[d]);
+  return s + "]";
+}
+
+// Checks one input against its spec; the message names the input, what was expected and what was given.
+Status CheckTensor(const TensorSpec& spec, const xrt_tensor_view_t& t) {
+  auto fail = [&](const std::string& what) {
+    return InvalidArgument("input \"", spec.name, "\": expected ", spec.Describe(), ", given ",
+                           DescribeGiven(t.dtype, t.rank, t.shape), ": ", what);
+  };
+  if (t.dtype != spec.dtype) return fail("wrong dtype");
+  if (t.rank > XRT_MAX_RANK) return fail(Cat("rank is over the maximum of ", XRT_MAX_RANK));
+  if (t.rank > 0 && t.shape == nullptr) return fail("shape is NULL");
+  if (t.rank != spec.shape.size()) return fail(Cat("rank ", t.rank, " != ", spec.shape.size()));
+  for (uint32_t d = 0; d < t.rank; ++d) {
+    if (t.shape[d] < 0) return fail(Cat("dim ", d, " is negative"));
+    if (spec.shape[d] >= 0 && t.shape[d] != spec.shape[d]) {
+      return fail(Cat("dim ", d, " is ", t.shape[d], ", must be ", spec.shape[d]));
+    }
+  }
+  uint64_t bytes = 0;
+  if (!ByteSize(t.dtype, t.shape, t.rank, &bytes)) return fail("its byte size overflows 64 bits");
+  if (t.byte_size != bytes) {
+    return fail(Cat("byte_size is ", t.byte_size, ", the shape and dtype need ", bytes));
+  }
+  if (t.data == nullptr && t.byte_size != 0) return fail("data is NULL");
+  return Status();
+}
+
+// Checks an engine's output against the manifest; a mismatch is the engine's bug (INTERNAL).
+Status CheckOutput(const TensorSpec& spec, const xrt_backend_output_t& o, const std::string& engine) {
+  auto fail = [&](const std::string& what) {
+    return Internal("engine ", engine, " returned output \"", spec.name, "\" as ",
+                    DescribeGiven(o.dtype, o.rank, o.shape), " but the manifest says ", spec.Describe(), ": ", what,
+                    " (a backend bug)");
+  };
+  if (o.dtype != spec.dtype) return fail("wrong dtype");
+  if (o.rank > XRT_MAX_RANK) return fail("rank over the maximum");
+  if (o.rank != spec.shape.size()) return fail("wrong rank");
+  for (uint32_t d = 0; d < o.rank; ++d) {
+    if (o.shape[d] < 0) return fail(Cat("dim ", d, " is negative"));
+    if (spec.shape[d] >= 0 && o.shape[d] != spec.shape[d]) return fail(Cat("dim ", d, " differs"));
+  }
+  uint64_t bytes = 0;
+  if (!ByteSize(o.dtype, o.shape, o.rank, &bytes)) return fail("byte size overflows");
+  if (o.byte_size != bytes) return fail(Cat("byte_size is ", o.byte_size, ", expected ", bytes));
+  if (o.data == nullptr && o.byte_size != 0) return fail("data is NULL");
+  return Status();
+}
+
+}  // namespace
+
+Result<std::shared_ptr<Session>> Session::Create(std::shared_ptr<const Bundle> bundle, const SessionOptions& options) {
+  XRT_ASSIGN_OR_RETURN(const Model* model, bundle->model(), "");
+  const auto& variants = model->variants;
+
+  // Candidates: the named variant, or all (in manifest order); then the engine filter.
+  std::vector<const Variant*> candidates;
+  if (!options.variant.empty()) {
+    for (const auto& v : variants) {
+      if (v.id == options.variant) candidates.push_back(&v);
+    }
+    if (candidates.empty()) {
+      return NotFound("bundle ", bundle->origin(), " has no variant \"", options.variant,
+                      "\"; its variants are: ", VariantList(variants));
+    }
+  } else {
+    for (const auto& v : variants) candidates.push_back(&v);
+  }
+  if (!options.engine.empty()) {
+    candidates.erase(std::remove_if(candidates.begin(), candidates.end(),
+                                    [&](const Variant* v) { return v->engine != options.engine; }),
+                     candidates.end());
+    if (candidates.empty()) {
+      return NotFound("bundle ", bundle->origin(), " has no variant for engine \"", options.engine,
+                      "\"", options.variant.empty() ? "" : Cat(" named \"", options.variant, "\""),
+                      "; its variants are: ", VariantList(variants));
+    }
+  }
+  std::string device = Lower(options.device);
+  if (device.empty()) device = options.variant.empty() ? "cpu" : candidates.front()->device;
+
+  nlohmann::json skipped = nlohmann::json::array();
+  std::string tried;  // for the error message
+  const Variant* chosen = nullptr;
+  std::shared_ptr<const Backend> backend;
+  size_t for_device = 0, incompatible = 0;
+  auto skip = [&](const Variant& v, const std::string& why) {
+    skipped.push_back({{"variant", v.id}, {"engine", v.engine}, {"device", v.device}, {"reason", why}});
+    tried += Cat("\n  - ", v.id, " (", v.engine, " on ", v.device, "): ", why);
+  };
+  for (const Variant* v : candidates) {
+    if (v->device != device) {
+      skip(*v, Cat("built for device ", v->device, ", not ", device));
+      continue;
+    }
+    ++for_device;
+    auto acquired = BackendRegistry::Get().Acquire(v->engine);
+    if (!acquired.ok()) {
+      skip(*v, acquired.status().message());
+      continue;
+    }
+    const auto& b = acquired.value();
+    if (!b->HasDevice(device)) {
+      skip(*v, Cat("engine ", v->engine, " (", b->origin, ") has no device ", device, " on this machine"));
+      continue;
+    }
+    if (!v->engine_version_requirement.empty()) {
+      std::string problem;
+      if (!VersionSatisfies(b->Version(), v->engine_version_requirement, &problem)) {
+        ++incompatible;
+        skip(*v, Cat("engine ", v->engine, ": ", problem));
+        continue;
+      }
+    }
+    chosen = v;
+    backend = std::move(acquired).value();
+    break;
+  }
+  if (chosen == nullptr) {
+    const std::string what = Cat("no usable variant for device ", device, " in bundle ", bundle->origin());
+    if (for_device == 0) return NotFound(what, "; tried:", tried.empty() ? " (no variants)" : tried);
+    if (incompatible == for_device) return Incompatible(what, "; tried:", tried);
+    return Unavailable(what, "; tried:", tried);
+  }
+
+  std::string reason;
+  if (!options.variant.empty()) {
+    reason = Cat("variant ", chosen->id, " requested by the caller");
+  } else {
+    reason = Cat("first variant in the manifest's preference order for device ", device,
+                 options.engine.empty() ? "" : Cat(" and engine ", options.engine),
+                 " whose engine is available here");
+    if (!skipped.empty()) reason += Cat(" (", skipped.size(), " skipped)");
+  }
+  if (!chosen->why.empty()) reason += Cat("; compiler: ", chosen->why);
+
+  auto session = std::shared_ptr<Session>(new Session());
+  session->bundle_ = bundle;
+  session->model_ = model;
+  session->variant_ = chosen;
+  session->backend_ = backend;
+  session->device_ = device;
+
+  // Artifacts: role -> section bytes (64-byte aligned; decompressed or realigned copies are owned by the session).
+  std::vector<xrt_backend_artifact_t> artifacts;
+  const format::Bundle& reader = bundle->reader();
+  for (const auto& [role, section] : chosen->artifacts) {
+    const auto index = reader.Find(section);
+    if (!index) return Internal("variant ", chosen->id, ": section ", section, " vanished");
+    auto bytes = reader.GetSection(*index);
+    if (!bytes.ok()) {
+      return FromFormatError(bytes.error()).WithContext(Cat("variant ", chosen->id, ": artifact ", role));
+    }
+    format::SectionBytes b = std::move(bytes).value();
+    if (!b.owned() && reinterpret_cast<uintptr_t>(b.data()) % 64 != 0) {
+      // Only for bundles opened from caller memory that is not 64-byte aligned: xrt.h promises aligned artifacts.
+      try {
+        format::SectionBytes copy = format::SectionBytes::Allocate(b.size());
+        if (b.size()) std::memcpy(copy.mutable_data(), b.data(), static_cast<size_t>(b.size()));
+        b = std::move(copy);
+      } catch (const std::bad_alloc&) {
+        return ResourceExhausted("variant ", chosen->id, ": cannot allocate ", b.size(), " bytes for artifact ",
+                                 role);
+      }
+    }
+    artifacts.push_back(xrt_backend_artifact_t{role.c_str(), b.data(), b.size()});
+    session->artifact_bytes_.push_back(std::move(b));
+  }
+
+  const auto& vt = backend->vtable;
+  void* handle = nullptr;
+  Status init = Status::FromC(vt.init(vt.self, device.c_str(), artifacts.data(), artifacts.size(),
+                                      chosen->options_json.c_str(), &handle));
+  if (!init.ok()) {
+    return std::move(init).WithContext(
+        Cat("engine ", chosen->engine, " (", backend->origin, ") failed to initialise variant ", chosen->id));
+  }
+  session->handle_ = handle;
+
+  nlohmann::json describe = {{"variant", chosen->id},
+                             {"engine", chosen->engine},
+                             {"engine_version", backend->Version()},
+                             {"device", device},
+                             {"reason", reason},
+                             {"skipped", std::move(skipped)}};
+  session->describe_ = describe.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  return session;
+}
+
+Session::~Session() {
+  // A C++ backend that lets an exception escape its C entry point must not terminate the host.
+  try {
+    if (handle_ != nullptr) backend_->vtable.destroy(backend_->vtable.self, handle_);
+  } catch (...) {
+  }
+  // artifact_bytes_ are freed after destroy(), as xrt.h promises the backend.
+}
+
+Result<std::unique_ptr<Outputs>> Session::Run(const char* const* names, const xrt_tensor_view_t* inputs,
+                                              size_t input_count) const {
+  const auto& specs = model_->inputs;
+  if (input_count > 0 && inputs == nullptr) return InvalidArgument("inputs is NULL but input_count is ", input_count);
+  std::vector<size_t> given(specs.size(), SIZE_MAX);  // spec index -> index into inputs
+  if (names == nullptr) {
+    if (input_count != specs.size()) {
+      return InvalidArgument("given ", input_count, " inputs without names; the model takes ", specs.size(), ": ",
+                             NameList(specs));
+    }
+    for (size_t i = 0; i < specs.size(); ++i) given[i] = i;
+  } else {
+    for (size_t i = 0; i < input_count; ++i) {
+      if (names[i] == nullptr) return InvalidArgument("names[", i, "] is NULL");
+      size_t j = 0;
+      while (j < specs.size() && specs[j].name != names[i]) ++j;
+      if (j == specs.size()) {
+        return InvalidArgument("unknown input \"", names[i], "\" (names[", i, "]); the model's inputs are: ",
+                               NameList(specs));
+      }
+      if (given[j] != SIZE_MAX) {
+        return InvalidArgument("input \"", names[i], "\" is given twice (names[", given[j], "] and names[", i, "])");
+      }
+      given[j] = i;
+    }
+    for (size_t j = 0; j < specs.size(); ++j) {
+      if (given[j] == SIZE_MAX) {
+        return InvalidArgument("input \"", specs[j].name, "\" (", specs[j].Describe(), ") is missing");
+      }
+    }
+  }
+  std::vector<xrt_tensor_view_t> ordered(specs.size());
+  for (size_t j = 0; j < specs.size(); ++j) {
+    ordered[j] = inputs[given[j]];
+    XRT_RETURN_IF_ERROR(CheckTensor(specs[j], ordered[j]), "");
+  }
+
+  // Allocated before execute() so no engine output can leak on an allocation failure afterwards.
+  auto outputs = std::make_unique<Outputs>(shared_from_this(), model_->outputs.size());
+  const auto& vt = backend_->vtable;
+  Status s = Status::FromC(vt.execute(vt.self, handle_, ordered.data(), ordered.size(), outputs->outputs_.data(),
+                                      outputs->outputs_.size()));
+  if (!s.ok()) {
+    // The backend has released what it put into outputs (xrt.h): forget it, do not release it again.
+    std::fill(outputs->outputs_.begin(), outputs->outputs_.end(), xrt_backend_output_t{});
+    return std::move(s).WithContext(Cat("engine ", variant_->engine, " running variant ", variant_->id));
+  }
+  for (size_t i = 0; i < model_->outputs.size(); ++i) {
+    XRT_RETURN_IF_ERROR(CheckOutput(model_->outputs[i], outputs->outputs_[i], variant_->engine), "");
+  }
+  return outputs;  // on the error returns above, ~Outputs releases what the engine produced
+}
+
+Outputs::Outputs(std::shared_ptr<const Session> session, size_t count)
+    : session_(std::move(session)), outputs_(count, xrt_backend_output_t{}) {}
+
+Outputs::~Outputs() { ReleaseAll(); }
+
+void Outputs::ReleaseAll() {
+  for (auto& o : outputs_) {
+    try {
+      if (o.release != nullptr) o.release(o.owner);
+    } catch (...) {  // as in ~Session: never let a backend's exception terminate the host
+    }
+    o = xrt_backend_output_t{};
+  }
+}
+
+}  // namespace xrt::core

@@ -1,0 +1,82 @@
+// session.h - a bundle variant bound to an engine backend, and the outputs of one run.
+//
+// Thread-safety: a Session is immutable after Create(); Run() may be called concurrently (the backend's execute()
+// must be safe on one handle, per xrt.h). Outputs are thread-compatible.
+#ifndef XRT_RUNTIME_SRC_SESSION_H_
+#define XRT_RUNTIME_SRC_SESSION_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "backend_registry.h"
+#include "bundle.h"
+#include "status.h"
+#include "xrt/xrt.h"
+
+namespace xrt::core {
+
+struct SessionOptions {
+  std::string device;   // "" = the named variant's device, else "cpu"
+  std::string engine;   // "" = any, in manifest preference order
+  std::string variant;  // "" = pick
+};
+
+class Outputs;
+
+class Session : public std::enable_shared_from_this<Session> {
+ public:
+  // Picks the variant (xrt.h, xrt_session_create), loads its backend and initialises it. The session keeps the
+  // bundle alive. NOT_FOUND / UNAVAILABLE / INCOMPATIBLE list every variant tried and why it was skipped.
+  static Result<std::shared_ptr<Session>> Create(std::shared_ptr<const Bundle> bundle, const SessionOptions& options);
+  ~Session();
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+
+  // JSON object: variant, engine, engine_version, device, reason, skipped[] (each: variant, engine, device, reason).
+  const std::string& describe() const { return describe_; }
+  const Model& model() const { return *model_; }
+  const Variant& variant() const { return *variant_; }
+
+  // Checks the inputs against the manifest (INVALID_ARGUMENT naming the input, what was expected and what was
+  // given), executes, and checks the engine's outputs against the manifest (INTERNAL if the engine disagrees).
+  // names may be NULL: inputs are then in the model's input order. The Outputs keep this session alive.
+  Result<std::unique_ptr<Outputs>> Run(const char* const* names, const xrt_tensor_view_t* inputs,
+                                       size_t input_count) const;
+
+ private:
+  Session() = default;
+
+  std::shared_ptr<const Bundle> bundle_;
+  const Model* model_ = nullptr;      // owned by bundle_
+  const Variant* variant_ = nullptr;  // owned by bundle_
+  std::shared_ptr<const Backend> backend_;
+  std::string device_;
+  std::vector<format::SectionBytes> artifact_bytes_;  // what init() was given; outlives the handle
+  void* handle_ = nullptr;
+  std::string describe_;
+};
+
+// The outputs of one run, in the model's output order. Calls each output's release(owner) exactly once.
+class Outputs {
+ public:
+  Outputs(std::shared_ptr<const Session> session, size_t count);
+  ~Outputs();
+  Outputs(const Outputs&) = delete;
+  Outputs& operator=(const Outputs&) = delete;
+
+  size_t count() const { return outputs_.size(); }
+  const xrt_backend_output_t& at(size_t i) const { return outputs_[i]; }
+  const char* name(size_t i) const { return session_->model().outputs[i].name.c_str(); }
+
+ private:
+  friend class Session;
+  void ReleaseAll();
+
+  std::shared_ptr<const Session> session_;
+  std::vector<xrt_backend_output_t> outputs_;
+};
+
+}  // namespace xrt::core
+
+#endif  // XRT_RUNTIME_SRC_SESSION_H_

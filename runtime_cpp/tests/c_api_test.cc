@@ -1,0 +1,569 @@
+// Tests of the C API (xrt.h) through libxrt.so, as an application uses it: argument checks, status objects,
+// bundle opening (files, memory, the golden files), manifest validation, variant selection and plugin loading
+// failures. Sessions that execute need a real engine: see session_openvino_test.cc.
+#include "xrt/xrt.h"
+
+#include <gtest/gtest.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cstring>
+#include <filesystem>
+#include <functional>
+#include <fstream>
+#include <iterator>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "xrt/xrt.hpp"
+#include "xrtpkg_test_builder.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using xrt::format::testing::Build;
+using xrt::format::testing::Plain;
+using xrt::format::testing::Zstd;
+
+// Owns a status returned by the API and exposes its code and message.
+struct StatusHolder {
+  explicit StatusHolder(xrt_status_t s) : status(s) {}
+  ~StatusHolder() { xrt_status_free(status); }
+  StatusHolder(const StatusHolder&) = delete;
+  StatusHolder& operator=(const StatusHolder&) = delete;
+  std::string code() const { return xrt_status_code_string(xrt_status_code(status)); }
+  std::string message() const { return xrt_status_message(status); }
+  xrt_status_t status;
+};
+
+#define EXPECT_STATUS(expr, code_name, needle)                                            \
+  do {                                                                                    \
+    StatusHolder h_(expr);                                                                \
+    EXPECT_EQ(h_.code(), code_name) << h_.message();                                      \
+    EXPECT_NE(h_.message().find(needle), std::string::npos) << "message: " << h_.message(); \
+  } while (0)
+
+#define ASSERT_OK(expr)                                        \
+  do {                                                         \
+    StatusHolder h_(expr);                                     \
+    ASSERT_EQ(h_.code(), "OK") << h_.message();                \
+  } while (0)
+
+fs::path TempDir() {
+  static fs::path dir = [] {
+    std::string pattern = (fs::temp_directory_path() / "xrt_c_api_test_XXXXXX").string();
+    const char* made = mkdtemp(pattern.data());
+    return fs::path(made ? made : "/tmp");
+  }();
+  return dir;
+}
+
+// Removes the temporary folder when the test program ends.
+class TempDirCleanup : public ::testing::Environment {
+ public:
+  void TearDown() override {
+    std::error_code ec;
+    if (TempDir() != "/tmp") fs::remove_all(TempDir(), ec);
+  }
+};
+[[maybe_unused]] ::testing::Environment* const kCleanup = ::testing::AddGlobalTestEnvironment(new TempDirCleanup);
+
+fs::path WriteFile(const std::string& name, const std::vector<uint8_t>& bytes) {
+  fs::path p = TempDir() / name;
+  std::ofstream out(p, std::ios::binary);
+  out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  return p;
+}
+
+std::vector<uint8_t> ReadFile(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return std::vector<uint8_t>(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+// A manifest with the given variants (engines) over a model with one input "x" float32[batch, 4] and one output.
+nlohmann::json Manifest(const std::vector<std::pair<std::string, std::string>>& variants_id_engine,
+                        const std::string& device = "cpu") {
+  nlohmann::json variants = nlohmann::json::array();
+  for (const auto& [id, engine] : variants_id_engine) {
+    variants.push_back({{"id", id},
+                        {"target", device},
+                        {"device", device},
+                        {"engine", engine},
+                        {"precision", "fp32"},
+                        {"artifacts", {{"model", "model.bin"}}},
+                        {"options", nlohmann::json::object()},
+                        {"why", "test"}});
+  }
+  return {{"format", {{"name", "xrtpkg"}, {"version", "1.0"}}},
+          {"model",
+           {{"name", "m"},
+            {"inputs", {{{"name", "x"}, {"dtype", "float32"}, {"shape", {"batch", 4}}}}},
+            {"outputs", {{{"name", "y"}, {"dtype", "float32"}, {"shape", {"batch", nullptr}}}}}}},
+          {"variants", variants}};
+}
+
+std::vector<uint8_t> BundleBytes(const nlohmann::json& manifest) {
+  return Build({Zstd("manifest", manifest.dump()), Plain("model.bin", std::string("not a real model"))});
+}
+
+struct BundlePtr {
+  xrt_bundle_t* b = nullptr;
+  ~BundlePtr() { xrt_bundle_release(b); }
+};
+
+// ---- Status, dtypes, version ----
+
+TEST(Status, CodeStrings) {
+  const std::vector<std::pair<xrt_status_code_t, std::string>> codes = {
+      {XRT_STATUS_OK, "OK"},
+      {XRT_STATUS_INVALID_ARGUMENT, "INVALID_ARGUMENT"},
+      {XRT_STATUS_NOT_FOUND, "NOT_FOUND"},
+      {XRT_STATUS_FAILED_PRECONDITION, "FAILED_PRECONDITION"},
+      {XRT_STATUS_RESOURCE_EXHAUSTED, "RESOURCE_EXHAUSTED"},
+      {XRT_STATUS_UNAVAILABLE, "UNAVAILABLE"},
+      {XRT_STATUS_INCOMPATIBLE, "INCOMPATIBLE"},
+      {XRT_STATUS_DATA_CORRUPT, "DATA_CORRUPT"},
+      {XRT_STATUS_UNIMPLEMENTED, "UNIMPLEMENTED"},
+      {XRT_STATUS_INTERNAL, "INTERNAL"},
+      {XRT_STATUS_IO, "IO"},
+      {XRT_STATUS_ALREADY_EXISTS, "ALREADY_EXISTS"},
+  };
+  for (size_t i = 0; i < codes.size(); ++i) {
+    EXPECT_EQ(xrt_status_code_string(codes[i].first), codes[i].second);
+    EXPECT_EQ(static_cast<size_t>(codes[i].first), i);  // the numbering is ABI: pinned
+  }
+  EXPECT_STREQ(xrt_status_code_string(static_cast<xrt_status_code_t>(12)), "UNKNOWN");
+  EXPECT_STREQ(xrt_status_code_string(static_cast<xrt_status_code_t>(-1)), "UNKNOWN");
+}
+
+TEST(Status, MakeAndFree) {
+  EXPECT_EQ(xrt_status_make(XRT_STATUS_OK, "ignored"), nullptr);
+  EXPECT_EQ(xrt_status_code(nullptr), XRT_STATUS_OK);
+  EXPECT_STREQ(xrt_status_message(nullptr), "");
+  xrt_status_free(nullptr);
+  xrt_status_t s = xrt_status_make(XRT_STATUS_IO, "disk said no");
+  ASSERT_NE(s, nullptr);
+  EXPECT_EQ(xrt_status_code(s), XRT_STATUS_IO);
+  EXPECT_STREQ(xrt_status_message(s), "disk said no");
+  xrt_status_free(s);
+  s = xrt_status_make(XRT_STATUS_INTERNAL, nullptr);
+  EXPECT_STREQ(xrt_status_message(s), "");
+  xrt_status_free(s);
+}
+
+TEST(Dtype, SizesAndNames) {
+  const std::vector<std::tuple<xrt_dtype_t, const char*, size_t>> all = {
+      {XRT_DTYPE_FLOAT32, "float32", 4}, {XRT_DTYPE_FLOAT16, "float16", 2}, {XRT_DTYPE_BFLOAT16, "bfloat16", 2},
+      {XRT_DTYPE_FLOAT64, "float64", 8}, {XRT_DTYPE_INT8, "int8", 1},       {XRT_DTYPE_UINT8, "uint8", 1},
+      {XRT_DTYPE_INT16, "int16", 2},     {XRT_DTYPE_UINT16, "uint16", 2},   {XRT_DTYPE_INT32, "int32", 4},
+      {XRT_DTYPE_UINT32, "uint32", 4},   {XRT_DTYPE_INT64, "int64", 8},     {XRT_DTYPE_UINT64, "uint64", 8},
+      {XRT_DTYPE_BOOL, "bool", 1},
+  };
+  for (const auto& [dtype, name, size] : all) {
+    EXPECT_EQ(xrt_dtype_size(dtype), size) << name;
+    EXPECT_STREQ(xrt_dtype_name(dtype), name);
+    EXPECT_EQ(xrt_dtype_from_name(name), dtype);
+  }
+  EXPECT_EQ(xrt_dtype_size(XRT_DTYPE_INVALID), 0u);
+  EXPECT_EQ(xrt_dtype_size(static_cast<xrt_dtype_t>(99)), 0u);
+  EXPECT_STREQ(xrt_dtype_name(static_cast<xrt_dtype_t>(99)), "invalid");
+  EXPECT_EQ(xrt_dtype_from_name("Float32"), XRT_DTYPE_INVALID);
+  EXPECT_EQ(xrt_dtype_from_name("invalid"), XRT_DTYPE_INVALID);
+  EXPECT_EQ(xrt_dtype_from_name(nullptr), XRT_DTYPE_INVALID);
+}
+
+TEST(Version, IsTheProjectVersion) { EXPECT_STREQ(xrt_version(), "0.1.0"); }
+
+// ---- NULL arguments ----
+
+TEST(NullArguments, EveryFallibleFunction) {
+  xrt_bundle_t* bundle = nullptr;
+  xrt_session_t* session = nullptr;
+  xrt_outputs_t* outputs = nullptr;
+  xrt_io_info_t info;
+  xrt_tensor_view_t view;
+  EXPECT_STATUS(xrt_bundle_open_file(nullptr, nullptr, &bundle), "INVALID_ARGUMENT", "path is NULL");
+  EXPECT_STATUS(xrt_bundle_open_file("x.xrtpkg", nullptr, nullptr), "INVALID_ARGUMENT", "out_bundle is NULL");
+  EXPECT_STATUS(xrt_bundle_open_memory(nullptr, 10, nullptr, &bundle), "INVALID_ARGUMENT", "data is NULL");
+  EXPECT_STATUS(xrt_bundle_open_memory("abc", 3, nullptr, nullptr), "INVALID_ARGUMENT", "out_bundle is NULL");
+  EXPECT_STATUS(xrt_backend_register(nullptr), "INVALID_ARGUMENT", "vtable is NULL");
+  char buf[4];
+  EXPECT_STATUS(xrt_backend_list(nullptr, sizeof(buf), nullptr), "INVALID_ARGUMENT", "buffer is NULL");
+  EXPECT_STATUS(xrt_session_create(nullptr, nullptr, &session), "INVALID_ARGUMENT", "bundle is NULL");
+  EXPECT_STATUS(xrt_session_input_info(nullptr, 0, &info), "INVALID_ARGUMENT", "session is NULL");
+  EXPECT_STATUS(xrt_session_output_info(nullptr, 0, &info), "INVALID_ARGUMENT", "session is NULL");
+  EXPECT_STATUS(xrt_session_run(nullptr, nullptr, nullptr, 0, &outputs), "INVALID_ARGUMENT", "session is NULL");
+  EXPECT_STATUS(xrt_outputs_get(nullptr, 0, &view, nullptr), "INVALID_ARGUMENT", "outputs is NULL");
+  EXPECT_EQ(bundle, nullptr);
+  EXPECT_EQ(session, nullptr);
+  EXPECT_EQ(outputs, nullptr);
+
+  // With a real bundle: the remaining pointer arguments.
+  auto bytes = BundleBytes(Manifest({{"v", "nosuchengine"}}));
+  BundlePtr b;
+  ASSERT_OK(xrt_bundle_open_memory(bytes.data(), bytes.size(), nullptr, &b.b));
+  EXPECT_STATUS(xrt_session_create(b.b, nullptr, nullptr), "INVALID_ARGUMENT", "out_session is NULL");
+}
+
+TEST(NullArguments, ReleasesAndQueriesAcceptNull) {
+  xrt_bundle_release(nullptr);
+  xrt_session_release(nullptr);
+  xrt_outputs_release(nullptr);
+  xrt_bundle_open_options_initialize(nullptr);
+  xrt_session_options_initialize(nullptr);
+  size_t size = 123;
+  EXPECT_EQ(xrt_bundle_manifest(nullptr, &size), nullptr);
+  EXPECT_EQ(size, 0u);
+  uint32_t major = 9, minor = 9;
+  xrt_bundle_format_version(nullptr, &major, &minor);
+  EXPECT_EQ(major, 0u);
+  EXPECT_EQ(minor, 0u);
+  EXPECT_STREQ(xrt_session_describe(nullptr), "");
+  EXPECT_EQ(xrt_session_input_count(nullptr), 0u);
+  EXPECT_EQ(xrt_session_output_count(nullptr), 0u);
+  EXPECT_EQ(xrt_outputs_count(nullptr), 0u);
+}
+
+TEST(Options, StructSizeIsChecked) {
+  auto bytes = BundleBytes(Manifest({{"v", "nosuchengine"}}));
+  xrt_bundle_open_options_t bad_open{};
+  xrt_bundle_t* b = nullptr;
+  EXPECT_STATUS(xrt_bundle_open_memory(bytes.data(), bytes.size(), &bad_open, &b), "INVALID_ARGUMENT",
+                "xrt_bundle_open_options_initialize");
+  xrt_bundle_open_options_t open_options;
+  xrt_bundle_open_options_initialize(&open_options);
+  EXPECT_EQ(open_options.struct_size, sizeof(open_options));
+  BundlePtr bundle;
+  ASSERT_OK(xrt_bundle_open_memory(bytes.data(), bytes.size(), &open_options, &bundle.b));
+  xrt_session_options_t bad_session{};
+  xrt_session_t* s = nullptr;
+  EXPECT_STATUS(xrt_session_create(bundle.b, &bad_session, &s), "INVALID_ARGUMENT",
+                "xrt_session_options_initialize");
+  EXPECT_EQ(s, nullptr);
+}
+
+// ---- Bundles ----
+
+TEST(BundleOpen, FileErrors) {
+  xrt_bundle_t* b = nullptr;
+  EXPECT_STATUS(xrt_bundle_open_file((TempDir() / "missing.xrtpkg").c_str(), nullptr, &b), "NOT_FOUND",
+                "missing.xrtpkg");
+  EXPECT_STATUS(xrt_bundle_open_file(TempDir().c_str(), nullptr, &b), "INVALID_ARGUMENT", "is a directory");
+  EXPECT_STATUS(xrt_bundle_open_file(WriteFile("garbage.xrtpkg", std::vector<uint8_t>(1000, 'g')).c_str(), nullptr,
+                                     &b),
+                "DATA_CORRUPT", "bad magic");
+  EXPECT_STATUS(xrt_bundle_open_file(WriteFile("empty.xrtpkg", {}).c_str(), nullptr, &b), "DATA_CORRUPT",
+                "0 bytes");
+  if (geteuid() != 0) {  // root reads anything
+    fs::path locked = WriteFile("locked.xrtpkg", BundleBytes(Manifest({})));
+    fs::permissions(locked, fs::perms::none);
+    EXPECT_STATUS(xrt_bundle_open_file(locked.c_str(), nullptr, &b), "IO", "Permission denied");
+  }
+  EXPECT_EQ(b, nullptr);
+}
+
+TEST(BundleOpen, FileAndMemoryGiveTheSameBundle) {
+  const auto manifest = Manifest({{"v", "nosuchengine"}});
+  const auto bytes = BundleBytes(manifest);
+  BundlePtr from_file, from_memory;
+  ASSERT_OK(xrt_bundle_open_file(WriteFile("ok.xrtpkg", bytes).c_str(), nullptr, &from_file.b));
+  ASSERT_OK(xrt_bundle_open_memory(bytes.data(), bytes.size(), nullptr, &from_memory.b));
+  for (xrt_bundle_t* b : {from_file.b, from_memory.b}) {
+    size_t size = 0;
+    const char* text = xrt_bundle_manifest(b, &size);
+    ASSERT_NE(text, nullptr);
+    EXPECT_EQ(std::string(text, size), manifest.dump());
+    EXPECT_EQ(text[size], '\0');
+    uint32_t major = 0, minor = 0;
+    xrt_bundle_format_version(b, &major, &minor);
+    EXPECT_EQ(major, 1u);
+    EXPECT_EQ(minor, 0u);
+  }
+}
+
+TEST(BundleOpen, MemoryVerdicts) {
+  xrt_bundle_t* b = nullptr;
+  EXPECT_STATUS(xrt_bundle_open_memory(nullptr, 0, nullptr, &b), "DATA_CORRUPT", "0 bytes");
+  auto bytes = BundleBytes(Manifest({}));
+  bytes[8] = 2;  // major version 2
+  EXPECT_STATUS(xrt_bundle_open_memory(bytes.data(), bytes.size(), nullptr, &b), "INCOMPATIBLE", "2.0");
+  EXPECT_EQ(b, nullptr);
+}
+
+TEST(BundleOpen, GoldenFiles) {
+  const fs::path dir = XRT_GOLDEN_DIR;
+  if (!fs::exists(dir / "golden.json")) GTEST_SKIP() << "no golden files yet in " << dir;
+  auto text = ReadFile(dir / "golden.json");
+  auto golden = nlohmann::json::parse(text.begin(), text.end());
+  size_t checked = 0;
+  for (const auto& g : golden.at("files")) {
+    const std::string file = g.at("file");
+    const std::string expected = g.at("status");
+    SCOPED_TRACE(file);
+    xrt_bundle_t* b = nullptr;
+    StatusHolder s(xrt_bundle_open_file((dir / file).c_str(), nullptr, &b));
+    EXPECT_EQ(s.code(), expected) << s.message();
+    if (expected == "OK") {
+      ASSERT_NE(b, nullptr);
+      size_t size = 0;
+      const char* manifest = xrt_bundle_manifest(b, &size);
+      std::array<uint8_t, 32> digest{};
+      ASSERT_TRUE(xrt::format::Sha256(manifest, size, &digest));
+      EXPECT_EQ(xrt::format::HexDigest(digest), g.at("manifest_sha256").get<std::string>());
+      xrt_bundle_release(b);
+    } else {
+      EXPECT_EQ(b, nullptr);
+      EXPECT_FALSE(s.message().empty());
+    }
+    ++checked;
+  }
+  EXPECT_GT(checked, 10u);
+}
+
+// ---- Sessions: selection and its failures (no engine needed) ----
+
+TEST(SessionCreate, NoBackendAvailableListsWhatWasTried) {
+  ::unsetenv("XRT_BACKEND_PATH");
+  auto bytes = BundleBytes(Manifest({{"first", "nosuchengine_a"}, {"second", "nosuchengine_b"}}));
+  BundlePtr b;
+  ASSERT_OK(xrt_bundle_open_memory(bytes.data(), bytes.size(), nullptr, &b.b));
+  xrt_session_t* s = nullptr;
+  StatusHolder h(xrt_session_create(b.b, nullptr, &s));
+  EXPECT_EQ(h.code(), "UNAVAILABLE");
+  EXPECT_EQ(s, nullptr);
+  for (const char* needle : {"no usable variant for device cpu", "first (nosuchengine_a on cpu)",
+                             "no plugin libxrt_backend_nosuchengine_a.so in " XRT_TEST_LIB_DIR,
+                             "second (nosuchengine_b on cpu)", "install xpuruntime[nosuchengine_b]"}) {
+    EXPECT_NE(h.message().find(needle), std::string::npos) << "missing '" << needle << "' in: " << h.message();
+  }
+}
+
+TEST(SessionCreate, OnnxRuntimeNeedsThePythonLoader) {
+  const fs::path tiny = fs::path(XRT_GOLDEN_DIR) / "tiny_model.xrtpkg";
+  if (!fs::exists(tiny)) GTEST_SKIP() << "no " << tiny;
+  BundlePtr b;
+  ASSERT_OK(xrt_bundle_open_file(tiny.c_str(), nullptr, &b.b));
+  xrt_session_options_t o;
+  xrt_session_options_initialize(&o);
+  o.engine = "onnxruntime";
+  xrt_session_t* s = nullptr;
+  EXPECT_STATUS(xrt_session_create(b.b, &o, &s), "UNAVAILABLE", "xpuruntime.load()");
+}
+
+TEST(SessionCreate, NotFound) {
+  auto bytes = BundleBytes(Manifest({{"a", "nosuchengine"}}));
+  BundlePtr b;
+  ASSERT_OK(xrt_bundle_open_memory(bytes.data(), bytes.size(), nullptr, &b.b));
+  xrt_session_options_t o;
+  xrt_session_t* s = nullptr;
+  xrt_session_options_initialize(&o);
+  o.device = "npu";
+  EXPECT_STATUS(xrt_session_create(b.b, &o, &s), "NOT_FOUND", "built for device cpu, not npu");
+  xrt_session_options_initialize(&o);
+  o.variant = "zzz";
+  EXPECT_STATUS(xrt_session_create(b.b, &o, &s), "NOT_FOUND", "no variant \"zzz\"; its variants are: a");
+  xrt_session_options_initialize(&o);
+  o.engine = "tensorrt";
+  EXPECT_STATUS(xrt_session_create(b.b, &o, &s), "NOT_FOUND", "no variant for engine \"tensorrt\"");
+  EXPECT_EQ(s, nullptr);
+
+  auto empty = BundleBytes(Manifest({}));
+  BundlePtr e;
+  ASSERT_OK(xrt_bundle_open_memory(empty.data(), empty.size(), nullptr, &e.b));
+  EXPECT_STATUS(xrt_session_create(e.b, nullptr, &s), "NOT_FOUND", "(no variants)");
+}
+
+TEST(SessionCreate, BrokenPluginIsUnavailableWithTheLoaderError) {
+  const fs::path dir = TempDir() / "plugins";
+  fs::create_directories(dir);
+  WriteFile("plugins/libxrt_backend_broken.so", std::vector<uint8_t>(100, 'x'));
+  ASSERT_EQ(::setenv("XRT_BACKEND_PATH", ("/nonexistent:" + dir.string()).c_str(), 1), 0);
+
+  // Listed without being loaded.
+  std::vector<std::string> listed = xrt::ListBackends();
+  EXPECT_NE(std::find(listed.begin(), listed.end(), "broken"), listed.end());
+
+  auto bytes = BundleBytes(Manifest({{"v", "broken"}}));
+  BundlePtr b;
+  ASSERT_OK(xrt_bundle_open_memory(bytes.data(), bytes.size(), nullptr, &b.b));
+  xrt_session_t* s = nullptr;
+  StatusHolder h(xrt_session_create(b.b, nullptr, &s));
+  EXPECT_EQ(h.code(), "UNAVAILABLE");
+  EXPECT_NE(h.message().find("cannot load plugin " + (dir / "libxrt_backend_broken.so").string()), std::string::npos)
+      << h.message();
+  EXPECT_NE(h.message().find("invalid ELF header"), std::string::npos) << h.message();  // the dlerror text
+  EXPECT_NE(h.message().find("install xpuruntime[broken]"), std::string::npos) << h.message();
+  ::unsetenv("XRT_BACKEND_PATH");
+}
+
+TEST(SessionCreate, MalformedManifestsAreDataCorrupt) {
+  struct Case {
+    const char* what;
+    std::function<void(nlohmann::json&)> edit;
+    const char* needle;
+  };
+  const std::vector<Case> cases = {
+      {"no model", [](nlohmann::json& m) { m.erase("model"); }, "model is missing"},
+      {"no inputs", [](nlohmann::json& m) { m["model"].erase("inputs"); }, "model.inputs is missing"},
+      {"bad dtype", [](nlohmann::json& m) { m["model"]["inputs"][0]["dtype"] = "float33"; },
+       "model.inputs[0].dtype is \"float33\", not one of: float32"},
+      {"rank 17", [](nlohmann::json& m) { m["model"]["outputs"][0]["shape"] = std::vector<int>(17, 1); },
+       "has rank 17, over the maximum of 16"},
+      {"negative dim", [](nlohmann::json& m) { m["model"]["inputs"][0]["shape"][1] = -4; },
+       "model.inputs[0].shape[1] is -4"},
+      {"float dim", [](nlohmann::json& m) { m["model"]["inputs"][0]["shape"][1] = 4.5; },
+       "model.inputs[0].shape[1] is 4.5"},
+      {"duplicate input", [](nlohmann::json& m) { m["model"]["inputs"].push_back(m["model"]["inputs"][0]); },
+       "\"x\" is used twice"},
+      {"missing section", [](nlohmann::json& m) { m["variants"][0]["artifacts"]["weights"] = "w.bin"; },
+       "names section \"w.bin\", which the bundle does not have"},
+      {"engine path", [](nlohmann::json& m) { m["variants"][0]["engine"] = "../../tmp/evil"; },
+       "an engine name is 1..64 of [A-Za-z0-9_]"},
+      {"duplicate variant", [](nlohmann::json& m) { m["variants"].push_back(m["variants"][0]); },
+       "variants[1].id \"v\" is used twice"},
+      {"no variants", [](nlohmann::json& m) { m.erase("variants"); }, "variants is missing"},
+      {"bad version requirement",
+       [](nlohmann::json& m) { m["variants"][0]["requires"] = {{"engine_version", "~=1.2"}}; },
+       "variants[0].requires.engine_version is \"~=1.2\"; expected a version"},
+      {"version with suffix", [](nlohmann::json& m) { m["variants"][0]["requires"] = {{"engine_version", ">=1.2rc1"}}; },
+       "is \">=1.2rc1\""},
+      // "__DEEP__" is replaced in the text by 100000 nested arrays (nlohmann's dump and copy would recurse).
+      {"deep options", [](nlohmann::json& m) { m["variants"][0]["options"] = {{"a", "__DEEP__"}}; },
+       "variants[0].options nests deeper than 16 levels"},
+      {"deep model", [](nlohmann::json& m) { m["model"] = "__DEEP__"; },
+       "model must be an object, is an array of 1 entries"},
+      {"options not object", [](nlohmann::json& m) { m["variants"][0]["options"] = "fast"; },
+       "variants[0].options must be an object"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.what);
+    auto manifest = Manifest({{"v", "nosuchengine"}});
+    c.edit(manifest);
+    std::string text = manifest.dump();
+    if (size_t at = text.find("\"__DEEP__\""); at != std::string::npos) {
+      text.replace(at, 10, std::string(100000, '[') + std::string(100000, ']'));
+    }
+    auto bytes = Build({Zstd("manifest", text), Plain("model.bin", std::string("not a real model"))});
+    BundlePtr b;
+    // The format accepts any JSON object: the bundle opens, for inspection ...
+    ASSERT_OK(xrt_bundle_open_memory(bytes.data(), bytes.size(), nullptr, &b.b));
+    // ... and a session refuses it with what is wrong.
+    xrt_session_t* s = nullptr;
+    EXPECT_STATUS(xrt_session_create(b.b, nullptr, &s), "DATA_CORRUPT", c.needle);
+    EXPECT_EQ(s, nullptr);
+  }
+}
+
+// ---- Backends ----
+
+const char* TestVersion(void*) { return "1.0"; }
+int TestHasDevice(void*, const char*) { return 0; }
+xrt_status_t TestInit(void*, const char*, const xrt_backend_artifact_t*, size_t, const char*, void**) {
+  return xrt_status_make(XRT_STATUS_UNIMPLEMENTED, "registration test only");
+}
+xrt_status_t TestExecute(void*, void*, const xrt_tensor_view_t*, size_t, xrt_backend_output_t*, size_t) {
+  return xrt_status_make(XRT_STATUS_UNIMPLEMENTED, "registration test only");
+}
+void TestDestroy(void*, void*) {}
+
+TEST(BackendRegister, ValidatesTheVtable) {
+  xrt_backend_vtable_t v{sizeof(xrt_backend_vtable_t), XRT_ABI_VERSION, "regtest", nullptr, TestVersion,
+                         TestHasDevice, TestInit, TestExecute, TestDestroy};
+  auto with = [&](auto edit) {
+    xrt_backend_vtable_t copy = v;
+    edit(copy);
+    return xrt_backend_register(&copy);
+  };
+  EXPECT_STATUS(with([](auto& c) { c.abi_version = 2; }), "INCOMPATIBLE", "ABI version 2");
+  EXPECT_STATUS(with([](auto& c) { c.struct_size = 8; }), "INCOMPATIBLE", "struct_size is 8");
+  EXPECT_STATUS(with([](auto& c) { c.name = nullptr; }), "INVALID_ARGUMENT", "name");
+  EXPECT_STATUS(with([](auto& c) { c.name = ""; }), "INVALID_ARGUMENT", "name");
+  EXPECT_STATUS(with([](auto& c) { c.execute = nullptr; }), "INVALID_ARGUMENT", "execute is NULL");
+  EXPECT_STATUS(with([](auto& c) { c.destroy = nullptr; }), "INVALID_ARGUMENT", "destroy is NULL");
+
+  // A valid registration is listed; a backend without the device is skipped with that reason.
+  ASSERT_OK(xrt_backend_register(&v));
+  std::vector<std::string> listed = xrt::ListBackends();
+  EXPECT_NE(std::find(listed.begin(), listed.end(), "regtest"), listed.end());
+  auto bytes = BundleBytes(Manifest({{"r", "regtest"}}));
+  BundlePtr b;
+  ASSERT_OK(xrt_bundle_open_memory(bytes.data(), bytes.size(), nullptr, &b.b));
+  xrt_session_t* s = nullptr;
+  EXPECT_STATUS(xrt_session_create(b.b, nullptr, &s), "UNAVAILABLE", "has no device cpu on this machine");
+}
+
+int TestHasCpu(void*, const char* device) { return std::strcmp(device, "cpu") == 0; }
+
+TEST(BackendRegister, EngineVersionRequirements) {
+  // This vtable is never run: every variant below fails its version requirement before init().
+  xrt_backend_vtable_t v{sizeof(xrt_backend_vtable_t), XRT_ABI_VERSION, "vertest", nullptr, TestVersion,
+                         TestHasCpu, TestInit, TestExecute, TestDestroy};
+  ASSERT_OK(xrt_backend_register(&v));
+  auto manifest = Manifest({{"a", "vertest"}, {"b", "vertest"}});
+  manifest["variants"][0]["requires"] = {{"engine_version", ">=2.0"}};
+  manifest["variants"][1]["requires"] = {{"engine_version", "<1"}};
+  auto bytes = BundleBytes(manifest);
+  BundlePtr b;
+  ASSERT_OK(xrt_bundle_open_memory(bytes.data(), bytes.size(), nullptr, &b.b));
+  xrt_session_t* s = nullptr;
+  StatusHolder h(xrt_session_create(b.b, nullptr, &s));
+  EXPECT_EQ(h.code(), "INCOMPATIBLE") << h.message();
+  EXPECT_NE(h.message().find("a (vertest on cpu): engine vertest: engine version 1.0 does not satisfy >=2.0"),
+            std::string::npos)
+      << h.message();
+  EXPECT_NE(h.message().find("engine version 1.0 does not satisfy <1"), std::string::npos) << h.message();
+  // A satisfied requirement reaches init(), whose error comes back with the variant named.
+  manifest["variants"][0]["requires"] = {{"engine_version", "==1"}};
+  auto ok_bytes = BundleBytes(manifest);
+  BundlePtr ok;
+  ASSERT_OK(xrt_bundle_open_memory(ok_bytes.data(), ok_bytes.size(), nullptr, &ok.b));
+  EXPECT_STATUS(xrt_session_create(ok.b, nullptr, &s), "UNIMPLEMENTED",
+                "engine vertest (registered by the host) failed to initialise variant a: registration test only");
+  EXPECT_EQ(s, nullptr);
+}
+
+TEST(BackendList, TruncatesAndReportsTheFullLength) {
+  std::string name = "listtest_long_name";  // the registry copies the name: this string may die after the call
+  xrt_backend_vtable_t v{sizeof(xrt_backend_vtable_t), XRT_ABI_VERSION, name.c_str(), nullptr, TestVersion,
+                         TestHasDevice, TestInit, TestExecute, TestDestroy};
+  ASSERT_OK(xrt_backend_register(&v));
+  name.assign(name.size(), 'z');
+  size_t full = 0;
+  ASSERT_OK(xrt_backend_list(nullptr, 0, &full));
+  EXPECT_GE(full, std::string("listtest_long_name").size());
+  char small[5];
+  size_t length = 0;
+  ASSERT_OK(xrt_backend_list(small, sizeof(small), &length));
+  EXPECT_EQ(length, full);
+  EXPECT_EQ(std::strlen(small), 4u);
+  std::vector<char> big(full + 1);
+  ASSERT_OK(xrt_backend_list(big.data(), big.size(), nullptr));
+  EXPECT_NE(std::string(big.data()).find("listtest_long_name"), std::string::npos);
+}
+
+// ---- The C++ wrapper ----
+
+TEST(CppWrapper, ThrowsErrorWithCode) {
+  try {
+    xrt::Bundle::OpenFile((TempDir() / "nope.xrtpkg").string());
+    FAIL() << "no exception";
+  } catch (const xrt::Error& e) {
+    EXPECT_EQ(e.code(), XRT_STATUS_NOT_FOUND);
+    EXPECT_NE(std::string(e.what()).find("NOT_FOUND: bundle file"), std::string::npos) << e.what();
+  }
+  auto bytes = BundleBytes(Manifest({{"v", "nosuchengine"}}));
+  xrt::Bundle bundle = xrt::Bundle::OpenMemory(bytes.data(), bytes.size());
+  EXPECT_EQ(bundle.format_version(), std::make_pair(1u, 0u));
+  EXPECT_NE(bundle.manifest().find("\"nosuchengine\""), std::string::npos);
+  try {
+    xrt::Session session(bundle);
+    FAIL() << "no exception";
+  } catch (const xrt::Error& e) {
+    EXPECT_EQ(e.code(), XRT_STATUS_UNAVAILABLE);
+  }
+}
+
+}  // namespace
