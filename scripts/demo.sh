@@ -11,7 +11,7 @@ mkdir -p build/demo
 set -x
 $X/xrtc compile "$MODEL" --target cpu -o "$OUT" --force
 $X/xrtc inspect "$OUT"
-$X/python - "$OUT" <<'PY'
+$X/python -P - "$OUT" <<'PY'
 import sys, numpy as np, xpuruntime as xrt
 sess = xrt.load(sys.argv[1])
 print("inputs:", sess.inputs, "\noutputs:", sess.outputs, "\nruns:", sess.explain()["variant"])

@@ -5,6 +5,15 @@
     out = sess.run({"x": x})                 # dict of numpy arrays -> dict of numpy arrays
 """
 
+import glob as _glob
+import os as _os
+
+if not _glob.glob(_os.path.join(_os.path.dirname(__file__), "_core*.so")):
+    # A source checkout's folder shadows the installed package when Python runs from the repository root.
+    raise ImportError(f"xpuruntime at {_os.path.dirname(__file__)} has no compiled runtime (_core): this is the "
+                      "source folder. Run from another directory, or with `python -P`, after `make demo` installed "
+                      "the package into .venv")
+
 from ._errors import (AlreadyExists, DataCorrupt, Error, FailedPrecondition, Incompatible, Internal, InvalidArgument,
                       IOFailure, NotFound, ResourceExhausted, Unavailable, Unimplemented)
 from ._session import IOInfo, Session, load

@@ -18,7 +18,8 @@ import sys
 import traceback
 
 from . import __version__
-from .errors import EXIT_CODES_HELP, EXIT_ERROR, EXIT_USAGE, XrtcError
+from .errors import (EXIT_CODES_HELP, EXIT_ERROR, EXIT_INCOMPATIBLE, EXIT_OUTPUT_EXISTS, EXIT_USAGE,
+                     XrtcError)
 from .progress import configure_logging
 
 log = logging.getLogger("xrtc")
@@ -106,6 +107,16 @@ def _command_in(argv: list[str]) -> str | None:
     return next((a for a in argv if a in names), None)
 
 
+def _runtime_exit_code(err: Exception) -> int | None:
+    """Exit code for an xpuruntime.Error (by its C status), None for anything else. Imports nothing new: the
+    runtime is already loaded when one of its errors exists."""
+    runtime = sys.modules.get("xpuruntime")
+    if runtime is None or not isinstance(err, runtime.Error):
+        return None
+    return {"INCOMPATIBLE": EXIT_INCOMPATIBLE, "UNAVAILABLE": EXIT_INCOMPATIBLE, "ALREADY_EXISTS": EXIT_OUTPUT_EXISTS,
+            "INVALID_ARGUMENT": EXIT_USAGE}.get(err.status, EXIT_ERROR)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser, tools, subs = build_parser()
@@ -125,7 +136,16 @@ def main(argv: list[str] | None = None) -> int:
 
     configure_logging(args.verbose, args.quiet)
     try:
-        code = int(tools[args.command].run(args))
+        try:
+            code = int(tools[args.command].run(args))
+        except XrtcError:
+            raise
+        except Exception as err:  # the runtime's typed errors (xpuruntime.Error) map to exit codes by status
+            runtime_code = _runtime_exit_code(err)
+            if runtime_code is None:
+                raise
+            log.error("%s", err)
+            code = runtime_code
     except XrtcError as err:
         log.error("%s", err)
         if err.__cause__ is not None:
