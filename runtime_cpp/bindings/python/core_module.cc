@@ -218,7 +218,9 @@ class Session {
     xrt_status_t status;
     {
       nb::gil_scoped_release release;
-      status = xrt_session_run(session_, name_ptrs.data(), views.data(), n, &raw);
+      // Never NULL names: NULL means "positional" in the C API, but Python inputs are always named (even none).
+      static const char* const kNoNames[1] = {nullptr};
+      status = xrt_session_run(session_, n ? name_ptrs.data() : kNoNames, views.data(), n, &raw);
     }
     Check(status);
     // One capsule per run, shared by all output arrays through Python reference counting.
