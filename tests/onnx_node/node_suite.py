@@ -155,8 +155,11 @@ def sample_cases(data: Path, every: int = 40) -> list[str]:
 
 
 def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    lines = [ln.strip() for ln in str(err).strip().splitlines() if ln.strip()]
+    line = lines[0] if lines else ""
+    if len(lines) > 1 and line.endswith("Traceback (most recent call last):"):
+        # The ONNX Runtime backend forwards a whole Python traceback; its last line is the engine's message.
+        line = f"{line[:-len('Traceback (most recent call last):')]}... {lines[-1]}"
     return f"{type(err).__name__}: {line}"[:400]
 
 

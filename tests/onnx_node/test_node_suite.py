@@ -1,0 +1,67 @@
+"""The ONNX backend node test suite through the bundle path (see node_suite.py).
+
+The bundle's cpu-onnxruntime variant runs the same engine as ONNX Runtime run directly, so every case ONNX Runtime
+passes directly must pass through it too: any difference is a compiler or runtime bug. Cases whose inputs/outputs
+the bundle format cannot carry (sequences, optionals, maps, strings, float8/int4...) are left out of that check,
+and nothing may crash or hang.
+
+Default run: a fixed sample (every 40th case by name, ~47 cases, ~30 s). The full suite (~1900 cases, ~15 min on two
+cores) is opt in: `pytest -m onnx_node_suite tests/onnx_node -s`.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import node_suite  # noqa: E402
+
+SAMPLE_EVERY = 40
+
+
+def _check(results: list[dict]) -> None:
+    print("\n" + node_suite.report(results))
+    bad = node_suite.crashes(results)
+    assert not bad, "crashed or hung: " + ", ".join(r["case"] for r in bad)
+    regs = [r for r in node_suite.regressions(results, node_suite.BUNDLE_ORT)
+            if r["paths"][node_suite.BUNDLE_ORT]["status"] != "unsupported"]
+    assert not regs, "ONNX Runtime passes these directly but not through the bundle's cpu-onnxruntime variant:\n" + \
+        "\n".join(f"  {r['case']}: {r['paths'][node_suite.BUNDLE_ORT]['status']}: "
+                  f"{r['paths'][node_suite.BUNDLE_ORT].get('detail', '')}" for r in regs)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return node_suite.data_dir()
+
+
+def test_sample_matches_onnxruntime(data):
+    cases = node_suite.sample_cases(data, SAMPLE_EVERY)
+    assert len(cases) >= 30, f"only {len(cases)} node cases found under {data}"
+    results = node_suite.run_suite(cases, data, jobs=2)
+    # The sample must actually exercise the bundle: most of it runs through both variants.
+    ran = [r for r in results if r["paths"][node_suite.BUNDLE_ORT]["status"] in ("pass", "fail")]
+    assert len(ran) >= len(cases) // 2, node_suite.summary_table(results)
+    _check(results)
+
+
+@pytest.mark.onnx_node_suite
+def test_full_suite_matches_onnxruntime(data):
+    results = node_suite.run_suite(node_suite.list_cases(data), data, jobs=2)
+    _check(results)
+
+
+def test_compare_catches_differences():
+    """The comparison itself: wrong values, shapes and dtypes are caught; NaN equals NaN, as in onnx's runner."""
+    import numpy as np
+
+    ref = [np.array([1.0, np.nan, 3.0], np.float32)]
+    assert node_suite.compare(ref, [ref[0].copy()]) is None
+    assert "output 0" in node_suite.compare(ref, [np.array([1.0, np.nan, 3.1], np.float32)])
+    assert "shape" in node_suite.compare(ref, [ref[0][:2]])
+    assert "dtype" in node_suite.compare(ref, [ref[0].astype(np.float64)])
+    assert "outputs" in node_suite.compare(ref, [])
