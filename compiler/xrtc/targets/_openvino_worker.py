@@ -8,8 +8,10 @@ Telemetry: `openvino.convert_model` sends usage data (openvino_telemetry, opt-ou
 waits ~7 s at exit after a failed conversion. A compiler must not phone home, so the worker hides
 `openvino_telemetry`; OpenVINO then uses its own no-op stub (`openvino.tools.ovc.telemetry_stub`).
 
-Writes OUTDIR/model.xml, OUTDIR/model.bin and OUTDIR/result.json:
-    {"ok": bool, "stage": "import|convert|save|compile|done", "error": str, "version": str}
+Writes OUTDIR/model.xml, OUTDIR/model.bin, with --precompile OUTDIR/model.blob (the CPU-compiled model,
+`CompiledModel.export_model()`: deterministic for one OpenVINO build and CPU capability set), and OUTDIR/result.json:
+    {"ok": bool, "stage": "import|convert|save|compile|done", "error": str, "version": str,
+     "capabilities": str, "export_error": str (only when --precompile failed)}   # the CPU's OPTIMIZATION_CAPABILITIES, space-separated (what the blob was compiled for)
 Exit status 0 when result.json was written (whatever `ok` says); anything else means the child died.
 """
 
@@ -26,8 +28,9 @@ def _write(outdir: str, result: dict) -> None:
 
 
 def main(argv: list[str]) -> int:
-    model_path, outdir = argv
-    result = {"ok": False, "stage": "import", "error": "", "version": ""}
+    precompile = "--precompile" in argv
+    model_path, outdir = [a for a in argv if a != "--precompile"]
+    result = {"ok": False, "stage": "import", "error": "", "version": "", "capabilities": ""}
     sys.modules["openvino_telemetry"] = None  # type: ignore[assignment]  # import now fails -> OpenVINO's stub
     try:
         import openvino as ov
@@ -44,7 +47,16 @@ def main(argv: list[str]) -> int:
         ov.save_model(model, xml, compress_to_fp16=False)
         result["stage"] = "compile"
         core = ov.Core()
-        core.compile_model(core.read_model(xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        compiled = core.compile_model(core.read_model(xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        if precompile:
+            # Optional: without a blob the variant is still complete (the runtime compiles the IR).
+            try:
+                blob = compiled.export_model().getvalue()
+                result["capabilities"] = " ".join(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+                with open(os.path.join(outdir, "model.blob"), "wb") as f:
+                    f.write(blob)
+            except Exception as err:  # as below: any OpenVINO failure is reported, not raised
+                result["export_error"] = f"{type(err).__name__}: {err}"
         result["stage"] = "done"
         result["ok"] = True
     except Exception as err:  # OpenVINO raises RuntimeError subclasses and its own types; report any of them

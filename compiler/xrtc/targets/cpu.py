@@ -96,9 +96,12 @@ def _build_onnxruntime(model_bytes: bytes, workdir: str, tools: dict[str, str]) 
     return [("cpu-onnxruntime.onnx", data, False)]
 
 
-def _build_openvino(model_bytes: bytes, workdir: str, tools: dict[str, str]) -> list[tuple[str, bytes, bool]]:
+def _build_openvino(model_bytes: bytes, workdir: str, tools: dict[str, str],
+                    precompile: bool = True) -> list[tuple[str, bytes, bool]]:
     """Converts in a child process (see _openvino_worker: determinism) and checks OpenVINO compiles it on CPU.
-    Raises BuildFailed with a reason; records the engine version in `tools` when OpenVINO could be imported."""
+    Raises BuildFailed with a reason; records the engine version in `tools` when OpenVINO could be imported.
+    With `precompile`, also returns the CPU-compiled blob (`cpu-openvino.blob`) and records in `tools` the build and
+    CPU capabilities it is valid for (`openvino_blob`)."""
     if importlib.util.find_spec("openvino") is None:
         raise BuildFailed("OpenVINO is not installed; install it with `pip install xpuruntime[openvino]`")
     outdir = os.path.join(workdir, "openvino")
@@ -109,7 +112,8 @@ def _build_openvino(model_bytes: bytes, workdir: str, tools: dict[str, str]) -> 
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
     # Relative paths, run from workdir: engine messages then never contain the (random) temp folder.
-    proc = subprocess.run([sys.executable, "-m", "xrtc.targets._openvino_worker", "model.onnx", "openvino"],
+    proc = subprocess.run([sys.executable, "-m", "xrtc.targets._openvino_worker", "model.onnx", "openvino",
+                           *(["--precompile"] if precompile else [])],
                           cwd=workdir, env=env, capture_output=True, text=True, check=False)
     if proc.stdout.strip() or proc.stderr.strip():
         log.debug("OpenVINO worker output:\n%s%s", proc.stdout, proc.stderr)
@@ -131,13 +135,26 @@ def _build_openvino(model_bytes: bytes, workdir: str, tools: dict[str, str]) -> 
         xml = f.read()
     with open(os.path.join(outdir, "model.bin"), "rb") as f:
         weights = f.read()
-    return [("cpu-openvino.xml", xml, True), ("cpu-openvino.bin", weights, False)]
+    payloads = [("cpu-openvino.xml", xml, True), ("cpu-openvino.bin", weights, False)]
+    if precompile and result.get("export_error"):
+        log.warning("cpu-openvino has no precompiled blob (loads compile the IR): %s", result["export_error"])
+    elif precompile:
+        with open(os.path.join(outdir, "model.blob"), "rb") as f:
+            payloads.append(("cpu-openvino.blob", f.read(), False))
+        tools["openvino_blob_capabilities"] = result["capabilities"]
+    return payloads
 
 
-def _variant(engine: str, payloads: list[tuple[str, bytes, bool]], why: str) -> dict:
+def _variant(engine: str, payloads: list[tuple[str, bytes, bool]], why: str, tools: dict[str, str]) -> dict:
     if engine == "openvino":
         artifacts = {"model": "cpu-openvino.xml", "weights": "cpu-openvino.bin"}
-        options, version = OPENVINO_OPTIONS, OPENVINO_MIN_VERSION
+        options, version = dict(OPENVINO_OPTIONS), OPENVINO_MIN_VERSION
+        if any(name == "cpu-openvino.blob" for name, _, _ in payloads):
+            # Used instead of compiling the IR only on this exact build and CPU capability set (the plugin checks);
+            # "xrt." options are the runtime's, never passed to OpenVINO.
+            artifacts["compiled"] = "cpu-openvino.blob"
+            options.update({"xrt.compiled_device": "CPU", "xrt.compiled_build": tools["openvino"],
+                            "xrt.compiled_capabilities": tools["openvino_blob_capabilities"]})
     else:
         artifacts = {"model": "cpu-onnxruntime.onnx"}
         options, version = ORT_OPTIONS, ORT_MIN_VERSION
@@ -170,8 +187,9 @@ def order_engines(built: set[str], estimate: ComputeEstimate) -> list[tuple[str,
     return []
 
 
-def lower(model: onnx.ModelProto, workdir: str, clock) -> CpuLowering:
-    """Builds both CPU variants from the optimised model into `workdir` (a private temp folder)."""
+def lower(model: onnx.ModelProto, workdir: str, clock, precompile: bool = True) -> CpuLowering:
+    """Builds both CPU variants from the optimised model into `workdir` (a private temp folder). `precompile` adds
+    OpenVINO's CPU-compiled blob to its variant (fast loads on the same OpenVINO build and CPU capabilities)."""
     model_bytes = model.SerializeToString()
     with clock.stage("estimate-compute", log):
         estimate = estimate_compute(model)
@@ -180,7 +198,8 @@ def lower(model: onnx.ModelProto, workdir: str, clock) -> CpuLowering:
     payloads: dict[str, list[tuple[str, bytes, bool]]] = {}
     excluded: list[dict] = []
     tools: dict[str, str] = {}
-    builders = (("openvino", _build_openvino), ("onnxruntime", _build_onnxruntime))
+    builders = (("openvino", lambda m, w, t: _build_openvino(m, w, t, precompile)),
+                ("onnxruntime", _build_onnxruntime))
     for engine, build in builders:
         with clock.stage(f"lower-{engine}", log):
             try:
@@ -193,6 +212,8 @@ def lower(model: onnx.ModelProto, workdir: str, clock) -> CpuLowering:
         reasons = "; ".join(f"{e['engine']}: {e['reason']}" for e in excluded)
         raise NoVariantError(f"no CPU variant could be built: {reasons}. Neither engine runs the model as it is: "
                              "replace the operators named above, or re-export the model with standard ONNX ops")
-    variants = [_variant(engine, payloads[engine], why) for engine, why in ordered]
+    blob_capabilities = tools.pop("openvino_blob_capabilities", None)
+    blob_tools = dict(tools, openvino_blob_capabilities=blob_capabilities or "")
+    variants = [_variant(engine, payloads[engine], why, blob_tools) for engine, why in ordered]
     flat = [p for engine, _ in ordered for p in payloads[engine]]
     return CpuLowering(variants=variants, payloads=flat, excluded=excluded, tools=tools, estimate=estimate)

@@ -47,8 +47,10 @@ class CompileResult:
 
 
 def compile_model(model_path: str, target: str, output: str, force: bool = False,
-                  clock: Clock | None = None) -> CompileResult:
-    """Compiles `model_path` for `target` into the bundle `output`. Raises XrtcError subclasses."""
+                  clock: Clock | None = None, precompile: bool = True) -> CompileResult:
+    """Compiles `model_path` for `target` into the bundle `output`. Raises XrtcError subclasses.
+    `precompile` adds engine-compiled blobs (OpenVINO CPU) that load faster on the same engine build and CPU
+    capabilities; without it the bundle's bytes do not depend on the compiling machine's CPU."""
     from ..targets import check_target
 
     clock = clock or Clock()
@@ -77,7 +79,7 @@ def compile_model(model_path: str, target: str, output: str, force: bool = False
                             "report it with the model")
 
     with tempfile.TemporaryDirectory(prefix="xrtc-") as workdir:
-        lowering = cpu.lower(optimised, workdir, clock)
+        lowering = cpu.lower(optimised, workdir, clock, precompile=precompile)
 
     stem = os.path.splitext(source.name)[0]
     producer = " ".join(p for p in (source.model.producer_name, source.model.producer_version) if p)
@@ -85,7 +87,7 @@ def compile_model(model_path: str, target: str, output: str, force: bool = False
         model_name=stem, inputs=inputs, outputs=outputs, variants=lowering.variants, excluded=lowering.excluded,
         source={"name": source.name, "sha256": source.sha256, "opset": model_io.default_opset(source.model),
                 "producer": producer},
-        tools=package.tool_versions(lowering.tools), command=package.normalised_command(source.name, target),
+        tools=package.tool_versions(lowering.tools), command=package.normalised_command(source.name, target) + ("" if precompile else " --no-precompile"),
         passes=[r.to_json() for r in records])
     with clock.stage("write-bundle", log):
         size = package.write_bundle(output, manifest, lowering.payloads, force)
@@ -111,9 +113,12 @@ class Compile:
                             help="what to compile for: cpu (default); npu-intel, cuda, tensorrt are planned")
         parser.add_argument("-o", "--output", required=True, metavar="OUT.xrtpkg", help="the bundle to write")
         parser.add_argument("--force", action="store_true", help="overwrite OUT.xrtpkg if it exists")
+        parser.add_argument("--no-precompile", dest="precompile", action="store_false",
+                            help="leave out engine-compiled blobs (OpenVINO CPU): slower first load, but bytes that "
+                                 "do not depend on this machine's CPU capabilities")
 
     def run(self, args) -> int:
-        result = compile_model(args.model, args.target, args.output, args.force)
+        result = compile_model(args.model, args.target, args.output, args.force, precompile=args.precompile)
         manifest = result.manifest
         order = ", ".join(v["id"] for v in manifest["variants"])
         print(f"wrote {result.path} ({result.size} bytes)")

@@ -14,6 +14,7 @@
 #include <cstring>
 #include <exception>
 #include <memory>
+#include <map>
 #include <mutex>
 #include <new>
 #include <sstream>
@@ -200,7 +201,20 @@ int HasDevice(void* /*self*/, const char* device) {
   }
 }
 
-xrt_status_t ParseOptions(const char* options_json, ov::AnyMap* out_properties) {
+// Keys starting with "xrt." are ours (about the artifacts), never OpenVINO properties: they go to *out_xrt.
+// The device's optimisation capabilities ("FP32 BF16 ... "), as xrtc records them next to a precompiled blob.
+std::string DeviceCapabilities(const std::string& ov_device) {
+  try {
+    std::string out;
+    for (const auto& c : GetCore().get_property(ov_device, ov::device::capabilities)) out += (out.empty() ? "" : " ") + c;
+    return out;
+  } catch (...) {
+    return "";
+  }
+}
+
+xrt_status_t ParseOptions(const char* options_json, ov::AnyMap* out_properties,
+                          std::map<std::string, std::string>* out_xrt) {
   if (options_json == nullptr || options_json[0] == '\0') return nullptr;
   const nlohmann::json options = nlohmann::json::parse(options_json, nullptr, /*allow_exceptions=*/false);
   if (options.is_discarded() || !options.is_object()) {
@@ -208,6 +222,10 @@ xrt_status_t ParseOptions(const char* options_json, ov::AnyMap* out_properties) 
                       std::string("openvino: variant options must be a JSON object of strings, got: ") + options_json);
   }
   for (const auto& [key, value] : options.items()) {
+    if (key.rfind("xrt.", 0) == 0) {
+      (*out_xrt)[key] = value.is_string() ? value.get<std::string>() : value.dump();
+      continue;
+    }
     if (value.is_string()) {
       (*out_properties)[key] = value.get<std::string>();
     } else if (value.is_number()) {
@@ -235,10 +253,12 @@ xrt_status_t Init(void* /*self*/, const char* device, const xrt_backend_artifact
 
     const xrt_backend_artifact_t* model = nullptr;
     const xrt_backend_artifact_t* weights = nullptr;
+    const xrt_backend_artifact_t* precompiled = nullptr;
     for (size_t i = 0; i < artifact_count; ++i) {
       const char* role = artifacts[i].role ? artifacts[i].role : "";
       if (std::strcmp(role, "model") == 0) model = &artifacts[i];
       if (std::strcmp(role, "weights") == 0) weights = &artifacts[i];
+      if (std::strcmp(role, "compiled") == 0) precompiled = &artifacts[i];
     }
     if (model == nullptr || (model->data == nullptr && model->size != 0)) {
       return MakeStatus(XRT_STATUS_INVALID_ARGUMENT, "openvino: the variant has no 'model' artifact (OpenVINO IR XML); "
@@ -246,7 +266,8 @@ xrt_status_t Init(void* /*self*/, const char* device, const xrt_backend_artifact
     }
 
     ov::AnyMap properties;
-    if (xrt_status_t status = ParseOptions(options_json, &properties)) return status;
+    std::map<std::string, std::string> xrt_options;
+    if (xrt_status_t status = ParseOptions(options_json, &properties, &xrt_options)) return status;
     // fp32 variants carry INFERENCE_PRECISION_HINT=f32. Without it, OpenVINO's CPU plugin silently runs in bf16 on
     // CPUs with AVX512-BF16 (or AMX), changing results; the bundle's precision is the contract, so default to f32.
     if (ov_device == "CPU" && properties.count(ov::hint::inference_precision.name()) == 0) {
@@ -265,6 +286,23 @@ xrt_status_t Init(void* /*self*/, const char* device, const xrt_backend_artifact
     const std::string xml(static_cast<const char*>(model->data), static_cast<size_t>(model->size));
 
     ov::Core& core = GetCore();
+    // Ahead-of-time path: a blob exported by xrtc (compiled_model.export_model) imports ~10x faster than compiling
+    // the IR, but only the exact OpenVINO build on a CPU with the same capabilities may use it. Anything else (or an
+    // import failure) falls back to compiling the IR below, which is always correct.
+    if (precompiled != nullptr && precompiled->data != nullptr && precompiled->size != 0 &&
+        xrt_options["xrt.compiled_device"] == ov_device &&
+        xrt_options["xrt.compiled_build"] == ov::get_openvino_version().buildNumber &&
+        xrt_options["xrt.compiled_capabilities"] == DeviceCapabilities(ov_device)) {
+      try {
+        ov::Tensor blob(ov::element::u8, ov::Shape{static_cast<size_t>(precompiled->size)},
+                        static_cast<const void*>(precompiled->data));
+        ov::CompiledModel imported = core.import_model(blob, ov_device, properties);
+        *out_handle = new Handle(std::move(blob), std::move(imported));  // the handle keeps the blob view alive
+        return nullptr;
+      } catch (const std::exception&) {
+        // NOTE: deliberately silent fallback to the IR; the IR is the variant's source of truth.
+      }
+    }
     std::shared_ptr<ov::Model> ov_model;
     try {
       ov_model = core.read_model(xml, weights_tensor);
