@@ -2,7 +2,8 @@
 //
 // The reader treats every bundle as hostile. Verify() runs the spec's checks in the spec's order over a borrowed
 // byte span and returns either a verified view or a rejection whose code is the spec's verdict. Nothing in a
-// bundle is trusted before its check has passed; all size arithmetic is checked 64-bit.
+// bundle is trusted before its check has passed; all size arithmetic is checked 64-bit. A signed bundle's Ed25519
+// signature, and the caller's trust policy (VerifyOptions), are checked before anything past the 64-byte header.
 //
 // Thread-safety: a verified Bundle is immutable; every const method may be called concurrently.
 #ifndef XRT_FORMATS_CPP_XRTPKG_READER_H_
@@ -24,13 +25,20 @@
 namespace xrt::format {
 
 inline constexpr uint16_t kMajorVersion = 1;
-inline constexpr uint16_t kMinorVersion = 0;
+inline constexpr uint16_t kMinorVersion = 1;  // the highest minor this reader knows (1.1: signatures)
 inline constexpr uint8_t kMagic[8] = {0x89, 'X', 'R', 'T', '\r', '\n', 0x1a, '\n'};
 inline constexpr uint64_t kHeaderSize = 64;
 inline constexpr uint64_t kEntrySize = 96;
 inline constexpr uint32_t kMaxSections = 1024;
 inline constexpr size_t kMaxNameLength = 31;
 inline constexpr uint32_t kFlagZstd = 1;
+inline constexpr uint64_t kHeaderFlagSigned = 1;  // header flags (offset 24): bit 0 = SIGNED
+// A signed bundle ends with this trailer after file_size bytes: magic | Ed25519 public key (32) | Ed25519 signature
+// (64) of SHA-256(bytes [0, file_size)) | 24 zero bytes.
+inline constexpr uint8_t kSignatureMagic[8] = {'X', 'R', 'T', 'S', 'I', 'G', 1, 0};
+inline constexpr uint64_t kSignatureTrailerSize = 128;
+inline constexpr size_t kPublicKeySize = 32;
+inline constexpr size_t kSignatureSize = 64;
 inline constexpr uint64_t kMaxCompressedSize = uint64_t{1} << 31;  // decompressed size cap of a zstd section
 inline constexpr uint64_t kMaxManifestSize = uint64_t{16} << 20;   // decompressed size cap of the manifest
 inline constexpr int kMaxWindowLog = 27;                            // zstd window cap: 2^27 bytes
@@ -42,9 +50,10 @@ enum class Code {
   kDataCorrupt,        // structure or digest check failed
   kIncompatible,       // another format major
   kResourceExhausted,  // a format cap is exceeded, or memory for a decompressed section could not be allocated
+  kPermissionDenied,   // the trust policy refuses the bundle: unsigned, or signed by a key that is not trusted
 };
 
-// "OK", "DATA_CORRUPT", "INCOMPATIBLE", "RESOURCE_EXHAUSTED".
+// "OK", "DATA_CORRUPT", "INCOMPATIBLE", "RESOURCE_EXHAUSTED", "PERMISSION_DENIED".
 const char* CodeName(Code code);
 
 struct Error {
@@ -82,8 +91,19 @@ struct Header {
   uint16_t major_version = 0;
   uint16_t minor_version = 0;
   uint32_t section_count = 0;
-  uint64_t file_size = 0;
+  uint64_t file_size = 0;  // the bundle proper; a signed bundle's 128-byte trailer follows it
+  uint64_t flags = 0;      // kHeaderFlagSigned or 0
   std::array<uint8_t, 32> index_sha256{};
+};
+
+// The caller's signature policy. A signed bundle's signature is verified whatever the policy (it proves the bytes
+// are what the embedded key signed, not who holds that key). With trusted keys, a bundle must be signed by one of
+// them; with require_signature (and no keys), by any key. Either refuses an unsigned bundle. Refusals are
+// kPermissionDenied.
+struct VerifyOptions {
+  const uint8_t* trusted_keys = nullptr;  // trusted_key_count raw 32-byte Ed25519 public keys; borrowed for Verify()
+  size_t trusted_key_count = 0;
+  bool require_signature = false;
 };
 
 struct SectionEntry {
@@ -129,7 +149,8 @@ class Bundle {
  public:
   // Runs every check of formats/xrtpkg.md, in the spec's order: structure, every section digest, every zstd
   // frame (decompressed once, into bounded scratch memory, and counted), the manifest's JSON.
-  static Result<Bundle> Verify(const uint8_t* data, size_t size);
+  // Precondition: options.trusted_keys is non-null when options.trusted_key_count > 0 (callers check arguments).
+  static Result<Bundle> Verify(const uint8_t* data, size_t size, const VerifyOptions& options = {});
 
   Bundle(Bundle&&) noexcept = default;
   Bundle& operator=(Bundle&&) noexcept = default;
@@ -148,6 +169,8 @@ class Bundle {
   const nlohmann::json& manifest() const { return *manifest_; }
   const uint8_t* data() const { return data_; }
   size_t size() const { return size_; }
+  // The raw Ed25519 public key whose valid signature the bundle carries, or nullopt when it is unsigned.
+  const std::optional<std::array<uint8_t, 32>>& signer() const { return signer_; }
 
  private:
   Bundle() = default;
@@ -157,12 +180,16 @@ class Bundle {
   std::vector<SectionEntry> sections_;
   std::string manifest_text_;
   std::unique_ptr<nlohmann::json> manifest_;  // heap: keeps Bundle cheap to move
+  std::optional<std::array<uint8_t, 32>> signer_;
 };
 
 // Lower-case hex of a digest, for messages and tests.
 std::string HexDigest(const std::array<uint8_t, 32>& digest);
 // SHA-256 of `data` (OpenSSL EVP). Returns false only if libcrypto fails.
 bool Sha256(const void* data, size_t size, std::array<uint8_t, 32>* out_digest);
+// Whether `signature` (64 bytes) is a valid Ed25519 signature of `message` by `public_key` (32 raw bytes), with
+// OpenSSL's EVP. False for a key that is not a curve point, a malformed signature, or a libcrypto failure.
+bool VerifyEd25519(const uint8_t* public_key, const uint8_t* signature, const uint8_t* message, size_t message_size);
 
 }  // namespace xrt::format
 

@@ -261,7 +261,7 @@ def test_tiny_model_compiles_runs_and_inspects(tmp_path, capsys):
     info = json.loads(stdout)
     assert code == 0 and info["manifest"] == m and info["file_size"] == out.stat().st_size
     assert [s["name"] for s in info["sections"]] == ["manifest", "cpu-onnxruntime.onnx", "cpu-openvino.xml",
-                                                     "cpu-openvino.bin"]
+                                                     "cpu-openvino.bin", "cpu-openvino.blob"]
 
 
 def test_refuses_to_overwrite_without_force(tmp_path, capsys):

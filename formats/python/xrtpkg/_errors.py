@@ -6,7 +6,8 @@ from __future__ import annotations
 DATA_CORRUPT = "DATA_CORRUPT"
 INCOMPATIBLE = "INCOMPATIBLE"
 RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
-_STATUSES = (DATA_CORRUPT, INCOMPATIBLE, RESOURCE_EXHAUSTED)
+PERMISSION_DENIED = "PERMISSION_DENIED"
+_STATUSES = (DATA_CORRUPT, INCOMPATIBLE, RESOURCE_EXHAUSTED, PERMISSION_DENIED)
 
 
 class FormatError(Exception):
@@ -19,6 +20,9 @@ class FormatError(Exception):
         ``xrtc`` or upgrade the runtime.
       - ``RESOURCE_EXHAUSTED``: a cap of the format is exceeded (section count, compressed section
         size, manifest size).
+      - ``PERMISSION_DENIED``: a signature policy was given (trusted keys, or ``require_signature``) and
+        the bundle is unsigned or signed by a key that is not trusted; sign it with a trusted key
+        (``xrtc sign``). A signature that does not match the bytes is ``DATA_CORRUPT``.
     ``check`` names the step of the spec's check order that failed (e.g. ``"index_sha256"``); it is
     informational, for tests and diagnostics.
     """

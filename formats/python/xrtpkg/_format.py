@@ -1,4 +1,4 @@
-"""Constants and layout rules of the .xrtpkg format, version 1.0 (formats/xrtpkg.md).
+"""Constants and layout rules of the .xrtpkg format, version 1.1 (formats/xrtpkg.md).
 
 Shared by the reader and the writer so both apply the same rules.
 """
@@ -8,12 +8,16 @@ from __future__ import annotations
 import struct
 
 FORMAT_MAJOR = 1
-FORMAT_MINOR = 0
+FORMAT_MINOR = 1       # the highest minor this package reads and writes (1.1 added signatures)
+# A writer marks a bundle with the lowest minor whose features it uses, so older 1.x readers keep reading
+# every bundle they can: unsigned bundles are 1.0, signed ones 1.1.
+UNSIGNED_MINOR = 0
+SIGNED_MINOR = 1
 
 MAGIC = b"\x89XRT\r\n\x1a\n"
 HEADER_SIZE = 64
 ENTRY_SIZE = 96
-# magic, major, minor, section_count, file_size, reserved, index_sha256
+# magic, major, minor, section_count, file_size, flags, index_sha256
 HEADER_STRUCT = struct.Struct("<8sHHIQQ32s")
 # name, flags, reserved, offset, stored_size, size, sha256
 ENTRY_STRUCT = struct.Struct("<32sIIQQQ32s")
@@ -21,6 +25,18 @@ assert HEADER_STRUCT.size == HEADER_SIZE and ENTRY_STRUCT.size == ENTRY_SIZE
 
 FLAG_ZSTD = 1
 KNOWN_FLAGS = FLAG_ZSTD
+
+# Header flags (offset 24; "reserved, must be 0" in 1.0).
+HEADER_FLAG_SIGNED = 1
+KNOWN_HEADER_FLAGS = HEADER_FLAG_SIGNED
+# A signed bundle is followed by this trailer (after file_size bytes): magic | Ed25519 public key | Ed25519
+# signature of SHA-256(bytes [0, file_size)) | zero bytes.
+SIG_MAGIC = b"XRTSIG\x01\x00"
+PUBLIC_KEY_SIZE = 32
+SIGNATURE_SIZE = 64
+SIG_TRAILER_SIZE = 128
+SIG_TRAILER_STRUCT = struct.Struct("<8s32s64s24s")
+assert SIG_TRAILER_STRUCT.size == SIG_TRAILER_SIZE
 
 MAX_SECTIONS = 1024
 MAX_NAME_LEN = 31

@@ -2,9 +2,8 @@
 
 Every bundle is treated as hostile. The checks run in exactly the spec's order ("Verdicts") so
 this reader and the C++ reader (formats/cpp/xrtpkg_reader.cc) give the same status for the same
-bytes; formats/golden/golden.json pins those verdicts. One addition the spec leaves unplaced: the
-header's reserved field is checked right after ``index_sha256`` (the first point where header
-fields are trusted), before the per-entry checks.
+bytes; formats/golden/golden.json pins those verdicts. A signed bundle's signature (and the caller's
+trust policy) is checked right after the fixed 64-byte header, before the section table is parsed.
 """
 
 from __future__ import annotations
@@ -18,21 +17,27 @@ from typing import Union
 
 import zstandard
 
-from ._errors import DATA_CORRUPT, INCOMPATIBLE, RESOURCE_EXHAUSTED, FormatError
+from . import _signing
+from ._errors import DATA_CORRUPT, INCOMPATIBLE, PERMISSION_DENIED, RESOURCE_EXHAUSTED, FormatError
 from ._format import (
     ENTRY_SIZE,
     ENTRY_STRUCT,
     FLAG_ZSTD,
     FORMAT_MAJOR,
+    HEADER_FLAG_SIGNED,
     HEADER_SIZE,
     HEADER_STRUCT,
     KNOWN_FLAGS,
+    KNOWN_HEADER_FLAGS,
     MAGIC,
     MANIFEST_NAME,
     MAX_COMPRESSED_SIZE,
     MAX_MANIFEST_SIZE,
     MAX_SECTIONS,
     MAX_ZSTD_WINDOW,
+    SIG_MAGIC,
+    SIG_TRAILER_SIZE,
+    SIG_TRAILER_STRUCT,
     U64_MAX,
     ZSTD_MAGIC,
     align64,
@@ -65,6 +70,9 @@ class Bundle:
 
     Holds the whole file's bytes; :meth:`data` slices (uncompressed) or decompresses (zstd) a
     section on each call. Immutable after construction, so safe to share between threads.
+    ``file_size`` is the header's (a signed bundle's 128-byte signature trailer follows it);
+    ``signer`` is the raw 32-byte Ed25519 public key whose valid signature the bundle carries, or
+    None for an unsigned bundle. A signer is trusted only if :func:`read` was given trusted keys.
     """
 
     def __init__(
@@ -75,11 +83,14 @@ class Bundle:
         manifest: dict,
         manifest_bytes: bytes,
         sections: list[Section],
+        signer: bytes | None = None,
+        file_size: int | None = None,
     ) -> None:
         self._buf = buf
         self.major = major
         self.minor = minor
-        self.file_size = len(buf)
+        self.file_size = len(buf) if file_size is None else file_size
+        self.signer = signer
         self.manifest = manifest
         self.manifest_bytes = manifest_bytes
         self.sections = sections
@@ -87,7 +98,8 @@ class Bundle:
 
     def __repr__(self) -> str:
         names = ", ".join(s.name for s in self.sections)
-        return f"<xrtpkg.Bundle {self.major}.{self.minor}, {self.file_size} bytes, sections: {names}>"
+        signed = f", signed by {self.signer.hex()}" if self.signer else ""
+        return f"<xrtpkg.Bundle {self.major}.{self.minor}, {self.file_size} bytes{signed}, sections: {names}>"
 
     def section(self, name: str) -> Section:
         """The table entry named ``name``; raises KeyError naming the sections that do exist."""
@@ -124,22 +136,31 @@ def _load(source: Union[str, "os.PathLike[str]", bytes]) -> bytes:
     raise TypeError(f"xrtpkg.read() takes a path or bytes, not {type(source).__name__}")
 
 
-def read(source: Union[str, "os.PathLike[str]", bytes]) -> Bundle:
+def read(source: Union[str, "os.PathLike[str]", bytes], trusted_keys=None, require_signature: bool = False) -> Bundle:
     """Read and fully verify a bundle from a path or from its bytes.
 
-    Raises FormatError (``.status``: DATA_CORRUPT, INCOMPATIBLE or RESOURCE_EXHAUSTED) for any
-    bundle that breaks formats/xrtpkg.md; OSError if the path cannot be read.
+    A signed bundle's signature is always verified (before anything past the 64-byte header is
+    parsed). That proves the bytes are what the embedded key signed, not who holds that key: to
+    require a known signer pass ``trusted_keys`` (raw 32-byte Ed25519 public keys, or paths of
+    ``.pub`` files written by ``xrtc keygen``; a non-empty collection). With ``trusted_keys`` or
+    ``require_signature``, an unsigned bundle is refused; with ``trusted_keys``, so is one signed by
+    any other key (status PERMISSION_DENIED). ``require_signature`` alone accepts any valid signer.
+
+    Raises FormatError (``.status``: DATA_CORRUPT, INCOMPATIBLE, RESOURCE_EXHAUSTED or
+    PERMISSION_DENIED) for any bundle that breaks formats/xrtpkg.md or the policy; OSError if the
+    path cannot be read; ValueError/TypeError for a malformed or empty ``trusted_keys``.
     """
-    return _verify(_load(source))
+    trusted = _signing.trusted_key_set(trusted_keys)
+    return _verify(_load(source), trusted, bool(require_signature))
 
 
-def _verify(buf: bytes) -> Bundle:
+def _verify(buf: bytes, trusted: frozenset[bytes] | None = None, require_signature: bool = False) -> Bundle:
     n = len(buf)
 
     # 1. size >= 64
     if n < HEADER_SIZE:
         raise _corrupt("size", f"file is {n} bytes, shorter than the {HEADER_SIZE}-byte header")
-    magic, major, minor, count, file_size, reserved, index_sha = HEADER_STRUCT.unpack_from(buf, 0)
+    magic, major, minor, count, file_size, header_flags, index_sha = HEADER_STRUCT.unpack_from(buf, 0)
 
     # 2. magic
     if magic != MAGIC:
@@ -165,10 +186,43 @@ def _verify(buf: bytes) -> Bundle:
             "section_count",
         )
 
-    # 5. file size equals the header's file_size
-    if file_size != n:
-        how = "truncated" if n < file_size else "has trailing data"
-        raise _corrupt("file_size", f"file is {n} bytes but its header says {file_size}: the file {how}")
+    # 5. header flags: only SIGNED is defined
+    if header_flags & ~KNOWN_HEADER_FLAGS:
+        raise _corrupt(
+            "header_flags",
+            f"header flags are {header_flags:#x}; only bit 0 (SIGNED) is defined (a format 1.0 bundle has 0 here)",
+        )
+    signed = bool(header_flags & HEADER_FLAG_SIGNED)
+
+    # 6. file size: the header's file_size, plus the signature trailer when SIGNED
+    expected_len = file_size + SIG_TRAILER_SIZE if signed else file_size
+    if expected_len != n:
+        how = "truncated" if n < expected_len else "has trailing data"
+        what = f"file_size {file_size} + the {SIG_TRAILER_SIZE}-byte signature trailer" if signed else str(file_size)
+        raise _corrupt("file_size", f"file is {n} bytes but its header says {what}: the file {how}")
+
+    # 7. signature: a well-formed trailer whose Ed25519 signature matches bytes [0, file_size)
+    signer = _check_signature(buf, file_size) if signed else None
+
+    # 8. trust policy
+    if trusted is not None or require_signature:
+        policy = (f"{len(trusted)} trusted key(s) were given" if trusted is not None
+                  else "a signature is required")
+        if signer is None:
+            raise FormatError(
+                PERMISSION_DENIED,
+                f"the bundle is not signed and {policy}: sign it with a trusted key (`xrtc sign BUNDLE --key KEY`)",
+                "trust",
+            )
+        if trusted is not None and signer not in trusted:
+            shown = ", ".join(sorted(k.hex()[:16] + "..." for k in trusted))
+            raise FormatError(
+                PERMISSION_DENIED,
+                f"the bundle is signed by key {signer.hex()}, which is not trusted (trusted: {shown}): re-sign it "
+                "with a trusted key, or add this public key to the trusted keys if you trust its holder",
+                "trust",
+            )
+    n = file_size  # the bundle proper; the trailer is not part of any later check
 
     # 6. table fits in the file
     table_end = HEADER_SIZE + ENTRY_SIZE * count
@@ -183,9 +237,6 @@ def _verify(buf: bytes) -> Bundle:
         raise _corrupt("index_sha256", "index_sha256 does not match the header and section table")
 
     # Header fields are trusted from here on.
-    if reserved != 0:
-        raise _corrupt("header_reserved", f"header reserved field is {reserved:#x}, must be 0")
-
     # 8. per entry, in table order: name, flags, reserved, layout, caps
     entries = []
     seen: set[bytes] = set()
@@ -269,7 +320,23 @@ def _verify(buf: bytes) -> Bundle:
 
     # 12. the manifest's JSON
     manifest = _parse_manifest(manifest_bytes)
-    return Bundle(buf, major, minor, manifest, manifest_bytes, entries)
+    return Bundle(buf, major, minor, manifest, manifest_bytes, entries, signer, file_size)
+
+
+def _check_signature(buf: bytes, file_size: int) -> bytes:
+    """Checks the trailer after ``file_size`` (length already checked); returns the signer's public key."""
+    magic, public_key, signature, zeros = SIG_TRAILER_STRUCT.unpack_from(buf, file_size)
+    if magic != SIG_MAGIC:
+        raise _corrupt("signature", f"signature trailer magic is {magic.hex(' ')}, expected {SIG_MAGIC.hex(' ')}")
+    if any(zeros):
+        raise _corrupt("signature", "signature trailer's last 24 bytes (reserved) are not all zero")
+    if not _signing.verify_signature(public_key, signature, _signing.signed_digest(buf, file_size)):
+        raise _corrupt(
+            "signature",
+            f"the Ed25519 signature by key {public_key.hex()} does not match the bundle's bytes: the bundle was "
+            "modified after it was signed, or the signature belongs to another bundle",
+        )
+    return bytes(public_key)
 
 
 def _check_frame(where: str, stored: memoryview, size: int) -> bytes:

@@ -17,7 +17,7 @@ from ._format import (
     ENTRY_STRUCT,
     FLAG_ZSTD,
     FORMAT_MAJOR,
-    FORMAT_MINOR,
+    UNSIGNED_MINOR,
     HEADER_STRUCT,
     MAGIC,
     MANIFEST_NAME,
@@ -122,9 +122,10 @@ def to_bytes(manifest: dict, payloads: Iterable[tuple[str, bytes, bool]]) -> byt
         ENTRY_STRUCT.pack(raw_name, flags, 0, off, len(stored), size, hashlib.sha256(stored).digest())
         for (raw_name, flags, stored, size), off in zip(sections, offsets)
     )
-    head32 = HEADER_STRUCT.pack(MAGIC, FORMAT_MAJOR, FORMAT_MINOR, count, file_size, 0, bytes(32))[:32]
+    # An unsigned bundle uses no 1.1 feature: it is written as 1.0 (xrtpkg.sign() makes it 1.1).
+    head32 = HEADER_STRUCT.pack(MAGIC, FORMAT_MAJOR, UNSIGNED_MINOR, count, file_size, 0, bytes(32))[:32]
     index_sha = hashlib.sha256(head32 + table).digest()
-    out = bytearray(HEADER_STRUCT.pack(MAGIC, FORMAT_MAJOR, FORMAT_MINOR, count, file_size, 0, index_sha))
+    out = bytearray(HEADER_STRUCT.pack(MAGIC, FORMAT_MAJOR, UNSIGNED_MINOR, count, file_size, 0, index_sha))
     out += table
     for (_, _, stored, _), off in zip(sections, offsets):
         out += bytes(off - len(out))  # zero padding up to the 64-byte aligned offset

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Fuzzing (SECURITY.md): builds the libFuzzer targets with clang + ASan + UBSan in build/fuzz and runs, for
+# SECONDS each (default 60): the C++ reader (xrtpkg_reader_fuzz), the C API load path (bundle_open_fuzz) and the
+# Python reader under atheris (tests/security/fuzz_xrtpkg_reader.py). Seeds: formats/golden/*.xrtpkg plus small
+# real bundles compiled from samples/ and the corpus. Corpora grow in build/fuzz/corpus/; findings (crash-*, leak-*,
+# oom-*, timeout-*) land in build/fuzz/artifacts/ and fail the script: turn each into a regression test in
+# tests/security/regressions/.   Usage: scripts/fuzz.sh [SECONDS] [TARGET...]   (targets: reader bundle_open python)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECONDS_EACH=${1:-60}
+shift || true
+TARGETS=("$@")
+((${#TARGETS[@]})) || TARGETS=(reader bundle_open python)
+X=$(pwd)/.venv/bin
+B=build/fuzz
+command -v clang++ >/dev/null || { echo "fuzz: clang++ not found: apt-get install clang libclang-rt-14-dev" >&2; exit 2; }
+$X/python -c "import atheris" 2>/dev/null || $X/pip install -q --disable-pip-version-check "atheris==3.0.0"
+
+$X/cmake -S . -B $B -G Ninja -DCMAKE_MAKE_PROGRAM=$X/ninja -DPython_EXECUTABLE=$X/python \
+    -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DXRT_BUILD_FUZZERS=ON -DXRT_BUILD_TESTS=OFF -DXRT_BUILD_OPENVINO=OFF -DXRT_BUILD_RUNNER=OFF >/dev/null
+$X/cmake --build $B --target xrtpkg_reader_fuzz bundle_open_fuzz >/dev/null
+
+# Seeds: every golden file, and real bundles (small ones: each execution hashes the whole input).
+mkdir -p $B/seeds $B/artifacts
+cp formats/golden/*.xrtpkg $B/seeds/
+[ -f $B/seeds/sample_cnn.xrtpkg ] || $X/xrtc compile samples/sample_cnn.onnx --target cpu -o $B/seeds/sample_cnn.xrtpkg >$B/compile.log 2>&1
+CORPUS=${XRT_CORPUS:-$HOME/.cache/xrt-corpus}
+for m in light_squeezenet light_resnet50; do
+  if [ -f "$CORPUS/models/$m.onnx" ] && [ ! -f $B/seeds/$m.xrtpkg ]; then
+    $X/xrtc compile "$CORPUS/models/$m.onnx" --target cpu -o $B/seeds/$m.xrtpkg >$B/compile.log 2>&1
+  fi
+done
+
+# Common flags: 2 GiB RSS cap, 10 s per input, 1 MiB inputs at most; leaks are detected (ASan's LeakSanitizer).
+FLAGS=(-max_total_time="$SECONDS_EACH" -rss_limit_mb=2560 -timeout=10 -max_len=1048576 -print_final_stats=1)
+status=0
+for t in "${TARGETS[@]}"; do
+  mkdir -p $B/corpus/$t
+  log=$B/fuzz-$t.log
+  case $t in
+    reader|bundle_open)
+      bin=$B/bin/xrtpkg_reader_fuzz; [ $t = bundle_open ] && bin=$B/bin/bundle_open_fuzz
+      # The library's UBSan checks abort (no recovery); ASan reports leaks at exit.
+      UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 ASAN_OPTIONS=detect_leaks=1 \
+        $bin "${FLAGS[@]}" -artifact_prefix=$B/artifacts/$t- $B/corpus/$t $B/seeds >"$log" 2>&1 || status=1 ;;
+    python)
+      # -P: the installed xrtpkg, not the source folder. Python code has no memory errors to sanitize; the
+      # harness fails on any exception other than a typed FormatError.
+      $X/python -P tests/security/fuzz_xrtpkg_reader.py "${FLAGS[@]}" -artifact_prefix=$B/artifacts/$t- \
+        $B/corpus/$t $B/seeds >"$log" 2>&1 || status=1 ;;
+    *) echo "fuzz: unknown target $t (reader, bundle_open, python)" >&2; exit 2 ;;
+  esac
+  execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1)
+  rate=$(grep -o 'exec/s: *[0-9]*' "$log" | tail -1 | grep -o '[0-9]*$')
+  echo "fuzz $t: ${execs:-?} executions in ${SECONDS_EACH}s (${rate:-?}/s), corpus $(ls $B/corpus/$t | wc -l) files, $( ((status)) && echo "FAILED: see $log and $B/artifacts" || echo ok)"
+  ((status == 0)) || break
+done
+exit $status
