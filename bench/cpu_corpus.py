@@ -6,7 +6,7 @@ For each model, with the same inputs (the corpus' deterministic inputs):
   ov        OpenVINO, default compile of the source .onnx with INFERENCE_PRECISION_HINT=f32 (fp32 like the bundle)
   xrt       the bundle through xrt.load() (the variant it prefers), and each variant pinned (xrt[ov], xrt[ort])
   xrt-run   the bundle through the C++ runner (its own --bench timing, no Python)
-Latency: warm-up, then rounds that interleave the peers (so machine noise hits all alike), median per call.
+Latency: warm-up, then rounds of blocks that rotate the peers (so machine noise hits all alike), median per call.
 Load: load-to-first-result (create the session + first run), median of a few fresh loads each.
 Ratios: to the best peer (ort, ov) and the runtime's overhead against the engine it ran on.
 
@@ -48,28 +48,31 @@ def inputs_for(name):
 def ov_runner(core, model_path, feeds):
     compiled = core.compile_model(str(model_path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     request = compiled.create_infer_request()
-    return lambda: request.infer(feeds)
+    return lambda: request.infer(feeds, share_inputs=True)  # zero-copy inputs, as the bundle path does
 
 
 def timed_interleaved(runners: dict, seconds: float) -> dict:
-    """Median seconds per call for each runner, measured in interleaved rounds."""
+    """Median seconds per call for each runner. Peers run in rotating blocks (>= 0.15 s or 5 calls each, several
+    rounds), so drift on this noisy machine hits all alike; each block starts after a 50 ms pause and one untimed
+    call, because ONNX Runtime's and OpenVINO's thread pools spin for a while after work and would slow whichever
+    peer runs next on 2 cores."""
     for fn in runners.values():  # warm-up
         for _ in range(5):
             fn()
-    est = {}
-    for key, fn in runners.items():
-        t = time.perf_counter()
-        fn()
-        est[key] = max(time.perf_counter() - t, 1e-6)
-    per_round = max(1, min(200, int(0.05 / max(est.values()))))
-    rounds = max(10, int(seconds / (per_round * sum(est.values()))))
+    rounds = 5
+    block = max(0.15, seconds / (rounds * len(runners)))
     times = {k: [] for k in runners}
     for _ in range(rounds):
         for key, fn in runners.items():
-            for _ in range(per_round):
+            time.sleep(0.05)
+            fn()
+            start = time.perf_counter()
+            n = 0
+            while n < 5 or time.perf_counter() - start < block:
                 t = time.perf_counter()
                 fn()
                 times[key].append(time.perf_counter() - t)
+                n += 1
     return {k: statistics.median(v) for k, v in times.items()}
 
 

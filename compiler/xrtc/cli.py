@@ -29,6 +29,8 @@ REGISTRY: tuple[tuple[str, str], ...] = (
     ("inspect", "xrtc.tools.inspect:Inspect"),
     ("run", "xrtc.tools.run:Run"),
     ("verify", "xrtc.tools.verify:Verify"),
+    ("keygen", "xrtc.tools.keygen:Keygen"),
+    ("sign", "xrtc.tools.sign:Sign"),
 )
 
 # Where a missing third-party module comes from, for the "how to fix" part of import errors. Never auto-install.
@@ -40,6 +42,7 @@ _PIP_HINTS = {
     "onnx_graphsurgeon": "pip install xpuruntime (it depends on onnx-graphsurgeon)",
     "zstandard": "pip install xpuruntime (it depends on zstandard)",
     "numpy": "pip install xpuruntime (it depends on numpy)",
+    "cryptography": "pip install xpuruntime (it depends on cryptography)",
 }
 
 

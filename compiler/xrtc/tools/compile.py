@@ -100,7 +100,7 @@ class Compile:
     Loads the model (external data only from inside its folder), runs the ONNX checker, runs the pass pipeline
     (name-nodes, raise-ir-version, infer-shapes, fold-constants, eliminate-dead-nodes, sort-topologically), then
     builds every variant the target has and orders them. For --target cpu: cpu-openvino (OpenVINO IR, fp32) and cpu-onnxruntime (graph optimised
-    offline by ONNX Runtime, ORT_ENABLE_EXTENDED); OpenVINO is preferred when the estimated compute is >= 20 MFLOP.
+    offline by ONNX Runtime, ORT_ENABLE_EXTENDED); OpenVINO is preferred when the estimated compute is >= 300 MFLOP.
     A variant that cannot be built is recorded under `excluded` with the reason. The same model always gives the
     same bytes. Progress goes to stderr, the summary to stdout.
     """

@@ -37,6 +37,8 @@ def describe(path: str, bundle) -> dict:
         "file": path,
         "version": f"{bundle.major}.{bundle.minor}",
         "file_size": bundle.file_size,
+        # Ed25519 public key (hex) whose signature was verified, or null; who holds it is not checked here.
+        "signer": bundle.signer.hex() if getattr(bundle, "signer", None) else None,
         "sections": [{"name": s.name, "compressed": s.compressed, "stored_size": s.stored_size, "size": s.size,
                       "sha256": s.sha256} for s in bundle.sections],
         "manifest": bundle.manifest,
@@ -46,6 +48,11 @@ def describe(path: str, bundle) -> dict:
 def render_text(info: dict) -> str:
     m = info["manifest"]
     lines = [f"bundle   {info['file']}", f"format   xrtpkg {info['version']}, {info['file_size']} bytes"]
+    if info.get("signer"):
+        lines.append(f"signed   ed25519 key {info['signer']} (signature valid; to require this signer, pass "
+                     "--trusted-key to xrtc run/verify)")
+    else:
+        lines.append("signed   no")
     model = m.get("model", {})
     lines.append(f"model    {model.get('name', '?')}")
     for role in ("inputs", "outputs"):

@@ -24,6 +24,15 @@ def add_runtime_args(parser) -> None:
     parser.add_argument("--shape", action="append", metavar="NAME=1x3x224x224",
                         help="shape for random inputs with dynamic dims (repeatable)")
     parser.add_argument("--seed", type=int, default=0, help="seed for random inputs (default 0)")
+    parser.add_argument("--trusted-key", action="append", metavar="NAME.pub",
+                        help="accept only bundles signed by this key (repeatable; `xrtc keygen` writes NAME.pub)")
+    parser.add_argument("--require-signature", action="store_true",
+                        help="refuse unsigned bundles (any valid signer is accepted unless --trusted-key is given)")
+
+
+def trust_args(args) -> dict:
+    """The signature policy of `--trusted-key` / `--require-signature` as xrt.load() keywords."""
+    return {"trusted_keys": args.trusted_key, "require_signature": args.require_signature}
 
 
 def load_session(args):
@@ -32,7 +41,8 @@ def load_session(args):
     except ImportError as err:
         raise XrtcError(f"cannot import the runtime (xpuruntime): {err}. Reinstall with `pip install xpuruntime`") \
             from err
-    return xrt, xrt.load(args.bundle, device=args.device, engine=args.engine, variant=args.variant)
+    return xrt, xrt.load(args.bundle, device=args.device, engine=args.engine, variant=args.variant,
+                         **trust_args(args))
 
 
 def feeds_for(session, args):

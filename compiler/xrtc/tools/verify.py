@@ -11,7 +11,7 @@ import numpy as np
 
 from ..errors import XrtcError
 from . import _data
-from .run import add_runtime_args, feeds_for
+from .run import add_runtime_args, feeds_for, trust_args
 
 log = logging.getLogger("xrtc.verify")
 
@@ -92,7 +92,8 @@ class Verify:
 
         import xpuruntime as xrt
 
-        first = xrt.load(args.bundle, device=args.device, engine=args.engine, variant=args.variant)
+        first = xrt.load(args.bundle, device=args.device, engine=args.engine, variant=args.variant,
+                         **trust_args(args))
         feeds = feeds_for(first, args)
         try:
             ref_session = onnxruntime.InferenceSession(args.model, providers=["CPUExecutionProvider"])
@@ -108,7 +109,7 @@ class Verify:
         skipped: dict[str, str] = {}
         for variant in wanted:
             try:
-                session = xrt.load(args.bundle, device=args.device, variant=variant["id"])
+                session = xrt.load(args.bundle, device=args.device, variant=variant["id"], **trust_args(args))
             except (xrt.Unavailable, xrt.NotFound) as err:
                 skipped[variant["id"]] = str(err)
                 continue
