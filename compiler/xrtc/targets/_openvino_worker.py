@@ -27,6 +27,56 @@ def _write(outdir: str, result: dict) -> None:
         json.dump(result, f)
 
 
+def _onnx_io(model_path: str) -> tuple[list[str], list[str]]:
+    """The ONNX graph's real inputs (initializers listed as inputs excluded) and outputs, in order."""
+    import onnx
+
+    graph = onnx.load(model_path, load_external_data=False).graph
+    initializers = {i.name for i in graph.initializer}
+    return [i.name for i in graph.input if i.name not in initializers], [o.name for o in graph.output]
+
+
+def _check_io(model, model_path: str) -> str:
+    """'' when the IR's parameters and results are the ONNX inputs and outputs, in order (the runtime binds by
+    position); else why not. convert_model drops unused or statically empty inputs (CastLike's `like`, `axes` of
+    shape [0])."""
+    onnx_in, onnx_out = _onnx_io(model_path)
+    ir_in = [p.get_any_name() for p in model.inputs]
+    ir_out = [o.get_any_name() for o in model.outputs]
+    if ir_in != onnx_in:
+        return f"OpenVINO's IR has inputs {ir_in}, the ONNX model {onnx_in} (it drops unused or empty inputs)"
+    if ir_out != onnx_out:
+        return f"OpenVINO's IR has outputs {ir_out}, the ONNX model {onnx_out}"
+    return ""
+
+
+def _same_results(core, compiled, blob: bytes) -> str:
+    """'' when the imported blob computes exactly what the compiled IR computes on seeded inputs (dynamic dims as
+    1); else why not. Guards against export/import bugs (seen: fused RoPE subgraphs come back wrong)."""
+    import io
+
+    import numpy as np
+
+    imported = core.import_model(io.BytesIO(blob), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    rng = np.random.default_rng(0)
+    feeds = []
+    for port in compiled.inputs:
+        shape = [d.get_length() if d.is_static else 1 for d in port.get_partial_shape()]
+        dtype = np.dtype(port.get_element_type().to_dtype())
+        if dtype.kind == "f":
+            feeds.append(rng.standard_normal(shape).astype(dtype))
+        elif dtype.kind == "b":
+            feeds.append(rng.integers(0, 2, size=shape).astype(bool))
+        else:
+            feeds.append(rng.integers(0, 3, size=shape).astype(dtype))
+    a = compiled.create_infer_request().infer(feeds)
+    b = imported.create_infer_request().infer(feeds)
+    for i, (x, y) in enumerate(zip(a.values(), b.values())):
+        if x.shape != y.shape or not np.array_equal(x, y, equal_nan=x.dtype.kind == "f"):
+            return f"the imported blob's output {i} differs from the compiled IR's"
+    return ""
+
+
 def main(argv: list[str]) -> int:
     precompile = "--precompile" in argv
     model_path, outdir = [a for a in argv if a != "--precompile"]
@@ -43,6 +93,9 @@ def main(argv: list[str]) -> int:
     try:
         result["stage"] = "convert"
         model = ov.convert_model(model_path)
+        mismatch = _check_io(model, model_path)
+        if mismatch:
+            raise ValueError(mismatch)
         result["stage"] = "save"
         ov.save_model(model, xml, compress_to_fp16=False)
         result["stage"] = "compile"
@@ -52,6 +105,9 @@ def main(argv: list[str]) -> int:
             # Optional: without a blob the variant is still complete (the runtime compiles the IR).
             try:
                 blob = compiled.export_model().getvalue()
+                differs = _same_results(core, compiled, blob)
+                if differs:
+                    raise ValueError(differs)
                 result["capabilities"] = " ".join(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
                 with open(os.path.join(outdir, "model.blob"), "wb") as f:
                     f.write(blob)

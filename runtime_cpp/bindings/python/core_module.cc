@@ -116,15 +116,38 @@ struct BundleDeleter {
 
 class Bundle {
  public:
-  explicit Bundle(const std::string& path) {
+  // trusted_keys: raw 32-byte Ed25519 public keys (the Python loader reads .pub files); see xrt_bundle_open_options_t.
+  Bundle(const std::string& path, const std::vector<nb::bytes>& trusted_keys, bool require_signature) {
+    std::vector<uint8_t> keys;
+    keys.reserve(trusted_keys.size() * 32);
+    for (const nb::bytes& k : trusted_keys) {
+      if (k.size() != 32) {
+        RaiseStatus(xrt_status_make(XRT_STATUS_INVALID_ARGUMENT,
+                                    ("a trusted key must be a 32-byte raw Ed25519 public key, got " +
+                                     std::to_string(k.size()) + " bytes").c_str()));
+      }
+      const auto* p = static_cast<const uint8_t*>(static_cast<const void*>(k.c_str()));
+      keys.insert(keys.end(), p, p + 32);
+    }
+    xrt_bundle_open_options_t options;
+    xrt_bundle_open_options_initialize(&options);
+    options.trusted_keys = keys.empty() ? nullptr : keys.data();
+    options.trusted_key_count = trusted_keys.size();
+    options.require_signature = require_signature ? 1u : 0u;
     xrt_bundle_t* raw = nullptr;
     xrt_status_t status;
     {
       nb::gil_scoped_release release;  // opening verifies every digest: can take a while for large weights
-      status = xrt_bundle_open_file(path.c_str(), nullptr, &raw);
+      status = xrt_bundle_open_file(path.c_str(), &options, &raw);
     }
     Check(status);
     bundle_.reset(raw);
+  }
+  // The signer's raw public key, or None for an unsigned bundle.
+  nb::object signer() const {
+    uint8_t key[32];
+    if (!xrt_bundle_signer(bundle_.get(), key)) return nb::none();
+    return nb::bytes(reinterpret_cast<const char*>(key), sizeof(key));
   }
   std::string manifest() const {
     size_t size = 0;
@@ -264,8 +287,15 @@ struct PythonBackend {
   nb::object execute;     // (handle, inputs: list[ndarray]) -> sequence[ndarray]
 };
 
+// "<what>: <ExceptionType>: <message>" -- the engine's own words, without the Python traceback (e.what() has it).
 xrt_status_t StatusFromPythonError(nb::python_error& e, const char* what) {
-  std::string message = std::string(what) + ": " + e.what();
+  std::string message = std::string(what) + ": ";
+  try {
+    message += nb::cast<std::string>(nb::str(e.type().attr("__name__"))) + ": " +
+               nb::cast<std::string>(nb::str(e.value()));
+  } catch (...) {
+    message += e.what();
+  }
   return xrt_status_make(XRT_STATUS_INTERNAL, message.c_str());
 }
 
@@ -400,7 +430,9 @@ NB_MODULE(_core, m) {
   m.def("list_backends", &ListBackends);
 
   nb::class_<Bundle>(m, "Bundle")
-      .def(nb::init<const std::string&>(), nb::arg("path"))
+      .def(nb::init<const std::string&, const std::vector<nb::bytes>&, bool>(), nb::arg("path"),
+           nb::arg("trusted_keys") = std::vector<nb::bytes>(), nb::arg("require_signature") = false)
+      .def_prop_ro("signer", &Bundle::signer)
       .def_prop_ro("manifest", &Bundle::manifest)
       .def_prop_ro("version", &Bundle::version);
 
