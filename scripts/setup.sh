@@ -6,9 +6,9 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 
 # C++ build dependencies from Debian (the runtime core: OpenSSL for SHA-256, zstd, nlohmann-json; the runner: libzip;
-# the C++ tests: GoogleTest). OpenVINO's SDK comes from its PyPI wheel.
+# the C++ tests: GoogleTest; the fuzzers: clang with libFuzzer). OpenVINO's SDK comes from its PyPI wheel.
 missing=()
-for pkg in g++ libssl-dev libzstd-dev nlohmann-json3-dev libgtest-dev libzip-dev pkg-config; do
+for pkg in g++ libssl-dev libzstd-dev nlohmann-json3-dev libgtest-dev libzip-dev pkg-config clang libclang-rt-14-dev; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 if ((${#missing[@]})); then
@@ -20,7 +20,8 @@ fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 stamp=.venv/.xrt-build-stamp
 digest=$( (git ls-files -co --exclude-standard -- pyproject.toml CMakeLists.txt runtime_cpp formats xpuruntime compiler \
-           | sort | xargs sha256sum) | sha256sum | cut -c1-64)
+           | sort | while IFS= read -r f; do if [ -e "$f" ]; then printf '%s\0' "$f"; fi; done \
+           | xargs -0 sha256sum) | sha256sum | cut -c1-64)  # tracked files deleted in the work tree are skipped
 if [ "$(cat "$stamp" 2>/dev/null)" != "$digest" ]; then
   echo "setup: building xpuruntime (first time: a few minutes)" >&2
   .venv/bin/pip install -q --disable-pip-version-check "scikit-build-core==1.1.2" "nanobind==3.1.0" \

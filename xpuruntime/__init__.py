@@ -15,11 +15,12 @@ if not _glob.glob(_os.path.join(_os.path.dirname(__file__), "_core*.so")):
                       "the package into .venv")
 
 from ._errors import (AlreadyExists, DataCorrupt, Error, FailedPrecondition, Incompatible, Internal, InvalidArgument,
-                      IOFailure, NotFound, ResourceExhausted, Unavailable, Unimplemented)
+                      IOFailure, NotFound, PermissionDenied, ResourceExhausted, SignatureError, Unavailable,
+                      Unimplemented)
 from ._session import IOInfo, Session, load
 
 __version__ = "0.1.0"
 
 __all__ = ["load", "Session", "IOInfo", "Error", "InvalidArgument", "NotFound", "FailedPrecondition",
            "ResourceExhausted", "Unavailable", "Incompatible", "DataCorrupt", "Unimplemented", "Internal",
-           "IOFailure", "AlreadyExists", "__version__"]
+           "IOFailure", "AlreadyExists", "PermissionDenied", "SignatureError", "__version__"]

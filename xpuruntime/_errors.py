@@ -71,8 +71,17 @@ class AlreadyExists(Error, FileExistsError):
     code, status = 11, "ALREADY_EXISTS"
 
 
+class PermissionDenied(Error, PermissionError):
+    """The signature policy refused the bundle: it is unsigned, or signed by a key that is not trusted (load()'s
+    ``trusted_keys`` / ``require_signature``). A signature that does not match the bytes is DataCorrupt."""
+    code, status = 12, "PERMISSION_DENIED"
+
+
+SignatureError = PermissionDenied  # the name to catch when refusing untrusted bundles reads better that way
+
 _BY_CODE = {cls.code: cls for cls in (InvalidArgument, NotFound, FailedPrecondition, ResourceExhausted, Unavailable,
-                                      Incompatible, DataCorrupt, Unimplemented, Internal, IOFailure, AlreadyExists)}
+                                      Incompatible, DataCorrupt, Unimplemented, Internal, IOFailure, AlreadyExists,
+                                      PermissionDenied)}
 
 
 def from_status(code: int, message: str) -> Error:

@@ -50,9 +50,27 @@ def _init(device: str, artifacts: dict, options_json: str) -> _Handle:
     threads = options.get("intra_op_num_threads")
     if threads is not None:
         session_options.intra_op_num_threads = int(threads)
-    session = onnxruntime.InferenceSession(bytes(artifacts["model"]), session_options,
-                                           providers=[_PROVIDERS[device]])
+    model = bytes(artifacts["model"])
+    _refuse_external_data(model)
+    session = onnxruntime.InferenceSession(model, session_options, providers=[_PROVIDERS[device]])
     return _Handle(session, [i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()])
+
+
+def _refuse_external_data(model: bytes) -> None:
+    """A bundle never names a file (SECURITY.md): refuse an ONNX artifact with any tensor stored as external data.
+    ONNX Runtime, given bytes, resolves such locations against the current directory whenever no optimizer happens
+    to touch the tensor first, so a hostile bundle could read local files into its outputs."""
+    import onnx
+    from onnx.external_data_helper import _get_all_tensors, uses_external_data
+
+    proto = onnx.load_from_string(model)  # parses only: loading from bytes never follows external data
+    tensors = list(_get_all_tensors(proto))
+    for sparse in proto.graph.sparse_initializer:
+        tensors += [sparse.values, sparse.indices]
+    named = [t.name or "(unnamed)" for t in tensors if uses_external_data(t)]
+    if named:
+        raise ValueError(f"the ONNX artifact stores tensor(s) {named[:5]} as external data (a file path); bundles "
+                         "carry every tensor inline: rebuild the bundle with xrtc compile")
 
 
 def _execute(handle: _Handle, arrays: list):

@@ -29,16 +29,18 @@ class Session:
     """
 
     def __init__(self, path: str | os.PathLike, device: str = "cpu", *, engine: str | None = None,
-                 variant: str | None = None):
+                 variant: str | None = None, trusted_keys=None, require_signature: bool = False):
         if not isinstance(device, str) or not device:
             raise _errors.InvalidArgument(f"device must be a non-empty string such as 'cpu', got {device!r}")
+        keys = _trusted_keys(trusted_keys)
         _ort_backend.register()
-        self._bundle = _core.Bundle(os.fspath(path))
+        self._bundle = _core.Bundle(os.fspath(path), keys, bool(require_signature))
         self._session = _core.Session(self._bundle, device, engine or "", variant or "")
         self.inputs = [IOInfo(*info) for info in self._session.inputs]
         self.outputs = [IOInfo(*info) for info in self._session.outputs]
         self._output_names = [o.name for o in self.outputs]
         self._explain = json.loads(self._session.describe())
+        self._signer = self._bundle.signer
 
     def run(self, feeds: Mapping[str, Any], output_names: list[str] | None = None) -> dict[str, np.ndarray]:
         """Runs once. ``feeds`` maps every input name to an array (converted with ``np.ascontiguousarray`` only when
@@ -51,8 +53,11 @@ class Session:
             raise _errors.InvalidArgument(
                 f"run() takes a dict of input name -> array, got {type(feeds).__name__}; inputs are "
                 + ", ".join(i.name for i in self.inputs))
-        arrays = [v if type(v) is np.ndarray and v.flags.c_contiguous else np.ascontiguousarray(v)
-                  for v in feeds.values()]
+        bad_names = [n for n in feeds if not isinstance(n, str)]
+        if bad_names:
+            raise _errors.InvalidArgument(f"input names must be str, got {bad_names!r:.80}")
+        arrays = [v if type(v) is np.ndarray and v.flags.c_contiguous and not v.dtype.hasobject
+                  else self._contiguous(name, v) for name, v in feeds.items()]
         results = dict(zip(self._output_names, session.run(list(feeds), arrays)))
         if output_names is None:
             return results
@@ -60,6 +65,28 @@ class Session:
         if unknown:
             raise _errors.InvalidArgument(f"unknown output name(s) {unknown}; outputs are {self._output_names}")
         return {n: results[n] for n in output_names}
+
+    def _contiguous(self, name, value) -> np.ndarray:
+        """A C-contiguous copy of a strided (or non-ndarray) input. Defined behaviour for hostile views: an array whose
+        dtype, rank or static dims do not match the input is refused (InvalidArgument) before any copy, and a copy that
+        cannot be allocated (e.g. a 0-stride view claiming TiBs) is ResourceExhausted, never a raw numpy error."""
+        spec = next((i for i in self.inputs if i.name == name), None)
+        if spec is not None and isinstance(value, np.ndarray):
+            shape = tuple(value.shape)
+            static_ok = len(shape) == len(spec.shape) and all(
+                not isinstance(want, int) or want == got for want, got in zip(spec.shape, shape))
+            if value.dtype.name != spec.dtype or not static_ok:
+                raise _errors.InvalidArgument(
+                    f"input '{name}' expects {spec.dtype}{list(spec.shape)}, got {value.dtype.name}{list(shape)}")
+        try:
+            array = np.ascontiguousarray(value)
+        except (MemoryError, ValueError) as err:
+            raise _errors.ResourceExhausted(
+                f"input '{name}': cannot make a C-contiguous copy ({err}); pass a C-contiguous array") from None
+        if array.dtype.hasobject:
+            raise _errors.InvalidArgument(f"input '{name}': arrays of Python objects are not tensors; pass a numeric "
+                                          "or bool array")
+        return array
 
     def explain(self) -> dict:
         """Which variant, engine and device run, and why; the variants skipped and why."""
@@ -72,6 +99,11 @@ class Session:
     @property
     def variant(self) -> str:
         return self._explain.get("variant", "")
+
+    @property
+    def signer(self) -> bytes | None:
+        """The raw 32-byte Ed25519 public key that signed the bundle (its signature was verified), or None."""
+        return self._signer
 
     @property
     def manifest(self) -> dict:
@@ -92,8 +124,31 @@ class Session:
         return f"<xpuruntime.Session variant={self.variant!r} engine={self.engine!r} inputs={[i.name for i in self.inputs]}>"
 
 
+def _trusted_keys(trusted_keys) -> list[bytes]:
+    """``trusted_keys`` as raw 32-byte keys: each item is 32 raw bytes or the path of a ``.pub`` file
+    (``xrtc keygen``). None means no keys; an empty collection is refused (a key list that failed to load)."""
+    if trusted_keys is None:
+        return []
+    import xrtpkg  # shipped in the same wheel; imported only when keys are given
+
+    try:
+        keys = xrtpkg._signing.trusted_key_set(trusted_keys)
+    except (ValueError, TypeError) as err:
+        raise _errors.InvalidArgument(f"trusted_keys: {err}") from err
+    except OSError as err:
+        raise _errors.IOFailure(f"trusted_keys: cannot read {err.filename}: {err.strerror}") from err
+    return sorted(keys)
+
+
 def load(path: str | os.PathLike, device: str = "cpu", *, engine: str | None = None,
-         variant: str | None = None) -> Session:
+         variant: str | None = None, trusted_keys=None, require_signature: bool = False) -> Session:
     """Opens and verifies a ``.xrtpkg`` bundle and prepares it on ``device`` ("cpu" by default). Never compiles
-    from ONNX: bundles are made by ``xrtc compile``."""
-    return Session(path, device, engine=engine, variant=variant)
+    from ONNX: bundles are made by ``xrtc compile``.
+
+    Signatures (format 1.1): a signed bundle's signature is always verified before anything else is parsed. Pass
+    ``trusted_keys`` (32-byte raw Ed25519 public keys, or paths of ``.pub`` files from ``xrtc keygen``) to accept
+    only bundles signed by one of them, or ``require_signature=True`` to refuse unsigned bundles (any signer);
+    refusals raise PermissionDenied (alias SignatureError), a signature that does not match the bytes DataCorrupt.
+    """
+    return Session(path, device, engine=engine, variant=variant, trusted_keys=trusted_keys,
+                   require_signature=require_signature)

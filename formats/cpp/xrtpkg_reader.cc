@@ -128,6 +128,33 @@ std::optional<Error> CheckFrameHeader(const uint8_t* src, uint64_t n, uint64_t d
   return std::nullopt;
 }
 
+// The manifest's objects and arrays nest at most this deep (the top-level object is level 1); formats/xrtpkg.md.
+constexpr size_t kMaxManifestDepth = 64;
+
+// Counts '{' / '[' nesting outside strings. On valid JSON this is the exact depth; on invalid JSON the text is
+// DATA_CORRUPT either way, so the verdict does not depend on which check fires first.
+std::optional<Error> CheckJsonDepth(const std::string& text) {
+  size_t depth = 0;
+  bool in_string = false, escaped = false;
+  for (char c : text) {
+    if (in_string) {
+      if (escaped) escaped = false;
+      else if (c == '\\') escaped = true;
+      else if (c == '"') in_string = false;
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '{' || c == '[') {
+      if (++depth > kMaxManifestDepth) {
+        return Corrupt(Cat("section 0 (\"manifest\"): JSON nests deeper than the cap of ", kMaxManifestDepth,
+                           " levels"));
+      }
+    } else if ((c == '}' || c == ']') && depth > 0) {
+      --depth;
+    }
+  }
+  return std::nullopt;
+}
+
 DCtxPtr MakeDCtx() {
   DCtxPtr dctx(ZSTD_createDCtx());
   if (!dctx) throw std::bad_alloc();
@@ -174,6 +201,7 @@ const char* CodeName(Code code) {
     case Code::kDataCorrupt: return "DATA_CORRUPT";
     case Code::kIncompatible: return "INCOMPATIBLE";
     case Code::kResourceExhausted: return "RESOURCE_EXHAUSTED";
+    case Code::kPermissionDenied: return "PERMISSION_DENIED";
   }
   return "UNKNOWN";
 }
@@ -213,6 +241,19 @@ bool Sha256(const void* data, size_t size, std::array<uint8_t, 32>* out_digest) 
   return EVP_Digest(data, size, out_digest->data(), &len, EVP_sha256(), nullptr) == 1 && len == 32;
 }
 
+bool VerifyEd25519(const uint8_t* public_key, const uint8_t* signature, const uint8_t* message,
+                   size_t message_size) {
+  EVP_PKEY* key = EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, nullptr, public_key, kPublicKeySize);
+  if (key == nullptr) return false;
+  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+  // Ed25519 is "pure": no digest is named; DigestVerify checks the whole message in one call.
+  const bool ok = ctx != nullptr && EVP_DigestVerifyInit(ctx, nullptr, nullptr, nullptr, key) == 1 &&
+                  EVP_DigestVerify(ctx, signature, kSignatureSize, message, message_size) == 1;
+  EVP_MD_CTX_free(ctx);
+  EVP_PKEY_free(key);
+  return ok;
+}
+
 std::optional<size_t> Bundle::Find(std::string_view name) const {
   for (size_t i = 0; i < sections_.size(); ++i) {
     if (sections_[i].name == name) return i;
@@ -239,7 +280,8 @@ Result<SectionBytes> Bundle::GetSection(size_t index) const {
   }
 }
 
-Result<Bundle> Bundle::Verify(const uint8_t* data, size_t size) {
+Result<Bundle> Bundle::Verify(const uint8_t* data, size_t size, const VerifyOptions& options) {
+  const size_t span_size = size;  // `size` becomes the header's file_size once a signature trailer is checked
   // 1. size >= 64
   if (data == nullptr || size < kHeaderSize) {
     return Corrupt(Cat("file is ", size, " bytes, shorter than the ", kHeaderSize, "-byte header (truncated?)"));
@@ -254,7 +296,7 @@ Result<Bundle> Bundle::Verify(const uint8_t* data, size_t size) {
   h.minor_version = static_cast<uint16_t>(LoadLe(data + 10, 2));
   h.section_count = static_cast<uint32_t>(LoadLe(data + 12, 4));
   h.file_size = LoadLe(data + 16, 8);
-  const uint64_t header_reserved = LoadLe(data + 24, 8);
+  h.flags = LoadLe(data + 24, 8);
   std::memcpy(h.index_sha256.data(), data + 32, 32);
   // 3. major version
   if (h.major_version != kMajorVersion) {
@@ -268,18 +310,79 @@ Result<Bundle> Bundle::Verify(const uint8_t* data, size_t size) {
   if (h.section_count > kMaxSections) {
     return Exhausted(Cat("header section_count is ", h.section_count, ", over the cap of ", kMaxSections));
   }
-  // 5. file size equals the header's file_size
-  if (h.file_size != static_cast<uint64_t>(size)) {
-    return Corrupt(Cat("header file_size is ", h.file_size, " but the file is ", size, " bytes (",
-                       h.file_size > size ? "truncated" : "trailing bytes", ")"));
+  // 5. header flags: only SIGNED is defined
+  if ((h.flags & ~kHeaderFlagSigned) != 0) {
+    return Corrupt(Cat("header flags are 0x", std::hex, h.flags, std::dec,
+                       "; only bit 0 (SIGNED) is defined (a format 1.0 bundle has 0 here)"));
   }
-  // 6. table fits in the file
+  const bool is_signed = (h.flags & kHeaderFlagSigned) != 0;
+  // 6. file size: the header's file_size, plus the signature trailer when SIGNED
+  {
+    const uint64_t n = size;
+    const bool fits = is_signed ? (n >= kSignatureTrailerSize && n - kSignatureTrailerSize == h.file_size)
+                                : n == h.file_size;
+    if (!fits) {
+      const bool truncated = is_signed ? (n < kSignatureTrailerSize || n - kSignatureTrailerSize < h.file_size)
+                                       : n < h.file_size;
+      return Corrupt(Cat("header file_size is ", h.file_size, is_signed ? " + the 128-byte signature trailer" : "",
+                         " but the file is ", size, " bytes (", truncated ? "truncated" : "trailing bytes", ")"));
+    }
+  }
+  // 7. signature: a well-formed trailer whose Ed25519 signature matches bytes [0, file_size)
+  std::optional<std::array<uint8_t, 32>> signer;
+  if (is_signed) {
+    const uint8_t* trailer = data + h.file_size;
+    if (std::memcmp(trailer, kSignatureMagic, sizeof(kSignatureMagic)) != 0) {
+      return Corrupt(Cat("signature trailer magic is ", ShowBytes(trailer, 8), ", expected ",
+                         ShowBytes(kSignatureMagic, 8)));
+    }
+    const uint8_t* key = trailer + 8;
+    const uint8_t* signature = key + kPublicKeySize;
+    for (size_t i = 8 + kPublicKeySize + kSignatureSize; i < kSignatureTrailerSize; ++i) {
+      if (trailer[i] != 0) return Corrupt("signature trailer's last 24 bytes (reserved) are not all zero");
+    }
+    std::array<uint8_t, 32> digest{};
+    if (!Sha256(data, static_cast<size_t>(h.file_size), &digest)) {
+      return Exhausted("libcrypto could not compute SHA-256");
+    }
+    signer.emplace();
+    std::memcpy(signer->data(), key, kPublicKeySize);
+    if (!VerifyEd25519(key, signature, digest.data(), digest.size())) {
+      return Corrupt(Cat("the Ed25519 signature by key ", HexDigest(*signer),
+                         " does not match the bundle's bytes: the bundle was modified after it was signed, or the "
+                         "signature belongs to another bundle"));
+    }
+  }
+  // 8. trust policy
+  if (options.trusted_key_count > 0 || options.require_signature) {
+    if (!signer) {
+      return Error{Code::kPermissionDenied,
+                   Cat("the bundle is not signed and ",
+                       options.trusted_key_count > 0 ? Cat(options.trusted_key_count, " trusted key(s) were given")
+                                                     : std::string("a signature is required"),
+                       ": sign it with a trusted key (`xrtc sign BUNDLE --key KEY`)")};
+    }
+    if (options.trusted_key_count > 0) {
+      bool trusted = false;
+      for (size_t k = 0; k < options.trusted_key_count && !trusted; ++k) {
+        trusted = std::memcmp(options.trusted_keys + k * kPublicKeySize, signer->data(), kPublicKeySize) == 0;
+      }
+      if (!trusted) {
+        return Error{Code::kPermissionDenied,
+                     Cat("the bundle is signed by key ", HexDigest(*signer), ", which is not among the ",
+                         options.trusted_key_count, " trusted key(s): re-sign it with a trusted key, or add this "
+                         "public key to the trusted keys if you trust its holder")};
+      }
+    }
+  }
+  size = static_cast<size_t>(h.file_size);  // the bundle proper: the trailer is not part of any later check
+  // 9. table fits in the file
   const uint64_t table_end = kHeaderSize + kEntrySize * h.section_count;  // <= 64 + 96 * 1024: no overflow
   if (table_end > size) {
     return Corrupt(Cat("section table of ", h.section_count, " entries ends at ", table_end, ", past the end of the ",
                        size, "-byte file"));
   }
-  // 7. index_sha256 over header [0, 32) + the whole table
+  // 10. index_sha256 over header [0, 32) + the whole table
   {
     std::array<uint8_t, 32> digest{};
     EVP_MD_CTX* ctx = EVP_MD_CTX_new();
@@ -295,14 +398,12 @@ Result<Bundle> Bundle::Verify(const uint8_t* data, size_t size) {
                          HexDigest(digest)));
     }
   }
-  if (header_reserved != 0) {
-    return Corrupt(Cat("header reserved field (offset 24) is ", header_reserved, ", must be 0"));
-  }
-  // 8. per entry, in table order: name, flags, reserved, layout, caps
+  // 11. per entry, in table order: name, flags, reserved, layout, caps
   Bundle b;
   b.data_ = data;
-  b.size_ = size;
+  b.size_ = span_size;
   b.header_ = h;
+  b.signer_ = signer;
   b.sections_.reserve(h.section_count);
   std::unordered_set<std::string> names;
   uint64_t expected_offset = 0;
@@ -354,11 +455,11 @@ Result<Bundle> Bundle::Verify(const uint8_t* data, size_t size) {
     if (!Align64(end, &expected_offset)) return Corrupt(Cat(label, ": end offset overflows"));
     b.sections_.push_back(std::move(e));
   }
-  // 9. trailing bytes: the file ends where the last section ends
+  // 12. trailing bytes: the file ends where the last section ends
   if (end != size) {
     return Corrupt(Cat("the last section ends at ", end, " but the file is ", size, " bytes (trailing bytes)"));
   }
-  // 10. padding: every byte between the table and section 0, and between sections, is zero
+  // 13. padding: every byte between the table and section 0, and between sections, is zero
   {
     uint64_t gap_start = table_end;
     for (size_t i = 0; i <= b.sections_.size(); ++i) {
@@ -372,7 +473,7 @@ Result<Bundle> Bundle::Verify(const uint8_t* data, size_t size) {
       if (i < b.sections_.size()) gap_start = b.sections_[i].offset + b.sections_[i].stored_size;
     }
   }
-  // 11. per section, in table order: sha256 of the stored bytes, then the zstd frame checks
+  // 14. per section, in table order: sha256 of the stored bytes, then the zstd frame checks
   try {
     std::unique_ptr<uint8_t[]> scratch;
     const size_t scratch_size = ZSTD_DStreamOutSize();
@@ -410,7 +511,7 @@ Result<Bundle> Bundle::Verify(const uint8_t* data, size_t size) {
   } catch (const std::bad_alloc&) {
     return Exhausted("out of memory while verifying compressed sections");
   }
-  // 12. the manifest: a JSON object (RFC 8259 strictly: nlohmann would skip a byte order mark, so reject it first)
+  // 15. the manifest: a JSON object (RFC 8259 strictly: nlohmann would skip a byte order mark, so reject it first)
   if (b.manifest_text_.compare(0, 3, "\xef\xbb\xbf") == 0) {
     return Corrupt("section 0 (\"manifest\"): not valid JSON: starts with a UTF-8 byte order mark");
   }
@@ -418,6 +519,8 @@ Result<Bundle> Bundle::Verify(const uint8_t* data, size_t size) {
   if (const size_t nul = b.manifest_text_.find('\0'); nul != std::string::npos) {
     return Corrupt(Cat("section 0 (\"manifest\"): not valid JSON: NUL byte at offset ", nul));
   }
+  // Nesting cap, checked on the text before the DOM is built (16 MiB of '[' would otherwise build 16M nodes).
+  if (auto err = CheckJsonDepth(b.manifest_text_)) return std::move(*err);
   std::unique_ptr<nlohmann::json> json;
   try {
     // nlohmann's parser is iterative (an explicit stack), so deep nesting cannot overflow the call stack.

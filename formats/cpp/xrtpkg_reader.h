@@ -25,7 +25,8 @@
 namespace xrt::format {
 
 inline constexpr uint16_t kMajorVersion = 1;
-inline constexpr uint16_t kMinorVersion = 1;  // the highest minor this reader knows (1.1: signatures)
+inline constexpr uint16_t kMinorVersion = 0;        // the minor of unsigned bundles; readers accept any 1.x
+inline constexpr uint16_t kSignedMinorVersion = 1;  // signed bundles (1.1) are marked with this minor
 inline constexpr uint8_t kMagic[8] = {0x89, 'X', 'R', 'T', '\r', '\n', 0x1a, '\n'};
 inline constexpr uint64_t kHeaderSize = 64;
 inline constexpr uint64_t kEntrySize = 96;

@@ -3,6 +3,7 @@
 #ifndef XRT_FORMATS_CPP_XRTPKG_TEST_BUILDER_H_
 #define XRT_FORMATS_CPP_XRTPKG_TEST_BUILDER_H_
 
+#include <openssl/evp.h>
 #include <zstd.h>
 
 #include <algorithm>
@@ -89,6 +90,44 @@ inline std::vector<uint8_t> Build(const std::vector<TestSection>& sections, uint
   }
   Reseal(&file);
   return file;
+}
+
+// The raw public key of the Ed25519 private key with this 32-byte seed (TEST ONLY).
+inline std::array<uint8_t, 32> TestPublicKey(const std::array<uint8_t, 32>& seed) {
+  std::array<uint8_t, 32> pub{};
+  EVP_PKEY* key = EVP_PKEY_new_raw_private_key(EVP_PKEY_ED25519, nullptr, seed.data(), seed.size());
+  size_t len = pub.size();
+  if (key == nullptr || EVP_PKEY_get_raw_public_key(key, pub.data(), &len) != 1 || len != 32) {
+    EVP_PKEY_free(key);
+    throw std::runtime_error("libcrypto: cannot derive an Ed25519 public key");
+  }
+  EVP_PKEY_free(key);
+  return pub;
+}
+
+// Signs an unsigned bundle as `xrtpkg.sign` does (TEST ONLY, no verification first): header flag SIGNED, minor 1,
+// index resealed (unless reseal is false), then the 128-byte trailer: "XRTSIG\x01\x00" | public key | Ed25519
+// signature of SHA-256(bundle bytes) | 24 zero bytes.
+inline void SignBundle(std::vector<uint8_t>* file, const std::array<uint8_t, 32>& seed, bool reseal = true) {
+  (*file)[24] |= 1;
+  if ((*file)[10] == 0 && (*file)[11] == 0) (*file)[10] = kSignedMinorVersion;
+  if (reseal) Reseal(file);
+  std::array<uint8_t, 32> digest{};
+  Sha256(file->data(), file->size(), &digest);
+  std::array<uint8_t, 64> signature{};
+  size_t sig_len = signature.size();
+  EVP_PKEY* key = EVP_PKEY_new_raw_private_key(EVP_PKEY_ED25519, nullptr, seed.data(), seed.size());
+  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+  const bool ok = key != nullptr && ctx != nullptr && EVP_DigestSignInit(ctx, nullptr, nullptr, nullptr, key) == 1 &&
+                  EVP_DigestSign(ctx, signature.data(), &sig_len, digest.data(), digest.size()) == 1;
+  EVP_MD_CTX_free(ctx);
+  EVP_PKEY_free(key);
+  if (!ok || sig_len != 64) throw std::runtime_error("libcrypto: cannot sign");
+  const std::array<uint8_t, 32> pub = TestPublicKey(seed);
+  file->insert(file->end(), kSignatureMagic, kSignatureMagic + 8);
+  file->insert(file->end(), pub.begin(), pub.end());
+  file->insert(file->end(), signature.begin(), signature.end());
+  file->insert(file->end(), 24, 0);
 }
 
 // Byte offset of field `field_offset` of table entry `index`.

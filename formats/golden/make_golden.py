@@ -16,15 +16,25 @@ golden.json, read by both readers' tests (Python: tests/format/test_xrtpkg.py; C
         "status": "OK",                              # OK | DATA_CORRUPT | INCOMPATIBLE | RESOURCE_EXHAUSTED
         "check": "",                                 # step of the spec's check order that fails (see CHECKS)
         "why": "...",                                # the mutation, in words
+        # optional: verdicts under signature policies (the verdict above is with no policy)
+        "policies": [{"trusted_keys": ["<64 hex: raw Ed25519 public key>", ...],   # [] = no trusted keys
+                      "require_signature": false,
+                      "status": "PERMISSION_DENIED", "check": "trust"}, ...],
         # only when status is OK:
         "major": 1, "minor": 0, "file_size": 2135,
+        "signer": null,                              # or the signer's public key (64 hex), signature verified
         "manifest_sha256": "<hex sha256 of the decompressed manifest bytes>",
         "sections": [{"name": "manifest", "compressed": true, "offset": 448,
                       "stored_size": 685, "size": 1299, "sha256": "<hex of stored bytes>"}, ...]},
        ...]}
 
-A reader must give exactly ``status``; ``check`` is informational (the Python reader's
-FormatError.check), naming the first failing step so a mutation is known to reach the intended check.
+A reader must give exactly ``status`` (and, under each entry of ``policies``, that entry's ``status``);
+``check`` is informational (the Python reader's FormatError.check), naming the first failing step so a
+mutation is known to reach the intended check.
+
+Signed files use two fixed TEST-ONLY Ed25519 keys (TEST_KEY_SEEDS below; their private halves are public
+in this file, so they prove nothing outside these tests). Ed25519 signatures are deterministic, so signed
+files are reproducible too.
 
 Invalid files are derived from a valid one by a precise mutation (see MUTATIONS below). When the
 point is to reach a check after ``index_sha256``, the index digest is recomputed after mutating the
@@ -54,14 +64,21 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 # The steps of the spec's check order, in order (FormatError.check values).
 CHECKS = [
-    "size", "magic", "major", "section_count", "file_size", "table", "index_sha256", "header_reserved",
-    "name", "flags", "reserved", "layout", "caps", "trailing", "padding", "sha256", "zstd", "manifest",
+    "size", "magic", "major", "section_count", "header_flags", "file_size", "signature", "trust", "table",
+    "index_sha256", "name", "flags", "reserved", "layout", "caps", "trailing", "padding", "sha256", "zstd",
+    "manifest",
 ]
+
+# TEST-ONLY signing keys: Ed25519 seeds derived from fixed labels. Never use them for real bundles.
+TEST_KEY_SEEDS = {
+    "A": hashlib.sha256(b"xrtpkg golden TEST-ONLY signing key A").digest(),
+    "B": hashlib.sha256(b"xrtpkg golden TEST-ONLY signing key B").digest(),
+}
 
 MAGIC = b"\x89XRT\r\n\x1a\n"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 # Header field byte offsets and formats; entry field offsets relative to the entry.
-HDR = {"major": (8, "<H"), "minor": (10, "<H"), "count": (12, "<I"), "file_size": (16, "<Q"), "reserved": (24, "<Q")}
+HDR = {"major": (8, "<H"), "minor": (10, "<H"), "count": (12, "<I"), "file_size": (16, "<Q"), "flags": (24, "<Q")}
 ENT = {"flags": (32, "<I"), "reserved": (36, "<I"), "offset": (40, "<Q"), "stored_size": (48, "<Q"), "size": (56, "<Q")}
 OV_SECTIONS = ("cpu-openvino.xml", "cpu-openvino.bin")
 ORT_SECTION = "cpu-onnxruntime.onnx"
@@ -283,6 +300,22 @@ def replace_payload(buf, name: str, stored: bytes, size: int | None = None) -> b
     return pack(secs, get_hdr(buf, "minor"))
 
 
+def sign_raw(data, seed: bytes, reseal: bool = True) -> bytes:
+    """Signs ``data`` per the spec without verifying it first (independent of xrtpkg.sign): SIGNED flag, minor 1,
+    index digest recomputed (unless ``reseal`` is False), trailer = magic | key | Ed25519(SHA-256(body)) | zeros."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.from_private_bytes(seed)
+    body = bytearray(data)
+    set_hdr(body, "flags", get_hdr(body, "flags") | 1)
+    set_hdr(body, "minor", max(1, get_hdr(body, "minor")))
+    if reseal:
+        fix_index(body)
+    public = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return bytes(body) + b"XRTSIG\x01\x00" + public + key.sign(hashlib.sha256(bytes(body)).digest()) + bytes(24)
+
+
 def zstd(data: bytes, **kw) -> bytes:
     return zstandard.ZstdCompressor(level=9, write_checksum=False, **kw).compress(data)
 
@@ -342,9 +375,15 @@ def build(out_dir: str) -> None:
 
     files: list[dict] = []
 
-    def add(name: str, data, status: str, check: str, why: str) -> None:
+    def add(name: str, data, status: str, check: str, why: str, policies=()) -> None:
         assert check in CHECKS or (status == "OK" and check == ""), check
-        files.append({"file": name, "data": bytes(data), "status": status, "check": check, "why": why})
+        entry = {"file": name, "data": bytes(data), "status": status, "check": check, "why": why}
+        if policies:
+            entry["policies"] = [
+                {"trusted_keys": [key_hex[k] for k in keys], "require_signature": require, "status": st, "check": ck}
+                for keys, require, st, ck in policies
+            ]
+        files.append(entry)
 
     def mut(fn, base=T, index=True) -> bytearray:
         buf = bytearray(base)
@@ -353,11 +392,15 @@ def build(out_dir: str) -> None:
             fix_index(buf)
         return buf
 
-    DC, INC, RE = "DATA_CORRUPT", "INCOMPATIBLE", "RESOURCE_EXHAUSTED"
+    DC, INC, RE, PD = "DATA_CORRUPT", "INCOMPATIBLE", "RESOURCE_EXHAUSTED", "PERMISSION_DENIED"
+    key_hex = {k: xrtpkg.public_key_of(seed).hex() for k, seed in TEST_KEY_SEEDS.items()}
+    # Policies as (trusted key names, require_signature, status, check); these refuse any unsigned bundle.
+    unsigned_policies = [((), True, PD, "trust"), (("A",), False, PD, "trust")]
 
     # --- valid
     add("tiny_model.xrtpkg", T, "OK", "",
-        "tiny ONNX model y=Relu(MatMul(x,W)+b) with an OpenVINO IR variant and an ONNX Runtime variant")
+        "tiny ONNX model y=Relu(MatMul(x,W)+b) with an OpenVINO IR variant and an ONNX Runtime variant",
+        unsigned_policies)
     add("empty_section.xrtpkg", empty, "OK", "", "a 0-byte uncompressed section, then another section at the same offset (format test only: "
         "the manifest has no model or variants)")
     future_manifest = dict(manifest, future_key={"added_in": "1.7"})
@@ -393,8 +436,8 @@ def build(out_dir: str) -> None:
         "lowest bit of index_sha256's first byte flipped")
     add("table_tampered.xrtpkg", mut(lambda b: set_ent(b, i_bin, "size", get_ent(b, i_bin, "size") + 1), index=False),
         DC, "index_sha256", "a table entry's size changed without recomputing the index digest")
-    add("header_reserved_nonzero.xrtpkg", mut(lambda b: set_hdr(b, "reserved", 1)), DC, "header_reserved",
-        "header reserved field = 1 (index digest recomputed)")
+    add("header_flags_bit1.xrtpkg", mut(lambda b: set_hdr(b, "flags", 2)), DC, "header_flags",
+        "header flags = 0x2 (bit 1 is undefined; index digest recomputed)")
 
     # --- entries
     def rename(i, raw):
@@ -516,6 +559,65 @@ def build(out_dir: str) -> None:
     add("manifest_empty.xrtpkg", pack([["manifest", 0, b"", 0]] + secs[1:]), DC, "manifest",
         "manifest is an empty uncompressed section")
 
+    # --- signatures (format 1.1): TEST-ONLY keys A and B
+    signed_a = bytearray(xrtpkg.sign(T, TEST_KEY_SEEDS["A"]))
+    if bytes(signed_a) != sign_raw(T, TEST_KEY_SEEDS["A"]):
+        raise SystemExit("xrtpkg.sign and this script's signer disagree")
+    body_len = len(T)
+    add("signed.xrtpkg", signed_a, "OK", "", "tiny_model signed with TEST-ONLY key A (format 1.1)", [
+        ((), True, "OK", ""), (("A",), False, "OK", ""), (("B", "A"), True, "OK", ""),
+        (("B",), False, PD, "trust")])
+    add("signed_by_b.xrtpkg", xrtpkg.sign(T, TEST_KEY_SEEDS["B"]), "OK", "",
+        "tiny_model signed with TEST-ONLY key B: valid, but refused where only key A is trusted", [
+            (("A",), False, PD, "trust"), (("B",), False, "OK", "")])
+    add("signed_payload_bit_flip.xrtpkg", mut(flip_payload(i_onnx), base=signed_a, index=False), DC, "signature",
+        f"signed.xrtpkg with one bit of section {i_onnx}'s payload flipped: the signature no longer matches "
+        "(checked before any section digest)", [(("A",), False, DC, "signature")])
+    add("signed_header_bit_flip.xrtpkg", mut(lambda b: b.__setitem__(16, b[16] ^ 0x40), base=signed_a, index=False),
+        DC, "file_size", "signed.xrtpkg with bit 6 of file_size flipped: the length check fails",
+        [(("A",), False, DC, "file_size")])
+    add("signed_signature_bit_flip.xrtpkg",
+        mut(lambda b: b.__setitem__(body_len + 40, b[body_len + 40] ^ 1), base=signed_a, index=False), DC, "signature",
+        "signed.xrtpkg with one bit of the signature flipped", [(("A",), False, DC, "signature")])
+    add("signed_key_swapped.xrtpkg",
+        mut(lambda b: b.__setitem__(slice(body_len + 8, body_len + 40), bytes.fromhex(key_hex["B"])), base=signed_a,
+            index=False), DC, "signature",
+        "signed.xrtpkg (signed by A) with key B's public key put in the trailer: the signature does not verify",
+        [(("B",), False, DC, "signature"), (("A",), False, DC, "signature")])
+    signed_empty = xrtpkg.sign(empty, TEST_KEY_SEEDS["A"])
+    add("signed_other_bundles_signature.xrtpkg",
+        mut(lambda b: b.__setitem__(slice(body_len, None), signed_empty[-128:]), base=signed_a, index=False),
+        DC, "signature", "signed.xrtpkg whose trailer is replaced by that of another bundle signed by the same key",
+        [(("A",), False, DC, "signature")])
+    add("signed_stripped.xrtpkg", signed_a[:body_len], DC, "file_size",
+        "signed.xrtpkg without its trailer (SIGNED flag still set): shorter than file_size + 128",
+        [(("A",), False, DC, "file_size")])
+    stripped = bytearray(signed_a[:body_len])
+    set_hdr(stripped, "flags", 0)
+    fix_index(stripped)
+    add("signed_stripped_resealed.xrtpkg", stripped, "OK", "",
+        "signed.xrtpkg without its trailer, SIGNED flag cleared and index digest recomputed: a valid unsigned 1.1 "
+        "bundle, refused by any signature policy", unsigned_policies)
+    add("signed_trailer_bad_magic.xrtpkg", mut(lambda b: b.__setitem__(body_len + 6, 2), base=signed_a, index=False),
+        DC, "signature", "signed.xrtpkg with trailer magic byte 6 set to 2 (XRTSIG\\x02\\x00)",
+        [(("A",), False, DC, "signature")])
+    add("signed_trailer_reserved_nonzero.xrtpkg",
+        mut(lambda b: b.__setitem__(len(b) - 1, 1), base=signed_a, index=False), DC, "signature",
+        "signed.xrtpkg with the trailer's last (reserved) byte set to 1", [(("A",), False, DC, "signature")])
+    add("signed_trailing_byte.xrtpkg", signed_a + b"\0", DC, "file_size",
+        "signed.xrtpkg with one 0 byte appended after the trailer", [(("A",), False, DC, "file_size")])
+    add("signed_flags_bit1.xrtpkg", mut(lambda b: set_hdr(b, "flags", 3), base=signed_a), DC, "header_flags",
+        "signed.xrtpkg with header flags 0x3 (bit 1 undefined; index digest recomputed)",
+        [(("A",), False, DC, "header_flags")])
+    # Verification comes before the table is parsed: a table that breaks every rule, signed by B.
+    garbage = bytearray(T)
+    table_end = 64 + 96 * get_hdr(garbage, "count")
+    garbage[64:table_end] = bytes((i * 37 + 11) % 256 for i in range(table_end - 64))
+    add("signed_garbage_table.xrtpkg", sign_raw(garbage, TEST_KEY_SEEDS["B"], reseal=False), DC, "index_sha256",
+        "tiny_model with a garbage section table (index digest not recomputed), validly signed by TEST-ONLY key B: "
+        "without a policy the table checks reject it; trusting only A, the signature policy refuses it first",
+        [(("A",), False, PD, "trust"), (("B",), False, DC, "index_sha256")])
+
     # --- check order: several faults, the earliest check decides the status
     add("order_major_before_count.xrtpkg", mut(lambda b: (set_hdr(b, "major", 2), set_hdr(b, "count", 100000))), INC, "major",
         "major 2 and section_count 100000: the major version is checked first")
@@ -545,9 +647,19 @@ def build(out_dir: str) -> None:
             got, check, bundle = err.status, err.check, None
         if (got, check) != (f["status"], f["check"]):
             raise SystemExit(f"{f['file']}: expected {f['status']}/{f['check']}, the reader says {got}/{check}")
+        for policy in f.get("policies", []):
+            try:
+                xrtpkg.read(f["data"], trusted_keys=[bytes.fromhex(k) for k in policy["trusted_keys"]] or None,
+                            require_signature=policy["require_signature"])
+                got, check = "OK", ""
+            except xrtpkg.FormatError as err:
+                got, check = err.status, err.check
+            if (got, check) != (policy["status"], policy["check"]):
+                raise SystemExit(f"{f['file']} under {policy}: the reader says {got}/{check}")
         if bundle is not None:
             f.update(
                 major=bundle.major, minor=bundle.minor, file_size=bundle.file_size,
+                signer=bundle.signer.hex() if bundle.signer else None,
                 manifest_sha256=hashlib.sha256(bundle.manifest_bytes).hexdigest(),
                 sections=[
                     {"name": s.name, "compressed": s.compressed, "offset": s.offset,

@@ -14,6 +14,7 @@ Status FromFormatError(const format::Error& error) {
   switch (error.code) {
     case format::Code::kIncompatible: return Incompatible(error.message);
     case format::Code::kResourceExhausted: return ResourceExhausted(error.message);
+    case format::Code::kPermissionDenied: return PermissionDenied(error.message);
     case format::Code::kDataCorrupt:
     case format::Code::kOk: break;
   }
@@ -31,8 +32,8 @@ Result<const Model*> Bundle::model() const {
 }
 
 Result<std::shared_ptr<const Bundle>> Bundle::Finish(std::unique_ptr<Bundle> bundle, const uint8_t* data,
-                                                     size_t size) {
-  auto verified = format::Bundle::Verify(data, size);
+                                                     size_t size, const format::VerifyOptions& policy) {
+  auto verified = format::Bundle::Verify(data, size, policy);
   if (!verified.ok()) return FromFormatError(verified.error()).WithContext(Cat("bundle ", bundle->origin_));
   bundle->reader_ = std::make_unique<format::Bundle>(std::move(verified).value());
   auto model = ParseModel(bundle->reader_->manifest(), *bundle->reader_);
@@ -44,7 +45,8 @@ Result<std::shared_ptr<const Bundle>> Bundle::Finish(std::unique_ptr<Bundle> bun
   return std::shared_ptr<const Bundle>(std::move(bundle));
 }
 
-Result<std::shared_ptr<const Bundle>> Bundle::OpenFile(const std::string& path) {
+Result<std::shared_ptr<const Bundle>> Bundle::OpenFile(const std::string& path,
+                                                       const format::VerifyOptions& policy) {
   auto bundle = std::unique_ptr<Bundle>(new Bundle());
   bundle->origin_ = path;
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
@@ -83,14 +85,15 @@ Result<std::shared_ptr<const Bundle>> Bundle::OpenFile(const std::string& path) 
     data = static_cast<const uint8_t*>(m);
   }
   ::close(fd);  // the mapping stays valid without the descriptor
-  return Finish(std::move(bundle), data, size);
+  return Finish(std::move(bundle), data, size, policy);
 }
 
-Result<std::shared_ptr<const Bundle>> Bundle::OpenMemory(const void* data, size_t size) {
+Result<std::shared_ptr<const Bundle>> Bundle::OpenMemory(const void* data, size_t size,
+                                                         const format::VerifyOptions& policy) {
   if (data == nullptr && size != 0) return InvalidArgument("data is NULL but size is ", size);
   auto bundle = std::unique_ptr<Bundle>(new Bundle());
   bundle->origin_ = "<memory>";
-  return Finish(std::move(bundle), static_cast<const uint8_t*>(data), size);
+  return Finish(std::move(bundle), static_cast<const uint8_t*>(data), size, policy);
 }
 
 }  // namespace xrt::core

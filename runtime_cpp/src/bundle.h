@@ -18,11 +18,13 @@ namespace xrt::core {
 class Bundle {
  public:
   // Maps `path` read-only and verifies it. NOT_FOUND (no such file), INVALID_ARGUMENT (a directory or other
-  // non-regular file), IO (the OS refused), then the format verdicts.
+  // non-regular file), IO (the OS refused), then the format verdicts (PERMISSION_DENIED: refused by `policy`).
   // WARNING: like any mapping, the file must not be truncated while the bundle is open (SIGBUS).
-  static Result<std::shared_ptr<const Bundle>> OpenFile(const std::string& path);
+  static Result<std::shared_ptr<const Bundle>> OpenFile(const std::string& path,
+                                                        const format::VerifyOptions& policy = {});
   // Verifies bytes the caller keeps alive for the bundle's lifetime and its sessions'.
-  static Result<std::shared_ptr<const Bundle>> OpenMemory(const void* data, size_t size);
+  static Result<std::shared_ptr<const Bundle>> OpenMemory(const void* data, size_t size,
+                                                          const format::VerifyOptions& policy = {});
 
   ~Bundle();
   Bundle(const Bundle&) = delete;
@@ -39,7 +41,7 @@ class Bundle {
  private:
   Bundle() = default;
   static Result<std::shared_ptr<const Bundle>> Finish(std::unique_ptr<Bundle> bundle, const uint8_t* data,
-                                                      size_t size);
+                                                      size_t size, const format::VerifyOptions& policy);
 
   std::string origin_;
   void* mapping_ = nullptr;  // munmap'ed in the destructor

@@ -1,5 +1,6 @@
 // c_api.cc - every extern "C" entry point of xrt.h. Each checks its pointers (INVALID_ARGUMENT), converts the
 // internal Status to an owned xrt_status_t, and catches every exception: none crosses the C ABI.
+#include <cstddef>
 #include <cstring>
 #include <memory>
 #include <new>
@@ -75,6 +76,41 @@ xrt_status_t CheckStructSize(const T* options, const char* function, const char*
   return nullptr;
 }
 
+constexpr size_t kMaxTrustedKeys = 65536;
+
+// Reads the signature policy from bundle options. Callers built before the policy fields existed pass a
+// struct_size that ends before them (at least the original 8 bytes): they get no policy.
+xrt_status_t BundlePolicy(const xrt_bundle_open_options_t* options, const char* function,
+                          xrt::format::VerifyOptions* out_policy) {
+  *out_policy = {};
+  if (options == nullptr) return nullptr;
+  constexpr size_t kOriginalSize = offsetof(xrt_bundle_open_options_t, trusted_keys);
+  if (options->struct_size < kOriginalSize) {
+    return Status(XRT_STATUS_INVALID_ARGUMENT,
+                  Cat(function, ": options->struct_size is ", options->struct_size, ", expected at least ",
+                      kOriginalSize, ": fill the options with xrt_bundle_open_options_initialize() first"))
+        .ToC();
+  }
+  if (options->struct_size < offsetof(xrt_bundle_open_options_t, require_signature) + sizeof(uint32_t)) {
+    return nullptr;
+  }
+  if (options->trusted_key_count > 0 && options->trusted_keys == nullptr) {
+    return Status(XRT_STATUS_INVALID_ARGUMENT, Cat(function, ": options->trusted_keys is NULL but trusted_key_count is ",
+                                                   options->trusted_key_count))
+        .ToC();
+  }
+  if (options->trusted_key_count > kMaxTrustedKeys) {
+    return Status(XRT_STATUS_INVALID_ARGUMENT, Cat(function, ": options->trusted_key_count is ",
+                                                   options->trusted_key_count, ", above the limit of ",
+                                                   kMaxTrustedKeys))
+        .ToC();
+  }
+  out_policy->trusted_keys = options->trusted_keys;
+  out_policy->trusted_key_count = options->trusted_key_count;
+  out_policy->require_signature = options->require_signature != 0;
+  return nullptr;
+}
+
 xrt_status_t WrapBundle(xrt::core::Result<std::shared_ptr<const xrt::core::Bundle>> opened,
                         xrt_bundle_t** out_bundle) {
   if (!opened.ok()) return opened.status().ToC();
@@ -141,6 +177,7 @@ XRT_API const char* xrt_status_code_string(xrt_status_code_t code) {
     case XRT_STATUS_INTERNAL: return "INTERNAL";
     case XRT_STATUS_IO: return "IO";
     case XRT_STATUS_ALREADY_EXISTS: return "ALREADY_EXISTS";
+    case XRT_STATUS_PERMISSION_DENIED: return "PERMISSION_DENIED";
   }
   return "UNKNOWN";
 }
@@ -167,8 +204,9 @@ XRT_API xrt_status_t xrt_bundle_open_file(const char* path, const xrt_bundle_ope
   XRT_CHECK_ARG(path);
   XRT_CHECK_ARG(out_bundle);
   *out_bundle = nullptr;
-  if (xrt_status_t s = CheckStructSize(options, __func__, "xrt_bundle_open_options_initialize")) return s;
-  return WrapBundle(xrt::core::Bundle::OpenFile(path), out_bundle);
+  xrt::format::VerifyOptions policy;
+  if (xrt_status_t s = BundlePolicy(options, __func__, &policy)) return s;
+  return WrapBundle(xrt::core::Bundle::OpenFile(path, policy), out_bundle);
   XRT_C_CATCH
 }
 
@@ -178,8 +216,9 @@ XRT_API xrt_status_t xrt_bundle_open_memory(const void* data, size_t size, const
   XRT_CHECK_ARG(out_bundle);
   *out_bundle = nullptr;
   if (data == nullptr && size != 0) return Null(__func__, "data");
-  if (xrt_status_t s = CheckStructSize(options, __func__, "xrt_bundle_open_options_initialize")) return s;
-  return WrapBundle(xrt::core::Bundle::OpenMemory(data, size), out_bundle);
+  xrt::format::VerifyOptions policy;
+  if (xrt_status_t s = BundlePolicy(options, __func__, &policy)) return s;
+  return WrapBundle(xrt::core::Bundle::OpenMemory(data, size, policy), out_bundle);
   XRT_C_CATCH
 }
 
@@ -199,6 +238,14 @@ XRT_API void xrt_bundle_format_version(const xrt_bundle_t* bundle, uint32_t* out
   const auto* header = bundle ? &bundle->impl->reader().header() : nullptr;
   if (out_major) *out_major = header ? header->major_version : 0;
   if (out_minor) *out_minor = header ? header->minor_version : 0;
+}
+
+XRT_API int xrt_bundle_signer(const xrt_bundle_t* bundle, uint8_t* out_public_key) {
+  if (bundle == nullptr) return 0;
+  const auto& signer = bundle->impl->reader().signer();
+  if (!signer) return 0;
+  if (out_public_key) std::memcpy(out_public_key, signer->data(), signer->size());
+  return 1;
 }
 
 // ---- Backends ----

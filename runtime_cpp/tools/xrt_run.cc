@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cerrno>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -51,6 +52,10 @@ const char kUsage[] =
     "  --device D               cpu (default), gpu, npu\n"
     "  --engine E               only this engine (openvino, onnxruntime, ...)\n"
     "  --variant ID             exactly this variant\n"
+    "signatures:\n"
+    "  --trusted-key NAME.pub   accept only bundles signed by this Ed25519 key (repeatable; `xrtc keygen` writes\n"
+    "                           NAME.pub: 64 hex characters)\n"
+    "  --require-signature      refuse unsigned bundles (any valid signer unless --trusted-key is given)\n"
     "outputs:\n"
     "  --save-outputs OUT.npz   write the outputs (uncompressed .npz, keys = output names), atomically\n"
     "  --force                  overwrite OUT.npz if it exists\n"
@@ -62,7 +67,8 @@ const char kUsage[] =
     "  --json                   print one JSON object on stdout (PASSED/FAILED goes to stderr)\n"
     "  -h, --help               this text\n"
     "\n"
-    "exit codes: 0 ok; 1 runtime error (missing/corrupt bundle, engine failure); 2 usage error or bad inputs\n"
+    "exit codes: 0 ok; 1 runtime error (missing/corrupt bundle, untrusted or unsigned bundle under a signature\n"
+    "policy (PERMISSION_DENIED), engine failure); 2 usage error or bad inputs\n"
     "(INVALID_ARGUMENT); 5 bundle incompatible with this runtime/device or backend unavailable (INCOMPATIBLE,\n"
     "UNAVAILABLE); 11 the output file exists (ALREADY_EXISTS).\n";
 
@@ -138,6 +144,9 @@ struct Options {
   int64_t warmup = 10;
   bool warmup_given = false;
   uint64_t seed = 0;
+  std::vector<uint8_t> trusted_keys;  // 32 bytes per --trusted-key, back to back
+  size_t trusted_key_count = 0;
+  bool require_signature = false;
 };
 
 uint64_t ParseUnsigned(const std::string& flag, const std::string& text, uint64_t max) {
@@ -182,11 +191,42 @@ std::vector<int64_t> ParseDims(const std::string& flag, const std::string& text)
   return dims;
 }
 
+// A public key file of `xrtc keygen`: 64 hex characters (surrounding whitespace ignored) -> 32 raw bytes.
+void ReadPublicKeyFile(const std::string& path, std::vector<uint8_t>* out_keys) {
+  FILE* f = std::fopen(path.c_str(), "rb");
+  if (f == nullptr) {
+    throw UsageError("--trusted-key " + path + ": cannot open: " + std::strerror(errno));
+  }
+  char buffer[4096];
+  const size_t n = std::fread(buffer, 1, sizeof(buffer), f);
+  std::fclose(f);
+  std::string text(buffer, n);
+  const size_t first = text.find_first_not_of(" \t\r\n");
+  const size_t last = text.find_last_not_of(" \t\r\n");
+  text = first == std::string::npos ? "" : text.substr(first, last - first + 1);
+  auto hex = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+  };
+  bool ok = text.size() == 64;
+  for (size_t i = 0; ok && i < text.size(); ++i) ok = hex(text[i]) >= 0;
+  if (!ok) {
+    throw UsageError("--trusted-key " + path + " is not an Ed25519 public key: expected 64 hex characters (as " +
+                     "written by `xrtc keygen` into NAME.pub)");
+  }
+  for (size_t i = 0; i < 64; i += 2) {
+    out_keys->push_back(static_cast<uint8_t>(hex(text[i]) * 16 + hex(text[i + 1])));
+  }
+}
+
 Options ParseArgs(int argc, char** argv) {
   Options o;
   const std::vector<std::string> valued = {"--inputs", "--input",        "--shape", "--device", "--engine",
-                                           "--variant", "--save-outputs", "--bench", "--warmup", "--seed"};
-  const std::vector<std::string> boolean = {"--force", "--quiet", "--json", "--help"};
+                                           "--variant", "--save-outputs", "--bench", "--warmup", "--seed",
+                                           "--trusted-key"};
+  const std::vector<std::string> boolean = {"--force", "--quiet", "--json", "--help", "--require-signature"};
   bool positional_only = false;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
@@ -216,6 +256,7 @@ Options ParseArgs(int argc, char** argv) {
       if (flag == "--quiet") o.quiet = true;
       if (flag == "--json") o.json = true;
       if (flag == "--help") o.help = true;
+      if (flag == "--require-signature") o.require_signature = true;
       continue;
     }
     if (!value) {
@@ -246,6 +287,9 @@ Options ParseArgs(int argc, char** argv) {
     } else if (flag == "--warmup") {
       o.warmup = static_cast<int64_t>(ParseUnsigned(flag, v, 10'000'000));
       o.warmup_given = true;
+    } else if (flag == "--trusted-key") {
+      ReadPublicKeyFile(v, &o.trusted_keys);
+      ++o.trusted_key_count;
     } else if (flag == "--seed") {
       o.seed = ParseUnsigned(flag, v, std::numeric_limits<uint64_t>::max());
     }
@@ -641,7 +685,12 @@ class Runner {
 
     const Clock::time_point t_open = Clock::now();
     xrt_bundle_t* raw_bundle = nullptr;
-    Check(xrt_bundle_open_file(o_.bundle.c_str(), nullptr, &raw_bundle));  // Messages name the file.
+    xrt_bundle_open_options_t open_options;
+    xrt_bundle_open_options_initialize(&open_options);
+    open_options.trusted_keys = o_.trusted_keys.empty() ? nullptr : o_.trusted_keys.data();
+    open_options.trusted_key_count = o_.trusted_key_count;
+    open_options.require_signature = o_.require_signature ? 1u : 0u;
+    Check(xrt_bundle_open_file(o_.bundle.c_str(), &open_options, &raw_bundle));  // Messages name the file.
     BundlePtr bundle(raw_bundle);
     const double open_ms = MsSince(t_open);
 
@@ -659,6 +708,16 @@ class Runner {
     uint32_t major = 0, minor = 0;
     xrt_bundle_format_version(bundle.get(), &major, &minor);
     (*report)["format_version"] = std::to_string(major) + "." + std::to_string(minor);
+    uint8_t signer[32];
+    if (xrt_bundle_signer(bundle.get(), signer)) {
+      static const char kHex[] = "0123456789abcdef";
+      std::string hex;
+      for (uint8_t b : signer) hex += {kHex[b >> 4], kHex[b & 15]};
+      (*report)["signer"] = hex;
+      Say("signed by ed25519 key " + hex + (o_.trusted_key_count > 0 ? " (trusted)" : " (signature valid)"));
+    } else {
+      (*report)["signer"] = nullptr;
+    }
     (*report)["runtime_version"] = xrt_version();
     ReportSession(session.get(), report);
 

@@ -27,7 +27,7 @@ GOLDEN = REPO / "formats" / "golden"
 GOLDEN_DOC = json.loads((GOLDEN / "golden.json").read_text(encoding="utf-8"))
 TINY = (GOLDEN / "tiny_model.xrtpkg").read_bytes()
 CORPUS = pathlib.Path.home() / ".cache" / "xrt-corpus" / "models"
-STATUSES = {"DATA_CORRUPT", "INCOMPATIBLE", "RESOURCE_EXHAUSTED"}
+STATUSES = {"DATA_CORRUPT", "INCOMPATIBLE", "RESOURCE_EXHAUSTED", "PERMISSION_DENIED"}
 
 
 def _read_status(data) -> str:
@@ -64,17 +64,28 @@ def test_golden_verdict(case):
             assert [dataclasses.asdict(s) for s in bundle.sections] == case["sections"]
             assert isinstance(bundle.manifest, dict)
             assert json.loads(bundle.manifest_bytes) == bundle.manifest
+            assert (bundle.signer.hex() if bundle.signer else None) == case["signer"]
         else:
             with pytest.raises(xrtpkg.FormatError) as info:
                 xrtpkg.read(source)
             assert (info.value.status, info.value.check) == (case["status"], case["check"]), info.value.message
             assert info.value.message and case["status"] in str(info.value)
+    # Verdicts under signature policies (trusted keys as raw bytes; [] means none).
+    for policy in case.get("policies", []):
+        keys = [bytes.fromhex(k) for k in policy["trusted_keys"]] or None
+        try:
+            xrtpkg.read(path, trusted_keys=keys, require_signature=policy["require_signature"])
+            got = ("OK", "")
+        except xrtpkg.FormatError as err:
+            got = (err.status, err.check)
+        assert got == (policy["status"], policy["check"]), policy
 
 
 def test_golden_covers_every_check_and_status():
     cases = GOLDEN_DOC["files"]
-    assert {c["check"] for c in cases if c["status"] != "OK"} == set(GOLDEN_DOC["checks"])
-    assert {c["status"] for c in cases} == STATUSES | {"OK"}
+    verdicts = cases + [p for c in cases for p in c.get("policies", [])]
+    assert {c["check"] for c in verdicts if c["status"] != "OK"} == set(GOLDEN_DOC["checks"])
+    assert {c["status"] for c in verdicts} == STATUSES | {"OK"}
     on_disk = {p.name for p in GOLDEN.glob("*.xrtpkg")}
     assert on_disk == {c["file"] for c in cases}
 

@@ -41,12 +41,15 @@ def _check_io(model, model_path: str) -> str:
     position); else why not. convert_model drops unused or statically empty inputs (CastLike's `like`, `axes` of
     shape [0])."""
     onnx_in, onnx_out = _onnx_io(model_path)
-    ir_in = [p.get_any_name() for p in model.inputs]
-    ir_out = [o.get_any_name() for o in model.outputs]
-    if ir_in != onnx_in:
-        return f"OpenVINO's IR has inputs {ir_in}, the ONNX model {onnx_in} (it drops unused or empty inputs)"
-    if ir_out != onnx_out:
-        return f"OpenVINO's IR has outputs {ir_out}, the ONNX model {onnx_out}"
+    # A port may carry several tensor names (ONNX functions expanded inline add theirs): match any of them.
+    ir_in = [p.get_names() for p in model.inputs]
+    ir_out = [o.get_names() for o in model.outputs]
+    if len(ir_in) != len(onnx_in) or any(n not in names for n, names in zip(onnx_in, ir_in)):
+        shown = [sorted(names)[0] if names else "?" for names in ir_in]
+        return f"OpenVINO's IR has inputs {shown}, the ONNX model {onnx_in} (it drops unused or empty inputs)"
+    if len(ir_out) != len(onnx_out) or any(n not in names for n, names in zip(onnx_out, ir_out)):
+        shown = [sorted(names)[0] if names else "?" for names in ir_out]
+        return f"OpenVINO's IR has outputs {shown}, the ONNX model {onnx_out}"
     return ""
 
 

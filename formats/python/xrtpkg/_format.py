@@ -8,10 +8,11 @@ from __future__ import annotations
 import struct
 
 FORMAT_MAJOR = 1
-FORMAT_MINOR = 1       # the highest minor this package reads and writes (1.1 added signatures)
+FORMAT_MINOR = 0
 # A writer marks a bundle with the lowest minor whose features it uses, so older 1.x readers keep reading
-# every bundle they can: unsigned bundles are 1.0, signed ones 1.1.
-UNSIGNED_MINOR = 0
+# every bundle they can: unsigned bundles are 1.0 (FORMAT_MINOR, also the manifest keys' version), signed
+# ones 1.1 (xrtpkg.sign). Readers accept any 1.x.
+UNSIGNED_MINOR = FORMAT_MINOR
 SIGNED_MINOR = 1
 
 MAGIC = b"\x89XRT\r\n\x1a\n"

@@ -224,12 +224,12 @@ def _verify(buf: bytes, trusted: frozenset[bytes] | None = None, require_signatu
             )
     n = file_size  # the bundle proper; the trailer is not part of any later check
 
-    # 6. table fits in the file
+    # 9. table fits in the file
     table_end = HEADER_SIZE + ENTRY_SIZE * count
     if table_end > n:
         raise _corrupt("table", f"section table of {count} entries ends at byte {table_end}, past the end of the {n}-byte file")
 
-    # 7. index_sha256 over header[0:32] + table
+    # 10. index_sha256 over header[0:32] + table
     h = hashlib.sha256()
     h.update(buf[0:32])
     h.update(buf[HEADER_SIZE:table_end])
@@ -237,7 +237,7 @@ def _verify(buf: bytes, trusted: frozenset[bytes] | None = None, require_signatu
         raise _corrupt("index_sha256", "index_sha256 does not match the header and section table")
 
     # Header fields are trusted from here on.
-    # 8. per entry, in table order: name, flags, reserved, layout, caps
+    # 11. per entry, in table order: name, flags, reserved, layout, caps
     entries = []
     seen: set[bytes] = set()
     expected = first_section_offset(count)
@@ -294,19 +294,19 @@ def _verify(buf: bytes, trusted: frozenset[bytes] | None = None, require_signatu
             )
         entries.append(Section(name.decode("ascii"), compressed, offset, stored_size, size, sha.hex()))
 
-    # 9. trailing bytes: file_size equals the end of the last section
+    # 12. trailing bytes: file_size equals the end of the last section
     last = entries[-1]
     if last.offset + last.stored_size != n:
         raise _corrupt("trailing", f"{n - (last.offset + last.stored_size)} trailing bytes after the last section")
 
-    # 10. padding is zero: after the table, and between sections
+    # 13. padding is zero: after the table, and between sections
     gap_start = table_end
     for s in entries:
         if any(buf[gap_start : s.offset]):
             raise _corrupt("padding", f"non-zero padding bytes in [{gap_start}, {s.offset}) before section {s.name!r}")
         gap_start = s.offset + s.stored_size
 
-    # 11. per section, in table order: sha256, then the zstd frame checks
+    # 14. per section, in table order: sha256, then the zstd frame checks
     manifest_bytes = b""
     view = memoryview(buf)  # slices without copying (weights sections can be large)
     for i, s in enumerate(entries):
@@ -318,7 +318,7 @@ def _verify(buf: bytes, trusted: frozenset[bytes] | None = None, require_signatu
         if i == 0:
             manifest_bytes = bytes(payload)
 
-    # 12. the manifest's JSON
+    # 15. the manifest's JSON
     manifest = _parse_manifest(manifest_bytes)
     return Bundle(buf, major, minor, manifest, manifest_bytes, entries, signer, file_size)
 
@@ -388,4 +388,29 @@ def _parse_manifest(data: bytes) -> dict:
         raise _corrupt("manifest", f"manifest is not valid JSON: {err}") from err
     if not isinstance(obj, dict):
         raise _corrupt("manifest", f"manifest JSON is a {type(obj).__name__}, must be an object")
+    depth = _json_depth(obj)
+    if depth > MAX_MANIFEST_DEPTH:
+        raise _corrupt("manifest", f"manifest JSON nests {depth} levels, over the cap of {MAX_MANIFEST_DEPTH}")
     return obj
+
+
+# Objects and arrays nest at most this deep (the top-level object is level 1); deeper is DATA_CORRUPT in both
+# readers (formats/xrtpkg.md). Deeper text may also fail json.loads with RecursionError: DATA_CORRUPT as well.
+MAX_MANIFEST_DEPTH = 64
+
+
+def _json_depth(obj) -> int:
+    """Nesting depth of parsed JSON without recursion (a scalar is 0, {} and [] are 1)."""
+    deepest = 0
+    stack = [(obj, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            children = value.values()
+        elif isinstance(value, list):
+            children = value
+        else:
+            continue
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in children)
+    return deepest

@@ -45,6 +45,9 @@ typedef enum xrt_status_code_e {
   XRT_STATUS_INTERNAL = 9,           /* an engine failed unexpectedly, or a bug */
   XRT_STATUS_IO = 10,                /* the operating system refused a read or write */
   XRT_STATUS_ALREADY_EXISTS = 11,    /* an output path exists and overwriting was not asked for */
+  XRT_STATUS_PERMISSION_DENIED = 12, /* the bundle is not signed by a trusted key, or a signature is required and
+                                        absent (xrt_bundle_open_options_t); a signature that does not match the
+                                        bytes is DATA_CORRUPT */
 } xrt_status_code_t;
 
 typedef struct xrt_status_s* xrt_status_t;
@@ -101,13 +104,23 @@ typedef struct xrt_bundle_s xrt_bundle_t;
 typedef struct xrt_bundle_open_options_t {
   uint32_t struct_size;   /* sizeof(xrt_bundle_open_options_t) */
   uint32_t reserved;
+  /* Signature policy (format 1.1, formats/xrtpkg.md "Signature"; callers built before these fields existed pass a
+   * smaller struct_size and get no policy). A signed bundle's Ed25519 signature is always verified, before
+   * anything past the 64-byte header is parsed; that proves the bytes are what the embedded key signed, not who
+   * holds the key. With trusted_key_count > 0 the bundle must be signed by one of the trusted keys; with
+   * require_signature (and no keys) by any key. Either refuses an unsigned bundle (PERMISSION_DENIED). */
+  const uint8_t* trusted_keys;  /* trusted_key_count raw 32-byte Ed25519 public keys, back to back; borrowed for
+                                   the call; NULL only when trusted_key_count is 0 */
+  size_t trusted_key_count;     /* at most 65536 */
+  uint32_t require_signature;   /* non-zero: refuse unsigned bundles even without trusted keys */
 } xrt_bundle_open_options_t;
 
 XRT_API void xrt_bundle_open_options_initialize(xrt_bundle_open_options_t* out_options);
 
-/* Opens a bundle file (memory-mapped, read-only) and verifies it fully (formats/xrtpkg.md: structure, every
- * digest, the manifest). options may be NULL. On success the caller owns *out_bundle: xrt_bundle_release().
- * Errors: INVALID_ARGUMENT (NULL), NOT_FOUND / IO (file), DATA_CORRUPT / INCOMPATIBLE / RESOURCE_EXHAUSTED (bytes). */
+/* Opens a bundle file (memory-mapped, read-only) and verifies it fully (formats/xrtpkg.md: signature, structure,
+ * every digest, the manifest). options may be NULL (no signature policy). On success the caller owns *out_bundle:
+ * xrt_bundle_release(). Errors: INVALID_ARGUMENT (NULL, or trusted_keys NULL with a non-zero count), NOT_FOUND /
+ * IO (file), DATA_CORRUPT / INCOMPATIBLE / RESOURCE_EXHAUSTED (bytes), PERMISSION_DENIED (signature policy). */
 XRT_API xrt_status_t xrt_bundle_open_file(const char* path, const xrt_bundle_open_options_t* options,
                                           xrt_bundle_t** out_bundle);
 /* Like xrt_bundle_open_file over bytes in memory. The bytes are borrowed: they must outlive the bundle and every
@@ -120,6 +133,9 @@ XRT_API void xrt_bundle_release(xrt_bundle_t* bundle);
  * bundle. */
 XRT_API const char* xrt_bundle_manifest(const xrt_bundle_t* bundle, size_t* out_size);
 XRT_API void xrt_bundle_format_version(const xrt_bundle_t* bundle, uint32_t* out_major, uint32_t* out_minor);
+/* Returns 1 when the bundle is signed (its signature was verified at open) and copies the signer's raw 32-byte
+ * Ed25519 public key to out_public_key (may be NULL); 0 for an unsigned bundle or a NULL bundle. */
+XRT_API int xrt_bundle_signer(const xrt_bundle_t* bundle, uint8_t* out_public_key);
 
 /* ---- Backends -----------------------------------------------------------------------------------------------------
  * An engine (OpenVINO, ONNX Runtime, ...) is a backend: a vtable registered by name. The core links no engine.

@@ -12,6 +12,7 @@
 #ifndef XRT_XRT_HPP_
 #define XRT_XRT_HPP_
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <stdexcept>
@@ -106,17 +107,26 @@ struct IoInfo {
   std::vector<std::string> dim_names;  // the symbolic name of a dynamic dim, else ""
 };
 
+// Signature policy for opening a bundle (see xrt_bundle_open_options_t): with trusted keys, the bundle must be
+// signed by one of them; with require_signature, by any key. Either refuses unsigned bundles (PERMISSION_DENIED).
+struct BundleOptions {
+  std::vector<std::array<uint8_t, 32>> trusted_keys;  // raw Ed25519 public keys
+  bool require_signature = false;
+};
+
 class Bundle {
  public:
-  static Bundle OpenFile(const std::string& path) {
+  static Bundle OpenFile(const std::string& path, const BundleOptions& options = {}) {
+    xrt_bundle_open_options_t o = ToC(options);
     xrt_bundle_t* b = nullptr;
-    Check(xrt_bundle_open_file(path.c_str(), nullptr, &b));
+    Check(xrt_bundle_open_file(path.c_str(), &o, &b));
     return Bundle(b);
   }
   // `data` is borrowed: it must outlive the Bundle and every Session created from it.
-  static Bundle OpenMemory(const void* data, size_t size) {
+  static Bundle OpenMemory(const void* data, size_t size, const BundleOptions& options = {}) {
+    xrt_bundle_open_options_t o = ToC(options);
     xrt_bundle_t* b = nullptr;
-    Check(xrt_bundle_open_memory(data, size, nullptr, &b));
+    Check(xrt_bundle_open_memory(data, size, &o, &b));
     return Bundle(b);
   }
 
@@ -142,10 +152,26 @@ class Bundle {
     xrt_bundle_format_version(handle_, &major, &minor);
     return {major, minor};
   }
+  // The signer's raw Ed25519 public key (verified at open), or an empty vector for an unsigned bundle.
+  std::vector<uint8_t> signer() const {
+    std::vector<uint8_t> key(32);
+    if (!xrt_bundle_signer(handle_, key.data())) key.clear();
+    return key;
+  }
   xrt_bundle_t* get() const { return handle_; }
 
  private:
   explicit Bundle(xrt_bundle_t* handle) : handle_(handle) {}
+  // The C view borrows options' key storage (std::array<uint8_t, 32> is 32 contiguous bytes, back to back).
+  static xrt_bundle_open_options_t ToC(const BundleOptions& options) {
+    static_assert(sizeof(std::array<uint8_t, 32>) == 32, "keys must be packed");
+    xrt_bundle_open_options_t o;
+    xrt_bundle_open_options_initialize(&o);
+    o.trusted_keys = options.trusted_keys.empty() ? nullptr : options.trusted_keys.front().data();
+    o.trusted_key_count = options.trusted_keys.size();
+    o.require_signature = options.require_signature ? 1u : 0u;
+    return o;
+  }
   xrt_bundle_t* handle_ = nullptr;
 };
 

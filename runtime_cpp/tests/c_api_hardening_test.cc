@@ -1,0 +1,195 @@
+// Hostile arguments to xrt_session_run / xrt_outputs_get through the plain C API, on a real session (the OpenVINO
+// plugin and the golden tiny model y = Relu(x @ W + b), x: float32[1, 4]); skipped, saying why, without the plugin.
+// Every case must return a status (never abort, never throw across the ABI), and the session must stay usable: the
+// next valid run gives the same bytes as before. Also: 32 threads x 1000 runs on one xrt_session_t, every output
+// bit-identical to the single-thread result (the thread-safety xrt.h documents). Complements c_api_test.cc (NULL
+// arguments, options, xrt_backend_list's short buffers, golden verdicts).
+#include "xrt/xrt.h"
+
+#include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include <atomic>
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace {
+
+namespace fs = std::filesystem;
+const fs::path kTiny = fs::path(XRT_GOLDEN_DIR) / "tiny_model.xrtpkg";
+const fs::path kPlugin = fs::path(XRT_TEST_LIB_DIR) / "libxrt_backend_openvino.so";
+
+// The status code of a call, freeing the status; the message must be non-empty for an error.
+xrt_status_code_t Code(xrt_status_t s) {
+  const xrt_status_code_t code = xrt_status_code(s);
+  if (s != nullptr) {
+    EXPECT_GT(std::strlen(xrt_status_message(s)), 0u);
+  }
+  xrt_status_free(s);
+  return code;
+}
+
+class CApiHardening : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!fs::exists(kPlugin)) GTEST_SKIP() << kPlugin << " was not built (XRT_BUILD_OPENVINO=OFF?)";
+    ::unsetenv("XRT_BACKEND_PATH");
+    ASSERT_EQ(Code(xrt_bundle_open_file(kTiny.c_str(), nullptr, &bundle_)), XRT_STATUS_OK);
+    xrt_session_options_t options;
+    xrt_session_options_initialize(&options);
+    options.engine = "openvino";
+    ASSERT_EQ(Code(xrt_session_create(bundle_, &options, &session_)), XRT_STATUS_OK);
+  }
+  void TearDown() override {
+    xrt_session_release(session_);  // NULL (skipped set-up) is a no-op
+    xrt_bundle_release(bundle_);
+  }
+  // Runs x (float32[1, 4]) and returns y's bytes; empty on error.
+  std::vector<uint8_t> Run(const float* x) {
+    const int64_t shape[2] = {1, 4};
+    xrt_tensor_view_t in{XRT_DTYPE_FLOAT32, 2, shape, const_cast<float*>(x), 16};
+    xrt_outputs_t* out = nullptr;
+    if (Code(xrt_session_run(session_, nullptr, &in, 1, &out)) != XRT_STATUS_OK) return {};
+    xrt_tensor_view_t y;
+    EXPECT_EQ(Code(xrt_outputs_get(out, 0, &y, nullptr)), XRT_STATUS_OK);
+    std::vector<uint8_t> bytes(static_cast<const uint8_t*>(y.data), static_cast<const uint8_t*>(y.data) + y.byte_size);
+    xrt_outputs_release(out);
+    return bytes;
+  }
+  xrt_bundle_t* bundle_ = nullptr;
+  xrt_session_t* session_ = nullptr;
+};
+
+TEST_F(CApiHardening, HostileRunArgumentsAreStatusesAndTheSessionStaysUsable) {
+  const float x[4] = {1.0f, -2.0f, 3.0f, 0.5f};
+  const std::vector<uint8_t> before = Run(x);
+  ASSERT_EQ(before.size(), 12u);
+
+  const int64_t good[2] = {1, 4}, negative[2] = {1, -4}, zero[2] = {0, 4}, wrong[2] = {1, 5};
+  const int64_t overflow[4] = {INT64_C(1) << 40, INT64_C(1) << 40, 1, 4};  // numel * 4 overflows 64 bits
+  const int64_t deep[XRT_MAX_RANK + 1] = {};
+  float data[4] = {};
+  struct Case {
+    const char* what;
+    xrt_tensor_view_t view;
+    const char* name;
+  };
+  const Case cases[] = {
+      {"negative dim", {XRT_DTYPE_FLOAT32, 2, negative, data, 16}, nullptr},
+      {"zero-size dim where 1 is static", {XRT_DTYPE_FLOAT32, 2, zero, data, 0}, nullptr},
+      {"wrong static dim", {XRT_DTYPE_FLOAT32, 2, wrong, data, 20}, nullptr},
+      {"numel overflow", {XRT_DTYPE_FLOAT32, 4, overflow, data, 16}, nullptr},
+      {"rank over XRT_MAX_RANK", {XRT_DTYPE_FLOAT32, XRT_MAX_RANK + 1, deep, data, 0}, nullptr},
+      {"rank 2 with NULL shape", {XRT_DTYPE_FLOAT32, 2, nullptr, data, 16}, nullptr},
+      {"byte_size too small", {XRT_DTYPE_FLOAT32, 2, good, data, 15}, nullptr},
+      {"byte_size too large", {XRT_DTYPE_FLOAT32, 2, good, data, 17}, nullptr},
+      {"NULL data", {XRT_DTYPE_FLOAT32, 2, good, nullptr, 16}, nullptr},
+      {"dtype INVALID", {XRT_DTYPE_INVALID, 2, good, data, 16}, nullptr},
+      {"dtype out of the enum", {static_cast<xrt_dtype_t>(1234), 2, good, data, 16}, nullptr},
+      {"wrong dtype", {XRT_DTYPE_INT32, 2, good, data, 16}, nullptr},
+      {"unknown name", {XRT_DTYPE_FLOAT32, 2, good, data, 16}, "nope"},
+      {"empty name", {XRT_DTYPE_FLOAT32, 2, good, data, 16}, ""},
+  };
+  for (const Case& c : cases) {
+    xrt_outputs_t* out = reinterpret_cast<xrt_outputs_t*>(0x1);  // must be reset to NULL on error
+    const char* names[1] = {c.name};
+    const xrt_status_code_t code =
+        Code(xrt_session_run(session_, c.name ? names : nullptr, &c.view, 1, &out));
+    EXPECT_EQ(code, XRT_STATUS_INVALID_ARGUMENT) << c.what;
+    EXPECT_EQ(out, nullptr) << c.what;
+  }
+  // Counts and names: none, too many, duplicate, a NULL entry in names.
+  xrt_tensor_view_t in{XRT_DTYPE_FLOAT32, 2, good, data, 16};
+  xrt_tensor_view_t two[2] = {in, in};
+  xrt_outputs_t* out = nullptr;
+  EXPECT_EQ(Code(xrt_session_run(session_, nullptr, nullptr, 0, &out)), XRT_STATUS_INVALID_ARGUMENT);
+  EXPECT_EQ(Code(xrt_session_run(session_, nullptr, two, 2, &out)), XRT_STATUS_INVALID_ARGUMENT);
+  const char* dup[2] = {"x", "x"};
+  EXPECT_EQ(Code(xrt_session_run(session_, dup, two, 2, &out)), XRT_STATUS_INVALID_ARGUMENT);
+  const char* null_name[1] = {nullptr};
+  EXPECT_EQ(Code(xrt_session_run(session_, null_name, &in, 1, &out)), XRT_STATUS_INVALID_ARGUMENT);
+  EXPECT_EQ(Code(xrt_session_run(session_, nullptr, nullptr, 1, &out)), XRT_STATUS_INVALID_ARGUMENT);
+  EXPECT_EQ(out, nullptr);
+
+  // Output accessors: index out of range, NULL view; the name is optional.
+  ASSERT_EQ(Code(xrt_session_run(session_, nullptr, &in, 1, &out)), XRT_STATUS_OK);
+  xrt_tensor_view_t y;
+  EXPECT_EQ(Code(xrt_outputs_get(out, 1, &y, nullptr)), XRT_STATUS_INVALID_ARGUMENT);
+  EXPECT_EQ(Code(xrt_outputs_get(out, SIZE_MAX, &y, nullptr)), XRT_STATUS_INVALID_ARGUMENT);
+  EXPECT_EQ(Code(xrt_outputs_get(out, 0, nullptr, nullptr)), XRT_STATUS_INVALID_ARGUMENT);
+  const char* name = nullptr;
+  EXPECT_EQ(Code(xrt_outputs_get(out, 0, &y, &name)), XRT_STATUS_OK);
+  EXPECT_STREQ(name, "y");
+  xrt_outputs_release(out);
+  xrt_outputs_release(nullptr);
+  xrt_io_info_t info;
+  EXPECT_EQ(Code(xrt_session_input_info(session_, 1, &info)), XRT_STATUS_INVALID_ARGUMENT);
+  EXPECT_EQ(Code(xrt_session_output_info(session_, SIZE_MAX, &info)), XRT_STATUS_INVALID_ARGUMENT);
+
+  // After all of that, the same input gives the same bytes.
+  EXPECT_EQ(Run(x), before);
+}
+
+TEST_F(CApiHardening, BackendListShortBuffers) {
+  size_t full = 0;
+  ASSERT_EQ(Code(xrt_backend_list(nullptr, 0, &full)), XRT_STATUS_OK);
+  ASSERT_GT(full, 0u);  // the OpenVINO plugin file at least
+  std::string whole(full + 1, '\xAA');
+  ASSERT_EQ(Code(xrt_backend_list(whole.data(), whole.size(), nullptr)), XRT_STATUS_OK);
+  whole.resize(full);
+  for (size_t capacity = 1; capacity <= full + 1; ++capacity) {
+    std::vector<char> buf(capacity + 8, '\xAA');  // canaries after the capacity
+    size_t length = 0;
+    ASSERT_EQ(Code(xrt_backend_list(buf.data(), capacity, &length)), XRT_STATUS_OK);
+    EXPECT_EQ(length, full);
+    const size_t n = std::min(full, capacity - 1);
+    EXPECT_EQ(std::string(buf.data(), n), whole.substr(0, n));
+    EXPECT_EQ(buf[n], '\0');
+    for (size_t k = capacity; k < buf.size(); ++k) EXPECT_EQ(buf[k], '\xAA') << "wrote past capacity " << capacity;
+  }
+}
+
+TEST_F(CApiHardening, ThirtyTwoThreadsTimesAThousandRunsOnOneSession) {
+  // Eight distinct inputs, their single-thread outputs first.
+  std::vector<std::vector<float>> inputs;
+  std::vector<std::vector<uint8_t>> expected;
+  for (int k = 0; k < 8; ++k) {
+    inputs.push_back({0.5f * k, -0.25f * k, 1.0f + k, 0.125f * (k % 3)});
+    expected.push_back(Run(inputs.back().data()));
+    ASSERT_EQ(expected.back().size(), 12u);
+  }
+  const int threads = 32, runs = 1000;
+  std::atomic<int> mismatches{0}, errors{0}, done{0};
+  std::vector<std::thread> pool;
+  for (int t = 0; t < threads; ++t) {
+    pool.emplace_back([&, t] {
+      const int64_t shape[2] = {1, 4};
+      for (int i = 0; i < runs; ++i) {
+        const int k = (t + i) % 8;
+        xrt_tensor_view_t in{XRT_DTYPE_FLOAT32, 2, shape, inputs[k].data(), 16};
+        xrt_outputs_t* out = nullptr;
+        xrt_status_t s = xrt_session_run(session_, nullptr, &in, 1, &out);
+        if (s != nullptr) {
+          xrt_status_free(s);
+          ++errors;
+          continue;
+        }
+        xrt_tensor_view_t y;
+        xrt_status_free(xrt_outputs_get(out, 0, &y, nullptr));
+        if (y.byte_size != 12 || std::memcmp(y.data, expected[k].data(), 12) != 0) ++mismatches;
+        xrt_outputs_release(out);
+        ++done;
+      }
+    });
+  }
+  for (auto& th : pool) th.join();
+  EXPECT_EQ(errors.load(), 0);
+  EXPECT_EQ(mismatches.load(), 0);
+  EXPECT_EQ(done.load(), threads * runs);
+}
+
+}  // namespace
