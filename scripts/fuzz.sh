@@ -32,7 +32,7 @@ for m in oww_hey_mycroft ppocr_mobile_v2_cls; do  # compile to 1.5-1.8 MB bundle
   fi
 done
 
-# Common flags: 2 GiB RSS cap, 10 s per input, 2 MiB inputs at most; leaks are detected (ASan's LeakSanitizer).
+# Common flags: 2.5 GiB RSS cap, 10 s per input, 2 MiB inputs at most; leaks are detected (ASan's LeakSanitizer).
 FLAGS=(-max_total_time="$SECONDS_EACH" -rss_limit_mb=2560 -timeout=10 -max_len=2097152 -print_final_stats=1)
 status=0
 for t in "${TARGETS[@]}"; do

@@ -2,10 +2,12 @@
 # The C++ and C API test suites under sanitizers (SECURITY.md): build/asan (-DXRT_SANITIZE=address: ASan + UBSan,
 # leaks included) and build/tsan (-DXRT_SANITIZE=thread), each then ctest.   Usage: scripts/sanitize.sh [address|thread]...
 #
-# Under ASan the tests that load the OpenVINO plugin are excluded: OpenVINO's TBB is dlopen'ed with RTLD_DEEPBIND,
-# which ASan refuses ("interceptors ... RTLD_DEEPBIND"), and the install test's consumer application is built without
-# the sanitizer flags. They run under TSan, with OpenVINO's own (uninstrumented) threads covered by the suppressions
-# in scripts/tsan.supp.
+# Excluded under both: the tests that load the OpenVINO plugin (OpenVinoSession.*, CApiHardening.*). OpenVINO
+# dlopens its TBB (libtbbbind) with RTLD_DEEPBIND, which both ASan and TSan refuse ("You are trying to dlopen ...
+# with RTLD_DEEPBIND flag which is incompatible with sanitizer runtime", google/sanitizers#611). The core's
+# concurrent paths still run under TSan through CApiConcurrency.* (an engine registered with xrt_backend_register,
+# 32 threads x 1000 runs). Also excluded: InstallAndFindPackage (its consumer application is built without the
+# sanitizer flags, so the runtime would not come first in its library list).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 X=$(pwd)/.venv/bin
@@ -18,8 +20,8 @@ for mode in "${MODES[@]}"; do
     address) B=build/asan; exclude='OpenVinoSession|CApiHardening|InstallAndFindPackage'
              export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1:detect_stack_use_after_return=1
              export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ;;
-    thread)  B=build/tsan; exclude='InstallAndFindPackage'
-             export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$(pwd)/scripts/tsan.supp" ;;
+    thread)  B=build/tsan; exclude='OpenVinoSession|CApiHardening|InstallAndFindPackage'
+             export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 ;;
     *) echo "sanitize: unknown mode $mode (address, thread)" >&2; exit 2 ;;
   esac
   $X/cmake -S . -B $B -G Ninja -DCMAKE_MAKE_PROGRAM=$X/ninja -DPython_EXECUTABLE=$X/python \

@@ -49,16 +49,21 @@ class Session:
         session = self._session
         if session is None:
             raise _errors.FailedPrecondition("run() on a closed session: load the bundle again")
-        if not isinstance(feeds, Mapping):
-            raise _errors.InvalidArgument(
-                f"run() takes a dict of input name -> array, got {type(feeds).__name__}; inputs are "
-                + ", ".join(i.name for i in self.inputs))
-        bad_names = [n for n in feeds if not isinstance(n, str)]
-        if bad_names:
-            raise _errors.InvalidArgument(f"input names must be str, got {bad_names!r:.80}")
-        arrays = [v if type(v) is np.ndarray and v.flags.c_contiguous and not v.dtype.hasobject
-                  else self._contiguous(name, v) for name, v in feeds.items()]
-        results = dict(zip(self._output_names, session.run(list(feeds), arrays)))
+        # Hot path first (tiny models: every microsecond counts); the diagnostics below run only on failure.
+        try:
+            names = list(feeds)
+            arrays = [v if type(v) is np.ndarray and v.flags.c_contiguous else self._contiguous(name, v)
+                      for name, v in feeds.items()]
+            results = dict(zip(self._output_names, session.run(names, arrays)))
+        except (TypeError, AttributeError):
+            if not isinstance(feeds, Mapping):
+                raise _errors.InvalidArgument(
+                    f"run() takes a dict of input name -> array, got {type(feeds).__name__}; inputs are "
+                    + ", ".join(i.name for i in self.inputs)) from None
+            bad_names = [n for n in feeds if not isinstance(n, str)]
+            if bad_names:
+                raise _errors.InvalidArgument(f"input names must be str, got {bad_names!r:.80}") from None
+            raise
         if output_names is None:
             return results
         unknown = [n for n in output_names if n not in results]
