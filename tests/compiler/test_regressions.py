@@ -33,16 +33,18 @@ def test_shape_with_start_end_is_not_folded_wrongly(tmp_path):
 
 
 def test_openvino_dropping_an_input_excludes_its_variant(tmp_path):
-    # convert_model drops CastLike's `like` input (only its type matters): binding by position would then be wrong.
-    model = save(tmp_path, [helper.make_node("CastLike", ["x", "like"], ["y"])],
-                 [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3]),
-                  helper.make_tensor_value_info("like", TensorProto.DOUBLE, [1])],
-                 [helper.make_tensor_value_info("y", TensorProto.DOUBLE, [3])], name="castlike")
-    bundle = tmp_path / "c.xrtpkg"
+    # convert_model drops a statically empty input (ReduceL1's `axes` of shape [0]): binding by position would then
+    # feed `axes` data to nothing, or the wrong parameter. The compiler must leave that variant out and say why.
+    model = save(tmp_path, [helper.make_node("ReduceL1", ["data", "axes"], ["y"], keepdims=1)],
+                 [helper.make_tensor_value_info("data", TensorProto.FLOAT, [3, 2, 2]),
+                  helper.make_tensor_value_info("axes", TensorProto.INT64, [0])],
+                 [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1, 1])], opset=18, name="reduce")
+    bundle = tmp_path / "r.xrtpkg"
     run_tool("xrtc", "compile", model, "-o", bundle, check=True)
     manifest = xrt.load(bundle).manifest
     engines = [v["engine"] for v in manifest["variants"]]
     excluded = {e["engine"]: e["reason"] for e in manifest["excluded"]}
-    assert "openvino" not in engines and "inputs" in excluded["openvino"], manifest
-    out = xrt.load(bundle).run({"x": np.array([1, 2, 3], np.float32), "like": np.zeros(1)})["y"]
-    assert out.dtype == np.float64 and out.tolist() == [1.0, 2.0, 3.0]
+    assert "openvino" not in engines and "drops unused or empty inputs" in excluded["openvino"], manifest
+    data = np.arange(12, dtype=np.float32).reshape(3, 2, 2) - 6
+    out = xrt.load(bundle).run({"data": data, "axes": np.zeros(0, np.int64)})["y"]
+    assert out.tolist() == [[[float(np.abs(data).sum())]]]
