@@ -50,6 +50,9 @@ def _init(device: str, artifacts: dict, options_json: str) -> _Handle:
     threads = options.get("intra_op_num_threads")
     if threads is not None:
         session_options.intra_op_num_threads = int(threads)
+    if str(options.get("enable_cpu_mem_arena", "1")) == "0":  # policy memory = "low"
+        session_options.enable_cpu_mem_arena = False
+        session_options.enable_mem_pattern = False
     model = bytes(artifacts["model"])
     _refuse_external_data(model)
     session = onnxruntime.InferenceSession(model, session_options, providers=[_PROVIDERS[device]])

@@ -26,6 +26,9 @@ log = logging.getLogger("xrtc")
 
 REGISTRY: tuple[tuple[str, str], ...] = (
     ("compile", "xrtc.tools.compile:Compile"),
+    ("plan", "xrtc.tools.plan:Plan"),
+    ("explain", "xrtc.tools.explain:Explain"),
+    ("diff", "xrtc.tools.diff:Diff"),
     ("inspect", "xrtc.tools.inspect:Inspect"),
     ("run", "xrtc.tools.run:Run"),
     ("verify", "xrtc.tools.verify:Verify"),

@@ -5,8 +5,8 @@ never on the message. Messages say what was wrong and what to do. Raise with `ra
 stays visible with -v.
 
 Exit codes (also in `xrtc --help`):
-    0 ok, 1 error, 2 usage, 3 verify mismatch, 4 unsupported op/target, 5 incompatible bundle/device,
-    11 output exists.
+    0 ok, 1 error, 2 usage, 3 verify mismatch / accuracy gate / pass validation, 4 unsupported op/target,
+    5 incompatible bundle/device, 6 a fixed policy cannot hold, 11 output exists.
 """
 
 from __future__ import annotations
@@ -17,15 +17,17 @@ EXIT_USAGE = 2
 EXIT_MISMATCH = 3
 EXIT_UNSUPPORTED = 4
 EXIT_INCOMPATIBLE = 5
+EXIT_POLICY = 6
 EXIT_OUTPUT_EXISTS = 11
 
 EXIT_CODES_HELP = """exit codes:
   0   success
   1   error (bad or unreadable model, I/O failure, internal error)
   2   usage error (bad arguments)
-  3   verify: outputs differ beyond tolerance
+  3   verify, accuracy gate or --validate-passes: outputs differ beyond tolerance
   4   unsupported operator, data type or target
   5   incompatible bundle (format version) or device
+  6   a policy knob in mode "fixed" cannot hold on this target/engine (the message names node and reason)
   11  output exists (pass --force to overwrite)"""
 
 
@@ -91,3 +93,17 @@ class OutputExistsError(XrtcError):
 
 class InternalError(XrtcError):
     """A bug in xrtc (e.g. a pass produced an invalid graph). Please report it with the model."""
+
+
+class PolicyViolationError(XrtcError):
+    """A `fixed` policy knob cannot hold on the target or any of its engines (exit code 6)."""
+
+    exit_code = EXIT_POLICY
+
+
+class AccuracyGateError(VerifyMismatchError):
+    """A variant is over the policy's tolerance and the precision knob is `fixed` (exit code 3)."""
+
+
+class PassValidationError(VerifyMismatchError):
+    """--validate-passes: the graph after a pass differs from the source model beyond tolerance (exit code 3)."""

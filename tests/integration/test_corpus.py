@@ -9,12 +9,12 @@ import pytest
 
 import xpuruntime as xrt
 from xrt_testutil import CORPUS, CORPUS_NAMES, corpus_inputs, run_tool
-from xrtc.tools.verify import DEFAULT_TOLERANCES, compare
+from xrtc.tools.verify import compare, default_tolerance
 
 pytestmark = [pytest.mark.corpus,
               pytest.mark.skipif(not CORPUS_NAMES, reason=f"corpus not fetched into {CORPUS} (tests/corpus/fetch.sh)")]
 
-RTOL, ATOL = DEFAULT_TOLERANCES["fp32"]
+RTOL, ATOL = default_tolerance("fp32")
 
 
 def reference(name, feeds):

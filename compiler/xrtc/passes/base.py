@@ -32,6 +32,7 @@ class PassState:
     def __init__(self, model: onnx.ModelProto) -> None:
         self._model: onnx.ModelProto | None = model
         self._graph = None
+        self.matched: list[str] = []  # node names a pass matched (pattern passes fill it; the record keeps them)
 
     @property
     def model(self) -> onnx.ModelProto:
@@ -68,11 +69,17 @@ class PassRecord:
     changed: int  # the pass's own count of edits (meaning documented per pass)
     removed: list[str] = field(default_factory=list)  # sorted, capped at REMOVED_NAMES_CAP
     removed_count: int = 0
+    matched: list[str] = field(default_factory=list)  # sorted, capped at REMOVED_NAMES_CAP
+    matched_count: int = 0
+    max_abs_err: float | None = None  # with --validate-passes: the error after this pass vs the source model
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "params": self.params, "nodes_before": self.nodes_before,
-                "nodes_after": self.nodes_after, "changed": self.changed, "removed": self.removed,
-                "removed_count": self.removed_count}
+        out = {"name": self.name, "params": self.params, "nodes_before": self.nodes_before,
+               "nodes_after": self.nodes_after, "changed": self.changed, "removed": self.removed,
+               "removed_count": self.removed_count, "matched": self.matched, "matched_count": self.matched_count}
+        if self.max_abs_err is not None:
+            out["max_abs_err"] = float(f"{self.max_abs_err:.3g}")
+        return out
 
 
 class Pass:
@@ -125,7 +132,9 @@ class PassManager:
     last check (rather than a confusing engine error later). The last pass must leave a valid graph.
     """
 
-    def __init__(self, passes: list[Pass], clock=None) -> None:
+    def __init__(self, passes: list[Pass], clock=None, validator=None) -> None:
+        """`validator`, when given, is called as `validator(pass_name, model)` after every pass that leaves a valid
+        graph; it returns the measured error (recorded) or raises PassValidationError (--validate-passes)."""
         names = [p.name for p in passes]
         if len(set(names)) != len(names) or not all(names):
             raise InternalError(f"pass names must be non-empty and unique: {names}")
@@ -133,6 +142,7 @@ class PassManager:
             raise InternalError(f"the last pass ({names[-1]}) must leave a valid graph")
         self.passes = passes
         self.clock = clock
+        self.validator = validator
 
     def run(self, model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[PassRecord]]:
         state = PassState(model)
@@ -140,13 +150,17 @@ class PassManager:
         unchecked: list[str] = []
         for p in self.passes:
             before = _node_names(state.model.graph)
+            state.matched = []
             with self.clock.stage(p.name, log) if self.clock is not None else nullcontext():
                 changed = self._apply(p, state)
                 after_model = self._check(p, state, unchecked)
             after = _node_names(after_model.graph)
             removed = sorted(set(before) - set(after) - {""})
+            matched = sorted(set(state.matched))
             record = PassRecord(p.name, dict(p.params), len(before), len(after), int(changed),
-                                removed[:REMOVED_NAMES_CAP], len(removed))
+                                removed[:REMOVED_NAMES_CAP], len(removed), matched[:REMOVED_NAMES_CAP], len(matched))
+            if self.validator is not None and p.leaves_valid_graph:
+                record.max_abs_err = self.validator(p.name, after_model)
             log.debug("%s: %d -> %d nodes, changed %d, removed %d", p.name, len(before), len(after), changed,
                       len(removed))
             records.append(record)

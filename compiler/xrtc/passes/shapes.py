@@ -51,3 +51,60 @@ class RaiseIrVersion(Pass):
             return 0
         model.ir_version = self.params["min_ir_version"]
         return 1
+
+
+class BindShapes(Pass):
+    """Binds input dimensions to the static sizes the policy gives (`[shapes]`, `--shape name=1x3x640x640`), then
+    drops the stale inferred shapes so `infer-shapes` recomputes them. A size must match a static dim already in the
+    model; an unknown input name or a rank mismatch is an error naming both.
+
+    changed = number of dims bound.
+    """
+
+    name = "bind-shapes"
+    description = "bind dynamic input dims to static sizes from the policy / --shape"
+    PARAMS = {"shapes": (dict, None, "{input name: [dims]}")}
+
+    def apply(self, state: PassState) -> int:
+        from ..errors import UsageError
+
+        shapes = self.params["shapes"] or {}
+        model = state.model
+        initializers = {t.name for t in model.graph.initializer}
+        graph_inputs = {v.name: v for v in model.graph.input if v.name not in initializers}
+        unknown = sorted(set(shapes) - set(graph_inputs))
+        if unknown:
+            raise UsageError(f"shape given for unknown input(s) {unknown}; the model's inputs are "
+                             f"{sorted(graph_inputs)}")
+        bound = 0
+        for name, dims in sorted(shapes.items()):
+            t = graph_inputs[name].type.tensor_type
+            current = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in t.shape.dim]
+            if len(current) != len(dims):
+                raise UsageError(f"shape for input {name!r} has {len(dims)} dims {list(dims)}, the model's has "
+                                 f"{len(current)}: {current}")
+            for i, (dim, size) in enumerate(zip(t.shape.dim, dims)):
+                static = dim.HasField("dim_value") and dim.dim_value >= 0  # exporters write -1 for dynamic
+                if static and dim.dim_value != size:
+                    raise UsageError(f"shape for input {name!r}: dim {i} is fixed at {dim.dim_value} in the model, "
+                                     f"the policy asks {size}")
+                if not static:
+                    dim.Clear()
+                    dim.dim_value = int(size)
+                    bound += 1
+        if bound:
+            del model.graph.value_info[:]
+        return bound
+
+
+def dynamic_dims(model: onnx.ModelProto) -> list[str]:
+    """The graph inputs' dims that are not static, as 'input[i] (name)' strings, in input order."""
+    initializers = {t.name for t in model.graph.initializer}
+    out = []
+    for value in model.graph.input:
+        if value.name in initializers or not value.type.HasField("tensor_type"):
+            continue
+        for i, dim in enumerate(value.type.tensor_type.shape.dim):
+            if not (dim.HasField("dim_value") and dim.dim_value >= 0):
+                out.append(f"{value.name}[{i}]" + (f" ({dim.dim_param})" if dim.dim_param else ""))
+    return out

@@ -1,4 +1,5 @@
-"""Child process that lowers an ONNX file to OpenVINO IR: `python -m xrtc.targets._openvino_worker MODEL OUTDIR`.
+"""Child process that lowers an ONNX file to OpenVINO IR:
+`python -m xrtc.targets._openvino_worker MODEL OUTDIR [--precompile] [--compress-fp16] [--hint f32|f16|bf16]`.
 
 Why a child process: OpenVINO names nodes it creates (`Multiply_13020`) from a process-wide counter, so a second
 conversion in the same process writes different XML. A fresh process starts the counter at the same value, which
@@ -53,7 +54,7 @@ def _check_io(model, model_path: str) -> str:
     return ""
 
 
-def _same_results(core, compiled, blob: bytes) -> str:
+def _same_results(core, compiled, blob: bytes, hint: str) -> str:
     """'' when the imported blob computes exactly what the compiled IR computes on seeded inputs; else why not.
     Guards against export/import bugs (seen: fused RoPE subgraphs come back wrong). Dynamic dims: the first (batch)
     as 1, the others tried as 224, 256, 640, 32 until the model accepts a shape (image models need realistic sizes)."""
@@ -61,7 +62,7 @@ def _same_results(core, compiled, blob: bytes) -> str:
 
     import numpy as np
 
-    imported = core.import_model(io.BytesIO(blob), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    imported = core.import_model(io.BytesIO(blob), "CPU", {"INFERENCE_PRECISION_HINT": hint})
     last_error = ""
     for fill in (224, 256, 640, 32):
         rng = np.random.default_rng(0)
@@ -90,8 +91,16 @@ def _same_results(core, compiled, blob: bytes) -> str:
 
 
 def main(argv: list[str]) -> int:
-    precompile = "--precompile" in argv
-    model_path, outdir = [a for a in argv if a != "--precompile"]
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("model")
+    parser.add_argument("outdir")
+    parser.add_argument("--precompile", action="store_true")
+    parser.add_argument("--compress-fp16", action="store_true", help="store weights as fp16 in the IR")
+    parser.add_argument("--hint", default="f32", help="INFERENCE_PRECISION_HINT for the check and the blob")
+    args = parser.parse_args(argv)
+    precompile, model_path, outdir, hint = args.precompile, args.model, args.outdir, args.hint
     result = {"ok": False, "stage": "import", "error": "", "version": "", "capabilities": ""}
     sys.modules["openvino_telemetry"] = None  # type: ignore[assignment]  # import now fails -> OpenVINO's stub
     try:
@@ -109,15 +118,15 @@ def main(argv: list[str]) -> int:
         if mismatch:
             raise ValueError(mismatch)
         result["stage"] = "save"
-        ov.save_model(model, xml, compress_to_fp16=False)
+        ov.save_model(model, xml, compress_to_fp16=args.compress_fp16)
         result["stage"] = "compile"
         core = ov.Core()
-        compiled = core.compile_model(core.read_model(xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        compiled = core.compile_model(core.read_model(xml), "CPU", {"INFERENCE_PRECISION_HINT": hint})
         if precompile:
             # Optional: without a blob the variant is still complete (the runtime compiles the IR).
             try:
                 blob = compiled.export_model().getvalue()
-                differs = _same_results(core, compiled, blob)
+                differs = _same_results(core, compiled, blob, hint)
                 if differs:
                     raise ValueError(differs)
                 result["capabilities"] = " ".join(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))

@@ -31,7 +31,9 @@ log = logging.getLogger("xrtc.targets.cpu")
 # 152 MFLOP: 2.0x, oww_embedding 84 MFLOP: 2.5x) and OpenVINO ahead above it (ppocrv4_det 564 MFLOP ... 8.2 GFLOP).
 OPENVINO_MIN_FLOPS = 300_000_000
 
-OPENVINO_OPTIONS = {"INFERENCE_PRECISION_HINT": "f32"}  # this CPU defaults to bf16; variants promise fp32
+# INFERENCE_PRECISION_HINT per variant precision: always set, because this CPU defaults to bf16 and a variant
+# promises the precision it declares.
+OPENVINO_HINTS = {"fp32": "f32", "fp16": "f16", "bf16": "bf16", "int8": "f32"}
 ORT_OPTIONS = {"graph_optimization_level": "ORT_ENABLE_EXTENDED"}  # not ALL: its layout transforms are machine specific
 
 # Oldest engine releases a variant may load on (recorded as `requires.engine_version`).
@@ -99,11 +101,12 @@ def _build_onnxruntime(model_bytes: bytes, workdir: str, tools: dict[str, str]) 
 
 
 def _build_openvino(model_bytes: bytes, workdir: str, tools: dict[str, str],
-                    precompile: bool = True) -> list[tuple[str, bytes, bool]]:
+                    precompile: bool = True, precision: str = "fp32") -> list[tuple[str, bytes, bool]]:
     """Converts in a child process (see _openvino_worker: determinism) and checks OpenVINO compiles it on CPU.
     Raises BuildFailed with a reason; records the engine version in `tools` when OpenVINO could be imported.
     With `precompile`, also returns the CPU-compiled blob (`cpu-openvino.blob`) and records in `tools` the build and
-    CPU capabilities it is valid for (`openvino_blob`)."""
+    CPU capabilities it is valid for (`openvino_blob`). `precision` fp16 stores fp16 weights and compiles with the
+    f16 hint; bf16 compiles with the bf16 hint; int8 is a QDQ graph (OpenVINO runs its quantised parts as int8)."""
     if importlib.util.find_spec("openvino") is None:
         raise BuildFailed("OpenVINO is not installed; install it with `pip install xpuruntime[openvino]`")
     outdir = os.path.join(workdir, "openvino")
@@ -115,7 +118,9 @@ def _build_openvino(model_bytes: bytes, workdir: str, tools: dict[str, str],
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
     # Relative paths, run from workdir: engine messages then never contain the (random) temp folder.
     proc = subprocess.run([sys.executable, "-m", "xrtc.targets._openvino_worker", "model.onnx", "openvino",
-                           *(["--precompile"] if precompile else [])],
+                           *(["--precompile"] if precompile else []),
+                           *(["--compress-fp16"] if precision == "fp16" else []),
+                           "--hint", OPENVINO_HINTS.get(precision, "f32")],
                           cwd=workdir, env=env, capture_output=True, text=True, check=False)
     if proc.stdout.strip() or proc.stderr.strip():
         log.debug("OpenVINO worker output:\n%s%s", proc.stdout, proc.stderr)
@@ -147,10 +152,12 @@ def _build_openvino(model_bytes: bytes, workdir: str, tools: dict[str, str],
     return payloads
 
 
-def _variant(engine: str, payloads: list[tuple[str, bytes, bool]], why: str, tools: dict[str, str]) -> dict:
+def _variant(engine: str, payloads: list[tuple[str, bytes, bool]], why: str, tools: dict[str, str],
+             planned: dict) -> dict:
+    """The manifest entry; `planned` is the plan's variant (precision, engine options from the policy)."""
     if engine == "openvino":
         artifacts = {"model": "cpu-openvino.xml", "weights": "cpu-openvino.bin"}
-        options, version = dict(OPENVINO_OPTIONS), OPENVINO_MIN_VERSION
+        options, version = dict(planned["options"]), OPENVINO_MIN_VERSION
         if any(name == "cpu-openvino.blob" for name, _, _ in payloads):
             # Used instead of compiling the IR only on this exact build and CPU capability set (the plugin checks);
             # "xrt." options are the runtime's, never passed to OpenVINO.
@@ -159,11 +166,12 @@ def _variant(engine: str, payloads: list[tuple[str, bytes, bool]], why: str, too
                             "xrt.compiled_capabilities": tools["openvino_blob_capabilities"]})
     else:
         artifacts = {"model": "cpu-onnxruntime.onnx"}
-        options, version = ORT_OPTIONS, ORT_MIN_VERSION
+        options, version = {**ORT_OPTIONS, **planned["options"]}, ORT_MIN_VERSION
     names = {name for name, _, _ in payloads}
     if set(artifacts.values()) != names:
         raise InternalError(f"artifacts {artifacts} do not match sections {sorted(names)}")
-    return {"id": f"cpu-{engine}", "target": "cpu", "device": "cpu", "engine": engine, "precision": "fp32",
+    return {"id": f"cpu-{engine}", "target": "cpu", "device": "cpu", "engine": engine,
+            "precision": planned["precision"],
             "artifacts": dict(artifacts), "options": dict(options),
             "requires": {"engine": engine, "engine_version": version, "devices": ["CPU"]}, "why": why}
 
@@ -189,23 +197,33 @@ def order_engines(built: set[str], estimate: ComputeEstimate) -> list[tuple[str,
     return []
 
 
-def lower(model: onnx.ModelProto, workdir: str, clock, precompile: bool = True) -> CpuLowering:
-    """Builds both CPU variants from the optimised model into `workdir` (a private temp folder). `precompile` adds
-    OpenVINO's CPU-compiled blob to its variant (fast loads on the same OpenVINO build and CPU capabilities)."""
-    model_bytes = model.SerializeToString()
+def lower(models: dict[str, onnx.ModelProto], plan, workdir: str, clock, precompile: bool = True) -> CpuLowering:
+    """Builds the CPU variants the plan keeps, each from its own graph (`models[engine]`: the precision passes
+    differ per engine), into `workdir` (a private temp folder). Variants the plan excludes are recorded with the
+    plan's reason. `precompile` adds OpenVINO's CPU-compiled blob (fast loads on the same build and CPU)."""
+    reference = models.get("onnxruntime") or next(iter(models.values()))
     with clock.stage("estimate-compute", log):
-        estimate = estimate_compute(model)
+        estimate = estimate_compute(models.get("openvino") or reference)
     log.info("estimated compute: %s (%d ops counted, %d without shapes)", estimate.text(), estimate.counted,
              estimate.unknown)
     payloads: dict[str, list[tuple[str, bytes, bool]]] = {}
     excluded: list[dict] = []
     tools: dict[str, str] = {}
-    builders = (("openvino", lambda m, w, t: _build_openvino(m, w, t, precompile)),
-                ("onnxruntime", _build_onnxruntime))
-    for engine, build in builders:
+    planned = {v["engine"]: v for v in plan.variants}
+    for engine in ("openvino", "onnxruntime"):
+        variant = planned[engine]
+        if variant.get("dropped"):
+            continue
+        if "excluded" in variant:
+            excluded.append({"target": "cpu", "engine": engine, "reason": f"policy: {variant['excluded']}"})
+            continue
+        model_bytes = models[engine].SerializeToString()
         with clock.stage(f"lower-{engine}", log):
             try:
-                payloads[engine] = build(model_bytes, workdir, tools)
+                if engine == "openvino":
+                    payloads[engine] = _build_openvino(model_bytes, workdir, tools, precompile, variant["precision"])
+                else:
+                    payloads[engine] = _build_onnxruntime(model_bytes, workdir, tools)
             except BuildFailed as err:
                 log.warning("cpu-%s left out: %s", engine, err)
                 excluded.append({"target": "cpu", "engine": engine, "reason": str(err)})
@@ -216,6 +234,6 @@ def lower(model: onnx.ModelProto, workdir: str, clock, precompile: bool = True) 
                              "replace the operators named above, or re-export the model with standard ONNX ops")
     blob_capabilities = tools.pop("openvino_blob_capabilities", None)
     blob_tools = dict(tools, openvino_blob_capabilities=blob_capabilities or "")
-    variants = [_variant(engine, payloads[engine], why, blob_tools) for engine, why in ordered]
+    variants = [_variant(engine, payloads[engine], why, blob_tools, planned[engine]) for engine, why in ordered]
     flat = [p for engine, _ in ordered for p in payloads[engine]]
     return CpuLowering(variants=variants, payloads=flat, excluded=excluded, tools=tools, estimate=estimate)

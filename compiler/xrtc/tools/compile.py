@@ -14,7 +14,7 @@ from ..progress import Clock
 log = logging.getLogger("xrtc.compile")
 
 
-def _quiet_third_party(level: int) -> None:
+def quiet_third_party(level: int) -> None:
     """ONNX Runtime and graphsurgeon print their own warnings (e.g. "UnsqueezeElimination cannot remove node");
     show them only with -v."""
     import onnxruntime as ort
@@ -23,10 +23,12 @@ def _quiet_third_party(level: int) -> None:
     debug = level <= logging.DEBUG
     ort.set_default_logger_severity(2 if debug else 3)
     G_LOGGER.severity = G_LOGGER.WARNING if debug else G_LOGGER.ERROR
+    # onnxruntime.quantization warns through the root logger ("consider pre-processing"): -v shows it.
+    logging.getLogger().setLevel(logging.WARNING if debug else logging.ERROR)
     G_LOGGER.colors = False
 
 
-def _check_output(model_path: str, output: str, force: bool) -> None:
+def check_output(model_path: str, output: str, force: bool) -> None:
     """Fails before any work if the output cannot or must not be written."""
     if os.path.isdir(output):
         raise UsageError(f"-o {output} is a folder; give a file path such as {os.path.join(output, 'model.xrtpkg')}")
@@ -39,68 +41,52 @@ def _check_output(model_path: str, output: str, force: bool) -> None:
         raise OutputExistsError(f"{output} exists; pass --force to overwrite it")
 
 
-@dataclass
-class CompileResult:
-    path: str
-    size: int
-    manifest: dict
+def policy_from_args(args):
+    """The policy: --policy FILE (TOML), then --precision / --shape / --static-shape flags over it."""
+    from xpuruntime.policy import Policy, PolicyError
+
+    from ._data import parse_shapes
+
+    try:
+        policy = Policy.from_toml(args.policy) if getattr(args, "policy", None) else Policy()
+        return policy.with_overrides(precision=getattr(args, "precision", None),
+                                     shapes={k: list(v) for k, v in parse_shapes(getattr(args, "shape", None)).items()},
+                                     static_shape=True if getattr(args, "static_shape", False) else None)
+    except PolicyError as err:
+        raise UsageError(err.message) from err
 
 
-def compile_model(model_path: str, target: str, output: str, force: bool = False,
-                  clock: Clock | None = None, precompile: bool = True) -> CompileResult:
-    """Compiles `model_path` for `target` into the bundle `output`. Raises XrtcError subclasses.
-    `precompile` adds engine-compiled blobs (OpenVINO CPU) that load faster on the same engine build and CPU
-    capabilities; without it the bundle's bytes do not depend on the compiling machine's CPU."""
-    from ..targets import check_target
-
-    clock = clock or Clock()
-    check_target(target)
-    _check_output(model_path, output, force)
-
-    with clock.stage("import-tools", log):
-        from .. import model_io, package, passes
-        from ..targets import cpu
-
-        _quiet_third_party(logging.getLogger("xrtc").getEffectiveLevel())
-
-    with clock.stage("load-model", log):
-        source = model_io.load_model(model_path)
-        source_inputs, source_outputs = model_io.model_io(source.model)
-    log.info("model %s: opset %s, %d nodes, inputs %s", source.name, model_io.default_opset(source.model),
-             len(source.model.graph.node), ", ".join(i["name"] for i in source_inputs))
-
-    manager = passes.PassManager(passes.default_pipeline(), clock)
-    with clock.stage("run-passes", log):
-        optimised, records = manager.run(source.model)
-    inputs, outputs = model_io.model_io(optimised)
-    if [i["name"] for i in inputs] != [i["name"] for i in source_inputs] or \
-            [o["name"] for o in outputs] != [o["name"] for o in source_outputs]:
-        raise InternalError("the pass pipeline changed the model's inputs or outputs; this is a bug in xrtc: please "
-                            "report it with the model")
-
-    with tempfile.TemporaryDirectory(prefix="xrtc-") as workdir:
-        lowering = cpu.lower(optimised, workdir, clock, precompile=precompile)
-
-    stem = os.path.splitext(source.name)[0]
-    producer = " ".join(p for p in (source.model.producer_name, source.model.producer_version) if p)
-    manifest = package.build_manifest(
-        model_name=stem, inputs=inputs, outputs=outputs, variants=lowering.variants, excluded=lowering.excluded,
-        source={"name": source.name, "sha256": source.sha256, "opset": model_io.default_opset(source.model),
-                "producer": producer},
-        tools=package.tool_versions(lowering.tools), command=package.normalised_command(source.name, target) + ("" if precompile else " --no-precompile"),
-        passes=[r.to_json() for r in records])
-    with clock.stage("write-bundle", log):
-        size = package.write_bundle(output, manifest, lowering.payloads, force)
-    return CompileResult(path=output, size=size, manifest=manifest)
+def add_policy_args(parser, plan: bool = True) -> None:
+    parser.add_argument("--policy", metavar="POLICY.toml", help="the policy file ([kernel], [execution], [tolerance], "
+                        "[shapes], [nodes], [precision], [quantization])")
+    if plan:
+        parser.add_argument("--plan", metavar="PLAN.json", help="build exactly this plan (from `xrtc plan`); "
+                            "excludes --policy and the policy flags")
+    parser.add_argument("--precision", metavar="{fp32,tf32,fp16,bf16,int8}", help="overrides [execution] precision (keeps its mode; "
+                        "prefer if the file has none)")
+    parser.add_argument("--shape", action="append", metavar="NAME=1x3x640x640",
+                        help="bind an input's shape (repeatable); overrides [shapes]")
+    parser.add_argument("--static-shape", action="store_true", help="require static shapes (static_shape = true)")
+    parser.add_argument("--calibration", metavar="DATA.npz", help="real input samples for int8 calibration and the "
+                        "accuracy gate: input name -> samples stacked on axis 0")
 
 
 class Compile:
-    """Compile an ONNX model into a self-contained .xrtpkg bundle.
+    """Compile an ONNX model into a self-contained .xrtpkg bundle, under a policy.
+
+    The policy (--policy FILE, --precision, --shape, or a plan from `xrtc plan` with --plan) is resolved into a
+    per-node plan; a knob in mode "fixed" that cannot hold fails the compile (exit 6) naming node and reason, one in
+    mode "prefer" is recorded as a warning. Precision passes run per variant (fp16: ONNX Runtime's converter for the
+    ONNX Runtime variant, fp16 weights + f16 hint for OpenVINO; int8: QDQ calibrated on --calibration for both).
+    Every variant then runs through the runtime against ONNX Runtime on the source model (the accuracy gate): over
+    tolerance, a fixed precision fails (exit 3), a preferred one falls back to fp32, recorded. The bundle carries
+    the plan, the decision log (`xrtc explain`) and golden inputs/outputs (`xrtc verify BUNDLE` without the model).
 
     Loads the model (external data only from inside its folder), runs the ONNX checker, runs the pass pipeline
-    (name-nodes, raise-ir-version, infer-shapes, fold-constants, eliminate-dead-nodes, sort-topologically), then
-    builds every variant the target has and orders them. For --target cpu: cpu-openvino (OpenVINO IR, fp32) and cpu-onnxruntime (graph optimised
-    offline by ONNX Runtime, ORT_ENABLE_EXTENDED); OpenVINO is preferred when the estimated compute is >= 300 MFLOP.
+    (name-nodes, raise-ir-version, [bind-shapes], infer-shapes, fold-constants, eliminate-dead-nodes,
+    eliminate-identity, fold-batchnorm, fuse-matmul-add, sort-topologically), then builds every variant the target
+    has and orders them. For --target cpu: cpu-openvino (OpenVINO IR) and cpu-onnxruntime (graph optimised offline by
+    ONNX Runtime, ORT_ENABLE_EXTENDED); OpenVINO is preferred when the estimated compute is >= 300 MFLOP.
     A variant that cannot be built is recorded under `excluded` with the reason. The same model always gives the
     same bytes. Progress goes to stderr, the summary to stdout.
     """
@@ -113,22 +99,46 @@ class Compile:
                             help="what to compile for: cpu (default); npu-intel, cuda, tensorrt are planned")
         parser.add_argument("-o", "--output", required=True, metavar="OUT.xrtpkg", help="the bundle to write")
         parser.add_argument("--force", action="store_true", help="overwrite OUT.xrtpkg if it exists")
+        add_policy_args(parser)
+        parser.add_argument("--validate-passes", action="store_true",
+                            help="run the graph after every pass against the source model (ONNX Runtime, same "
+                                 "inputs); stop at the first pass that breaks numerics, naming it")
         parser.add_argument("--no-precompile", dest="precompile", action="store_false",
                             help="leave out engine-compiled blobs (OpenVINO CPU): slower first load, but bytes that "
                                  "do not depend on this machine's CPU capabilities")
 
     def run(self, args) -> int:
-        result = compile_model(args.model, args.target, args.output, args.force, precompile=args.precompile)
+        from ..build import compile_model
+
+        if args.plan and (args.policy or args.precision or args.shape or args.static_shape):
+            raise UsageError("--plan fixes every decision: drop --policy/--precision/--shape/--static-shape, or "
+                             "drop --plan and compile from the policy")
+        policy = None if args.plan else policy_from_args(args)
+        result = compile_model(args.model, args.target, args.output, args.force, precompile=args.precompile,
+                               policy=policy, plan_path=args.plan, calibration_path=args.calibration,
+                               validate_passes=args.validate_passes)
         manifest = result.manifest
-        order = ", ".join(v["id"] for v in manifest["variants"])
+        order = ", ".join(f"{v['id']} ({v['precision']})" for v in manifest["variants"])
         print(f"wrote {result.path} ({result.size} bytes)")
         print(f"variants (preference order): {order}")
         for variant in manifest["variants"]:
             print(f"  {variant['id']}: {variant['why']}")
+            acc = variant.get("accuracy")
+            if acc:
+                errs = ", ".join(f"{k} {v:.3g}" for k, v in acc["max_abs_err"].items())
+                print(f"    accuracy vs ONNX Runtime (source model, {acc['samples']} samples): max abs err {errs} "
+                      f"(tolerance rtol {acc['rtol']:g}, atol {acc['atol']:g}): {'ok' if acc['passed'] else 'OVER'}")
         for item in manifest["excluded"]:
             print(f"excluded {item['target']}-{item['engine']}: {item['reason']}")
         sys.stdout.flush()
         return 0
 
 
-__all__ = ["Compile", "CompileResult", "compile_model"]
+def compile_model(*args, **kwargs):
+    """See xrtc.build.compile_model (kept here for callers of the earlier module)."""
+    from ..build import compile_model as build_compile
+
+    return build_compile(*args, **kwargs)
+
+
+__all__ = ["Compile", "compile_model", "check_output", "quiet_third_party", "policy_from_args", "add_policy_args"]

@@ -9,22 +9,21 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ..errors import XrtcError
+from ..errors import UsageError, XrtcError
 from . import _data
 from .run import add_runtime_args, feeds_for, trust_args
 
 log = logging.getLogger("xrtc.verify")
 
 # Elementwise |got - ref| <= atol_eff + rtol * |ref|, with atol_eff = atol * max(1, max|ref|) so that outputs of
-# large magnitude (logits, pixel-scale maps) are judged relative to their scale. Per precision: fp32 variants differ
-# from ONNX Runtime only by summation order and kernel choice; reduced precisions by their mantissa.
-DEFAULT_TOLERANCES = {
-    "fp32": (1e-3, 1e-4),
-    "tf32": (1e-2, 1e-3),
-    "fp16": (1e-2, 1e-3),
-    "bf16": (5e-2, 1e-2),
-    "int8": (1e-1, 5e-2),
-}
+# large magnitude (logits, pixel-scale maps) are judged relative to their scale. Defaults per precision live with the
+# policy (xpuruntime.policy.DEFAULT_TOLERANCES); as (rtol, atol) pairs here.
+def default_tolerance(precision: str) -> tuple[float, float]:
+    """(rtol, atol) for a variant precision (fp32 for unknown ones)."""
+    from xpuruntime.policy import DEFAULT_TOLERANCES
+
+    tol = DEFAULT_TOLERANCES.get(precision, DEFAULT_TOLERANCES["fp32"])
+    return tol["rtol"], tol["atol"]
 
 
 @dataclass
@@ -71,17 +70,21 @@ def compare(variant: str, name: str, got: np.ndarray, ref: np.ndarray, rtol: flo
 
 
 class Verify:
-    """Compare every variant of a bundle that can run here with ONNX Runtime on the source model.
+    """Compare every variant of a bundle that can run here with ONNX Runtime on the source model, or, without
+    --model, with the golden outputs stored in the bundle (reference outputs of the source model on the compile's
+    samples): checks a deployed bundle on the device itself.
 
-    Inputs come from --inputs/--input or are random (seeded). Tolerances default per the variant's precision
-    (fp32: rtol 1e-3, atol 1e-4 x max(1, max|ref|)); --rtol/--atol override. Exit code 3 on any mismatch.
+    Inputs come from --inputs/--input or are random (seeded); without --model, the bundle's golden inputs.
+    Tolerances: --rtol/--atol, else the ones the bundle's accuracy gate used for the variant, else per precision
+    (fp32: rtol 1e-3, atol 1e-4 x max(1, max|ref|)). Exit code 3 on any mismatch.
     """
 
     name = "verify"
 
     def add_args(self, parser) -> None:
         parser.add_argument("bundle", help="the .xrtpkg to check")
-        parser.add_argument("--model", required=True, help="the source .onnx model (the reference)")
+        parser.add_argument("--model", help="the source .onnx model (the reference); default: the bundle's golden "
+                                             "outputs")
         add_runtime_args(parser)
         parser.add_argument("--rtol", type=float, help="relative tolerance (default: per precision)")
         parser.add_argument("--atol", type=float, help="absolute tolerance, scaled by max(1, max|ref|)")
@@ -94,14 +97,18 @@ class Verify:
 
         first = xrt.load(args.bundle, device=args.device, engine=args.engine, variant=args.variant,
                          **trust_args(args))
-        feeds = feeds_for(first, args)
-        try:
-            ref_session = onnxruntime.InferenceSession(args.model, providers=["CPUExecutionProvider"])
-        except Exception as err:  # onnxruntime raises its own untyped errors for unreadable models
-            raise XrtcError(f"ONNX Runtime cannot load the reference model {args.model}: {err}") from err
-        reference = dict(zip([o.name for o in ref_session.get_outputs()], ref_session.run(None, feeds)))
-
         manifest = first.manifest
+        if args.model:
+            feeds = feeds_for(first, args)
+            try:
+                ref_session = onnxruntime.InferenceSession(args.model, providers=["CPUExecutionProvider"])
+            except Exception as err:  # onnxruntime raises its own untyped errors for unreadable models
+                raise XrtcError(f"ONNX Runtime cannot load the reference model {args.model}: {err}") from err
+            reference = dict(zip([o.name for o in ref_session.get_outputs()], ref_session.run(None, feeds)))
+        else:
+            if args.inputs or args.input:
+                raise UsageError("--inputs/--input need --model (the golden outputs belong to the golden inputs)")
+            feeds, reference = _golden(args.bundle, manifest)
         wanted = [v for v in manifest["variants"] if v.get("device") == args.device
                   and (args.engine is None or v.get("engine") == args.engine)
                   and (args.variant is None or v.get("id") == args.variant)]
@@ -113,7 +120,9 @@ class Verify:
             except (xrt.Unavailable, xrt.NotFound) as err:
                 skipped[variant["id"]] = str(err)
                 continue
-            rtol, atol = DEFAULT_TOLERANCES.get(variant.get("precision", "fp32"), DEFAULT_TOLERANCES["fp32"])
+            rtol, atol = default_tolerance(variant.get("precision", "fp32"))
+            if variant.get("accuracy"):
+                rtol, atol = variant["accuracy"]["rtol"], variant["accuracy"]["atol"]
             rtol = args.rtol if args.rtol is not None else rtol
             atol = args.atol if args.atol is not None else atol
             outputs = session.run(feeds)
@@ -139,3 +148,21 @@ class Verify:
                 print(f"{vid:<18} not run here: {why}")
         sys.stdout.flush()
         return 0 if ok else 3
+
+
+def _golden(path: str, manifest: dict) -> tuple[dict, dict]:
+    """The bundle's golden inputs and reference outputs."""
+    import io
+
+    from .inspect import read_bundle
+
+    golden = manifest.get("golden")
+    if not golden:
+        raise UsageError(f"{path} carries no golden data (compiled without samples: dynamic dims and no "
+                         "--calibration/--shape, or by xrtc < 0.2); pass --model to compare with the source model")
+    bundle = read_bundle(path)
+
+    def arrays(entries):
+        return {e["name"]: np.load(io.BytesIO(bundle.data(e["section"])), allow_pickle=False) for e in entries}
+
+    return arrays(golden["inputs"]), arrays(golden["outputs"])

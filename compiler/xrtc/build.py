@@ -1,0 +1,394 @@
+"""The compile, step by step: source -> graph passes -> plan -> per-variant precision passes -> lowering -> accuracy
+gate (with `prefer` fallback) -> bundle with plan, decision log and golden data.
+
+`prepare()` is shared by `xrtc plan` (stops after the plan) and `xrtc compile` (goes on). Every step is
+deterministic; the bundle records the policy, the plan, every pass, and the measured accuracy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+
+from .errors import AccuracyGateError, InternalError, NoVariantError, PassValidationError, UsageError
+from .progress import Clock
+
+log = logging.getLogger("xrtc.build")
+
+# Precision the accuracy gate falls back to when a variant is over tolerance and the knob is `prefer`.
+FALLBACK = {"fp16": "fp32", "bf16": "fp32", "int8": "fp32", "tf32": "fp32"}
+
+
+@dataclass
+class Prepared:
+    source: object  # model_io.SourceModel
+    policy: object  # xpuruntime.policy.Policy
+    plan: object  # plan.Plan
+    optimised: onnx.ModelProto
+    records: list  # PassRecord of the graph passes
+    calibration: list[dict]
+    calibration_digest: str
+    from_plan: bool
+    validator: object = None
+    extra_records: list = field(default_factory=list)
+
+
+def _digest_samples(samples: list[dict]) -> str:
+    h = hashlib.sha256()
+    for sample in samples:
+        for name in sorted(sample):
+            a = np.ascontiguousarray(sample[name])
+            h.update(f"{name}:{a.dtype.str}:{a.shape};".encode())
+            h.update(a.tobytes())
+    return h.hexdigest()
+
+
+class _PassValidator:
+    """--validate-passes: runs the graph after each pass with ONNX Runtime on the gate's samples and compares with
+    the source model's outputs; the first pass over tolerance stops the compile, named."""
+
+    def __init__(self, samples: list[dict], references: list[dict], policy) -> None:
+        self.samples, self.references, self.policy = samples, references, policy
+        self.precision = "fp32"
+
+    def __call__(self, pass_name: str, model: onnx.ModelProto) -> float:
+        from .gate import reference_outputs
+        from .tools.verify import compare
+
+        tol = self.policy.tolerance_for(self.precision)
+        try:
+            outputs = reference_outputs(model.SerializeToString(), self.samples)
+        except Exception as err:  # noqa: BLE001 - any failure to run is a break, named below
+            raise PassValidationError(f"--validate-passes: after pass {pass_name} the graph no longer runs in ONNX "
+                                      f"Runtime: {str(err)[:300]}. Pass {pass_name} broke the model") from err
+        worst = 0.0
+        for got, ref in zip(outputs, self.references):
+            for name, expected in ref.items():
+                c = compare(pass_name, name, got[name], expected, tol["rtol"], tol["atol"])
+                worst = max(worst, c.max_abs_err)
+                if not c.passed:
+                    raise PassValidationError(
+                        f"--validate-passes: pass {pass_name} broke numerics: output {name!r} max abs err "
+                        f"{c.max_abs_err:.3g} over the {self.precision} tolerance (rtol {tol['rtol']:g}, atol "
+                        f"{tol['atol']:g}); {c.note}. Disable or fix pass {pass_name}")
+        log.info("validate-passes: %s ok (max abs err %.3g)", pass_name, worst)
+        return worst
+
+
+def prepare(model_path: str, target: str, *, policy=None, plan_path: str | None = None,
+            calibration_path: str | None = None, validate_passes: bool = False, clock: Clock | None = None,
+            extra_passes: list | None = None) -> Prepared:
+    """Loads the model, runs the graph passes and resolves (or loads and checks) the plan.
+    `extra_passes` [(after pass name, Pass)] splices passes into the graph pipeline (tests use it to check that
+    --validate-passes catches a broken pass)."""
+    from xpuruntime.policy import Policy, PolicyError
+
+    from . import model_io, passes
+    from .gate import load_calibration, reference_for, samples_for
+    from .plan import Plan, resolve
+
+    clock = clock or Clock()
+    with clock.stage("load-model", log):
+        source = model_io.load_model(model_path)
+    source_inputs, source_outputs = model_io.model_io(source.model)
+    log.info("model %s: opset %s, %d nodes, inputs %s", source.name, model_io.default_opset(source.model),
+             len(source.model.graph.node), ", ".join(i["name"] for i in source_inputs))
+
+    plan = None
+    if plan_path:
+        plan = Plan.load(plan_path)
+        if plan.source.get("sha256") != source.sha256:
+            raise UsageError(f"plan {plan_path} was made for {plan.source.get('name')} (sha256 "
+                             f"{str(plan.source.get('sha256'))[:12]}...), not {source.name} ({source.sha256[:12]}...); "
+                             "write a new plan with `xrtc plan`")
+        if plan.target != target:
+            raise UsageError(f"plan {plan_path} is for --target {plan.target}, not {target}")
+        try:
+            policy = Policy.from_dict(plan.policy, source=f"{plan_path} (policy)")
+        except PolicyError as err:
+            raise UsageError(str(err)) from err
+    policy = policy or Policy()
+
+    calibration = load_calibration(calibration_path, source_inputs) if calibration_path else []
+
+    validator = None
+    if validate_passes:
+        samples = samples_for(source_inputs, policy.shapes, calibration)
+        found = samples if isinstance(samples, str) else reference_for(samples, source.model.SerializeToString())
+        if isinstance(found, str):
+            raise UsageError(f"--validate-passes needs inputs: {found}. Pass --calibration data.npz or --shape")
+        validator = _PassValidator(found[0].feeds, found[1], policy)
+
+    pipeline = passes.from_spec(plan.pipeline) if plan else passes.graph_pipeline(policy.shapes)
+    spec = passes.to_spec(pipeline)
+    for after, extra in extra_passes or []:
+        index = next(i for i, p in enumerate(pipeline) if p.name == after)
+        pipeline.insert(index + 1, extra)
+    manager = passes.PassManager(pipeline, clock, validator)
+    with clock.stage("run-passes", log):
+        optimised, records = manager.run(source.model)
+    inputs, outputs = model_io.model_io(optimised)
+    if [i["name"] for i in inputs] != [i["name"] for i in source_inputs] or \
+            [o["name"] for o in outputs] != [o["name"] for o in source_outputs]:
+        raise InternalError("the pass pipeline changed the model's inputs or outputs; this is a bug in xrtc: please "
+                            "report it with the model")
+
+    source_info = {"name": source.name, "sha256": source.sha256}
+    if plan is None:
+        plan = resolve(optimised, policy, target, source_info, spec, len(calibration),
+                       passes.dynamic_dims(optimised))
+        # Through JSON, as `xrtc plan -o` + `compile --plan` would: both paths then see the same key order.
+        plan = Plan.from_json(json.loads(plan.dumps()))
+    else:
+        graph_nodes = [n.name for n in optimised.graph.node]
+        plan_nodes = [n.get("name") for n in plan.nodes]
+        if graph_nodes != plan_nodes:
+            missing = sorted(set(plan_nodes) - set(graph_nodes))[:5]
+            extra = sorted(set(graph_nodes) - set(plan_nodes))[:5]
+            raise UsageError(f"plan {plan_path} does not match the graph the passes produce (nodes only in the plan: "
+                             f"{missing}; only in the graph: {extra}); tool versions may differ: write a new plan "
+                             "with `xrtc plan`")
+    for warning in plan.warnings:
+        log.warning("%s", warning)
+    return Prepared(source=source, policy=policy, plan=plan, optimised=optimised, records=records,
+                    calibration=calibration, calibration_digest=_digest_samples(calibration) if calibration else "",
+                    from_plan=bool(plan_path), validator=validator)
+
+
+def _variant_models(prep: Prepared, precisions: dict[str, str], clock: Clock) -> tuple[dict, list]:
+    """The graph each engine gets, after its precision passes; returns (models, pass records)."""
+    from . import passes
+
+    fp32_nodes = prep.plan.nodes_at("fp32")
+    models: dict[str, onnx.ModelProto] = {}
+    records = []
+    cache: dict[str, onnx.ModelProto] = {}
+    for engine, precision in precisions.items():
+        if engine == "onnxruntime" and precision == "fp16":
+            key = "fp16"
+            if key not in cache:
+                if prep.validator is not None:
+                    prep.validator.precision = "fp16"
+                manager = passes.PassManager([passes.ConvertFloat16(op_block_list=[], node_block_list=fp32_nodes)],
+                                             clock, prep.validator)
+                cache[key], recs = manager.run(prep.optimised)
+                records += recs
+            models[engine] = cache[key]
+        elif precision == "int8":
+            key = "int8"
+            if key not in cache:
+                if prep.validator is not None:
+                    prep.validator.precision = "int8"
+                quantize = passes.QuantizeInt8(prep.calibration, samples=len(prep.calibration),
+                                               nodes_to_exclude=fp32_nodes,
+                                               per_channel=prep.policy.quantization.get("per_channel", True),
+                                               method=prep.policy.quantization.get("method", "minmax"))
+                manager = passes.PassManager([quantize], clock, prep.validator)
+                cache[key], recs = manager.run(prep.optimised)
+                records += recs
+            models[engine] = cache[key]
+        else:
+            models[engine] = prep.optimised  # fp32; OpenVINO's fp16/bf16 are engine settings on the fp32 graph
+    return models, records
+
+
+@dataclass
+class CompileResult:
+    path: str
+    size: int
+    manifest: dict
+
+
+def _candidate(lowering, manifest_base: dict, path: str) -> None:
+    """Writes the candidate bundle the gate runs: the built variants, one engine thread each."""
+    import xrtpkg
+
+    variants = []
+    for v in lowering.variants:
+        v = json.loads(json.dumps(v))
+        key = "INFERENCE_NUM_THREADS" if v["engine"] == "openvino" else "intra_op_num_threads"
+        v["options"][key] = "1"
+        variants.append(v)
+    xrtpkg.write(path, dict(manifest_base, variants=variants), lowering.payloads, force=True)
+
+
+def compile_model(model_path: str, target: str, output: str, force: bool = False, clock: Clock | None = None,
+                  precompile: bool = True, policy=None, plan_path: str | None = None,
+                  calibration_path: str | None = None, validate_passes: bool = False,
+                  extra_passes: list | None = None) -> CompileResult:
+    """Compiles `model_path` for `target` into the bundle `output` under `policy` (xpuruntime.policy.Policy) or the
+    plan at `plan_path`. Raises XrtcError subclasses. `precompile` adds engine-compiled blobs (OpenVINO CPU)."""
+    from . import gate, package
+    from .targets import check_target, cpu
+    from .tools.compile import check_output, quiet_third_party
+
+    clock = clock or Clock()
+    check_target(target)
+    check_output(model_path, output, force)
+    quiet_third_party(logging.getLogger("xrtc").getEffectiveLevel())
+
+    prep = prepare(model_path, target, policy=policy, plan_path=plan_path, calibration_path=calibration_path,
+                   validate_passes=validate_passes, clock=clock, extra_passes=extra_passes)
+    plan, policy = prep.plan, prep.policy
+    from . import model_io
+
+    inputs, outputs = model_io.model_io(prep.optimised)
+    samples = gate.samples_for(inputs, policy.shapes, prep.calibration)
+    references = None
+    if not isinstance(samples, str):
+        with clock.stage("reference-outputs", log):
+            found = gate.reference_for(samples, prep.source.model.SerializeToString())
+        if isinstance(found, str):
+            samples = found
+        else:
+            samples, references = found
+
+    precisions = {v["engine"]: v["precision"] for v in plan.variants if "excluded" not in v}
+    fallbacks: dict[str, str] = {}
+    gate_warnings: list[str] = []
+    accuracy: dict[str, dict] = {}
+    records: list = []
+    dropped: list[dict] = []
+    for _attempt in range(2 * len(plan.variants) + 1):  # each retry lowers a precision or drops a variant
+        models, records = _variant_models(prep, precisions, clock)
+        effective = _plan_with(plan, precisions)
+        with tempfile.TemporaryDirectory(prefix="xrtc-") as workdir:
+            lowering = cpu.lower(models, effective, workdir, clock, precompile=precompile)
+            base = package.build_manifest(model_name="candidate", inputs=inputs, outputs=outputs, variants=[],
+                                          excluded=[], source={}, tools={}, command="", passes=[])
+            if references is None:
+                break
+            candidate = os.path.join(workdir, "candidate.xrtpkg")
+            _candidate(lowering, base, candidate)
+            retry = False
+            for variant in lowering.variants:
+                tol = policy.tolerance_for(variant["precision"])
+                with clock.stage(f"gate-{variant['id']}", log):
+                    record = gate.measure_isolated(workdir, candidate, variant["id"], samples.feeds, references,
+                                                   tol["rtol"], tol["atol"])
+                accuracy[variant["id"]] = record
+                log.info("gate %s (%s): %s, max abs err %s", variant["id"], variant["precision"],
+                         "ok" if record["passed"] else "OVER TOLERANCE", record["max_abs_err"])
+                if record["passed"]:
+                    continue
+                why = "; ".join(record["failures"])
+                knob = policy.execution.get("precision")
+                if record.get("crashed"):  # never ship a variant its engine cannot run
+                    gate_warnings.append(f"{variant['id']} left out: {why}")
+                    log.warning("accuracy gate: %s", gate_warnings[-1])
+                    dropped.append({"target": target, "engine": variant["engine"],
+                                    "reason": f"accuracy gate: {why} (on the gate's samples)"})
+                    precisions.pop(variant["engine"])
+                    retry = True
+                elif variant["precision"] in FALLBACK and knob.mode == "fixed":
+                    raise AccuracyGateError(f"accuracy gate: {variant['id']} at {variant['precision']} is over the "
+                                            f"tolerance (rtol {tol['rtol']:g}, atol {tol['atol']:g}): {why}. "
+                                            "precision is fixed: loosen [tolerance], keep more ops in fp32 "
+                                            "([precision] keep_fp32_ops / [nodes]), or make precision \"prefer\"")
+                if variant["precision"] in FALLBACK:
+                    to = FALLBACK[variant["precision"]]
+                    fallbacks[variant["engine"]] = (f"{variant['precision']} over tolerance ({why}); rebuilt {to}")
+                    gate_warnings.append(f"{variant['id']}: {fallbacks[variant['engine']]}")
+                    log.warning("accuracy gate: %s", gate_warnings[-1])
+                    precisions[variant["engine"]] = to
+                    retry = True
+                else:  # an fp32 variant that disagrees with the reference: never ship it
+                    gate_warnings.append(f"{variant['id']} left out: fp32 output over tolerance ({why})")
+                    log.warning("accuracy gate: %s", gate_warnings[-1])
+                    dropped.append({"target": target, "engine": variant["engine"],
+                                    "reason": f"accuracy gate: fp32 output over tolerance ({why})"})
+                    precisions.pop(variant["engine"])
+                    retry = True
+            if not retry:
+                break
+            if not precisions:
+                raise NoVariantError("accuracy gate: no variant matches ONNX Runtime on the source model: "
+                                     + "; ".join(d["reason"] for d in dropped))
+    else:
+        raise InternalError("accuracy gate: fallbacks did not settle; this is a bug in xrtc")
+    if references is None:
+        gate_warnings.append(f"accuracy not measured: {samples}")
+        log.warning("accuracy gate not run: %s", samples)
+        if policy.execution.get("precision").mode == "fixed" and any(p != "fp32" for p in precisions.values()):
+            raise AccuracyGateError(f"precision is fixed but the accuracy gate cannot run ({samples}); pass "
+                                    "--calibration data.npz or bind the dynamic dims with --shape")
+
+    # Final bundle: the last built variants (the candidate's thread settings were on a copy), plus plan, decision
+    # log and golden data.
+    for variant in lowering.variants:
+        if variant["id"] in accuracy:
+            record = dict(accuracy[variant["id"]])
+            record.pop("failures", None)
+            variant["accuracy"] = record
+    excluded = lowering.excluded + dropped
+    payloads = list(lowering.payloads)
+    golden = None
+    if references is not None:
+        golden = {"reference": "onnxruntime CPU on the source model", "samples": samples.origin,
+                  "inputs": [], "outputs": []}
+        for i, (name, array) in enumerate(samples.feeds[0].items()):
+            golden["inputs"].append({"name": name, "section": f"golden.in.{i}.npy"})
+            payloads.append((f"golden.in.{i}.npy", gate.npy_bytes(array), True))
+        for i, (name, array) in enumerate(references[0].items()):
+            golden["outputs"].append({"name": name, "section": f"golden.out.{i}.npy"})
+            payloads.append((f"golden.out.{i}.npy", gate.npy_bytes(array), True))
+
+    from .decisions import decision_log
+
+    log_json = decision_log(plan, lowering.variants, excluded, fallbacks, plan.warnings + gate_warnings)
+    payloads.append(("plan.json", plan.dumps().encode(), True))
+    payloads.append(("decisions.json", json.dumps(log_json, sort_keys=True, indent=1).encode(), True))
+
+    source = prep.source
+    stem = os.path.splitext(source.name)[0]
+    producer = " ".join(p for p in (source.model.producer_name, source.model.producer_version) if p)
+    command = package.normalised_command(source.name, target)
+    if not precompile:
+        command += " --no-precompile"
+    if plan.policy:
+        command += " --policy/--plan (see provenance.policy and the plan section)"
+    if prep.calibration:
+        command += " --calibration (see provenance.calibration)"
+    manifest = package.build_manifest(
+        model_name=stem, inputs=inputs, outputs=outputs, variants=lowering.variants, excluded=excluded,
+        source={"name": source.name, "sha256": source.sha256, "opset": model_io.default_opset(source.model),
+                "producer": producer},
+        tools=package.tool_versions(lowering.tools), command=command,
+        passes=[r.to_json() for r in prep.records + records], policy=plan.policy)
+    manifest["plan"] = "plan.json"
+    manifest["decisions"] = "decisions.json"
+    if golden:
+        manifest["golden"] = golden
+    if prep.calibration:
+        manifest["provenance"]["calibration"] = {"samples": len(prep.calibration), "sha256": prep.calibration_digest}
+    with clock.stage("write-bundle", log):
+        size = package.write_bundle(output, manifest, payloads, force)
+    return CompileResult(path=output, size=size, manifest=manifest)
+
+
+def _plan_with(plan, precisions: dict[str, str]):
+    """A copy of the plan whose variants have the given precisions (engines missing from `precisions` excluded)."""
+    import copy
+
+    from .plan import _variant_options
+
+    from xpuruntime.policy import Policy
+
+    policy = Policy.from_dict(plan.policy)
+    effective = copy.deepcopy(plan)
+    for variant in effective.variants:
+        if "excluded" in variant:
+            continue
+        if variant["engine"] not in precisions:
+            variant["dropped"] = True  # by the accuracy gate; recorded in `excluded` by compile_model
+        elif precisions[variant["engine"]] != variant["precision"]:
+            variant["precision"] = precisions[variant["engine"]]
+            _variant_options(variant, policy, [])
+    return effective

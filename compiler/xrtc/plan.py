@@ -1,0 +1,295 @@
+"""The resolved plan: a policy applied to one model and target, node by node. It is the compile's lockfile.
+
+`resolve()` takes the graph after the target-independent passes and decides, without running any engine:
+- per variant (engine): built or left out, at which precision, with which engine options, and why;
+- per node: precision (fp32 | fp16 | int8, or "-" for nodes without float compute) and the rule that chose it; for
+  matmul / conv / attention nodes, the kernel knob and what each engine can do with it;
+- warnings for every `prefer` knob that could not be honoured, and a PolicyViolationError for a `fixed` one that no
+  engine of the target can honour (naming the nodes and the reason).
+
+The plan is JSON (`to_json` is canonical). `xrtc plan` prints or writes it; `xrtc compile --plan` rebuilds from it,
+so a plan written, reviewed, edited (per-node precision) and committed gives the same bundle every time. The accuracy
+gate runs after the plan: its outcome (measured errors, fallbacks) goes to the decision log, never into the plan.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import onnx
+
+from .errors import PolicyViolationError, UsageError, XrtcError
+
+PLAN_FORMAT = 1
+
+KERNEL_FAMILIES = {
+    "matmul": ("MatMul", "Gemm", "MatMulInteger", "QLinearMatMul", "FusedMatMul"),
+    "conv": ("Conv", "ConvTranspose", "ConvInteger", "QLinearConv"),
+    "attention": ("Attention", "MultiHeadAttention", "GroupQueryAttention"),
+}
+FAMILY_OF = {op: family for family, ops in KERNEL_FAMILIES.items() for op in ops}
+
+_CUDA_ONLY = {"cublas", "cublasLt", "cudnn", "flash_v2", "mem_efficient"}
+
+# What each CPU engine can honour. "engine" (the engine's own kernel) always holds. Anything an engine picks
+# internally without a switch is "not controllable on engine X": reported, never silently ignored.
+_KERNELS_HONOURED = {
+    "openvino": {"matmul": {"engine", "onednn"}, "conv": {"engine", "onednn"}, "attention": {"engine"}},
+    "onnxruntime": {"matmul": {"engine", "mlas"}, "conv": {"engine", "mlas"}, "attention": {"engine"}},
+}
+_ENGINE_KERNELS = {
+    "openvino": "OpenVINO's CPU plugin picks its own oneDNN/JIT kernel per layer",
+    "onnxruntime": "ONNX Runtime's CPU provider runs its MLAS kernels and picks among them itself",
+}
+
+# Precision each CPU engine can build: None = yes, else the reason it cannot.
+_PRECISION_SUPPORT = {
+    "openvino": {"fp32": None, "fp16": None, "bf16": None, "int8": None,
+                 "tf32": "TF32 is an NVIDIA tensor-core format; CPUs have no TF32 math"},
+    "onnxruntime": {"fp32": None, "fp16": None, "int8": None,
+                    "bf16": "ONNX Runtime's CPU provider has bfloat16 kernels for only a few ops",
+                    "tf32": "TF32 is an NVIDIA tensor-core format; CPUs have no TF32 math"},
+}
+
+TARGET_ENGINES = {"cpu": ("openvino", "onnxruntime")}
+
+_FLOAT = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
+
+
+@dataclass
+class Plan:
+    """The resolved plan (see the module docstring). `nodes` are in graph order."""
+
+    source: dict
+    target: str
+    policy: dict
+    pipeline: list[dict]
+    variants: list[dict]
+    nodes: list[dict]
+    warnings: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {"plan_format": PLAN_FORMAT, "source": self.source, "target": self.target, "policy": self.policy,
+                "pipeline": self.pipeline, "variants": self.variants, "nodes": self.nodes,
+                "warnings": self.warnings}
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_json(), sort_keys=True, indent=1, ensure_ascii=False) + "\n"
+
+    @classmethod
+    def from_json(cls, data: Any, where: str = "plan") -> "Plan":
+        if not isinstance(data, dict) or data.get("plan_format") != PLAN_FORMAT:
+            raise UsageError(f"{where} is not an xrtc plan of format {PLAN_FORMAT} (write one with `xrtc plan`)")
+        try:
+            plan = cls(source=dict(data["source"]), target=str(data["target"]), policy=dict(data["policy"]),
+                       pipeline=list(data["pipeline"]), variants=list(data["variants"]), nodes=list(data["nodes"]),
+                       warnings=list(data.get("warnings", [])))
+        except (KeyError, TypeError, ValueError) as err:
+            raise UsageError(f"{where}: malformed plan ({type(err).__name__}: {err}); write it again with "
+                             "`xrtc plan`") from err
+        for node in plan.nodes:
+            if not isinstance(node, dict) or node.get("precision") not in ("fp32", "fp16", "int8", "-"):
+                raise UsageError(f"{where}: node entry {str(node)[:120]} needs precision fp32, fp16, int8 or -")
+        return plan
+
+    @classmethod
+    def load(cls, path: str) -> "Plan":
+        try:
+            with open(path, encoding="utf-8") as f:
+                data = json.load(f)
+        except FileNotFoundError:
+            raise UsageError(f"plan file {path} does not exist") from None
+        except (OSError, ValueError) as err:
+            raise UsageError(f"cannot read plan {path}: {err}") from err
+        return cls.from_json(data, where=path)
+
+    def variant(self, engine: str) -> dict | None:
+        return next((v for v in self.variants if v["engine"] == engine), None)
+
+    def nodes_at(self, precision: str) -> list[str]:
+        return [n["name"] for n in self.nodes if n["precision"] == precision]
+
+
+def _float_nodes(model: onnx.ModelProto) -> set[str]:
+    """Nodes with a float input or output (from inferred types; initializers and graph I/O included)."""
+    types: dict[str, int] = {}
+    for value in [*model.graph.input, *model.graph.output, *model.graph.value_info]:
+        if value.type.HasField("tensor_type"):
+            types[value.name] = value.type.tensor_type.elem_type
+    for init in model.graph.initializer:
+        types[init.name] = init.data_type
+    out = set()
+    for node in model.graph.node:
+        if any(types.get(name) in _FLOAT for name in [*node.input, *node.output] if name):
+            out.add(node.name)
+    return out
+
+
+def _first(names: list[str], limit: int = 8) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def resolve(model: onnx.ModelProto, policy, target: str, source: dict, pipeline: list[dict],
+            calibration_samples: int = 0, dynamic: list[str] | None = None) -> Plan:
+    """Resolves `policy` (xpuruntime.policy.Policy) for `model` (after the graph passes) on `target`.
+    `calibration_samples` is how many --calibration samples there are (int8 needs some); `dynamic` lists the input
+    dims still dynamic after shape binding. Raises PolicyViolationError for a fixed knob no engine can honour."""
+    from .passes.precision import fp16_op_block_list
+
+    if target not in TARGET_ENGINES:
+        raise XrtcError(f"no plan rules for target {target!r}")
+    engines = TARGET_ENGINES[target]
+    warnings: list[str] = []
+    excluded: dict[str, str] = {}  # engine -> reason (fixed knob it cannot honour)
+
+    # Static shapes.
+    static = policy.execution.get("static_shape")
+    if static.choice and dynamic:
+        flags = " ".join(f"--shape {d.split('[')[0]}=..." for d in dict.fromkeys(dynamic))
+        text = (f"static_shape is requested but input dims are still dynamic: {', '.join(dynamic)}. Bind them with "
+                f"[shapes] in the policy or {flags} (e.g. --shape x=1x3x640x640)")
+        if static.mode == "fixed":
+            raise PolicyViolationError(text)
+        warnings.append(f"prefer static_shape: {text}")
+
+    # Precision, per engine.
+    knob = policy.execution.get("precision")
+    wanted = knob.choice or "fp32"
+    if knob.mode == "auto":
+        warnings.append("auto precision: no tuning database on this target yet; fp32 chosen (the reference "
+                        "precision). Ask for fp16/int8 explicitly to trade accuracy for size and speed")
+        wanted = "fp32"
+    if wanted == "int8" and calibration_samples == 0:
+        text = "int8 needs calibration data: pass --calibration data.npz (input name -> samples stacked on axis 0)"
+        if knob.mode == "fixed":
+            raise PolicyViolationError(text)
+        warnings.append(f"prefer precision=int8: {text}; built fp32")
+        wanted = "fp32"
+    variants: list[dict] = []
+    for engine in engines:
+        why = _PRECISION_SUPPORT[engine].get(wanted)
+        precision, notes = wanted, []
+        if why is not None:
+            if knob.mode == "fixed":
+                excluded[engine] = f"precision={wanted} is fixed, but {why}"
+            else:
+                warnings.append(f"prefer precision={wanted} on {engine}: {why}; built fp32")
+                notes.append(f"precision {wanted} not possible ({why}); fp32 instead")
+                precision = "fp32"
+        variants.append({"id": f"{target}-{engine}", "engine": engine, "precision": precision, "notes": notes})
+
+    # Kernel knobs, per family present in the model.
+    by_family: dict[str, list[str]] = {}
+    for node in model.graph.node:
+        family = FAMILY_OF.get(node.op_type)
+        if family and node.domain in ("", "ai.onnx", "com.microsoft"):
+            by_family.setdefault(family, []).append(node.name)
+    kernel_notes: dict[str, dict[str, str]] = {}  # family -> engine -> what happens
+    for family in sorted(KERNEL_FAMILIES):
+        k = policy.kernel.get(family)
+        nodes = by_family.get(family, [])
+        if family not in policy.kernel.knobs or not nodes:
+            continue
+        notes = {}
+        for engine in engines:
+            choice = k.choice
+            if k.mode == "auto" or choice is None:
+                notes[engine] = (f"auto: not controllable on engine {engine} ({_ENGINE_KERNELS[engine]}); nothing to "
+                                 "tune, engine default recorded")
+            elif choice in _KERNELS_HONOURED[engine][family]:
+                notes[engine] = f"{choice}: honoured ({_ENGINE_KERNELS[engine]})" if choice != "engine" else \
+                    "engine default, as the policy asks"
+            else:
+                reason = (f"{choice} is a CUDA kernel and target {target} runs no CUDA" if choice in _CUDA_ONLY
+                          else f"not controllable on engine {engine}: {_ENGINE_KERNELS[engine]}")
+                if k.mode == "fixed":
+                    excluded.setdefault(engine, f"{family}={choice} is fixed, but {reason} (nodes {_first(nodes)})")
+                else:
+                    warnings.append(f"prefer {family}={choice} on {engine}: {reason}; engine default used for "
+                                    f"{len(nodes)} node(s) ({_first(nodes, 3)})")
+                notes[engine] = f"{choice} not possible: {reason}"
+        kernel_notes[family] = notes
+
+    if excluded and len(excluded) == len(engines):
+        details = "; ".join(f"{engine}: {why}" for engine, why in excluded.items())
+        raise PolicyViolationError(f"the policy cannot hold on target {target}: {details}. Change the knob's mode "
+                                   "to \"prefer\" to build anyway and record why, or choose another target")
+    for variant in variants:
+        if variant["engine"] in excluded:
+            variant.update(excluded=excluded[variant["engine"]])
+    variants = [_variant_options(v, policy, warnings) for v in variants]
+
+    # Per node: precision and kernel.
+    float_nodes = _float_nodes(model)
+    graph_precision = next((v["precision"] for v in variants if v["engine"] == "onnxruntime" and
+                            "excluded" not in v), None) or next(v["precision"] for v in variants)
+    blocked_ops = set(fp16_op_block_list(policy.keep_fp32_ops)) if graph_precision == "fp16" else \
+        set(policy.keep_fp32_ops)
+    quantisable = _quantisable_ops() if graph_precision == "int8" else set()
+    unknown_nodes = sorted(set(policy.nodes) - {n.name for n in model.graph.node})
+    if unknown_nodes:
+        warnings.append(f"[nodes] names not in the graph after the passes (ignored): {_first(unknown_nodes)}; "
+                        "`xrtc plan` lists the node names")
+    entries = []
+    for node in model.graph.node:
+        entry: dict[str, Any] = {"name": node.name, "op": node.op_type}
+        if node.name not in float_nodes:
+            entry.update(precision="-", why="no float compute")
+        elif node.name in policy.nodes and policy.nodes[node.name] in ("fp32", "tf32", "bf16"):
+            entry.update(precision="fp32", why=f"policy [nodes] override: {policy.nodes[node.name]} (fp32 here)")
+        elif graph_precision == "fp16":
+            if node.op_type in blocked_ops:
+                entry.update(precision="fp32", why=f"{node.op_type} is on the fp16 block list (numerically sensitive "
+                                                   "or no fp16 kernel)")
+            else:
+                entry.update(precision="fp16", why="policy precision=fp16")
+        elif graph_precision == "int8":
+            if node.op_type in blocked_ops:
+                entry.update(precision="fp32", why=f"{node.op_type} kept in float by [precision] keep_fp32_ops")
+            elif node.op_type in quantisable:
+                entry.update(precision="int8", why="policy precision=int8 (QDQ, calibrated)")
+            else:
+                entry.update(precision="fp32", why=f"{node.op_type} has no int8 form in the quantiser; stays float")
+        else:
+            entry.update(precision="fp32", why=f"policy precision={graph_precision}" if graph_precision == "fp32"
+                         else f"graph stays fp32; {graph_precision} is an engine-wide setting")
+        family = FAMILY_OF.get(node.op_type)
+        if family in kernel_notes:
+            k = policy.kernel.get(family)
+            entry["kernel"] = {"family": family, "choice": k.choice, "mode": k.mode, "engines": kernel_notes[family]}
+        entries.append(entry)
+    return Plan(source=source, target=target, policy=policy.to_json(), pipeline=pipeline, variants=variants,
+                nodes=entries, warnings=warnings)
+
+
+def _quantisable_ops() -> set[str]:
+    from onnxruntime.quantization.registry import QDQRegistry
+
+    return set(QDQRegistry)
+
+
+def _variant_options(variant: dict, policy, warnings: list[str]) -> dict:
+    """Engine options from the execution knobs (threads, memory) and the precision."""
+    engine = variant["engine"]
+    options: dict[str, str] = {}
+    threads = policy.execution.get("threads")
+    if threads.choice:
+        options["INFERENCE_NUM_THREADS" if engine == "openvino" else "intra_op_num_threads"] = str(threads.choice)
+    memory = policy.execution.get("memory")
+    if memory.choice == "low":
+        if engine == "onnxruntime":
+            options["enable_cpu_mem_arena"] = "0"
+        else:
+            text = "not controllable on engine openvino: its CPU plugin manages its own memory"
+            if memory.mode == "fixed":
+                variant.setdefault("excluded", f"memory=low is fixed, but {text}")
+            else:
+                warnings.append(f"prefer memory=low on openvino: {text}")
+                variant["notes"].append(f"memory=low: {text}")
+    if engine == "openvino":
+        options["INFERENCE_PRECISION_HINT"] = {"fp16": "f16", "bf16": "bf16"}.get(variant["precision"], "f32")
+    variant["options"] = dict(sorted(options.items()))
+    return variant
