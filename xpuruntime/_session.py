@@ -94,8 +94,22 @@ class Session:
         return array
 
     def explain(self) -> dict:
-        """Which variant, engine and device run, and why; the variants skipped and why."""
-        return dict(self._explain)
+        """Which variant, engine and device run, and why; the variants skipped and why. With a decision log in the
+        bundle (xrtc >= 0.2), also ``decisions``: the running variant's entry (precision, order rule, measured
+        accuracy, fallback) and, per node, the precision and kernel it runs with, the rule, and the alternatives
+        rejected (``xrtc explain`` shows the same for every variant)."""
+        out = dict(self._explain)
+        section = self.manifest.get("decisions")
+        if section and self._bundle is not None:
+            log = json.loads(self._bundle.section(section))
+            vid = out.get("variant", "")
+            out["decisions"] = {
+                "variant": next((v for v in log["variants"] if v["id"] == vid), None),
+                "warnings": log.get("warnings", []),
+                "nodes": [{"name": n["name"], "op": n["op"], **n["choices"].get(vid, {}), "why": n["why"],
+                           "rejected": n["rejected"]} for n in log["nodes"]],
+            }
+        return out
 
     @property
     def engine(self) -> str:

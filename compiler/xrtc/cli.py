@@ -164,5 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         log.error("internal error in xrtc %s (please report it):\n%s", args.command, traceback.format_exc())
         code = EXIT_ERROR
     sys.stdout.flush()
-    print(f"{'PASSED' if code == 0 else 'FAILED'} xrtc {args.command}", file=sys.stderr)
+    # A tool may define other successful codes (diff: 1 = "they differ", like diff(1)).
+    passed = code in getattr(tools[args.command], "ok_codes", (0,))
+    print(f"{'PASSED' if passed else 'FAILED'} xrtc {args.command}", file=sys.stderr)
     return code

@@ -22,6 +22,10 @@ struct xrt_bundle_s {
 struct xrt_session_s {
   std::shared_ptr<xrt::core::Session> impl;
 };
+struct xrt_section_s {
+  std::shared_ptr<const xrt::core::Bundle> bundle;  // keeps borrowed bytes alive
+  xrt::format::SectionBytes bytes;
+};
 struct xrt_outputs_s {
   std::unique_ptr<xrt::core::Outputs> impl;
 };
@@ -247,6 +251,35 @@ XRT_API int xrt_bundle_signer(const xrt_bundle_t* bundle, uint8_t* out_public_ke
   if (out_public_key) std::memcpy(out_public_key, signer->data(), signer->size());
   return 1;
 }
+
+XRT_API xrt_status_t xrt_bundle_read_section(const xrt_bundle_t* bundle, const char* name,
+                                             xrt_section_t** out_section) {
+  if (out_section) *out_section = nullptr;
+  if (bundle == nullptr || name == nullptr || out_section == nullptr) {
+    return xrt_status_make(XRT_STATUS_INVALID_ARGUMENT, "xrt_bundle_read_section: bundle, name and out_section are "
+                                                        "required");
+  }
+  const auto& reader = bundle->impl->reader();
+  const auto index = reader.Find(name);
+  if (!index) {
+    return xrt_status_make(XRT_STATUS_NOT_FOUND,
+                           (std::string("the bundle has no section '") + name + "'").c_str());
+  }
+  auto bytes = reader.GetSection(*index);
+  if (!bytes.ok()) return xrt::core::FromFormatError(bytes.error()).ToC();
+  auto* section = new (std::nothrow) xrt_section_s{bundle->impl, std::move(bytes).value()};
+  if (section == nullptr) return xrt_status_make(XRT_STATUS_RESOURCE_EXHAUSTED, "cannot allocate a section");
+  *out_section = section;
+  return nullptr;
+}
+
+XRT_API const void* xrt_section_data(const xrt_section_t* section) {
+  return section ? section->bytes.data() : nullptr;
+}
+
+XRT_API uint64_t xrt_section_size(const xrt_section_t* section) { return section ? section->bytes.size() : 0; }
+
+XRT_API void xrt_section_release(xrt_section_t* section) { delete section; }
 
 // ---- Backends ----
 

@@ -68,6 +68,7 @@ class Diff:
     """
 
     name = "diff"
+    ok_codes = (0, 1)
 
     def add_args(self, parser) -> None:
         parser.add_argument("a", metavar="A.xrtpkg")

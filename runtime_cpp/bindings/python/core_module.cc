@@ -155,6 +155,13 @@ class Bundle {
     const char* text = xrt_bundle_manifest(bundle_.get(), &size);
     return std::string(text, size);
   }
+  // A section's bytes (decompressed), e.g. "decisions.json". NotFound when absent.
+  nb::bytes section(const std::string& name) const {
+    xrt_section_t* raw = nullptr;
+    Check(xrt_bundle_read_section(bundle_.get(), name.c_str(), &raw));
+    std::unique_ptr<xrt_section_t, void (*)(xrt_section_t*)> section(raw, xrt_section_release);
+    return nb::bytes(static_cast<const char*>(xrt_section_data(raw)), xrt_section_size(raw));
+  }
   std::pair<uint32_t, uint32_t> version() const {
     uint32_t major = 0, minor = 0;
     xrt_bundle_format_version(bundle_.get(), &major, &minor);
@@ -514,6 +521,7 @@ NB_MODULE(_core, m) {
            nb::arg("trusted_keys") = std::vector<nb::bytes>(), nb::arg("require_signature") = false)
       .def_prop_ro("signer", &Bundle::signer)
       .def_prop_ro("manifest", &Bundle::manifest)
+      .def("section", &Bundle::section, nb::arg("name"))
       .def_prop_ro("version", &Bundle::version);
 
   nb::class_<Session>(m, "Session")

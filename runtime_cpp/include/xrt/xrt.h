@@ -137,6 +137,19 @@ XRT_API void xrt_bundle_format_version(const xrt_bundle_t* bundle, uint32_t* out
  * Ed25519 public key to out_public_key (may be NULL); 0 for an unsigned bundle or a NULL bundle. */
 XRT_API int xrt_bundle_signer(const xrt_bundle_t* bundle, uint8_t* out_public_key);
 
+/* One section's bytes, decompressed (xrt_bundle_read_section). Owned by the caller: xrt_section_release(). */
+typedef struct xrt_section_s xrt_section_t;
+/* Reads section `name` (formats/xrtpkg.md; e.g. "decisions.json", "plan.json", golden data "golden.in.0.npy" as the
+ * manifest names them). Its digest was verified at open; a compressed section is decompressed into a new buffer,
+ * an uncompressed one is borrowed from the bundle (kept alive by the section). Errors: INVALID_ARGUMENT (NULL),
+ * NOT_FOUND (no such section), RESOURCE_EXHAUSTED (cannot allocate). */
+XRT_API xrt_status_t xrt_bundle_read_section(const xrt_bundle_t* bundle, const char* name,
+                                             xrt_section_t** out_section);
+XRT_API const void* xrt_section_data(const xrt_section_t* section);
+XRT_API uint64_t xrt_section_size(const xrt_section_t* section);
+/* NULL is a no-op. */
+XRT_API void xrt_section_release(xrt_section_t* section);
+
 /* ---- Backends -----------------------------------------------------------------------------------------------------
  * An engine (OpenVINO, ONNX Runtime, ...) is a backend: a vtable registered by name. The core links no engine.
  * Plugins are shared libraries named libxrt_backend_<engine>.so, found next to libxrt.so or in the directories of
