@@ -18,9 +18,11 @@ from ._errors import (AlreadyExists, DataCorrupt, Error, FailedPrecondition, Inc
                       IOFailure, NotFound, PermissionDenied, ResourceExhausted, SignatureError, Unavailable,
                       Unimplemented)
 from ._session import IOInfo, Session, load
+from .policy import ExecutionPolicy, KernelPolicy, Knob, Policy, PolicyError
 
 __version__ = "0.1.0"
 
 __all__ = ["load", "Session", "IOInfo", "Error", "InvalidArgument", "NotFound", "FailedPrecondition",
            "ResourceExhausted", "Unavailable", "Incompatible", "DataCorrupt", "Unimplemented", "Internal",
-           "IOFailure", "AlreadyExists", "PermissionDenied", "SignatureError", "__version__"]
+           "IOFailure", "AlreadyExists", "PermissionDenied", "SignatureError", "KernelPolicy", "ExecutionPolicy", "Knob",
+           "Policy", "PolicyError", "__version__"]

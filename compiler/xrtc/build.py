@@ -256,8 +256,10 @@ def compile_model(model_path: str, target: str, output: str, force: bool = False
     accuracy: dict[str, dict] = {}
     records: list = []
     dropped: list[dict] = []
+    unmeasured: list[str] = []  # variants that refused generated samples (kept, accuracy not measured)
     for _attempt in range(2 * len(plan.variants) + 1):  # each retry lowers a precision or drops a variant
         models, records = _variant_models(prep, precisions, clock)
+        unmeasured.clear()
         effective = _plan_with(plan, precisions)
         with tempfile.TemporaryDirectory(prefix="xrtc-") as workdir:
             lowering = cpu.lower(models, effective, workdir, clock, precompile=precompile)
@@ -275,35 +277,42 @@ def compile_model(model_path: str, target: str, output: str, force: bool = False
                                                    tol["rtol"], tol["atol"])
                 accuracy[variant["id"]] = record
                 log.info("gate %s (%s): %s, max abs err %s", variant["id"], variant["precision"],
-                         "ok" if record["passed"] else "OVER TOLERANCE", record["max_abs_err"])
+                         "ok" if record["passed"] else "FAILED", record["max_abs_err"])
                 if record["passed"]:
                     continue
                 why = "; ".join(record["failures"])
-                knob = policy.execution.get("precision")
+                drop = None
                 if record.get("crashed"):  # never ship a variant its engine cannot run
-                    gate_warnings.append(f"{variant['id']} left out: {why}")
+                    drop = f"{why} (on the gate's samples)"
+                elif record.get("error") and not prep.calibration:
+                    # Generated data may be outside what the model accepts (e.g. an int input that sizes an
+                    # output): the variant is not at fault. Keep it, unmeasured, and say so.
+                    unmeasured.append(variant["id"])
+                    gate_warnings.append(f"{variant['id']}: accuracy not measured: it refused the generated "
+                                         f"samples ({why}); pass --calibration with real inputs")
                     log.warning("accuracy gate: %s", gate_warnings[-1])
-                    dropped.append({"target": target, "engine": variant["engine"],
-                                    "reason": f"accuracy gate: {why} (on the gate's samples)"})
-                    precisions.pop(variant["engine"])
-                    retry = True
-                elif variant["precision"] in FALLBACK and knob.mode == "fixed":
-                    raise AccuracyGateError(f"accuracy gate: {variant['id']} at {variant['precision']} is over the "
-                                            f"tolerance (rtol {tol['rtol']:g}, atol {tol['atol']:g}): {why}. "
-                                            "precision is fixed: loosen [tolerance], keep more ops in fp32 "
-                                            "([precision] keep_fp32_ops / [nodes]), or make precision \"prefer\"")
-                if variant["precision"] in FALLBACK:
+                    continue
+                elif record.get("error"):
+                    drop = f"fails on the calibration samples ({why})"
+                elif variant["precision"] in FALLBACK:
+                    if policy.execution.get("precision").mode == "fixed":
+                        raise AccuracyGateError(
+                            f"accuracy gate: {variant['id']} at {variant['precision']} is over the tolerance (rtol "
+                            f"{tol['rtol']:g}, atol {tol['atol']:g}): {why}. precision is fixed: loosen [tolerance], "
+                            "keep more ops in fp32 ([precision] keep_fp32_ops / [nodes]), or make precision "
+                            "\"prefer\"")
                     to = FALLBACK[variant["precision"]]
-                    fallbacks[variant["engine"]] = (f"{variant['precision']} over tolerance ({why}); rebuilt {to}")
+                    fallbacks[variant["engine"]] = f"{variant['precision']} over tolerance ({why}); rebuilt {to}"
                     gate_warnings.append(f"{variant['id']}: {fallbacks[variant['engine']]}")
                     log.warning("accuracy gate: %s", gate_warnings[-1])
                     precisions[variant["engine"]] = to
                     retry = True
                 else:  # an fp32 variant that disagrees with the reference: never ship it
-                    gate_warnings.append(f"{variant['id']} left out: fp32 output over tolerance ({why})")
+                    drop = f"fp32 output over tolerance ({why})"
+                if drop:
+                    gate_warnings.append(f"{variant['id']} left out: {drop}")
                     log.warning("accuracy gate: %s", gate_warnings[-1])
-                    dropped.append({"target": target, "engine": variant["engine"],
-                                    "reason": f"accuracy gate: fp32 output over tolerance ({why})"})
+                    dropped.append({"target": target, "engine": variant["engine"], "reason": f"accuracy gate: {drop}"})
                     precisions.pop(variant["engine"])
                     retry = True
             if not retry:
@@ -323,14 +332,14 @@ def compile_model(model_path: str, target: str, output: str, force: bool = False
     # Final bundle: the last built variants (the candidate's thread settings were on a copy), plus plan, decision
     # log and golden data.
     for variant in lowering.variants:
-        if variant["id"] in accuracy:
+        if variant["id"] in accuracy and variant["id"] not in unmeasured:
             record = dict(accuracy[variant["id"]])
             record.pop("failures", None)
             variant["accuracy"] = record
     excluded = lowering.excluded + dropped
     payloads = list(lowering.payloads)
     golden = None
-    if references is not None:
+    if references is not None and not unmeasured:
         golden = {"reference": "onnxruntime CPU on the source model", "samples": samples.origin,
                   "inputs": [], "outputs": []}
         for i, (name, array) in enumerate(samples.feeds[0].items()):
