@@ -256,6 +256,7 @@ def compile_model(model_path: str, target: str, output: str, force: bool = False
     accuracy: dict[str, dict] = {}
     records: list = []
     dropped: list[dict] = []
+    tools_seen: dict[str, str] = {}
     unmeasured: list[str] = []  # variants that refused generated samples (kept, accuracy not measured)
     for _attempt in range(2 * len(plan.variants) + 1):  # each retry lowers a precision or drops a variant
         models, records = _variant_models(prep, precisions, clock)
@@ -263,6 +264,7 @@ def compile_model(model_path: str, target: str, output: str, force: bool = False
         effective = _plan_with(plan, precisions)
         with tempfile.TemporaryDirectory(prefix="xrtc-") as workdir:
             lowering = cpu.lower(models, effective, workdir, clock, precompile=precompile)
+            tools_seen.update(lowering.tools)  # provenance names every engine tried, also one the gate dropped
             base = package.build_manifest(model_name="candidate", inputs=inputs, outputs=outputs, variants=[],
                                           excluded=[], source={}, tools={}, command="", passes=[])
             if references is None:
@@ -284,12 +286,13 @@ def compile_model(model_path: str, target: str, output: str, force: bool = False
                 drop = None
                 if record.get("crashed"):  # never ship a variant its engine cannot run
                     drop = f"{why} (on the gate's samples)"
-                elif record.get("error") and not prep.calibration:
-                    # Generated data may be outside what the model accepts (e.g. an int input that sizes an
-                    # output): the variant is not at fault. Keep it, unmeasured, and say so.
+                elif samples.guessed or (record.get("error") and not prep.calibration):
+                    # Generated data may be outside what the model accepts (an int input that sizes an output;
+                    # dims pinned to sizes the model was not made for): the variant is not at fault. Keep it,
+                    # record it as unmeasured, and say what would measure it.
                     unmeasured.append(variant["id"])
-                    gate_warnings.append(f"{variant['id']}: accuracy not measured: it refused the generated "
-                                         f"samples ({why}); pass --calibration with real inputs")
+                    gate_warnings.append(f"{variant['id']}: accuracy not measured ({why}) on generated samples "
+                                         f"({samples.origin}); pass --shape or --calibration with real inputs")
                     log.warning("accuracy gate: %s", gate_warnings[-1])
                     continue
                 elif record.get("error"):
@@ -369,7 +372,7 @@ def compile_model(model_path: str, target: str, output: str, force: bool = False
         model_name=stem, inputs=inputs, outputs=outputs, variants=lowering.variants, excluded=excluded,
         source={"name": source.name, "sha256": source.sha256, "opset": model_io.default_opset(source.model),
                 "producer": producer},
-        tools=package.tool_versions(lowering.tools), command=command,
+        tools=package.tool_versions(tools_seen), command=command,
         passes=[r.to_json() for r in prep.records + records], policy=plan.policy)
     manifest["plan"] = "plan.json"
     manifest["decisions"] = "decisions.json"

@@ -37,7 +37,7 @@ class Samples:
     feeds: list[dict]  # each: input name -> array
     origin: str  # "calibration data (N samples)" / "generated (seed 0)"
     alternatives: list = field(default_factory=list)  # other candidate feeds (generated, other dynamic sizes)
-
+    guessed: bool = False  # dynamic dims were pinned to guessed sizes: failures there are advisory
 
 def load_calibration(path: str, inputs: list[dict]) -> list[dict]:
     """`--calibration data.npz`: keys are input names; each array holds samples stacked on a new axis 0 (rank =
@@ -104,8 +104,8 @@ def reference_for(samples: Samples, model_bytes: bytes) -> tuple[Samples, list[d
     for feeds in [samples.feeds, *samples.alternatives]:
         try:
             return Samples(feeds, samples.origin + (f"; dynamic dims pinned to {_shapes_text(feeds[0])}"
-                                                     if samples.alternatives else "")), \
-                reference_outputs(model_bytes, feeds)
+                                                     if samples.alternatives else ""),
+                           guessed=bool(samples.alternatives)), reference_outputs(model_bytes, feeds)
         except XrtcError as err:
             errors.append(str(err).splitlines()[0][:200])
     return f"the source model runs on none of the generated shapes ({errors[-1]}); pass --calibration or --shape"

@@ -151,6 +151,11 @@ def test_corpus_model_compiles_and_matches_onnxruntime(name, compiled):
         assert [v["id"] for v in m["variants"]] == ["cpu-onnxruntime"]
         (excluded,) = m["excluded"]
         assert excluded["engine"] == "openvino" and "OpenVINO cannot convert" in excluded["reason"]
+    elif name == "light_squeezenet":
+        # The accuracy gate's finding: on its seed-0 input (normal(0,1), the corpus' own distribution) OpenVINO's
+        # fp32 softmax puts 0.125 on class 992 where ONNX Runtime's is uniform (0.001): the variant is left out.
+        (excluded,) = m["excluded"]
+        assert excluded["engine"] == "openvino" and "accuracy gate: fp32 output over tolerance" in excluded["reason"]
     else:
         assert m["excluded"] == [], m["excluded"]
     first = m["variants"][0]["engine"]

@@ -160,14 +160,16 @@ def test_prefer_records_why_not(tmp_path):
 def test_gate_fallback_prefer_and_fixed(tmp_path):
     need(CLS)
     strict = {"fp16": {"rtol": 0.0, "atol": 1e-9}}  # no fp16 build can meet this
-    prefer = Policy.from_dict({"execution": {"precision": "fp16"}, "tolerance": strict})
+    shapes = {"x": "1x3x48x192"}  # the gate decides only on real shapes (guessed ones are advisory)
+    prefer = Policy.from_dict({"execution": {"precision": "fp16"}, "tolerance": strict, "shapes": shapes})
     result = compile_model(str(CLS), "cpu", str(tmp_path / "p.xrtpkg"), policy=prefer)
     for v in result.manifest["variants"]:
         assert v["precision"] == "fp32" and v["accuracy"]["passed"], v
     log = json.loads(xrtpkg.read(result.path).data("decisions.json"))
     for v in (v for v in log["variants"] if v["status"] == "built"):
         assert v["precision_planned"] == "fp16" and "fp16 over tolerance" in v["fallback"], v
-    fixed = Policy.from_dict({"execution": {"precision": {"choice": "fp16", "mode": "fixed"}}, "tolerance": strict})
+    fixed = Policy.from_dict({"execution": {"precision": {"choice": "fp16", "mode": "fixed"}}, "tolerance": strict,
+                              "shapes": shapes})
     with pytest.raises(AccuracyGateError, match="over the tolerance.*precision is fixed"):
         compile_model(str(CLS), "cpu", str(tmp_path / "f.xrtpkg"), policy=fixed)
     assert not (tmp_path / "f.xrtpkg").exists()
