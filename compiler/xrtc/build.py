@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
-from .errors import AccuracyGateError, InternalError, NoVariantError, PassValidationError, UsageError
+from .errors import (AccuracyGateError, InternalError, NoVariantError, PassValidationError, PolicyViolationError,
+                     UsageError)
 from .progress import Clock
 
 log = logging.getLogger("xrtc.build")
@@ -162,9 +163,16 @@ def prepare(model_path: str, target: str, *, policy=None, plan_path: str | None 
                     from_plan=bool(plan_path), validator=validator)
 
 
-def _variant_models(prep: Prepared, precisions: dict[str, str], clock: Clock) -> tuple[dict, list]:
-    """The graph each engine gets, after its precision passes; returns (models, pass records)."""
+class _Fallback(Exception):
+    """A precision pass cannot convert the model and the knob is `prefer`: rebuild at fp32 (message = reason)."""
+
+
+def _variant_models(prep: Prepared, precisions: dict[str, str], clock: Clock,
+                    notes: list[str]) -> tuple[dict, list]:
+    """The graph each engine gets, after its precision passes; returns (models, pass records). Raises _Fallback
+    when a precision pass cannot convert the model under a `prefer` knob."""
     from . import passes
+    from .passes.precision import PrecisionPassFailed
 
     fp32_nodes = prep.plan.nodes_at("fp32")
     models: dict[str, onnx.ModelProto] = {}
@@ -191,8 +199,14 @@ def _variant_models(prep: Prepared, precisions: dict[str, str], clock: Clock) ->
                                                per_channel=prep.policy.quantization.get("per_channel", True),
                                                method=prep.policy.quantization.get("method", "minmax"))
                 manager = passes.PassManager([quantize], clock, prep.validator)
-                cache[key], recs = manager.run(prep.optimised)
+                try:
+                    cache[key], recs = manager.run(prep.optimised)
+                except PrecisionPassFailed as err:
+                    if prep.policy.execution.get("precision").mode == "fixed":
+                        raise PolicyViolationError(f"precision=int8 is fixed, but {err}") from err
+                    raise _Fallback(f"int8 not possible: {err}") from err
                 records += recs
+                notes.extend(quantize.notes)
             models[engine] = cache[key]
         else:
             models[engine] = prep.optimised  # fp32; OpenVINO's fp16/bf16 are engine settings on the fp32 graph
@@ -259,7 +273,16 @@ def compile_model(model_path: str, target: str, output: str, force: bool = False
     tools_seen: dict[str, str] = {}
     unmeasured: list[str] = []  # variants that refused generated samples (kept, accuracy not measured)
     for _attempt in range(2 * len(plan.variants) + 1):  # each retry lowers a precision or drops a variant
-        models, records = _variant_models(prep, precisions, clock)
+        try:
+            models, records = _variant_models(prep, precisions, clock, gate_warnings)
+        except _Fallback as fallback:
+            for engine, precision in list(precisions.items()):
+                if precision == "int8":
+                    precisions[engine] = "fp32"
+                    fallbacks[engine] = f"{fallback}; rebuilt fp32"
+            gate_warnings.append(f"{fallback}; all int8 variants rebuilt fp32")
+            log.warning("%s", gate_warnings[-1])
+            models, records = _variant_models(prep, precisions, clock, gate_warnings)
         unmeasured.clear()
         effective = _plan_with(plan, precisions)
         with tempfile.TemporaryDirectory(prefix="xrtc-") as workdir:

@@ -145,7 +145,11 @@ class PassManager:
         self.validator = validator
 
     def run(self, model: onnx.ModelProto) -> tuple[onnx.ModelProto, list[PassRecord]]:
-        state = PassState(model)
+        """Runs the passes on a copy: `model` is never modified (passes and the tools they wrap edit in place, and
+        callers keep using their model: the source as the accuracy reference, the fp32 graph for other variants)."""
+        copy = onnx.ModelProto()
+        copy.CopyFrom(model)
+        state = PassState(copy)
         records: list[PassRecord] = []
         unchecked: list[str] = []
         for p in self.passes:

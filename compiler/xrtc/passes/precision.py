@@ -12,6 +12,7 @@ import tempfile
 
 import onnx
 
+from ..errors import XrtcError
 from .base import Pass, PassState
 
 # Ops kept in fp32 on top of ONNX Runtime's DEFAULT_OP_BLOCK_LIST: numerically sensitive (exponentials and
@@ -60,6 +61,10 @@ class ConvertFloat16(Pass):
         return _float_initializers(converted, onnx.TensorProto.FLOAT16)
 
 
+class PrecisionPassFailed(XrtcError):
+    """A precision pass's tool cannot convert the model; the build falls back (prefer) or fails (fixed)."""
+
+
 class _Reader:
     """onnxruntime.quantization's CalibrationDataReader over a list of feed dicts."""
 
@@ -92,6 +97,7 @@ class QuantizeInt8(Pass):
     def __init__(self, calibration: list[dict] | None = None, **overrides) -> None:
         super().__init__(**overrides)
         self.calibration = calibration or []
+        self.notes: list[str] = []
 
     def apply(self, state: PassState) -> int:
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -111,15 +117,29 @@ class QuantizeInt8(Pass):
         state.matched.extend(exclude)
         method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                   "percentile": CalibrationMethod.Percentile}[self.params["method"]]
-        with tempfile.TemporaryDirectory(prefix="xrtc-int8-") as tmp:
-            out = os.path.join(tmp, "int8.onnx")
-            quantize_static(model, out, _Reader(self.calibration), quant_format=QuantFormat.QDQ,
-                            op_types_to_quantize=op_types, per_channel=self.params["per_channel"],
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            nodes_to_exclude=exclude, calibrate_method=method,
-                            extra_options={"WeightSymmetric": True, "ActivationSymmetric": False},
-                            calibration_providers=["CPUExecutionProvider"])
-            quantized = onnx.load(out)
+        # onnxruntime 1.32's bias-scale adjustment raises on some per-channel Gemm biases (ValueError "truth value of
+        # an array"): retry once without it, which only matters for biases that overflow int32.
+        attempts = ({}, {"QDQDisableWeightAdjustForInt32Bias": True})
+        quantized = None
+        for extra in attempts:
+            try:
+                with tempfile.TemporaryDirectory(prefix="xrtc-int8-") as tmp:
+                    out = os.path.join(tmp, "int8.onnx")
+                    attempt = onnx.ModelProto()
+                    attempt.CopyFrom(model)  # quantize_static moves tensors of its input to external data in place
+                    quantize_static(attempt, out, _Reader(self.calibration), quant_format=QuantFormat.QDQ,
+                                    op_types_to_quantize=op_types, per_channel=self.params["per_channel"],
+                                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                                    nodes_to_exclude=exclude, calibrate_method=method,
+                                    extra_options={"WeightSymmetric": True, "ActivationSymmetric": False, **extra},
+                                    calibration_providers=["CPUExecutionProvider"])
+                    quantized = onnx.load(out)
+                self.notes = [f"retried with {sorted(extra)} after: {first_error}"] if extra else []
+                break
+            except Exception as err:  # onnxruntime.quantization raises plain Python errors
+                first_error = f"{type(err).__name__}: {str(err)[:200]}"
+        if quantized is None:
+            raise PrecisionPassFailed(f"ONNX Runtime's quantiser cannot quantise this model ({first_error})")
         del quantized.metadata_props[:]  # may name the temp folder
         state.model = quantized
         return sum(1 for n in quantized.graph.node if n.op_type == "QuantizeLinear")
