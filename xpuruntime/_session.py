@@ -29,13 +29,20 @@ class Session:
     """
 
     def __init__(self, path: str | os.PathLike, device: str = "cpu", *, engine: str | None = None,
-                 variant: str | None = None, trusted_keys=None, require_signature: bool = False):
+                 variant: str | None = None, trusted_keys=None, require_signature: bool = False,
+                 fallback=None, cache_dir: str | os.PathLike | None = None):
         if not isinstance(device, str) or not device:
             raise _errors.InvalidArgument(f"device must be a non-empty string such as 'cpu', got {device!r}")
+        if fallback is not None and (isinstance(fallback, str) or
+                                     not all(isinstance(d, str) and d for d in fallback)):
+            raise _errors.InvalidArgument(f"fallback must be a list of device names such as ['cpu'] (or None for "
+                                          f"the bundle's chain, [] for none), got {fallback!r}")
         keys = _trusted_keys(trusted_keys)
         _ort_backend.register()
         self._bundle = _core.Bundle(os.fspath(path), keys, bool(require_signature))
-        self._session = _core.Session(self._bundle, device, engine or "", variant or "")
+        self._session = _core.Session(self._bundle, device, engine or "", variant or "",
+                                      None if fallback is None else list(fallback),
+                                      os.fspath(cache_dir) if cache_dir else "")
         self.inputs = [IOInfo(*info) for info in self._session.inputs]
         self.outputs = [IOInfo(*info) for info in self._session.outputs]
         self._output_names = [o.name for o in self.outputs]
@@ -160,7 +167,8 @@ def _trusted_keys(trusted_keys) -> list[bytes]:
 
 
 def load(path: str | os.PathLike, device: str = "cpu", *, engine: str | None = None,
-         variant: str | None = None, trusted_keys=None, require_signature: bool = False) -> Session:
+         variant: str | None = None, trusted_keys=None, require_signature: bool = False, fallback=None,
+         cache_dir: str | os.PathLike | None = None) -> Session:
     """Opens and verifies a ``.xrtpkg`` bundle and prepares it on ``device`` ("cpu" by default). Never compiles
     from ONNX: bundles are made by ``xrtc compile``.
 
@@ -168,6 +176,14 @@ def load(path: str | os.PathLike, device: str = "cpu", *, engine: str | None = N
     ``trusted_keys`` (32-byte raw Ed25519 public keys, or paths of ``.pub`` files from ``xrtc keygen``) to accept
     only bundles signed by one of them, or ``require_signature=True`` to refuse unsigned bundles (any signer);
     refusals raise PermissionDenied (alias SignatureError), a signature that does not match the bytes DataCorrupt.
+
+    Devices: ``device="npu"`` uses the NPU when the engine reports one. Otherwise ``fallback`` decides: None takes
+    the bundle's chain (an npu-intel variant declares ``["cpu"]``: its OpenVINO IR runs on the CPU too), a list
+    such as ``["cpu"]`` is the caller's own chain, ``[]`` allows none (Unavailable / NotFound naming the missing
+    device and the devices present). ``explain()`` says which device ran and why (``fallback``).
+    ``cache_dir`` keeps engine compile caches (OpenVINO CACHE_DIR) for variants compiled at load (NPU variants,
+    CPU IR without a matching blob): the second load imports instead of compiling; ``explain()["engine_info"]``
+    says whether the cache was hit.
     """
     return Session(path, device, engine=engine, variant=variant, trusted_keys=trusted_keys,
-                   require_signature=require_signature)
+                   require_signature=require_signature, fallback=fallback, cache_dir=cache_dir)

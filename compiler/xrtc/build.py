@@ -25,6 +25,37 @@ log = logging.getLogger("xrtc.build")
 
 # Precision the accuracy gate falls back to when a variant is over tolerance and the knob is `prefer`.
 FALLBACK = {"fp16": "fp32", "bf16": "fp32", "int8": "fp32", "tf32": "fp32"}
+# The Intel NPU has no fp32: its variants fall back from int8 to fp16, and no further.
+FALLBACK_NPU = {"int8": "fp16"}
+
+
+def _fallback_precision(variant_id: str, precision: str = "int8") -> str | None:
+    table = FALLBACK_NPU if variant_id.startswith("npu-") else FALLBACK
+    return table.get(precision)
+
+
+def _lower_all(models, plan, targets: list[str], workdir: str, clock, precompile: bool):
+    """Every target's lowering, merged in the order of --target."""
+    from .targets import cpu, npu_intel
+    from .targets.cpu import CpuLowering
+
+    merged = CpuLowering(variants=[], payloads=[], excluded=[])
+    for t in targets:
+        part = cpu.lower(models, plan, workdir, clock, precompile=precompile) if t == "cpu" else \
+            npu_intel.lower(models, plan, workdir, clock)
+        merged.variants += part.variants
+        merged.payloads += part.payloads
+        merged.excluded += part.excluded
+        merged.tools.update(part.tools)
+    if not merged.variants:
+        if targets == ["cpu"]:
+            reasons = "; ".join(f"{e['engine']}: {e['reason']}" for e in merged.excluded)
+            raise NoVariantError(f"no CPU variant could be built: {reasons}. Neither engine runs the model as it "
+                                 "is: replace the operators named above, or re-export the model with standard ONNX "
+                                 "ops")
+        reasons = "; ".join(f"{e['target']}-{e['engine']}: {e['reason']}" for e in merged.excluded)
+        raise NoVariantError(f"no variant could be built for --target {','.join(targets)}: {reasons}")
+    return merged
 
 
 @dataclass
@@ -178,7 +209,9 @@ def _variant_models(prep: Prepared, precisions: dict[str, str], clock: Clock,
     models: dict[str, onnx.ModelProto] = {}
     records = []
     cache: dict[str, onnx.ModelProto] = {}
-    for engine, precision in precisions.items():
+    engines = {v["id"]: v["engine"] for v in prep.plan.variants}
+    for vid, precision in precisions.items():
+        engine = engines[vid]
         if engine == "onnxruntime" and precision == "fp16":
             key = "fp16"
             if key not in cache:
@@ -188,7 +221,7 @@ def _variant_models(prep: Prepared, precisions: dict[str, str], clock: Clock,
                                              clock, prep.validator)
                 cache[key], recs = manager.run(prep.optimised)
                 records += recs
-            models[engine] = cache[key]
+            models[vid] = cache[key]
         elif precision == "int8":
             key = "int8"
             if key not in cache:
@@ -207,9 +240,9 @@ def _variant_models(prep: Prepared, precisions: dict[str, str], clock: Clock,
                     raise _Fallback(f"int8 not possible: {err}") from err
                 records += recs
                 notes.extend(quantize.notes)
-            models[engine] = cache[key]
+            models[vid] = cache[key]
         else:
-            models[engine] = prep.optimised  # fp32; OpenVINO's fp16/bf16 are engine settings on the fp32 graph
+            models[vid] = prep.optimised  # fp32; OpenVINO's fp16/bf16 are engine settings on the fp32 graph
     return models, records
 
 
@@ -240,11 +273,12 @@ def compile_model(model_path: str, target: str, output: str, force: bool = False
     """Compiles `model_path` for `target` into the bundle `output` under `policy` (xpuruntime.policy.Policy) or the
     plan at `plan_path`. Raises XrtcError subclasses. `precompile` adds engine-compiled blobs (OpenVINO CPU)."""
     from . import gate, package
-    from .targets import check_target, cpu
+    from .targets import parse_targets
     from .tools.compile import check_output, quiet_third_party
 
     clock = clock or Clock()
-    check_target(target)
+    targets = parse_targets(target)
+    target = ",".join(targets)
     check_output(model_path, output, force)
     quiet_third_party(logging.getLogger("xrtc").getEffectiveLevel())
 
@@ -264,7 +298,7 @@ def compile_model(model_path: str, target: str, output: str, force: bool = False
         else:
             samples, references = found
 
-    precisions = {v["engine"]: v["precision"] for v in plan.variants if "excluded" not in v}
+    precisions = {v["id"]: v["precision"] for v in plan.variants if "excluded" not in v}
     fallbacks: dict[str, str] = {}
     gate_warnings: list[str] = []
     accuracy: dict[str, dict] = {}
@@ -276,17 +310,17 @@ def compile_model(model_path: str, target: str, output: str, force: bool = False
         try:
             models, records = _variant_models(prep, precisions, clock, gate_warnings)
         except _Fallback as fallback:
-            for engine, precision in list(precisions.items()):
+            for vid, precision in list(precisions.items()):
                 if precision == "int8":
-                    precisions[engine] = "fp32"
-                    fallbacks[engine] = f"{fallback}; rebuilt fp32"
+                    precisions[vid] = _fallback_precision(vid)
+                    fallbacks[vid] = f"{fallback}; rebuilt {precisions[vid]}"
             gate_warnings.append(f"{fallback}; all int8 variants rebuilt fp32")
             log.warning("%s", gate_warnings[-1])
             models, records = _variant_models(prep, precisions, clock, gate_warnings)
         unmeasured.clear()
         effective = _plan_with(plan, precisions)
         with tempfile.TemporaryDirectory(prefix="xrtc-") as workdir:
-            lowering = cpu.lower(models, effective, workdir, clock, precompile=precompile)
+            lowering = _lower_all(models, effective, targets, workdir, clock, precompile)
             tools_seen.update(lowering.tools)  # provenance names every engine tried, also one the gate dropped
             base = package.build_manifest(model_name="candidate", inputs=inputs, outputs=outputs, variants=[],
                                           excluded=[], source={}, tools={}, command="", passes=[])
@@ -320,26 +354,27 @@ def compile_model(model_path: str, target: str, output: str, force: bool = False
                     continue
                 elif record.get("error"):
                     drop = f"fails on the calibration samples ({why})"
-                elif variant["precision"] in FALLBACK:
+                elif _fallback_precision(variant["id"], variant["precision"]):
                     if policy.execution.get("precision").mode == "fixed":
                         raise AccuracyGateError(
                             f"accuracy gate: {variant['id']} at {variant['precision']} is over the tolerance (rtol "
                             f"{tol['rtol']:g}, atol {tol['atol']:g}): {why}. precision is fixed: loosen [tolerance], "
                             "keep more ops in fp32 ([precision] keep_fp32_ops / [nodes]), or make precision "
                             "\"prefer\"")
-                    to = FALLBACK[variant["precision"]]
-                    fallbacks[variant["engine"]] = f"{variant['precision']} over tolerance ({why}); rebuilt {to}"
-                    gate_warnings.append(f"{variant['id']}: {fallbacks[variant['engine']]}")
+                    to = _fallback_precision(variant["id"], variant["precision"])
+                    fallbacks[variant["id"]] = f"{variant['precision']} over tolerance ({why}); rebuilt {to}"
+                    gate_warnings.append(f"{variant['id']}: {fallbacks[variant['id']]}")
                     log.warning("accuracy gate: %s", gate_warnings[-1])
-                    precisions[variant["engine"]] = to
+                    precisions[variant["id"]] = to
                     retry = True
                 else:  # an fp32 variant that disagrees with the reference: never ship it
                     drop = f"fp32 output over tolerance ({why})"
                 if drop:
                     gate_warnings.append(f"{variant['id']} left out: {drop}")
                     log.warning("accuracy gate: %s", gate_warnings[-1])
-                    dropped.append({"target": target, "engine": variant["engine"], "reason": f"accuracy gate: {drop}"})
-                    precisions.pop(variant["engine"])
+                    dropped.append({"target": variant["target"], "engine": variant["engine"],
+                                    "reason": f"accuracy gate: {drop}"})
+                    precisions.pop(variant["id"])
                     retry = True
             if not retry:
                 break
@@ -421,9 +456,9 @@ def _plan_with(plan, precisions: dict[str, str]):
     for variant in effective.variants:
         if "excluded" in variant:
             continue
-        if variant["engine"] not in precisions:
+        if variant["id"] not in precisions:
             variant["dropped"] = True  # by the accuracy gate; recorded in `excluded` by compile_model
-        elif precisions[variant["engine"]] != variant["precision"]:
-            variant["precision"] = precisions[variant["engine"]]
+        elif precisions[variant["id"]] != variant["precision"]:
+            variant["precision"] = precisions[variant["id"]]
             _variant_options(variant, policy, [])
     return effective

@@ -33,25 +33,26 @@ def _node_precision(node: dict, variant: dict) -> str:
 
 def decision_log(plan, variants: list[dict], excluded: list[dict], fallbacks: dict[str, str],
                  warnings: list[str]) -> dict:
-    planned = {v["engine"]: v for v in plan.variants}
+    planned = {v["id"]: v for v in plan.variants}
     out_variants = []
     for rank, v in enumerate(variants):
-        p = planned.get(v["engine"], {})
+        p = planned.get(v["id"], {})
         out_variants.append({"id": v["id"], "engine": v["engine"], "status": "built", "rank": rank,
                              "precision_planned": p.get("precision", v["precision"]), "precision": v["precision"],
                              "why": v.get("why", ""), "accuracy": v.get("accuracy"),
-                             "fallback": fallbacks.get(v["engine"]), "notes": list(p.get("notes", [])),
+                             "fallback": fallbacks.get(v["id"]), "notes": list(p.get("notes", [])),
                              "options": v.get("options", {})})
     for e in excluded:
-        out_variants.append({"id": f"{e['target']}-{e['engine']}", "engine": e["engine"], "status": "excluded",
-                             "rank": None, "precision_planned": planned.get(e["engine"], {}).get("precision"),
+        vid = f"{e['target']}-{e['engine']}"
+        out_variants.append({"id": vid, "engine": e["engine"], "status": "excluded",
+                             "rank": None, "precision_planned": planned.get(vid, {}).get("precision"),
                              "precision": None, "why": e["reason"], "accuracy": None, "fallback": None,
                              "notes": [], "options": {}})
     nodes = []
     for node in plan.nodes:
         choices = {}
         for v in variants:
-            kernel = node.get("kernel", {}).get("engines", {}).get(v["engine"], "engine default")
+            kernel = node.get("kernel", {}).get("engines", {}).get(v["id"], "engine default")
             choices[v["id"]] = {"engine": v["engine"], "precision": _node_precision(node, v), "kernel": kernel}
         rejected = []
         if node["precision"] == "fp32" and any(v["precision"] in ("fp16", "int8") for v in variants):
@@ -59,13 +60,13 @@ def decision_log(plan, variants: list[dict], excluded: list[dict], fallbacks: di
             rejected.append({"alternative": lower, "reason": node["why"]})
         k = node.get("kernel")
         if k:
-            for engine, text in sorted(k["engines"].items()):
+            for vid, text in sorted(k["engines"].items()):
                 if "not possible" in text:
-                    rejected.append({"alternative": f"{k['family']}={k['choice']} on {engine}", "reason": text})
+                    rejected.append({"alternative": f"{k['family']}={k['choice']} on {vid}", "reason": text})
         for v in variants:
-            if fallbacks.get(v["engine"]) and node["precision"] not in ("-", "fp32"):
+            if fallbacks.get(v["id"]) and node["precision"] not in ("-", "fp32"):
                 rejected.append({"alternative": f"{node['precision']} on {v['id']}",
-                                 "reason": f"accuracy gate: {fallbacks[v['engine']]}"})
+                                 "reason": f"accuracy gate: {fallbacks[v['id']]}"})
         nodes.append({"name": node["name"], "op": node["op"], "choices": choices, "why": node["why"],
                       "rejected": rejected})
     return {"decisions_format": DECISIONS_FORMAT, "warnings": list(warnings), "variants": out_variants,

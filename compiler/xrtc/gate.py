@@ -142,6 +142,7 @@ def measure(bundle_path: str, variant_id: str, samples: list[dict], references: 
     worst: dict[str, float] = {}
     failures = []
     with xrt.load(bundle_path, variant=variant_id) as session:
+        ran_on = session.explain()["device"]  # an NPU variant is measured on its fallback device here (no NPU)
         for feeds, ref in zip(samples, references):
             try:
                 got = session.run(feeds)
@@ -153,7 +154,7 @@ def measure(bundle_path: str, variant_id: str, samples: list[dict], references: 
                 worst[name] = max(worst.get(name, 0.0), c.max_abs_err)
                 if not c.passed:
                     failures.append(f"{name}: max abs err {c.max_abs_err:.3g} ({c.note})")
-    return {"passed": not failures, "rtol": rtol, "atol": atol, "samples": len(samples),
+    return {"passed": not failures, "rtol": rtol, "atol": atol, "samples": len(samples), "ran_on": ran_on,
             "max_abs_err": {k: float(f"{v:.3g}") for k, v in sorted(worst.items())},
             "failures": failures[:4]}
 

@@ -35,25 +35,33 @@ _CUDA_ONLY = {"cublas", "cublasLt", "cudnn", "flash_v2", "mem_efficient"}
 
 # What each CPU engine can honour. "engine" (the engine's own kernel) always holds. Anything an engine picks
 # internally without a switch is "not controllable on engine X": reported, never silently ignored.
+# Keyed by (target, engine).
 _KERNELS_HONOURED = {
-    "openvino": {"matmul": {"engine", "onednn"}, "conv": {"engine", "onednn"}, "attention": {"engine"}},
-    "onnxruntime": {"matmul": {"engine", "mlas"}, "conv": {"engine", "mlas"}, "attention": {"engine"}},
+    ("cpu", "openvino"): {"matmul": {"engine", "onednn"}, "conv": {"engine", "onednn"}, "attention": {"engine"}},
+    ("cpu", "onnxruntime"): {"matmul": {"engine", "mlas"}, "conv": {"engine", "mlas"}, "attention": {"engine"}},
+    ("npu-intel", "openvino"): {"matmul": {"engine"}, "conv": {"engine"}, "attention": {"engine"}},
 }
 _ENGINE_KERNELS = {
-    "openvino": "OpenVINO's CPU plugin picks its own oneDNN/JIT kernel per layer",
-    "onnxruntime": "ONNX Runtime's CPU provider runs its MLAS kernels and picks among them itself",
+    ("cpu", "openvino"): "OpenVINO's CPU plugin picks its own oneDNN/JIT kernel per layer",
+    ("cpu", "onnxruntime"): "ONNX Runtime's CPU provider runs its MLAS kernels and picks among them itself",
+    ("npu-intel", "openvino"): "the NPU compiler (OpenVINO's NPU plugin) schedules its own kernels",
 }
 
-# Precision each CPU engine can build: None = yes, else the reason it cannot.
+_NO_TF32 = "TF32 is an NVIDIA tensor-core format; CPUs and NPUs have no TF32 math"
+# Precision each (target, engine) can build: None = yes, else the reason it cannot.
 _PRECISION_SUPPORT = {
-    "openvino": {"fp32": None, "fp16": None, "bf16": None, "int8": None,
-                 "tf32": "TF32 is an NVIDIA tensor-core format; CPUs have no TF32 math"},
-    "onnxruntime": {"fp32": None, "fp16": None, "int8": None,
-                    "bf16": "ONNX Runtime's CPU provider has bfloat16 kernels for only a few ops",
-                    "tf32": "TF32 is an NVIDIA tensor-core format; CPUs have no TF32 math"},
+    ("cpu", "openvino"): {"fp32": None, "fp16": None, "bf16": None, "int8": None, "tf32": _NO_TF32},
+    ("cpu", "onnxruntime"): {"fp32": None, "fp16": None, "int8": None, "tf32": _NO_TF32,
+                             "bf16": "ONNX Runtime's CPU provider has bfloat16 kernels for only a few ops"},
+    ("npu-intel", "openvino"): {"fp16": None, "int8": None, "tf32": _NO_TF32,
+                                "fp32": "the Intel NPU computes in fp16 (or int8); it has no fp32 math",
+                                "bf16": "xrtc does not build bf16 for the Intel NPU (fp16 is its native float)"},
 }
 
-TARGET_ENGINES = {"cpu": ("openvino", "onnxruntime")}
+TARGET_ENGINES = {"cpu": ("openvino", "onnxruntime"), "npu-intel": ("openvino",)}
+TARGET_DEVICE = {"cpu": "cpu", "npu-intel": "npu"}
+# Precision when the policy does not set one: the reference precision on CPUs, the native one on NPUs.
+DEFAULT_PRECISION = {"cpu": "fp32", "npu-intel": "fp16"}
 
 _FLOAT = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
 
@@ -105,9 +113,6 @@ class Plan:
             raise UsageError(f"cannot read plan {path}: {err}") from err
         return cls.from_json(data, where=path)
 
-    def variant(self, engine: str) -> dict | None:
-        return next((v for v in self.variants if v["engine"] == engine), None)
-
     def nodes_at(self, precision: str) -> list[str]:
         return [n["name"] for n in self.nodes if n["precision"] == precision]
 
@@ -127,6 +132,21 @@ def _float_nodes(model: onnx.ModelProto) -> set[str]:
     return out
 
 
+def _shape_flags(model: onnx.ModelProto, dynamic: list[str]) -> str:
+    """'--shape x=Nx3xHxW'-style flags for the inputs with dynamic dims: static sizes as they are, dynamic ones by
+    their symbolic name (or d<i>), for the user to replace."""
+    from .model_io import model_io
+
+    wanted = {d.split("[")[0] for d in dynamic}
+    flags = []
+    for spec in model_io(model)[0]:
+        if spec["name"] in wanted and spec["shape"] is not None:
+            dims = [str(d) if isinstance(d, int) else (d if isinstance(d, str) and d.isidentifier() else f"d{i}")
+                    for i, d in enumerate(spec["shape"])]
+            flags.append(f"--shape {spec['name']}={'x'.join(dims)}")
+    return " ".join(flags)
+
+
 def _first(names: list[str], limit: int = 8) -> str:
     shown = ", ".join(names[:limit])
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
@@ -134,52 +154,70 @@ def _first(names: list[str], limit: int = 8) -> str:
 
 def resolve(model: onnx.ModelProto, policy, target: str, source: dict, pipeline: list[dict],
             calibration_samples: int = 0, dynamic: list[str] | None = None) -> Plan:
-    """Resolves `policy` (xpuruntime.policy.Policy) for `model` (after the graph passes) on `target`.
-    `calibration_samples` is how many --calibration samples there are (int8 needs some); `dynamic` lists the input
-    dims still dynamic after shape binding. Raises PolicyViolationError for a fixed knob no engine can honour."""
+    """Resolves `policy` (xpuruntime.policy.Policy) for `model` (after the graph passes) on `target` (one target or
+    several, comma-separated). `calibration_samples` is how many --calibration samples there are (int8 needs some);
+    `dynamic` lists the input dims still dynamic after shape binding. Raises PolicyViolationError for a fixed knob
+    no variant can honour, UsageError for an NPU-only compile with dynamic shapes."""
     from .passes.precision import fp16_op_block_list
 
-    if target not in TARGET_ENGINES:
-        raise XrtcError(f"no plan rules for target {target!r}")
-    engines = TARGET_ENGINES[target]
+    targets = target.split(",")
+    unknown = [t for t in targets if t not in TARGET_ENGINES]
+    if unknown:
+        raise XrtcError(f"no plan rules for target(s) {unknown}")
     warnings: list[str] = []
-    excluded: dict[str, str] = {}  # engine -> reason (fixed knob it cannot honour)
+    excluded: dict[str, str] = {}  # variant id -> reason (a fixed knob or a target requirement it cannot meet)
+    ids = [(t, e, f"{t}-{e}") for t in targets for e in TARGET_ENGINES[t]]
 
-    # Static shapes.
+    # Static shapes: asked by the policy, required by NPUs.
     static = policy.execution.get("static_shape")
+    flags = _shape_flags(model, dynamic or [])
+    if dynamic and "npu-intel" in targets:
+        text = (f"target npu-intel needs static shapes (the NPU compiles for one shape), but these input dims are "
+                f"dynamic: {', '.join(dynamic)}. Bind each with {flags} or [shapes] in the policy, "
+                "with the sizes you deploy")
+        if targets == ["npu-intel"]:
+            raise UsageError(text)
+        warnings.append(text)
+        for t, e, vid in ids:
+            if t == "npu-intel":
+                excluded[vid] = text
     if static.choice and dynamic:
-        flags = " ".join(f"--shape {d.split('[')[0]}=..." for d in dict.fromkeys(dynamic))
         text = (f"static_shape is requested but input dims are still dynamic: {', '.join(dynamic)}. Bind them with "
-                f"[shapes] in the policy or {flags} (e.g. --shape x=1x3x640x640)")
+                f"[shapes] in the policy or {flags}")
         if static.mode == "fixed":
             raise PolicyViolationError(text)
         warnings.append(f"prefer static_shape: {text}")
 
-    # Precision, per engine.
+    # Precision, per variant.
     knob = policy.execution.get("precision")
-    wanted = knob.choice or "fp32"
-    if knob.mode == "auto":
-        warnings.append("auto precision: no tuning database on this target yet; fp32 chosen (the reference "
-                        "precision). Ask for fp16/int8 explicitly to trade accuracy for size and speed")
-        wanted = "fp32"
-    if wanted == "int8" and calibration_samples == 0:
-        text = "int8 needs calibration data: pass --calibration data.npz (input name -> samples stacked on axis 0)"
-        if knob.mode == "fixed":
-            raise PolicyViolationError(text)
-        warnings.append(f"prefer precision=int8: {text}; built fp32")
-        wanted = "fp32"
+    explicit = "precision" in policy.execution.knobs
     variants: list[dict] = []
-    for engine in engines:
-        why = _PRECISION_SUPPORT[engine].get(wanted)
-        precision, notes = wanted, []
+    for t, engine, vid in ids:
+        wanted = knob.choice if explicit and knob.choice else DEFAULT_PRECISION[t]
+        if explicit and knob.mode == "auto":
+            warnings.append(f"auto precision on {vid}: no tuning database on this target yet; "
+                            f"{DEFAULT_PRECISION[t]} chosen (the target's default). Ask for a precision explicitly")
+            wanted = DEFAULT_PRECISION[t]
+        notes: list[str] = [] if explicit else [f"precision {wanted}: the default for target {t}"]
+        if wanted == "int8" and calibration_samples == 0:
+            text = "int8 needs calibration data: pass --calibration data.npz (input name -> samples stacked on axis 0)"
+            if knob.mode == "fixed":
+                raise PolicyViolationError(text)
+            warnings.append(f"prefer precision=int8 on {vid}: {text}; built {DEFAULT_PRECISION[t]}")
+            wanted = DEFAULT_PRECISION[t]
+        why = _PRECISION_SUPPORT[(t, engine)].get(wanted)
+        precision = wanted
         if why is not None:
             if knob.mode == "fixed":
-                excluded[engine] = f"precision={wanted} is fixed, but {why}"
+                excluded.setdefault(vid, f"precision={wanted} is fixed, but {why}")
             else:
-                warnings.append(f"prefer precision={wanted} on {engine}: {why}; built fp32")
-                notes.append(f"precision {wanted} not possible ({why}); fp32 instead")
-                precision = "fp32"
-        variants.append({"id": f"{target}-{engine}", "engine": engine, "precision": precision, "notes": notes})
+                fallback = DEFAULT_PRECISION[t] if _PRECISION_SUPPORT[(t, engine)].get(DEFAULT_PRECISION[t]) is None \
+                    else "fp32"
+                warnings.append(f"prefer precision={wanted} on {vid}: {why}; built {fallback}")
+                notes.append(f"precision {wanted} not possible ({why}); {fallback} instead")
+                precision = fallback
+        variants.append({"id": vid, "target": t, "device": TARGET_DEVICE[t], "engine": engine,
+                         "precision": precision, "notes": notes})
 
     # Kernel knobs, per family present in the model.
     by_family: dict[str, list[str]] = {}
@@ -187,45 +225,48 @@ def resolve(model: onnx.ModelProto, policy, target: str, source: dict, pipeline:
         family = FAMILY_OF.get(node.op_type)
         if family and node.domain in ("", "ai.onnx", "com.microsoft"):
             by_family.setdefault(family, []).append(node.name)
-    kernel_notes: dict[str, dict[str, str]] = {}  # family -> engine -> what happens
+    kernel_notes: dict[str, dict[str, str]] = {}  # family -> variant id -> what happens
     for family in sorted(KERNEL_FAMILIES):
         k = policy.kernel.get(family)
         nodes = by_family.get(family, [])
         if family not in policy.kernel.knobs or not nodes:
             continue
         notes = {}
-        for engine in engines:
+        for t, engine, vid in ids:
             choice = k.choice
+            engine_kernels = _ENGINE_KERNELS[(t, engine)]
             if k.mode == "auto" or choice is None:
-                notes[engine] = (f"auto: not controllable on engine {engine} ({_ENGINE_KERNELS[engine]}); nothing to "
-                                 "tune, engine default recorded")
-            elif choice in _KERNELS_HONOURED[engine][family]:
-                notes[engine] = f"{choice}: honoured ({_ENGINE_KERNELS[engine]})" if choice != "engine" else \
+                notes[vid] = (f"auto: not controllable on engine {engine} ({engine_kernels}); nothing to tune, "
+                              "engine default recorded")
+            elif choice in _KERNELS_HONOURED[(t, engine)][family]:
+                notes[vid] = f"{choice}: honoured ({engine_kernels})" if choice != "engine" else \
                     "engine default, as the policy asks"
             else:
-                reason = (f"{choice} is a CUDA kernel and target {target} runs no CUDA" if choice in _CUDA_ONLY
-                          else f"not controllable on engine {engine}: {_ENGINE_KERNELS[engine]}")
+                reason = (f"{choice} is a CUDA kernel and target {t} runs no CUDA" if choice in _CUDA_ONLY
+                          else f"not controllable on engine {engine}: {engine_kernels}")
                 if k.mode == "fixed":
-                    excluded.setdefault(engine, f"{family}={choice} is fixed, but {reason} (nodes {_first(nodes)})")
+                    excluded.setdefault(vid, f"{family}={choice} is fixed, but {reason} (nodes {_first(nodes)})")
                 else:
-                    warnings.append(f"prefer {family}={choice} on {engine}: {reason}; engine default used for "
+                    warnings.append(f"prefer {family}={choice} on {vid}: {reason}; engine default used for "
                                     f"{len(nodes)} node(s) ({_first(nodes, 3)})")
-                notes[engine] = f"{choice} not possible: {reason}"
+                notes[vid] = f"{choice} not possible: {reason}"
         kernel_notes[family] = notes
 
-    if excluded and len(excluded) == len(engines):
-        details = "; ".join(f"{engine}: {why}" for engine, why in excluded.items())
+    if len(excluded) == len(ids):
+        details = "; ".join(f"{vid}: {why}" for vid, why in excluded.items())
         raise PolicyViolationError(f"the policy cannot hold on target {target}: {details}. Change the knob's mode "
                                    "to \"prefer\" to build anyway and record why, or choose another target")
     for variant in variants:
-        if variant["engine"] in excluded:
-            variant.update(excluded=excluded[variant["engine"]])
+        if variant["id"] in excluded:
+            variant.update(excluded=excluded[variant["id"]])
     variants = [_variant_options(v, policy, warnings) for v in variants]
 
     # Per node: precision and kernel.
     float_nodes = _float_nodes(model)
+    # The precision the graph passes apply (ONNX Runtime converts the graph; OpenVINO's fp16 is an engine setting).
     graph_precision = next((v["precision"] for v in variants if v["engine"] == "onnxruntime" and
-                            "excluded" not in v), None) or next(v["precision"] for v in variants)
+                            "excluded" not in v), None) or \
+        next((v["precision"] for v in variants if "excluded" not in v), variants[0]["precision"])
     blocked_ops = set(fp16_op_block_list(policy.keep_fp32_ops)) if graph_precision == "fp16" else \
         set(policy.keep_fp32_ops)
     quantisable = _quantisable_ops() if graph_precision == "int8" else set()
@@ -275,6 +316,11 @@ def _variant_options(variant: dict, policy, warnings: list[str]) -> dict:
     """Engine options from the execution knobs (threads, memory) and the precision."""
     engine = variant["engine"]
     options: dict[str, str] = {}
+    if variant["target"] == "npu-intel":
+        # Only properties every OpenVINO device accepts: the variant may run on its fallback device (cpu).
+        hint = {"int8": "f16"}.get(variant["precision"], "f16")
+        variant["options"] = {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}
+        return variant
     threads = policy.execution.get("threads")
     if threads.choice:
         options["INFERENCE_NUM_THREADS" if engine == "openvino" else "intra_op_num_threads"] = str(threads.choice)

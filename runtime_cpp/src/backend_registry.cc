@@ -1,5 +1,8 @@
 #include "backend_registry.h"
 
+#include <cstring>
+#include <cstddef>
+#include <algorithm>
 #include <dirent.h>
 #include <dlfcn.h>
 #include <sys/stat.h>
@@ -83,9 +86,11 @@ static Result<std::shared_ptr<const Backend>> MakeBackend(const xrt_backend_vtab
                         vtable->abi_version, ", this runtime has ABI version ", XRT_ABI_VERSION,
                         ": rebuild the backend against this xrt.h");
   }
-  if (vtable->struct_size < sizeof(xrt_backend_vtable_t)) {
+  // `describe` is optional and was added last: a vtable may end before it.
+  constexpr size_t kRequiredSize = offsetof(xrt_backend_vtable_t, describe);
+  if (vtable->struct_size < kRequiredSize) {
     return Incompatible("backend vtable struct_size is ", vtable->struct_size, ", expected at least ",
-                        sizeof(xrt_backend_vtable_t));
+                        kRequiredSize);
   }
   if (vtable->name == nullptr || vtable->name[0] == '\0') return InvalidArgument("vtable name is NULL or empty");
   const char* missing = !vtable->version      ? "version"
@@ -96,7 +101,8 @@ static Result<std::shared_ptr<const Backend>> MakeBackend(const xrt_backend_vtab
                                               : nullptr;
   if (missing) return InvalidArgument("backend ", vtable->name, ": vtable function ", missing, " is NULL");
   auto backend = std::make_shared<Backend>();
-  backend->vtable = *vtable;
+  backend->vtable = xrt_backend_vtable_t{};
+  std::memcpy(&backend->vtable, vtable, std::min<size_t>(vtable->struct_size, sizeof(xrt_backend_vtable_t)));
   backend->vtable.struct_size = sizeof(xrt_backend_vtable_t);
   backend->name = vtable->name;
   backend->vtable.name = backend->name.c_str();  // own the name: the caller's string may be temporary

@@ -319,12 +319,32 @@ XRT_API xrt_status_t xrt_session_create(xrt_bundle_t* bundle, const xrt_session_
   XRT_CHECK_ARG(bundle);
   XRT_CHECK_ARG(out_session);
   *out_session = nullptr;
-  if (xrt_status_t s = CheckStructSize(options, __func__, "xrt_session_options_initialize")) return s;
+  constexpr size_t kOriginalSize = offsetof(xrt_session_options_t, fallback);  // fields before 0.2
+  if (options != nullptr && options->struct_size < kOriginalSize) {
+    return Status(XRT_STATUS_INVALID_ARGUMENT,
+                  Cat(__func__, ": options->struct_size is ", options->struct_size, ", expected at least ",
+                      kOriginalSize, ": fill the options with xrt_session_options_initialize() first"))
+        .ToC();
+  }
   xrt::core::SessionOptions opts;
   if (options != nullptr) {
     if (options->device) opts.device = options->device;
     if (options->engine) opts.engine = options->engine;
     if (options->variant) opts.variant = options->variant;
+    if (options->struct_size >= offsetof(xrt_session_options_t, cache_dir) + sizeof(const char*)) {
+      if (options->fallback) {
+        opts.fallback_given = true;
+        std::string list = options->fallback;
+        size_t start = 0;
+        while (start <= list.size()) {
+          const size_t comma = std::min(list.find(',', start), list.size());
+          std::string item = list.substr(start, comma - start);
+          if (!item.empty()) opts.fallback.push_back(item);
+          start = comma + 1;
+        }
+      }
+      if (options->cache_dir) opts.cache_dir = options->cache_dir;
+    }
   }
   auto created = xrt::core::Session::Create(bundle->impl, opts);
   if (!created.ok()) return created.status().ToC();

@@ -9,6 +9,21 @@
 namespace xrt::core {
 namespace {
 
+std::vector<std::string> SplitRequirements(const std::string& requirement) {
+  std::vector<std::string> parts;
+  size_t start = 0;
+  while (start <= requirement.size()) {
+    const size_t comma = std::min(requirement.find(',', start), requirement.size());
+    std::string part = requirement.substr(start, comma - start);
+    part.erase(0, part.find_first_not_of(' '));
+    part.erase(part.find_last_not_of(' ') + 1);
+    parts.push_back(part);
+    start = comma + 1;
+  }
+  return parts;
+}
+
+
 using nlohmann::json;
 
 bool ParseRequirement(const std::string& requirement, std::string* out_op, std::vector<uint64_t>* out_version);
@@ -170,11 +185,27 @@ Result<Variant> ParseVariant(const json& v, const std::string& path, const forma
         OptionalString(*requires_it, "engine_version", path + ".requires", &out.engine_version_requirement), "");
     std::string op;
     std::vector<uint64_t> version;
-    if (!out.engine_version_requirement.empty() &&
-        !ParseRequirement(out.engine_version_requirement, &op, &version)) {
+    bool parsed = true;
+    if (!out.engine_version_requirement.empty()) {
+      for (const std::string& part : SplitRequirements(out.engine_version_requirement)) {
+        parsed = parsed && ParseRequirement(part, &op, &version);
+      }
+    }
+    if (!parsed) {
       return Bad(path + ".requires.engine_version",
                  Cat("is \"", out.engine_version_requirement,
-                     "\"; expected a version with an optional operator >=, >, ==, <= or <, e.g. \">=2026.0\""));
+                     "\"; expected a version with an optional operator >=, >, ==, <= or <, e.g. \">=2026.0\" or \">=2024.4,<2027\""));
+    }
+  }
+
+  auto fallback = v.find("fallback_devices");
+  if (fallback != v.end() && !fallback->is_null()) {
+    if (!fallback->is_array()) return Bad(path + ".fallback_devices", Cat("must be a list of devices, is ", Show(*fallback)));
+    for (const auto& d : *fallback) {
+      if (!d.is_string() || d.get_ref<const std::string&>().empty() || d.get_ref<const std::string&>().size() > 64) {
+        return Bad(path + ".fallback_devices", Cat("holds ", Show(d), "; each entry is a device name such as \"cpu\""));
+      }
+      out.fallback_devices.push_back(Lower(d.get<std::string>()));
     }
   }
   return out;
@@ -273,7 +304,20 @@ Result<std::unique_ptr<Model>> ParseModel(const nlohmann::json& manifest, const 
   return model;
 }
 
+
+// A requirement is one or more comparisons joined by ',' (all must hold): ">=2026.0", ">=2024.4,<2027".
 bool VersionSatisfies(const std::string& version, const std::string& requirement, std::string* out_problem) {
+  if (requirement.find(',') != std::string::npos) {
+    for (const std::string& part : SplitRequirements(requirement)) {
+      if (!VersionSatisfies(version, part, out_problem)) {
+        if (out_problem->rfind("engine version ", 0) == 0) {
+          *out_problem = Cat("engine version ", version, " does not satisfy ", requirement);
+        }
+        return false;
+      }
+    }
+    return true;
+  }
   std::string op;
   std::vector<uint64_t> want, have;
   if (!ParseRequirement(requirement, &op, &want)) {

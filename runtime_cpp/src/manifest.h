@@ -43,6 +43,7 @@ struct Variant {
   std::vector<std::pair<std::string, std::string>> artifacts;  // role -> section name, sorted by role
   std::string options_json;                                    // the "options" object ("{}" when absent)
   std::string engine_version_requirement;                      // requires.engine_version ("" when absent)
+  std::vector<std::string> fallback_devices;  // lower-case devices this variant may also run on (e.g. an NPU IR on cpu)
 };
 
 struct Model {

@@ -85,6 +85,28 @@ Status CheckOutput(const TensorSpec& spec, const xrt_backend_output_t& o, const 
   return Status();
 }
 
+std::string Join(const std::vector<std::string>& items, size_t from) {
+  std::string out;
+  for (size_t i = from; i < items.size(); ++i) out += (out.empty() ? "" : ", ") + items[i];
+  return out;
+}
+
+// "cpu (onnxruntime, openvino)": the devices any registered or discoverable backend reports, probed over the
+// device names the runtime knows. Loads plugins (only on the error / fallback path).
+std::string PresentDevices() {
+  static const char* const kKnown[] = {"cpu", "gpu", "npu", "cuda"};
+  std::string out;
+  for (const char* d : kKnown) {
+    std::string engines;
+    for (const std::string& name : BackendRegistry::Get().List()) {
+      auto b = BackendRegistry::Get().Acquire(name);
+      if (b.ok() && b.value()->HasDevice(d)) engines += (engines.empty() ? "" : ", ") + name;
+    }
+    if (!engines.empty()) out += Cat(out.empty() ? "" : "; ", d, " (", engines, ")");
+  }
+  return out.empty() ? "none" : out;
+}
+
 }  // namespace
 
 Result<std::shared_ptr<Session>> Session::Create(std::shared_ptr<const Bundle> bundle, const SessionOptions& options) {
@@ -114,48 +136,87 @@ Result<std::shared_ptr<Session>> Session::Create(std::shared_ptr<const Bundle> b
                       "; its variants are: ", VariantList(variants));
     }
   }
-  std::string device = Lower(options.device);
-  if (device.empty()) device = options.variant.empty() ? "cpu" : candidates.front()->device;
+  const std::string requested = [&] {
+    std::string d = Lower(options.device);
+    return d.empty() ? (options.variant.empty() ? std::string("cpu") : candidates.front()->device) : d;
+  }();
+
+  // Devices to try: the requested one, then the fallback chain: the caller's, or the one the variants built for
+  // the requested device declare (fallback_devices, in manifest order).
+  std::vector<std::string> devices = {requested};
+  std::string chain_origin = "the caller's fallback";
+  std::vector<std::string> chain;
+  if (options.fallback_given) {
+    for (const auto& d : options.fallback) chain.push_back(Lower(d));
+  } else {
+    chain_origin = "the bundle's fallback chain";
+    for (const Variant* v : candidates) {
+      if (v->device != requested) continue;
+      for (const auto& d : v->fallback_devices) chain.push_back(d);
+    }
+  }
+  for (const auto& d : chain) {
+    if (std::find(devices.begin(), devices.end(), d) == devices.end()) devices.push_back(d);
+  }
 
   nlohmann::json skipped = nlohmann::json::array();
   std::string tried;  // for the error message
   const Variant* chosen = nullptr;
   std::shared_ptr<const Backend> backend;
+  std::string device;
   size_t for_device = 0, incompatible = 0;
-  auto skip = [&](const Variant& v, const std::string& why) {
-    skipped.push_back({{"variant", v.id}, {"engine", v.engine}, {"device", v.device}, {"reason", why}});
-    tried += Cat("\n  - ", v.id, " (", v.engine, " on ", v.device, "): ", why);
+  auto skip = [&](const Variant& v, const std::string& on, const std::string& why) {
+    skipped.push_back({{"variant", v.id}, {"engine", v.engine}, {"device", on}, {"reason", why}});
+    tried += Cat("\n  - ", v.id, " (", v.engine, " on ", on, "): ", why);
   };
-  for (const Variant* v : candidates) {
-    if (v->device != device) {
-      skip(*v, Cat("built for device ", v->device, ", not ", device));
-      continue;
+  for (const std::string& d : devices) {
+    // Variants built for d, then (on a fallback device) variants that declare d as a fallback.
+    std::vector<const Variant*> order;
+    for (const Variant* v : candidates) {
+      if (v->device == d) order.push_back(v);
     }
-    ++for_device;
-    auto acquired = BackendRegistry::Get().Acquire(v->engine);
-    if (!acquired.ok()) {
-      skip(*v, acquired.status().message());
-      continue;
-    }
-    const auto& b = acquired.value();
-    if (!b->HasDevice(device)) {
-      skip(*v, Cat("engine ", v->engine, " (", b->origin, ") has no device ", device, " on this machine"));
-      continue;
-    }
-    if (!v->engine_version_requirement.empty()) {
-      std::string problem;
-      if (!VersionSatisfies(b->Version(), v->engine_version_requirement, &problem)) {
-        ++incompatible;
-        skip(*v, Cat("engine ", v->engine, ": ", problem));
-        continue;
+    for (const Variant* v : candidates) {
+      if (v->device != d && std::find(v->fallback_devices.begin(), v->fallback_devices.end(), d) !=
+                                v->fallback_devices.end()) {
+        order.push_back(v);
       }
     }
-    chosen = v;
-    backend = std::move(acquired).value();
-    break;
+    if (order.empty()) {
+      tried += Cat("\n  - device ", d, ": no variant is built for it or declares it as a fallback");
+      continue;
+    }
+    for (const Variant* v : order) {
+      ++for_device;
+      auto acquired = BackendRegistry::Get().Acquire(v->engine);
+      if (!acquired.ok()) {
+        skip(*v, d, acquired.status().message());
+        continue;
+      }
+      const auto& b = acquired.value();
+      if (!b->HasDevice(d)) {
+        skip(*v, d, Cat("engine ", v->engine, " (", b->origin, ") has no device ", d, " on this machine"));
+        continue;
+      }
+      if (!v->engine_version_requirement.empty()) {
+        std::string problem;
+        if (!VersionSatisfies(b->Version(), v->engine_version_requirement, &problem)) {
+          ++incompatible;
+          skip(*v, d, Cat("engine ", v->engine, ": ", problem));
+          continue;
+        }
+      }
+      chosen = v;
+      backend = std::move(acquired).value();
+      device = d;
+      break;
+    }
+    if (chosen != nullptr) break;
   }
   if (chosen == nullptr) {
-    const std::string what = Cat("no usable variant for device ", device, " in bundle ", bundle->origin());
+    std::string what = Cat("no usable variant for device ", requested, " in bundle ", bundle->origin());
+    if (devices.size() > 1) what += Cat(" (nor on ", chain_origin, ": ", Join(devices, 1), ")");
+    else if (requested != "cpu") what += " and no fallback allowed";
+    what += Cat("; devices present here: ", PresentDevices());
     if (for_device == 0) return NotFound(what, "; tried:", tried.empty() ? " (no variants)" : tried);
     if (incompatible == for_device) return Incompatible(what, "; tried:", tried);
     return Unavailable(what, "; tried:", tried);
@@ -171,6 +232,11 @@ Result<std::shared_ptr<Session>> Session::Create(std::shared_ptr<const Bundle> b
     if (!skipped.empty()) reason += Cat(" (", skipped.size(), " skipped)");
   }
   if (!chosen->why.empty()) reason += Cat("; compiler: ", chosen->why);
+  std::string fallback_reason;
+  if (device != requested) {
+    fallback_reason = Cat("no usable variant for device ", requested, " (devices present here: ", PresentDevices(),
+                          "); ran on ", device, " per ", chain_origin);
+  }
 
   auto session = std::shared_ptr<Session>(new Session());
   session->bundle_ = bundle;
@@ -207,8 +273,16 @@ Result<std::shared_ptr<Session>> Session::Create(std::shared_ptr<const Bundle> b
 
   const auto& vt = backend->vtable;
   void* handle = nullptr;
+  std::string options_json = chosen->options_json;
+  if (!options.cache_dir.empty()) {  // the runtime's own option: handed to the engine as "xrt.cache_dir"
+    nlohmann::json o = nlohmann::json::parse(options_json, nullptr, /*allow_exceptions=*/false);
+    if (o.is_object()) {
+      o["xrt.cache_dir"] = options.cache_dir;
+      options_json = o.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    }
+  }
   Status init = Status::FromC(vt.init(vt.self, device.c_str(), artifacts.data(), artifacts.size(),
-                                      chosen->options_json.c_str(), &handle));
+                                      options_json.c_str(), &handle));
   if (!init.ok()) {
     return std::move(init).WithContext(
         Cat("engine ", chosen->engine, " (", backend->origin, ") failed to initialise variant ", chosen->id));
@@ -219,8 +293,15 @@ Result<std::shared_ptr<Session>> Session::Create(std::shared_ptr<const Bundle> b
                              {"engine", chosen->engine},
                              {"engine_version", backend->Version()},
                              {"device", device},
+                             {"requested_device", requested},
                              {"reason", reason},
                              {"skipped", std::move(skipped)}};
+  if (!fallback_reason.empty()) describe["fallback"] = fallback_reason;
+  if (vt.describe != nullptr) {
+    const char* info = vt.describe(vt.self, handle);
+    nlohmann::json parsed = nlohmann::json::parse(info ? info : "", nullptr, /*allow_exceptions=*/false);
+    if (parsed.is_object()) describe["engine_info"] = std::move(parsed);
+  }
   session->describe_ = describe.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   return session;
 }

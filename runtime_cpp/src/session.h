@@ -20,6 +20,9 @@ struct SessionOptions {
   std::string device;   // "" = the named variant's device, else "cpu"
   std::string engine;   // "" = any, in manifest preference order
   std::string variant;  // "" = pick
+  bool fallback_given = false;        // false: the bundle's chain (the variants' fallback_devices)
+  std::vector<std::string> fallback;  // devices to try after `device`, in order
+  std::string cache_dir;              // "" = no engine compile cache
 };
 
 class Outputs;

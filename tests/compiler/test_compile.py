@@ -350,7 +350,7 @@ def test_targets(tmp_path, capsys):
     model = tiny_model(tmp_path / "tiny.onnx")
     code, _, stderr = run_cli(capsys, "compile", model, "--target", "gpu", "-o", tmp_path / "x.xrtpkg")
     assert code == 2 and "unknown target 'gpu'" in stderr and "implemented: cpu" in stderr and "cuda" in stderr
-    for planned in ("npu-intel", "cuda", "tensorrt"):
+    for planned in ("cuda", "tensorrt"):
         code, _, stderr = run_cli(capsys, "compile", model, "--target", planned, "-o", tmp_path / "x.xrtpkg")
         assert code == 4 and "not implemented yet" in stderr, stderr
     with pytest.raises(UnsupportedTargetError):

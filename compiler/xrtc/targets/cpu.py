@@ -101,7 +101,8 @@ def _build_onnxruntime(model_bytes: bytes, workdir: str, tools: dict[str, str]) 
 
 
 def _build_openvino(model_bytes: bytes, workdir: str, tools: dict[str, str],
-                    precompile: bool = True, precision: str = "fp32") -> list[tuple[str, bytes, bool]]:
+                    precompile: bool = True, precision: str = "fp32",
+                    prefix: str = "cpu-openvino") -> list[tuple[str, bytes, bool]]:
     """Converts in a child process (see _openvino_worker: determinism) and checks OpenVINO compiles it on CPU.
     Raises BuildFailed with a reason; records the engine version in `tools` when OpenVINO could be imported.
     With `precompile`, also returns the CPU-compiled blob (`cpu-openvino.blob`) and records in `tools` the build and
@@ -109,15 +110,15 @@ def _build_openvino(model_bytes: bytes, workdir: str, tools: dict[str, str],
     f16 hint; bf16 compiles with the bf16 hint; int8 is a QDQ graph (OpenVINO runs its quantised parts as int8)."""
     if importlib.util.find_spec("openvino") is None:
         raise BuildFailed("OpenVINO is not installed; install it with `pip install xpuruntime[openvino]`")
-    outdir = os.path.join(workdir, "openvino")
+    outdir = os.path.join(workdir, prefix)
     os.makedirs(outdir)
-    with open(os.path.join(workdir, "model.onnx"), "wb") as f:
+    with open(os.path.join(workdir, f"{prefix}.onnx"), "wb") as f:
         f.write(model_bytes)
     package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
     # Relative paths, run from workdir: engine messages then never contain the (random) temp folder.
-    proc = subprocess.run([sys.executable, "-m", "xrtc.targets._openvino_worker", "model.onnx", "openvino",
+    proc = subprocess.run([sys.executable, "-m", "xrtc.targets._openvino_worker", f"{prefix}.onnx", prefix,
                            *(["--precompile"] if precompile else []),
                            *(["--compress-fp16"] if precision == "fp16" else []),
                            "--hint", OPENVINO_HINTS.get(precision, "f32")],
@@ -142,12 +143,12 @@ def _build_openvino(model_bytes: bytes, workdir: str, tools: dict[str, str],
         xml = f.read()
     with open(os.path.join(outdir, "model.bin"), "rb") as f:
         weights = f.read()
-    payloads = [("cpu-openvino.xml", xml, True), ("cpu-openvino.bin", weights, False)]
+    payloads = [(f"{prefix}.xml", xml, True), (f"{prefix}.bin", weights, False)]
     if precompile and result.get("export_error"):
         log.warning("cpu-openvino has no precompiled blob (loads compile the IR): %s", result["export_error"])
     elif precompile:
         with open(os.path.join(outdir, "model.blob"), "rb") as f:
-            payloads.append(("cpu-openvino.blob", f.read(), False))
+            payloads.append((f"{prefix}.blob", f.read(), False))
         tools["openvino_blob_capabilities"] = result["capabilities"]
     return payloads
 
@@ -198,18 +199,21 @@ def order_engines(built: set[str], estimate: ComputeEstimate) -> list[tuple[str,
 
 
 def lower(models: dict[str, onnx.ModelProto], plan, workdir: str, clock, precompile: bool = True) -> CpuLowering:
-    """Builds the CPU variants the plan keeps, each from its own graph (`models[engine]`: the precision passes
-    differ per engine), into `workdir` (a private temp folder). Variants the plan excludes are recorded with the
-    plan's reason. `precompile` adds OpenVINO's CPU-compiled blob (fast loads on the same build and CPU)."""
-    reference = models.get("onnxruntime") or next(iter(models.values()))
+    """Builds the plan's CPU variants, each from its own graph (`models[variant id]`: precision passes differ per
+    variant), into `workdir` (a private temp folder). Variants the plan excludes are recorded with the plan's
+    reason. `precompile` adds OpenVINO's CPU-compiled blob (fast loads on the same build and CPU)."""
+    planned = {v["engine"]: v for v in plan.variants if v["target"] == "cpu"}
+    if not planned:
+        return CpuLowering(variants=[], payloads=[], excluded=[])
+    built_from = [models[v["id"]] for v in planned.values() if v["id"] in models]
+    reference = models.get("cpu-openvino") or (built_from[0] if built_from else next(iter(models.values())))
     with clock.stage("estimate-compute", log):
-        estimate = estimate_compute(models.get("openvino") or reference)
+        estimate = estimate_compute(reference)
     log.info("estimated compute: %s (%d ops counted, %d without shapes)", estimate.text(), estimate.counted,
              estimate.unknown)
     payloads: dict[str, list[tuple[str, bytes, bool]]] = {}
     excluded: list[dict] = []
     tools: dict[str, str] = {}
-    planned = {v["engine"]: v for v in plan.variants}
     for engine in ("openvino", "onnxruntime"):
         variant = planned[engine]
         if variant.get("dropped"):
@@ -217,7 +221,7 @@ def lower(models: dict[str, onnx.ModelProto], plan, workdir: str, clock, precomp
         if "excluded" in variant:
             excluded.append({"target": "cpu", "engine": engine, "reason": f"policy: {variant['excluded']}"})
             continue
-        model_bytes = models[engine].SerializeToString()
+        model_bytes = models[variant["id"]].SerializeToString()
         with clock.stage(f"lower-{engine}", log):
             try:
                 if engine == "openvino":
@@ -228,10 +232,6 @@ def lower(models: dict[str, onnx.ModelProto], plan, workdir: str, clock, precomp
                 log.warning("cpu-%s left out: %s", engine, err)
                 excluded.append({"target": "cpu", "engine": engine, "reason": str(err)})
     ordered = order_engines(set(payloads), estimate)
-    if not ordered:
-        reasons = "; ".join(f"{e['engine']}: {e['reason']}" for e in excluded)
-        raise NoVariantError(f"no CPU variant could be built: {reasons}. Neither engine runs the model as it is: "
-                             "replace the operators named above, or re-export the model with standard ONNX ops")
     blob_capabilities = tools.pop("openvino_blob_capabilities", None)
     blob_tools = dict(tools, openvino_blob_capabilities=blob_capabilities or "")
     variants = [_variant(engine, payloads[engine], why, blob_tools, planned[engine]) for engine, why in ordered]

@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <exception>
 #include <memory>
 #include <map>
@@ -114,6 +115,10 @@ class Handle {
         input_count_(compiled_.inputs().size()),
         output_count_(compiled_.outputs().size()) {}
 
+  // What init did, as JSON for the session's describe() ("engine_info"); set once, right after construction.
+  void set_info(std::string info) { info_ = std::move(info); }
+  const std::string& info() const { return info_; }
+
   size_t input_count() const { return input_count_; }
   size_t output_count() const { return output_count_; }
 
@@ -135,6 +140,7 @@ class Handle {
   }
 
  private:
+  std::string info_;
   // Wraps the borrowed weights section; constants of the compiled model may alias it, so it lives as long as the
   // handle (the core guarantees the artifact bytes outlive destroy()).
   ov::Tensor weights_;
@@ -211,6 +217,20 @@ std::string DeviceCapabilities(const std::string& ov_device) {
   } catch (...) {
     return "";
   }
+}
+
+// Regular files in `dir` (0 when it does not exist yet: OpenVINO creates it).
+size_t CountFiles(const std::string& dir) {
+  std::error_code ec;
+  size_t n = 0;
+  for (std::filesystem::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    if (it->is_regular_file(ec)) ++n;
+  }
+  return n;
+}
+
+const char* Describe(void* /*self*/, void* handle) {
+  return handle ? static_cast<Handle*>(handle)->info().c_str() : "";
 }
 
 xrt_status_t ParseOptions(const char* options_json, ov::AnyMap* out_properties,
@@ -297,7 +317,9 @@ xrt_status_t Init(void* /*self*/, const char* device, const xrt_backend_artifact
         ov::Tensor blob(ov::element::u8, ov::Shape{static_cast<size_t>(precompiled->size)},
                         static_cast<const void*>(precompiled->data));
         ov::CompiledModel imported = core.import_model(blob, ov_device, properties);
-        *out_handle = new Handle(std::move(blob), std::move(imported));  // the handle keeps the blob view alive
+        auto* handle = new Handle(std::move(blob), std::move(imported));  // the handle keeps the blob view alive
+        handle->set_info(nlohmann::json{{"ov_device", ov_device}, {"compiled_from", "precompiled blob"}}.dump());
+        *out_handle = handle;
         return nullptr;
       } catch (const std::exception&) {
         // NOTE: deliberately silent fallback to the IR; the IR is the variant's source of truth.
@@ -314,6 +336,15 @@ xrt_status_t Init(void* /*self*/, const char* device, const xrt_backend_artifact
                                                  CleanOvMessage(e.what()) +
                                                  " (rebuild the bundle with an xrtc using this OpenVINO)");
     }
+    // Compile cache (the caller's cache_dir, handed over as "xrt.cache_dir"): OpenVINO stores the compiled model
+    // there and imports it on the next load of the same model, device and properties. A hit is seen as "no new
+    // file in the folder" (OpenVINO does not report it).
+    const std::string cache_dir = xrt_options.count("xrt.cache_dir") ? xrt_options["xrt.cache_dir"] : "";
+    size_t cache_files_before = 0;
+    if (!cache_dir.empty()) {
+      properties[ov::cache_dir.name()] = cache_dir;
+      cache_files_before = CountFiles(cache_dir);
+    }
     ov::CompiledModel compiled;
     try {
       compiled = core.compile_model(ov_model, ov_device, properties);
@@ -329,7 +360,16 @@ xrt_status_t Init(void* /*self*/, const char* device, const xrt_backend_artifact
       }
       return MakeStatus(code, "openvino: compile_model on " + ov_device + " failed: " + message);
     }
-    *out_handle = new Handle(std::move(weights_tensor), std::move(compiled));
+    auto* handle = new Handle(std::move(weights_tensor), std::move(compiled));
+    nlohmann::json info = {{"ov_device", ov_device}, {"compiled_from", "IR"}};
+    if (!cache_dir.empty()) {
+      const bool hit = CountFiles(cache_dir) == cache_files_before && cache_files_before > 0;
+      info["cache_dir"] = cache_dir;
+      info["cache"] = hit ? "hit" : "miss";
+      info["compiled_from"] = hit ? "compile cache" : "IR (written to the compile cache)";
+    }
+    handle->set_info(info.dump());
+    *out_handle = handle;
     return nullptr;
   } catch (const std::bad_alloc&) {
     return MakeStatus(XRT_STATUS_RESOURCE_EXHAUSTED, "openvino: out of memory while loading the variant");
@@ -473,6 +513,7 @@ extern "C" XRT_API xrt_status_t xrt_backend_plugin_get(uint32_t host_abi_version
   vtable.init = &ovb::Init;
   vtable.execute = &ovb::Execute;
   vtable.destroy = &ovb::Destroy;
+  vtable.describe = &ovb::Describe;
   *out_vtable = vtable;
   return nullptr;
 }

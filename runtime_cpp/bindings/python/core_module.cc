@@ -13,6 +13,7 @@
 //   array's capsule holds a reference to the xrt_outputs_t they came from).
 #include <nanobind/nanobind.h>
 #include <nanobind/ndarray.h>
+#include <nanobind/stl/optional.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
 
@@ -225,12 +226,20 @@ nb::tuple IoInfoToPython(const xrt_io_info_t& info) {
 
 class Session {
  public:
-  Session(const Bundle& bundle, const std::string& device, const std::string& engine, const std::string& variant) {
+  // fallback: None = the bundle's chain; a list (maybe empty) = exactly these devices after `device`.
+  Session(const Bundle& bundle, const std::string& device, const std::string& engine, const std::string& variant,
+          const std::optional<std::vector<std::string>>& fallback, const std::string& cache_dir) {
+    std::string fallback_text;
+    if (fallback) {
+      for (const auto& d : *fallback) fallback_text += (fallback_text.empty() ? "" : ",") + d;
+    }
     xrt_session_options_t options;
     xrt_session_options_initialize(&options);
     options.device = device.c_str();
     options.engine = engine.empty() ? nullptr : engine.c_str();
     options.variant = variant.empty() ? nullptr : variant.c_str();
+    options.fallback = fallback ? fallback_text.c_str() : nullptr;
+    options.cache_dir = cache_dir.empty() ? nullptr : cache_dir.c_str();
     xrt_session_t* raw = nullptr;
     // The GIL stays held: a Python backend's init runs here and would re-acquire it anyway, and engines that
     // compile in init are not something another Python thread should race with during load.
@@ -525,8 +534,10 @@ NB_MODULE(_core, m) {
       .def_prop_ro("version", &Bundle::version);
 
   nb::class_<Session>(m, "Session")
-      .def(nb::init<const Bundle&, const std::string&, const std::string&, const std::string&>(), nb::arg("bundle"),
-           nb::arg("device"), nb::arg("engine"), nb::arg("variant"), nb::keep_alive<1, 2>())
+      .def(nb::init<const Bundle&, const std::string&, const std::string&, const std::string&,
+                    const std::optional<std::vector<std::string>>&, const std::string&>(),
+           nb::arg("bundle"), nb::arg("device"), nb::arg("engine"), nb::arg("variant"), nb::arg("fallback").none(),
+           nb::arg("cache_dir"), nb::keep_alive<1, 2>())
       .def("describe", &Session::describe)
       .def_prop_ro("inputs", &Session::inputs)
       .def_prop_ro("outputs", &Session::outputs)

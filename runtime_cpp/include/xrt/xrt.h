@@ -197,6 +197,10 @@ typedef struct xrt_backend_vtable_t {
   xrt_status_t (*execute)(void* self, void* handle, const xrt_tensor_view_t* inputs, size_t input_count,
                           xrt_backend_output_t* outputs, size_t output_count);
   void (*destroy)(void* self, void* handle);
+  /* Optional (may be NULL; absent in vtables whose struct_size ends before it): a JSON object describing what the
+   * engine did at init (e.g. {"compiled_from": "cache", "cache_dir": ...}), merged into the session's describe()
+   * as "engine_info". Owned by the handle, valid until destroy(). */
+  const char* (*describe)(void* self, void* handle);
 } xrt_backend_vtable_t;
 
 /* Registers (copies) a vtable. Errors: INVALID_ARGUMENT (NULL fields), INCOMPATIBLE (abi_version). Thread-safe. */
@@ -215,6 +219,12 @@ typedef struct xrt_session_options_t {
   const char* device;     /* "cpu" (default when NULL) */
   const char* engine;     /* NULL: the manifest's preference among available engines; else only this engine */
   const char* variant;   /* NULL: pick; else the variant with this id */
+  /* Added in 0.2; callers built before pass a struct_size that ends above and get the defaults. */
+  const char* fallback;   /* devices to try, in order, when `device` has no usable variant, ','-separated ("cpu").
+                             NULL: the chain the bundle's variants for `device` declare (their fallback_devices);
+                             "": no fallback (a missing device is an error naming the devices present) */
+  const char* cache_dir;  /* folder for engine compile caches (OpenVINO CACHE_DIR) of variants compiled at load;
+                             NULL or "": no cache. The session's describe() says whether the cache was hit */
 } xrt_session_options_t;
 
 XRT_API void xrt_session_options_initialize(xrt_session_options_t* out_options);
