@@ -71,6 +71,14 @@ def render_text(info: dict) -> str:
                      f"{', '.join(req.get('devices', []))}")
         lines.append(f"     artifacts {json.dumps(v.get('artifacts', {}), sort_keys=True)}, options "
                      f"{json.dumps(v.get('options', {}), sort_keys=True)}")
+        if v.get("fallback_devices"):
+            lines.append(f"     falls back to: {', '.join(v['fallback_devices'])} (same artifacts, where "
+                         f"{v.get('device')} is absent)")
+        acc = v.get("accuracy")
+        if acc:
+            errs = ", ".join(f"{k} {e:.3g}" for k, e in acc.get("max_abs_err", {}).items())
+            lines.append(f"     accuracy: {'pass' if acc.get('passed') else 'FAIL'}, max abs err {errs} vs ONNX "
+                         f"Runtime (rtol {acc.get('rtol')}, atol {acc.get('atol')}; ran on {acc.get('ran_on', '?')})")
         lines.append(f"     why: {v.get('why', '')}")
     excluded = m.get("excluded", [])
     lines.append(f"excluded ({len(excluded)})")

@@ -24,6 +24,11 @@ def add_runtime_args(parser) -> None:
     parser.add_argument("--shape", action="append", metavar="NAME=1x3x224x224",
                         help="shape for random inputs with dynamic dims (repeatable)")
     parser.add_argument("--seed", type=int, default=0, help="seed for random inputs (default 0)")
+    parser.add_argument("--fallback", metavar="DEV[,DEV]",
+                        help="devices to try when --device has no usable variant (e.g. cpu); 'none' allows none; "
+                             "default: the bundle's chain")
+    parser.add_argument("--cache-dir", metavar="DIR",
+                        help="engine compile cache for variants compiled at load (NPU; CPU without a matching blob)")
     parser.add_argument("--trusted-key", action="append", metavar="NAME.pub",
                         help="accept only bundles signed by this key (repeatable; `xrtc keygen` writes NAME.pub)")
     parser.add_argument("--require-signature", action="store_true",
@@ -42,7 +47,15 @@ def load_session(args):
         raise XrtcError(f"cannot import the runtime (xpuruntime): {err}. Reinstall with `pip install xpuruntime`") \
             from err
     return xrt, xrt.load(args.bundle, device=args.device, engine=args.engine, variant=args.variant,
-                         **trust_args(args))
+                         **trust_args(args), **device_args(args))
+
+
+def device_args(args) -> dict:
+    """--fallback / --cache-dir as xrt.load() keywords."""
+    fallback = None
+    if getattr(args, "fallback", None):
+        fallback = [] if args.fallback == "none" else [d.strip() for d in args.fallback.split(",") if d.strip()]
+    return {"fallback": fallback, "cache_dir": getattr(args, "cache_dir", None)}
 
 
 def feeds_for(session, args):
@@ -101,6 +114,10 @@ class Run:
         ex = report["explain"]
         print(f"variant {ex.get('variant')} (engine {ex.get('engine')} {ex.get('engine_version', '')}, "
               f"device {ex.get('device')}): {ex.get('reason', '')}")
+        if ex.get("fallback"):
+            print(f"  fallback: {ex['fallback']}")
+        if ex.get("engine_info"):
+            print(f"  engine: {', '.join(f'{k} {v}' for k, v in sorted(ex['engine_info'].items()))}")
         for skipped in ex.get("skipped", []):
             print(f"  skipped {skipped}")
         print(f"load {report['load_ms']:.1f} ms, first run {report['first_run_ms']:.2f} ms")

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..errors import UsageError, XrtcError
 from . import _data
-from .run import add_runtime_args, feeds_for, trust_args
+from .run import add_runtime_args, device_args, feeds_for, trust_args
 
 log = logging.getLogger("xrtc.verify")
 
@@ -96,7 +96,7 @@ class Verify:
         import xpuruntime as xrt
 
         first = xrt.load(args.bundle, device=args.device, engine=args.engine, variant=args.variant,
-                         **trust_args(args))
+                         **trust_args(args), **device_args(args))
         manifest = first.manifest
         if args.model:
             feeds = feeds_for(first, args)
@@ -109,14 +109,17 @@ class Verify:
             if args.inputs or args.input:
                 raise UsageError("--inputs/--input need --model (the golden outputs belong to the golden inputs)")
             feeds, reference = _golden(args.bundle, manifest)
-        wanted = [v for v in manifest["variants"] if v.get("device") == args.device
+        # Variants for the device, and those that declare it a fallback (an NPU IR checked on the CPU).
+        wanted = [v for v in manifest["variants"]
+                  if (v.get("device") == args.device or args.device in v.get("fallback_devices", []))
                   and (args.engine is None or v.get("engine") == args.engine)
                   and (args.variant is None or v.get("id") == args.variant)]
         results: list[Comparison] = []
         skipped: dict[str, str] = {}
         for variant in wanted:
             try:
-                session = xrt.load(args.bundle, device=args.device, variant=variant["id"], **trust_args(args))
+                session = xrt.load(args.bundle, device=args.device, variant=variant["id"], **trust_args(args),
+                                   **device_args(args))
             except (xrt.Unavailable, xrt.NotFound) as err:
                 skipped[variant["id"]] = str(err)
                 continue
