@@ -50,6 +50,9 @@ const char kUsage[] =
     "  --seed S                 seed for random inputs (default 0)\n"
     "selection:\n"
     "  --device D               cpu (default), gpu, npu\n"
+    "  --fallback D[,D]         devices to try when D has no usable variant; 'none' for none (default: the\n"
+    "                           bundle's chain, e.g. an npu-intel variant falls back to cpu)\n"
+    "  --cache-dir DIR          engine compile cache for variants compiled at load (NPU, CPU without a blob)\n"
     "  --engine E               only this engine (openvino, onnxruntime, ...)\n"
     "  --variant ID             exactly this variant\n"
     "signatures:\n"
@@ -133,6 +136,9 @@ struct Options {
   std::vector<std::pair<std::string, std::string>> input_files;  // name, path
   std::vector<std::pair<std::string, std::vector<int64_t>>> shapes;
   std::string device = "cpu";
+  bool fallback_given = false;  // false: the bundle's chain
+  std::string fallback;         // ','-separated devices; "" with fallback_given: none
+  std::string cache_dir;
   std::string engine;
   std::string variant;
   std::string save_outputs;
@@ -225,7 +231,7 @@ Options ParseArgs(int argc, char** argv) {
   Options o;
   const std::vector<std::string> valued = {"--inputs", "--input",        "--shape", "--device", "--engine",
                                            "--variant", "--save-outputs", "--bench", "--warmup", "--seed",
-                                           "--trusted-key"};
+                                           "--trusted-key", "--fallback", "--cache-dir"};
   const std::vector<std::string> boolean = {"--force", "--quiet", "--json", "--help", "--require-signature"};
   bool positional_only = false;
   for (int i = 1; i < argc; ++i) {
@@ -274,6 +280,11 @@ Options ParseArgs(int argc, char** argv) {
       o.shapes.emplace_back(name, ParseDims(flag, dims));
     } else if (flag == "--device") {
       o.device = v;
+    } else if (flag == "--fallback") {
+      o.fallback = v == "none" ? std::string() : v;
+      o.fallback_given = true;
+    } else if (flag == "--cache-dir") {
+      o.cache_dir = v;
     } else if (flag == "--engine") {
       o.engine = v;
     } else if (flag == "--variant") {
@@ -699,6 +710,8 @@ class Runner {
     session_options.device = o_.device.c_str();
     session_options.engine = o_.engine.empty() ? nullptr : o_.engine.c_str();
     session_options.variant = o_.variant.empty() ? nullptr : o_.variant.c_str();
+    session_options.fallback = o_.fallback_given ? o_.fallback.c_str() : nullptr;
+    session_options.cache_dir = o_.cache_dir.empty() ? nullptr : o_.cache_dir.c_str();
     const Clock::time_point t_session = Clock::now();
     xrt_session_t* raw_session = nullptr;
     Check(xrt_session_create(bundle.get(), &session_options, &raw_session));
@@ -835,6 +848,8 @@ class Runner {
     Say("variant " + str("variant") + ": engine " + str("engine") + " " + str("engine_version") + " on device " +
         str("device"));
     if (d.contains("reason")) Say("  why: " + str("reason"));
+    if (d.contains("fallback")) Say("  fallback: " + str("fallback"));
+    if (d.contains("engine_info")) Say("  engine: " + d["engine_info"].dump());
     const auto skipped = d.find("skipped");
     if (skipped != d.end() && skipped->is_array()) {
       for (const Json& s : *skipped) {

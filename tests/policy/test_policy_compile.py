@@ -152,7 +152,7 @@ def test_prefer_records_why_not(tmp_path):
     assert by_engine["onnxruntime"]["precision"] == "fp32" and by_engine["openvino"]["precision"] == "bf16"
     log = json.loads(xrtpkg.read(result.path).data("decisions.json"))
     text = " | ".join(log["warnings"])
-    assert "prefer precision=bf16 on onnxruntime" in text and "prefer conv=cudnn" in text
+    assert "prefer precision=bf16 on cpu-onnxruntime" in text and "prefer conv=cudnn" in text
     conv = next(n for n in log["nodes"] if n["op"] == "Conv")
     assert any("cudnn" in r["alternative"] and "CUDA" in r["reason"] for r in conv["rejected"])
 

@@ -16,6 +16,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <stdexcept>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -214,6 +215,8 @@ struct SessionOptions {
   std::string device;   // "" = "cpu"
   std::string engine;   // "" = the manifest's preference among available engines
   std::string variant;  // "" = pick
+  std::optional<std::vector<std::string>> fallback;  // nullopt = the bundle's chain; {} = none
+  std::string cache_dir;                              // "" = no engine compile cache
 };
 
 class Session {
@@ -224,6 +227,12 @@ class Session {
     o.device = options.device.empty() ? nullptr : options.device.c_str();
     o.engine = options.engine.empty() ? nullptr : options.engine.c_str();
     o.variant = options.variant.empty() ? nullptr : options.variant.c_str();
+    std::string fallback;
+    if (options.fallback) {
+      for (const auto& d : *options.fallback) fallback += (fallback.empty() ? "" : ",") + d;
+    }
+    o.fallback = options.fallback ? fallback.c_str() : nullptr;
+    o.cache_dir = options.cache_dir.empty() ? nullptr : options.cache_dir.c_str();
     Check(xrt_session_create(bundle.get(), &o, &handle_));
   }
   Session(Session&& other) noexcept : handle_(std::exchange(other.handle_, nullptr)) {}
