@@ -182,7 +182,7 @@ Result<std::shared_ptr<Session>> Session::Create(std::shared_ptr<const Bundle> b
       }
     }
     if (order.empty()) {
-      tried += Cat("\n  - device ", d, ": no variant is built for it or declares it as a fallback");
+      for (const Variant* v : candidates) skip(*v, d, Cat("built for device ", v->device, ", not ", d));
       continue;
     }
     for (const Variant* v : order) {

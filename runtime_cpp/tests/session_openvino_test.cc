@@ -162,7 +162,10 @@ TEST_F(OpenVinoSession, InputErrorsNameTheInputAndBothShapes) {
   }
   const auto dynamic_bytes = xrt::format::testing::Build(sections);
   xrt::Bundle bundle = xrt::Bundle::OpenMemory(dynamic_bytes.data(), dynamic_bytes.size());
-  xrt::Session session(bundle, {"cpu", "openvino", ""});
+  xrt::SessionOptions options;
+  options.device = "cpu";
+  options.engine = "openvino";
+  xrt::Session session(bundle, options);
   auto inputs = session.inputs();
   EXPECT_EQ(inputs[0].shape, (std::vector<int64_t>{-1, 4}));
   EXPECT_EQ(inputs[0].dim_names, (std::vector<std::string>{"batch", ""}));
