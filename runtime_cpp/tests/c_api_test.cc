@@ -3,6 +3,7 @@
 // failures. Sessions that execute need a real engine: see session_openvino_test.cc.
 #include "xrt/xrt.h"
 
+#include <cstddef>
 #include <gtest/gtest.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -600,7 +601,7 @@ void TestDestroy(void*, void*) {}
 
 TEST(BackendRegister, ValidatesTheVtable) {
   xrt_backend_vtable_t v{sizeof(xrt_backend_vtable_t), XRT_ABI_VERSION, "regtest", nullptr, TestVersion,
-                         TestHasDevice, TestInit, TestExecute, TestDestroy};
+                         TestHasDevice, TestInit, TestExecute, TestDestroy, nullptr};
   auto with = [&](auto edit) {
     xrt_backend_vtable_t copy = v;
     edit(copy);
@@ -629,7 +630,7 @@ int TestHasCpu(void*, const char* device) { return std::strcmp(device, "cpu") ==
 TEST(BackendRegister, EngineVersionRequirements) {
   // This vtable is never run: every variant below fails its version requirement before init().
   xrt_backend_vtable_t v{sizeof(xrt_backend_vtable_t), XRT_ABI_VERSION, "vertest", nullptr, TestVersion,
-                         TestHasCpu, TestInit, TestExecute, TestDestroy};
+                         TestHasCpu, TestInit, TestExecute, TestDestroy, nullptr};
   ASSERT_OK(xrt_backend_register(&v));
   auto manifest = Manifest({{"a", "vertest"}, {"b", "vertest"}});
   manifest["variants"][0]["requires"] = {{"engine_version", ">=2.0"}};
@@ -654,10 +655,82 @@ TEST(BackendRegister, EngineVersionRequirements) {
   EXPECT_EQ(s, nullptr);
 }
 
+const char* TestDescribe(void*, void*) { return "{\"compiled_from\":\"test\"}"; }
+
+TEST(SessionCreate, DeviceFallbackChainsAndVersionRanges) {
+  // "fbtest" has only a cpu; variant "n" is built for npu and declares cpu as its fallback device.
+  xrt_backend_vtable_t v{sizeof(xrt_backend_vtable_t), XRT_ABI_VERSION, "fbtest", nullptr, TestVersion,
+                         TestHasCpu, TestInit, TestExecute, TestDestroy, TestDescribe};
+  ASSERT_OK(xrt_backend_register(&v));
+  auto manifest = Manifest({{"n", "fbtest"}});
+  manifest["variants"][0]["device"] = "npu";
+  manifest["variants"][0]["fallback_devices"] = {"cpu"};
+  manifest["variants"][0]["requires"] = {{"engine_version", ">=0.5,<2"}};
+  auto bytes = BundleBytes(manifest);
+  BundlePtr b;
+  ASSERT_OK(xrt_bundle_open_memory(bytes.data(), bytes.size(), nullptr, &b.b));
+  xrt_session_options_t o;
+  xrt_session_t* s = nullptr;
+  // The bundle's chain: npu is absent, the variant is tried on cpu (init runs: this test backend refuses there).
+  xrt_session_options_initialize(&o);
+  o.device = "npu";
+  EXPECT_STATUS(xrt_session_create(b.b, &o, &s), "UNIMPLEMENTED", "failed to initialise variant n");
+  // Strict: no fallback allowed, the error names the missing device and the devices present.
+  o.fallback = "";
+  StatusHolder strict(xrt_session_create(b.b, &o, &s));
+  EXPECT_EQ(strict.code(), "UNAVAILABLE") << strict.message();
+  EXPECT_NE(strict.message().find("no usable variant for device npu"), std::string::npos) << strict.message();
+  EXPECT_NE(strict.message().find("no fallback allowed"), std::string::npos) << strict.message();
+  EXPECT_NE(strict.message().find("devices present here: cpu ("), std::string::npos) << strict.message();
+  // A version outside the range is refused naming the whole range (UNAVAILABLE overall: npu is absent too).
+  manifest["variants"][0]["requires"] = {{"engine_version", ">=2024.4,<2027"}};
+  auto old_bytes = BundleBytes(manifest);
+  BundlePtr old;
+  ASSERT_OK(xrt_bundle_open_memory(old_bytes.data(), old_bytes.size(), nullptr, &old.b));
+  o.fallback = "cpu";
+  EXPECT_STATUS(xrt_session_create(old.b, &o, &s), "UNAVAILABLE",
+                "engine fbtest: engine version 1.0 does not satisfy >=2024.4,<2027");
+  // Callers built before the 0.2 fields (a struct_size that ends at `variant`) still work: the bundle's chain.
+  xrt_session_options_initialize(&o);
+  o.struct_size = offsetof(xrt_session_options_t, fallback);
+  o.device = "npu";
+  o.fallback = "this field is past struct_size and must be ignored";
+  EXPECT_STATUS(xrt_session_create(b.b, &o, &s), "UNIMPLEMENTED", "failed to initialise variant n");
+  o.struct_size = 8;
+  EXPECT_STATUS(xrt_session_create(b.b, &o, &s), "INVALID_ARGUMENT", "struct_size is 8");
+  EXPECT_EQ(s, nullptr);
+}
+
+TEST(BackendRegister, VtablesWithoutDescribeAreAccepted) {
+  xrt_backend_vtable_t v{offsetof(xrt_backend_vtable_t, describe), XRT_ABI_VERSION, "olddesc", nullptr,
+                         TestVersion, TestHasDevice, TestInit, TestExecute, TestDestroy,
+                         TestDescribe /* past struct_size: must not be read */};
+  ASSERT_OK(xrt_backend_register(&v));
+  v.struct_size = offsetof(xrt_backend_vtable_t, destroy);
+  EXPECT_STATUS(xrt_backend_register(&v), "INCOMPATIBLE", "struct_size is");
+}
+
+TEST(BundleSection, ReadsVerifiedSectionsAndNamesMissingOnes) {
+  auto bytes = BundleBytes(Manifest({{"v", "nosuchengine"}}));
+  BundlePtr b;
+  ASSERT_OK(xrt_bundle_open_memory(bytes.data(), bytes.size(), nullptr, &b.b));
+  xrt_section_t* section = nullptr;
+  ASSERT_OK(xrt_bundle_read_section(b.b, "manifest", &section));
+  size_t manifest_size = 0;
+  const char* manifest = xrt_bundle_manifest(b.b, &manifest_size);
+  ASSERT_EQ(xrt_section_size(section), manifest_size);
+  EXPECT_EQ(std::memcmp(xrt_section_data(section), manifest, manifest_size), 0);  // decompressed
+  xrt_section_release(section);
+  EXPECT_STATUS(xrt_bundle_read_section(b.b, "decisions.json", &section), "NOT_FOUND", "no section 'decisions.json'");
+  EXPECT_EQ(section, nullptr);
+  EXPECT_STATUS(xrt_bundle_read_section(nullptr, "x", &section), "INVALID_ARGUMENT", "required");
+  xrt_section_release(nullptr);
+}
+
 TEST(BackendList, TruncatesAndReportsTheFullLength) {
   std::string name = "listtest_long_name";  // the registry copies the name: this string may die after the call
   xrt_backend_vtable_t v{sizeof(xrt_backend_vtable_t), XRT_ABI_VERSION, name.c_str(), nullptr, TestVersion,
-                         TestHasDevice, TestInit, TestExecute, TestDestroy};
+                         TestHasDevice, TestInit, TestExecute, TestDestroy, nullptr};
   ASSERT_OK(xrt_backend_register(&v));
   name.assign(name.size(), 'z');
   size_t full = 0;
