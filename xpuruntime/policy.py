@@ -105,52 +105,23 @@ def _threads(where: str, choice: Any) -> None:
         raise PolicyError(f"{where} = {_fmt(choice)}: must be an integer from 0 (engine default) to 1024")
 
 
-class KernelPolicy:
-    """Kernel choices per op family: ``matmul``, ``conv``, ``attention``. Each is a choice (mode prefer), a
-    ``Knob(choice, mode)`` or ``{"choice": ..., "mode": ...}``; unset means ``engine`` (the engine's own kernel)."""
+class _KnobSet:
+    """A table of knobs (one policy section): validated at construction, canonical `to_json()`, equality by
+    content. Subclasses set SECTION, FIELDS, _CHECKS (key -> choice validator) and DEFAULTS."""
 
-    FIELDS = tuple(KERNEL_CHOICES)
-
-    def __init__(self, **knobs: Any) -> None:
-        unknown = sorted(set(knobs) - set(self.FIELDS))
-        if unknown:
-            raise PolicyError(f"[kernel]: unknown key(s) {unknown}; known: {', '.join(self.FIELDS)}")
-        self.knobs: dict[str, Knob] = {}
-        for key, value in knobs.items():
-            if value is not None:
-                self.knobs[key] = _knob(f"[kernel] {key}", value, _one_of(KERNEL_CHOICES[key]))
-
-    def get(self, key: str) -> Knob:
-        return self.knobs.get(key, Knob("engine", "prefer"))
-
-    def to_json(self) -> dict:
-        return {k: self.knobs[k].to_json() for k in sorted(self.knobs)}
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, KernelPolicy) and self.to_json() == other.to_json()
-
-    def __repr__(self) -> str:
-        return f"KernelPolicy({', '.join(f'{k}={v!r}' for k, v in sorted(self.knobs.items()))})"
-
-
-class ExecutionPolicy:
-    """How the graph executes: ``precision`` (fp32 | tf32 | fp16 | bf16 | int8), ``static_shape`` (bool),
-    ``threads`` (0 = engine default), ``memory`` (default | low). Same knob forms as KernelPolicy."""
-
-    FIELDS = ("precision", "static_shape", "threads", "memory")
-    _CHECKS = {"precision": _one_of(PRECISIONS), "static_shape": _is_bool, "threads": _threads,
-               "memory": _one_of(MEMORY_CHOICES)}
-    DEFAULTS = {"precision": Knob("fp32", "prefer"), "static_shape": Knob(False, "prefer"),
-                "threads": Knob(0, "prefer"), "memory": Knob("default", "prefer")}
+    SECTION = ""
+    FIELDS: tuple = ()
+    _CHECKS: dict = {}
+    DEFAULTS: dict = {}
 
     def __init__(self, **knobs: Any) -> None:
         unknown = sorted(set(knobs) - set(self.FIELDS))
         if unknown:
-            raise PolicyError(f"[execution]: unknown key(s) {unknown}; known: {', '.join(self.FIELDS)}")
+            raise PolicyError(f"[{self.SECTION}]: unknown key(s) {unknown}; known: {', '.join(self.FIELDS)}")
         self.knobs: dict[str, Knob] = {}
         for key, value in knobs.items():
             if value is not None:
-                self.knobs[key] = _knob(f"[execution] {key}", value, self._CHECKS[key])
+                self.knobs[key] = _knob(f"[{self.SECTION}] {key}", value, self._CHECKS[key])
 
     def get(self, key: str) -> Knob:
         return self.knobs.get(key, self.DEFAULTS[key])
@@ -159,10 +130,33 @@ class ExecutionPolicy:
         return {k: self.knobs[k].to_json() for k in sorted(self.knobs)}
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, ExecutionPolicy) and self.to_json() == other.to_json()
+        return type(other) is type(self) and self.to_json() == other.to_json()
 
     def __repr__(self) -> str:
-        return f"ExecutionPolicy({', '.join(f'{k}={v!r}' for k, v in sorted(self.knobs.items()))})"
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in sorted(self.knobs.items()))})"
+
+
+class KernelPolicy(_KnobSet):
+    """Kernel choices per op family: ``matmul``, ``conv``, ``attention``. Each is a choice (mode prefer), a
+    ``Knob(choice, mode)`` or ``{"choice": ..., "mode": ...}``; unset means ``engine`` (the engine's own kernel)."""
+
+    SECTION = "kernel"
+    FIELDS = tuple(KERNEL_CHOICES)
+    _CHECKS = {k: _one_of(v) for k, v in KERNEL_CHOICES.items()}
+    DEFAULTS = {k: Knob("engine", "prefer") for k in KERNEL_CHOICES}
+
+
+class ExecutionPolicy(_KnobSet):
+    """How the graph executes: ``precision`` (fp32 | tf32 | fp16 | bf16 | int8), ``static_shape`` (bool),
+    ``threads`` (0 = engine default), ``memory`` (default | low). Same knob forms as KernelPolicy. An unset
+    precision means the target's default (fp32 on CPUs, fp16 on NPUs)."""
+
+    SECTION = "execution"
+    FIELDS = ("precision", "static_shape", "threads", "memory")
+    _CHECKS = {"precision": _one_of(PRECISIONS), "static_shape": _is_bool, "threads": _threads,
+               "memory": _one_of(MEMORY_CHOICES)}
+    DEFAULTS = {"precision": Knob("fp32", "prefer"), "static_shape": Knob(False, "prefer"),
+                "threads": Knob(0, "prefer"), "memory": Knob("default", "prefer")}
 
 
 def _parse_shape(where: str, value: Any) -> list[int]:

@@ -24,6 +24,14 @@ def _graph_outputs(graph) -> set[str]:
     return {t.name for t in graph.outputs}
 
 
+def _detach(state: PassState, matched, *nodes) -> None:
+    """Disconnects `nodes` (the graph's cleanup then drops them) and records `matched` in the pass record."""
+    for node in nodes:
+        node.inputs.clear()
+        node.outputs.clear()
+    state.matched.append(matched.name)
+
+
 class EliminateIdentity(Pass):
     """Removes `Identity` nodes by pointing their consumers at their input. An Identity whose output is a graph output
     and whose input is a graph input stays (the output name is part of the interface and must keep a producer).
@@ -57,9 +65,7 @@ class EliminateIdentity(Pass):
                     for i, t in enumerate(consumer.inputs):
                         if t is dst:
                             consumer.inputs[i] = src
-            node.inputs.clear()
-            node.outputs.clear()
-            state.matched.append(node.name)
+            _detach(state, node, node)
             removed += 1
         graph.cleanup(remove_unused_graph_inputs=False)
         return removed
@@ -112,9 +118,7 @@ class FoldBatchNorm(Pass):
             else:
                 conv.inputs.append(bias_tensor)
             conv.outputs[0] = bn.outputs[0]
-            bn.inputs.clear()
-            bn.outputs.clear()
-            state.matched.append(bn.name)
+            _detach(state, bn, bn)
             folded += 1
         graph.cleanup(remove_unused_graph_inputs=False)
         return folded
@@ -153,10 +157,7 @@ class FuseMatMulAdd(Pass):
             gemm = gs.Node("Gemm", name=f"{mm.name}.gemm", inputs=[a, mm.inputs[1], other],
                            outputs=[add.outputs[0]])
             graph.nodes.append(gemm)
-            for node in (mm, add):
-                node.inputs.clear()
-                node.outputs.clear()
-            state.matched.append(mm.name)
+            _detach(state, mm, mm, add)
             fused += 1
         if fused:
             graph.cleanup(remove_unused_graph_inputs=False)
