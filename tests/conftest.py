@@ -36,3 +36,17 @@ def corpus_bundles(tmp_path_factory):
         return cache[name]
 
     return get
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_engine_cache(tmp_path_factory):
+    """NPU loads cache compiled models in the user's cache folder by default: keep the tests' out of $HOME."""
+    import os
+
+    previous = os.environ.get("XRT_CACHE_DIR")
+    os.environ["XRT_CACHE_DIR"] = str(tmp_path_factory.mktemp("engine-cache"))
+    yield
+    if previous is None:
+        os.environ.pop("XRT_CACHE_DIR", None)
+    else:
+        os.environ["XRT_CACHE_DIR"] = previous

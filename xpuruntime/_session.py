@@ -40,6 +40,8 @@ class Session:
         keys = _trusted_keys(trusted_keys)
         _ort_backend.register()
         self._bundle = _core.Bundle(os.fspath(path), keys, bool(require_signature))
+        if cache_dir is None and device.lower() == "npu":
+            cache_dir = default_cache_dir()  # NPU variants compile at load: keep that work by default
         self._session = _core.Session(self._bundle, device, engine or "", variant or "",
                                       None if fallback is None else list(fallback),
                                       os.fspath(cache_dir) if cache_dir else "")
@@ -150,6 +152,15 @@ class Session:
         return f"<xpuruntime.Session variant={self.variant!r} engine={self.engine!r} inputs={[i.name for i in self.inputs]}>"
 
 
+def default_cache_dir() -> str:
+    """$XRT_CACHE_DIR, else $XDG_CACHE_HOME/xpuruntime/engine-cache, else ~/.cache/xpuruntime/engine-cache."""
+    explicit = os.environ.get("XRT_CACHE_DIR")
+    if explicit:
+        return explicit
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "xpuruntime", "engine-cache")
+
+
 def _trusted_keys(trusted_keys) -> list[bytes]:
     """``trusted_keys`` as raw 32-byte keys: each item is 32 raw bytes or the path of a ``.pub`` file
     (``xrtc keygen``). None means no keys; an empty collection is refused (a key list that failed to load)."""
@@ -183,7 +194,8 @@ def load(path: str | os.PathLike, device: str = "cpu", *, engine: str | None = N
     device and the devices present). ``explain()`` says which device ran and why (``fallback``).
     ``cache_dir`` keeps engine compile caches (OpenVINO CACHE_DIR) for variants compiled at load (NPU variants,
     CPU IR without a matching blob): the second load imports instead of compiling; ``explain()["engine_info"]``
-    says whether the cache was hit.
+    says whether the cache was hit. With ``device="npu"`` it defaults to ``default_cache_dir()`` (the user's cache
+    folder; ``$XRT_CACHE_DIR`` overrides); ``cache_dir=False`` turns it off. Other devices cache only when asked.
     """
     return Session(path, device, engine=engine, variant=variant, trusted_keys=trusted_keys,
                    require_signature=require_signature, fallback=fallback, cache_dir=cache_dir)

@@ -83,7 +83,7 @@ def test_verify_checks_the_npu_ir_on_cpu(npu_bundle):
 @pytest.mark.skipif(npu_available(), reason="an NPU is present: the fallback path is not taken")
 def test_fallback_runs_the_next_device_and_says_why(npu_bundle):
     x = np.random.default_rng(0).standard_normal((1, 3, 64, 64)).astype(np.float32)
-    with xrt.load(npu_bundle.path, device="npu") as session:  # the bundle's chain: ["cpu"]
+    with xrt.load(npu_bundle.path, device="npu", cache_dir=False) as session:  # the bundle's chain: ["cpu"]
         info = session.explain()
         out = session.run({"image": x})
     assert info["device"] == "cpu" and info["requested_device"] == "npu" and info["variant"] == "npu-intel-openvino"
@@ -107,14 +107,18 @@ def test_strict_mode_names_missing_device_and_devices_present(npu_bundle):
     assert proc.returncode == 5 and "no fallback allowed" in proc.stderr
 
 
-def test_compile_cache_hit_on_second_load(npu_bundle, tmp_path):
+def test_compile_cache_hit_on_second_load(npu_bundle, tmp_path, monkeypatch):
     # The NPU path compiles at load; on this machine the same code path runs through OpenVINO's CPU plugin.
     cache = tmp_path / "cache"
     first = xrt.load(npu_bundle.path, device="npu", cache_dir=cache).explain()["engine_info"]
     second = xrt.load(npu_bundle.path, device="npu", cache_dir=cache).explain()["engine_info"]
     assert first["cache"] == "miss" and second["cache"] == "hit", (first, second)
     assert second["compiled_from"] == "compile cache" and any(cache.iterdir())
-    assert "cache" not in xrt.load(npu_bundle.path, device="npu").explain()["engine_info"]  # no dir: no cache
+    assert "cache" not in xrt.load(npu_bundle.path, device="npu", cache_dir=False).explain()["engine_info"]
+    # device="npu" caches by default, in the user's cache folder ($XRT_CACHE_DIR here)
+    monkeypatch.setenv("XRT_CACHE_DIR", str(tmp_path / "default"))
+    info = xrt.load(npu_bundle.path, device="npu").explain()["engine_info"]
+    assert info["cache_dir"] == str(tmp_path / "default") and info["cache"] == "miss"
 
 
 def test_multi_target_bundle_picks_the_variant_that_fits(multi_bundle):
