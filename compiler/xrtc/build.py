@@ -70,6 +70,7 @@ class Prepared:
     from_plan: bool
     validator: object = None
     extra_records: list = field(default_factory=list)
+    extra_fp32: list = field(default_factory=list)  # nodes the accuracy gate moved back to fp32 (per-node fallback)
 
 
 def _digest_samples(samples: list[dict]) -> str:
@@ -217,7 +218,8 @@ def _variant_models(prep: Prepared, precisions: dict[str, str], clock: Clock,
             if key not in cache:
                 if prep.validator is not None:
                     prep.validator.precision = "fp16"
-                manager = passes.PassManager([passes.ConvertFloat16(op_block_list=[], node_block_list=fp32_nodes)],
+                blocked = sorted(set(fp32_nodes) | set(prep.extra_fp32))
+                manager = passes.PassManager([passes.ConvertFloat16(op_block_list=[], node_block_list=blocked)],
                                              clock, prep.validator)
                 cache[key], recs = manager.run(prep.optimised)
                 records += recs
@@ -244,6 +246,52 @@ def _variant_models(prep: Prepared, precisions: dict[str, str], clock: Clock,
         else:
             models[vid] = prep.optimised  # fp32; OpenVINO's fp16/bf16 are engine settings on the fp32 graph
     return models, records
+
+
+PER_NODE_ROUNDS = 4  # nodes moved back to fp32 one by one at most; more means the model is not fp16-friendly
+
+
+def _fp16_nodes_to_keep_fp32(prep: Prepared, samples: list[dict], references: list[dict], tol: dict) -> list[str]:
+    """Per-node fp16 fallback for ONNX Runtime (which runs mixed fp16/fp32 graphs): finds a few nodes to keep in
+    fp32 so the fp16 graph meets the tolerance, or [] when PER_NODE_ROUNDS nodes do not suffice.
+
+    Each round bisects the fp16 nodes in graph order for the first one whose conversion breaks the tolerance
+    (convert nodes[:k], keep the rest fp32: k = 0 passes, all fails), keeps it in fp32, and checks the rest.
+    ONNX Runtime runs in-process here (one thread, like the gate); the result then goes through the gate again."""
+    from . import passes
+    from .gate import reference_outputs
+    from .tools.verify import compare
+
+    candidates = prep.plan.nodes_at("fp16")
+    base = set(prep.plan.nodes_at("fp32"))
+
+    def passes_with(blocked: set[str]) -> bool:
+        manager = passes.PassManager([passes.ConvertFloat16(op_block_list=[], node_block_list=sorted(blocked))])
+        model, _ = manager.run(prep.optimised)
+        try:
+            outputs = reference_outputs(model.SerializeToString(), samples)
+        except Exception:  # noqa: BLE001 - a graph ORT cannot run counts as failing
+            return False
+        return all(compare("", name, got[name], ref[name], tol["rtol"], tol["atol"]).passed
+                   for got, ref in zip(outputs, references) for name in ref)
+
+    kept: list[str] = []
+    for _ in range(PER_NODE_ROUNDS):
+        remaining = [n for n in candidates if n not in kept]
+        low, high = 0, len(remaining)  # invariant: converting remaining[:low] passes, remaining[:high] fails
+        while high - low > 1:
+            mid = (low + high) // 2
+            if passes_with(base | set(kept) | set(remaining[mid:])):
+                low = mid
+            else:
+                high = mid
+        if high == 0 or high > len(remaining):
+            return []
+        kept.append(remaining[high - 1])
+        if passes_with(base | set(kept)):
+            log.info("per-node fp16 fallback: keeping %s in fp32", kept)
+            return kept
+    return []
 
 
 @dataclass
@@ -361,6 +409,19 @@ def compile_model(model_path: str, target: str, output: str, force: bool = False
                             f"{tol['rtol']:g}, atol {tol['atol']:g}): {why}. precision is fixed: loosen [tolerance], "
                             "keep more ops in fp32 ([precision] keep_fp32_ops / [nodes]), or make precision "
                             "\"prefer\"")
+                    if variant["engine"] == "onnxruntime" and variant["precision"] == "fp16" and \
+                            not prep.extra_fp32:
+                        with clock.stage("per-node-fallback", log):
+                            found = _fp16_nodes_to_keep_fp32(prep, samples.feeds, references, tol)
+                        if found:
+                            prep.extra_fp32 = found
+                            fallbacks[variant["id"]] = (f"fp16 over tolerance ({why}); per-node fallback kept "
+                                                        f"{len(found)} node(s) in fp32: {', '.join(found[:8])}"
+                                                        f"{' ...' if len(found) > 8 else ''}")
+                            gate_warnings.append(f"{variant['id']}: {fallbacks[variant['id']]}")
+                            log.warning("accuracy gate: %s", gate_warnings[-1])
+                            retry = True
+                            continue
                     to = _fallback_precision(variant["id"], variant["precision"])
                     fallbacks[variant["id"]] = f"{variant['precision']} over tolerance ({why}); rebuilt {to}"
                     gate_warnings.append(f"{variant['id']}: {fallbacks[variant['id']]}")
@@ -412,7 +473,8 @@ def compile_model(model_path: str, target: str, output: str, force: bool = False
 
     from .decisions import decision_log
 
-    log_json = decision_log(plan, lowering.variants, excluded, fallbacks, plan.warnings + gate_warnings)
+    log_json = decision_log(plan, lowering.variants, excluded, fallbacks, plan.warnings + gate_warnings,
+                            gate_fp32=set(prep.extra_fp32))
     payloads.append(("plan.json", plan.dumps().encode(), True))
     payloads.append(("decisions.json", json.dumps(log_json, sort_keys=True, indent=1).encode(), True))
 

@@ -300,3 +300,38 @@ def test_bad_inputs_to_the_new_flags(tmp_path):
                     "-o", tmp_path / "x.xrtpkg")
     assert proc.returncode == 2 and "no data for input(s) ['image']" in proc.stderr
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def overflow_model(path):
+    """x * 1e5 * 1e-5 @ W: fp16 cannot hold the 1e5 constant (ONNX Runtime's converter clamps it to 65504), so
+    converting `scale_up` alone breaks the outputs while every other node is fine in fp16."""
+    import onnx.helper as oh
+    import onnx.numpy_helper as nh
+
+    rng = np.random.default_rng(0)
+    inits = [nh.from_array(np.array(1e5, np.float32), "big"), nh.from_array(np.array(1e-5, np.float32), "small"),
+             nh.from_array((rng.standard_normal((64, 64)) * 0.1).astype(np.float32), "w")]
+    nodes = [oh.make_node("Mul", ["x", "big"], ["a"], name="scale_up"),
+             oh.make_node("Mul", ["a", "small"], ["b"], name="scale_down"),
+             oh.make_node("MatMul", ["b", "w"], ["c"], name="mm"), oh.make_node("Relu", ["c"], ["y"], name="relu")]
+    graph = oh.make_graph(nodes, "overflow", [oh.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 64])],
+                          [oh.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 64])], inits)
+    onnx.save(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_gate_per_node_fallback_keeps_only_the_breaking_node_in_fp32(tmp_path):
+    model = overflow_model(tmp_path / "overflow.onnx")
+    result = compile_model(str(model), "cpu", str(tmp_path / "o.xrtpkg"),
+                           policy=Policy.from_dict({"execution": {"precision": "fp16"}}))
+    ort_variant = next(v for v in result.manifest["variants"] if v["engine"] == "onnxruntime")
+    assert ort_variant["precision"] == "fp16" and ort_variant["accuracy"]["passed"], ort_variant
+    log = json.loads(xrtpkg.read(result.path).data("decisions.json"))
+    entry = next(v for v in log["variants"] if v["id"] == "cpu-onnxruntime")
+    assert "per-node fallback kept 1 node(s) in fp32: scale_up" in entry["fallback"], entry
+    nodes = {n["name"]: n for n in log["nodes"]}
+    assert nodes["scale_up"]["choices"]["cpu-onnxruntime"]["precision"] == "fp32"
+    assert nodes["mm"]["choices"]["cpu-onnxruntime"]["precision"] == "fp16"
+    assert any("per-node fallback" in r["reason"] for r in nodes["scale_up"]["rejected"])
+    graph = onnx.load_from_string(xrtpkg.read(result.path).data("cpu-onnxruntime.onnx"))
+    assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in graph.graph.initializer)
