@@ -62,9 +62,10 @@ def _text(value) -> str:
 
 
 class Diff:
-    """Show what changed between two bundles: file and section sizes, variants (precision, engine options,
-    measured accuracy, order), excluded variants, tool versions, source model, policy and the per-node precision
-    plan. Exit status 0 when nothing differs, 1 when something does (like diff(1)).
+    """Show what changed between two bundles (exit 1 when they differ, like diff(1)).
+
+    Compares file and section sizes and digests, variants (precision, engine options, measured accuracy, order),
+    excluded variants, tool versions, source model, policy and the per-node precision plan.
     """
 
     name = "diff"

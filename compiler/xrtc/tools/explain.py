@@ -59,9 +59,11 @@ def print_decisions(log: dict, variant: str | None = None, out=sys.stdout) -> No
 
 
 class Explain:
-    """Show a bundle's decision log: per variant the engine, precision, order rule, measured accuracy and fallbacks;
-    per node the precision and kernel each variant runs it with, the rule that chose them, and the alternatives
-    rejected and why. --json prints the log as stored (decisions.json).
+    """Show a bundle's decision log: what was chosen per variant and node, and why.
+
+    Per variant: engine, precision (planned and built), order rule, measured accuracy and fallbacks. Per node: the
+    precision and kernel each variant runs it with, the rule that chose them, and the alternatives rejected and why.
+    --json prints the log as stored (decisions.json).
     """
 
     name = "explain"
