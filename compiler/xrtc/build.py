@@ -69,7 +69,6 @@ class Prepared:
     calibration_digest: str
     from_plan: bool
     validator: object = None
-    extra_records: list = field(default_factory=list)
     extra_fp32: list = field(default_factory=list)  # nodes the accuracy gate moved back to fp32 (per-node fallback)
 
 

@@ -60,10 +60,6 @@ def cls_bundles(tmp_path_factory):
     return out
 
 
-def total_size(result) -> int:
-    return result.size
-
-
 def test_fp16_and_int8_give_smaller_bundles_within_the_gate(cls_bundles):
     sizes = {p: r.size for p, r in cls_bundles.items()}
     print("bundle sizes:", sizes)

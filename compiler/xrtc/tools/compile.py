@@ -5,11 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import tempfile
-from dataclasses import dataclass
 
-from ..errors import InternalError, OutputExistsError, UsageError
-from ..progress import Clock
+from ..errors import OutputExistsError, UsageError
 
 log = logging.getLogger("xrtc.compile")
 

@@ -10,7 +10,6 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ..errors import UsageError, XrtcError
-from . import _data
 from .run import add_runtime_args, device_args, feeds_for, trust_args
 
 log = logging.getLogger("xrtc.verify")
