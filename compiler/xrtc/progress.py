@@ -18,6 +18,19 @@ HEARTBEAT_S = 10.0
 log = logging.getLogger("xrtc")
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is when a record is emitted, not when the handler was made: a caller that runs
+    main() in-process with stderr redirected (a test's capture) must not leave the logger on a closed stream."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
 def configure_logging(verbose: int = 0, quiet: int = 0) -> int:
     """Sends the `xrtc` logger to stderr at the level chosen by the -v/-q counts; returns that level."""
     level = logging.INFO - 10 * verbose + 10 * quiet
@@ -26,7 +39,7 @@ def configure_logging(verbose: int = 0, quiet: int = 0) -> int:
     for handler in list(log.handlers):
         if getattr(handler, "_xrtc", False):
             log.removeHandler(handler)
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("[%(levelname).1s] %(message)s"))
     handler._xrtc = True  # type: ignore[attr-defined]  # marks our handler so a second main() call replaces it
     log.addHandler(handler)
