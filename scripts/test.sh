@@ -15,6 +15,8 @@ $X/cmake -S . -B build/cmake -G Ninja -DCMAKE_MAKE_PROGRAM=$X/ninja -DPython_EXE
     -DXRT_BUILD_TESTS=ON >/dev/null
 $X/cmake --build build/cmake
 $X/ctest --test-dir build/cmake --output-on-failure -j2
+# The C++ and C API suites again under ASan + UBSan and under TSan (SECURITY.md); XRT_SANITIZE_TESTS=0 skips.
+if [ "${XRT_SANITIZE_TESTS:-1}" != 0 ]; then bash scripts/sanitize.sh; fi
 # Fuzzing, a short run (SECURITY.md): the C++ reader, the C API load path and the Python reader, XRT_FUZZ_SECONDS
 # each (20 by default; 0 skips). Long runs: scripts/fuzz.sh 3600.
 if [ "${XRT_FUZZ_SECONDS:-20}" != 0 ]; then bash scripts/fuzz.sh "${XRT_FUZZ_SECONDS:-20}"; fi
