@@ -21,4 +21,5 @@ if [ "${XRT_SANITIZE_TESTS:-1}" != 0 ]; then bash scripts/sanitize.sh; fi
 # each (20 by default; 0 skips). Long runs: scripts/fuzz.sh 3600.
 if [ "${XRT_FUZZ_SECONDS:-20}" != 0 ]; then bash scripts/fuzz.sh "${XRT_FUZZ_SECONDS:-20}"; fi
 # Python: format, compiler, runtime, CLI, corpus integration.
-exec $X/pytest "$@"
+# tests/cpp_runner runs the runner of the ctest build above (its OpenVINO plugin sits next to it).
+XRT_RUN=$(pwd)/build/cmake/bin/xrt-run exec $X/pytest "$@"

@@ -2,7 +2,7 @@
 OpenVINO IR, fp32), run through libxrt and the OpenVINO plugin, compared with ONNX Runtime on the source model;
 then every documented error path (exit code, message, files left untouched).
 
-The binary is $XRT_RUN, else the newest build/*/bin/xrt-run; the tests skip when none is built.
+The binary is $XRT_RUN (they fail without it), else build/cmake/bin/xrt-run (they skip without it).
 """
 
 from __future__ import annotations
@@ -30,22 +30,24 @@ EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, EXIT_INCOMPATIBLE, EXIT_EXISTS = 0, 1, 2, 5, 
 MODELS = ["ppocr_mobile_v2_cls", "magika_v3_3", "silero_vad_openvino_16k"]
 
 
-def _find_binary() -> Path | None:
+def _find_binary() -> tuple[Path, bool]:
+    """$XRT_RUN (set by scripts/test.sh: a missing binary or plugin is then a failure), else build/cmake's."""
     env = os.environ.get("XRT_RUN")
-    if env:
-        return Path(env)
-    found = sorted((ROOT / "build").glob("*/bin/xrt-run"), key=lambda p: p.stat().st_mtime, reverse=True)
-    return found[0] if found else None
+    return (Path(env), True) if env else (ROOT / "build" / "cmake" / "bin" / "xrt-run", False)
 
 
 @pytest.fixture(scope="module")
 def xrt_run() -> Path:
-    binary = _find_binary()
-    if binary is None or not binary.exists():
-        pytest.skip("xrt-run is not built: build with cmake (see CMakeLists.txt) or set XRT_RUN=/path/to/xrt-run")
-    plugin_dirs = [binary.parent.parent / "lib", *map(Path, os.environ.get("XRT_BACKEND_PATH", "").split(":"))]
-    if not any((d / "libxrt_backend_openvino.so").exists() for d in plugin_dirs if str(d)):
-        pytest.skip(f"the OpenVINO plugin was not built next to {binary} (configure with -DXRT_BUILD_OPENVINO=ON)")
+    binary, required = _find_binary()
+    missing = None
+    if not binary.exists():
+        missing = f"xrt-run is not built at {binary}: build with cmake (see CMakeLists.txt) or set XRT_RUN"
+    else:
+        plugin_dirs = [binary.parent.parent / "lib", *map(Path, os.environ.get("XRT_BACKEND_PATH", "").split(":"))]
+        if not any((d / "libxrt_backend_openvino.so").exists() for d in plugin_dirs if str(d)):
+            missing = f"the OpenVINO plugin was not built next to {binary} (configure with -DXRT_BUILD_OPENVINO=ON)"
+    if missing:
+        (pytest.fail if required else pytest.skip)(missing)
     return binary
 
 
