@@ -388,6 +388,30 @@ TEST(XrtpkgReader, SectionVerdicts) {
   EXPECT_VERDICT(Build({Plain("manifest", std::string("{}\0", 3))}), Code::kDataCorrupt, "not valid JSON");
 }
 
+// Bundles over 16 MiB hash their sections on several threads: the verdict must still be the first failing section
+// in table order, whatever the threads finish first (the larger, later section is hashed first).
+TEST(XrtpkgReader, ThreadedHashingKeepsTheTableOrderVerdict) {
+  const std::vector<uint8_t> small = Pattern(1 << 20), large = Pattern(24 << 20);
+  auto build = [&] {
+    return Build({Plain("manifest", kManifest), Plain("a.bin", small), Plain("b.bin", large), Plain("c.bin", small)});
+  };
+  auto f = build();
+  EXPECT_EQ(VerdictOf(f), Code::kOk);
+  auto r = Bundle::Verify(f.data(), f.size());
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r.value().sections().size(), 4u);
+  const size_t a = r.value().sections()[1].offset, b = r.value().sections()[2].offset,
+               c = r.value().sections()[3].offset;
+  auto flipped = [&](std::initializer_list<size_t> at) {
+    auto g = f;
+    for (size_t i : at) g[i] ^= 1;
+    return g;
+  };
+  EXPECT_VERDICT(flipped({c + 5}), Code::kDataCorrupt, "section 3 (\"c.bin\"): sha256 mismatch");
+  EXPECT_VERDICT(flipped({b + 5, c + 5}), Code::kDataCorrupt, "section 2 (\"b.bin\"): sha256 mismatch");
+  EXPECT_VERDICT(flipped({a + 5, b + (24 << 20) - 1}), Code::kDataCorrupt, "section 1 (\"a.bin\"): sha256 mismatch");
+}
+
 TEST(XrtpkgReader, DeeplyNestedManifestDoesNotOverflowTheStack) {
   const size_t depth = 2'000'000;
   std::string text = "{\"a\":" + std::string(depth, '[') + std::string(depth, ']') + "}";
