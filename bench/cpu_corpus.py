@@ -7,7 +7,8 @@ For each model, with the same inputs (the corpus' deterministic inputs):
   xrt       the bundle through xrt.load() (the variant it prefers), and each variant pinned (xrt[ov], xrt[ort])
   xrt-run   the bundle through the C++ runner (its own --bench timing, no Python)
 Latency: warm-up, then rounds of blocks that rotate the peers (so machine noise hits all alike), median per call.
-Load: load-to-first-result (create the session + first run), median of a few fresh loads each.
+Load: load-to-first-result (create the session + first run), median of a few fresh loads each: ONNX Runtime and
+OpenVINO (compile_model) from the .onnx, the bundle through xrt.load().
 Ratios: to the best peer (ort, ov) and the runtime's overhead against the engine it ran on.
 
     python bench/cpu_corpus.py [--models a,b] [--seconds 2] [--json out.json]
@@ -138,6 +139,8 @@ def main() -> int:
                 str(model), providers=["CPUExecutionProvider"]): s.run(None, feeds))),
             "xrt": load_to_first(lambda: (lambda s=xrt.load(bundle): s.run(feeds))),
         }
+        if "ov" in runners:
+            load["ov"] = load_to_first(lambda: ov_runner(core, model, feeds))
         peers = {k: med[k] for k in ("ort", "ov") if k in med}
         best = min(peers, key=peers.get)
         engine_time = med[used]
@@ -146,19 +149,20 @@ def main() -> int:
                                                                  for k, v in med.items()},
                      "best_peer": best, "xrt_vs_best": med["xrt"] / peers[best],
                      "xrt_vs_engine": med["xrt"] / engine_time, "overhead_us": overhead * 1e6,
-                     "load_first_ms_ort": load["ort"] * 1e3, "load_first_ms_xrt": load["xrt"] * 1e3})
+                     **{f"load_first_ms_{k}": v * 1e3 for k, v in load.items()}})
         print(f"done {name}", file=sys.stderr, flush=True)
 
     def f(v, fmt="{:.3f}"):
         return "-" if v is None else fmt.format(v)
 
     print(f"| model | variant used | ORT ms | OV f32 ms | xrt.load ms | xrt-run ms | xrt / best peer | "
-          f"xrt / its engine | overhead us | load+1st ORT ms | load+1st xrt ms |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+          f"xrt / its engine | overhead us | load+1st ORT ms | load+1st OV ms | load+1st xrt ms | xrt load / ORT load |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['model']} | {r['variant']} | {f(r.get('ort_ms'))} | {f(r.get('ov_ms'))} | {f(r['xrt_ms'])} | "
               f"{f(r.get('xrt-run_ms'))} | {r['xrt_vs_best']:.2f} ({r['best_peer']}) | {r['xrt_vs_engine']:.3f} | "
-              f"{r['overhead_us']:+.1f} | {r['load_first_ms_ort']:.1f} | {r['load_first_ms_xrt']:.1f} |")
+              f"{r['overhead_us']:+.1f} | {r['load_first_ms_ort']:.1f} | {f(r.get('load_first_ms_ov'), '{:.1f}')} | "
+              f"{r['load_first_ms_xrt']:.1f} | {r['load_first_ms_xrt'] / r['load_first_ms_ort']:.2f} |")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
     shutil.rmtree(workdir, ignore_errors=True)

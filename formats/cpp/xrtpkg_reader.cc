@@ -250,7 +250,7 @@ namespace {
 
 // The SHA-256 of every section's stored bytes (ok[i] false where libcrypto failed). Hashing is most of a load's
 // time on large bundles (~2 GB/s per core), so sections are hashed on up to 4 threads, largest first, when there is
-// enough to share (>= 16 MiB); the caller then checks them in table order, so the verdict does not depend on this.
+// enough to share (>= 4 MiB); the caller then checks them in table order, so the verdict does not depend on this.
 struct SectionDigests {
   std::vector<std::array<uint8_t, 32>> digest;
   std::vector<char> ok;
@@ -274,7 +274,7 @@ SectionDigests HashSections(const uint8_t* data, const std::vector<SectionEntry>
       out.ok[order[k]] = Sha256(data + e.offset, static_cast<size_t>(e.stored_size), &out.digest[order[k]]);
     }
   };
-  constexpr uint64_t kParallelFrom = uint64_t{16} << 20;
+  constexpr uint64_t kParallelFrom = uint64_t{4} << 20;
   const size_t threads =
       total < kParallelFrom ? 1 : std::min<size_t>({4, n, std::max(1u, std::thread::hardware_concurrency())});
   std::vector<std::thread> helpers;

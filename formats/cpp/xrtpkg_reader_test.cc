@@ -388,7 +388,7 @@ TEST(XrtpkgReader, SectionVerdicts) {
   EXPECT_VERDICT(Build({Plain("manifest", std::string("{}\0", 3))}), Code::kDataCorrupt, "not valid JSON");
 }
 
-// Bundles over 16 MiB hash their sections on several threads: the verdict must still be the first failing section
+// Bundles over 4 MiB hash their sections on several threads: the verdict must still be the first failing section
 // in table order, whatever the threads finish first (the larger, later section is hashed first).
 TEST(XrtpkgReader, ThreadedHashingKeepsTheTableOrderVerdict) {
   const std::vector<uint8_t> small = Pattern(1 << 20), large = Pattern(24 << 20);

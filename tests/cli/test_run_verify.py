@@ -67,3 +67,22 @@ def test_verify_mismatch_exits_3(sample_bundle, tmp_path):
     proc = run_tool("xrtc", "verify", sample_bundle, "--model", other, "--shape", "image=2x3x64x64")
     assert proc.returncode == 3, proc.stdout + proc.stderr
     assert "MISMATCH" in proc.stdout and "FAILED xrtc verify" in proc.stderr
+
+
+def test_compare_rule_on_infinities_and_nan():
+    from xrtc.tools.verify import compare
+
+    def check(got, ref):
+        return compare("v", "y", np.array(got, np.float32), np.array(ref, np.float32), 1e-3, 1e-4)
+
+    # masked attention scores: the same -inf on both sides matches (it measured nan and failed the gate before)
+    c = check([-np.inf, 1.0, np.inf], [-np.inf, 1.0, np.inf])
+    assert c.passed and c.max_abs_err == 0.0, c
+    assert check([np.nan, 2.0], [np.nan, 2.0]).passed
+    for got, ref in (([-np.inf, 1.0], [np.inf, 1.0]), ([5.0, 1.0], [-np.inf, 1.0]), ([np.nan, 1.0], [0.0, 1.0]),
+                     ([0.0, 1.0], [np.nan, 1.0])):
+        c = check(got, ref)
+        assert not c.passed and c.max_abs_err == np.inf, (got, ref, c)
+    # an infinity elsewhere in the reference must not widen the tolerance of the finite elements
+    c = check([-np.inf, 1.5], [-np.inf, 1.0])
+    assert not c.passed and abs(c.max_abs_err - 0.5) < 1e-6, c

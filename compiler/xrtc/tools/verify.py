@@ -52,17 +52,21 @@ def compare(variant: str, name: str, got: np.ndarray, ref: np.ndarray, rtol: flo
                           "exact match required for integer/bool outputs" + (f": {bad} differ" if bad else ""))
     g = got.astype(np.float64)
     r = ref.astype(np.float64)
-    nan_mismatch = np.isnan(g) != np.isnan(r)
-    g = np.where(np.isnan(g) & np.isnan(r), 0.0, g)
-    r = np.where(np.isnan(r) & np.isnan(got.astype(np.float64)), 0.0, r)
-    err = np.abs(g - r)
-    err = np.where(nan_mismatch, np.inf, err)
-    scale = max(1.0, float(np.nanmax(np.abs(r))) if np.isfinite(r).any() else 1.0)
-    limit = atol * scale + rtol * np.abs(r)
+    # Equal values match, infinities of the same sign (masked attention scores are -inf) and NaN where the
+    # reference has NaN included; any other NaN or infinity is an infinite error. The tolerance scales with the
+    # reference's finite values only, so an infinity elsewhere in the output cannot widen it.
+    same = (g == r) | (np.isnan(g) & np.isnan(r))
+    with np.errstate(invalid="ignore"):
+        err = np.where(same, 0.0, np.abs(g - r))
+    err = np.where(np.isnan(err), np.inf, err)
+    finite_r = np.abs(np.where(np.isfinite(r), r, 0.0))
+    scale = max(1.0, float(finite_r.max()))
+    limit = atol * scale + rtol * finite_r
     excess = err - limit
     worst = int(np.argmax(excess))
     passed = bool((excess <= 0).all())
-    rel = err / np.maximum(np.abs(r), 1e-12)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rel = np.where(same, 0.0, err / np.maximum(np.abs(r), 1e-12))
     return Comparison(variant, name, float(err.max()), float(rel.flat[int(np.argmax(err))]),
                       [int(i) for i in np.unravel_index(worst, got.shape)], rtol, atol, passed,
                       "" if passed else f"worst: got {got.flat[worst]!r}, reference {ref.flat[worst]!r}")
