@@ -24,7 +24,7 @@ if [ "${XRT_FUZZ_SECONDS:-20}" != 0 ]; then bash scripts/fuzz.sh "${XRT_FUZZ_SEC
 # tests/cpp_runner runs the runner of the ctest build above (its OpenVINO plugin sits next to it).
 export XRT_RUN=$(pwd)/build/cmake/bin/xrt-run
 # With no arguments, everything: `-m ""` lifts pyproject's default deselection, so the full ONNX node suite
-# (bundle path vs ONNX Runtime, ~10 min on 2 cores) and the full-size stress runs (32 x 1000 runs per backend,
+# (bundle path vs ONNX Runtime, ~20 min on 2 cores) and the full-size stress runs (32 x 1000 runs per backend,
 # 1000 load/run/close cycles, ~30 s) run too. Arguments replace this (e.g. `bash scripts/test.sh tests/format`).
 if (($#)); then exec $X/pytest "$@"; fi
 exec $X/pytest -m ""

@@ -5,7 +5,7 @@ passes directly must pass through it too: any difference is a compiler or runtim
 the bundle format cannot carry (sequences, optionals, maps, strings, float8/int4...) are left out of that check,
 and nothing may crash or hang.
 
-Default run: a fixed sample (every 40th case by name: 48 of onnx 1.23.2's 1884 cases, ~10 s). The full suite (~10 min
+Default run: a fixed sample (every 40th case by name: 48 of onnx 1.23.2's 1884 cases, ~10 s). The full suite (~20 min
 on two cores) runs in `make test` (CI); with plain pytest it is opt in: `pytest -m onnx_node_suite tests/onnx_node -s`.
 The case data is generated once into ~/.cache/xrt-onnx-node (the onnx wheel does not ship data/node; see
 node_suite.data_dir).
