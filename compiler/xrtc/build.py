@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
+from . import gate
 from .errors import (AccuracyGateError, InternalError, NoVariantError, PassValidationError, PolicyViolationError,
                      UsageError)
 from .progress import Clock
@@ -34,15 +35,20 @@ def _fallback_precision(variant_id: str, precision: str = "int8") -> str | None:
     return table.get(precision)
 
 
-def _lower_all(models, plan, targets: list[str], workdir: str, clock, precompile: bool):
+def _lower_all(models, plan, targets: list[str], workdir: str, clock, precompile: bool, archs=None):
     """Every target's lowering, merged in the order of --target."""
     from .targets import cpu, npu_intel
     from .targets.cpu import CpuLowering
 
     merged = CpuLowering(variants=[], payloads=[], excluded=[])
     for t in targets:
-        part = cpu.lower(models, plan, workdir, clock, precompile=precompile) if t == "cpu" else \
-            npu_intel.lower(models, plan, workdir, clock)
+        if t == "cuda":
+            from .targets import cuda
+
+            part = cuda.lower(models, plan, workdir, clock, archs=archs)
+        else:
+            part = cpu.lower(models, plan, workdir, clock, precompile=precompile) if t == "cpu" else \
+                npu_intel.lower(models, plan, workdir, clock)
         merged.variants += part.variants
         merged.payloads += part.payloads
         merged.excluded += part.excluded
@@ -316,7 +322,7 @@ def _candidate(lowering, manifest_base: dict, path: str) -> None:
 def compile_model(model_path: str, target: str, output: str, force: bool = False, clock: Clock | None = None,
                   precompile: bool = True, policy=None, plan_path: str | None = None,
                   calibration_path: str | None = None, validate_passes: bool = False,
-                  extra_passes: list | None = None) -> CompileResult:
+                  extra_passes: list | None = None, archs: list[str] | None = None) -> CompileResult:
     """Compiles `model_path` for `target` into the bundle `output` under `policy` (xpuruntime.policy.Policy) or the
     plan at `plan_path`. Raises XrtcError subclasses. `precompile` adds engine-compiled blobs (OpenVINO CPU)."""
     from . import gate, package
@@ -367,7 +373,7 @@ def compile_model(model_path: str, target: str, output: str, force: bool = False
         unmeasured.clear()
         effective = _plan_with(plan, precisions)
         with tempfile.TemporaryDirectory(prefix="xrtc-") as workdir:
-            lowering = _lower_all(models, effective, targets, workdir, clock, precompile)
+            lowering = _lower_all(models, effective, targets, workdir, clock, precompile, archs)
             tools_seen.update(lowering.tools)  # provenance names every engine tried, also one the gate dropped
             base = package.build_manifest(model_name="candidate", inputs=inputs, outputs=outputs, variants=[],
                                           excluded=[], source={}, tools={}, command="", passes=[])
@@ -379,8 +385,17 @@ def compile_model(model_path: str, target: str, output: str, force: bool = False
             for variant in lowering.variants:
                 tol = policy.tolerance_for(variant["precision"])
                 with clock.stage(f"gate-{variant['id']}", log):
-                    record = gate.measure_isolated(workdir, candidate, variant["id"], samples.feeds, references,
-                                                   tol["rtol"], tol["atol"])
+                    if variant["engine"] == "cuda":
+                        record = _cuda_gate(lowering, variant, samples.feeds, references, tol, workdir, candidate)
+                    else:
+                        record = gate.measure_isolated(workdir, candidate, variant["id"], samples.feeds, references,
+                                                       tol["rtol"], tol["atol"])
+                if record.get("passed") is None:  # cuda variant, no device here and too big to interpret
+                    unmeasured.append(variant["id"])
+                    gate_warnings.append(f"{variant['id']}: accuracy not measured: {record['not_run']}; run "
+                                         "`xrtc verify` on a machine with a CUDA device")
+                    log.warning("accuracy gate: %s", gate_warnings[-1])
+                    continue
                 accuracy[variant["id"]] = record
                 log.info("gate %s (%s): %s, max abs err %s", variant["id"], variant["precision"],
                          "ok" if record["passed"] else "FAILED", record["max_abs_err"])
@@ -503,6 +518,32 @@ def compile_model(model_path: str, target: str, output: str, force: bool = False
     with clock.stage("write-bundle", log):
         size = package.write_bundle(output, manifest, payloads, force)
     return CompileResult(path=output, size=size, manifest=manifest)
+
+
+def _cuda_gate(lowering, variant: dict, samples: list[dict], references: list[dict], tol: dict, workdir: str,
+               candidate: str) -> dict:
+    """The gate for xrtc's cuda engine. Where a CUDA device is present, the variant runs through the runtime like
+    every other (its plugin must be installed). With no CUDA device here it never reports a plain pass: the plan
+    runs through the plan interpreter on the CPU (recorded as such, with `not_run_on_device`), or, for models over
+    the interpreter's limit, the variant is recorded as not measured."""
+    from .targets import cuda
+    from .tools.verify import compare
+
+    if os.path.exists("/dev/nvidiactl"):
+        record = gate.measure_isolated(workdir, candidate, variant["id"], samples, references, tol["rtol"],
+                                       tol["atol"])
+        if not record.get("crashed") and not record.get("error"):
+            return record
+        log.warning("accuracy gate %s: the runtime could not run it on this machine's GPU (%s); checking the plan "
+                    "on the CPU instead", variant["id"], "; ".join(record.get("failures", []))[:300])
+
+    sections = {role: next(data for name, data, _ in lowering.payloads if name == section)
+                for role, section in variant["artifacts"].items()}
+    record = cuda.gate_record(sections, variant, samples, references, tol["rtol"], tol["atol"], compare)
+    if record.get("ran_on"):
+        log.warning("accuracy gate %s: not run on a GPU (no CUDA device here); checked with the %s", variant["id"],
+                    record["ran_on"])
+    return record
 
 
 def _plan_with(plan, precisions: dict[str, str]):
