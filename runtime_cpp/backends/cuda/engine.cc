@@ -296,8 +296,11 @@ xrt_status_t Engine::LoadModules(const EngineArtifacts& a) {
     }
     const auto [offset, size] = k.images.at(key);
     CUmodule module = nullptr;
-    CUresult r;
-    if (key == "ptx") {
+    CUresult r = CUDA_SUCCESS;
+    const auto loaded = loaded_images_.find({offset, size});
+    if (loaded != loaded_images_.end()) {
+      module = loaded->second;  // identical images are stored once (PLAN.md): one module, several entries
+    } else if (key == "ptx") {
       std::string ptx(reinterpret_cast<const char*>(bytes + offset), size);  // NUL-terminated copy
       if (ptx.find('\0') != std::string::npos) ptx.resize(ptx.find('\0'));
       r = drv_->cuModuleLoadData(&module, ptx.c_str());
@@ -315,7 +318,10 @@ xrt_status_t Engine::LoadModules(const EngineArtifacts& a) {
       return Make(XRT_STATUS_UNAVAILABLE, "cuda: " + what + ": loading its " + key + " image on " + arch_ +
                                               " failed: " + DriverErrorText(*drv_, r) + hint);
     }
-    modules_.push_back(module);
+    if (loaded == loaded_images_.end()) {
+      modules_.push_back(module);
+      loaded_images_[{offset, size}] = module;
+    }
     CUfunction fn = nullptr;
     if (xrt_status_t s = Cu(drv_->cuModuleGetFunction(&fn, module, k.entry.c_str()),
                             what + ": finding entry " + k.entry + " in its image")) {
@@ -387,11 +393,16 @@ xrt_status_t Engine::PrepareGemm(int index, const std::vector<int64_t>& values, 
   const cublasOperation_t op_b = g.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
   lt_->cublasLtMatmulDescSetAttribute(st->desc, CUBLASLT_MATMUL_DESC_TRANSA, &op_a, sizeof op_a);
   lt_->cublasLtMatmulDescSetAttribute(st->desc, CUBLASLT_MATMUL_DESC_TRANSB, &op_b, sizeof op_b);
+  const cublasLtEpilogue_t ep = g.epilogue == "bias"        ? CUBLASLT_EPILOGUE_BIAS
+                               : g.epilogue == "gelu_bias" ? CUBLASLT_EPILOGUE_GELU_BIAS
+                               : g.epilogue == "relu_bias" ? CUBLASLT_EPILOGUE_RELU_BIAS
+                               : g.epilogue == "gelu"      ? CUBLASLT_EPILOGUE_GELU
+                               : g.epilogue == "relu"      ? CUBLASLT_EPILOGUE_RELU
+                                                           : CUBLASLT_EPILOGUE_DEFAULT;
+  lt_->cublasLtMatmulDescSetAttribute(st->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &ep, sizeof ep);
   if (g.bias >= 0) {
-    const cublasLtEpilogue_t ep = g.epilogue == "gelu_bias" ? CUBLASLT_EPILOGUE_GELU_BIAS : CUBLASLT_EPILOGUE_BIAS;
     const CUdeviceptr bias = TensorPtr(g.bias);
     const void* bias_ptr = reinterpret_cast<const void*>(static_cast<uintptr_t>(bias));
-    lt_->cublasLtMatmulDescSetAttribute(st->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &ep, sizeof ep);
     if (xrt_status_t s = check(lt_->cublasLtMatmulDescSetAttribute(st->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
                                                                    &bias_ptr, sizeof bias_ptr),
                                "setting the bias pointer")) {

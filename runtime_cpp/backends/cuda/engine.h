@@ -88,6 +88,7 @@ class Engine {
   CUstream stream_ = nullptr;
   std::string arch_;                 // "sm_90a" on a 9.0 device
   std::vector<CUmodule> modules_;
+  std::map<std::pair<uint64_t, uint64_t>, CUmodule> loaded_images_;  // image [offset, size] -> module
   std::vector<CUfunction> functions_;
   std::vector<std::string> image_kind_;  // per kernel: the image key loaded
   CUdeviceptr base_ = 0;             // the one allocation

@@ -299,10 +299,11 @@ void ParseInto(const json& j, uint64_t weights_size, uint64_t kernels_size, Plan
     if (s.compute == "16F" && s.dtype != XRT_DTYPE_FLOAT16) Fail(path + ".compute", "16F needs dtype float16");
     if (s.compute == "32F_FAST_TF32" && s.dtype != XRT_DTYPE_FLOAT32) Fail(path + ".compute", "TF32 needs float32");
     s.epilogue = g.contains("epilogue") ? Str(g["epilogue"], path + ".epilogue") : "none";
-    if (s.epilogue != "none" && s.epilogue != "bias" && s.epilogue != "gelu_bias") {
-      Fail(path + ".epilogue", "is \"" + s.epilogue + "\"; expected none, bias or gelu_bias");
+    const bool with_bias = s.epilogue == "bias" || s.epilogue == "gelu_bias" || s.epilogue == "relu_bias";
+    if (!with_bias && s.epilogue != "none" && s.epilogue != "relu" && s.epilogue != "gelu") {
+      Fail(path + ".epilogue", "is \"" + s.epilogue + "\"; expected none, bias, relu, relu_bias, gelu or gelu_bias");
     }
-    if ((s.epilogue == "none") != (s.bias < 0)) Fail(path, "bias must be given exactly when the epilogue uses it");
+    if (with_bias != (s.bias >= 0)) Fail(path, "bias must be given exactly when the epilogue uses it");
     if (g.contains("alpha")) {
       if (!g["alpha"].is_number()) Fail(path + ".alpha", "must be a number");
       s.alpha = g["alpha"].get<float>();
