@@ -35,3 +35,126 @@ def mlp(batch=4, dims=(32, 64, 48, 16), act="Relu", seed=0) -> onnx.ModelProto:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = 9
     return model
+
+
+def bert(batch=2, seq=8, hidden=64, heads=4, layers=2, ffn=128, vocab=50, seed=0) -> onnx.ModelProto:
+    """A BERT-style encoder in the shape `torch.onnx.export` gives for HF BertModel: input_ids and attention_mask
+    (int64), embeddings (word Gather + constant position/token-type rows) + LayerNorm, the extended mask
+    ((1 - mask) * finfo.min), per layer Q/K/V MatMul+Add with Reshape/Transpose head splits (layer 0 with constant
+    shapes, later layers with Shape/Gather/Concat shape arithmetic), scores / sqrt(d) + mask, Softmax, P@V,
+    Transpose/Reshape back, output projection + residual + LayerNorm (the fused op in layer 0, the decomposed
+    ReduceMean/Sub/Pow/Sqrt/Div form after), FFN with erf-GELU (decomposed), residual + LayerNorm; outputs
+    last_hidden_state and pooler_output (tanh(W h[:, 0] + b))."""
+    rng = np.random.default_rng(seed)
+    hd = hidden // heads
+    inits, nodes = [], []
+
+    def w(name, *shape, scale=None):
+        scale = scale if scale is not None else 1.0 / np.sqrt(shape[0])
+        inits.append(_init(name, (rng.standard_normal(shape) * scale).astype(np.float32)))
+        return name
+
+    def c(name, value, dtype=np.float32):
+        inits.append(_init(name, np.asarray(value, dtype)))
+        return name
+
+    def node(op, ins, outs, name, **attrs):
+        nodes.append(helper.make_node(op, ins, outs, name=name, **attrs))
+        return outs[0]
+
+    def layernorm(x, prefix, fused):
+        g, b = c(prefix + ".g", 1 + 0.1 * rng.standard_normal(hidden)), c(prefix + ".b", 0.1 * rng.standard_normal(hidden))
+        if fused:
+            return node("LayerNormalization", [x, g, b], [prefix + ".out"], prefix, axis=-1, epsilon=1e-12)
+        axes = c(prefix + ".axes", [-1], np.int64)
+        mean = node("ReduceMean", [x, axes], [prefix + ".mean"], prefix + "/ReduceMean")
+        d = node("Sub", [x, mean], [prefix + ".d"], prefix + "/Sub")
+        sq = node("Pow", [d, c(prefix + ".two", 2.0)], [prefix + ".sq"], prefix + "/Pow")
+        var = node("ReduceMean", [sq, axes], [prefix + ".var"], prefix + "/ReduceMean_1")
+        ve = node("Add", [var, c(prefix + ".eps", 1e-12)], [prefix + ".ve"], prefix + "/Add")
+        std = node("Sqrt", [ve], [prefix + ".std"], prefix + "/Sqrt")
+        nrm = node("Div", [d, std], [prefix + ".n"], prefix + "/Div")
+        sc = node("Mul", [nrm, g], [prefix + ".s"], prefix + "/Mul")
+        return node("Add", [sc, b], [prefix + ".out"], prefix + "/Add_1")
+
+    def linear(x, prefix, n_in, n_out):
+        mm = node("MatMul", [x, w(prefix + ".w", n_in, n_out)], [prefix + ".mm"], prefix + "/MatMul")
+        return node("Add", [mm, c(prefix + ".b", 0.02 * rng.standard_normal(n_out))], [prefix + ".out"],
+                    prefix + "/Add")
+
+    # embeddings
+    we = w("emb.word", vocab, hidden, scale=0.5)
+    pos = c("emb.pos_rows", (rng.standard_normal((1, seq, hidden)) * 0.5).astype(np.float32))
+    typ = c("emb.type_rows", (rng.standard_normal((1, 1, hidden)) * 0.5).astype(np.float32))
+    e = node("Gather", [we, "input_ids"], ["emb.words"], "embeddings/word_embeddings/Gather")
+    e = node("Add", [e, typ], ["emb.sum1"], "embeddings/Add")
+    e = node("Add", [e, pos], ["emb.sum2"], "embeddings/Add_1")
+    h = layernorm(e, "embeddings/LayerNorm", fused=False)
+    # extended attention mask
+    m = node("Unsqueeze", ["attention_mask", c("ax1", [1], np.int64)], ["mask.u1"], "mask/Unsqueeze")
+    m = node("Unsqueeze", [m, c("ax2", [2], np.int64)], ["mask.u2"], "mask/Unsqueeze_1")
+    m = node("Cast", [m], ["mask.f"], "mask/Cast", to=TensorProto.FLOAT)
+    m = node("Sub", [c("one", 1.0), m], ["mask.inv"], "mask/Sub")
+    mask = node("Mul", [m, c("fmin", np.finfo(np.float32).min)], ["mask.add"], "mask/Mul")
+    for layer in range(layers):
+        p = f"encoder/layer.{layer}"
+        if layer == 0:
+            split = c(p + ".split", [batch, seq, heads, hd], np.int64)
+            merge = c(p + ".merge", [batch, seq, hidden], np.int64)
+        else:
+            shp = node("Shape", [h], [p + ".shape"], p + "/Shape")
+            b0 = node("Gather", [shp, c(p + ".i0", 0, np.int64)], [p + ".b0"], p + "/Gather", axis=0)
+            s1 = node("Gather", [shp, c(p + ".i1", 1, np.int64)], [p + ".s1"], p + "/Gather_1", axis=0)
+            ub = node("Unsqueeze", [b0, c(p + ".a0", [0], np.int64)], [p + ".ub"], p + "/Unsqueeze")
+            us = node("Unsqueeze", [s1, c(p + ".a0b", [0], np.int64)], [p + ".us"], p + "/Unsqueeze_1")
+            split = node("Concat", [ub, us, c(p + ".hd", [heads, hd], np.int64)], [p + ".split"], p + "/Concat",
+                         axis=0)
+            merge = node("Concat", [ub, us, c(p + ".hid", [hidden], np.int64)], [p + ".merge"], p + "/Concat_1",
+                         axis=0)
+        heads_ = {}
+        for name in ("query", "key", "value"):
+            x = linear(h, f"{p}/attention/self/{name}", hidden, hidden)
+            x = node("Reshape", [x, split], [f"{p}.{name}.r"], f"{p}/attention/self/{name}/Reshape")
+            heads_[name] = node("Transpose", [x], [f"{p}.{name}.t"], f"{p}/attention/self/{name}/Transpose",
+                                perm=[0, 2, 1, 3])
+        kt = node("Transpose", [heads_["key"]], [p + ".kt"], p + "/attention/self/Transpose", perm=[0, 1, 3, 2])
+        s = node("MatMul", [heads_["query"], kt], [p + ".scores"], p + "/attention/self/MatMul")
+        s = node("Div", [s, c(p + ".sqrtd", np.sqrt(hd))], [p + ".scaled"], p + "/attention/self/Div")
+        s = node("Add", [s, mask], [p + ".masked"], p + "/attention/self/Add")
+        s = node("Softmax", [s], [p + ".probs"], p + "/attention/self/Softmax", axis=-1)
+        ctx = node("MatMul", [s, heads_["value"]], [p + ".ctx"], p + "/attention/self/MatMul_1")
+        ctx = node("Transpose", [ctx], [p + ".ctx.t"], p + "/attention/self/Transpose_1", perm=[0, 2, 1, 3])
+        ctx = node("Reshape", [ctx, merge], [p + ".ctx.r"], p + "/attention/self/Reshape_3")
+        o = linear(ctx, p + "/attention/output/dense", hidden, hidden)
+        o = node("Add", [o, h], [p + ".res1"], p + "/attention/output/Add")
+        h1 = layernorm(o, p + "/attention/output/LayerNorm", fused=(layer == 0))
+        f = linear(h1, p + "/intermediate/dense", hidden, ffn)
+        g = node("Div", [f, c(p + ".sqrt2", np.sqrt(2.0))], [p + ".g1"], p + "/intermediate/Div")
+        g = node("Erf", [g], [p + ".g2"], p + "/intermediate/Erf")
+        g = node("Add", [g, c(p + ".one", 1.0)], [p + ".g3"], p + "/intermediate/Add_1")
+        g = node("Mul", [f, g], [p + ".g4"], p + "/intermediate/Mul")
+        g = node("Mul", [g, c(p + ".half", 0.5)], [p + ".g5"], p + "/intermediate/Mul_1")
+        o2 = linear(g, p + "/output/dense", ffn, hidden)
+        o2 = node("Add", [o2, h1], [p + ".res2"], p + "/output/Add")
+        h = layernorm(o2, p + "/output/LayerNorm", fused=False)
+    nodes[-1].output[0] = "last_hidden_state"
+    h = "last_hidden_state"
+    first = node("Gather", [h, c("tok0", 0, np.int64)], ["pool.first"], "pooler/Gather", axis=1)
+    pl = linear(first, "pooler/dense", hidden, hidden)
+    node("Tanh", [pl], ["pooler_output"], "pooler/activation/Tanh")
+    graph = helper.make_graph(
+        nodes, "bert", [helper.make_tensor_value_info("input_ids", TensorProto.INT64, [batch, seq]),
+                        helper.make_tensor_value_info("attention_mask", TensorProto.INT64, [batch, seq])],
+        [helper.make_tensor_value_info("last_hidden_state", TensorProto.FLOAT, [batch, seq, hidden]),
+         helper.make_tensor_value_info("pooler_output", TensorProto.FLOAT, [batch, hidden])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    onnx.checker.check_model(model)
+    return model
+
+
+def bert_inputs(batch=2, seq=8, vocab=50, seed=1) -> dict:
+    rng = np.random.default_rng(seed)
+    mask = np.ones((batch, seq), np.int64)
+    mask[-1, seq // 2:] = 0  # padding in the last sequence
+    return {"input_ids": rng.integers(0, vocab, (batch, seq)).astype(np.int64), "attention_mask": mask}

@@ -222,7 +222,7 @@ class _Lowerer:
         """Tensor `name` as a contiguous, offset-0 view in the run dtype (what a GEMM operand needs)."""
         v = self.materialize(name)
         buf = self.prog.buffers[v.buf]
-        if v.is_contiguous() and tuple(v.shape) == tuple(buf.shape) and buf.dtype == self.prog.run_dtype:
+        if v.is_contiguous() and int(np.prod(v.shape)) == int(np.prod(buf.shape)) and buf.dtype == self.prog.run_dtype:
             return v
         out = self.arena(name + ".copy", self.prog.run_dtype, v.shape)
         self.emit_elementwise(("leaf", v, self.dtype(name)), v.shape, out, self.prog.run_dtype, [],
@@ -409,6 +409,17 @@ class _Lowerer:
     def lower_gather(self, node):
         table = self.const(node.input[0])
         axis = _attr(node, "axis", 0)
+        index = self.scalar(node.input[1]) if table is None else None
+        if index is not None and self.const(node.input[1]).ndim == 0:  # x[:, i]: a view
+            v = self.values.get(node.input[0])
+            if isinstance(v, Lazy):
+                v = self.materialize(node.input[0])
+            ax = axis % len(v.shape)
+            i = int(index) % v.shape[ax]
+            sl = v.slice(ax, i, i + 1, 1)
+            self.values[node.output[0]] = View(sl.buf, sl.shape[:ax] + sl.shape[ax + 1:],
+                                               sl.strides[:ax] + sl.strides[ax + 1:], sl.offset)
+            return
         if table is None or table.ndim != 2 or axis != 0:
             raise _Unsupported("Gather other than rows of a constant 2-D table (embeddings)")
         ids = self.materialize(node.input[1])

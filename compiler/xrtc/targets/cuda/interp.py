@@ -58,7 +58,46 @@ def _gelu_tanh(x):
 
 
 def run(plan: dict | bytes, weights: bytes, sources: dict | bytes, feeds: dict) -> dict:
-    """Outputs (name -> array) of the plan on `feeds` (input name -> array of the planned shape)."""
+    """Outputs (name -> array) of the plan on `feeds` (input name -> array of the planned shape).
+
+    Triton's interpreter must be on before `triton` is first imported (its own library functions are decorated at
+    import): when this process imported triton without it (the compiler did, to build cubins), the plan runs in a
+    child process with TRITON_INTERPRET=1."""
+    import os
+    import sys
+
+    if "triton" in sys.modules and os.environ.get("TRITON_INTERPRET") != "1":
+        return _run_child(plan, weights, sources, feeds)
+    return _run(plan, weights, sources, feeds)
+
+
+def _run_child(plan, weights, sources, feeds) -> dict:
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    if isinstance(plan, dict):
+        plan = json.dumps(plan).encode()
+    if isinstance(sources, dict):
+        sources = json.dumps(sources).encode()
+    with tempfile.TemporaryDirectory(prefix="xrtc-interp-") as d:
+        for name, data in (("plan.json", plan), ("weights.bin", weights), ("sources.json", sources)):
+            with open(os.path.join(d, name), "wb") as f:
+                f.write(data)
+        np.savez(os.path.join(d, "feeds.npz"), **feeds)
+        package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+        env = dict(os.environ, TRITON_INTERPRET="1")
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
+        proc = subprocess.run([sys.executable, "-m", "xrtc.targets.cuda.interp", d], env=env, capture_output=True,
+                              text=True, check=False)
+        if proc.returncode != 0:
+            raise RuntimeError(f"plan interpreter failed: {proc.stderr.strip()[-1500:]}")
+        with np.load(os.path.join(d, "outputs.npz"), allow_pickle=False) as out:
+            return {k: out[k] for k in out.files}
+
+
+def _run(plan, weights, sources, feeds) -> dict:
     if isinstance(plan, (bytes, bytearray)):
         plan = json.loads(plan)
     if isinstance(sources, (bytes, bytearray)):
@@ -105,3 +144,19 @@ def run(plan: dict | bytes, weights: bytes, sources: dict | bytes, feeds: dict) 
             fn[tuple(launch["grid"])](*args)
     return {plan["tensors"][i]["name"]: arrays[i].reshape(plan["tensors"][i]["shape"]).copy()
             for i in plan["outputs"]}
+
+
+if __name__ == "__main__":
+    import os
+    import sys
+
+    folder = sys.argv[1]
+    with open(os.path.join(folder, "plan.json"), "rb") as f:
+        plan_bytes = f.read()
+    with open(os.path.join(folder, "weights.bin"), "rb") as f:
+        weight_bytes = f.read()
+    with open(os.path.join(folder, "sources.json"), "rb") as f:
+        source_bytes = f.read()
+    with np.load(os.path.join(folder, "feeds.npz"), allow_pickle=False) as data:
+        inputs = {k: data[k] for k in data.files}
+    np.savez(os.path.join(folder, "outputs.npz"), **_run(plan_bytes, weight_bytes, source_bytes, inputs))

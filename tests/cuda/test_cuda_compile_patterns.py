@@ -1,0 +1,114 @@
+"""--target cuda, compile side (no GPU): lowering of every pattern, the plan interpreter (Triton kernels under
+TRITON_INTERPRET, numpy GEMMs) against ONNX Runtime CPU, cubins for sm_90a with their SASS, clear refusals."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+import models  # noqa: E402
+
+pytest.importorskip("triton")
+
+from xrtc.errors import UnsupportedModelError  # noqa: E402
+from xrtc.targets.cuda import aot, emit, interp  # noqa: E402
+from xrtc.targets.cuda.graph import lower_graph  # noqa: E402
+from xrtc.targets.cuda.ir import GemmStep, KernelStep  # noqa: E402
+
+TOL = {"fp32": (1e-3, 1e-4), "fp16": (1e-2, 1e-3)}
+
+
+def _reference(model, feeds):
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feeds)))
+
+
+def _run(model, feeds, precision):
+    prog = lower_graph(model, precision)
+    plan, weights, kernels, _ = emit.emit(prog, ["sm_90a"])
+    sources = {aot.sha256(s.source): s.source for s in prog.steps if isinstance(s, KernelStep)}
+    return prog, plan, interp.run(plan, weights, sources, feeds)
+
+
+def _check(got, ref, precision, label):
+    rtol, atol = TOL[precision]
+    for name, r in ref.items():
+        err = float(np.abs(got[name].astype(np.float64) - r).max())
+        bound = atol * max(1.0, float(np.abs(r).max())) + rtol * float(np.abs(r).max())
+        print(f"{label} {precision} {name}: max abs err {err:.3g} (bound {bound:.3g})")
+        assert err <= bound, f"{label} {name}: {err} > {bound}"
+
+
+@pytest.mark.parametrize("act", ["Relu", "Gelu"])
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_mlp_gemm_epilogues(act, precision):
+    model = models.mlp(act=act)
+    x = np.random.default_rng(1).standard_normal((4, 32)).astype(np.float32)
+    prog, plan, got = _run(model, {"x": x}, precision)
+    gemms = [s for s in prog.steps if isinstance(s, GemmStep)]
+    assert len(gemms) == 3
+    want = {"Relu": "relu_bias", "Gelu": "gelu_bias" if precision == "fp16" else "bias"}[act]
+    assert [g.epilogue for g in gemms] == [want, want, "bias"]
+    _check(got, _reference(model, {"x": x}), precision, f"mlp-{act}")
+
+
+def test_bert_encoder_fp32_through_plan_interpreter():
+    model, feeds = models.bert(), models.bert_inputs()
+    prog, plan, got = _run(model, feeds, "fp32")
+    groups = [s.group for s in prog.steps if isinstance(s, KernelStep)]
+    assert groups.count("attention") == 2
+    assert groups.count("add_layernorm") == 4 and groups[0] == "embed_layernorm"
+    assert sum(isinstance(s, GemmStep) for s in prog.steps) == 2 * 6 + 1
+    assert plan["arena_bytes"] > 0 and all(t["offset"] % 256 == 0 for t in plan["tensors"])
+    _check(got, _reference(model, feeds), "fp32", "bert")
+
+
+def test_cubins_for_sm90a_hold_tensor_core_instructions():
+    model = models.bert()
+    prog = lower_graph(model, "fp16")
+    plan, weights, kernels, _ = emit.emit(prog, ["sm_90a"])
+    attn = next(k for k in plan["kernels"] if k["group"] == "attention")
+    off, size = attn["images"]["sm_90a"]
+    sass = aot.sass(kernels[off:off + size])
+    print("attention SASS tensor-core lines:", sum(("HGMMA" in line or "HMMA" in line) for line in sass.splitlines()))
+    assert "HGMMA" in sass or "HMMA" in sass
+    assert attn["params"][-2:] == [{"scratch": "global"}, {"scratch": "profile"}]
+    ptx_off, ptx_size = attn["images"]["ptx"]
+    assert b".target sm_80" in kernels[ptx_off:ptx_off + ptx_size]
+
+
+def test_same_model_same_bytes():
+    model = models.mlp(act="Gelu")
+    a = emit.emit(lower_graph(model, "fp16"), ["sm_90a"])
+    b = emit.emit(lower_graph(model, "fp16"), ["sm_90a"])
+    assert emit.plan_bytes(a[0]) == emit.plan_bytes(b[0]) and a[1] == b[1] and a[2] == b[2]
+
+
+def test_unsupported_nodes_are_named():
+    import onnx
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph([helper.make_node("TopK", ["x", "k"], ["v", "i"], name="my_topk")], "t",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8])],
+                          [helper.make_tensor_value_info("v", TensorProto.FLOAT, [2, 3])],
+                          [onnx.numpy_helper.from_array(np.array([3], np.int64), "k")])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(UnsupportedModelError, match=r"my_topk \(TopK.*ONNX Runtime CUDA variant"):
+        lower_graph(model, "fp32")
+
+
+def test_plan_json_is_canonical_and_complete():
+    prog = lower_graph(models.mlp(), "fp16")
+    plan, _, _, _ = emit.emit(prog, ["sm_90a"])
+    data = emit.plan_bytes(plan)
+    assert json.loads(data) == plan and data == json.dumps(json.loads(data), sort_keys=True,
+                                                           separators=(",", ":")).encode()
+    assert plan["triton_version"] == aot.TRITON_VERSION and plan["dims"] == {}
+    assert [plan["tensors"][i]["storage"] for i in plan["inputs"]] == ["input"]
+    assert [plan["tensors"][i]["storage"] for i in plan["outputs"]] == ["output"]
