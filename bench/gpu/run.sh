@@ -9,7 +9,9 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 stage=${1:-smoke}
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+# Logs go to /tmp/o and come back as one archive ($OUT/logs.tgz: the device tool returns at most 8 files).
+FINAL=${OUT:-/tmp/out}; OUT=/tmp/o; mkdir -p "$OUT" "$FINAL"
+trap 'tar czf "$FINAL/logs.tgz" -C "$OUT" . 2>/dev/null; cp "$OUT/table.md" "$FINAL/" 2>/dev/null' EXIT
 R=$PWD/.carry/rt
 NV=$(python3 -c "import nvidia, os; print(os.path.join(list(nvidia.__path__)[0], 'cu13', 'lib'))")
 export LD_LIBRARY_PATH=$R/lib:$R/sys:$NV${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
@@ -52,3 +54,60 @@ done
 build_xrt || { echo "xpuruntime build FAILED"; exit 1; }
 (cd /tmp && python3 -c "import xpuruntime, xrtc; print('xpuruntime', xpuruntime.__version__, xpuruntime.__file__)")
 [ "$stage" = smoke ] && exit 0
+
+# ---- bert: export, compile (fp16, one bundle per shape: v1 plans are static), check, time, peers ----
+SHAPES=${SHAPES:-1x128 8x128 32x128 1x384}
+D=/tmp/bert; mkdir -p $D
+t0=$SECONDS
+python3 bench/gpu/bench_bert.py export $D && python3 bench/gpu/bench_bert.py inputs $D $SHAPES || exit 1
+echo "exported bert.onnx in $((SECONDS - t0)) s"
+t0=$SECONDS
+for sh in $SHAPES; do
+  b=${sh%x*}; s=${sh#*x}
+  (cd /tmp && python3 -m xrtc compile $D/bert.onnx --target cuda --precision fp16 --shape input_ids=${b}x${s} \
+      --shape attention_mask=${b}x${s} -o $D/bert_b${b}s${s}.xrtpkg --force > $OUT/compile_b${b}s${s}.log 2>&1;
+   echo "compile b${b}s${s}: rc=$? $(tail -n 3 $OUT/compile_b${b}s${s}.log | cut -c1-300)") &
+done
+wait
+echo "compiled ${SHAPES} in parallel in $((SECONDS - t0)) s"
+for sh in $SHAPES; do
+  b=${sh%x*}; s=${sh#*x}; k=b${b}s${s}; B=$D/bert_$k.xrtpkg
+  [ -f $B ] || { echo "$k: no bundle"; continue; }
+  "$R/bin/xrt-run" $B --device cuda --inputs $D/in_$k.npz --save-outputs $D/out_$k.npz --force --json > $OUT/run_$k.json 2> $OUT/run_$k.err
+  echo "$k: xrt-run rc=$? $(tail -c 400 $OUT/run_$k.err)"
+  python3 bench/gpu/compare.py $D/bert.onnx $D/in_$k.npz $D/out_$k.npz --rtol 5e-3 --label "$k fp16" | tee $OUT/cmp_$k.txt
+  rm -f $OUT/replay_$k.jsonl $OUT/profile_$k.jsonl
+  XRT_CUDA_REPLAY_TIMING=300 XRT_CUDA_REPORT=$OUT/replay_$k.jsonl "$R/bin/xrt-run" $B --device cuda --inputs $D/in_$k.npz --quiet 2>&1 | tail -1
+  XRT_CUDA_PROFILE=1 XRT_CUDA_REPORT=$OUT/profile_$k.jsonl "$R/bin/xrt-run" $B --device cuda --inputs $D/in_$k.npz --quiet 2>&1 | tail -1
+  (cd /tmp && python3 $OLDPWD/bench/gpu/bench_bert.py coldstart $B $D/in_$k.npz) > $OUT/cold_$k.json 2>&1 || tail -5 $OUT/cold_$k.json
+  python3 - $k $OUT <<'PY'
+import json, re, sys
+k, out = sys.argv[1], sys.argv[2]
+r = {"shape": k}
+try:
+    rep = [json.loads(l) for l in open(f"{out}/replay_{k}.jsonl")][-1]
+    r.update(median_ms=rep["median_ms"], min_ms=rep["min_ms"], launches=rep["launches_per_replay"])
+except Exception as e: r["replay_error"] = str(e)
+try:
+    m = re.search(r"rel_err ([0-9.e+-]+)", open(f"{out}/cmp_{k}.txt").read()); r["rel_err"] = float(m.group(1))
+except Exception as e: r["rel_err_error"] = str(e)
+try:
+    c = json.loads(open(f"{out}/cold_{k}.json").read().strip().splitlines()[-1])
+    r.update(cold_ms=c["open_to_first_result_ms"], cuda_init_ms=c["cuda_init_ms"],
+             arena_bytes=c["engine_info"].get("device_bytes", {}).get("arena"), device_bytes=c["engine_info"].get("device_bytes"),
+             gemm_algos=c["engine_info"].get("gemm_algos", [])[:2])
+except Exception as e: r["cold_error"] = str(e)
+try:
+    p = [json.loads(l) for l in open(f"{out}/profile_{k}.jsonl")][-1]
+    r["profile_groups_ms"] = {g: round(v, 4) for g, v in p["groups"].items()}; r["profile_total_ms"] = p["total_ms"]
+except Exception as e: r["profile_error"] = str(e)
+json.dump(r, open(f"/tmp/bert/ours_{k}.json", "w"), indent=1)
+print("ours", json.dumps(r)[:900])
+PY
+done
+cp /tmp/bert/ours_*.json $OUT/ 2>/dev/null
+t0=$SECONDS
+python3 bench/gpu/bench_bert.py peers $D $SHAPES 2>&1 | grep -v Warning | tail -8
+echo "peers in $((SECONDS - t0)) s"
+cp $D/peers.json $OUT/ 2>/dev/null
+python3 bench/gpu/bench_bert.py table $D | tee $OUT/table.md
