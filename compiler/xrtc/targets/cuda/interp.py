@@ -22,18 +22,38 @@ _lock = threading.Lock()
 
 
 class _Dtype:
+    """Stands in for a torch dtype. One instance per name for the whole process (`_dtype`): Triton's argument
+    specialisation caches the type it derives from a dtype object by that object's identity, so a short-lived
+    dtype object whose address is later reused by one of another name gets the other's cached type (an int64
+    pointer read as fp16, and so on). That was the run-to-run fp16 difference of the plan interpreter."""
+
     def __init__(self, name: str) -> None:
         self.name = name
 
     def __str__(self) -> str:
-        return "torch." + {"bool": "bool"}.get(self.name, self.name)
+        return "torch." + self.name
+
+    def __hash__(self) -> int:
+        return hash(self.name)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, _Dtype) and other.name == self.name
+
+
+_DTYPES: dict[str, _Dtype] = {}
+
+
+def _dtype(name: str) -> _Dtype:
+    if name not in _DTYPES:
+        _DTYPES[name] = _Dtype(name)
+    return _DTYPES[name]
 
 
 class _Ptr:
     """What Triton's interpreter needs of a tensor argument: its address and dtype."""
 
     def __init__(self, array: np.ndarray, dtype: str) -> None:
-        self.array, self.dtype = array, _Dtype(dtype)
+        self.array, self.dtype = array, _dtype(dtype)
 
     def data_ptr(self) -> int:
         return self.array.ctypes.data
