@@ -455,6 +455,7 @@ TEST_F(CudaEngineTest, ProfilingRunsWithoutAGraphAndReportsPerGroup) {
   for (size_t i = 0; i < y.size(); ++i) EXPECT_NEAR(y[i], ref[i], 1e-5);
   EXPECT_EQ(g->instantiated, 0);
   EXPECT_EQ(g->events_recorded, 6);
+  EXPECT_EQ(g->launched.size(), 6u) << "an untimed warm-up pass, then the timed one";
   const json report = json::parse(e->LastReport());
   EXPECT_EQ(report["event"], "profile");
   EXPECT_EQ(report["dims"], "batch=3");
