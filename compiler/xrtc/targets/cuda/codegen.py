@@ -229,10 +229,11 @@ def layernorm(expr, out_shape, gamma: View | None, beta: View | None, eps: float
 
 
 def attention(q: View, k: View, v: View, mask: View | None, out: View, scale: float, precision: str,
-              dtypes: dict):
+              dtypes: dict, zero_masked_rows: bool = False):
     """Flash attention (online softmax, one pass over keys), static shapes. Views are 4-D [B, H, S, D] (k, v:
-    [B, H, Sk, D]); mask broadcast to [B, H, Sq, Sk], added after scaling; keys past Sk get -inf (the first key
-    block always holds a real key, so the running max is finite after it)."""
+    [B, H, Sk, D]); mask broadcast to [B, H, Sq, Sk], added after scaling; keys past Sk get -inf. The exponent is
+    taken against a finite max (0 while every key so far is -inf), so -inf mask entries never make NaN mid-row;
+    a row whose every key is -inf ends with sum 0: NaN like Softmax, or 0 with `zero_masked_rows` (SDPA's guard)."""
     b_, h_, sq, d = q.shape
     sk = k.shape[2]
     bd = next_pow2(max(d, 16))
@@ -265,11 +266,13 @@ def attention(q: View, k: View, v: View, mask: View | None, out: View, scale: fl
         body.append(f"    s = s + tl.load({p[mask.buf]} + {base(mv)} + om[:, None] * {mv.strides[2]} + kn[None, :] * "
                     f"{mv.strides[3]}, mask=mq[:, None] & mk[None, :], other=0).to(tl.float32)")
     body += ["    s = tl.where(mk[None, :], s, float(\"-inf\"))",
-             "    m_new = tl.maximum(m_i, tl.max(s, 1))", "    pr = tl.exp(s - m_new[:, None])",
-             "    alpha = tl.exp(m_i - m_new)", "    l_i = l_i * alpha + tl.sum(pr, 1)",
+             "    m_new = tl.maximum(m_i, tl.max(s, 1))",
+             "    m_use = tl.where(m_new == float(\"-inf\"), 0.0, m_new)", "    pr = tl.exp(s - m_use[:, None])",
+             "    alpha = tl.exp(m_i - m_use)", "    l_i = l_i * alpha + tl.sum(pr, 1)",
              f"    vv = tl.load({p[v.buf]} + {base(v)} + kn[:, None] * {v.strides[2]} + od[None, :] * {v.strides[3]}, "
              f"mask=mk[:, None] & md[None, :], other=0).to({dot_t})",
              f"    acc = acc * alpha[:, None] + tl.dot(pr.to({dot_t}), vv{dot_kw})", "    m_i = m_new",
+             "acc = tl.where(l_i[:, None] > 0, acc / l_i[:, None], 0.0)" if zero_masked_rows else
              "acc = acc / l_i[:, None]",
              f"tl.store({p[out.buf]} + {base(out)} + om[:, None] * {out.strides[2]} + od[None, :] * {out.strides[3]}, "
              f"acc.to({_TL[dtypes[out.buf]]}), mask=mq[:, None] & md[None, :])"]

@@ -194,7 +194,7 @@ class _Lowerer:
         v = self.values[name]
         if isinstance(v, Lazy):
             return v.expr
-        return ("leaf", v, self.dtype(name))
+        return ("leaf", self.materialize(name), self.dtype(name))
 
     def materialize(self, name: str, fp32: bool = False, dtype: str | None = None) -> View:
         """A View holding tensor `name`: lazy expressions are written by an elementwise kernel."""
@@ -204,6 +204,9 @@ class _Lowerer:
         v = self.values[name]
         if isinstance(v, View):
             return v
+        if isinstance(v, _OffsetMap):
+            raise _Unsupported(f"{name!r} picks elements in an order no strided view expresses (a gather copy is "
+                               "not built)")
         shape = v.shape
         out_dtype = dtype or self.storage_dtype(codegen.dtype_of(v.expr), fp32)
         buf = self.arena(name, out_dtype, shape)
@@ -305,6 +308,10 @@ class _Lowerer:
             return self.lower_view(node)
         if op == "Gather":
             return self.lower_gather(node)
+        if op == "GatherND":
+            if any(self.const(n) is None for n in node.input[1:]):
+                raise _Unsupported("GatherND with computed indices")
+            return self.lower_view(node)
         if op == "Softmax":
             raise _Unsupported("Softmax outside an attention pattern")
         if op == "MatMul":
@@ -368,6 +375,19 @@ class _Lowerer:
                 return self.slice_view(node, view)
             return None
 
+        if isinstance(v, _OffsetMap):
+            got = self.index_map(node, v)
+            self.values[out] = got
+            return
+        plain = apply
+
+        def apply(view: View):  # noqa: F811 - the direct view, else the node's index map (when it is affine)
+            got = plain(view)
+            if got is None and op != "Dropout":
+                got = self.index_map(node, view)
+                return got if isinstance(got, View) else None
+            return got
+
         if isinstance(v, Lazy):
             if op in ("Identity", "Dropout", "Expand"):
                 self.values[out] = Lazy(v.expr, shape, v.nodes + [node.name])
@@ -378,7 +398,12 @@ class _Lowerer:
                 self.values[out] = Lazy(mapped, shape, v.nodes + [node.name])
                 return
             v = self.materialize(src)
-        got = apply(v)
+        got = plain(v)
+        if got is None:
+            got = self.index_map(node, v)
+            if isinstance(got, _OffsetMap):  # not a strided view by itself; a later view op may make it one
+                self.values[out] = got
+                return
         if got is None:
             copy = self.contiguous_run(src) if codegen.is_float(self.dtype(src)) else None
             got = apply(copy) if copy is not None else None
@@ -387,6 +412,23 @@ class _Lowerer:
         if tuple(got.shape) != shape:
             raise _Unsupported(f"{op}: view shape {got.shape} != inferred {shape}")
         self.values[out] = got
+
+    def index_map(self, node, src):
+        """The output of a data-movement node (any op that only picks elements of its first input: Reshape,
+        Transpose, GatherND / Gather with static indices, ...) over `src` (a View or an _OffsetMap), found by running
+        the node on the element offsets of `src`: a View when the offsets are affine in the output coordinates,
+        else an _OffsetMap (which only another data-movement node may consume)."""
+        offs = src.offsets if isinstance(src, _OffsetMap) else _view_offsets(src)
+        others = []
+        for name in node.input[1:]:
+            if name and self.const(name) is None:
+                raise _Unsupported(f"{node.op_type} with a computed index/shape input {name!r}")
+            others.append(self.const(name) if name else None)
+        got = _run_node(node, [offs] + others, self._opset())
+        if tuple(got.shape) != self.shape(node.output[0]):
+            raise _Unsupported(f"{node.op_type}: index map shape {got.shape} != inferred {self.shape(node.output[0])}")
+        view = _affine_view(src.buf, got)
+        return view if view is not None else _OffsetMap(src.buf, got)
 
     def slice_view(self, node, view: View):
         if len(node.input) < 3:
@@ -409,6 +451,8 @@ class _Lowerer:
     def lower_gather(self, node):
         table = self.const(node.input[0])
         axis = _attr(node, "axis", 0)
+        if table is None and self.const(node.input[1]) is not None and self.const(node.input[1]).ndim > 0:
+            return self.lower_view(node)  # rows/columns picked by static indices: an index map
         index = self.scalar(node.input[1]) if table is None else None
         if index is not None and self.const(node.input[1]).ndim == 0:  # x[:, i]: a view
             v = self.values.get(node.input[0])
@@ -699,15 +743,31 @@ class _Lowerer:
             if not ok or len(masks) > 1:
                 continue
             softmax = self.single_consumer(cur)
-            pv = self.single_consumer(softmax.output[0])
-            if pv is None or pv.op_type != "MatMul" or pv.input[0] != softmax.output[0]:
+            probs, guard = softmax.output[0], self._nan_guard(softmax.output[0])
+            if guard:
+                probs = guard[-1].output[0]
+            pv = self.single_consumer(probs)
+            if pv is None or pv.op_type != "MatMul" or pv.input[0] != probs:
                 continue
             # anchored at P@V, where Q, K, V and the mask all exist; the nodes before it are skipped
-            self.attn[self.index_of(pv)] = dict(qk=node, chain=chain, softmax=softmax, pv=pv, scale=scale,
-                                                mask=masks[0] if masks else None)
-            self.done.update(self.index_of(n) for n in chain + [softmax])
+            self.attn[self.index_of(pv)] = dict(qk=node, chain=chain + guard, softmax=softmax, pv=pv, scale=scale,
+                                                mask=masks[0] if masks else None, zero_masked_rows=bool(guard))
+            self.done.update(self.index_of(n) for n in chain + guard + [softmax])
             if masks:
                 self.keep_fp32.add(masks[0])
+
+    def _nan_guard(self, probs: str) -> list:
+        """[IsNaN, Where] when softmax output `probs` is only read by Where(IsNaN(probs), 0, probs) (what torch's
+        SDPA export adds: rows whose every key is masked with -inf give zeros instead of NaN); else []."""
+        users = self.consumers.get(probs, [])
+        isnan = next((u for u in users if u is not None and u.op_type == "IsNaN"), None)
+        where = next((u for u in users if u is not None and u.op_type == "Where"), None)
+        if len(users) != 2 or isnan is None or where is None:
+            return []
+        if self.consumers.get(isnan.output[0], []) != [where] or list(where.input[:1]) != [isnan.output[0]] or \
+                where.input[2] != probs or self.scalar(where.input[1]) != 0:
+            return []
+        return [isnan, where]
 
     def _opset(self) -> int:
         return next((o.version for o in self.model.opset_import if o.domain in ("", "ai.onnx")), 13)
@@ -772,7 +832,7 @@ class _Lowerer:
         if q.shape[3] != d_ or k.shape[2] != v.shape[2]:
             raise _Unsupported(f"attention shapes q{q.shape} k{k.shape} v{v.shape}")
         src, params, grid, warps, cfg = codegen.attention(q, k, v, mask, out4, scale, self.prog.precision,
-                                                          self.prog.dtypes())
+                                                          self.prog.dtypes(), m.get("zero_masked_rows", False))
         nodes = qn + kn + vn + [n.name for n in m["chain"]] + [m["softmax"].name, m["pv"].name]
         self.prog.steps.append(KernelStep("attention", src, params, [buf], [p for p in params if p != buf], grid,
                                           warps, nodes, num_stages=2, config=cfg))
@@ -790,6 +850,55 @@ class _Lowerer:
                 self.done.add(self.index_of(n))
             return True
         return False
+
+
+class _OffsetMap:
+    """Elements of buffer `buf` at the element offsets `offsets` (an int64 array of the value's shape): the result of
+    a data-movement node that no strided view expresses (e.g. heads merged by a Reshape of a transposed view);
+    consumed only by further data-movement nodes, which may make it a View again."""
+
+    def __init__(self, buf: int, offsets: np.ndarray) -> None:
+        self.buf, self.offsets, self.shape = buf, offsets, tuple(offsets.shape)
+
+
+def _view_offsets(view: View) -> np.ndarray:
+    offs = np.full(view.shape, view.offset, np.int64)
+    for axis, (d, s) in enumerate(zip(view.shape, view.strides)):
+        shape = [1] * len(view.shape)
+        shape[axis] = d
+        offs = offs + (np.arange(d, dtype=np.int64) * s).reshape(shape)
+    return offs
+
+
+def _affine_view(buf: int, offs: np.ndarray) -> View | None:
+    """A View of `buf` whose element offsets are `offs`, or None when they are not affine in the coordinates."""
+    if offs.size == 0:
+        return None
+    base = int(offs.reshape(-1)[0])
+    strides = []
+    for axis, d in enumerate(offs.shape):
+        idx = [0] * offs.ndim
+        if d > 1:
+            idx[axis] = 1
+        strides.append(int(offs[tuple(idx)]) - base if d > 1 else 0)
+    view = View(buf, tuple(int(d) for d in offs.shape), tuple(strides), base)
+    return view if base >= 0 and np.array_equal(_view_offsets(view), offs) else None
+
+
+def _run_node(node, inputs: list, opset: int) -> np.ndarray:
+    """Output 0 of `node` on numpy `inputs` (None: an absent optional input), by ONNX's reference evaluator."""
+    from onnx.reference import ReferenceEvaluator
+
+    names = [f"in{i}" if x is not None else "" for i, x in enumerate(inputs)]
+    n = helper.make_node(node.op_type, names, ["out"], domain=node.domain or None)
+    n.attribute.extend(node.attribute)
+    vis = [helper.make_tensor_value_info(nm, helper.np_dtype_to_tensor_dtype(x.dtype), list(x.shape))
+           for nm, x in zip(names, inputs) if x is not None]
+    g = helper.make_graph([n], "index_map", vis, [helper.make_tensor_value_info("out", onnx.TensorProto.UNDEFINED,
+                                                                                 None)])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    feeds = {nm: x for nm, x in zip(names, inputs) if x is not None}
+    return np.asarray(ReferenceEvaluator(model).run(None, feeds)[0])
 
 
 def _reads(step) -> list:
