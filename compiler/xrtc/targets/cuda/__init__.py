@@ -120,3 +120,24 @@ def gate_record(bundle_sections: dict, variant: dict, samples: list[dict], refer
     return dict(base, passed=not failures, ran_on="cpu (plan interpreter: Triton kernels under TRITON_INTERPRET, "
                 "numpy GEMMs)", max_abs_err={k: float(f"{v:.3g}") for k, v in sorted(worst.items())},
                 failures=failures[:4])
+
+
+def describe(plan: dict) -> list[dict]:
+    """One row per launch of a cuda plan, in execution order: what `xrtc explain` lists (kind, group, ONNX nodes,
+    and per kernel its entry, arch images, warps, shared memory and source hash; per GEMM its shape, dtype,
+    compute type, epilogue and where its algorithm comes from)."""
+    rows = []
+    for i, launch in enumerate(plan["launches"]):
+        if "gemm" in launch:
+            g = plan["gemms"][launch["gemm"]]
+            rows.append({"launch": i, "kind": "gemm", "group": "cublasLt", "onnx_nodes": g["onnx_nodes"],
+                         "config": f"m={g['m']} n={g['n']} k={g['k']} {g['dtype']} compute {g['compute']} "
+                                   f"epilogue {g['epilogue']}",
+                         "algorithm": g["algo"].get("source", "heuristic")})
+        else:
+            k = plan["kernels"][launch["kernel"]]
+            rows.append({"launch": i, "kind": "triton", "group": k["group"], "onnx_nodes": k["onnx_nodes"],
+                         "config": f"{k['entry']} grid {'x'.join(map(str, launch['grid']))} warps {k['num_warps']} "
+                                   f"smem {k['shared_mem']} src {k['source_sha256'][:12]}",
+                         "archs": sorted(k["images"]), "algorithm": "triton " + plan["triton_version"]})
+    return rows
