@@ -162,5 +162,19 @@ def test_dynamo_exported_bert_matches_ort(kind, precision):
     groups = [s.group for s in prog.steps if isinstance(s, KernelStep)]
     assert groups.count("attention") == 2 and groups[0] == "embed_layernorm"
     assert groups.count("add_layernorm") == 4
-    assert sum(isinstance(s, GemmStep) for s in prog.steps) == 13
+    gemms = [s.epilogue for s in prog.steps if isinstance(s, GemmStep)]
+    assert len(gemms) == 13 and gemms.count("gelu_bias") == (2 if precision == "fp16" else 0)
     _check(got, _reference(model, feeds), precision, f"bert-{kind}-dynamo")
+
+
+def test_explain_rows_cover_every_launch():
+    from xrtc.targets.cuda import describe
+
+    prog = lower_graph(models.mlp(act="Gelu"), "fp16")
+    plan, _, _, _ = emit.emit(prog, ["sm_90a"])
+    rows = describe(plan)
+    assert len(rows) == len(plan["launches"])
+    gemm = next(r for r in rows if r["kind"] == "gemm")
+    assert "m=4 n=64 k=32" in gemm["config"] and "gelu_bias" in gemm["config"] and gemm["onnx_nodes"]
+    kern = next(r for r in rows if r["kind"] == "triton")
+    assert kern["archs"] == ["ptx", "sm_90a"] and "warps" in kern["config"]

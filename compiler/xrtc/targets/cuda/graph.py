@@ -564,19 +564,23 @@ class _Lowerer:
             return None
         if x in self.graph_outputs or not users:
             return None
+        # the nodes reachable from x through Mul/Div/Add/Erf (at most 8), then pruned until every input of each is
+        # x, a value of the set or a scalar constant; whatever else reads the set's values lies outside it
         nodes, frontier = [], list(users)
-        while frontier and len(nodes) <= 6:
+        while frontier and len(nodes) <= 8:
             n = frontier.pop(0)
             if n is None or n in nodes or n.op_type not in ("Mul", "Div", "Add", "Erf"):
-                return None
+                continue
             nodes.append(n)
-            internal = {x} | {o for m in nodes for o in m.output}
-            for i in n.input:
-                if i not in internal and self.scalar(i) is None:
-                    return None
             for o in n.output:
                 frontier += [u for u in self.consumers.get(o, []) if u not in nodes]
-        if frontier or sum(n.op_type == "Erf" for n in nodes) != 1:
+        while True:
+            internal = {x} | {o for m in nodes for o in m.output}
+            keep = [n for n in nodes if all(i in internal or self.scalar(i) is not None for i in n.input)]
+            if len(keep) == len(nodes):
+                break
+            nodes = keep
+        if len(nodes) > 6 or sum(n.op_type == "Erf" for n in nodes) != 1:
             return None
         produced = {o for n in nodes for o in n.output}
         exits = [o for o in produced if any(u is None or u not in nodes for u in self.consumers.get(o, []))]
