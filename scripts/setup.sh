@@ -18,6 +18,10 @@ if ((${#missing[@]})); then
 fi
 
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
+# cuda.h / cublasLt.h for the cuda plugin, unpacked from pinned wheels into ~/.cache (no GPU or toolkit needed; the
+# first time downloads ~425 MB in ~15 s, later runs only check the folder). CMake finds them there (XRT_BUILD_CUDA=AUTO).
+XRT_CUDA_INCLUDE_DIR=$(PYTHON=.venv/bin/python bash scripts/cuda_headers.sh) && export XRT_CUDA_INCLUDE_DIR ||
+  echo "setup: CUDA headers unavailable: the cuda plugin is not built" >&2
 stamp=.venv/.xrt-build-stamp
 digest=$( (git ls-files -co --exclude-standard -- pyproject.toml CMakeLists.txt runtime_cpp formats xpuruntime compiler \
            | sort | while IFS= read -r f; do if [ -e "$f" ]; then printf '%s\0' "$f"; fi; done \
