@@ -1,7 +1,8 @@
 """BERT-base on the GPU machine: the model, its inputs, the peers and the cold start, for bench/gpu/run.sh.
 
     python3 bench_bert.py export DIR                  HF BertModel(BertConfig()), seed 0, -> DIR/bert.onnx (fp32,
-                                                      inputs input_ids and attention_mask, dims batch and seq)
+                                                      torch.onnx.export dynamo, inputs input_ids, attention_mask,
+                                                      token_type_ids, dims batch and seq)
     python3 bench_bert.py inputs DIR BxS ...          DIR/in_bBsS.npz: ids from a fixed seed, a mask whose odd
                                                       rows have their last quarter padded
     python3 bench_bert.py peers DIR BxS ...           torch eager fp32, torch.compile(mode="reduce-overhead") under
@@ -30,26 +31,23 @@ def shapes(args):
 
 
 def export(d):
+    """torch.onnx.export as torch 2.11 does by default (the dynamo exporter, opset 18), batch and seq dynamic."""
+    import onnx
     import torch
     from transformers import BertConfig, BertModel
 
     torch.manual_seed(SEED)
-    model = BertModel(BertConfig(), add_pooling_layer=False).eval()
-
-    class Encoder(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.m = model
-
-        def forward(self, input_ids, attention_mask):
-            return self.m(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-
+    model = BertModel(BertConfig(attn_implementation="sdpa")).eval()
     ids = torch.randint(0, 30522, (2, 16))
-    torch.onnx.export(Encoder().eval(), (ids, torch.ones_like(ids)), os.path.join(d, "bert.onnx"),
-                      input_names=["input_ids", "attention_mask"], output_names=["last_hidden_state"],
-                      dynamic_axes={"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"},
-                                    "last_hidden_state": {0: "batch", 1: "seq"}},
-                      opset_version=17, dynamo=False)
+    mask = torch.ones(2, 16, dtype=torch.int64)
+    tt = torch.zeros(2, 16, dtype=torch.int64)
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    dims = {0: torch.export.Dim("batch", max=64), 1: torch.export.Dim("seq", max=512)}
+    path = os.path.join(d, "bert.onnx")
+    torch.onnx.export(model, (ids, mask, tt), path, input_names=names,
+                      output_names=["last_hidden_state", "pooler_output"], opset_version=18, dynamo=True,
+                      dynamic_shapes={n: dims for n in names})
+    onnx.save(onnx.load(path, load_external_data=True), path)  # one file
     torch.save(model.state_dict(), os.path.join(d, "bert_state.pt"))
 
 
@@ -58,7 +56,7 @@ def make_inputs(b, s):
     ids = rng.integers(0, 30522, (b, s)).astype(np.int64)
     mask = np.ones((b, s), np.int64)
     mask[1::2, s - s // 4:] = 0  # padding on odd rows exercises the mask
-    return {"input_ids": ids, "attention_mask": mask}
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros((b, s), np.int64)}
 
 
 def inputs(d, args):
@@ -87,7 +85,7 @@ def peers(d, args):
     import torch
     from transformers import BertConfig, BertModel
 
-    model = BertModel(BertConfig(), add_pooling_layer=False)
+    model = BertModel(BertConfig())
     model.load_state_dict(torch.load(os.path.join(d, "bert_state.pt")))
     model = model.eval().cuda()
     m16 = copy.deepcopy(model).half()
@@ -102,19 +100,20 @@ def peers(d, args):
         feeds = make_inputs(b, s)
         ids = torch.from_numpy(feeds["input_ids"]).cuda()
         mask = torch.from_numpy(feeds["attention_mask"]).cuda()
+        tt = torch.from_numpy(feeds["token_type_ids"]).cuda()
         row = {}
         with torch.inference_mode():
-            row["torch_eager_fp32"] = _events_median(lambda: model(input_ids=ids, attention_mask=mask), 30, 5)
+            row["torch_eager_fp32"] = _events_median(lambda: model(input_ids=ids, attention_mask=mask, token_type_ids=tt), 30, 5)
             with torch.autocast("cuda", dtype=torch.float16):
-                row["torch_eager_amp_fp16"] = _events_median(lambda: model(input_ids=ids, attention_mask=mask), 30, 5)
+                row["torch_eager_amp_fp16"] = _events_median(lambda: model(input_ids=ids, attention_mask=mask, token_type_ids=tt), 30, 5)
         try:
             t0 = time.perf_counter()
             cm = torch.compile(model, mode="reduce-overhead")
             with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16):
-                cm(input_ids=ids, attention_mask=mask)
+                cm(input_ids=ids, attention_mask=mask, token_type_ids=tt)
                 torch.cuda.synchronize()
                 row["torch_compile_cold_s"] = time.perf_counter() - t0
-                row["torch_compile_ro_fp16"] = _events_median(lambda: cm(input_ids=ids, attention_mask=mask), 100, 20)
+                row["torch_compile_ro_fp16"] = _events_median(lambda: cm(input_ids=ids, attention_mask=mask, token_type_ids=tt), 100, 20)
         except Exception as e:  # noqa: BLE001 - a peer that fails is reported, not fatal
             row["torch_compile_ro_fp16"] = f"ERR {type(e).__name__}: {str(e)[:100]}"
         try:
@@ -123,11 +122,11 @@ def peers(d, args):
                 st.wait_stream(torch.cuda.current_stream())
                 with torch.cuda.stream(st):
                     for _ in range(3):
-                        m16(input_ids=ids, attention_mask=mask)
+                        m16(input_ids=ids, attention_mask=mask, token_type_ids=tt)
                 torch.cuda.current_stream().wait_stream(st)
                 g = torch.cuda.CUDAGraph()
                 with torch.cuda.graph(g):
-                    m16(input_ids=ids, attention_mask=mask)
+                    m16(input_ids=ids, attention_mask=mask, token_type_ids=tt)
                 row["torch_fp16_cuda_graph"] = _events_median(g.replay, 200, 20)
                 del g
         except Exception as e:  # noqa: BLE001

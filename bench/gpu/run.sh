@@ -65,7 +65,7 @@ t0=$SECONDS
 for sh in $SHAPES; do
   b=${sh%x*}; s=${sh#*x}
   (cd /tmp && python3 -m xrtc compile $D/bert.onnx --target cuda --precision fp16 --shape input_ids=${b}x${s} \
-      --shape attention_mask=${b}x${s} -o $D/bert_b${b}s${s}.xrtpkg --force > $OUT/compile_b${b}s${s}.log 2>&1;
+      --shape attention_mask=${b}x${s} --shape token_type_ids=${b}x${s} -o $D/bert_b${b}s${s}.xrtpkg --force > $OUT/compile_b${b}s${s}.log 2>&1;
    echo "compile b${b}s${s}: rc=$? $(tail -n 3 $OUT/compile_b${b}s${s}.log | cut -c1-300)") &
 done
 wait
