@@ -31,7 +31,7 @@ KERNEL_FAMILIES = {
 }
 FAMILY_OF = {op: family for family, ops in KERNEL_FAMILIES.items() for op in ops}
 
-_CUDA_ONLY = {"cublas", "cublasLt", "cudnn", "flash_v2", "mem_efficient"}
+_CUDA_ONLY = {"cublas", "cublasLt", "cudnn", "flash", "flash_v2", "mem_efficient", "triton"}
 
 # What each CPU engine can honour. "engine" (the engine's own kernel) always holds. Anything an engine picks
 # internally without a switch is "not controllable on engine X": reported, never silently ignored.
@@ -41,14 +41,15 @@ _KERNELS_HONOURED = {
     ("cpu", "onnxruntime"): {"matmul": {"engine", "mlas"}, "conv": {"engine", "mlas"}, "attention": {"engine"}},
     ("npu-intel", "openvino"): {"matmul": {"engine"}, "conv": {"engine"}, "attention": {"engine"}},
     # xrtc's own CUDA engine (targets/cuda): the choices built so far; the rest are refused naming the nodes
-    ("cuda", "cuda"): {"matmul": {"engine", "cublasLt"}, "conv": {"engine"}, "attention": {"engine", "flash_v2"}},
+    ("cuda", "cuda"): {"matmul": {"engine", "cublasLt"}, "conv": {"engine"},
+                       "attention": {"engine", "flash", "flash_v2", "math"}},
 }
 _ENGINE_KERNELS = {
     ("cpu", "openvino"): "OpenVINO's CPU plugin picks its own oneDNN/JIT kernel per layer",
     ("cpu", "onnxruntime"): "ONNX Runtime's CPU provider runs its MLAS kernels and picks among them itself",
     ("npu-intel", "openvino"): "the NPU compiler (OpenVINO's NPU plugin) schedules its own kernels",
-    ("cuda", "cuda"): "xrtc's cuda engine has built matmul=cublasLt and attention=flash_v2 so far; other kernel "
-                      "choices are not built yet",
+    ("cuda", "cuda"): "xrtc's cuda engine has built matmul=cublasLt and attention=flash (flash_v2) | math so far; "
+                      "other kernel choices are not built yet",
 }
 
 _NO_TF32 = "TF32 is an NVIDIA tensor-core format; CPUs and NPUs have no TF32 math"

@@ -178,3 +178,31 @@ def test_explain_rows_cover_every_launch():
     assert "m=4 n=64 k=32" in gemm["config"] and "gelu_bias" in gemm["config"] and gemm["onnx_nodes"]
     kern = next(r for r in rows if r["kind"] == "triton")
     assert kern["archs"] == ["ptx", "sm_90a"] and "warps" in kern["config"]
+
+
+def test_attention_math_policy_matches_ort():
+    """attention = math: every key in one block and an explicit softmax (no online rescaling), same numbers."""
+    model, feeds = _dynamo_bert("sdpa")
+    prog = lower_graph(model, "fp16", attention="math")
+    attn = [s for s in prog.steps if isinstance(s, KernelStep) and s.group == "attention"]
+    assert len(attn) == 2 and all(s.config.get("softmax") == "math" and "alpha" not in s.source for s in attn)
+    plan, weights, _, _ = emit.emit(prog, ["sm_90a"])
+    sources = {aot.sha256(s.source): s.source for s in prog.steps if isinstance(s, KernelStep)}
+    _check(interp.run(plan, weights, sources, feeds), _reference(model, feeds), "fp16", "bert-sdpa-math")
+
+
+@pytest.mark.parametrize("knob,code", [('matmul = { choice = "cublas", mode = "fixed" }', 6),
+                                       ('matmul = { choice = "triton", mode = "prefer" }', 0)])
+def test_cuda_kernel_knobs_not_built_are_refused_or_warned(tmp_path, knob, code):
+    import subprocess
+
+    model = models.mlp()
+    src = tmp_path / "mlp.onnx"
+    src.write_bytes(model.SerializeToString())
+    pol = tmp_path / "policy.toml"
+    pol.write_text("[kernel]\n" + knob + "\n")
+    proc = subprocess.run([sys.executable, "-m", "xrtc", "compile", str(src), "--target", "cuda", "--policy", str(pol),
+                           "-o", str(tmp_path / "m.xrtpkg")], capture_output=True, text=True, cwd=tmp_path)
+    print(proc.stderr[-600:])
+    assert proc.returncode == code
+    assert "not controllable on engine cuda" in proc.stderr and "MatMul_0" in proc.stderr

@@ -23,8 +23,19 @@ log = logging.getLogger("xrtc.targets.cuda")
 ENGINE_VERSION = ">=0.1"
 # Kernel knob choices the engine implements today (the policy schema names more).
 MATMUL_BUILT = {"engine", "cublasLt"}
-ATTENTION_BUILT = {"engine", "flash_v2"}
-NOT_BUILT = "not built yet in xrtc's cuda engine (built: matmul=cublasLt, attention=flash_v2)"
+ATTENTION_BUILT = {"engine", "flash", "flash_v2", "math"}
+NOT_BUILT = {"cublas": "is not in the cuda plan: every GEMM is a cuBLASLt call (cublasLt runs the same GEMMs with "
+                       "fused epilogues)",
+             "triton": "(Triton GEMM kernels) is not built yet in xrtc's cuda engine",
+             "mem_efficient": "is not built in xrtc's cuda engine (built: flash, math)"}
+NOT_BUILT_OTHER = "is not built in xrtc's cuda engine (built: matmul=cublasLt, attention=flash|math)"
+
+
+def attention_choice(policy: dict) -> str:
+    """"math" when the policy asks for attention=math (any mode but auto), else "flash"."""
+    knob = (policy.get("kernel", {}) if isinstance(policy, dict) else {}).get("attention")
+    choice, mode = (knob.get("choice"), knob.get("mode", "prefer")) if isinstance(knob, dict) else (knob, "prefer")
+    return "math" if choice == "math" and mode != "auto" else "flash"
 # Largest model (weights + arena bytes) the plan interpreter checks at compile when no GPU is present.
 INTERPRET_MAX_BYTES = 64 << 20
 
@@ -45,11 +56,11 @@ def kernel_policy(policy: dict, prog) -> list[str]:
         if choice in built[family] or mode == "auto" or choice is None or not uses[family]:
             continue
         nodes = uses[family]
-        text = (f"{family}={choice} {NOT_BUILT}; nodes {', '.join(nodes[:6])}"
+        text = (f"{family}={choice} {NOT_BUILT.get(choice, NOT_BUILT_OTHER)}; nodes {', '.join(nodes[:6])}"
                 f"{' ...' if len(nodes) > 6 else ''}")
         if mode == "fixed":
             raise PolicyViolationError(f"--target cuda: {text}. Make the knob \"prefer\" or choose a built kernel")
-        warnings.append(f"prefer {text}: {'cublasLt' if family == 'matmul' else 'flash_v2'} used")
+        warnings.append(f"prefer {text}: {'cublasLt' if family == 'matmul' else 'flash'} used")
     return warnings
 
 
@@ -65,7 +76,7 @@ def lower(models: dict, plan, workdir: str, clock, archs: list[str] | None = Non
     vid = variant["id"]
     precision = variant["precision"]
     with clock.stage(f"lower-{vid}", log):
-        prog = lower_graph(models[vid], precision)
+        prog = lower_graph(models[vid], precision, attention=attention_choice(plan.policy))
         warnings = kernel_policy(plan.policy, prog)
         plan_json, weights, kernels, records = emit.emit(prog, archs)
     sources = {aot.sha256(s.source): s.source for s in prog.steps if isinstance(s, emit.KernelStep)}

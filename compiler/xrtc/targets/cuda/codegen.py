@@ -228,17 +228,24 @@ def layernorm(expr, out_shape, gamma: View | None, beta: View | None, eps: float
     return _function(params, body), params, (rows, 1, 1), warps, {"block": block, "rows": rows, "n": n}
 
 
+MATH_MAX_KEYS = 1024
+
+
 def attention(q: View, k: View, v: View, mask: View | None, out: View, scale: float, precision: str,
-              dtypes: dict, zero_masked_rows: bool = False):
-    """Flash attention (online softmax, one pass over keys), static shapes. Views are 4-D [B, H, S, D] (k, v:
+              dtypes: dict, zero_masked_rows: bool = False, math_softmax: bool = False):
+    """Flash attention (online softmax, one pass over keys), static shapes; with `math_softmax` the policy's
+    `attention = math` instead: every key in one block, the softmax normalised explicitly (max, exp, sum, divide)
+    before P@V, like the unfused formula (keys <= MATH_MAX_KEYS). Views are 4-D [B, H, S, D] (k, v:
     [B, H, Sk, D]); mask broadcast to [B, H, Sq, Sk], added after scaling; keys past Sk get -inf. The exponent is
     taken against a finite max (0 while every key so far is -inf), so -inf mask entries never make NaN mid-row;
     a row whose every key is -inf ends with sum 0: NaN like Softmax, or 0 with `zero_masked_rows` (SDPA's guard)."""
     b_, h_, sq, d = q.shape
     sk = k.shape[2]
     bd = next_pow2(max(d, 16))
-    bm = min(64, next_pow2(max(sq, 16)))
-    bn = min(64, next_pow2(max(sk, 16)))
+    bm = min(32 if math_softmax else 64, next_pow2(max(sq, 16)))
+    bn = next_pow2(max(sk, 16)) if math_softmax else min(64, next_pow2(max(sk, 16)))
+    if math_softmax and sk > MATH_MAX_KEYS:
+        raise ValueError(f"attention=math holds every key of a row at once: {sk} keys > {MATH_MAX_KEYS}")
     bufs = [q.buf, k.buf, v.buf] + ([mask.buf] if mask is not None else []) + [out.buf]
     params = _params(bufs)
     p = {b: f"P{params.index(b)}" for b in bufs}
@@ -265,6 +272,19 @@ def attention(q: View, k: View, v: View, mask: View | None, out: View, scale: fl
         mv = mask.broadcast_to((b_, h_, sq, sk))
         body.append(f"    s = s + tl.load({p[mask.buf]} + {base(mv)} + om[:, None] * {mv.strides[2]} + kn[None, :] * "
                     f"{mv.strides[3]}, mask=mq[:, None] & mk[None, :], other=0).to(tl.float32)")
+    if math_softmax:
+        body += ["    s = tl.where(mk[None, :], s, float(\"-inf\"))", "    m = tl.max(s, 1)",
+                 "    e = tl.exp(s - tl.where(m == float(\"-inf\"), 0.0, m)[:, None])", "    l_i = tl.sum(e, 1)",
+                 "    pr = tl.where(l_i[:, None] > 0, e / l_i[:, None], 0.0)" if zero_masked_rows else
+                 "    pr = e / l_i[:, None]",
+                 f"    vv = tl.load({p[v.buf]} + {base(v)} + kn[:, None] * {v.strides[2]} + od[None, :] * "
+                 f"{v.strides[3]}, mask=mk[:, None] & md[None, :], other=0).to({dot_t})",
+                 f"    acc = tl.dot(pr.to({dot_t}), vv{dot_kw})",
+                 f"tl.store({p[out.buf]} + {base(out)} + om[:, None] * {out.strides[2]} + od[None, :] * "
+                 f"{out.strides[3]}, acc.to({_TL[dtypes[out.buf]]}), mask=mq[:, None] & md[None, :])"]
+        grid = (-(-sq // bm), b_ * h_, 1)
+        return _function(params, body), params, grid, 4, {"BM": bm, "BN": bn, "BD": bd, "B": b_, "H": h_, "Sq": sq,
+                                                          "Sk": sk, "D": d, "scale": scale, "softmax": "math"}
     body += ["    s = tl.where(mk[None, :], s, float(\"-inf\"))",
              "    m_new = tl.maximum(m_i, tl.max(s, 1))",
              "    m_use = tl.where(m_new == float(\"-inf\"), 0.0, m_new)", "    pr = tl.exp(s - m_use[:, None])",

@@ -107,13 +107,16 @@ def _probe_feeds(model: onnx.ModelProto) -> dict:
     return feeds
 
 
-def lower_graph(model: onnx.ModelProto, precision: str, gelu_epilogue: bool = True) -> Program:
-    """The cuda program for `model` (after xrtc's graph passes) at `precision` (fp16 | fp32 | tf32)."""
-    return _Lowerer(model, precision, gelu_epilogue).run()
+def lower_graph(model: onnx.ModelProto, precision: str, gelu_epilogue: bool = True,
+                attention: str = "flash") -> Program:
+    """The cuda program for `model` (after xrtc's graph passes) at `precision` (fp16 | fp32 | tf32); `attention`:
+    flash (online softmax) | math (explicit softmax over all keys at once)."""
+    return _Lowerer(model, precision, gelu_epilogue, attention).run()
 
 
 class _Lowerer:
-    def __init__(self, model, precision, gelu_epilogue):
+    def __init__(self, model, precision, gelu_epilogue, attention="flash"):
+        self.attention_impl = attention
         self.model = model
         self.g = model.graph
         self.prog = Program(precision)
@@ -835,8 +838,12 @@ class _Lowerer:
             out4 = self._as4d(View.whole(buf, out_shape))
         if q.shape[3] != d_ or k.shape[2] != v.shape[2]:
             raise _Unsupported(f"attention shapes q{q.shape} k{k.shape} v{v.shape}")
-        src, params, grid, warps, cfg = codegen.attention(q, k, v, mask, out4, scale, self.prog.precision,
-                                                          self.prog.dtypes(), m.get("zero_masked_rows", False))
+        try:
+            src, params, grid, warps, cfg = codegen.attention(q, k, v, mask, out4, scale, self.prog.precision,
+                                                              self.prog.dtypes(), m.get("zero_masked_rows", False),
+                                                              self.attention_impl == "math")
+        except ValueError as err:
+            raise _Unsupported(f"{err}; use attention=flash") from err
         nodes = qn + kn + vn + [n.name for n in m["chain"]] + [m["softmax"].name, m["pv"].name]
         self.prog.steps.append(KernelStep("attention", src, params, [buf], [p for p in params if p != buf], grid,
                                           warps, nodes, num_stages=2, config=cfg))
