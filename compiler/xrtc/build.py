@@ -347,7 +347,8 @@ def compile_model(model_path: str, target: str, output: str, force: bool = False
 
     precisions = {v["id"]: v["precision"] for v in plan.variants if "excluded" not in v}
     fallbacks: dict[str, str] = {}
-    gate_warnings: list[str] = []
+    # Passes undone by the pass manager (invalid output, or numerics under --validate-passes): in the decision log.
+    gate_warnings: list[str] = [f"pass {r.name} rolled back: {r.rolled_back}" for r in prep.records if r.rolled_back]
     accuracy: dict[str, dict] = {}
     records: list = []
     dropped: list[dict] = []

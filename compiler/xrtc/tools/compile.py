@@ -99,7 +99,7 @@ class Compile:
         add_policy_args(parser)
         parser.add_argument("--validate-passes", action="store_true",
                             help="run the graph after every pass against the source model (ONNX Runtime, same "
-                                 "inputs); stop at the first pass that breaks numerics, naming it")
+                                 "inputs); a pass that breaks numerics is rolled back and named")
         parser.add_argument("--no-precompile", dest="precompile", action="store_false",
                             help="leave out engine-compiled blobs (OpenVINO CPU): slower first load, but bytes that "
                                  "do not depend on this machine's CPU capabilities")
@@ -127,6 +127,10 @@ class Compile:
                       f"(tolerance rtol {acc['rtol']:g}, atol {acc['atol']:g}): {'ok' if acc['passed'] else 'OVER'}")
         for item in manifest["excluded"]:
             print(f"excluded {item['target']}-{item['engine']}: {item['reason']}")
+        rolled_back = [p for p in manifest["provenance"]["passes"] if p.get("rolled_back")]
+        if rolled_back:  # the bundle is valid without them; the user should still know (and may report it)
+            print(f"passes rolled back ({len(rolled_back)}): "
+                  + "; ".join(f"{p['name']}: {p['rolled_back']}" for p in rolled_back))
         sys.stdout.flush()
         return 0
 
