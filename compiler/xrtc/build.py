@@ -300,7 +300,13 @@ def _with_fp16_emulation(variant_id: str, record: dict, model: onnx.ModelProto, 
     the two per output, `ir_max_abs_err` the IR run's alone."""
     from . import gate
 
-    emulated = gate.measure_fp16_emulation(model, samples, references, tol["rtol"], tol["atol"])
+    try:
+        emulated = gate.measure_fp16_emulation(model, samples, references, tol["rtol"], tol["atol"])
+    except Exception as err:  # noqa: BLE001 - ONNX Runtime raises untyped errors; the record says it was not measured
+        log.warning("gate %s: fp16 emulation could not run (%s); the record has the IR run only", variant_id,
+                    str(err).splitlines()[0][:200] if str(err) else type(err).__name__)
+        return dict(record, method=f"IR on {record.get('ran_on', 'cpu')} at f32 compute; fp16 arithmetic not "
+                                   "measured (its emulation could not run)")
     out = dict(record)
     out["passed"] = bool(record["passed"] and emulated["passed"])
     out["ir_max_abs_err"] = dict(record["max_abs_err"])

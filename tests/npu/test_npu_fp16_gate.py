@@ -9,6 +9,7 @@ without fp16 units (on CPUs that have fewer units the variable changes nothing).
 
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
@@ -121,3 +122,33 @@ def test_npu_gate_record_does_not_depend_on_the_cpus_fp16_units(tmp_path, monkey
         records[isa] = xrtpkg.read(str(out)).manifest["variants"][0]["accuracy"]
         print(isa or "native", records[isa])
     assert records[""] == records["AVX512_CORE_BF16"]
+
+
+FALLBACK_RUN = """
+import json, sys
+import numpy as np, onnxruntime as ort, xpuruntime as xrt
+x = np.random.default_rng(3).standard_normal((1, 1, 32, 128)).astype(np.float32)
+ref = ort.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+session = xrt.load(sys.argv[2], device="npu", cache_dir=False)
+err = float(np.abs(session.run({"x": x})["logits"] - ref).max())
+print(json.dumps({"info": session.explain()["engine_info"], "err": err}))
+"""
+
+
+def test_npu_variant_on_its_cpu_fallback_never_computes_in_bf16(tmp_path, monkeypatch):
+    # Its f16 hint: fp16 where the CPU has fp16 units, else f32 (OpenVINO alone would pick bf16 on such CPUs).
+    import subprocess
+    import sys
+
+    model = crnn(tmp_path / "crnn.onnx")
+    bundle = tmp_path / "m.xrtpkg"
+    compile_model(str(model), "npu-intel", str(bundle),
+                  policy=Policy.from_dict({"tolerance": {"fp16": {"rtol": 1e-2, "atol": 5e-2}}}))
+    for isa in ("", "AVX512_CORE_BF16"):
+        if isa:
+            monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", isa)
+        proc = subprocess.run([sys.executable, "-c", FALLBACK_RUN, str(model), str(bundle)], capture_output=True,
+                              text=True, check=True)
+        result = json.loads(proc.stdout)
+        print(isa or "native", result)
+        assert result["info"]["inference_precision"] in ("f16", "f32") and result["err"] < 0.02
