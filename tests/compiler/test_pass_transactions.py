@@ -74,6 +74,8 @@ def test_an_invalid_pass_output_is_rolled_back_and_the_compile_goes_on(tmp_path,
     assert "undone with fold-constants, eliminate-dead-nodes" in records["eliminate-dead-nodes"]["rolled_back"]
     # every graphsurgeon pass hit the same bug and was undone; the ModelProto ones ran
     assert "rolled_back" not in records["infer-shapes"] and "rolled_back" in records["sort-topologically"]
+    assert xrtc_main(["inspect", str(bundle)]) == 0
+    assert "pass     fold-constants: ROLLED BACK (output fails the ONNX checker" in capsys.readouterr().out
     decisions = json.loads(xrtpkg.read(str(bundle)).data("decisions.json"))
     assert any(w.startswith("pass fold-constants rolled back:") for w in decisions["warnings"])
     # the bundle runs and matches ONNX Runtime on the source model
