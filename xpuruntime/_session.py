@@ -108,6 +108,9 @@ class Session:
         accuracy, fallback) and, per node, the precision and kernel it runs with, the rule, and the alternatives
         rejected (``xrtc explain`` shows the same for every variant)."""
         out = dict(self._explain)
+        cpp = self._cpp_choice(out)
+        if cpp:
+            out["cpp_runs"] = cpp
         section = self.manifest.get("decisions")
         if section and self._bundle is not None:
             log = json.loads(self._bundle.section(section))
@@ -119,6 +122,26 @@ class Session:
                            "rejected": n["rejected"]} for n in log["nodes"]],
             }
         return out
+
+    def _cpp_choice(self, explain: dict) -> dict | None:
+        """When this session runs a variant whose engine only Python has (ONNX Runtime, registered by this loader
+        through its Python API: its wheel ships no C/C++ headers), the variant C/C++ applications and `xrt-run`
+        take instead on the same bundle and device: the next one in the manifest's order, for this device, whose
+        engine is not Python-only. Both paths apply the same rule; only the engines present differ."""
+        if explain.get("engine") not in _PYTHON_ONLY_ENGINES:
+            return None
+        device = explain.get("device", "")
+        order = [v for v in self.manifest.get("variants", [])
+                 if v.get("device") == device or device in v.get("fallback_devices", [])]
+        ids = [v.get("id") for v in order]
+        running = explain.get("variant")
+        later = order[ids.index(running) + 1:] if running in ids else []
+        nxt = next((v for v in later if v.get("engine") not in _PYTHON_ONLY_ENGINES), None)
+        return {"variant": nxt.get("id") if nxt else None,
+                "why": f"engine {explain.get('engine')} is available only through the Python loader; C/C++ "
+                       + (f"applications and xrt-run take the next variant for device {device}, {nxt.get('id')}: "
+                          f"pass variant={nxt.get('id')!r} (or --variant) to run the same one on both"
+                          if nxt else f"applications and xrt-run find no other variant for device {device}")}
 
     @property
     def engine(self) -> str:
@@ -150,6 +173,10 @@ class Session:
 
     def __repr__(self) -> str:
         return f"<xpuruntime.Session variant={self.variant!r} engine={self.engine!r} inputs={[i.name for i in self.inputs]}>"
+
+
+# Engines only the Python loader provides (see _cpp_choice).
+_PYTHON_ONLY_ENGINES = ("onnxruntime",)
 
 
 def default_cache_dir() -> str:

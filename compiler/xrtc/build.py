@@ -299,6 +299,32 @@ def _fp16_nodes_to_keep_fp32(prep: Prepared, samples: list[dict], references: li
     return []
 
 
+def _with_fp16_emulation(variant_id: str, record: dict, model: onnx.ModelProto, samples: list[dict], references: list[dict],
+                         tol: dict) -> dict:
+    """An NPU variant's gate record: its IR run on the CPU at f32 compute (`record`: conversion, fp16 weights) and
+    fp16 arithmetic emulated on its graph; passed when both are within the tolerance; `max_abs_err` is the worse of
+    the two per output, `ir_max_abs_err` the IR run's alone."""
+    from . import gate
+
+    try:
+        emulated = gate.measure_fp16_emulation(model, samples, references, tol["rtol"], tol["atol"])
+    except Exception as err:  # noqa: BLE001 - ONNX Runtime raises untyped errors; the record says it was not measured
+        log.warning("gate %s: fp16 emulation could not run (%s); the record has the IR run only", variant_id,
+                    str(err).splitlines()[0][:200] if str(err) else type(err).__name__)
+        return dict(record, method=f"IR on {record.get('ran_on', 'cpu')} at f32 compute; fp16 arithmetic not "
+                                   "measured (its emulation could not run)")
+    out = dict(record)
+    out["passed"] = bool(record["passed"] and emulated["passed"])
+    out["ir_max_abs_err"] = dict(record["max_abs_err"])
+    out["max_abs_err"] = {k: max(v, emulated["max_abs_err"].get(k, 0.0)) for k, v in record["max_abs_err"].items()}
+    out["method"] = f"IR on {record.get('ran_on', 'cpu')} at f32 compute; {gate.FP16_EMULATION}"
+    out["failures"] = (record.get("failures", []) + emulated["failures"])[:4]
+    out["fp16_atol_needed"] = max(emulated["atol_needed"], record.get("atol_needed", 0.0))
+    log.info("gate %s: IR on %s at f32 compute %s, fp16 emulated %s", variant_id, record.get("ran_on", "cpu"),
+             record["max_abs_err"], emulated["max_abs_err"])
+    return out
+
+
 @dataclass
 class CompileResult:
     path: str
@@ -315,6 +341,10 @@ def _candidate(lowering, manifest_base: dict, path: str) -> None:
         v = json.loads(json.dumps(v))
         key = "INFERENCE_NUM_THREADS" if v["engine"] == "openvino" else "intra_op_num_threads"
         v["options"][key] = "1"
+        if v["target"] == "npu-intel":
+            # The IR is checked at f32 compute: its f16 hint on a CPU gives fp16, bf16 or f32 arithmetic depending on
+            # the CPU's units; the NPU's fp16 arithmetic is measured by emulation instead (gate.FP16_EMULATION).
+            v["options"]["INFERENCE_PRECISION_HINT"] = "f32"
         variants.append(v)
     xrtpkg.write(path, dict(manifest_base, variants=variants), lowering.payloads, force=True)
 
@@ -353,7 +383,8 @@ def compile_model(model_path: str, target: str, output: str, force: bool = False
 
     precisions = {v["id"]: v["precision"] for v in plan.variants if "excluded" not in v}
     fallbacks: dict[str, str] = {}
-    gate_warnings: list[str] = []
+    # Passes undone by the pass manager (invalid output, or numerics under --validate-passes): in the decision log.
+    gate_warnings: list[str] = [f"pass {r.name} rolled back: {r.rolled_back}" for r in prep.records if r.rolled_back]
     accuracy: dict[str, dict] = {}
     records: list = []
     dropped: list[dict] = []
@@ -390,6 +421,9 @@ def compile_model(model_path: str, target: str, output: str, force: bool = False
                     else:
                         record = gate.measure_isolated(workdir, candidate, variant["id"], samples.feeds, references,
                                                        tol["rtol"], tol["atol"])
+                        if variant["target"] == "npu-intel" and not (record.get("error") or record.get("crashed")):
+                            record = _with_fp16_emulation(variant["id"], record, models[variant["id"]],
+                                                          samples.feeds, references, tol)
                 if record.get("passed") is None:  # cuda variant, no device here and too big to interpret
                     unmeasured.append(variant["id"])
                     gate_warnings.append(f"{variant['id']}: accuracy not measured: {record['not_run']}; run "
@@ -445,6 +479,10 @@ def compile_model(model_path: str, target: str, output: str, force: bool = False
                 else:  # at the highest precision its target has and still off the reference: never ship it
                     drop = f"{variant['precision']} output over tolerance ({why})" + \
                         ("" if variant["precision"] == "fp32" else f"; {variant['target']} has no higher precision")
+                    if variant["target"] == "npu-intel" and "fp16_atol_needed" in record:
+                        drift = gate.fp16_drift(models[variant["id"]], samples.feeds[0])
+                        drop += ". " + gate.fp16_advice(variant["id"], targets, drift, record["fp16_atol_needed"],
+                                                        tol["rtol"])
                 if drop:
                     gate_warnings.append(f"{variant['id']} left out: {drop}")
                     log.warning("accuracy gate: %s", gate_warnings[-1])
@@ -472,6 +510,8 @@ def compile_model(model_path: str, target: str, output: str, force: bool = False
         if variant["id"] in accuracy and variant["id"] not in unmeasured:
             record = dict(accuracy[variant["id"]])
             record.pop("failures", None)
+            record.pop("fp16_atol_needed", None)
+            record.pop("atol_needed", None)
             variant["accuracy"] = record
     excluded = lowering.excluded + dropped
     payloads = list(lowering.payloads)

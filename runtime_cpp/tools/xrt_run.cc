@@ -37,6 +37,8 @@ constexpr int kExitRuntime = 1;
 constexpr int kExitUsage = 2;
 constexpr int kExitIncompatible = 5;
 constexpr int kExitExists = 11;
+// The engine the Python loader registers (through ONNX Runtime's Python API); C/C++ processes do not have it.
+constexpr char kPythonOnlyEngine[] = "onnxruntime";
 
 const char kUsage[] =
     "usage: xrt-run BUNDLE [options]\n"
@@ -865,6 +867,20 @@ class Runner {
         } else {
           Say("  skipped: " + s.dump());
         }
+      }
+      // Both paths pick with the same rule (the manifest's order, first variant whose engine is present), but the
+      // ONNX Runtime engine exists only in Python processes (xpuruntime registers it through ONNX Runtime's Python
+      // API; the wheel ships no C/C++ headers). When it was skipped here, Python runs another variant than this
+      // runner: say so, so that timings from here are not read as the Python application's.
+      for (const Json& s : *skipped) {
+        if (!s.is_object() || s.value("engine", "") != kPythonOnlyEngine || !s.contains("variant")) continue;
+        const std::string python_runs = s.value("variant", "");
+        Say("  note: Python (xpuruntime.load) runs " + python_runs + " on this bundle and device, the bundle's "
+            "earlier choice: engine " + kPythonOnlyEngine + " is available only through the Python loader. "
+            "Outputs and timings here are " + str("variant") + "'s; in Python, xrt.load(BUNDLE, variant=\"" +
+            str("variant") + "\") runs the same variant as this runner");
+        (*report)["python_runs"] = python_runs;
+        break;
       }
     }
   }

@@ -99,7 +99,7 @@ class Compile:
         add_policy_args(parser)
         parser.add_argument("--validate-passes", action="store_true",
                             help="run the graph after every pass against the source model (ONNX Runtime, same "
-                                 "inputs); stop at the first pass that breaks numerics, naming it")
+                                 "inputs); a pass that breaks numerics is rolled back and named")
         parser.add_argument("--arch", default=None, metavar="ARCHS",
                             help="--target cuda: cubin architectures, comma-separated (sm_90a, sm_89, sm_86, sm_80; "
                                  "default sm_90a); PTX for sm_80 is always added for newer GPUs")
@@ -140,6 +140,10 @@ class Compile:
                 print("    accuracy: NOT MEASURED (no CUDA device here; see the warnings): run `xrtc verify` on a GPU")
         for item in manifest["excluded"]:
             print(f"excluded {item['target']}-{item['engine']}: {item['reason']}")
+        rolled_back = [p for p in manifest["provenance"]["passes"] if p.get("rolled_back")]
+        if rolled_back:  # the bundle is valid without them; the user should still know (and may report it)
+            print(f"passes rolled back ({len(rolled_back)}): "
+                  + "; ".join(f"{p['name']}: {p['rolled_back']}" for p in rolled_back))
         sys.stdout.flush()
         return 0
 

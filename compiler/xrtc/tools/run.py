@@ -116,6 +116,8 @@ class Run:
               f"device {ex.get('device')}): {ex.get('reason', '')}")
         if ex.get("fallback"):
             print(f"  fallback: {ex['fallback']}")
+        if ex.get("cpp_runs"):  # the same bundle runs another variant from C/C++ (xrt-run): say so
+            print(f"  note: {ex['cpp_runs']['why']}")
         if ex.get("engine_info"):
             print(f"  engine: {', '.join(f'{k} {v}' for k, v in sorted(ex['engine_info'].items()))}")
         for skipped in ex.get("skipped", []):
