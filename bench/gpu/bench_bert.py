@@ -131,6 +131,29 @@ def peers(d, args):
                 del g
         except Exception as e:  # noqa: BLE001
             row["torch_fp16_cuda_graph"] = f"ERR {type(e).__name__}: {str(e)[:100]}"
+        try:
+            with torch.inference_mode():
+                st = torch.cuda.Stream()
+                st.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(st):
+                    for _ in range(3):
+                        model(input_ids=ids, attention_mask=mask, token_type_ids=tt)
+                torch.cuda.current_stream().wait_stream(st)
+                g = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(g):
+                    model(input_ids=ids, attention_mask=mask, token_type_ids=tt)
+                row["torch_fp32_cuda_graph"] = _events_median(g.replay, 100, 10)
+                torch.backends.cuda.matmul.allow_tf32 = True
+                g2 = torch.cuda.CUDAGraph()
+                for _ in range(2):
+                    model(input_ids=ids, attention_mask=mask, token_type_ids=tt)
+                with torch.cuda.graph(g2):
+                    model(input_ids=ids, attention_mask=mask, token_type_ids=tt)
+                row["torch_tf32_cuda_graph"] = _events_median(g2.replay, 100, 10)
+                torch.backends.cuda.matmul.allow_tf32 = False
+                del g, g2
+        except Exception as e:  # noqa: BLE001
+            row["torch_fp32_cuda_graph"] = f"ERR {type(e).__name__}: {str(e)[:100]}"
         res[f"b{b}s{s}"] = row
         print(f"peers b{b}s{s}", json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}),
               flush=True)
@@ -181,7 +204,7 @@ def table(d):
 
     def f(v, nd=3):
         return f"{v:.{nd}f}" if isinstance(v, (int, float)) else (str(v) if v is not None else "-")
-    order = sorted(set(ours) | set(peers), key=lambda k: (int(k.split("s")[1]), int(k[1:].split("s")[0])))
+    order = sorted({k for k in ours if not k.startswith("tf32_")} | set(peers), key=lambda k: (int(k.split("s")[1]), int(k[1:].split("s")[0])))
     rows.append("| BERT-base | ours fp16 (graph replay) | torch.compile r-o fp16 | HF fp16 in one CUDA graph | "
                 "torch eager fp32 | torch eager fp16 | ours: rel err vs ORT fp32 | kernels/inference | arena MiB | "
                 "cold start ms |")
@@ -193,6 +216,15 @@ def table(d):
                     f"{f(p.get('torch_eager_amp_fp16'))} | {f(o.get('rel_err'), 5) if 'rel_err' in o else '-'} | "
                     f"{o.get('launches', '-')} | {f(o.get('arena_bytes', 0) / 2**20, 1) if 'arena_bytes' in o else '-'} "
                     f"| {f(o.get('cold_ms'), 1)} |")
+    rows += ["", "| BERT-base tf32 | ours tf32 (graph replay) | HF fp32 in one CUDA graph | HF tf32 in one CUDA graph | "
+             "torch eager fp32 | ours: rel err vs ORT fp32 |", "|---|---|---|---|---|---|"]
+    for k in sorted(ours):
+        if not k.startswith("tf32_"):
+            continue
+        o, p = ours[k], peers.get(k[5:], {})
+        rows.append(f"| {k[5:]} | {f(o.get('median_ms'))} | {f(p.get('torch_fp32_cuda_graph'))} | "
+                    f"{f(p.get('torch_tf32_cuda_graph'))} | {f(p.get('torch_eager_fp32'))} | "
+                    f"{f(o.get('rel_err'), 5) if 'rel_err' in o else '-'} |")
     print("\n".join(rows))
 
 

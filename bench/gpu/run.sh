@@ -62,24 +62,28 @@ t0=$SECONDS
 python3 bench/gpu/bench_bert.py export $D && python3 bench/gpu/bench_bert.py inputs $D $SHAPES || exit 1
 echo "exported bert.onnx in $((SECONDS - t0)) s"
 t0=$SECONDS
-for sh in $SHAPES; do
-  b=${sh%x*}; s=${sh#*x}
-  (cd /tmp && python3 -m xrtc compile $D/bert.onnx --target cuda --precision fp16 --shape input_ids=${b}x${s} \
-      --shape attention_mask=${b}x${s} --shape token_type_ids=${b}x${s} -o $D/bert_b${b}s${s}.xrtpkg --force > $OUT/compile_b${b}s${s}.log 2>&1;
-   echo "compile b${b}s${s}: rc=$? $(tail -n 3 $OUT/compile_b${b}s${s}.log | cut -c1-300)") &
+TF32_SHAPES=${TF32_SHAPES:-1x128 32x128}
+KEYS=""
+for job in $(for sh in $SHAPES; do echo fp16:$sh; done; for sh in $TF32_SHAPES; do echo tf32:$sh; done); do
+  prec=${job%%:*}; sh=${job#*:}; b=${sh%x*}; s=${sh#*x}
+  k=b${b}s${s}; [ $prec = fp16 ] || k=${prec}_$k
+  KEYS="$KEYS $k"
+  (cd /tmp && python3 -m xrtc compile $D/bert.onnx --target cuda --precision $prec --shape input_ids=${b}x${s} \
+      --shape attention_mask=${b}x${s} --shape token_type_ids=${b}x${s} -o $D/bert_$k.xrtpkg --force > $OUT/compile_$k.log 2>&1;
+   echo "compile $k: rc=$? $(tail -n 3 $OUT/compile_$k.log | cut -c1-300)") &
 done
 wait
 echo "compiled ${SHAPES} in parallel in $((SECONDS - t0)) s"
-for sh in $SHAPES; do
-  b=${sh%x*}; s=${sh#*x}; k=b${b}s${s}; B=$D/bert_$k.xrtpkg
+for k in $KEYS; do
+  B=$D/bert_$k.xrtpkg; shape=${k#tf32_}; rtol=5e-3; [ $k = $shape ] || rtol=1e-2
   [ -f $B ] || { echo "$k: no bundle"; continue; }
-  "$R/bin/xrt-run" $B --device cuda --inputs $D/in_$k.npz --save-outputs $D/out_$k.npz --force --json > $OUT/run_$k.json 2> $OUT/run_$k.err
+  "$R/bin/xrt-run" $B --device cuda --inputs $D/in_$shape.npz --save-outputs $D/out_$k.npz --force --json > $OUT/run_$k.json 2> $OUT/run_$k.err
   echo "$k: xrt-run rc=$? $(tail -c 400 $OUT/run_$k.err)"
-  python3 bench/gpu/compare.py $D/bert.onnx $D/in_$k.npz $D/out_$k.npz --rtol 5e-3 --label "$k fp16" | tee $OUT/cmp_$k.txt
+  python3 bench/gpu/compare.py $D/bert.onnx $D/in_$shape.npz $D/out_$k.npz --rtol $rtol --label "$k" | tee $OUT/cmp_$k.txt
   rm -f $OUT/replay_$k.jsonl $OUT/profile_$k.jsonl
-  XRT_CUDA_REPLAY_TIMING=300 XRT_CUDA_REPORT=$OUT/replay_$k.jsonl "$R/bin/xrt-run" $B --device cuda --inputs $D/in_$k.npz --quiet 2>&1 | tail -1
-  XRT_CUDA_PROFILE=1 XRT_CUDA_REPORT=$OUT/profile_$k.jsonl "$R/bin/xrt-run" $B --device cuda --inputs $D/in_$k.npz --quiet 2>&1 | tail -1
-  (cd /tmp && python3 $OLDPWD/bench/gpu/bench_bert.py coldstart $B $D/in_$k.npz) > $OUT/cold_$k.json 2>&1 || tail -5 $OUT/cold_$k.json
+  XRT_CUDA_REPLAY_TIMING=300 XRT_CUDA_REPORT=$OUT/replay_$k.jsonl "$R/bin/xrt-run" $B --device cuda --inputs $D/in_$shape.npz --quiet 2>&1 | tail -1
+  XRT_CUDA_PROFILE=1 XRT_CUDA_REPORT=$OUT/profile_$k.jsonl "$R/bin/xrt-run" $B --device cuda --inputs $D/in_$shape.npz --quiet 2>&1 | tail -1
+  (cd /tmp && python3 $OLDPWD/bench/gpu/bench_bert.py coldstart $B $D/in_$shape.npz) > $OUT/cold_$k.json 2>&1 || tail -5 $OUT/cold_$k.json
   python3 - $k $OUT <<'PY'
 import json, re, sys
 k, out = sys.argv[1], sys.argv[2]
@@ -95,7 +99,8 @@ try:
     c = json.loads(open(f"{out}/cold_{k}.json").read().strip().splitlines()[-1])
     r.update(cold_ms=c["open_to_first_result_ms"], cuda_init_ms=c["cuda_init_ms"],
              arena_bytes=c["engine_info"].get("device_bytes", {}).get("arena"), device_bytes=c["engine_info"].get("device_bytes"),
-             gemm_algos=c["engine_info"].get("gemm_algos", [])[:2])
+             gemm_algos=c["engine_info"].get("gemm_algos", [])[:2], init_ms=c["engine_info"].get("init_ms"),
+             load_ms=c["load_ms"], first_run_ms=c["first_run_ms"], second_run_ms=c["second_run_ms"])
 except Exception as e: r["cold_error"] = str(e)
 try:
     p = [json.loads(l) for l in open(f"{out}/profile_{k}.jsonl")][-1]

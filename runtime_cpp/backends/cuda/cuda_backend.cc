@@ -8,6 +8,7 @@
 // Variant artifacts: "plan" (JSON, PLAN.md), "weights", "kernels". Variant options (JSON object):
 //   "device_id": N (default 0), "xrt.profile": "1" (also env XRT_CUDA_PROFILE=1).
 // Env: XRT_CUDA_REPLAY_TIMING=N times N graph replays after each run; XRT_CUDA_REPORT=FILE receives the reports.
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <exception>
@@ -117,7 +118,10 @@ xrt_status_t Init(void* /*self*/, const char* device, const xrt_backend_artifact
     const DriverApi* drv = LoadDriver(&error);
     if (drv == nullptr) return Make(XRT_STATUS_UNAVAILABLE, "cuda: " + error);
     std::string lt_error;
+    const auto t0 = std::chrono::steady_clock::now();
     const CublasLtApi* lt = LoadCublasLt(&lt_error);
+    options.cublaslt_load_ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     std::unique_ptr<Engine> engine;
     if (xrt_status_t s = Engine::Create(drv, lt, lt_error, a, options, &engine)) return s;
     *out_handle = engine.release();

@@ -24,7 +24,8 @@ struct EngineOptions {
   int replay_timing = 0;       // after each run, time this many graph replays on the device-resident inputs
   std::string report_path;     // JSON lines for profile/replay reports; empty: stderr
   size_t workspace_bytes = 32u << 20;  // cuBLASLt workspace
-  size_t max_graphs = 64;      // captured graphs kept (one per input shape); the oldest is dropped beyond this
+  size_t max_graphs = 64;
+  double cublaslt_load_ms = -1;  // reported in describe() when >= 0 (the plugin dlopens cuBLASLt before init)      // captured graphs kept (one per input shape); the oldest is dropped beyond this
 };
 
 // Artifacts by role, borrowed for the engine's lifetime (the core keeps them alive until destroy()).
@@ -96,7 +97,8 @@ class Engine {
   uint64_t weights_off_ = 0, arena_off_ = 0, workspace_off_ = 0;
   std::vector<uint64_t> io_off_;     // per tensor id: offset of an io tensor's region in the allocation
   cublasLtHandle_t lt_handle_ = nullptr;
-  std::vector<std::string> gemm_notes_;  // per GEMM: stored algo accepted / fallback reason
+  std::vector<std::string> gemm_notes_;
+  std::map<std::string, cublasLtMatmulAlgo_t> heuristic_cache_;  // GEMM configuration -> heuristic's algorithm  // per GEMM: stored algo accepted / fallback reason
   std::vector<Binding> graphs_;
   uint64_t use_clock_ = 0;
   std::string describe_;

@@ -39,7 +39,7 @@ struct Fake {
   bool capturing = false;
   std::vector<std::function<void()>> captured;
   std::vector<std::vector<std::function<void()>>> graphs;
-  int instantiated = 0, graph_launches = 0, events_recorded = 0;
+  int instantiated = 0, graph_launches = 0, events_recorded = 0, heuristic_calls = 0;
   std::vector<std::string> launched;  // entries and "gemm" in execution order
   std::vector<std::string> loaded_images;  // "cubin" / "ptx"
   std::vector<std::unique_ptr<FakeFunc>> funcs;
@@ -186,6 +186,7 @@ cublasStatus_t LPrefSet(cublasLtMatmulPreference_t, cublasLtMatmulPreferenceAttr
 cublasStatus_t LHeuristic(cublasLtHandle_t, cublasLtMatmulDesc_t, cublasLtMatrixLayout_t, cublasLtMatrixLayout_t,
                           cublasLtMatrixLayout_t, cublasLtMatrixLayout_t, cublasLtMatmulPreference_t, int,
                           cublasLtMatmulHeuristicResult_t* r, int* n) {
+  ++g->heuristic_calls;
   *r = cublasLtMatmulHeuristicResult_t{};
   r->algo.data[0] = 42;
   *n = 1;
@@ -431,6 +432,33 @@ TEST_F(CudaEngineTest, MlpRunsThroughOneGraphPerShapeAndMatchesTheHostReference)
   EXPECT_EQ(info["device_bytes"]["arena"], 512);
   EXPECT_NE(info["copies"].get<std::string>().find("host->device"), std::string::npos);
   EXPECT_EQ(info["gemm_algos"][0]["algo"], "cuBLASLt heuristic (first candidate)");
+}
+
+// Replaces every use of dim "batch" by a constant and drops the dims: a static plan.
+void MakeStatic(json& j, int batch) {
+  if (j.is_string() && j == "batch") j = batch;
+  if (j.is_structured()) {
+    for (auto& v : j) MakeStatic(v, batch);
+  }
+}
+
+TEST_F(CudaEngineTest, StaticPlanCapturesItsGraphAtInitAndAsksTheHeuristicOncePerGemmShape) {
+  Mlp mlp;
+  mlp.plan["dims"] = json::object();
+  for (const char* key : {"tensors", "kernels", "gemms", "launches"}) MakeStatic(mlp.plan[key], 3);
+  std::unique_ptr<Engine> e;
+  std::string msg;
+  ASSERT_EQ(Create(mlp.plan, mlp.weights, mlp.kernels, &e, &msg), XRT_STATUS_OK) << msg;
+  EXPECT_EQ(g->instantiated, 1) << "captured at init";
+  EXPECT_EQ(g->heuristic_calls, 2) << "two GEMM shapes; the capture reuses the init's answers";
+  const json info = json::parse(e->Describe());
+  EXPECT_TRUE(info["init_ms"].contains("capture_graph"));
+  const std::vector<float> x = Inputs(3, 2);
+  const std::vector<float> y = RunMlp(*e, x, 3);
+  const std::vector<float> ref = mlp.Reference(x, 3);
+  for (size_t i = 0; i < y.size(); ++i) EXPECT_NEAR(y[i], ref[i], 1e-5);
+  EXPECT_EQ(g->instantiated, 1);
+  EXPECT_EQ(g->graph_launches, 1);
 }
 
 TEST_F(CudaEngineTest, GraphCacheIsBounded) {
