@@ -201,8 +201,8 @@ def bert_checkpoint(weights: dict, config: dict, batch: int, seq: int) -> onnx.M
         return node("Add", [mm, c(p + ".bias", weights[p + ".bias"])], [p + ".out"], p + "/Add")
 
     def layernorm(x, p, out=None):
-        return node("LayerNormalization", [x, c(p + ".weight", weights[p + ".weight"]), c(p + ".bias", weights[p + ".bias"])],
-                    [out or p + ".out"], p, axis=-1, epsilon=eps)
+        g, b = c(p + ".weight", weights[p + ".weight"]), c(p + ".bias", weights[p + ".bias"])
+        return node("LayerNormalization", [x, g, b], [out or p + ".out"], p, axis=-1, epsilon=eps)
 
     e = node("Gather", [c("word", weights["embeddings.word_embeddings.weight"]), "input_ids"], ["e.w"], "emb/word")
     t = node("Gather", [c("type", weights["embeddings.token_type_embeddings.weight"]), "token_type_ids"], ["e.t"],
@@ -220,7 +220,8 @@ def bert_checkpoint(weights: dict, config: dict, batch: int, seq: int) -> onnx.M
         p = f"encoder.layer.{i}"
         qkv = {}
         for name in ("query", "key", "value"):
-            x = node("Reshape", [linear(h, f"{p}.attention.self.{name}"), split], [f"{p}.{name}.r"], f"{p}/{name}/Reshape")
+            x = node("Reshape", [linear(h, f"{p}.attention.self.{name}"), split], [f"{p}.{name}.r"],
+                     f"{p}/{name}/Reshape")
             qkv[name] = node("Transpose", [x], [f"{p}.{name}.t"], f"{p}/{name}/Transpose", perm=[0, 2, 1, 3])
         kt = node("Transpose", [qkv["key"]], [p + ".kt"], p + "/kt", perm=[0, 1, 3, 2])
         s = node("MatMul", [qkv["query"], kt], [p + ".s"], p + "/attention/MatMul")

@@ -1,8 +1,10 @@
 """ONNX graph -> cuda program (buffers + ordered GEMM and Triton-kernel steps), at static shapes.
 
-1. Probe: ONNX Runtime CPU runs the graph once at the bound shapes with every tensor exposed, which gives every
-   tensor's shape and dtype, and the values of the shape arithmetic (Shape/Gather/Concat/... on static data), which
-   is folded away. Nothing from the probe's data path is kept.
+1. Probe: ONNX Runtime CPU runs the graph once at the bound shapes for the values of the shape arithmetic
+   (Shape/Gather/Concat/... on static data), which is folded away; ONNX shape inference, with those values folded
+   in, gives every other tensor's shape and dtype (fallback: the full probe, every tensor exposed). Nothing from the
+   probe's data path is kept. Data-movement nodes (Reshape, Transpose, GatherND with static indices, ...) become
+   strided views, found by running the node on element offsets (an "index map") where no simple rule applies.
 2. Match, in graph order: attention (MatMul(Q, K^T) [* or / scale] [+ mask] -> Softmax -> MatMul(P, V), with the head
    reshapes/transposes as free views and a scalar Mul on Q or K folded into the scale); LayerNormalization (the op, or
    ReduceMean/Sub/Pow/ReduceMean/Add/Sqrt/Div/Mul/Add as torch exports it) with the elementwise producers of its input
@@ -87,6 +89,67 @@ def _probe(model: onnx.ModelProto, feeds: dict) -> dict:
     return dict(zip(names, sess.run(None, feeds)))
 
 
+def _static_names(model: onnx.ModelProto, static: set) -> set:
+    """Tensors whose values the bound input shapes and the constants decide (shape arithmetic and constant folds)."""
+    static = set(static)
+    for node in model.graph.node:
+        if node.op_type in _NO_FOLD:
+            continue
+        if node.op_type in ("Shape", "Size", "Constant") or all((not n) or n in static for n in node.input):
+            static.update(o for o in node.output if o)
+    return static
+
+
+def _probe_lean(model: onnx.ModelProto, feeds: dict, static: set) -> dict:
+    """Values of the static tensors (ORT, only those exposed) and every other tensor's shape and dtype (ONNX shape
+    inference on the graph with the static values folded in), as zero-stride arrays that hold no data. A large
+    model's activations are never all held at once. Falls back to the full probe where inference leaves a shape
+    open."""
+    import onnxruntime as ort
+
+    produced = [o for n in model.graph.node for o in n.output if o]
+    wanted = [o for o in produced if o in static]
+    vals: dict = {}
+    if wanted:
+        m = onnx.ModelProto()
+        m.CopyFrom(model)
+        del m.graph.output[:]
+        m.graph.output.extend(onnx.ValueInfoProto(name=o) for o in wanted)
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        so.log_severity_level = 3
+        sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        vals = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feeds)))
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    keep = [n for n in m.graph.node if not all((not o) or o in vals for o in n.output)]
+    del m.graph.node[:]
+    m.graph.node.extend(keep)
+    have = {i.name for i in m.graph.initializer}
+    m.graph.initializer.extend(numpy_helper.from_array(np.asarray(v), k) for k, v in vals.items() if k not in have)
+    for inp in m.graph.input:
+        dims = inp.type.tensor_type.shape.dim
+        for d, size in zip(dims, feeds[inp.name].shape if inp.name in feeds else []):
+            d.Clear()
+            d.dim_value = int(size)
+    del m.graph.value_info[:]
+    try:
+        inferred = onnx.shape_inference.infer_shapes(m, strict_mode=True, data_prop=True)
+    except Exception:  # noqa: BLE001 - any failure: the full probe decides
+        return _probe(model, feeds)
+    infos = {v.name: v for v in list(inferred.graph.value_info) + list(inferred.graph.output)}
+    for name in produced:
+        if name in vals:
+            continue
+        t = infos[name].type.tensor_type if name in infos else None
+        if t is None or t.elem_type not in _NP or not t.HasField("shape") or \
+                any(not d.HasField("dim_value") for d in t.shape.dim):
+            return _probe(model, feeds)
+        shape = tuple(int(d.dim_value) for d in t.shape.dim)
+        vals[name] = np.broadcast_to(np.zeros((), _NP[t.elem_type]), shape)
+    return vals
+
+
 def _probe_feeds(model: onnx.ModelProto) -> dict:
     from ...model_io import model_io
 
@@ -123,7 +186,8 @@ class _Lowerer:
         self.gelu_epilogue = gelu_epilogue
         self.consts = {i.name: numpy_helper.to_array(i) for i in self.g.initializer}
         self.feeds = _probe_feeds(model)
-        self.vals = _probe(model, self.feeds)
+        self.static = _static_names(model, set(self.consts))
+        self.vals = _probe_lean(model, self.feeds, self.static)
         self.vals.update(self.feeds)
         self.consumers: dict[str, list] = {}
         for node in self.g.node:
@@ -133,13 +197,6 @@ class _Lowerer:
         self.graph_outputs = [o.name for o in self.g.output]
         for name in self.graph_outputs:
             self.consumers.setdefault(name, []).append(None)  # a graph output counts as a consumer
-        self.static = set(self.consts)
-        for node in self.g.node:
-            if node.op_type in _NO_FOLD:
-                continue
-            if node.op_type in ("Shape", "Size") or node.op_type == "Constant" or \
-                    all((not n) or n in self.static for n in node.input):
-                self.static.update(o for o in node.output if o)
         self.values: dict = {}
         self.done: set[int] = set()
         self.weight_cache: dict = {}
