@@ -245,3 +245,19 @@ def test_minilm_checkpoint_compiles_and_matches_ort():
     prog, plan, got = _run(model, feeds, "fp16")
     print(f"MiniLM fp16: {len(plan['launches'])} launches, {len(plan['kernels'])} Triton kernels")
     _check(got, _reference(model, feeds), "fp16", "minilm")
+
+
+@pytest.mark.parametrize("kind", ["eager", "sdpa"])
+def test_lean_probe_agrees_with_the_full_probe(kind):
+    """Shapes/dtypes from shape inference (+ the static values from ORT) equal what running every node gives."""
+    from xrtc.targets.cuda import graph
+
+    model, _ = _dynamo_bert(kind)
+    feeds = graph._probe_feeds(model)
+    static = graph._static_names(model, {i.name for i in model.graph.initializer})
+    lean, full = graph._probe_lean(model, feeds, static), graph._probe(model, feeds)
+    assert set(full) <= set(lean) | set(feeds)
+    for name, value in full.items():
+        assert lean[name].shape == value.shape and lean[name].dtype == value.dtype, name
+        if name in static:
+            assert np.array_equal(lean[name], value), name

@@ -100,53 +100,87 @@ def _static_names(model: onnx.ModelProto, static: set) -> set:
     return static
 
 
-def _probe_lean(model: onnx.ModelProto, feeds: dict, static: set) -> dict:
-    """Values of the static tensors (ORT, only those exposed) and every other tensor's shape and dtype (ONNX shape
-    inference on the graph with the static values folded in), as zero-stride arrays that hold no data. A large
-    model's activations are never all held at once. Falls back to the full probe where inference leaves a shape
-    open."""
-    import onnxruntime as ort
-
-    produced = [o for n in model.graph.node for o in n.output if o]
-    wanted = [o for o in produced if o in static]
-    vals: dict = {}
-    if wanted:
-        m = onnx.ModelProto()
-        m.CopyFrom(model)
-        del m.graph.output[:]
-        m.graph.output.extend(onnx.ValueInfoProto(name=o) for o in wanted)
-        so = ort.SessionOptions()
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        so.log_severity_level = 3
-        sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
-        vals = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feeds)))
+def _bound(model: onnx.ModelProto, feeds: dict, vals: dict, drop: set) -> onnx.ModelProto:
+    """A copy with the input dims bound to the feeds' shapes, `vals` as initializers and the nodes in `drop` (by
+    index) removed."""
     m = onnx.ModelProto()
     m.CopyFrom(model)
-    keep = [n for n in m.graph.node if not all((not o) or o in vals for o in n.output)]
+    keep = [n for i, n in enumerate(m.graph.node) if i not in drop]
     del m.graph.node[:]
     m.graph.node.extend(keep)
     have = {i.name for i in m.graph.initializer}
     m.graph.initializer.extend(numpy_helper.from_array(np.asarray(v), k) for k, v in vals.items() if k not in have)
     for inp in m.graph.input:
-        dims = inp.type.tensor_type.shape.dim
-        for d, size in zip(dims, feeds[inp.name].shape if inp.name in feeds else []):
-            d.Clear()
-            d.dim_value = int(size)
+        if inp.name in feeds:
+            dims = inp.type.tensor_type.shape.dim
+            for d, size in zip(dims, feeds[inp.name].shape):
+                d.Clear()
+                d.dim_value = int(size)
     del m.graph.value_info[:]
+    return m
+
+
+def _known_shapes(model: onnx.ModelProto) -> dict | None:
+    """name -> (shape, ONNX elem type) for every tensor ONNX shape inference fully resolves; None if it fails."""
     try:
-        inferred = onnx.shape_inference.infer_shapes(m, strict_mode=True, data_prop=True)
-    except Exception:  # noqa: BLE001 - any failure: the full probe decides
+        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    except Exception:  # noqa: BLE001 - the caller falls back to the full probe
+        return None
+    out = {}
+    for v in list(inferred.graph.input) + list(inferred.graph.value_info) + list(inferred.graph.output):
+        t = v.type.tensor_type
+        if t.HasField("shape") and all(d.HasField("dim_value") for d in t.shape.dim):
+            out[v.name] = (tuple(int(d.dim_value) for d in t.shape.dim), t.elem_type)
+    return out
+
+
+def _probe_lean(model: onnx.ModelProto, feeds: dict, static: set) -> dict:
+    """Values of the static tensors and every other tensor's shape and dtype (as zero-stride arrays that hold no
+    data), without running the model's data path: ONNX shape inference gives the shapes Shape/Size nodes read, ORT
+    runs only the static nodes after that, and shape inference with their values folded in gives the rest. Falls
+    back to the full probe (every tensor exposed) where inference leaves a shape open."""
+    import onnxruntime as ort
+
+    nodes = list(model.graph.node)
+    first = _known_shapes(_bound(model, feeds, {}, set()))
+    if first is None:
         return _probe(model, feeds)
-    infos = {v.name: v for v in list(inferred.graph.value_info) + list(inferred.graph.output)}
-    for name in produced:
-        if name in vals:
-            continue
-        t = infos[name].type.tensor_type if name in infos else None
-        if t is None or t.elem_type not in _NP or not t.HasField("shape") or \
-                any(not d.HasField("dim_value") for d in t.shape.dim):
-            return _probe(model, feeds)
-        shape = tuple(int(d.dim_value) for d in t.shape.dim)
-        vals[name] = np.broadcast_to(np.zeros((), _NP[t.elem_type]), shape)
+    vals: dict = {}
+    for n in nodes:  # Shape / Size of data-path tensors: from the inferred shapes
+        if n.op_type in ("Shape", "Size") and n.input[0] not in static:
+            if n.input[0] not in first:
+                return _probe(model, feeds)
+            shape = np.array(first[n.input[0]][0], np.int64)
+            if n.op_type == "Size":
+                vals[n.output[0]] = np.array(int(np.prod(shape)), np.int64)
+            else:
+                start, end = _attr(n, "start", 0), _attr(n, "end", None)
+                vals[n.output[0]] = shape[start:end]
+    rest = [i for i, n in enumerate(nodes) if all((not o) or o in static for o in n.output)
+            and not all((not o) or o in vals for o in n.output)]
+    wanted = [o for i in rest for o in nodes[i].output if o]
+    if wanted:
+        sub = _bound(model, feeds, vals, {i for i in range(len(nodes)) if i not in rest})
+        del sub.graph.output[:]
+        sub.graph.output.extend(onnx.ValueInfoProto(name=o) for o in wanted)
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        so.log_severity_level = 3
+        sess = ort.InferenceSession(sub.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        used = {i.name for i in sess.get_inputs()}
+        vals.update(zip([o.name for o in sess.get_outputs()],
+                        sess.run(None, {k: v for k, v in feeds.items() if k in used})))
+    folded = {i for i, n in enumerate(nodes) if all((not o) or o in vals for o in n.output)}
+    known = _known_shapes(_bound(model, feeds, vals, folded))
+    if known is None:
+        return _probe(model, feeds)
+    for n in nodes:
+        for name in n.output:
+            if not name or name in vals:
+                continue
+            if name not in known or known[name][1] not in _NP:
+                return _probe(model, feeds)
+            vals[name] = np.broadcast_to(np.zeros((), _NP[known[name][1]]), known[name][0])
     return vals
 
 
