@@ -261,3 +261,13 @@ def test_lean_probe_agrees_with_the_full_probe(kind):
         assert lean[name].shape == value.shape and lean[name].dtype == value.dtype, name
         if name in static:
             assert np.array_equal(lean[name], value), name
+
+
+@pytest.mark.parametrize("kind", ["eager", "sdpa"])
+def test_dynamo_bert_with_a_fully_padded_sequence(kind):
+    """A sequence whose mask is all zeros: the eager export adds finfo.min (uniform softmax), the SDPA export -inf
+    with its IsNaN guard (zeros); the flash kernel's finite running max and the fused guard match ORT on both."""
+    model, feeds = _dynamo_bert(kind)
+    feeds["attention_mask"][-1, :] = 0
+    _, _, got = _run(model, feeds, "fp32")
+    _check(got, _reference(model, feeds), "fp32", f"bert-{kind}-all-padded")
