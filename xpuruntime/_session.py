@@ -180,18 +180,20 @@ def decisions_view(raw: bytes, variant_id: str, section: str = "decisions.json")
     except (ValueError, TypeError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise bad(f"is not JSON ({str(err)[:120]})") from None
 
+    json_names = {dict: "an object", list: "an array", str: "a string"}
+
     def field(obj, key, kind, where):
         if not isinstance(obj, dict):
-            raise bad(f"has {where} of type {type(obj).__name__}, expected an object")
+            raise bad(f"has {where or 'a top level'} of type {type(obj).__name__}, expected an object")
+        path = f"{where}.{key}" if where else key
         if key not in obj:
-            raise bad(f"has no {where}.{key}")
+            raise bad(f"has no '{path}'")
         value = obj[key]
         if not isinstance(value, kind):
-            raise bad(f"has {where}.{key} of type {type(value).__name__}, expected "
-                      f"{getattr(kind, '__name__', None) or ' or '.join(k.__name__ for k in kind)}")
+            raise bad(f"has '{path}' of type {type(value).__name__}, expected {json_names[kind]}")
         return value
 
-    variants = field(log, "variants", list, "the log")
+    variants = field(log, "variants", list, "")
     warnings = log.get("warnings", [])
     if not isinstance(warnings, list):
         raise bad(f"has warnings of type {type(warnings).__name__}, expected a list")
@@ -201,7 +203,7 @@ def decisions_view(raw: bytes, variant_id: str, section: str = "decisions.json")
             chosen = v
             break
     nodes = []
-    for i, n in enumerate(field(log, "nodes", list, "the log")):
+    for i, n in enumerate(field(log, "nodes", list, "")):
         where = f"nodes[{i}]"
         choice = field(n, "choices", dict, where).get(variant_id, {})
         if not isinstance(choice, dict):
