@@ -8,7 +8,6 @@ the Python reader (`xrtpkg.read`) and the C++ reader behind `xrt.load` / `xrt-ru
 
 from __future__ import annotations
 
-import struct
 import time
 import tracemalloc
 from pathlib import Path
@@ -18,61 +17,13 @@ import pytest
 import xpuruntime as xrt
 import xrtpkg
 from xrtpkg._format import MAX_COMPRESSED_SIZE, MAX_TOTAL_DECOMPRESSED
-from xrt_testutil import ROOT, run_tool
-
-TINY = ROOT / "formats" / "golden" / "tiny_model.xrtpkg"
-
-
-def _rebuild(manifest: dict, extra: list[tuple[str, bytes, bool]] = ()) -> bytes:
-    """The tiny model's sections with another manifest (and extra sections)."""
-    base = xrtpkg.read(TINY)
-    payloads = [(s.name, base.data(s.name), s.compressed) for s in base.sections[1:]]
-    return xrtpkg.to_bytes(manifest, payloads + list(extra))
+from bundle_craft import layout as _layout, rle_zero_frame, tiny_manifest as _tiny_manifest, \
+    tiny_sections as _tiny_sections, with_manifest
+from xrt_testutil import run_tool
 
 
-def _tiny_manifest() -> dict:
-    return xrtpkg.read(TINY).manifest
-
-
-def rle_zero_frame(size: int) -> bytes:
-    """A valid zstd frame of `size` zero bytes made of RLE blocks (4 bytes per 128 KiB): a few KiB that declare
-    and really decode to `size` bytes. Window 128 KiB, content size in the header, no checksum."""
-    block = 1 << 17
-    out = bytearray(b"\x28\xb5\x2f\xfd" + bytes([0xC0, 0x38]) + struct.pack("<Q", size))
-    left = size
-    while left:
-        n = min(block, left)
-        left -= n
-        out += ((n << 3) | (1 << 1) | (1 if left == 0 else 0)).to_bytes(3, "little") + b"\0"
-    return bytes(out)
-
-
-def _layout(sections: list[tuple[bytes, int, bytes, int]]) -> bytes:
-    """Lays out (name, flags, stored bytes, size) as formats/xrtpkg.md says: header, table, aligned sections."""
-    import hashlib
-
-    count = len(sections)
-    offset = xrtpkg._format.first_section_offset(count)
-    table = b""
-    body = bytearray()
-    starts = []
-    for name, flags, stored, size in sections:
-        starts.append(offset)
-        table += struct.pack("<32sIIQQQ32s", name, flags, 0, offset, len(stored), size, hashlib.sha256(stored).digest())
-        offset = xrtpkg._format.align64(offset + len(stored))
-    file_size = starts[-1] + len(sections[-1][2])
-    head32 = struct.pack("<8sHHIQQ", xrtpkg._format.MAGIC, 1, 0, count, file_size, 0)
-    out = bytearray(head32 + hashlib.sha256(head32 + table).digest() + table)
-    for start, (_, _, stored, _) in zip(starts, sections):
-        out += bytes(start - len(out)) + stored
-    return bytes(out)
-
-
-def _tiny_sections() -> list[tuple[bytes, int, bytes, int]]:
-    base = xrtpkg.read(TINY)
-    raw = TINY.read_bytes()
-    return [(s.name.encode(), 1 if s.compressed else 0, raw[s.offset : s.offset + s.stored_size], s.size)
-            for s in base.sections]
+def _rebuild(manifest: dict) -> bytes:
+    return with_manifest(manifest)
 
 
 def _cpp_verdict(path: Path) -> str:

@@ -20,19 +20,17 @@ from onnx import TensorProto, helper
 
 import xpuruntime as xrt
 import xrtpkg
-from xrt_testutil import ROOT, run_tool, tool
+from bundle_craft import TINY, tiny_manifest, with_manifest
+from xrt_testutil import run_tool
 
-TINY = ROOT / "formats" / "golden" / "tiny_model.xrtpkg"
 
 
 def _rebuild(manifest: dict, extra=()) -> bytes:
-    base = xrtpkg.read(TINY)
-    payloads = [(s.name, base.data(s.name), s.compressed) for s in base.sections[1:]]
-    return xrtpkg.to_bytes(manifest, payloads + list(extra))
+    return with_manifest(manifest, list(extra))
 
 
 def _with_decisions(tmp_path, raw: bytes, name: str):
-    manifest = dict(xrtpkg.read(TINY).manifest, decisions="decisions.json")
+    manifest = dict(tiny_manifest(), decisions="decisions.json")
     path = tmp_path / f"{name}.xrtpkg"
     path.write_bytes(_rebuild(manifest, [("decisions.json", raw, True)]))
     return path
@@ -74,7 +72,7 @@ def test_hostile_decision_logs_are_data_corrupt(tmp_path):
     session = xrt.load(_with_decisions(tmp_path, json.dumps(good).encode(), "good"))
     out = session.explain()["decisions"]
     assert out["variant"]["id"] == vid and out["nodes"][0]["precision"] == "fp32"
-    manifest = dict(xrtpkg.read(TINY).manifest, decisions=["decisions.json"])
+    manifest = dict(tiny_manifest(), decisions=["decisions.json"])
     path = tmp_path / "decisions_key_list.xrtpkg"
     path.write_bytes(_rebuild(manifest))
     with pytest.raises(xrt.DataCorrupt, match="not a section name"):
@@ -90,7 +88,7 @@ def test_closed_session_is_failed_precondition():
 
 
 def test_nul_in_a_manifest_name_is_refused_by_both_readers(tmp_path):
-    manifest = xrtpkg.read(TINY).manifest
+    manifest = tiny_manifest()
     for where in ("input", "output", "variant_id", "key"):
         bad = json.loads(json.dumps(manifest))
         if where == "input":
@@ -111,6 +109,8 @@ def test_nul_in_a_manifest_name_is_refused_by_both_readers(tmp_path):
             xrt.load(path)
     proc = run_tool("xrt-run", path, "--quiet")
     assert proc.returncode != 0 and "NUL" in proc.stderr, proc.stderr
+    with pytest.raises(ValueError, match="NUL"):  # the writer never makes a bundle the readers refuse
+        xrtpkg.to_bytes(bad, [])
 
 
 def _external_model(folder, location: str, length: int) -> str:
