@@ -47,6 +47,7 @@ const char kUsage[] =
     "\n"
     "inputs (default: random inputs from the bundle's input info; floats ~ N(0,1), ints in [0,100), random bools):\n"
     "  --inputs FILE.npz        arrays keyed by input name, or the corpus layout (__names__ + in0, in1, ...)\n"
+    "  --max-input-bytes N      refuse an --inputs archive whose arrays decompress to more (default 2 GiB)\n"
     "  --input NAME=FILE.npy    one input (repeatable; overrides the same name from --inputs)\n"
     "  --shape NAME=1x3x224x224 shape of a random input with dynamic dims (repeatable)\n"
     "  --seed S                 seed for random inputs (default 0)\n"
@@ -152,6 +153,7 @@ struct Options {
   int64_t warmup = 10;
   bool warmup_given = false;
   uint64_t seed = 0;
+  uint64_t max_input_bytes = kDefaultMaxNpzBytes;
   std::vector<uint8_t> trusted_keys;  // 32 bytes per --trusted-key, back to back
   size_t trusted_key_count = 0;
   bool require_signature = false;
@@ -233,7 +235,7 @@ Options ParseArgs(int argc, char** argv) {
   Options o;
   const std::vector<std::string> valued = {"--inputs", "--input",        "--shape", "--device", "--engine",
                                            "--variant", "--save-outputs", "--bench", "--warmup", "--seed",
-                                           "--trusted-key", "--fallback", "--cache-dir"};
+                                           "--trusted-key", "--fallback", "--cache-dir", "--max-input-bytes"};
   const std::vector<std::string> boolean = {"--force", "--quiet", "--json", "--help", "--require-signature"};
   bool positional_only = false;
   for (int i = 1; i < argc; ++i) {
@@ -305,6 +307,8 @@ Options ParseArgs(int argc, char** argv) {
       ++o.trusted_key_count;
     } else if (flag == "--seed") {
       o.seed = ParseUnsigned(flag, v, std::numeric_limits<uint64_t>::max());
+    } else if (flag == "--max-input-bytes") {
+      o.max_input_bytes = ParseUnsigned(flag, v, std::numeric_limits<uint64_t>::max());
     }
   }
   if (o.help) return o;
@@ -540,7 +544,7 @@ std::vector<GivenInput> ReadInputFiles(const Options& o) {
   };
   try {
     if (!o.inputs_npz.empty()) {
-      for (NamedArray& a : ReadNpz(o.inputs_npz)) put({a.name, o.inputs_npz, std::move(a.array)});
+      for (NamedArray& a : ReadNpz(o.inputs_npz, o.max_input_bytes)) put({a.name, o.inputs_npz, std::move(a.array)});
     }
     for (const auto& [name, path] : o.input_files) put({name, path, ReadNpyFile(path)});
   } catch (const NpyError& e) {
