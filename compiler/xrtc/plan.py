@@ -41,14 +41,14 @@ _KERNELS_HONOURED = {
     ("cpu", "onnxruntime"): {"matmul": {"engine", "mlas"}, "conv": {"engine", "mlas"}, "attention": {"engine"}},
     ("npu-intel", "openvino"): {"matmul": {"engine"}, "conv": {"engine"}, "attention": {"engine"}},
     # xrtc's own CUDA engine (targets/cuda): the choices built so far; the rest are refused naming the nodes
-    ("cuda", "cuda"): {"matmul": {"engine", "cublasLt"}, "conv": {"engine"},
+    ("cuda", "cuda"): {"matmul": {"engine", "cublasLt", "triton"}, "conv": {"engine"},
                        "attention": {"engine", "flash", "flash_v2", "math"}},
 }
 _ENGINE_KERNELS = {
     ("cpu", "openvino"): "OpenVINO's CPU plugin picks its own oneDNN/JIT kernel per layer",
     ("cpu", "onnxruntime"): "ONNX Runtime's CPU provider runs its MLAS kernels and picks among them itself",
     ("npu-intel", "openvino"): "the NPU compiler (OpenVINO's NPU plugin) schedules its own kernels",
-    ("cuda", "cuda"): "xrtc's cuda engine has built matmul=cublasLt and attention=flash (flash_v2) | math so far; "
+    ("cuda", "cuda"): "xrtc's cuda engine has built matmul=cublasLt | triton and attention=flash (flash_v2) | math; "
                       "other kernel choices are not built yet",
 }
 

@@ -192,7 +192,7 @@ def test_attention_math_policy_matches_ort():
 
 
 @pytest.mark.parametrize("knob,code", [('matmul = { choice = "cublas", mode = "fixed" }', 6),
-                                       ('matmul = { choice = "triton", mode = "prefer" }', 0)])
+                                       ('matmul = { choice = "cublas", mode = "prefer" }', 0)])
 def test_cuda_kernel_knobs_not_built_are_refused_or_warned(tmp_path, knob, code):
     import subprocess
 
@@ -279,3 +279,20 @@ def test_dynamo_bert_with_a_fully_padded_sequence(kind):
         assert np.isnan(_reference(model, feeds)["last_hidden_state"]).sum() == 0
     _, _, got = _run(model, feeds, "fp32")
     _check(got, _reference(model, feeds), "fp32", f"bert-{kind}-all-padded")
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_matmul_triton_policy_matches_ort(precision):
+    """matmul = triton: every GEMM a generated Triton kernel (bias + exact erf GELU in its epilogue), no cuBLASLt."""
+    model, feeds = _dynamo_bert("eager")
+    prog = lower_graph(model, precision, matmul="triton")
+    assert not any(isinstance(s, GemmStep) for s in prog.steps)
+    gemms = [s for s in prog.steps if isinstance(s, KernelStep) and s.group == "gemm"]
+    assert len(gemms) == 13 and sum(s.config["epilogue"] == "gelu_bias" for s in gemms) == 2
+    plan, weights, kernels, _ = emit.emit(prog, ["sm_90a"])
+    sources = {aot.sha256(s.source): s.source for s in prog.steps if isinstance(s, KernelStep)}
+    if precision == "fp16":
+        k = next(x for x in plan["kernels"] if x["group"] == "gemm")
+        off, size = k["images"]["sm_90a"]
+        assert "HGMMA" in aot.sass(kernels[off:off + size]) or "HMMA" in aot.sass(kernels[off:off + size])
+    _check(interp.run(plan, weights, sources, feeds), _reference(model, feeds), precision, "bert-triton-gemm")

@@ -22,20 +22,29 @@ log = logging.getLogger("xrtc.targets.cuda")
 
 ENGINE_VERSION = ">=0.1"
 # Kernel knob choices the engine implements today (the policy schema names more).
-MATMUL_BUILT = {"engine", "cublasLt"}
+MATMUL_BUILT = {"engine", "cublasLt", "triton"}
 ATTENTION_BUILT = {"engine", "flash", "flash_v2", "math"}
 NOT_BUILT = {"cublas": "is not in the cuda plan: every GEMM is a cuBLASLt call (cublasLt runs the same GEMMs with "
                        "fused epilogues)",
-             "triton": "(Triton GEMM kernels) is not built yet in xrtc's cuda engine",
              "mem_efficient": "is not built in xrtc's cuda engine (built: flash, math)"}
-NOT_BUILT_OTHER = "is not built in xrtc's cuda engine (built: matmul=cublasLt, attention=flash|math)"
+NOT_BUILT_OTHER = "is not built in xrtc's cuda engine (built: matmul=cublasLt|triton, attention=flash|math)"
+
+
+def _choice(policy: dict, family: str) -> str | None:
+    """The knob's choice unless it is absent or mode auto."""
+    knob = (policy.get("kernel", {}) if isinstance(policy, dict) else {}).get(family)
+    choice, mode = (knob.get("choice"), knob.get("mode", "prefer")) if isinstance(knob, dict) else (knob, "prefer")
+    return None if mode == "auto" else choice
 
 
 def attention_choice(policy: dict) -> str:
-    """"math" when the policy asks for attention=math (any mode but auto), else "flash"."""
-    knob = (policy.get("kernel", {}) if isinstance(policy, dict) else {}).get("attention")
-    choice, mode = (knob.get("choice"), knob.get("mode", "prefer")) if isinstance(knob, dict) else (knob, "prefer")
-    return "math" if choice == "math" and mode != "auto" else "flash"
+    """"math" when the policy asks for attention=math, else "flash"."""
+    return "math" if _choice(policy, "attention") == "math" else "flash"
+
+
+def matmul_choice(policy: dict) -> str:
+    """"triton" when the policy asks for matmul=triton, else "cublasLt"."""
+    return "triton" if _choice(policy, "matmul") == "triton" else "cublasLt"
 # Largest model (weights + arena bytes) the plan interpreter checks at compile when no GPU is present.
 INTERPRET_MAX_BYTES = 64 << 20
 
@@ -45,7 +54,8 @@ def kernel_policy(policy: dict, prog) -> list[str]:
     PolicyViolationError naming the nodes; a preferred one returns a warning."""
     warnings = []
     knobs = policy.get("kernel", {}) if isinstance(policy, dict) else {}
-    uses = {"matmul": [n for s in prog.steps if isinstance(s, emit.GemmStep) for n in s.nodes[:1]],
+    uses = {"matmul": [n for s in prog.steps if isinstance(s, emit.GemmStep) or getattr(s, "group", "") == "gemm"
+                       for n in s.nodes[:1]],
             "attention": [s.nodes[-1] for s in prog.steps if isinstance(s, emit.KernelStep) and s.group == "attention"]}
     built = {"matmul": MATMUL_BUILT, "attention": ATTENTION_BUILT}
     for family in ("matmul", "attention"):
@@ -76,7 +86,8 @@ def lower(models: dict, plan, workdir: str, clock, archs: list[str] | None = Non
     vid = variant["id"]
     precision = variant["precision"]
     with clock.stage(f"lower-{vid}", log):
-        prog = lower_graph(models[vid], precision, attention=attention_choice(plan.policy))
+        prog = lower_graph(models[vid], precision, attention=attention_choice(plan.policy),
+                           matmul=matmul_choice(plan.policy))
         warnings = kernel_policy(plan.policy, prog)
         plan_json, weights, kernels, records = emit.emit(prog, archs)
     sources = {aot.sha256(s.source): s.source for s in prog.steps if isinstance(s, emit.KernelStep)}

@@ -301,6 +301,40 @@ def attention(q: View, k: View, v: View, mask: View | None, out: View, scale: fl
                                                       "Sk": sk, "D": d, "scale": scale}
 
 
+def gemm(a: int, b: int, bias: int | None, c: int, m: int, n: int, k: int, epilogue: str, precision: str,
+         dtypes: dict):
+    """C[m, n] = A[m, k] @ B[k, n] (+ bias[n]) (then relu or erf-GELU), all contiguous: the policy's
+    `matmul = triton`. Tiles of BM x BN accumulated in fp32 over BK-wide slices of k; tails masked."""
+    bm = min(128, next_pow2(max(m, 16)))
+    bn = min(128, next_pow2(max(n, 16)))
+    bk = min(64 if dtypes[a] == "float16" else 32, next_pow2(max(k, 16)))
+    bufs = [a, b] + ([bias] if bias is not None else []) + [c]
+    params = _params(bufs)
+    p = {x: f"P{params.index(x)}" for x in bufs}
+    ip = {"fp32": "ieee", "tf32": "tf32"}.get(precision)
+    dot_kw = f", input_precision=\"{ip}\"" if ip else ""
+    body = ["pid = tl.program_id(0)", f"pm = pid // {-(-n // bn)}", f"pn = pid % {-(-n // bn)}",
+            f"om = pm * {bm} + tl.arange(0, {bm})", f"on = pn * {bn} + tl.arange(0, {bn})",
+            f"ok = tl.arange(0, {bk})", f"mm = om < {m}", f"mn = on < {n}",
+            f"acc = tl.zeros([{bm}, {bn}], tl.float32)",
+            f"for start in range(0, {k}, {bk}):",
+            "    kk = start + ok", f"    mk = kk < {k}",
+            f"    x = tl.load({p[a]} + om[:, None] * {k} + kk[None, :], mask=mm[:, None] & mk[None, :], other=0)",
+            f"    w = tl.load({p[b]} + kk[:, None] * {n} + on[None, :], mask=mk[:, None] & mn[None, :], other=0)",
+            f"    acc += tl.dot(x, w{dot_kw})"]
+    if bias is not None:
+        body.append(f"acc += tl.load({p[bias]} + on, mask=mn, other=0).to(tl.float32)[None, :]")
+    if epilogue in ("relu", "relu_bias"):
+        body.append("acc = tl.maximum(acc, 0.0)")
+    elif epilogue in ("gelu", "gelu_bias"):
+        body.append("acc = 0.5 * acc * (1.0 + tl.math.erf(acc * 0.7071067811865476))")
+    body.append(f"tl.store({p[c]} + om[:, None] * {n} + on[None, :], acc.to({_TL[dtypes[c]]}), "
+                "mask=mm[:, None] & mn[None, :])")
+    grid = (-(-m // bm) * -(-n // bn), 1, 1)
+    return _function(params, body), params, grid, 4, {"BM": bm, "BN": bn, "BK": bk, "m": m, "n": n, "k": k,
+                                                      "epilogue": epilogue}
+
+
 def _params(bufs: list[int]) -> list[int]:
     out: list[int] = []
     for b in bufs:

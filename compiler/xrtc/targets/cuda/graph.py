@@ -205,15 +205,16 @@ def _probe_feeds(model: onnx.ModelProto) -> dict:
 
 
 def lower_graph(model: onnx.ModelProto, precision: str, gelu_epilogue: bool = True,
-                attention: str = "flash") -> Program:
+                attention: str = "flash", matmul: str = "cublasLt") -> Program:
     """The cuda program for `model` (after xrtc's graph passes) at `precision` (fp16 | fp32 | tf32); `attention`:
-    flash (online softmax) | math (explicit softmax over all keys at once)."""
-    return _Lowerer(model, precision, gelu_epilogue, attention).run()
+    flash (online softmax) | math (explicit softmax over all keys at once); `matmul`: cublasLt | triton."""
+    return _Lowerer(model, precision, gelu_epilogue, attention, matmul).run()
 
 
 class _Lowerer:
-    def __init__(self, model, precision, gelu_epilogue, attention="flash"):
+    def __init__(self, model, precision, gelu_epilogue, attention="flash", matmul="cublasLt"):
         self.attention_impl = attention
+        self.matmul_impl = matmul
         self.model = model
         self.g = model.graph
         self.prog = Program(precision)
@@ -616,14 +617,16 @@ class _Lowerer:
             nodes.append(user.name)
             self.done.add(self.index_of(user))
             out = user.output[0]
-        elif self.prog.precision == "fp16" and self.gelu_epilogue and bias_arr is not None:
+        elif self.matmul_impl == "triton" or (self.prog.precision == "fp16" and self.gelu_epilogue and
+                                                bias_arr is not None):
             gelu = self.match_gelu(out)
             if gelu is not None:
                 last, gnodes = gelu
-                epilogue = "gelu_bias"
+                epilogue = "gelu_bias" if bias_arr is not None else "gelu"
                 nodes += [n.name for n in gnodes]
                 self.done.update(self.index_of(n) for n in gnodes)
                 out = last
+            if gelu is not None and self.matmul_impl != "triton":
                 self.prog.notes.append(
                     f"GEMM {node.name}: GELU fused as cuBLASLt's GELU_BIAS epilogue, which is the tanh approximation "
                     "(ONNX Gelu / erf form differ by up to ~1e-3; within fp16 tolerance). fp32/tf32 builds keep "
@@ -634,7 +637,13 @@ class _Lowerer:
                          + (f".x{alpha}" if alpha != 1.0 else ""), array=w)
         bias = self.weight(node.name + ".bias", array=bias_arr).buf if bias_arr is not None else None
         c = self.arena(out, self.prog.run_dtype, tuple(a.shape[:-1]) + (n,))
-        self.prog.steps.append(GemmStep(a.buf, wb.buf, c, bias, m, n, k, epilogue, nodes))
+        if self.matmul_impl == "triton":  # matmul = triton: a generated Triton GEMM (exact erf GELU in its epilogue)
+            src, params, grid, warps, cfg = codegen.gemm(a.buf, wb.buf, bias, c, m, n, k, epilogue,
+                                                         self.prog.precision, self.prog.dtypes())
+            self.prog.steps.append(KernelStep("gemm", src, params, [c], [p for p in params if p != c], grid, warps,
+                                              nodes, num_stages=3, config=cfg))
+        else:
+            self.prog.steps.append(GemmStep(a.buf, wb.buf, c, bias, m, n, k, epilogue, nodes))
         self.values[out] = View.whole(c, tuple(a.shape[:-1]) + (n,))
         return True
 
