@@ -72,8 +72,8 @@ def cuda_kernels(bundle, variant: str | None = None) -> dict:
 
 def print_kernels(kernels: dict, out=sys.stdout) -> None:
     for vid, rows in kernels.items():
-        print(f"\n{vid}: {len(rows)} launches in order (GEMM: shape, epilogue, algorithm; Triton kernel: entry, "
-              "grid, warps, shared memory, source hash, images)", file=out)
+        print(f"\n{vid}: {len(rows)} launches in order (GEMM: shape, epilogue, algorithm; Triton kernel: "
+              "grid, warps, shared memory, block config, source hash, images)", file=out)
         for r in rows:
             nodes = r["onnx_nodes"]
             shown = ", ".join(nodes[:4]) + (f" +{len(nodes) - 4}" if len(nodes) > 4 else "")

@@ -159,7 +159,9 @@ def describe(plan: dict) -> list[dict]:
         else:
             k = plan["kernels"][launch["kernel"]]
             rows.append({"launch": i, "kind": "triton", "group": k["group"], "onnx_nodes": k["onnx_nodes"],
-                         "config": f"{k['entry']} grid {'x'.join(map(str, launch['grid']))} warps {k['num_warps']} "
-                                   f"smem {k['shared_mem']} src {k['source_sha256'][:12]}",
+                         "config": f"grid {'x'.join(map(str, launch['grid']))} warps {k['num_warps']} smem "
+                                   f"{k['shared_mem']} " + " ".join(f"{n}={v}" for n, v in
+                                                                    sorted(k.get("config", {}).items()))
+                                   + f" src {k['source_sha256'][:12]}",
                          "archs": sorted(k["images"]), "algorithm": "triton " + plan["triton_version"]})
     return rows

@@ -298,7 +298,7 @@ def attention(q: View, k: View, v: View, mask: View | None, out: View, scale: fl
              f"acc.to({_TL[dtypes[out.buf]]}), mask=mq[:, None] & md[None, :])"]
     grid = (-(-sq // bm), b_ * h_, 1)
     return _function(params, body), params, grid, 4, {"BM": bm, "BN": bn, "BD": bd, "B": b_, "H": h_, "Sq": sq,
-                                                      "Sk": sk, "D": d, "scale": scale}
+                                                      "Sk": sk, "D": d, "scale": scale, "softmax": "flash"}
 
 
 def gemm(a: int, b: int, bias: int | None, c: int, m: int, n: int, k: int, epilogue: str, precision: str,

@@ -114,7 +114,7 @@ def emit(prog, archs: list[str]) -> tuple[dict, bytes, bytes, list[dict]]:
                         "params": [{"tensor": p} for p in step.params] + [{"scratch": "global"},
                                                                           {"scratch": "profile"}],
                         "images": imgs, "source_sha256": sha, "onnx_nodes": list(step.nodes),
-                        "group": step.group})
+                        "group": step.group, "config": dict(step.config)})
         launches.append({"kernel": len(kernels) - 1, "grid": list(step.grid)})
         records.append({"group": step.group, "sha": sha[:12], "config": step.config, "warps": meta["num_warps"],
                         "shared": meta["shared"]})
