@@ -296,3 +296,21 @@ def test_matmul_triton_policy_matches_ort(precision):
         off, size = k["images"]["sm_90a"]
         assert "HGMMA" in aot.sass(kernels[off:off + size]) or "HMMA" in aot.sass(kernels[off:off + size])
     _check(interp.run(plan, weights, sources, feeds), _reference(model, feeds), precision, "bert-triton-gemm")
+
+
+def test_gemm_only_plan_writes_and_weights_are_stored_uncompressed(tmp_path):
+    """An fp32 ReLU MLP is 3 GEMMs and no Triton kernel: the bundle still writes (empty kernels section), and the
+    weights section is stored raw (fp16/fp32 weights barely compress; decoding them dominated the plugin's load)."""
+    import subprocess
+
+    from xrtc.tools.inspect import read_bundle
+
+    src = tmp_path / "mlp.onnx"
+    src.write_bytes(models.mlp(act="Relu").SerializeToString())
+    out = tmp_path / "m.xrtpkg"
+    proc = subprocess.run([sys.executable, "-m", "xrtc", "compile", str(src), "--target", "cuda", "--precision", "fp32",
+                           "-o", str(out)], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-800:]
+    sections = {s.name: s for s in read_bundle(str(out)).sections}
+    assert sections["cuda-cuda.kernels"].size == 0
+    assert not sections["cuda-cuda.weights"].compressed and sections["cuda-cuda.plan.json"].compressed

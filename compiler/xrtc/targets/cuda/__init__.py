@@ -99,8 +99,10 @@ def lower(models: dict, plan, workdir: str, clock, archs: list[str] | None = Non
              stats["sum_bytes"], len(weights), ",".join(archs))
     names = {"plan": f"{vid}.plan.json", "weights": f"{vid}.weights", "kernels": f"{vid}.kernels",
              "sources": f"{vid}.sources.json"}
-    payloads = [(names["plan"], emit.plan_bytes(plan_json), True), (names["weights"], weights, True),
-                (names["kernels"], kernels, True),
+    # weights stored uncompressed: fp16/fp32 weights barely compress and zstd-decoding them dominated the plugin's
+    # cold start; an empty kernels section (a plan of GEMMs only) must be stored uncompressed
+    payloads = [(names["plan"], emit.plan_bytes(plan_json), True), (names["weights"], weights, False),
+                (names["kernels"], kernels, bool(kernels)),
                 (names["sources"], json.dumps(sources, sort_keys=True).encode(), True)]
     why = (f"target cuda: xpuruntime's CUDA engine, {len(prog.steps)} launches ({n_gemm} cuBLASLt GEMMs, {n_kern} "
            f"Triton kernels) in one CUDA graph, arena {stats['peak_bytes']} bytes (static plan), cubins for "
