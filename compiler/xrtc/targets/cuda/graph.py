@@ -205,14 +205,15 @@ def _probe_feeds(model: onnx.ModelProto) -> dict:
 
 
 def lower_graph(model: onnx.ModelProto, precision: str, gelu_epilogue: bool = True,
-                attention: str = "flash", matmul: str = "cublasLt") -> Program:
+                attention: str = "flash", matmul: str = "cublasLt", fuse_siblings: bool = True) -> Program:
     """The cuda program for `model` (after xrtc's graph passes) at `precision` (fp16 | fp32 | tf32); `attention`:
     flash (online softmax) | math (explicit softmax over all keys at once); `matmul`: cublasLt | triton."""
-    return _Lowerer(model, precision, gelu_epilogue, attention, matmul).run()
+    return _Lowerer(model, precision, gelu_epilogue, attention, matmul, fuse_siblings).run()
 
 
 class _Lowerer:
-    def __init__(self, model, precision, gelu_epilogue, attention="flash", matmul="cublasLt"):
+    def __init__(self, model, precision, gelu_epilogue, attention="flash", matmul="cublasLt", fuse_siblings=True):
+        self.fuse_siblings = fuse_siblings
         self.attention_impl = attention
         self.matmul_impl = matmul
         self.model = model
@@ -567,11 +568,76 @@ class _Lowerer:
         self.set_lazy(node.output[0], expr, [node.name])
 
     # ---- GEMM ----------------------------------------------------------------------------------------------
+    def _bias_add(self, mm_out: str, n: int):
+        """(Add node, bias array) when `mm_out` is read only by an Add of a constant [n] bias, not a graph output,
+        and the sum is not followed by an activation a GEMM epilogue would take; else None."""
+        user = self.single_consumer(mm_out)
+        if user is None or user.op_type != "Add" or mm_out in self.graph_outputs or \
+                user.output[0] in self.graph_outputs:
+            return None
+        b = self.const(user.input[1] if user.input[0] == mm_out else user.input[0])
+        if b is None or b.size != n or b.shape[-1] != n or self.shape(user.output[0]) != self.shape(mm_out):
+            return None
+        nxt = self.single_consumer(user.output[0])
+        if nxt is not None and nxt.op_type in ("Relu", "Gelu") or self.match_gelu(user.output[0]) is not None:
+            return None
+        return user, b.reshape(-1)
+
+    def lower_fused_siblings(self, node) -> bool:
+        """MatMuls of one input by constant weights, each + a bias (Q, K and V): one GEMM with the weights and biases
+        concatenated ([k, n1 + n2 + ...]); each result is a strided view of its columns (Reshape/Transpose to heads
+        stay free views). One launch instead of three, and a wider GEMM that runs nearer the tensor cores' peak."""
+        x = node.input[0]
+        sibs = []
+        for u in self.consumers.get(x, []):
+            if u is None or u.op_type != "MatMul" or u.input[0] != x or self.index_of(u) in self.done:
+                continue
+            w = self.const(u.input[1])
+            if w is None or w.ndim != 2 or not codegen.is_float(str(w.dtype)):
+                continue
+            found = self._bias_add(u.output[0], w.shape[1])
+            if found is not None:
+                sibs.append((u, w, found[0], found[1]))
+        if len(sibs) < 2 or node not in [s[0] for s in sibs] or len({s[1].shape[0] for s in sibs}) != 1:
+            return False
+        sibs.sort(key=lambda s: self.index_of(s[0]))
+        a = self.contiguous_run(x)
+        k = sibs[0][1].shape[0]
+        if a.shape[-1] != k:
+            return False
+        widths = [s[1].shape[1] for s in sibs]
+        total = sum(widths)
+        m = int(np.prod(a.shape[:-1], dtype=np.int64))
+        wcat = np.concatenate([s[1] for s in sibs], axis=1)
+        bcat = np.concatenate([s[3] for s in sibs])
+        names = [s[0].name for s in sibs]
+        wb = self.weight("+".join(s[0].input[1] for s in sibs), array=wcat)
+        bias = self.weight("+".join(names) + ".bias", array=bcat).buf
+        out_shape = tuple(a.shape[:-1]) + (total,)
+        c = self.arena("+".join(s[2].output[0] for s in sibs), self.prog.run_dtype, out_shape)
+        nodes = [nm for s in sibs for nm in (s[0].name, s[2].name)]
+        if self.matmul_impl == "triton":
+            src, params, grid, warps, cfg = codegen.gemm(a.buf, wb.buf, bias, c, m, total, k, "bias",
+                                                         self.prog.precision, self.prog.dtypes())
+            self.prog.steps.append(KernelStep("gemm", src, params, [c], [p for p in params if p != c], grid, warps,
+                                              nodes, num_stages=3, config=cfg))
+        else:
+            self.prog.steps.append(GemmStep(a.buf, wb.buf, c, bias, m, total, k, "bias", nodes))
+        whole = View.whole(c, out_shape)
+        col = 0
+        for (mm, _, add, _), width in zip(sibs, widths):
+            self.values[add.output[0]] = View(c, out_shape[:-1] + (width,), whole.strides, col)
+            col += width
+            self.done.update((self.index_of(mm), self.index_of(add)))
+        return True
+
     def lower_gemm(self, idx, node) -> bool:
         if node.op_type == "MatMul":
             w = self.const(node.input[1])
             if w is None or w.ndim != 2 or node.input[0] in self.static:
                 return False
+            if self.fuse_siblings and self.lower_fused_siblings(node):
+                return True
             bias_arr = None
             alpha = 1.0
         else:
