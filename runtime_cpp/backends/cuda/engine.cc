@@ -211,22 +211,28 @@ xrt_status_t Engine::Init(const EngineArtifacts& a, const std::string& lt_error)
   phase("load_modules");
 
   // One allocation: weights | arena | inputs and outputs at max dims | cuBLASLt workspace.
+  // Every sum is checked: a hostile plan's sizes must not wrap the layout into a smaller allocation.
   io_off_.assign(plan_.tensors.size(), 0);
   uint64_t off = 0;
+  bool overflow = false;
+  const auto add = [&](uint64_t bytes) {
+    const uint64_t aligned = bytes > UINT64_MAX - kAlign ? UINT64_MAX : AlignUp(bytes);
+    overflow = overflow || bytes > UINT64_MAX - kAlign || __builtin_add_overflow(off, aligned, &off);
+  };
   weights_off_ = off;
-  off += AlignUp(a.weights_size);
+  add(a.weights_size);
   arena_off_ = off;
-  off += AlignUp(plan_.arena_bytes);
-  uint64_t io_bytes = 0;
-  for (int id : plan_.inputs) io_off_[id] = off + io_bytes, io_bytes += AlignUp(plan_.tensors[id].bytes_max);
-  for (int id : plan_.outputs) io_off_[id] = off + io_bytes, io_bytes += AlignUp(plan_.tensors[id].bytes_max);
-  off += io_bytes;
+  add(plan_.arena_bytes);
+  const uint64_t io_start = off;
+  for (int id : plan_.inputs) io_off_[id] = off, add(plan_.tensors[id].bytes_max);
+  for (int id : plan_.outputs) io_off_[id] = off, add(plan_.tensors[id].bytes_max);
+  const uint64_t io_bytes = off - io_start;
   workspace_off_ = off;
   const uint64_t workspace = plan_.gemms.empty() ? 0 : AlignUp(options_.workspace_bytes);
-  off += workspace;
+  add(workspace);
   total_bytes_ = std::max<uint64_t>(off, kAlign);
-  if (total_bytes_ < a.weights_size || total_bytes_ < plan_.arena_bytes) {
-    return Make(XRT_STATUS_RESOURCE_EXHAUSTED, "cuda: the plan's memory size overflows");
+  if (overflow) {
+    return Make(XRT_STATUS_RESOURCE_EXHAUSTED, "cuda: the plan's memory sizes overflow 64 bits (a malformed bundle)");
   }
   if (xrt_status_t s = Cu(drv_->cuMemAlloc(&base_, total_bytes_),
                           "allocating " + std::to_string(total_bytes_) + " bytes of device memory")) {

@@ -624,6 +624,11 @@ TEST_F(CudaEngineTest, InvalidPlansFailInitNamingTheField) {
       {"gemm writes a weight", [](json& p, std::string&) { p["gemms"][0]["c"] = 1; p["tensors"][1]["dtype"] = "float32"; }, XRT_STATUS_DATA_CORRUPT, "must be an arena or output tensor"},
       {"gemm dtype", [](json& p, std::string&) { p["gemms"][0]["dtype"] = "float16"; }, XRT_STATUS_DATA_CORRUPT, "operand tensor 0 is float32, the GEMM is float16"},
       {"launch index", [](json& p, std::string&) { p["launches"][0]["gemm"] = 7; }, XRT_STATUS_DATA_CORRUPT, "plan.launches[0].gemm"},
+      {"io size wraps the layout", [](json& p, std::string&) { p["tensors"][7]["bytes_max"] = UINT64_MAX - 8; },
+       XRT_STATUS_RESOURCE_EXHAUSTED, "overflow 64 bits"},
+      {"arena size wraps the layout", [](json& p, std::string&) { p["arena_bytes"] = UINT64_MAX - 100;
+                                                                  p["tensors"][7]["bytes_max"] = 1u << 20; },
+       XRT_STATUS_RESOURCE_EXHAUSTED, "overflow 64 bits"},
       {"truncated cubin", [](json&, std::string& k) { k = k.substr(0, 10); }, XRT_STATUS_DATA_CORRUPT, "outside the kernels artifact"},
       {"cubin tables", [](json&, std::string& k) { reinterpret_cast<Elf64_Ehdr*>(&k[0])->e_shnum = 50;
                                                    reinterpret_cast<Elf64_Ehdr*>(&k[0])->e_shentsize = sizeof(Elf64_Shdr); },
