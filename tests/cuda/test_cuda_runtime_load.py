@@ -1,7 +1,8 @@
 """The cuda plugin from Python and the runner: a bundle compiled with --target cuda loads with device="cuda" and
 matches ONNX Runtime on a machine with an NVIDIA GPU; on one without, the load fails with UNAVAILABLE whose message
 carries the plugin's reason ("libcuda.so.1 not found: no NVIDIA driver; ..."), and xrt-run exits 5 saying the same.
-The plugin's own logic is tested against a fake driver in runtime_cpp/backends/cuda/tests (ctest)."""
+The plugin's own logic is tested against a fake driver in runtime_cpp/backends/cuda/tests (ctest); here the plans
+xrtc writes also go through the plugin's validation (cuda_plan_check), so the two sides of PLAN.md stay in step."""
 from __future__ import annotations
 
 import ctypes
@@ -77,3 +78,29 @@ def test_runner_exit_code_and_reason_without_a_gpu(mlp_bundle):
     r = subprocess.run([runner, str(mlp_bundle[1]), "--device", "cuda"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 5, r.stderr
     assert "libcuda.so.1 not found: no NVIDIA driver; this variant needs a CUDA GPU" in r.stderr
+
+
+@pytest.mark.parametrize("name,precision", [("mlp", "fp16"), ("mlp", "fp32"), ("bert", "fp16"), ("bert", "tf32")])
+def test_compiled_plans_pass_the_plugins_validation(tmp_path, name, precision):
+    runner = os.environ.get("XRT_RUN")
+    check = runner and os.path.join(os.path.dirname(runner), "cuda_plan_check")
+    if not check or not os.path.exists(check):
+        pytest.skip("cuda_plan_check of the ctest build not found (scripts/test.sh sets XRT_RUN)")
+    import xrtpkg
+
+    model = models.mlp(batch=4) if name == "mlp" else models.bert()
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    c = subprocess.run([sys.executable, "-m", "xrtc", "compile", "m.onnx", "--target", "cuda", "--precision", precision,
+                        "-o", "m.xrtpkg"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert c.returncode == 0, c.stdout[-2000:] + c.stderr[-2000:]
+    bundle = xrtpkg.read(str(tmp_path / "m.xrtpkg"))
+    variant = next(v for v in bundle.manifest["variants"] if v["engine"] == "cuda")
+    paths = []
+    for role in ("plan", "weights", "kernels"):
+        p = tmp_path / role
+        section = variant["artifacts"].get(role)
+        p.write_bytes(bundle.data(section) if section else b"")
+        paths.append(str(p))
+    r = subprocess.run([check, *paths], capture_output=True, text=True, timeout=60)
+    print(r.stdout.strip())
+    assert r.returncode == 0, r.stdout + r.stderr
