@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import tempfile
 from dataclasses import dataclass, field
 
@@ -152,10 +153,13 @@ def prepare(model_path: str, target: str, *, policy=None, plan_path: str | None 
 
     validator = None
     if validate_passes:
-        samples = samples_for(source_inputs, policy.shapes, calibration)
-        found = samples if isinstance(samples, str) else reference_for(samples, source.model.SerializeToString())
-        if isinstance(found, str):
-            raise UsageError(f"--validate-passes needs inputs: {found}. Pass --calibration data.npz or --shape")
+        from .gate import NoSamples
+
+        try:
+            found = reference_for(samples_for(source_inputs, policy.shapes, calibration, source.model),
+                                  source.model.SerializeToString(), source_inputs)
+        except NoSamples as err:
+            raise UsageError(f"--validate-passes needs inputs: {err}") from err
         validator = _PassValidator(found[0].feeds, found[1], policy)
 
     pipeline = passes.from_spec(plan.pipeline) if plan else passes.graph_pipeline(policy.shapes)
@@ -298,6 +302,7 @@ class CompileResult:
     path: str
     size: int
     manifest: dict
+    summary: str = ""  # what was built, per variant precision (the CLI's last line)
 
 
 def _candidate(lowering, manifest_base: dict, path: str) -> None:
@@ -313,12 +318,32 @@ def _candidate(lowering, manifest_base: dict, path: str) -> None:
     xrtpkg.write(path, dict(manifest_base, variants=variants), lowering.payloads, force=True)
 
 
-def compile_model(model_path: str, target: str, output: str, force: bool = False, clock: Clock | None = None,
+def _cpu_lacks_fp16() -> bool:
+    """True where /proc/cpuinfo shows an x86 CPU without AVX512-FP16/AMX-FP16 (False where it cannot tell)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return bool(flags) and "avx2" in flags and not {"avx512_fp16", "amx_fp16"} & set(flags)
+
+
+def default_output(model_path: str) -> str:
+    """The bundle path when -o is not given: next to the model, `.onnx` replaced by `.xrtpkg` (never overwritten
+    without --force)."""
+    stem = model_path[:-5] if model_path.lower().endswith(".onnx") else model_path
+    return stem + ".xrtpkg"
+
+
+def compile_model(model_path: str, target: str, output: str | None = None, force: bool = False, clock: Clock | None = None,
                   precompile: bool = True, policy=None, plan_path: str | None = None,
                   calibration_path: str | None = None, validate_passes: bool = False,
-                  extra_passes: list | None = None) -> CompileResult:
+                  extra_passes: list | None = None, allow_unverified: bool = False) -> CompileResult:
     """Compiles `model_path` for `target` into the bundle `output` under `policy` (xpuruntime.policy.Policy) or the
-    plan at `plan_path`. Raises XrtcError subclasses. `precompile` adds engine-compiled blobs (OpenVINO CPU)."""
+    plan at `plan_path`. Raises XrtcError subclasses. `precompile` adds engine-compiled blobs (OpenVINO CPU).
+    Every variant must run on samples and meet its tolerance; where the gate cannot check a variant (no samples the
+    model accepts), the compile fails (gate.NoSamples / AccuracyGateError, exit 3) unless `allow_unverified`, which
+    writes the bundle with `manifest["unverified"]` saying why."""
     from . import gate, package
     from .targets import parse_targets
     from .tools.compile import check_output, quiet_third_party
@@ -326,24 +351,33 @@ def compile_model(model_path: str, target: str, output: str, force: bool = False
     clock = clock or Clock()
     targets = parse_targets(target)
     target = ",".join(targets)
+    output = output or default_output(model_path)
     check_output(model_path, output, force)
     quiet_third_party(logging.getLogger("xrtc").getEffectiveLevel())
 
     prep = prepare(model_path, target, policy=policy, plan_path=plan_path, calibration_path=calibration_path,
                    validate_passes=validate_passes, clock=clock, extra_passes=extra_passes)
     plan, policy = prep.plan, prep.policy
+    if any(v["target"] == "cpu" and v["precision"] == "fp16" for v in plan.variants) and _cpu_lacks_fp16():
+        log.warning("this CPU has no fp16 arithmetic (no avx512_fp16/amx_fp16): the fp16 variants will run no "
+                    "faster than fp32 here, ONNX Runtime's likely slower")
     from . import model_io
 
     inputs, outputs = model_io.model_io(prep.optimised)
-    samples = gate.samples_for(inputs, policy.shapes, prep.calibration)
     references = None
-    if not isinstance(samples, str):
+    unverified = ""  # why the gate could not check the bundle (only with allow_unverified)
+    try:
+        samples = gate.samples_for(inputs, policy.shapes, prep.calibration, prep.source.model)
         with clock.stage("reference-outputs", log):
-            found = gate.reference_for(samples, prep.source.model.SerializeToString())
-        if isinstance(found, str):
-            samples = found
-        else:
-            samples, references = found
+            samples, references = gate.reference_for(samples, prep.source.model.SerializeToString(), inputs)
+    except gate.NoSamples as err:
+        if not allow_unverified:
+            raise gate.NoSamples(f"accuracy gate cannot run: {err}. (To build a bundle nobody checked, on purpose: "
+                                 "--allow-unverified; it is then marked unverified everywhere)") from err
+        unverified = f"the accuracy gate could not run: {err}"
+    declared = []  # decisions: outputs whose declared shape the engines do not produce
+    if references is not None:
+        outputs, declared = _outputs_as_produced(prep.optimised, outputs, references)
 
     precisions = {v["id"]: v["precision"] for v in plan.variants if "excluded" not in v}
     fallbacks: dict[str, str] = {}
@@ -392,11 +426,11 @@ def compile_model(model_path: str, target: str, output: str, force: bool = False
                     drop = f"{why} (on the gate's samples)"
                 elif samples.guessed or (record.get("error") and not prep.calibration):
                     # Generated data may be outside what the model accepts (an int input that sizes an output;
-                    # dims pinned to sizes the model was not made for): the variant is not at fault. Keep it,
-                    # record it as unmeasured, and say what would measure it.
+                    # dims pinned to sizes the model was not made for): the variant is not at fault, but it is not
+                    # checked either. Fails below unless an unverified bundle was asked for.
                     unmeasured.append(variant["id"])
-                    gate_warnings.append(f"{variant['id']}: accuracy not measured ({why}) on generated samples "
-                                         f"({samples.origin}); pass --shape or --calibration with real inputs")
+                    gate_warnings.append(f"{variant['id']}: accuracy not measured on generated samples "
+                                         f"({samples.origin}): {why}")
                     log.warning("accuracy gate: %s", gate_warnings[-1])
                     continue
                 elif record.get("error"):
@@ -444,11 +478,20 @@ def compile_model(model_path: str, target: str, output: str, force: bool = False
                                      + "; ".join(d["reason"] for d in dropped))
     else:
         raise InternalError("accuracy gate: fallbacks did not settle; this is a bug in xrtc")
-    if references is None:
-        gate_warnings.append(f"accuracy not measured: {samples}")
-        log.warning("accuracy gate not run: %s", samples)
+    if unmeasured and not unverified:
+        shapes = gate._shapes_text(samples.feeds[0])
+        if not allow_unverified:
+            raise AccuracyGateError(
+                f"accuracy gate: {', '.join(unmeasured)} could not be checked: "
+                + "; ".join(w for w in gate_warnings if w.split(":")[0] in unmeasured)
+                + f". Pass real inputs with --calibration data.npz, or the shapes you deploy with --shape (the gate "
+                f"tried {shapes}); to build a bundle nobody checked, on purpose: --allow-unverified")
+        unverified = f"accuracy not measured for {', '.join(unmeasured)} on the generated samples ({shapes})"
+    if unverified:
+        gate_warnings.append(f"UNVERIFIED (--allow-unverified): {unverified}")
+        log.warning("%s", gate_warnings[-1])
         if policy.execution.get("precision").mode == "fixed" and any(p != "fp32" for p in precisions.values()):
-            raise AccuracyGateError(f"precision is fixed but the accuracy gate cannot run ({samples}); pass "
+            raise AccuracyGateError(f"precision is fixed but the accuracy gate cannot run ({unverified}); pass "
                                     "--calibration data.npz or bind the dynamic dims with --shape")
 
     # Final bundle: the last built variants (the candidate's thread settings were on a copy), plus plan, decision
@@ -473,7 +516,11 @@ def compile_model(model_path: str, target: str, output: str, force: bool = False
 
     from .decisions import decision_log
 
-    log_json = decision_log(plan, lowering.variants, excluded, fallbacks, plan.warnings + gate_warnings,
+    shape_notes = [f"output {name!r}: the model declares {gate._shape_text(shape)}, but ONNX Runtime and every "
+                   f"variant produce {gate._shape_text(next(o['shape'] for o in outputs if o['name'] == name))} on "
+                   "the samples; the bundle declares the shape produced (the model's declaration is wrong: fix "
+                   "it in the exporter)" for name, shape in declared]
+    log_json = decision_log(plan, lowering.variants, excluded, fallbacks, plan.warnings + shape_notes + gate_warnings,
                             gate_fp32=set(prep.extra_fp32))
     payloads.append(("plan.json", plan.dumps().encode(), True))
     payloads.append(("decisions.json", json.dumps(log_json, sort_keys=True, indent=1).encode(), True))
@@ -498,11 +545,98 @@ def compile_model(model_path: str, target: str, output: str, force: bool = False
     manifest["decisions"] = "decisions.json"
     if golden:
         manifest["golden"] = golden
+    if unverified:
+        manifest["unverified"] = {"reason": unverified, "requested": "--allow-unverified"}
+    for name, shape in declared:
+        next(o for o in manifest["model"]["outputs"] if o["name"] == name)["declared_shape"] = shape
     if prep.calibration:
         manifest["provenance"]["calibration"] = {"samples": len(prep.calibration), "sha256": prep.calibration_digest}
     with clock.stage("write-bundle", log):
         size = package.write_bundle(output, manifest, payloads, force)
-    return CompileResult(path=output, size=size, manifest=manifest)
+    return CompileResult(path=output, size=size, manifest=manifest,
+                         summary=_built_summary(manifest, policy, plan.warnings + gate_warnings))
+
+
+def _built_summary(manifest: dict, policy, warnings: list[str]) -> str:
+    """What was built, per variant precision, and why a precision asked for was not delivered: the compile's last
+    line. A `fixed` precision not delivered raises (the plan and the gate already refuse it; this is the net)."""
+    knob = policy.execution.get("precision")
+    asked = knob.choice if "precision" in policy.execution.knobs and knob.mode != "auto" else None
+    parts = [f"{v['id']} {v['precision']}" for v in manifest["variants"]]
+    missed = [v["id"] for v in manifest["variants"] if asked and v["precision"] != asked]
+    text = "built " + ", ".join(parts)
+    if missed:
+        why = next((w for w in warnings if asked in w), "see the warnings (-v)")
+        why = re.sub(r"^prefer precision=\S+ on \S+: ", "", why)
+        if knob.mode == "fixed":
+            raise PolicyViolationError(f"precision={asked} is fixed, but {', '.join(missed)} would be built at "
+                                       f"another precision: {why}")
+        text += f" (asked {asked}, not delivered: {why})"
+    if manifest.get("unverified"):
+        text += "; UNVERIFIED (--allow-unverified)"
+    return text
+
+
+def _outputs_as_produced(model: onnx.ModelProto, outputs: list[dict], references: list[dict]):
+    """The output specs as the source model produces them on the samples. A model may declare an output shape its
+    graph does not produce (seen: `[1, seqlen]` for a `[28, 1, 8210]` output; ONNX Runtime only warns); a bundle
+    declaring it could never run, since the runtime checks every output against the manifest. Where the declaration
+    disagrees with what ONNX Runtime produced, the shape is taken from ONNX shape inference without the declaration
+    (symbolic dims stay symbolic) and checked against the samples, else from the samples with dims that differ
+    across samples (or depend on a dynamic input) left unknown. A dtype mismatch is the model's error, raised.
+    Returns (outputs, [(name, declared shape)])."""
+    from .errors import ModelCheckError
+
+    inferred = _inferred_output_shapes(model)
+    dynamic_inputs = any(not isinstance(d, int) for i in model_io_inputs(model) for d in (i["shape"] or [None]))
+    fixed, declared = [], []
+    for spec in outputs:
+        got = [ref[spec["name"]] for ref in references]
+        dtype = got[0].dtype.name
+        if dtype != spec["dtype"]:
+            raise ModelCheckError(f"output {spec['name']!r} is declared {spec['dtype']} but the model produces "
+                                  f"{dtype} (ONNX Runtime, on the gate's samples): the model's declaration is wrong; "
+                                  "fix it in the exporter")
+        shapes = {a.shape for a in got}
+        shape = spec["shape"]
+        if shape is not None and all(len(s) == len(shape) and all(not isinstance(d, int) or d == g
+                                                                  for d, g in zip(shape, s)) for s in shapes):
+            fixed.append(spec)
+            continue
+        guess = inferred.get(spec["name"])
+        if guess is None or any(len(s) != len(guess) or any(isinstance(d, int) and d != g for d, g in zip(guess, s))
+                                for s in shapes):
+            first = next(iter(shapes))
+            guess = [first[k] if len({s[k] for s in shapes}) == 1 and not dynamic_inputs else None
+                     for k in range(len(first))]
+        fixed.append(dict(spec, shape=guess))
+        declared.append((spec["name"], shape))
+        log.warning("output %r: the model declares %s but produces %s; the bundle declares %s (fix the model's "
+                    "declaration in the exporter)", spec["name"], shape, [list(s) for s in sorted(shapes)], guess)
+    return fixed, declared
+
+
+def model_io_inputs(model: onnx.ModelProto) -> list[dict]:
+    from . import model_io
+
+    return model_io.model_io(model)[0]
+
+
+def _inferred_output_shapes(model: onnx.ModelProto) -> dict[str, list]:
+    """Output shapes from ONNX shape inference with the outputs' own declarations removed ({} where it fails)."""
+    from .model_io import _shape_of
+
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    for out in copy.graph.output:
+        out.type.tensor_type.ClearField("shape")
+    del copy.graph.value_info[:]
+    try:
+        inferred = onnx.shape_inference.infer_shapes(copy, data_prop=True)
+    except Exception:  # noqa: BLE001 - inference is a hint here; the samples decide
+        return {}
+    return {o.name: _shape_of(o.type.tensor_type) for o in inferred.graph.output
+            if o.type.tensor_type.HasField("shape")}
 
 
 def _plan_with(plan, precisions: dict[str, str]):

@@ -94,18 +94,23 @@ class Compile:
         parser.add_argument("model", metavar="MODEL.onnx", help="the ONNX model (never modified)")
         parser.add_argument("--target", default="cpu", metavar="TARGET",
                             help="what to compile for: cpu (default); npu-intel, cuda, tensorrt are planned")
-        parser.add_argument("-o", "--output", required=True, metavar="OUT.xrtpkg", help="the bundle to write")
+        parser.add_argument("-o", "--output", metavar="OUT.xrtpkg", help="the bundle to write (default: next to "
+                            "the model, MODEL.xrtpkg; never overwritten without --force)")
         parser.add_argument("--force", action="store_true", help="overwrite OUT.xrtpkg if it exists")
         add_policy_args(parser)
         parser.add_argument("--validate-passes", action="store_true",
                             help="run the graph after every pass against the source model (ONNX Runtime, same "
                                  "inputs); stop at the first pass that breaks numerics, naming it")
+        parser.add_argument("--allow-unverified", action="store_true",
+                            help="write the bundle even where the accuracy gate cannot check a variant (no samples "
+                                 "the model accepts); the bundle is marked unverified (inspect, verify, the summary)")
         parser.add_argument("--no-precompile", dest="precompile", action="store_false",
                             help="leave out engine-compiled blobs (OpenVINO CPU): slower first load, but bytes that "
                                  "do not depend on this machine's CPU capabilities")
 
     def run(self, args) -> int:
         from ..build import compile_model
+        from ..gate import plural
 
         if args.plan and (args.policy or args.precision or args.shape or args.static_shape):
             raise UsageError("--plan fixes every decision: drop --policy/--precision/--shape/--static-shape, or "
@@ -113,7 +118,7 @@ class Compile:
         policy = None if args.plan else policy_from_args(args)
         result = compile_model(args.model, args.target, args.output, args.force, precompile=args.precompile,
                                policy=policy, plan_path=args.plan, calibration_path=args.calibration,
-                               validate_passes=args.validate_passes)
+                               validate_passes=args.validate_passes, allow_unverified=args.allow_unverified)
         manifest = result.manifest
         order = ", ".join(f"{v['id']} ({v['precision']})" for v in manifest["variants"])
         print(f"wrote {result.path} ({result.size} bytes)")
@@ -123,10 +128,14 @@ class Compile:
             acc = variant.get("accuracy")
             if acc:
                 errs = ", ".join(f"{k} {v:.3g}" for k, v in acc["max_abs_err"].items())
-                print(f"    accuracy vs ONNX Runtime (source model, {acc['samples']} samples): max abs err {errs} "
-                      f"(tolerance rtol {acc['rtol']:g}, atol {acc['atol']:g}): {'ok' if acc['passed'] else 'OVER'}")
+                print(f"    accuracy vs ONNX Runtime (source model, {plural(acc['samples'], 'sample')}): max abs err "
+                      f"{errs} (tolerance rtol {acc['rtol']:g}, atol {acc['atol']:g}): "
+                      f"{'ok' if acc['passed'] else 'OVER'}")
         for item in manifest["excluded"]:
             print(f"excluded {item['target']}-{item['engine']}: {item['reason']}")
+        if manifest.get("unverified"):
+            print(f"UNVERIFIED: {manifest['unverified']['reason']}")
+        self.final_note = result.summary  # the CLI's last line: PASSED xrtc compile: built ...
         sys.stdout.flush()
         return 0
 
