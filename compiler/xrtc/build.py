@@ -610,6 +610,8 @@ def _outputs_as_produced(model: onnx.ModelProto, outputs: list[dict], references
             guess = [first[k] if len({s[k] for s in shapes}) == 1 and not dynamic_inputs else None
                      for k in range(len(first))]
         fixed.append(dict(spec, shape=guess))
+        if shape is None:  # declared nothing: filled in, nothing to blame
+            continue
         declared.append((spec["name"], shape))
         log.warning("output %r: the model declares %s but produces %s; the bundle declares %s (fix the model's "
                     "declaration in the exporter)", spec["name"], shape, [list(s) for s in sorted(shapes)], guess)

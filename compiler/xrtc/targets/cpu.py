@@ -185,10 +185,9 @@ def order_engines(built: set[str], estimate: ComputeEstimate) -> list[tuple[str,
     rule = f"OpenVINO first when est. >= {limit}"
     if built == {"openvino", "onnxruntime"}:
         if estimate.flops >= OPENVINO_MIN_FLOPS:
-            return [("openvino", f"preferred ({rule}): {est}; OpenVINO is faster on compute-heavy CPU graphs"),
+            return [("openvino", f"preferred ({rule}): {est}; OpenVINO is faster on compute-heavy graphs"),
                     ("onnxruntime", f"second choice: {est} >= {limit}")]
-        return [("onnxruntime", f"preferred ({rule}): {est}; ONNX Runtime has less per-call overhead on small "
-                                "graphs"),
+        return [("onnxruntime", f"preferred ({rule}): {est}; ONNX Runtime has less per-call overhead"),
                 ("openvino", f"second choice: {est} < {limit}")]
     if built == {"openvino"}:
         return [("openvino", f"only variant: ONNX Runtime could not build the model (see excluded); {est}")]
