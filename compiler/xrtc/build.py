@@ -365,15 +365,14 @@ def compile_model(model_path: str, target: str, output: str | None = None, force
 
     inputs, outputs = model_io.model_io(prep.optimised)
     references = None
-    unverified = ""  # why the gate could not check the bundle (only with allow_unverified)
+    unverified = ""  # why the gate could not check the bundle (kept only with allow_unverified)
+    no_samples = None
     try:
         samples = gate.samples_for(inputs, policy.shapes, prep.calibration, prep.source.model)
         with clock.stage("reference-outputs", log):
             samples, references = gate.reference_for(samples, prep.source.model.SerializeToString(), inputs)
-    except gate.NoSamples as err:
-        if not allow_unverified:
-            raise gate.NoSamples(f"accuracy gate cannot run: {err}. (To build a bundle nobody checked, on purpose: "
-                                 "--allow-unverified; it is then marked unverified everywhere)") from err
+    except gate.NoSamples as err:  # raised after lowering: a model no engine builds says so first (exit 4)
+        no_samples = err
         unverified = f"the accuracy gate could not run: {err}"
     declared = []  # decisions: outputs whose declared shape the engines do not produce
     if references is not None:
@@ -478,6 +477,9 @@ def compile_model(model_path: str, target: str, output: str | None = None, force
                                      + "; ".join(d["reason"] for d in dropped))
     else:
         raise InternalError("accuracy gate: fallbacks did not settle; this is a bug in xrtc")
+    if no_samples is not None and not allow_unverified:
+        raise gate.NoSamples(f"accuracy gate cannot run: {no_samples}. (To build a bundle nobody checked, on "
+                             "purpose: --allow-unverified; it is then marked unverified everywhere)") from no_samples
     if unmeasured and not unverified:
         shapes = gate._shapes_text(samples.feeds[0])
         if not allow_unverified:

@@ -183,7 +183,10 @@ def reference_for(samples: Samples, model_bytes: bytes, inputs: list[dict] | Non
     """The samples the source model runs on, with its outputs; tries the candidate shapes in order. Raises
     NoSamples naming the shapes tried and the `--shape` flags to pass."""
     errors = []
-    session = _reference_session(model_bytes)
+    try:
+        session = _reference_session(model_bytes)
+    except XrtcError as err:
+        raise NoSamples(f"{err}, so there is no reference to compare with") from err
     for feeds in [samples.feeds, *samples.alternatives]:
         try:
             return Samples(feeds, samples.origin + (f"; dynamic dims pinned to {_shapes_text(feeds[0])}"
