@@ -167,9 +167,13 @@ def samples_for(inputs: list[dict], shapes: dict, calibration: list[dict] | None
         raise NoSamples(f"input {unknown[0]!r} has unknown rank, so the gate cannot make samples for it: pass real "
                         "inputs with --calibration data.npz")
     fills = list(DYNAMIC_FILLS) + (graph_sizes(model) if model is not None else [])
+    # A named dim is one size everywhere: "batch" first in one input and second in another (a recurrent state
+    # [2, batch, 128]) is pinned to 1 in both.
+    leading = {s.shape[0] for s in specs if s.shape and isinstance(s.shape[0], str)}
     candidates = []
     for fill in fills:
-        pinned = {s.name: tuple(d if isinstance(d, int) else (1 if k == 0 else fill) for k, d in enumerate(s.shape))
+        pinned = {s.name: tuple(d if isinstance(d, int) else (1 if k == 0 or d in leading else fill)
+                                for k, d in enumerate(s.shape))
                   for s in specs}
         pinned.update({k: tuple(v) for k, v in shapes.items()})
         candidates.append(pinned)
@@ -187,13 +191,20 @@ def reference_for(samples: Samples, model_bytes: bytes, inputs: list[dict] | Non
         session = _reference_session(model_bytes)
     except XrtcError as err:
         raise NoSamples(f"{err}, so there is no reference to compare with") from err
-    for feeds in [samples.feeds, *samples.alternatives]:
+    candidates = [samples.feeds, *samples.alternatives]
+    guessed = samples.guessed or bool(samples.alternatives)
+    origin = samples.origin.split("; dynamic dims pinned to ")[0]
+    for k, feeds in enumerate(candidates):
         try:
-            return Samples(feeds, samples.origin + (f"; dynamic dims pinned to {_shapes_text(feeds[0])}"
-                                                     if samples.alternatives else ""),
-                           guessed=bool(samples.alternatives)), _run_reference(session, feeds)
+            references = _run_reference(session, feeds)
         except XrtcError as err:
             errors.append((_shapes_text(feeds[0]), str(err).split("gate's samples: ", 1)[-1]))
+            continue
+        # The untried candidates stay as alternatives: a variant that fails on guessed shapes gets the next ones.
+        return Samples(feeds, origin + (f"; dynamic dims pinned to {_shapes_text(feeds[0])}" if guessed else ""),
+                       candidates[k + 1:] if guessed else [], guessed=guessed), references
+    if not errors:
+        raise NoSamples("no other sample shape to try")
     tried = "; ".join(shape for shape, _ in errors)
     flags = " ".join(f"--shape {s['name']}={'x'.join(str(d) if isinstance(d, int) else ('1' if k == 0 else 'N') for k, d in enumerate(s['shape']))}"
                      for s in inputs or [] if s["shape"] and any(not isinstance(d, int) for d in s["shape"]))
@@ -204,7 +215,7 @@ def reference_for(samples: Samples, model_bytes: bytes, inputs: list[dict] | Non
 
 
 def _shapes_text(feeds: dict) -> str:
-    return ", ".join(f"{k}={'x'.join(map(str, v.shape))}" for k, v in feeds.items())
+    return ", ".join(f"{k}={'x'.join(map(str, v.shape)) or 'scalar'}" for k, v in feeds.items())
 
 
 def _first_sentence(text: str, limit: int = 240) -> str:

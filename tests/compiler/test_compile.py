@@ -26,6 +26,8 @@ from xrtc import cli
 from xrtc.errors import (ExternalDataError, ModelCheckError, ModelLoadError, OutputExistsError,
                          UnsupportedModelError, UnsupportedTargetError, UsageError)
 from xrtc.tools.compile import compile_model
+from xpuruntime.policy import Policy
+from xrt_testutil import GATE_SHAPES, gate_shape_args
 
 CORPUS = Path(os.environ.get("XRT_CORPUS", Path.home() / ".cache" / "xrt-corpus"))
 MODELS = CORPUS / "models"
@@ -67,7 +69,8 @@ def compiled(tmp_path_factory):
             model = MODELS / f"{name}.onnx"
             before = sha256(model)
             out = folder / f"{name}.xrtpkg"
-            compile_model(str(model), "cpu", str(out))
+            shapes = {k: [int(d) for d in v.split("x")] for k, v in (s.split("=") for s in GATE_SHAPES.get(name, []))}
+            compile_model(str(model), "cpu", str(out), policy=Policy(shapes=shapes) if shapes else None)
             cache[name] = (out, xrtpkg.read(out), before)
         return cache[name]
 
@@ -197,7 +200,8 @@ def test_corpus_compile_is_deterministic(name, compiled, tmp_path):
     second = tmp_path / "again" / "other-name.xrtpkg"
     second.parent.mkdir()
     proc = subprocess.run([sys.executable, "-P", "-m", "xrtc", "compile", str(MODELS / f"{name}.onnx"), "--target", "cpu",
-                           "-o", str(second), "-q"], capture_output=True, text=True, timeout=600)
+                           "-o", str(second), "-q", *gate_shape_args(name)], capture_output=True, text=True,
+                          timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("PASSED xrtc compile: built ")
     assert first.read_bytes() == second.read_bytes()
