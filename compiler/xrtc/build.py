@@ -335,7 +335,8 @@ def default_output(model_path: str) -> str:
     return stem + ".xrtpkg"
 
 
-def compile_model(model_path: str, target: str, output: str | None = None, force: bool = False, clock: Clock | None = None,
+def compile_model(model_path: str, target: str, output: str | None = None, force: bool = False,
+                  clock: Clock | None = None,
                   precompile: bool = True, policy=None, plan_path: str | None = None,
                   calibration_path: str | None = None, validate_passes: bool = False,
                   extra_passes: list | None = None, allow_unverified: bool = False) -> CompileResult:
@@ -374,6 +375,7 @@ def compile_model(model_path: str, target: str, output: str | None = None, force
     except gate.NoSamples as err:  # raised after lowering: a model no engine builds says so first (exit 4)
         no_samples = err
         unverified = f"the accuracy gate could not run: {err}"
+    tried = [gate._shapes_text(samples.feeds[0])] if references is not None else []  # sample shapes measured
     declared = []  # decisions: outputs whose declared shape the engines do not produce
     if references is not None:
         outputs, declared = _outputs_as_produced(prep.optimised, outputs, references)
@@ -409,84 +411,91 @@ def compile_model(model_path: str, target: str, output: str | None = None, force
                 break
             candidate = os.path.join(workdir, "candidate.xrtpkg")
             _candidate(lowering, base, candidate)
-            retry = False
-            for variant in lowering.variants:
-                tol = policy.tolerance_for(variant["precision"])
-                with clock.stage(f"gate-{variant['id']}", log):
-                    record = gate.measure_isolated(workdir, candidate, variant["id"], samples.feeds, references,
-                                                   tol["rtol"], tol["atol"])
-                accuracy[variant["id"]] = record
-                log.info("gate %s (%s): %s, max abs err %s", variant["id"], variant["precision"],
-                         "ok" if record["passed"] else "FAILED", record["max_abs_err"])
-                if record["passed"]:
-                    continue
-                why = "; ".join(record["failures"])
-                drop = None
-                if record.get("crashed"):  # never ship a variant its engine cannot run
-                    drop = f"{why} (on the gate's samples)"
-                elif samples.guessed or (record.get("error") and not prep.calibration):
-                    # Generated data may be outside what the model accepts (an int input that sizes an output;
-                    # dims pinned to sizes the model was not made for): the variant is not at fault, but it is not
-                    # checked either. Fails below unless an unverified bundle was asked for.
-                    unmeasured.append(variant["id"])
-                    gate_warnings.append(f"{variant['id']}: accuracy not measured on generated samples "
-                                         f"({samples.origin}): {why}")
-                    log.warning("accuracy gate: %s", gate_warnings[-1])
-                    continue
-                elif record.get("error"):
-                    drop = f"fails on the calibration samples ({why})"
-                elif _fallback_precision(variant["id"], variant["precision"]):
-                    if policy.execution.get("precision").mode == "fixed":
-                        raise AccuracyGateError(
-                            f"accuracy gate: {variant['id']} at {variant['precision']} is over the tolerance (rtol "
-                            f"{tol['rtol']:g}, atol {tol['atol']:g}): {why}. precision is fixed: loosen [tolerance], "
-                            "keep more ops in fp32 ([precision] keep_fp32_ops / [nodes]), or make precision "
-                            "\"prefer\"")
-                    if variant["engine"] == "onnxruntime" and variant["precision"] == "fp16" and \
-                            not prep.extra_fp32:
-                        with clock.stage("per-node-fallback", log):
-                            found = _fp16_nodes_to_keep_fp32(prep, samples.feeds, references, tol)
-                        if found:
-                            prep.extra_fp32 = found
-                            fallbacks[variant["id"]] = (f"fp16 over tolerance ({why}); per-node fallback kept "
-                                                        f"{len(found)} node(s) in fp32: {', '.join(found[:8])}"
-                                                        f"{' ...' if len(found) > 8 else ''}")
-                            gate_warnings.append(f"{variant['id']}: {fallbacks[variant['id']]}")
-                            log.warning("accuracy gate: %s", gate_warnings[-1])
-                            retry = True
-                            continue
-                    to = _fallback_precision(variant["id"], variant["precision"])
-                    fallbacks[variant["id"]] = f"{variant['precision']} over tolerance ({why}); rebuilt {to}"
-                    gate_warnings.append(f"{variant['id']}: {fallbacks[variant['id']]}")
-                    log.warning("accuracy gate: %s", gate_warnings[-1])
-                    precisions[variant["id"]] = to
-                    retry = True
-                else:  # at the highest precision its target has and still off the reference: never ship it
-                    drop = f"{variant['precision']} output over tolerance ({why})" + \
-                        ("" if variant["precision"] == "fp32" else f"; {variant['target']} has no higher precision")
-                if drop:
-                    gate_warnings.append(f"{variant['id']} left out: {drop}")
-                    log.warning("accuracy gate: %s", gate_warnings[-1])
-                    dropped.append({"target": variant["target"], "engine": variant["engine"],
-                                    "reason": f"accuracy gate: {drop}"})
-                    precisions.pop(variant["id"])
-                    retry = True
-            if unmeasured and not retry and samples.alternatives:
-                # Guessed shapes the source model runs on but a variant does not (a recogniser at 32x32): the
-                # variant is not at fault; try the next shapes the source model accepts.
-                try:
-                    following = gate.Samples(samples.alternatives[0], samples.origin, samples.alternatives[1:],
-                                             guessed=True)
-                    samples, references = gate.reference_for(following, prep.source.model.SerializeToString(),
-                                                             inputs)
-                except gate.NoSamples:
-                    pass
-                else:
-                    log.info("accuracy gate: %s failed on guessed shapes; trying %s", ", ".join(unmeasured),
-                             gate._shapes_text(samples.feeds[0]))
-                    gate_warnings[:] = [w for w in gate_warnings if ": accuracy not measured on generated" not in w]
-                    accuracy.clear()
-                    retry = True
+            while True:  # re-measured (same lowering) when guessed sample shapes move on
+                retry = False
+                unmeasured.clear()
+                for variant in lowering.variants:
+                    tol = policy.tolerance_for(variant["precision"])
+                    with clock.stage(f"gate-{variant['id']}", log):
+                        record = gate.measure_isolated(workdir, candidate, variant["id"], samples.feeds, references,
+                                                       tol["rtol"], tol["atol"])
+                    accuracy[variant["id"]] = record
+                    log.info("gate %s (%s): %s, max abs err %s", variant["id"], variant["precision"],
+                             "ok" if record["passed"] else "FAILED", record["max_abs_err"])
+                    if record["passed"]:
+                        continue
+                    why = "; ".join(record["failures"])
+                    drop = None
+                    if record.get("crashed"):  # never ship a variant its engine cannot run
+                        drop = f"{why} (on the gate's samples)"
+                    elif samples.guessed or (record.get("error") and not prep.calibration):
+                        # Generated data may be outside what the model accepts (an int input that sizes an output;
+                        # dims pinned to sizes the model was not made for): the variant is not at fault, but it is not
+                        # checked either. Fails below unless an unverified bundle was asked for.
+                        unmeasured.append(variant["id"])
+                        gate_warnings.append(f"{variant['id']}: accuracy not measured on generated samples "
+                                             f"({samples.origin}): {why}")
+                        log.info("accuracy gate: %s", gate_warnings[-1])  # the outcome (next shapes, error) says it
+                        continue
+                    elif record.get("error"):
+                        drop = f"fails on the calibration samples ({why})"
+                    elif _fallback_precision(variant["id"], variant["precision"]):
+                        if policy.execution.get("precision").mode == "fixed":
+                            raise AccuracyGateError(
+                                f"accuracy gate: {variant['id']} at {variant['precision']} is over the tolerance (rtol "
+                                f"{tol['rtol']:g}, atol {tol['atol']:g}): {why}. precision is fixed: loosen "
+                                "[tolerance], "
+                                "keep more ops in fp32 ([precision] keep_fp32_ops / [nodes]), or make precision "
+                                "\"prefer\"")
+                        if variant["engine"] == "onnxruntime" and variant["precision"] == "fp16" and \
+                                not prep.extra_fp32:
+                            with clock.stage("per-node-fallback", log):
+                                found = _fp16_nodes_to_keep_fp32(prep, samples.feeds, references, tol)
+                            if found:
+                                prep.extra_fp32 = found
+                                fallbacks[variant["id"]] = (f"fp16 over tolerance ({why}); per-node fallback kept "
+                                                            f"{len(found)} node(s) in fp32: {', '.join(found[:8])}"
+                                                            f"{' ...' if len(found) > 8 else ''}")
+                                gate_warnings.append(f"{variant['id']}: {fallbacks[variant['id']]}")
+                                log.warning("accuracy gate: %s", gate_warnings[-1])
+                                retry = True
+                                continue
+                        to = _fallback_precision(variant["id"], variant["precision"])
+                        fallbacks[variant["id"]] = f"{variant['precision']} over tolerance ({why}); rebuilt {to}"
+                        gate_warnings.append(f"{variant['id']}: {fallbacks[variant['id']]}")
+                        log.warning("accuracy gate: %s", gate_warnings[-1])
+                        precisions[variant["id"]] = to
+                        retry = True
+                    else:  # at the highest precision its target has and still off the reference: never ship it
+                        drop = f"{variant['precision']} output over tolerance ({why})" + \
+                            ("" if variant["precision"] == "fp32" else f"; {variant['target']} has no higher precision")
+                    if drop:
+                        gate_warnings.append(f"{variant['id']} left out: {drop}")
+                        log.warning("accuracy gate: %s", gate_warnings[-1])
+                        dropped.append({"target": variant["target"], "engine": variant["engine"],
+                                        "reason": f"accuracy gate: {drop}"})
+                        precisions.pop(variant["id"])
+                        retry = True
+                if unmeasured and not retry and samples.alternatives:
+                    # Guessed shapes the source model runs on but a variant does not (a recogniser at 32x32): the
+                    # variant is not at fault; try the next shapes the source model accepts.
+                    try:
+                        following = gate.Samples(samples.alternatives[0], samples.origin, samples.alternatives[1:],
+                                                 guessed=True)
+                        samples, references = gate.reference_for(following, prep.source.model.SerializeToString(),
+                                                                 inputs)
+                    except gate.NoSamples:
+                        pass
+                    else:
+                        log.info("accuracy gate: %s failed on guessed shapes; trying %s", ", ".join(unmeasured),
+                                 gate._shapes_text(samples.feeds[0]))
+                        gate_warnings[:] = [w for w in gate_warnings if ": accuracy not measured on generated" not in w]
+                        accuracy.clear()
+                        tried.append(gate._shapes_text(samples.feeds[0]))
+                        for stale in ("gate-feeds.npz", "gate-refs.npz"):  # measure_isolated's cached samples
+                            os.remove(os.path.join(workdir, stale))
+                        continue
+                break
             if not retry:
                 break
             if not precisions:
@@ -498,13 +507,14 @@ def compile_model(model_path: str, target: str, output: str | None = None, force
         raise gate.NoSamples(f"accuracy gate cannot run: {no_samples}. (To build a bundle nobody checked, on "
                              "purpose: --allow-unverified; it is then marked unverified everywhere)") from no_samples
     if unmeasured and not unverified:
-        shapes = gate._shapes_text(samples.feeds[0])
+        shapes = "; ".join(tried)
         if not allow_unverified:
             raise AccuracyGateError(
                 f"accuracy gate: {', '.join(unmeasured)} could not be checked: "
                 + "; ".join(w for w in gate_warnings if w.split(":")[0] in unmeasured)
-                + f". Pass real inputs with --calibration data.npz, or the shapes you deploy with --shape (the gate "
-                f"tried {shapes}); to build a bundle nobody checked, on purpose: --allow-unverified")
+                + f". Pass the shapes you deploy ({gate.shape_flags(inputs) or '--shape NAME=DIMS'}, N your sizes; the "
+                f"gate tried {shapes}) or real inputs with --calibration data.npz; to build a bundle nobody checked, "
+                "on purpose: --allow-unverified")
         unverified = f"accuracy not measured for {', '.join(unmeasured)} on the generated samples ({shapes})"
     if unverified:
         gate_warnings.append(f"UNVERIFIED (--allow-unverified): {unverified}")

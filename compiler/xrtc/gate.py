@@ -206,12 +206,19 @@ def reference_for(samples: Samples, model_bytes: bytes, inputs: list[dict] | Non
     if not errors:
         raise NoSamples("no other sample shape to try")
     tried = "; ".join(shape for shape, _ in errors)
-    flags = " ".join(f"--shape {s['name']}={'x'.join(str(d) if isinstance(d, int) else ('1' if k == 0 else 'N') for k, d in enumerate(s['shape']))}"
-                     for s in inputs or [] if s["shape"] and any(not isinstance(d, int) for d in s["shape"]))
+    flags = shape_flags(inputs or [])
     raise NoSamples(f"the source model runs on none of the sample shapes tried ({tried}); ONNX Runtime said, for "
                     f"the last: {errors[-1][1]}. Give the shapes the model accepts"
                     + (f" ({flags}, N being a size it accepts)" if flags else "")
                     + " or real inputs with --calibration data.npz")
+
+
+def shape_flags(inputs: list[dict]) -> str:
+    """`--shape` flags to edit for the inputs with dynamic dims: `--shape x=1x3xNxN` (leading/batch dims as 1)."""
+    leading = {s["shape"][0] for s in inputs if s["shape"] and isinstance(s["shape"][0], str)}
+    return " ".join("--shape {}={}".format(s["name"], "x".join(
+        str(d) if isinstance(d, int) else ("1" if k == 0 or d in leading else "N") for k, d in enumerate(s["shape"])))
+        for s in inputs if s["shape"] and any(not isinstance(d, int) for d in s["shape"]))
 
 
 def _shapes_text(feeds: dict) -> str:
@@ -288,8 +295,9 @@ def measure(bundle_path: str, variant_id: str, samples: list[dict], references: 
             for name, expected in ref.items():
                 c = compare(variant_id, name, got[name], expected, rtol, atol)
                 worst[name] = max(worst.get(name, 0.0), c.max_abs_err)
-                if not c.passed:
-                    failures.append(f"{name}: max abs err {c.max_abs_err:.3g}" + (f" ({c.note})" if c.note else ""))
+                text = f"{name}: max abs err {c.max_abs_err:.3g}" + (f" ({c.note})" if c.note else "")
+                if not c.passed and text not in failures:
+                    failures.append(text)
     return {"passed": not failures, "rtol": rtol, "atol": atol, "samples": len(samples), "ran_on": ran_on,
             "max_abs_err": {k: float(f"{v:.3g}") for k, v in sorted(worst.items())},
             "failures": failures[:4]}

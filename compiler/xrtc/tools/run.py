@@ -23,7 +23,8 @@ def add_runtime_args(parser) -> None:
     parser.add_argument("--input", action="append", metavar="NAME=FILE.npy", help="one input from an .npy (repeatable)")
     parser.add_argument("--shape", action="append", metavar="NAME=1x3x224x224",
                         help="shape for random inputs with dynamic dims (repeatable)")
-    parser.add_argument("--seed", type=int, default=0, help="seed for random inputs (default 0; the same inputs as xrt-run --seed)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed for random inputs (default 0; the same inputs as xrt-run --seed)")
     parser.add_argument("--fallback", metavar="DEV[,DEV]",
                         help="devices to try when --device has no usable variant (e.g. cpu); 'none' allows none; "
                              "default: the bundle's chain")
