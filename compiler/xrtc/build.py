@@ -92,7 +92,7 @@ class _PassValidator:
         self.precision = "fp32"
 
     def __call__(self, pass_name: str, model: onnx.ModelProto) -> float:
-        from .gate import reference_outputs
+        from .gate import _first_sentence, reference_outputs
         from .tools.verify import compare
 
         tol = self.policy.tolerance_for(self.precision)
@@ -100,7 +100,8 @@ class _PassValidator:
             outputs = reference_outputs(model.SerializeToString(), self.samples)
         except Exception as err:  # noqa: BLE001 - any failure to run is a break, named below
             raise PassValidationError(f"--validate-passes: after pass {pass_name} the graph no longer runs in ONNX "
-                                      f"Runtime: {str(err)[:300]}. Pass {pass_name} broke the model") from err
+                                      f"Runtime: {_first_sentence(str(err), 300)}. Pass {pass_name} broke the "
+                                      "model") from err
         worst = 0.0
         for got, ref in zip(outputs, self.references):
             for name, expected in ref.items():

@@ -346,10 +346,11 @@ def measure_isolated(workdir: str, bundle_path: str, variant_id: str, samples: l
                           check=False)
     if proc.returncode != 0 or not os.path.exists(out_path):
         how = f"signal {-proc.returncode}" if proc.returncode < 0 else f"exit status {proc.returncode}"
-        tail = " ".join(proc.stderr.strip().splitlines()[-1:])[:300]
+        tail = _first_sentence(" ".join(proc.stderr.strip().splitlines()[-1:]), 300)
         log.warning("gate child for %s died (%s): %s", variant_id, how, proc.stderr[-2000:])
         return {"passed": False, "crashed": True, "rtol": rtol, "atol": atol, "samples": len(samples),
-                "max_abs_err": {}, "failures": [f"the engine crashed running the variant ({how}){': ' + tail if tail and proc.returncode > 0 else ''}"]}
+                "max_abs_err": {}, "failures": [f"the engine crashed running the variant ({how})"
+                                                + (f": {tail}" if tail and proc.returncode > 0 else "")]}
     with open(out_path, encoding="utf-8") as f:
         return json.load(f)
 

@@ -65,7 +65,7 @@ def _condense(text: str, workdir: str) -> str:
         summary = " ".join(text.split("Summary:", 1)[1].split()).lstrip("- ")
     flat = " ".join(text.split())
     out = f"{summary}; details: {flat}" if summary else flat
-    return out if len(out) <= _REASON_CHARS else out[: _REASON_CHARS - 3] + "..."
+    return out if len(out) <= _REASON_CHARS else out[: _REASON_CHARS - 4].rsplit(" ", 1)[0] + " ..."  # whole words
 
 
 def _build_onnxruntime(model_bytes: bytes, workdir: str, tools: dict[str, str]) -> list[tuple[str, bytes, bool]]:
