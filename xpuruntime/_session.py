@@ -106,8 +106,11 @@ class Session:
         """Which variant, engine and device run, and why; the variants skipped and why. With a decision log in the
         bundle (xrtc >= 0.2), also ``decisions``: the running variant's entry (precision, order rule, measured
         accuracy, fallback) and, per node, the precision and kernel it runs with, the rule, and the alternatives
-        rejected (``xrtc explain`` shows the same for every variant)."""
+        rejected (``xrtc explain`` shows the same for every variant). A bundle compiled with
+        ``--allow-unverified`` (the accuracy gate could not check it) adds ``unverified``: the reason."""
         out = dict(self._explain)
+        if self.manifest.get("unverified"):
+            out["unverified"] = self.manifest["unverified"].get("reason", "")
         section = self.manifest.get("decisions")
         if section and self._bundle is not None:
             log = json.loads(self._bundle.section(section))

@@ -125,6 +125,8 @@ def test_gate_that_cannot_run_fails_unless_unverified_is_asked(tmp_path):
     manifest = xrtpkg.read(out).manifest
     assert manifest["unverified"]["requested"] == "--allow-unverified" and "golden" not in manifest
     assert not any("accuracy" in v for v in manifest["variants"])
+    assert "could not run" in xrt.load(out).explain()["unverified"]
+    assert "UNVERIFIED bundle" in run_tool("xrtc", "run", out, "--shape", "x=1x111").stdout
     text = run_tool("xrtc", "inspect", out).stdout
     assert "verified NO: compiled with --allow-unverified" in text and "accuracy: NOT VERIFIED" in text, text
     proc = run_tool("xrtc", "verify", out)

@@ -117,6 +117,8 @@ class Run:
               f"device {ex.get('device')}): {ex.get('reason', '')}")
         if ex.get("fallback"):
             print(f"  fallback: {ex['fallback']}")
+        if ex.get("unverified"):
+            print(f"  UNVERIFIED bundle (compiled with --allow-unverified): {ex['unverified']}")
         if ex.get("engine_info"):
             print(f"  engine: {', '.join(f'{k} {v}' for k, v in sorted(ex['engine_info'].items()))}")
         for skipped in ex.get("skipped", []):
