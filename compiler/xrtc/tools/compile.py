@@ -65,7 +65,8 @@ def add_policy_args(parser, plan: bool = True) -> None:
                         help="bind an input's shape (repeatable); overrides [shapes]")
     parser.add_argument("--static-shape", action="store_true", help="require static shapes (static_shape = true)")
     parser.add_argument("--calibration", metavar="DATA.npz", help="real input samples for int8 calibration and the "
-                        "accuracy gate: input name -> samples stacked on axis 0")
+                        "accuracy gate, per input name: N samples as [N, *input shape], or along a batch-1 axis "
+                        "([8,3,H,W] for a [1,3,H,W] input), or one array per sample as NAME/0, NAME/1, ...")
 
 
 class Compile:
