@@ -169,11 +169,14 @@ def test_corpus_model_compiles_and_matches_onnxruntime(name, compiled):
 
     # Provenance: normalised command, source hash, tools, passes.
     prov = m["provenance"]
-    assert prov["command"] == f"xrtc compile {name}.onnx --target cpu"
+    bound = name in GATE_SHAPES  # its shape is given (a policy [shapes] entry): recorded as such
+    assert prov["command"] == f"xrtc compile {name}.onnx --target cpu" + \
+        (" --policy/--plan (see provenance.policy and the plan section)" if bound else "")
     assert prov["source"]["name"] == f"{name}.onnx" and prov["source"]["sha256"] == source_sha
-    assert prov["policy"] == {}
+    assert (prov["policy"] != {}) == bound, prov["policy"]
     assert {"xrtc", "onnx", "onnx_graphsurgeon", "onnxruntime", "openvino"} <= set(prov["tools"])
-    assert [p["name"] for p in prov["passes"]] == ["name-nodes", "raise-ir-version", "infer-shapes",
+    assert [p["name"] for p in prov["passes"]] == ["name-nodes", "raise-ir-version", *(["bind-shapes"] * bound),
+                                                   "infer-shapes",
                                                    "fold-constants", "eliminate-dead-nodes", "eliminate-identity",
                                                    "fold-batchnorm", "fuse-matmul-add", "sort-topologically"]
 
