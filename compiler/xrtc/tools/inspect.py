@@ -86,6 +86,8 @@ def render_text(info: dict) -> str:
                          f"Runtime (rtol {acc.get('rtol')}, atol {acc.get('atol')}; ran on {acc.get('ran_on', '?')})")
         elif m.get("unverified"):
             lines.append("     accuracy: NOT VERIFIED (see `verified` above)")
+        else:  # bundles from before the gate was required
+            lines.append("     accuracy: not measured at compile (no record in the bundle)")
         lines.append(f"     why: {v.get('why', '')}")
     excluded = m.get("excluded", [])
     lines.append(f"excluded ({len(excluded)})")
