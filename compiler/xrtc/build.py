@@ -616,9 +616,10 @@ def _outputs_as_produced(model: onnx.ModelProto, outputs: list[dict], references
     across samples (or depend on a dynamic input) left unknown. A dtype mismatch is the model's error, raised.
     Returns (outputs, [(name, declared shape)])."""
     from .errors import ModelCheckError
+    from .model_io import model_io
 
     inferred = _inferred_output_shapes(model)
-    dynamic_inputs = any(not isinstance(d, int) for i in model_io_inputs(model) for d in (i["shape"] or [None]))
+    dynamic_inputs = any(not isinstance(d, int) for i in model_io(model)[0] for d in (i["shape"] or [None]))
     fixed, declared = [], []
     for spec in outputs:
         got = [ref[spec["name"]] for ref in references]
@@ -646,12 +647,6 @@ def _outputs_as_produced(model: onnx.ModelProto, outputs: list[dict], references
         log.warning("output %r: the model declares %s but produces %s; the bundle declares %s (fix the model's "
                     "declaration in the exporter)", spec["name"], shape, [list(s) for s in sorted(shapes)], guess)
     return fixed, declared
-
-
-def model_io_inputs(model: onnx.ModelProto) -> list[dict]:
-    from . import model_io
-
-    return model_io.model_io(model)[0]
 
 
 def _inferred_output_shapes(model: onnx.ModelProto) -> dict[str, list]:
