@@ -756,6 +756,19 @@ class Runner {
       (*report)["signer"] = nullptr;
     }
     (*report)["runtime_version"] = xrt_version();
+    {
+      // A bundle compiled with --allow-unverified (the accuracy gate could not check it) says so here too.
+      size_t size = 0;
+      const char* text = xrt_bundle_manifest(bundle.get(), &size);
+      const Json manifest = text ? Json::parse(text, text + size, nullptr, false) : Json();
+      if (manifest.is_object() && manifest.contains("unverified") && manifest.at("unverified").is_object()) {
+        const Json& u = manifest.at("unverified");
+        const std::string reason =
+            u.contains("reason") && u.at("reason").is_string() ? u.at("reason").get<std::string>() : "";
+        (*report)["unverified"] = reason;
+        Say("UNVERIFIED bundle (compiled with --allow-unverified): " + reason);
+      }
+    }
     ReportSession(session.get(), report);
 
     // Inputs.

@@ -127,6 +127,8 @@ def test_gate_that_cannot_run_fails_unless_unverified_is_asked(tmp_path):
     assert not any("accuracy" in v for v in manifest["variants"])
     assert "could not run" in xrt.load(out).explain()["unverified"]
     assert "UNVERIFIED bundle" in run_tool("xrtc", "run", out, "--shape", "x=1x111").stdout
+    proc = run_tool("xrt-run", out, "--shape", "x=1x111", "--variant", "cpu-openvino")
+    assert proc.returncode == 0 and "UNVERIFIED bundle" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
     text = run_tool("xrtc", "inspect", out).stdout
     assert "verified NO: compiled with --allow-unverified" in text and "accuracy: NOT VERIFIED" in text, text
     proc = run_tool("xrtc", "verify", out)
