@@ -25,6 +25,8 @@ $X/cmake --build $B --target xrtpkg_reader_fuzz bundle_open_fuzz >/dev/null
 mkdir -p $B/seeds $B/artifacts
 cp formats/golden/*.xrtpkg $B/seeds/
 [ -f $B/seeds/sample_cnn.xrtpkg ] || $X/xrtc compile samples/sample_cnn.onnx --target cpu -o $B/seeds/sample_cnn.xrtpkg >$B/compile.log 2>&1
+# The Python target also feeds each input to Session.explain()'s decision-log parser: seed it with a real log.
+[ -f $B/seeds/decisions.json ] || $X/python -P -c "import sys, xrtpkg; sys.stdout.buffer.write(xrtpkg.read('$B/seeds/sample_cnn.xrtpkg').data('decisions.json'))" >$B/seeds/decisions.json
 CORPUS=${XRT_CORPUS:-$HOME/.cache/xrt-corpus}
 for m in oww_hey_mycroft ppocr_mobile_v2_cls; do  # compile to 1.5-1.8 MB bundles
   if [ -f "$CORPUS/models/$m.onnx" ] && [ ! -f $B/seeds/$m.xrtpkg ]; then

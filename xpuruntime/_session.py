@@ -108,20 +108,47 @@ class Session:
         accuracy, fallback) and, per node, the precision and kernel it runs with, the rule, and the alternatives
         rejected (``xrtc explain`` shows the same for every variant). A bundle compiled with
         ``--allow-unverified`` (the accuracy gate could not check it) adds ``unverified``: the reason."""
+        bundle = self._open_bundle("explain()")
         out = dict(self._explain)
-        if self.manifest.get("unverified"):
-            out["unverified"] = self.manifest["unverified"].get("reason", "")
+        unverified = self.manifest.get("unverified")
+        if unverified:
+            out["unverified"] = unverified.get("reason", "") if isinstance(unverified, dict) else str(unverified)
+        cpp = self._cpp_choice(out)
+        if cpp:
+            out["cpp_runs"] = cpp
         section = self.manifest.get("decisions")
-        if section and self._bundle is not None:
-            log = json.loads(self._bundle.section(section))
-            vid = out.get("variant", "")
-            out["decisions"] = {
-                "variant": next((v for v in log["variants"] if v["id"] == vid), None),
-                "warnings": log.get("warnings", []),
-                "nodes": [{"name": n["name"], "op": n["op"], **n["choices"].get(vid, {}), "why": n["why"],
-                           "rejected": n["rejected"]} for n in log["nodes"]],
-            }
+        if section:
+            if not isinstance(section, str):
+                raise _errors.DataCorrupt(f"the manifest's 'decisions' is {type(section).__name__}, not a section "
+                                          "name; re-create the bundle with xrtc")
+            out["decisions"] = decisions_view(bundle.section(section), out.get("variant", ""), section)
         return out
+
+    def _cpp_choice(self, explain: dict) -> dict | None:
+        """When this session runs a variant whose engine only Python has (ONNX Runtime, registered by this loader
+        through its Python API: its wheel ships no C/C++ headers), the variant C/C++ applications and `xrt-run`
+        take instead on the same bundle and device: the next one in the manifest's order, for this device, whose
+        engine is not Python-only. Both paths apply the same rule; only the engines present differ."""
+        if explain.get("engine") not in _PYTHON_ONLY_ENGINES:
+            return None
+        device = explain.get("device", "")
+        order = [v for v in self.manifest.get("variants", [])
+                 if v.get("device") == device or device in v.get("fallback_devices", [])]
+        ids = [v.get("id") for v in order]
+        running = explain.get("variant")
+        later = order[ids.index(running) + 1:] if running in ids else []
+        nxt = next((v for v in later if v.get("engine") not in _PYTHON_ONLY_ENGINES), None)
+        return {"variant": nxt.get("id") if nxt else None,
+                "why": f"engine {explain.get('engine')} is available only through the Python loader; C/C++ "
+                       + (f"applications and xrt-run take the next variant for device {device}, {nxt.get('id')}: "
+                          f"pass variant={nxt.get('id')!r} (or --variant) to run the same one on both"
+                          if nxt else f"applications and xrt-run find no other variant for device {device}")}
+
+    def _open_bundle(self, what: str):
+        bundle = self._bundle
+        if bundle is None:
+            raise _errors.FailedPrecondition(f"{what} on a closed session: load the bundle again")
+        return bundle
 
     @property
     def engine(self) -> str:
@@ -138,7 +165,9 @@ class Session:
 
     @property
     def manifest(self) -> dict:
-        return json.loads(self._bundle.manifest)
+        """The bundle's manifest (verified by the runtime when the bundle was opened). FailedPrecondition once
+        closed."""
+        return json.loads(self._open_bundle("manifest").manifest)
 
     def close(self) -> None:
         """Releases the engine and the bundle; arrays returned by run() stay valid."""
@@ -153,6 +182,66 @@ class Session:
 
     def __repr__(self) -> str:
         return f"<xpuruntime.Session variant={self.variant!r} engine={self.engine!r} inputs={[i.name for i in self.inputs]}>"
+
+
+# Engines only the Python loader provides (see _cpp_choice).
+_PYTHON_ONLY_ENGINES = ("onnxruntime",)
+
+# A decision log bigger than this is refused by explain() rather than parsed (a 100k-node model's log is ~40 MiB).
+MAX_DECISIONS_BYTES = 256 << 20
+
+
+def decisions_view(raw: bytes, variant_id: str, section: str = "decisions.json") -> dict:
+    """The part of a bundle's decision log (``decisions_format`` 1, formats/xrtpkg.md) that ``explain()`` shows for
+    one variant. The log comes from the bundle, so it is hostile until checked: anything that is not the documented
+    shape (not JSON, nested past the parser's limit, missing keys, wrong types, too big) is DataCorrupt naming the
+    section and what is wrong; never a KeyError, RecursionError or JSONDecodeError."""
+    def bad(problem: str) -> _errors.DataCorrupt:
+        return _errors.DataCorrupt(f"section {section!r} (the decision log) {problem}; explain() cannot show it. "
+                                   "Re-create the bundle with xrtc (`xrtc explain BUNDLE` shows the log)")
+
+    if len(raw) > MAX_DECISIONS_BYTES:
+        raise _errors.ResourceExhausted(f"section {section!r} (the decision log) is {len(raw)} bytes, over "
+                                        f"explain()'s cap of {MAX_DECISIONS_BYTES}")
+    try:
+        log = json.loads(raw)
+    except RecursionError:
+        raise bad("nests too deeply to parse") from None
+    except (ValueError, TypeError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise bad(f"is not JSON ({str(err)[:120]})") from None
+
+    json_names = {dict: "an object", list: "an array", str: "a string"}
+
+    def field(obj, key, kind, where):
+        if not isinstance(obj, dict):
+            raise bad(f"has {where or 'a top level'} of type {type(obj).__name__}, expected an object")
+        path = f"{where}.{key}" if where else key
+        if key not in obj:
+            raise bad(f"has no '{path}'")
+        value = obj[key]
+        if not isinstance(value, kind):
+            raise bad(f"has '{path}' of type {type(value).__name__}, expected {json_names[kind]}")
+        return value
+
+    variants = field(log, "variants", list, "")
+    warnings = log.get("warnings", [])
+    if not isinstance(warnings, list):
+        raise bad(f"has warnings of type {type(warnings).__name__}, expected a list")
+    chosen = None
+    for i, v in enumerate(variants):
+        if field(v, "id", str, f"variants[{i}]") == variant_id:
+            chosen = v
+            break
+    nodes = []
+    for i, n in enumerate(field(log, "nodes", list, "")):
+        where = f"nodes[{i}]"
+        choice = field(n, "choices", dict, where).get(variant_id, {})
+        if not isinstance(choice, dict):
+            raise bad(f"has {where}.choices[{variant_id!r}] of type {type(choice).__name__}, expected an object")
+        nodes.append({"name": field(n, "name", str, where), "op": field(n, "op", str, where),
+                      **choice,
+                      "why": field(n, "why", str, where), "rejected": field(n, "rejected", list, where)})
+    return {"variant": chosen, "warnings": warnings, "nodes": nodes}
 
 
 def default_cache_dir() -> str:

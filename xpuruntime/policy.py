@@ -27,9 +27,9 @@ PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "int8")
 # Kernel choices per op family. "engine" = the engine's own choice (the default). Which choices each target and
 # engine can honour is the compiler's business (xrtc.plan), not the schema's: a policy is written once for many targets.
 KERNEL_CHOICES = {
-    "matmul": ("engine", "cublas", "cublasLt", "mlas", "onednn"),
+    "matmul": ("engine", "cublas", "cublasLt", "triton", "mlas", "onednn"),
     "conv": ("engine", "cudnn", "mlas", "onednn"),
-    "attention": ("engine", "flash_v2", "mem_efficient", "math", "fused"),
+    "attention": ("engine", "flash", "flash_v2", "mem_efficient", "math", "fused"),
 }
 MEMORY_CHOICES = ("default", "low")
 

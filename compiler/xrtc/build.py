@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
+from . import gate
 from .errors import (AccuracyGateError, InternalError, NoVariantError, PassValidationError, PolicyViolationError,
                      UsageError)
 from .progress import Clock
@@ -35,15 +36,20 @@ def _fallback_precision(variant_id: str, precision: str = "int8") -> str | None:
     return table.get(precision)
 
 
-def _lower_all(models, plan, targets: list[str], workdir: str, clock, precompile: bool):
+def _lower_all(models, plan, targets: list[str], workdir: str, clock, precompile: bool, archs=None):
     """Every target's lowering, merged in the order of --target."""
     from .targets import cpu, npu_intel
     from .targets.cpu import CpuLowering
 
     merged = CpuLowering(variants=[], payloads=[], excluded=[])
     for t in targets:
-        part = cpu.lower(models, plan, workdir, clock, precompile=precompile) if t == "cpu" else \
-            npu_intel.lower(models, plan, workdir, clock)
+        if t == "cuda":
+            from .targets import cuda
+
+            part = cuda.lower(models, plan, workdir, clock, archs=archs)
+        else:
+            part = cpu.lower(models, plan, workdir, clock, precompile=precompile) if t == "cpu" else \
+                npu_intel.lower(models, plan, workdir, clock)
         merged.variants += part.variants
         merged.payloads += part.payloads
         merged.excluded += part.excluded
@@ -298,6 +304,32 @@ def _fp16_nodes_to_keep_fp32(prep: Prepared, samples: list[dict], references: li
     return []
 
 
+def _with_fp16_emulation(variant_id: str, record: dict, model: onnx.ModelProto, samples: list[dict], references: list[dict],
+                         tol: dict) -> dict:
+    """An NPU variant's gate record: its IR run on the CPU at f32 compute (`record`: conversion, fp16 weights) and
+    fp16 arithmetic emulated on its graph; passed when both are within the tolerance; `max_abs_err` is the worse of
+    the two per output, `ir_max_abs_err` the IR run's alone."""
+    from . import gate
+
+    try:
+        emulated = gate.measure_fp16_emulation(model, samples, references, tol["rtol"], tol["atol"])
+    except Exception as err:  # noqa: BLE001 - ONNX Runtime raises untyped errors; the record says it was not measured
+        log.warning("gate %s: fp16 emulation could not run (%s); the record has the IR run only", variant_id,
+                    str(err).splitlines()[0][:200] if str(err) else type(err).__name__)
+        return dict(record, method=f"IR on {record.get('ran_on', 'cpu')} at f32 compute; fp16 arithmetic not "
+                                   "measured (its emulation could not run)")
+    out = dict(record)
+    out["passed"] = bool(record["passed"] and emulated["passed"])
+    out["ir_max_abs_err"] = dict(record["max_abs_err"])
+    out["max_abs_err"] = {k: max(v, emulated["max_abs_err"].get(k, 0.0)) for k, v in record["max_abs_err"].items()}
+    out["method"] = f"IR on {record.get('ran_on', 'cpu')} at f32 compute; {gate.FP16_EMULATION}"
+    out["failures"] = (record.get("failures", []) + emulated["failures"])[:4]
+    out["fp16_atol_needed"] = max(emulated["atol_needed"], record.get("atol_needed", 0.0))
+    log.info("gate %s: IR on %s at f32 compute %s, fp16 emulated %s", variant_id, record.get("ran_on", "cpu"),
+             record["max_abs_err"], emulated["max_abs_err"])
+    return out
+
+
 @dataclass
 class CompileResult:
     path: str
@@ -315,6 +347,10 @@ def _candidate(lowering, manifest_base: dict, path: str) -> None:
         v = json.loads(json.dumps(v))
         key = "INFERENCE_NUM_THREADS" if v["engine"] == "openvino" else "intra_op_num_threads"
         v["options"][key] = "1"
+        if v["target"] == "npu-intel":
+            # The IR is checked at f32 compute: its f16 hint on a CPU gives fp16, bf16 or f32 arithmetic depending on
+            # the CPU's units; the NPU's fp16 arithmetic is measured by emulation instead (gate.FP16_EMULATION).
+            v["options"]["INFERENCE_PRECISION_HINT"] = "f32"
         variants.append(v)
     xrtpkg.write(path, dict(manifest_base, variants=variants), lowering.payloads, force=True)
 
@@ -340,7 +376,8 @@ def compile_model(model_path: str, target: str, output: str | None = None, force
                   clock: Clock | None = None,
                   precompile: bool = True, policy=None, plan_path: str | None = None,
                   calibration_path: str | None = None, validate_passes: bool = False,
-                  extra_passes: list | None = None, allow_unverified: bool = False) -> CompileResult:
+                  extra_passes: list | None = None, archs: list[str] | None = None,
+                  allow_unverified: bool = False) -> CompileResult:
     """Compiles `model_path` for `target` into the bundle `output` under `policy` (xpuruntime.policy.Policy) or the
     plan at `plan_path`. Raises XrtcError subclasses. `precompile` adds engine-compiled blobs (OpenVINO CPU).
     Every variant must run on samples and meet its tolerance; where the gate cannot check a variant (no samples the
@@ -383,7 +420,8 @@ def compile_model(model_path: str, target: str, output: str | None = None, force
 
     precisions = {v["id"]: v["precision"] for v in plan.variants if "excluded" not in v}
     fallbacks: dict[str, str] = {}
-    gate_warnings: list[str] = []
+    # Passes undone by the pass manager (invalid output, or numerics under --validate-passes): in the decision log.
+    gate_warnings: list[str] = [f"pass {r.name} rolled back: {r.rolled_back}" for r in prep.records if r.rolled_back]
     accuracy: dict[str, dict] = {}
     records: list = []
     dropped: list[dict] = []
@@ -404,7 +442,7 @@ def compile_model(model_path: str, target: str, output: str | None = None, force
         unmeasured.clear()
         effective = _plan_with(plan, precisions)
         with tempfile.TemporaryDirectory(prefix="xrtc-") as workdir:
-            lowering = _lower_all(models, effective, targets, workdir, clock, precompile)
+            lowering = _lower_all(models, effective, targets, workdir, clock, precompile, archs)
             tools_seen.update(lowering.tools)  # provenance names every engine tried, also one the gate dropped
             base = package.build_manifest(model_name="candidate", inputs=inputs, outputs=outputs, variants=[],
                                           excluded=[], source={}, tools={}, command="", passes=[])
@@ -418,8 +456,21 @@ def compile_model(model_path: str, target: str, output: str | None = None, force
                 for variant in lowering.variants:
                     tol = policy.tolerance_for(variant["precision"])
                     with clock.stage(f"gate-{variant['id']}", log):
-                        record = gate.measure_isolated(workdir, candidate, variant["id"], samples.feeds, references,
-                                                       tol["rtol"], tol["atol"])
+                        if variant["engine"] == "cuda":
+                            record = _cuda_gate(lowering, variant, samples.feeds, references, tol, workdir,
+                                                candidate)
+                        else:
+                            record = gate.measure_isolated(workdir, candidate, variant["id"], samples.feeds,
+                                                           references, tol["rtol"], tol["atol"])
+                            if variant["target"] == "npu-intel" and not (record.get("error") or record.get("crashed")):
+                                record = _with_fp16_emulation(variant["id"], record, models[variant["id"]],
+                                                              samples.feeds, references, tol)
+                    if record.get("passed") is None:  # cuda variant, no device here and too big to interpret
+                        unmeasured.append(variant["id"])
+                        gate_warnings.append(f"{variant['id']}: accuracy not measured: {record['not_run']}; run "
+                                             "`xrtc verify` on a machine with a CUDA device")
+                        log.warning("accuracy gate: %s", gate_warnings[-1])
+                        continue
                     accuracy[variant["id"]] = record
                     log.info("gate %s (%s): %s, max abs err %s", variant["id"], variant["precision"],
                              "ok" if record["passed"] else "FAILED", record["max_abs_err"])
@@ -470,6 +521,10 @@ def compile_model(model_path: str, target: str, output: str | None = None, force
                     else:  # at the highest precision its target has and still off the reference: never ship it
                         drop = f"{variant['precision']} output over tolerance ({why})" + \
                             ("" if variant["precision"] == "fp32" else f"; {variant['target']} has no higher precision")
+                        if variant["target"] == "npu-intel" and "fp16_atol_needed" in record:
+                            drift = gate.fp16_drift(models[variant["id"]], samples.feeds[0])
+                            drop += ". " + gate.fp16_advice(variant["id"], targets, drift, record["fp16_atol_needed"],
+                                                            tol["rtol"])
                     if drop:
                         gate_warnings.append(f"{variant['id']} left out: {drop}")
                         log.warning("accuracy gate: %s", gate_warnings[-1])
@@ -530,6 +585,8 @@ def compile_model(model_path: str, target: str, output: str | None = None, force
         if variant["id"] in accuracy and variant["id"] not in unmeasured:
             record = dict(accuracy[variant["id"]])
             record.pop("failures", None)
+            record.pop("fp16_atol_needed", None)
+            record.pop("atol_needed", None)
             variant["accuracy"] = record
     excluded = lowering.excluded + dropped
     payloads = list(lowering.payloads)
@@ -664,6 +721,32 @@ def _inferred_output_shapes(model: onnx.ModelProto) -> dict[str, list]:
         return {}
     return {o.name: _shape_of(o.type.tensor_type) for o in inferred.graph.output
             if o.type.tensor_type.HasField("shape")}
+
+
+def _cuda_gate(lowering, variant: dict, samples: list[dict], references: list[dict], tol: dict, workdir: str,
+               candidate: str) -> dict:
+    """The gate for xrtc's cuda engine. Where a CUDA device is present, the variant runs through the runtime like
+    every other (its plugin must be installed). With no CUDA device here it never reports a plain pass: the plan
+    runs through the plan interpreter on the CPU (recorded as such, with `not_run_on_device`), or, for models over
+    the interpreter's limit, the variant is recorded as not measured."""
+    from .targets import cuda
+    from .tools.verify import compare
+
+    if os.path.exists("/dev/nvidiactl"):
+        record = gate.measure_isolated(workdir, candidate, variant["id"], samples, references, tol["rtol"],
+                                       tol["atol"])
+        if not record.get("crashed") and not record.get("error"):
+            return record
+        log.warning("accuracy gate %s: the runtime could not run it on this machine's GPU (%s); checking the plan "
+                    "on the CPU instead", variant["id"], "; ".join(record.get("failures", []))[:300])
+
+    sections = {role: next(data for name, data, _ in lowering.payloads if name == section)
+                for role, section in variant["artifacts"].items()}
+    record = cuda.gate_record(sections, variant, samples, references, tol["rtol"], tol["atol"], compare)
+    if record.get("ran_on"):
+        log.warning("accuracy gate %s: not run on a GPU (no CUDA device here); checked with the %s", variant["id"],
+                    record["ran_on"])
+    return record
 
 
 def _plan_with(plan, precisions: dict[str, str]):

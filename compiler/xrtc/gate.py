@@ -284,6 +284,7 @@ def measure(bundle_path: str, variant_id: str, samples: list[dict], references: 
 
     worst: dict[str, float] = {}
     failures = []
+    needed = 0.0  # the atol the outputs would need (the failure's advice; not stored in the bundle)
     with xrt.load(bundle_path, variant=variant_id) as session:
         ran_on = session.explain()["device"]  # an NPU variant is measured on its fallback device here (no NPU)
         for feeds, ref in zip(samples, references):
@@ -295,12 +296,169 @@ def measure(bundle_path: str, variant_id: str, samples: list[dict], references: 
             for name, expected in ref.items():
                 c = compare(variant_id, name, got[name], expected, rtol, atol)
                 worst[name] = max(worst.get(name, 0.0), c.max_abs_err)
+                needed = max(needed, atol_needed(got[name], expected, rtol)) \
+                    if got[name].shape == expected.shape and expected.dtype.kind == "f" else needed
                 text = f"{name}: max abs err {c.max_abs_err:.3g}" + (f" ({c.note})" if c.note else "")
                 if not c.passed and text not in failures:
                     failures.append(text)
     return {"passed": not failures, "rtol": rtol, "atol": atol, "samples": len(samples), "ran_on": ran_on,
             "max_abs_err": {k: float(f"{v:.3g}") for k, v in sorted(worst.items())},
-            "failures": failures[:4]}
+            "failures": failures[:4], "atol_needed": needed}
+
+
+# --- fp16 arithmetic, emulated (NPU variants) -------------------------------------------------------------------
+#
+# An NPU variant cannot run here; the gate used to run its IR on OpenVINO's CPU plugin with the variant's f16 hint.
+# What that measures depends on the build machine: OpenVINO computes in f16 only where the CPU has fp16 units
+# (AVX512-FP16 / AMX-FP16); on a CPU with bf16 but no fp16 (AVX512-BF16 only) it silently computes in bf16 (8 bits of
+# mantissa, not 11), and the gate rejected models an NPU runs well. So the gate now measures two things, both
+# machine-independent: the IR itself on the CPU at f32 compute (conversion and fp16 weights), and fp16 arithmetic
+# emulated on the variant's ONNX graph: weights rounded to fp16, the inputs and every float tensor an operator
+# produces rounded to fp16 (round to nearest even), computed in fp32 inside each operator (an NPU's MAC arrays
+# accumulate wider than fp16). Not modelled: fp16 arithmetic inside one operator (an LSTM's gates), and fp16's range
+# (values past 65504 become inf when rounded, as on the device; a saturating device would differ).
+
+FP16_EMULATION = ("fp16 emulated: weights, inputs and every operator output rounded to fp16, fp32 inside "
+                  "operators (ONNX Runtime CPU)")
+
+
+def fp16_emulation_model(model, expose: bool = False):
+    """A copy of `model` that computes as fp16 storage would: float initializers rounded to fp16 values, and
+    Cast(fp16) -> Cast(fp32) after every graph input and every node output of type float (names kept, so outputs
+    and `expose`d intermediates compare by name with the source graph). Subgraphs are left as they are. `expose`
+    also makes every rounded node output a graph output (for `fp16_drift`)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.shape_inference.infer_shapes(model)
+    graph = model.graph
+    types = {v.name: v.type.tensor_type.elem_type for v in [*graph.input, *graph.output, *graph.value_info]}
+    initializers = {i.name for i in graph.initializer}
+    for init in graph.initializer:
+        if init.data_type == TensorProto.FLOAT:
+            with np.errstate(over="ignore"):
+                rounded = numpy_helper.to_array(init).astype(np.float16).astype(np.float32)
+            init.CopyFrom(numpy_helper.from_array(rounded, init.name))
+
+    def rounding(src: str, dst: str, tag: str) -> list:
+        return [helper.make_node("Cast", [src], [f"{dst}/fp16"], to=TensorProto.FLOAT16, name=f"{tag}/to_fp16"),
+                helper.make_node("Cast", [f"{dst}/fp16"], [dst], to=TensorProto.FLOAT, name=f"{tag}/to_fp32")]
+
+    nodes, renamed, produced = [], {}, []
+    for value in graph.input:
+        if value.name not in initializers and types.get(value.name) == TensorProto.FLOAT:
+            renamed[value.name] = f"{value.name}/fp16_input"
+            nodes += rounding(value.name, renamed[value.name], f"{value.name}/input")
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            if name in renamed:
+                node.input[i] = renamed[name]
+        nodes.append(node)
+        for i, name in enumerate(node.output):
+            if name and types.get(name) == TensorProto.FLOAT:
+                node.output[i] = f"{name}/fp32"
+                nodes += rounding(f"{name}/fp32", name, f"{node.name or name}/{i}")
+                produced.append((node, name))
+    del graph.node[:]
+    graph.node.extend(nodes)
+    if expose:
+        declared = {o.name for o in graph.output}
+        graph.output.extend(helper.make_tensor_value_info(name, TensorProto.FLOAT, None)
+                            for _node, name in produced if name not in declared)
+    return model
+
+
+def _run_ort(model, samples: list[dict], optimise: bool) -> list[dict]:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    if not optimise:  # ORT's optimiser removes Cast pairs: the rounding must stay
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    return [dict(zip(names, session.run(None, feeds))) for feeds in samples]
+
+
+def atol_needed(got: np.ndarray, ref: np.ndarray, rtol: float) -> float:
+    """The smallest atol with which `got` would pass against `ref` at `rtol` (the gate's rule)."""
+    g, r = got.astype(np.float64), ref.astype(np.float64)
+    finite = np.abs(np.where(np.isfinite(r), r, 0.0))
+    with np.errstate(invalid="ignore"):
+        err = np.where(g == r, 0.0, np.abs(g - r))
+    err = np.where(np.isnan(err), np.inf, err)
+    return float(max(0.0, float((err - rtol * finite).max())) / max(1.0, float(finite.max())))
+
+
+def measure_fp16_emulation(model, samples: list[dict], references: list[dict], rtol: float,
+                           atol: float) -> dict:
+    """fp16 arithmetic emulated on `model` (see fp16_emulation_model) against the references; the record has the
+    shape of `measure`'s, plus `atol_needed` (what the tolerance would have to be)."""
+    from .tools.verify import compare
+
+    outputs = _run_ort(fp16_emulation_model(model), samples, optimise=False)
+    worst: dict[str, float] = {}
+    failures, needed = [], 0.0
+    for got, ref in zip(outputs, references):
+        for name, expected in ref.items():
+            c = compare("fp16-emulated", name, got[name], expected, rtol, atol)
+            worst[name] = max(worst.get(name, 0.0), c.max_abs_err)
+            needed = max(needed, atol_needed(got[name], expected, rtol)) \
+                if got[name].shape == expected.shape and expected.dtype.kind == "f" else needed
+            if not c.passed:
+                failures.append(f"{name}: max abs err {c.max_abs_err:.3g} with fp16 arithmetic ({c.note})")
+    return {"passed": not failures, "max_abs_err": {k: float(f"{v:.3g}") for k, v in sorted(worst.items())},
+            "failures": failures[:4], "atol_needed": needed}
+
+
+def fp16_drift(model, sample: dict, top: int = 3) -> list[tuple[str, str, float]]:
+    """The operators that lose the most accuracy in fp16: [(node name, op type, relative error added)], largest
+    first. A node's relative error is max|emulated - fp32| / max|fp32| over its float outputs; what it adds is that
+    minus the largest relative error among its inputs (so the error it inherits is not counted again)."""
+    import onnx
+
+    full = onnx.ModelProto()
+    full.CopyFrom(model)
+    full = onnx.shape_inference.infer_shapes(full)
+    float_outputs = {v.name for v in full.graph.value_info if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT}
+    declared = {o.name for o in full.graph.output}
+    full.graph.output.extend(onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None)
+                             for node in full.graph.node for n in node.output if n in float_outputs
+                             and n not in declared)
+    (ref,) = _run_ort(full, [sample], optimise=False)
+    (emu,) = _run_ort(fp16_emulation_model(model, expose=True), [sample], optimise=False)
+    rel: dict[str, float] = {}
+    for name, expected in ref.items():
+        if name in emu and expected.dtype.kind == "f" and expected.size and emu[name].shape == expected.shape:
+            scale = float(np.abs(expected).max()) or 1.0
+            rel[name] = float(np.abs(emu[name].astype(np.float64) - expected).max()) / scale
+    added = []
+    for node in model.graph.node:
+        outs = [rel[n] for n in node.output if n in rel]
+        if outs:
+            inherited = max([rel.get(n, 0.0) for n in node.input if n] or [0.0])
+            added.append((node.name or node.output[0], node.op_type, max(outs) - inherited))
+    added.sort(key=lambda item: -item[2])
+    return [a for a in added[:top] if a[2] > 0]
+
+
+def fp16_advice(variant_id: str, targets: list[str], drift: list[tuple[str, str, float]], needed: float,
+                rtol: float) -> str:
+    """What the user can do when an NPU variant's fp16 arithmetic is over the tolerance (appended to the error)."""
+    layers = ", ".join(f"{name} ({op}) +{100 * err:.2g}%" for name, op, err in drift) or "none stands out"
+    suggest = float(f"{needed * 1.2:.2g}") if np.isfinite(needed) else None
+    steps = []
+    if suggest is not None:
+        steps.append(f"accept fp16's error: a policy with [tolerance] fp16 = {{ rtol = {rtol:g}, atol = {suggest:g} "
+                     "} (--policy p.toml; the gate would then pass)")
+    if "cpu" not in targets:
+        steps.append("compile --target " + ",".join([*targets, "cpu"]) + " to ship CPU variants with it (the NPU "
+                     "variant stays out until it meets the tolerance)")
+    steps.append("or re-train/export the model for fp16 (the layers above lose the most)")
+    return (f"{variant_id} computes in fp16 on the NPU (measured by emulating fp16 arithmetic, not on an NPU); "
+            f"layers that lose the most accuracy (relative error added): {layers}. To go on: " + "; ".join(steps))
 
 
 def npy_bytes(array: np.ndarray) -> bytes:

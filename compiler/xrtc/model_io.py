@@ -61,14 +61,18 @@ def load_model(path: str) -> SourceModel:
         raise ModelLoadError(f"{path}: no such file. Give the path of an .onnx model")
     if not os.path.isfile(path):
         raise ModelLoadError(f"{path}: not a regular file. Give the path of an .onnx model")
+    too_big = ("ONNX files over 2 GiB cannot be parsed. Save the model with external data "
+               "(onnx.save(..., save_as_external_data=True))")
     try:
         with open(path, "rb") as f:
-            data = f.read()
+            size = os.fstat(f.fileno()).st_size
+            if size > _PROTOBUF_LIMIT:  # checked before reading: never hold a file we must refuse
+                raise UnsupportedModelError(f"{path}: {size} bytes; {too_big}")
+            data = f.read(_PROTOBUF_LIMIT + 1)
     except OSError as err:
         raise ModelLoadError(f"{path}: cannot read the file: {err.strerror or err}") from err
     if len(data) > _PROTOBUF_LIMIT:
-        raise UnsupportedModelError(f"{path}: {len(data)} bytes; ONNX files over 2 GiB cannot be parsed. "
-                                    "Save the model with external data (onnx.save(..., save_as_external_data=True))")
+        raise UnsupportedModelError(f"{path}: over {_PROTOBUF_LIMIT} bytes; {too_big}")
     model = onnx.ModelProto()
     try:
         model.ParseFromString(data)
@@ -79,7 +83,7 @@ def load_model(path: str) -> SourceModel:
         raise ModelLoadError(f"{path} is not an ONNX model: it has no IR version or no graph. "
                              "Give a .onnx file exported by an ONNX exporter")
     folder = os.path.dirname(os.path.abspath(path))
-    external = _load_external_data(model, folder, path)
+    external = _load_external_data(model, folder, path, budget=_PROTOBUF_LIMIT - len(data))
     if model.ByteSize() > _PROTOBUF_LIMIT:
         raise UnsupportedModelError(f"{path}: the model with its external data is over 2 GiB; xrtc does not "
                                     "support models that large yet")
@@ -134,6 +138,9 @@ def _resolve_location(location: str, folder: str, model_path: str, tensor: str) 
     fix = "keep external-data files next to the model (or below its folder) and name them by relative paths"
     if not location:
         raise ExternalDataError(f"{model_path}: tensor {tensor!r} has external data without a location")
+    if "\0" in location:
+        raise ExternalDataError(f"{model_path}: tensor {tensor!r} stores its data in {location!r}, which contains a "
+                                f"NUL byte (no file can have that name); refused: {fix}")
     if os.path.isabs(location) or location.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", location):
         raise ExternalDataError(f"{where}, an absolute path; refused: {fix}")
     if ".." in re.split(r"[\\/]", location):
@@ -149,9 +156,13 @@ def _resolve_location(location: str, folder: str, model_path: str, tensor: str) 
     return resolved
 
 
-def _load_external_data(model: onnx.ModelProto, folder: str, model_path: str) -> set[str]:
-    """Reads every external tensor's bytes into the model (in place). Validates each location before opening."""
+def _load_external_data(model: onnx.ModelProto, folder: str, model_path: str, budget: int) -> set[str]:
+    """Reads every external tensor's bytes into the model (in place). Validates each location, and that the bytes
+    still fit in ``budget`` (what the 2 GiB protobuf limit leaves), before opening: a model whose external data
+    cannot fit is refused from the sizes alone, without reading (or holding) any of it."""
     locations: set[str] = set()
+    pending = []  # (tensor, location, resolved path, offset, end): everything is checked before anything is read
+    total = 0
     for tensor in _iter_all_tensors(model):
         if tensor.data_location != onnx.TensorProto.EXTERNAL:
             continue
@@ -170,9 +181,19 @@ def _load_external_data(model: onnx.ModelProto, folder: str, model_path: str) ->
             raise ExternalDataError(f"{model_path}: tensor {tensor.name!r} reads bytes [{offset}, {end}) of "
                                     f"{location!r}, which has only {size} bytes; the data file is truncated or "
                                     "belongs to another model")
+        total += end - offset
+        if total > budget:
+            raise UnsupportedModelError(f"{model_path}: the model with its external data is over 2 GiB (its "
+                                        f"external data alone is at least {total} bytes); xrtc does not support "
+                                        "models that large yet")
+        pending.append((tensor, location, resolved, offset, end))
+    for tensor, location, resolved, offset, end in pending:
         with open(resolved, "rb") as f:
             f.seek(offset)
             raw = f.read(end - offset)
+        if len(raw) != end - offset:
+            raise ExternalDataError(f"{model_path}: tensor {tensor.name!r}: {location!r} shrank while it was read; "
+                                    "run xrtc again once the data files are complete")
         tensor.raw_data = raw
         del tensor.external_data[:]
         tensor.data_location = onnx.TensorProto.DEFAULT

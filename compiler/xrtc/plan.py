@@ -31,7 +31,7 @@ KERNEL_FAMILIES = {
 }
 FAMILY_OF = {op: family for family, ops in KERNEL_FAMILIES.items() for op in ops}
 
-_CUDA_ONLY = {"cublas", "cublasLt", "cudnn", "flash_v2", "mem_efficient"}
+_CUDA_ONLY = {"cublas", "cublasLt", "cudnn", "flash", "flash_v2", "mem_efficient", "triton"}
 
 # What each CPU engine can honour. "engine" (the engine's own kernel) always holds. Anything an engine picks
 # internally without a switch is "not controllable on engine X": reported, never silently ignored.
@@ -40,11 +40,16 @@ _KERNELS_HONOURED = {
     ("cpu", "openvino"): {"matmul": {"engine", "onednn"}, "conv": {"engine", "onednn"}, "attention": {"engine"}},
     ("cpu", "onnxruntime"): {"matmul": {"engine", "mlas"}, "conv": {"engine", "mlas"}, "attention": {"engine"}},
     ("npu-intel", "openvino"): {"matmul": {"engine"}, "conv": {"engine"}, "attention": {"engine"}},
+    # xrtc's own CUDA engine (targets/cuda): the choices built so far; the rest are refused naming the nodes
+    ("cuda", "cuda"): {"matmul": {"engine", "cublasLt"}, "conv": {"engine"},
+                       "attention": {"engine", "flash", "flash_v2", "math"}},
 }
 _ENGINE_KERNELS = {
     ("cpu", "openvino"): "OpenVINO's CPU plugin picks its own oneDNN/JIT kernel per layer",
     ("cpu", "onnxruntime"): "ONNX Runtime's CPU provider runs its MLAS kernels and picks among them itself",
     ("npu-intel", "openvino"): "the NPU compiler (OpenVINO's NPU plugin) schedules its own kernels",
+    ("cuda", "cuda"): "xrtc's cuda engine has built matmul=cublasLt and attention=flash (flash_v2) | math so far; "
+                      "other kernel choices are not built yet",
 }
 
 _NO_TF32 = "TF32 is an NVIDIA tensor-core format; CPUs and NPUs have no TF32 math"
@@ -56,12 +61,15 @@ _PRECISION_SUPPORT = {
     ("npu-intel", "openvino"): {"fp16": None, "int8": None, "tf32": _NO_TF32,
                                 "fp32": "the Intel NPU computes in fp16 (or int8); it has no fp32 math",
                                 "bf16": "xrtc does not build bf16 for the Intel NPU (fp16 is its native float)"},
+    ("cuda", "cuda"): {"fp32": None, "fp16": None, "tf32": None,
+                       "bf16": "bf16 is not built yet in xrtc's cuda engine (fp16, fp32 and tf32 are)",
+                       "int8": "int8 is not built yet in xrtc's cuda engine (fp16, fp32 and tf32 are)"},
 }
 
-TARGET_ENGINES = {"cpu": ("openvino", "onnxruntime"), "npu-intel": ("openvino",)}
-TARGET_DEVICE = {"cpu": "cpu", "npu-intel": "npu"}
+TARGET_ENGINES = {"cpu": ("openvino", "onnxruntime"), "npu-intel": ("openvino",), "cuda": ("cuda",)}
+TARGET_DEVICE = {"cpu": "cpu", "npu-intel": "npu", "cuda": "cuda"}
 # Precision when the policy does not set one: the reference precision on CPUs, the native one on NPUs.
-DEFAULT_PRECISION = {"cpu": "fp32", "npu-intel": "fp16"}
+DEFAULT_PRECISION = {"cpu": "fp32", "npu-intel": "fp16", "cuda": "fp16"}
 
 _FLOAT = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
 
@@ -250,7 +258,8 @@ def resolve(model: onnx.ModelProto, policy, target: str, source: dict, pipeline:
                 notes[vid] = f"{choice}: honoured ({engine_kernels})" if choice != "engine" else \
                     "engine default, as the policy asks"
             else:
-                reason = (f"{choice} is a CUDA kernel and target {t} runs no CUDA" if choice in _CUDA_ONLY
+                reason = (f"{choice} is a CUDA kernel and target {t} runs no CUDA" if choice in _CUDA_ONLY and
+                          t != "cuda"
                           else f"not controllable on engine {engine}: {engine_kernels}")
                 if k.mode == "fixed":
                     excluded.setdefault(vid, f"{family}={choice} is fixed, but {reason} (nodes {_first(nodes)})")
@@ -324,6 +333,9 @@ def _variant_options(variant: dict, policy, warnings: list[str]) -> dict:
     """Engine options from the execution knobs (threads, memory) and the precision."""
     engine = variant["engine"]
     options: dict[str, str] = {}
+    if variant["target"] == "cuda":  # the engine's arena is planned at compile; threads do not apply
+        variant["options"] = {}
+        return variant
     if variant["target"] == "npu-intel":
         # Only properties every OpenVINO device accepts: the variant may run on its fallback device (cpu).
         hint = {"int8": "f16"}.get(variant["precision"], "f16")

@@ -160,6 +160,32 @@ std::optional<Error> CheckJsonDepth(const std::string& text) {
   return std::nullopt;
 }
 
+// No string of the manifest (key or value) may contain U+0000: the C API hands names out as C strings, which would
+// silently end at the NUL. Iterative: the DOM may be 64 levels deep.
+std::optional<Error> CheckNoNulStrings(const nlohmann::json& root) {
+  std::vector<const nlohmann::json*> stack = {&root};
+  auto bad = [](const std::string& s) {
+    return Corrupt(Cat("section 0 (\"manifest\"): the string ", ShowBytes(reinterpret_cast<const uint8_t*>(s.data()),
+                                                                          std::min<size_t>(s.size(), 40)),
+                       " contains a NUL character (\\u0000); manifest names and values must not"));
+  };
+  while (!stack.empty()) {
+    const nlohmann::json* v = stack.back();
+    stack.pop_back();
+    if (v->is_string()) {
+      if (v->get_ref<const std::string&>().find('\0') != std::string::npos) return bad(v->get_ref<const std::string&>());
+    } else if (v->is_object()) {
+      for (auto it = v->begin(); it != v->end(); ++it) {
+        if (it.key().find('\0') != std::string::npos) return bad(it.key());
+        stack.push_back(&it.value());
+      }
+    } else if (v->is_array()) {
+      for (const auto& child : *v) stack.push_back(&child);
+    }
+  }
+  return std::nullopt;
+}
+
 DCtxPtr MakeDCtx() {
   DCtxPtr dctx(ZSTD_createDCtx());
   if (!dctx) throw std::bad_alloc();
@@ -292,8 +318,58 @@ SectionDigests HashSections(const uint8_t* data, const std::vector<SectionEntry>
 
 }  // namespace
 
+namespace {
+
+// Little-endian 256-bit integers as 4 64-bit limbs (limb 0 least significant).
+using U256 = std::array<uint64_t, 4>;
+
+U256 LoadU256(const uint8_t* p, bool clear_top_bit) {
+  U256 v{};
+  for (int i = 0; i < 4; ++i) v[i] = LoadLe(p + 8 * i, 8);
+  if (clear_top_bit) v[3] &= ~(uint64_t{1} << 63);
+  return v;
+}
+
+bool LessU256(const U256& a, const U256& b) {
+  for (int i = 3; i >= 0; --i) {
+    if (a[i] != b[i]) return a[i] < b[i];
+  }
+  return false;
+}
+
+// p = 2^255 - 19; L = 2^252 + 27742317777372353535851937790883648493 (RFC 8032).
+constexpr U256 kFieldP = {0xffffffffffffffedull, 0xffffffffffffffffull, 0xffffffffffffffffull, 0x7fffffffffffffffull};
+constexpr U256 kOrderL = {0x5812631a5cf5d3edull, 0x14def9dea2f79cd6ull, 0x0000000000000000ull, 0x1000000000000000ull};
+// y-coordinates of the 8 small-order points: 0, 1, p - 1, y8, p - y8 (formats/python/xrtpkg/_signing.py derives
+// them; tests/security/test_signature_edge_cases.py checks each has order <= 8).
+constexpr U256 kSmallOrderY[] = {
+    {0, 0, 0, 0},
+    {1, 0, 0, 0},
+    {0xffffffffffffffecull, 0xffffffffffffffffull, 0xffffffffffffffffull, 0x7fffffffffffffffull},
+    {0xb027b2c28f95e826ull, 0xf098eff289f4c345ull, 0x3933c6d305acdfd5ull, 0x05fc536d880238b1ull},
+    {0x4fd84d3d706a17c7ull, 0x0f67100d760b3cbaull, 0xc6cc392cfa53202aull, 0x7a03ac9277fdc74eull},
+};
+
+}  // namespace
+
+std::string Ed25519EncodingProblem(const uint8_t* public_key, const uint8_t* signature) {
+  const U256 y_key = LoadU256(public_key, true);
+  if (!LessU256(y_key, kFieldP)) return "the public key is not canonically encoded (y >= 2^255 - 19)";
+  for (const U256& y : kSmallOrderY) {
+    if (y_key == y) return "the public key is a point of small order (it would verify forged signatures)";
+  }
+  if (!LessU256(LoadU256(signature, true), kFieldP)) {
+    return "the signature's R is not canonically encoded (y >= 2^255 - 19)";
+  }
+  if (!LessU256(LoadU256(signature + 32, false), kOrderL)) {
+    return "the signature's S is not reduced (S >= the group order L)";
+  }
+  return "";
+}
+
 bool VerifyEd25519(const uint8_t* public_key, const uint8_t* signature, const uint8_t* message,
                    size_t message_size) {
+  if (!Ed25519EncodingProblem(public_key, signature).empty()) return false;
   EVP_PKEY* key = EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, nullptr, public_key, kPublicKeySize);
   if (key == nullptr) return false;
   EVP_MD_CTX* ctx = EVP_MD_CTX_new();
@@ -463,6 +539,7 @@ Result<Bundle> Bundle::Verify(const uint8_t* data, size_t size, const VerifyOpti
   uint64_t expected_offset = 0;
   if (!Align64(table_end, &expected_offset)) return Corrupt("section table end overflows");
   uint64_t end = 0;
+  uint64_t total_decompressed = 0;  // declared decompressed bytes of the compressed sections so far
   for (uint32_t i = 0; i < h.section_count; ++i) {
     const uint8_t* p = data + kHeaderSize + kEntrySize * i;
     SectionEntry e;
@@ -505,6 +582,14 @@ Result<Bundle> Bundle::Verify(const uint8_t* data, size_t size, const VerifyOpti
     if (i == 0 && e.size > kMaxManifestSize) {
       return Exhausted(Cat(label, ": manifest size ", e.size, " is over the cap of ", kMaxManifestSize,
                            " bytes (16 MiB)"));
+    }
+    if (e.compressed()) {
+      total_decompressed += e.size;  // each term <= 2^31, at most 1024 of them: no overflow
+      if (total_decompressed > kMaxTotalDecompressed) {
+        return Exhausted(Cat(label, ": the compressed sections up to this one declare ", total_decompressed,
+                             " bytes decompressed in all, over the per-bundle cap of ", kMaxTotalDecompressed,
+                             " bytes (4 GiB)"));
+      }
     }
     if (!Align64(end, &expected_offset)) return Corrupt(Cat(label, ": end offset overflows"));
     b.sections_.push_back(std::move(e));
@@ -588,6 +673,7 @@ Result<Bundle> Bundle::Verify(const uint8_t* data, size_t size, const VerifyOpti
   if (!json->is_object()) {
     return Corrupt(Cat("section 0 (\"manifest\"): JSON is a ", json->type_name(), ", must be an object"));
   }
+  if (auto err = CheckNoNulStrings(*json)) return std::move(*err);
   b.manifest_ = std::move(json);
   return b;
 }

@@ -42,6 +42,9 @@ inline constexpr size_t kPublicKeySize = 32;
 inline constexpr size_t kSignatureSize = 64;
 inline constexpr uint64_t kMaxCompressedSize = uint64_t{1} << 31;  // decompressed size cap of a zstd section
 inline constexpr uint64_t kMaxManifestSize = uint64_t{16} << 20;   // decompressed size cap of the manifest
+// Cap on the sum of the compressed sections' declared decompressed sizes in one bundle: bounds what verifying a
+// bundle decompresses (uncompressed sections are bounded by the file itself).
+inline constexpr uint64_t kMaxTotalDecompressed = uint64_t{1} << 32;
 inline constexpr int kMaxWindowLog = 27;                            // zstd window cap: 2^27 bytes
 inline constexpr std::string_view kManifestName = "manifest";
 
@@ -189,8 +192,13 @@ std::string HexDigest(const std::array<uint8_t, 32>& digest);
 // SHA-256 of `data` (OpenSSL EVP). Returns false only if libcrypto fails.
 bool Sha256(const void* data, size_t size, std::array<uint8_t, 32>* out_digest);
 // Whether `signature` (64 bytes) is a valid Ed25519 signature of `message` by `public_key` (32 raw bytes), with
-// OpenSSL's EVP. False for a key that is not a curve point, a malformed signature, or a libcrypto failure.
+// OpenSSL's EVP. False for a key that is not a curve point, a malformed signature, or a libcrypto failure, and
+// for anything Ed25519EncodingProblem() refuses.
 bool VerifyEd25519(const uint8_t* public_key, const uint8_t* signature, const uint8_t* message, size_t message_size);
+// Why a key/signature pair is refused before any curve arithmetic, or "" if it is not: a key encoding a point of
+// small order (any of the 8, either sign bit; such a key verifies forged signatures) or not canonical (y >= p), a
+// signature whose R is not canonical or whose S >= L. The Python reader applies the same rules.
+std::string Ed25519EncodingProblem(const uint8_t* public_key, const uint8_t* signature);
 
 }  // namespace xrt::format
 

@@ -482,6 +482,11 @@ def build(out_dir: str) -> None:
         f"compressed section {i_xml} declares size 2^31 + 1, one above the cap")
     add("compressed_size_at_cap.xrtpkg", mut(lambda b: set_ent(b, i_xml, "size", 2**31)), DC, "zstd",
         f"compressed section {i_xml} declares size 2^31 (at the cap, allowed), but its frame says {len(xml)}")
+    over_total = unpack_sections(T) + [["extra.zst", 1, xml_frame, 2**31]]
+    over_total[i_xml][3] = 2**31
+    add("compressed_total_over_cap.xrtpkg", pack(over_total), RE, "caps",
+        f"compressed sections {i_xml} and {len(over_total) - 1} each declare 2^31 (at the per-section cap): with the "
+        "manifest, over the per-bundle cap of 2^32 declared decompressed bytes (refused before any frame is decoded)")
     add("manifest_too_large.xrtpkg", mut(lambda b: set_ent(b, 0, "size", (16 << 20) + 1)), RE, "caps",
         "manifest declares 16 MiB + 1 bytes")
     add("trailing_byte_declared.xrtpkg", mut(lambda b: (b.append(0), set_hdr(b, "file_size", len(b)))), DC, "trailing",
@@ -556,6 +561,8 @@ def build(out_dir: str) -> None:
         "manifest number 1e400 overflows a double")
     add("manifest_nul_then_junk.xrtpkg", with_manifest(b'{}\0junk'), DC, "manifest",
         "manifest '{}' followed by a NUL byte and 'junk' (a NUL is not the end of JSON text)")
+    add("manifest_nul_in_string.xrtpkg", with_manifest(b'{"model":{"inputs":[{"name":"x\\u0000y"}]}}'), DC, "manifest",
+        "a manifest string holds an escaped NUL (\\u0000): C callers would see the name cut")
     add("manifest_empty.xrtpkg", pack([["manifest", 0, b"", 0]] + secs[1:]), DC, "manifest",
         "manifest is an empty uncompressed section")
 
@@ -609,6 +616,19 @@ def build(out_dir: str) -> None:
     add("signed_flags_bit1.xrtpkg", mut(lambda b: set_hdr(b, "flags", 3), base=signed_a), DC, "header_flags",
         "signed.xrtpkg with header flags 0x3 (bit 1 undefined; index digest recomputed)",
         [(("A",), False, DC, "header_flags")])
+    # Ed25519 edge cases the library alone accepts or may accept: refused by the readers' own encoding checks.
+    identity = (1).to_bytes(32, "little")
+    add("signed_small_order_key.xrtpkg",
+        mut(lambda b: b.__setitem__(slice(body_len + 8, body_len + 104), identity + identity + bytes(32)),
+            base=signed_a, index=False), DC, "signature",
+        "signed.xrtpkg with key = the identity point (small order) and signature (R = identity, S = 0), which "
+        "verifies any message under that key", [((), True, DC, "signature")])
+    order_l = 2**252 + 27742317777372353535851937790883648493
+    s_plus_l = lambda b: b.__setitem__(  # noqa: E731
+        slice(body_len + 72, body_len + 104),
+        (int.from_bytes(b[body_len + 72 : body_len + 104], "little") + order_l).to_bytes(32, "little"))
+    add("signed_s_not_reduced.xrtpkg", mut(s_plus_l, base=signed_a, index=False), DC, "signature",
+        "signed.xrtpkg with S replaced by S + L (same scalar, not reduced: S >= L)", [(("A",), False, DC, "signature")])
     # Verification comes before the table is parsed: a table that breaks every rule, signed by B.
     garbage = bytearray(T)
     table_end = 64 + 96 * get_hdr(garbage, "count")

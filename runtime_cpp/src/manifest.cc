@@ -53,6 +53,11 @@ size_t Depth(const json& root) {
 }
 constexpr size_t kMaxOptionsDepth = 16;
 
+Status OverCap(const std::string& path, size_t count, size_t cap, const char* what) {
+  return ResourceExhausted("manifest: ", path, " has ", count, " ", what, ", over the runtime's cap of ", cap,
+                           " (formats/xrtpkg.md, \"Invariants\"); re-create the bundle with xrtc");
+}
+
 Status Bad(const std::string& path, const std::string& problem) {
   return DataCorrupt("malformed manifest: ", path, " ", problem,
                      " (re-create the bundle with a matching xrtc; formats/xrtpkg.md describes the keys)");
@@ -88,6 +93,7 @@ Result<std::vector<TensorSpec>> ParseTensors(const json& model, const char* key)
   auto it = model.find(key);
   if (it == model.end()) return Bad(path, "is missing");
   if (!it->is_array()) return Bad(path, Cat("must be an array, is ", Show(*it)));
+  if (it->size() > kMaxTensors) return OverCap(path, it->size(), kMaxTensors, "entries");
   std::vector<TensorSpec> specs;
   std::set<std::string> names;
   for (size_t i = 0; i < it->size(); ++i) {
@@ -156,6 +162,7 @@ Result<Variant> ParseVariant(const json& v, const std::string& path, const forma
   auto artifacts = v.find("artifacts");
   if (artifacts == v.end()) return Bad(path + ".artifacts", "is missing");
   if (!artifacts->is_object()) return Bad(path + ".artifacts", Cat("must be an object, is ", Show(*artifacts)));
+  if (artifacts->size() > kMaxArtifacts) return OverCap(path + ".artifacts", artifacts->size(), kMaxArtifacts, "roles");
   for (auto it = artifacts->begin(); it != artifacts->end(); ++it) {  // nlohmann objects iterate in key order
     const std::string apath = Cat(path, ".artifacts.", it.key());
     if (!it.value().is_string()) return Bad(apath, Cat("must be a section name, is ", Show(it.value())));
@@ -201,6 +208,9 @@ Result<Variant> ParseVariant(const json& v, const std::string& path, const forma
   auto fallback = v.find("fallback_devices");
   if (fallback != v.end() && !fallback->is_null()) {
     if (!fallback->is_array()) return Bad(path + ".fallback_devices", Cat("must be a list of devices, is ", Show(*fallback)));
+    if (fallback->size() > kMaxFallbackDevices) {
+      return OverCap(path + ".fallback_devices", fallback->size(), kMaxFallbackDevices, "entries");
+    }
     for (const auto& d : *fallback) {
       if (!d.is_string() || d.get_ref<const std::string&>().empty() || d.get_ref<const std::string&>().size() > 64) {
         return Bad(path + ".fallback_devices", Cat("holds ", Show(d), "; each entry is a device name such as \"cpu\""));
@@ -293,6 +303,7 @@ Result<std::unique_ptr<Model>> ParseModel(const nlohmann::json& manifest, const 
   auto variants = manifest.find("variants");
   if (variants == manifest.end()) return Bad("variants", "is missing");
   if (!variants->is_array()) return Bad("variants", Cat("must be an array, is ", Show(*variants)));
+  if (variants->size() > kMaxVariants) return OverCap("variants", variants->size(), kMaxVariants, "entries");
   std::set<std::string> ids;
   for (size_t i = 0; i < variants->size(); ++i) {
     const std::string path = Cat("variants[", i, "]");

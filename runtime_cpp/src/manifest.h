@@ -46,6 +46,15 @@ struct Variant {
   std::vector<std::string> fallback_devices;  // lower-case devices this variant may also run on (e.g. an NPU IR on cpu)
 };
 
+// Caps on the manifest's counts (formats/xrtpkg.md, "Invariants"), so that the cost of parsing a manifest and of
+// choosing a variant grows linearly with the bundle: over a cap is RESOURCE_EXHAUSTED. Real bundles are far below
+// them (one variant per target and engine, at most a few fallback devices).
+inline constexpr size_t kMaxVariants = 256;
+inline constexpr size_t kMaxFallbackDevices = 16;  // per variant
+inline constexpr size_t kMaxArtifacts = 16;        // per variant
+inline constexpr size_t kMaxTensors = 4096;        // model inputs, and model outputs, each
+// (a tensor's rank is capped at XRT_MAX_RANK)
+
 struct Model {
   std::string name;
   std::vector<TensorSpec> inputs;

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cctype>
 #include <cstring>
+#include <unordered_map>
+#include <unordered_set>
 
 #include <nlohmann/json.hpp>
 
@@ -155,8 +157,20 @@ Result<std::shared_ptr<Session>> Session::Create(std::shared_ptr<const Bundle> b
       for (const auto& d : v->fallback_devices) chain.push_back(d);
     }
   }
+  // Linear in the chain: a hash set for the de-duplication, and the variants for each device indexed once below
+  // (a bundle's chain is at most kMaxVariants x kMaxFallbackDevices entries; the caller's is the caller's).
+  std::unordered_set<std::string> seen_devices = {requested};
   for (const auto& d : chain) {
-    if (std::find(devices.begin(), devices.end(), d) == devices.end()) devices.push_back(d);
+    if (seen_devices.insert(d).second) devices.push_back(d);
+  }
+  // device -> candidates built for it, and -> candidates that declare it as a fallback (manifest order each).
+  std::unordered_map<std::string, std::vector<const Variant*>> built_for, falls_back_to;
+  for (const Variant* v : candidates) {
+    built_for[v->device].push_back(v);
+    std::unordered_set<std::string> declared;  // a device listed twice by one variant counts once
+    for (const auto& d : v->fallback_devices) {
+      if (d != v->device && declared.insert(d).second) falls_back_to[d].push_back(v);
+    }
   }
 
   nlohmann::json skipped = nlohmann::json::array();
@@ -172,14 +186,9 @@ Result<std::shared_ptr<Session>> Session::Create(std::shared_ptr<const Bundle> b
   for (const std::string& d : devices) {
     // Variants built for d, then (on a fallback device) variants that declare d as a fallback.
     std::vector<const Variant*> order;
-    for (const Variant* v : candidates) {
-      if (v->device == d) order.push_back(v);
-    }
-    for (const Variant* v : candidates) {
-      if (v->device != d && std::find(v->fallback_devices.begin(), v->fallback_devices.end(), d) !=
-                                v->fallback_devices.end()) {
-        order.push_back(v);
-      }
+    if (auto it = built_for.find(d); it != built_for.end()) order = it->second;
+    if (auto it = falls_back_to.find(d); it != falls_back_to.end()) {
+      order.insert(order.end(), it->second.begin(), it->second.end());
     }
     if (order.empty()) {
       for (const Variant* v : candidates) skip(*v, d, Cat("built for device ", v->device, ", not ", d));

@@ -3,6 +3,7 @@
 #include "npy_io.h"
 
 #include <errno.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <zip.h>
 
@@ -259,10 +260,12 @@ struct ZipCloser {
 };
 using ZipPtr = std::unique_ptr<zip_t, ZipCloser>;
 
+// Reads one member, never more than its declared size (checked by the caller against the archive's budget).
 std::vector<uint8_t> ReadMember(zip_t* za, zip_uint64_t index, const std::string& what) {
   zip_stat_t st;
   zip_stat_init(&st);
   if (zip_stat_index(za, index, 0, &st) != 0) throw NpyError(what + ": " + zip_strerror(za));
+  if (!(st.valid & ZIP_STAT_SIZE)) throw NpyError(what + ": the archive does not record the member's size");
   zip_file_t* file = zip_fopen_index(za, index, 0);
   if (file == nullptr) throw NpyError(what + ": cannot open the member: " + zip_strerror(za));
   std::vector<uint8_t> data;
@@ -277,11 +280,21 @@ std::vector<uint8_t> ReadMember(zip_t* za, zip_uint64_t index, const std::string
       throw NpyError(what + ": cannot read the member: " + message);
     }
     if (n == 0) break;
+    if (static_cast<zip_uint64_t>(n) > st.size - data.size()) {
+      zip_fclose(file);
+      throw NpyError(what + ": member size mismatch (it decompresses to more than the " + std::to_string(st.size) +
+                     " bytes the archive records)");
+    }
     data.insert(data.end(), chunk, chunk + n);
   }
   zip_fclose(file);
-  if ((st.valid & ZIP_STAT_SIZE) && st.size != data.size()) throw NpyError(what + ": member size mismatch");
+  if (st.size != data.size()) throw NpyError(what + ": member size mismatch");
   return data;
+}
+
+uint64_t FileSizeOr0(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0;
 }
 
 bool EndsWith(const std::string& s, const std::string& suffix) {
@@ -408,13 +421,31 @@ Array ReadNpyFile(const std::string& path) {
   return ParseNpy(bytes.data(), bytes.size(), path);
 }
 
-std::vector<NamedArray> ReadNpz(const std::string& path) {
+std::vector<NamedArray> ReadNpz(const std::string& path, uint64_t max_total_bytes) {
   int code = 0;
   ZipPtr za(zip_open(path.c_str(), ZIP_RDONLY, &code));
   if (za == nullptr) {
     throw NpyError(path + ": cannot open as .npz (a zip written by numpy.savez): " + ZipErrorString(code));
   }
   const zip_int64_t entries = zip_get_num_entries(za.get(), 0);
+  // The budget is checked on the declared sizes before anything is decompressed (ReadMember holds each member to
+  // its declared size, so the declaration cannot understate what is read).
+  uint64_t declared = 0;
+  for (zip_int64_t i = 0; i < entries; ++i) {
+    zip_stat_t st;
+    zip_stat_init(&st);
+    if (zip_stat_index(za.get(), static_cast<zip_uint64_t>(i), 0, &st) != 0) {
+      throw NpyError(path + ": " + zip_strerror(za.get()));
+    }
+    if ((st.valid & ZIP_STAT_SIZE) && !__builtin_add_overflow(declared, st.size, &declared) &&
+        declared <= max_total_bytes) {
+      continue;
+    }
+    if (!(st.valid & ZIP_STAT_SIZE)) throw NpyError(path + ": the archive does not record a member's size");
+    throw NpyError(path + ": its arrays decompress to more than " + std::to_string(max_total_bytes) +
+                   " bytes (the limit for an input archive; the file is " + std::to_string(FileSizeOr0(path)) +
+                   " bytes). Pass smaller inputs, or raise the limit with --max-input-bytes");
+  }
   std::vector<NamedArray> plain;
   std::vector<std::string> names;
   bool have_names = false;

@@ -62,7 +62,11 @@ Array ReadNpyFile(const std::string& path);
 // Reads an .npz file. When it holds `__names__` (corpus convention: a unicode array of input names, with arrays
 // stored as in0, in1, ...), the result carries the real names in `__names__` order; otherwise the member names
 // without ".npy", in archive order.
-std::vector<NamedArray> ReadNpz(const std::string& path);
+// At most `max_total_bytes` are decompressed in all (members' declared sizes are checked against it before any is
+// read, and a member is never read past its declared size), so a small archive that inflates a thousandfold is an
+// NpyError naming the limit, not an allocation of whatever it claims.
+inline constexpr uint64_t kDefaultMaxNpzBytes = uint64_t{2} << 30;
+std::vector<NamedArray> ReadNpz(const std::string& path, uint64_t max_total_bytes = kDefaultMaxNpzBytes);
 // Writes an uncompressed .npz readable by numpy.load, whose keys are the given names, atomically: a temporary file in
 // the same folder is renamed onto `path`. Without `overwrite` an existing `path` is left untouched and
 // FileExistsError is thrown (the check and the publish are one atomic link(), so a racing writer is not clobbered).

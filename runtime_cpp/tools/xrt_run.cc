@@ -36,6 +36,8 @@ constexpr int kExitRuntime = 1;
 constexpr int kExitUsage = 2;
 constexpr int kExitIncompatible = 5;
 constexpr int kExitExists = 11;
+// The engine the Python loader registers (through ONNX Runtime's Python API); C/C++ processes do not have it.
+constexpr char kPythonOnlyEngine[] = "onnxruntime";
 
 const char kUsage[] =
     "usage: xrt-run BUNDLE [options]\n"
@@ -44,6 +46,7 @@ const char kUsage[] =
     "\n"
     "inputs (default: random inputs from the bundle's input info; floats ~ N(0,1), ints in [0,100), random bools):\n"
     "  --inputs FILE.npz        arrays keyed by input name, or the corpus layout (__names__ + in0, in1, ...)\n"
+    "  --max-input-bytes N      refuse an --inputs archive whose arrays decompress to more (default 2 GiB)\n"
     "  --input NAME=FILE.npy    one input (repeatable; overrides the same name from --inputs)\n"
     "  --shape NAME=1x3x224x224 shape of a random input with dynamic dims (repeatable)\n"
     "  --seed S                 seed for random inputs (default 0; the same inputs as xrtc run --seed)\n"
@@ -149,6 +152,7 @@ struct Options {
   int64_t warmup = 10;
   bool warmup_given = false;
   uint64_t seed = 0;
+  uint64_t max_input_bytes = kDefaultMaxNpzBytes;
   std::vector<uint8_t> trusted_keys;  // 32 bytes per --trusted-key, back to back
   size_t trusted_key_count = 0;
   bool require_signature = false;
@@ -230,7 +234,7 @@ Options ParseArgs(int argc, char** argv) {
   Options o;
   const std::vector<std::string> valued = {"--inputs", "--input",        "--shape", "--device", "--engine",
                                            "--variant", "--save-outputs", "--bench", "--warmup", "--seed",
-                                           "--trusted-key", "--fallback", "--cache-dir"};
+                                           "--trusted-key", "--fallback", "--cache-dir", "--max-input-bytes"};
   const std::vector<std::string> boolean = {"--force", "--quiet", "--json", "--help", "--require-signature"};
   bool positional_only = false;
   for (int i = 1; i < argc; ++i) {
@@ -302,6 +306,8 @@ Options ParseArgs(int argc, char** argv) {
       ++o.trusted_key_count;
     } else if (flag == "--seed") {
       o.seed = ParseUnsigned(flag, v, std::numeric_limits<uint64_t>::max());
+    } else if (flag == "--max-input-bytes") {
+      o.max_input_bytes = ParseUnsigned(flag, v, std::numeric_limits<uint64_t>::max());
     }
   }
   if (o.help) return o;
@@ -562,7 +568,7 @@ std::vector<GivenInput> ReadInputFiles(const Options& o) {
   };
   try {
     if (!o.inputs_npz.empty()) {
-      for (NamedArray& a : ReadNpz(o.inputs_npz)) put({a.name, o.inputs_npz, std::move(a.array)});
+      for (NamedArray& a : ReadNpz(o.inputs_npz, o.max_input_bytes)) put({a.name, o.inputs_npz, std::move(a.array)});
     }
     for (const auto& [name, path] : o.input_files) put({name, path, ReadNpyFile(path)});
   } catch (const NpyError& e) {
@@ -902,6 +908,20 @@ class Runner {
         } else {
           Say("  skipped: " + s.dump());
         }
+      }
+      // Both paths pick with the same rule (the manifest's order, first variant whose engine is present), but the
+      // ONNX Runtime engine exists only in Python processes (xpuruntime registers it through ONNX Runtime's Python
+      // API; the wheel ships no C/C++ headers). When it was skipped here, Python runs another variant than this
+      // runner: say so, so that timings from here are not read as the Python application's.
+      for (const Json& s : *skipped) {
+        if (!s.is_object() || s.value("engine", "") != kPythonOnlyEngine || !s.contains("variant")) continue;
+        const std::string python_runs = s.value("variant", "");
+        Say("  note: Python (xpuruntime.load) runs " + python_runs + " on this bundle and device, the bundle's "
+            "earlier choice: engine " + kPythonOnlyEngine + " is available only through the Python loader. "
+            "Outputs and timings here are " + str("variant") + "'s; in Python, xrt.load(BUNDLE, variant=\"" +
+            str("variant") + "\") runs the same variant as this runner");
+        (*report)["python_runs"] = python_runs;
+        break;
       }
     }
   }

@@ -5,6 +5,10 @@ Run through scripts/fuzz.sh, or by hand with the *installed* package (repository
 Each input is read twice: as given, and with its digests repaired (as formats/cpp/xrtpkg_fuzz_repair.h does) so
 mutations reach the layout, zstd and JSON checks behind them. A rejection must be xrtpkg.FormatError with one of
 the spec's statuses; any other exception, a hang or an OOM is a finding. Crashers go to tests/security/regressions/.
+
+Second surface: the decision log `Session.explain()` parses (xpuruntime._session.decisions_view). Each input is
+also given to it as a decisions.json, and a verified bundle's own decisions section is; a rejection must be
+xpuruntime.DataCorrupt / ResourceExhausted, never KeyError, RecursionError, JSONDecodeError or TypeError.
 """
 
 from __future__ import annotations
@@ -14,6 +18,10 @@ import struct
 import sys
 
 import atheris
+import xpuruntime
+from xpuruntime._session import decisions_view
+
+decisions_view = atheris.instrument_func(decisions_view)
 
 with atheris.instrument_imports():
     import xrtpkg
@@ -52,11 +60,28 @@ def check(buf: bytes) -> None:
     for s in bundle.sections:
         if s.size <= _MATERIALISE_CAP:
             assert len(bundle.data(s.name)) == s.size
+    section = bundle.manifest.get("decisions")
+    if isinstance(section, str) and any(s.name == section for s in bundle.sections):
+        variants = bundle.manifest.get("variants")
+        first = variants[0] if isinstance(variants, list) and variants else None
+        vid = first.get("id") if isinstance(first, dict) else None
+        check_decisions(bundle.data(section), vid if isinstance(vid, str) else "")
+
+
+def check_decisions(raw: bytes, variant_id: str) -> None:
+    try:
+        view = decisions_view(raw, variant_id)
+    except (xpuruntime.DataCorrupt, xpuruntime.ResourceExhausted) as err:
+        if not err.message:
+            raise AssertionError(f"rejection without a message: {err!r}") from err
+        return
+    assert isinstance(view, dict) and isinstance(view["nodes"], list)
 
 
 def TestOneInput(data: bytes) -> None:  # noqa: N802 (atheris' name)
     check(data)
     check(repair_digests(data))
+    check_decisions(data, "cpu-openvino")
 
 
 def main() -> None:

@@ -53,9 +53,23 @@ class PassState:
         if self._graph is None:
             import onnx_graphsurgeon as gs
 
+            _drop_io_value_info(self._model.graph)
             self._graph = gs.import_onnx(self._model)
             self._model = None
         return self._graph
+
+
+def _drop_io_value_info(graph: onnx.GraphProto) -> None:
+    """Removes `value_info` entries that repeat a graph input's or output's name (old exporters and quantisers write
+    them, often with a type but no shape). They are redundant: graph inputs and outputs declare their own types.
+    Why: onnx-graphsurgeon 0.6.1 imports `value_info` before the graph outputs and then keeps the tensor it already
+    has, so an output declared `float32[1, 4, 8, 8]` came back shapeless after any graphsurgeon pass, and the model
+    failed the checker ("Field 'shape' of 'type' is required but missing")."""
+    io_names = {v.name for v in graph.input} | {v.name for v in graph.output}
+    kept = [v for v in graph.value_info if v.name not in io_names]
+    if len(kept) != len(graph.value_info):
+        del graph.value_info[:]
+        graph.value_info.extend(kept)
 
 
 @dataclass
@@ -72,6 +86,7 @@ class PassRecord:
     matched: list[str] = field(default_factory=list)  # sorted, capped at REMOVED_NAMES_CAP
     matched_count: int = 0
     max_abs_err: float | None = None  # with --validate-passes: the error after this pass vs the source model
+    rolled_back: str = ""  # why the pass's edits were undone (its output failed the checker or --validate-passes)
 
     def to_json(self) -> dict[str, Any]:
         out = {"name": self.name, "params": self.params, "nodes_before": self.nodes_before,
@@ -79,6 +94,8 @@ class PassRecord:
                "removed_count": self.removed_count, "matched": self.matched, "matched_count": self.matched_count}
         if self.max_abs_err is not None:
             out["max_abs_err"] = float(f"{self.max_abs_err:.3g}")
+        if self.rolled_back:
+            out["rolled_back"] = self.rolled_back
         return out
 
 
@@ -95,6 +112,10 @@ class Pass:
     # False when the pass leaves work for a later one (fold-constants leaves emptied nodes for
     # eliminate-dead-nodes): the manager then checks the graph only after the next pass that leaves it valid.
     leaves_valid_graph: ClassVar[bool] = True
+    # True for optimisations the compile is correct without: when their output fails the checker (or
+    # --validate-passes), the manager undoes them, records why, and goes on. False for passes later stages rely on
+    # (node names, bound shapes, precision conversion): their failure stops the compile.
+    optional: ClassVar[bool] = True
     PARAMS: ClassVar[dict[str, tuple[type, Any, str]]] = {}
 
     def __init__(self, **overrides: Any) -> None:
@@ -127,9 +148,12 @@ def _node_names(graph: onnx.GraphProto, prefix: str = "") -> list[str]:
 
 
 class PassManager:
-    """Runs passes in order. After each pass (that declares `leaves_valid_graph`) the model must pass the ONNX
-    checker: a pass that breaks the graph is a bug in xrtc, reported as InternalError naming the passes since the
-    last check (rather than a confusing engine error later). The last pass must leave a valid graph.
+    """Runs passes in order, as transactions. After each pass that declares `leaves_valid_graph` the model must pass
+    the ONNX checker (with strict shape inference, as the engines' loaders would, when the input model passes it) and,
+    with a validator, the numeric check. A group of passes (those since the last check) that fails it is undone: the
+    model goes back to the last checked state, each pass's record says why (`rolled_back`), and the next pass runs.
+    A failing group with a non-optional pass (`Pass.optional`) stops the compile instead: InternalError for the
+    checker, the validator's PassValidationError for numerics. The last pass must leave a valid graph.
     """
 
     def __init__(self, passes: list[Pass], clock=None, validator=None) -> None:
@@ -149,42 +173,83 @@ class PassManager:
         callers keep using their model: the source as the accuracy reference, the fp32 graph for other variants)."""
         copy = onnx.ModelProto()
         copy.CopyFrom(model)
+        full_check = any(p.optional for p in self.passes) and _passes_full_check(copy)
+        checked = onnx.ModelProto()  # the last state that passed the checks: what a rollback returns to
+        checked.CopyFrom(copy)
         state = PassState(copy)
         records: list[PassRecord] = []
-        unchecked: list[str] = []
+        group: list[tuple[Pass, PassRecord]] = []  # passes since the last check
         for p in self.passes:
             before = _node_names(state.model.graph)
             state.matched = []
             with self.clock.stage(p.name, log) if self.clock is not None else nullcontext():
-                changed = self._apply(p, state)
-                after_model = self._check(p, state, unchecked)
-            after = _node_names(after_model.graph)
-            removed = sorted(set(before) - set(after) - {""})
-            matched = sorted(set(state.matched))
-            record = PassRecord(p.name, dict(p.params), len(before), len(after), int(changed),
-                                removed[:REMOVED_NAMES_CAP], len(removed), matched[:REMOVED_NAMES_CAP], len(matched))
-            if self.validator is not None and p.leaves_valid_graph:
-                record.max_abs_err = self.validator(p.name, after_model)
-            log.debug("%s: %d -> %d nodes, changed %d, removed %d", p.name, len(before), len(after), changed,
-                      len(removed))
-            records.append(record)
+                try:
+                    changed, error = self._apply(p, state), ""
+                except InternalError as err:  # the pass itself failed on a valid model
+                    if not p.optional:
+                        raise
+                    changed, error = 0, str(err).split(". This is a bug")[0]
+                after_model = state.model
+                after = _node_names(after_model.graph)
+                removed = sorted(set(before) - set(after) - {""})
+                matched = sorted(set(state.matched))
+                record = PassRecord(p.name, dict(p.params), len(before), len(after), int(changed),
+                                    removed[:REMOVED_NAMES_CAP], len(removed), matched[:REMOVED_NAMES_CAP],
+                                    len(matched))
+                records.append(record)
+                group.append((p, record))
+                if not error and p.leaves_valid_graph:
+                    error = self._check(group, after_model, full_check)
+                    if not error and self.validator is not None:
+                        error = self._validate(group, record, after_model)
+                if error:
+                    self._roll_back(group, error)
+                    state.model = _copy(checked)
+                    group = []
+                elif p.leaves_valid_graph:
+                    checked = _copy(after_model)
+                    group = []
+            log.debug("%s: %d -> %d nodes, changed %d, removed %d%s", p.name, len(before), len(after), changed,
+                      len(removed), f"; rolled back: {error}" if error else "")
         return state.model, records
 
     @staticmethod
-    def _check(p: Pass, state: PassState, unchecked: list[str]) -> onnx.ModelProto:
-        """Exports the model and, if `p` leaves a valid graph, runs the checker; `unchecked` lists the passes since
-        the last check (cleared here when the check passes)."""
-        model = state.model
-        unchecked.append(p.name)
-        if p.leaves_valid_graph:
-            try:
-                onnx.checker.check_model(model)
-            except onnx.checker.ValidationError as err:
-                raise InternalError(f"pass(es) {', '.join(unchecked)} produced an invalid model "
-                                    f"({str(err).splitlines()[0]}). This is a bug in xrtc: please report it "
-                                    "with the model") from err
-            unchecked.clear()
-        return model
+    def _check(group: list[tuple[Pass, PassRecord]], model: onnx.ModelProto, full_check: bool) -> str:
+        """'' when `model` passes the checker; else the checker's first line. A group with a required pass is held
+        to the plain checker only (the rule before passes were transactions) and raises InternalError instead: a bug
+        in xrtc, the compile cannot go on without that pass."""
+        required = not all(p.optional for p, _ in group)
+        try:
+            onnx.checker.check_model(model, full_check=full_check and not required)
+            return ""
+        except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            names = ", ".join(p.name for p, _ in group)
+            if required:
+                raise InternalError(f"pass(es) {names} produced an invalid model ({first}). This is a bug in xrtc: "
+                                    "please report it with the model") from err
+            return f"output fails the ONNX checker: {first[:300]}"
+
+    def _validate(self, group: list[tuple[Pass, PassRecord]], record: PassRecord, model: onnx.ModelProto) -> str:
+        """--validate-passes: '' when the numerics hold (the error is recorded); else why not. A group with a
+        required pass re-raises the validator's PassValidationError."""
+        from ..errors import PassValidationError
+
+        try:
+            record.max_abs_err = self.validator(record.name, model)
+            return ""
+        except PassValidationError as err:
+            if not all(p.optional for p, _ in group):
+                raise
+            return str(err)[:400]
+
+    @staticmethod
+    def _roll_back(group: list[tuple[Pass, PassRecord]], error: str) -> None:
+        names = ", ".join(p.name for p, _ in group)
+        for _p, record in group:
+            record.rolled_back = error if len(group) == 1 else f"{error} (undone with {names})"
+            record.max_abs_err = None
+        log.warning("pass(es) %s rolled back, the compile goes on without them: %s", names, error)
 
     @staticmethod
     def _apply(p: Pass, state: PassState) -> int:
@@ -195,3 +260,20 @@ class PassManager:
         except Exception as err:  # a pass failing on a valid model is our bug; keep the cause attached
             raise InternalError(f"pass {p.name} failed: {type(err).__name__}: {err}. This is a bug in xrtc: "
                                 "please report it with the model") from err
+
+
+def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    return out
+
+
+def _passes_full_check(model: onnx.ModelProto) -> bool:
+    """Whether the input passes the full check (checker + strict shape inference); passes are then held to it.
+    A model that does not (custom domains, shapes ONNX cannot infer) is held to the plain checker, which it passed
+    at load: a pass must not be blamed for what it was given."""
+    try:
+        onnx.checker.check_model(model, full_check=True)
+        return True
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError):
+        return False

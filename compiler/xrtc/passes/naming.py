@@ -25,6 +25,7 @@ class NameNodes(Pass):
     """
 
     name = "name-nodes"
+    optional = False  # later stages rely on it: a failure stops the compile
     description = "give unnamed nodes unique deterministic names"
     PARAMS = {}
 

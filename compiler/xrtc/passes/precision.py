@@ -41,6 +41,7 @@ class ConvertFloat16(Pass):
     """
 
     name = "convert-float16"
+    optional = False  # later stages rely on it: a failure stops the compile
     description = "convert float32 compute and weights to float16 (onnxruntime.transformers.float16)"
     PARAMS = {
         "op_block_list": (list, None, "op types kept in fp32 (default: ORT's list + SENSITIVE_OPS)"),
@@ -85,6 +86,7 @@ class QuantizeInt8(Pass):
     """
 
     name = "quantize-int8"
+    optional = False  # later stages rely on it: a failure stops the compile
     description = "int8 post-training quantisation, QDQ, calibrated on --calibration samples (onnxruntime.quantization)"
     PARAMS = {
         "per_channel": (bool, True, "per-output-channel weight scales"),

@@ -42,6 +42,7 @@ class RaiseIrVersion(Pass):
     """
 
     name = "raise-ir-version"
+    optional = False  # later stages rely on it: a failure stops the compile
     description = "raise the IR version to at least 4 so folded constants need not be graph inputs"
     PARAMS = {"min_ir_version": (int, 4, "lowest IR version to leave the model at")}
 
@@ -62,6 +63,7 @@ class BindShapes(Pass):
     """
 
     name = "bind-shapes"
+    optional = False  # later stages rely on it: a failure stops the compile
     description = "bind dynamic input dims to static sizes from the policy / --shape"
     PARAMS = {"shapes": (dict, None, "{input name: [dims]}")}
 

@@ -1,4 +1,4 @@
-"""Compile targets. `cpu` and `npu-intel` are implemented; the others are planned and refused with exit code 4.
+"""Compile targets. `cpu`, `npu-intel` and `cuda` are implemented; the others are planned and refused with exit code 4.
 `--target` takes one target or several, comma-separated (`npu-intel,cpu`): the bundle then holds the variants of
 each, in that order, and the runtime takes the first that fits the device present."""
 
@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from ..errors import UnsupportedTargetError, UsageError
 
-IMPLEMENTED = ("cpu", "npu-intel")
-PLANNED = ("cuda", "tensorrt")
+IMPLEMENTED = ("cpu", "npu-intel", "cuda")
+PLANNED = ("tensorrt",)
 
 
 def check_target(name: str) -> str:

@@ -101,10 +101,13 @@ class Compile:
         add_policy_args(parser)
         parser.add_argument("--validate-passes", action="store_true",
                             help="run the graph after every pass against the source model (ONNX Runtime, same "
-                                 "inputs); stop at the first pass that breaks numerics, naming it")
+                                 "inputs); a pass that breaks numerics is rolled back and named")
         parser.add_argument("--allow-unverified", action="store_true",
                             help="write the bundle even where the accuracy gate cannot check a variant (no samples "
                                  "the model accepts); the bundle is marked unverified (inspect, verify, the summary)")
+        parser.add_argument("--arch", default=None, metavar="ARCHS",
+                            help="--target cuda: cubin architectures, comma-separated (sm_90a, sm_89, sm_86, sm_80; "
+                                 "default sm_90a); PTX for sm_80 is always added for newer GPUs")
         parser.add_argument("--no-precompile", dest="precompile", action="store_false",
                             help="leave out engine-compiled blobs (OpenVINO CPU): slower first load, but bytes that "
                                  "do not depend on this machine's CPU capabilities")
@@ -117,9 +120,15 @@ class Compile:
             raise UsageError("--plan fixes every decision: drop --policy/--precision/--shape/--static-shape, or "
                              "drop --plan and compile from the policy")
         policy = None if args.plan else policy_from_args(args)
+        archs = None
+        if args.arch:
+            from ..targets.cuda.aot import parse_archs
+
+            archs = parse_archs(args.arch)
         result = compile_model(args.model, args.target, args.output, args.force, precompile=args.precompile,
                                policy=policy, plan_path=args.plan, calibration_path=args.calibration,
-                               validate_passes=args.validate_passes, allow_unverified=args.allow_unverified)
+                               validate_passes=args.validate_passes, allow_unverified=args.allow_unverified,
+                               archs=archs)
         manifest = result.manifest
         order = ", ".join(f"{v['id']} ({v['precision']})" for v in manifest["variants"])
         print(f"wrote {result.path} ({result.size} bytes)")
@@ -129,11 +138,19 @@ class Compile:
             acc = variant.get("accuracy")
             if acc:
                 errs = ", ".join(f"{k} {v:.3g}" for k, v in acc["max_abs_err"].items())
+                where = f" [ran on {acc['ran_on']}; NOT run on a GPU: {acc['not_run_on_device']}]" \
+                    if acc.get("not_run_on_device") else ""
                 print(f"    accuracy vs ONNX Runtime (source model, {plural(acc['samples'], 'sample')}): max abs err "
                       f"{errs} (tolerance rtol {acc['rtol']:g}, atol {acc['atol']:g}): "
-                      f"{'ok' if acc['passed'] else 'OVER'}")
+                      f"{'ok' if acc['passed'] else 'OVER'}{where}")
+            elif variant["engine"] == "cuda":
+                print("    accuracy: NOT MEASURED (no CUDA device here; see the warnings): run `xrtc verify` on a GPU")
         for item in manifest["excluded"]:
             print(f"excluded {item['target']}-{item['engine']}: {item['reason']}")
+        rolled_back = [p for p in manifest["provenance"]["passes"] if p.get("rolled_back")]
+        if rolled_back:  # the bundle is valid without them; the user should still know (and may report it)
+            print(f"passes rolled back ({len(rolled_back)}): "
+                  + "; ".join(f"{p['name']}: {p['rolled_back']}" for p in rolled_back))
         if manifest.get("unverified"):
             print(f"UNVERIFIED: {manifest['unverified']['reason']}")
         self.final_note = result.summary  # the CLI's last line: PASSED xrtc compile: built ...

@@ -58,6 +58,30 @@ def print_decisions(log: dict, variant: str | None = None, out=sys.stdout) -> No
         print(f"warning: {w}", file=out)
 
 
+def cuda_kernels(bundle, variant: str | None = None) -> dict:
+    """variant id -> its launches (xrtc.targets.cuda.describe) for every cuda variant of the bundle."""
+    out = {}
+    for v in bundle.manifest.get("variants", []):
+        if v.get("engine") != "cuda" or (variant and v["id"] != variant):
+            continue
+        from ..targets.cuda import describe
+
+        out[v["id"]] = describe(json.loads(bundle.data(v["artifacts"]["plan"])))
+    return out
+
+
+def print_kernels(kernels: dict, out=sys.stdout) -> None:
+    for vid, rows in kernels.items():
+        print(f"\n{vid}: {len(rows)} launches in order (GEMM: shape, epilogue, algorithm; Triton kernel: entry, "
+              "grid, warps, shared memory, source hash, images)", file=out)
+        for r in rows:
+            nodes = r["onnx_nodes"]
+            shown = ", ".join(nodes[:4]) + (f" +{len(nodes) - 4}" if len(nodes) > 4 else "")
+            where = f" [{','.join(r['archs'])}]" if "archs" in r else ""
+            print(f"  {r['launch']:>3} {r['kind']:<6} {r['group']:<15} {r['config']}{where} algo {r['algorithm']}"
+                  f" <- {shown}", file=out)
+
+
 class Explain:
     """Show a bundle's decision log: what was chosen per variant and node, and why.
 
@@ -76,10 +100,13 @@ class Explain:
     def run(self, args) -> int:
         from .inspect import read_bundle
 
-        log = load_decisions(read_bundle(args.bundle), args.bundle)
+        bundle = read_bundle(args.bundle)
+        log = load_decisions(bundle, args.bundle)
+        kernels = cuda_kernels(bundle, args.variant)
         if args.json:
-            print(json.dumps(log, indent=1, sort_keys=True))
+            print(json.dumps(dict(log, kernels=kernels) if kernels else log, indent=1, sort_keys=True))
         else:
             print_decisions(log, args.variant)
+            print_kernels(kernels)
         sys.stdout.flush()
         return 0

@@ -84,6 +84,8 @@ def render_text(info: dict) -> str:
             errs = ", ".join(f"{k} {e:.3g}" for k, e in acc.get("max_abs_err", {}).items())
             lines.append(f"     accuracy: {'pass' if acc.get('passed') else 'FAIL'}, max abs err {errs} vs ONNX "
                          f"Runtime (rtol {acc.get('rtol')}, atol {acc.get('atol')}; ran on {acc.get('ran_on', '?')})")
+            if acc.get("method"):  # NPU variants: how their fp16 arithmetic was measured without an NPU
+                lines.append(f"       measured as: {acc['method']}")
         elif m.get("unverified"):
             lines.append("     accuracy: NOT VERIFIED (see `verified` above)")
         else:  # bundles from before the gate was required
@@ -104,6 +106,9 @@ def render_text(info: dict) -> str:
     lines.append(f"  policy   {json.dumps(prov.get('policy', {}), sort_keys=True)}")
     for p in prov.get("passes", []):
         extra = f", removed {p['removed_count']}" if p.get("removed_count") else ""
+        if p.get("rolled_back"):
+            lines.append(f"  pass     {p.get('name')}: ROLLED BACK ({p['rolled_back']})")
+            continue
         lines.append(f"  pass     {p.get('name')}: {p.get('nodes_before')} -> {p.get('nodes_after')} nodes, "
                      f"changed {p.get('changed')}{extra}")
     return "\n".join(lines)

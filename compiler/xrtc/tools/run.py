@@ -119,6 +119,8 @@ class Run:
             print(f"  fallback: {ex['fallback']}")
         if ex.get("unverified"):
             print(f"  UNVERIFIED bundle (compiled with --allow-unverified): {ex['unverified']}")
+        if ex.get("cpp_runs"):  # the same bundle runs another variant from C/C++ (xrt-run): say so
+            print(f"  note: {ex['cpp_runs']['why']}")
         if ex.get("engine_info"):
             print(f"  engine: {', '.join(f'{k} {v}' for k, v in sorted(ex['engine_info'].items()))}")
         for skipped in ex.get("skipped", []):

@@ -43,6 +43,9 @@ MAX_SECTIONS = 1024
 MAX_NAME_LEN = 31
 MAX_COMPRESSED_SIZE = 1 << 31      # cap on a compressed section's decompressed size
 MAX_MANIFEST_SIZE = 16 << 20       # cap on the manifest's decompressed size
+# Cap on the sum of every compressed section's declared decompressed size in one bundle: what a reader may have
+# to decompress to verify a bundle (uncompressed sections are bounded by the file itself).
+MAX_TOTAL_DECOMPRESSED = 1 << 32
 MAX_ZSTD_WINDOW = 1 << 27
 U64_MAX = (1 << 64) - 1
 

@@ -34,6 +34,7 @@ from ._format import (
     MAX_COMPRESSED_SIZE,
     MAX_MANIFEST_SIZE,
     MAX_SECTIONS,
+    MAX_TOTAL_DECOMPRESSED,
     MAX_ZSTD_WINDOW,
     SIG_MAGIC,
     SIG_TRAILER_SIZE,
@@ -245,6 +246,7 @@ def _verify(buf: bytes, trusted: frozenset[bytes] | None = None, require_signatu
     entries = []
     seen: set[bytes] = set()
     expected = first_section_offset(count)
+    total_decompressed = 0  # declared decompressed bytes of the compressed sections so far
     for i in range(count):
         raw_name, flags, ent_reserved, offset, stored_size, size, sha = ENTRY_STRUCT.unpack_from(
             buf, HEADER_SIZE + ENTRY_SIZE * i
@@ -296,6 +298,15 @@ def _verify(buf: bytes, trusted: frozenset[bytes] | None = None, require_signatu
                 f"{where}: manifest declares {size} bytes, above the cap of {MAX_MANIFEST_SIZE}",
                 "caps",
             )
+        if compressed:
+            total_decompressed += size
+            if total_decompressed > MAX_TOTAL_DECOMPRESSED:
+                raise FormatError(
+                    RESOURCE_EXHAUSTED,
+                    f"{where}: the compressed sections up to this one declare {total_decompressed} bytes "
+                    f"decompressed in all, above the per-bundle cap of {MAX_TOTAL_DECOMPRESSED}",
+                    "caps",
+                )
         entries.append(Section(name.decode("ascii"), compressed, offset, stored_size, size, sha.hex()))
 
     # 12. trailing bytes: file_size equals the end of the last section
@@ -318,9 +329,15 @@ def _verify(buf: bytes, trusted: frozenset[bytes] | None = None, require_signatu
         stored = view[s.offset : s.offset + s.stored_size]
         if hashlib.sha256(stored).hexdigest() != s.sha256:
             raise _corrupt("sha256", f"{where}: sha256 of the stored bytes does not match the table")
-        payload = _check_frame(where, stored, s.size) if s.compressed else stored
+        if not s.compressed:
+            if i == 0:
+                manifest_bytes = bytes(stored)
+            continue
+        # The manifest (<= 16 MiB) is kept; other sections are only checked, through bounded memory, and
+        # decompressed again by Bundle.data() when asked for (so verifying never holds more than one section).
+        payload = _check_frame(where, stored, s.size, keep=(i == 0))
         if i == 0:
-            manifest_bytes = bytes(payload)
+            manifest_bytes = payload
 
     # 15. the manifest's JSON
     manifest = _parse_manifest(manifest_bytes)
@@ -343,8 +360,9 @@ def _check_signature(buf: bytes, file_size: int) -> bytes:
     return bytes(public_key)
 
 
-def _check_frame(where: str, stored: memoryview, size: int) -> bytes:
-    """Check a zstd frame's header against the table, then decompress it. Returns the payload."""
+def _check_frame(where: str, stored: memoryview, size: int, keep: bool = True) -> bytes:
+    """Check a zstd frame's header against the table, then decompress it. Returns the payload when ``keep``;
+    otherwise decodes it in bounded pieces, counting the bytes, and returns b"" (peak memory ~ a few MiB)."""
     if bytes(stored[:4]) != ZSTD_MAGIC:
         raise _corrupt("zstd", f"{where}: payload does not start with a zstd frame (magic {stored[:4].hex(' ')})")
     try:
@@ -360,12 +378,39 @@ def _check_frame(where: str, stored: memoryview, size: int) -> bytes:
     if params.dict_id != 0:
         raise _corrupt("zstd", f"{where}: zstd frame needs dictionary {params.dict_id}; bundles use none")
     try:
-        out = _decompress(stored, size)
+        if keep:
+            out = _decompress(stored, size)
+            produced = len(out)
+        else:
+            out, produced = b"", _decoded_size(stored, size)
     except zstandard.ZstdError as err:
         raise _corrupt("zstd", f"{where}: zstd frame does not decompress: {err}") from err
-    if len(out) != size:
-        raise _corrupt("zstd", f"{where}: zstd frame decompressed to {len(out)} bytes, the table says {size}")
+    if produced != size:
+        raise _corrupt("zstd", f"{where}: zstd frame decompressed to {produced} bytes, the table says {size}")
     return out
+
+
+# Input fed to the decoder per call when a frame is only checked. One zstd block (<= 128 KiB of output) takes at
+# least 4 input bytes (an RLE block), so one call yields at most 32 x this many bytes: 8 MiB.
+_CHECK_INPUT_STEP = 256
+
+
+def _decoded_size(stored: memoryview, size: int) -> int:
+    """Decodes one frame without keeping its output; returns how many bytes it decodes to (stopping as soon as that
+    exceeds ``size``). Data after the frame is an error, as in ``_decompress``."""
+    dobj = zstandard.ZstdDecompressor(max_window_size=MAX_ZSTD_WINDOW).decompressobj()
+    produced = 0
+    for start in range(0, len(stored), _CHECK_INPUT_STEP):
+        if dobj.eof:
+            raise zstandard.ZstdError(f"{len(stored) - start} bytes follow the frame")
+        produced += len(dobj.decompress(stored[start : start + _CHECK_INPUT_STEP]))
+        if produced > size:
+            return produced
+    if not dobj.eof:
+        raise zstandard.ZstdError("the frame is truncated")
+    if dobj.unused_data:
+        raise zstandard.ZstdError(f"{len(dobj.unused_data)} bytes follow the frame")
+    return produced
 
 
 def _reject_constant(token: str) -> None:
@@ -395,7 +440,29 @@ def _parse_manifest(data: bytes) -> dict:
     depth = _json_depth(obj)
     if depth > MAX_MANIFEST_DEPTH:
         raise _corrupt("manifest", f"manifest JSON nests {depth} levels, over the cap of {MAX_MANIFEST_DEPTH}")
+    where = _first_nul_string(obj)
+    if where is not None:
+        raise _corrupt("manifest", f"manifest string {where} contains a NUL character (\\u0000); names and values "
+                                   "must not (C callers would see them cut at the NUL)")
     return obj
+
+
+def _first_nul_string(obj) -> str | None:
+    """A description of the first string (key or value, depth-first) that contains U+0000, or None."""
+    stack = [obj]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str):
+            if "\0" in value:
+                return repr(value[:40])
+        elif isinstance(value, dict):
+            for key, child in value.items():
+                if "\0" in key:
+                    return repr(key[:40])
+                stack.append(child)
+        elif isinstance(value, list):
+            stack.extend(value)
+    return None
 
 
 # Objects and arrays nest at most this deep (the top-level object is level 1); deeper is DATA_CORRUPT in both

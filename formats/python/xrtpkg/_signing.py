@@ -47,8 +47,39 @@ def signed_digest(buf, file_size: int) -> bytes:
     return hashlib.sha256(memoryview(buf)[:file_size]).digest()
 
 
+# Ed25519 (RFC 8032): the field prime and the group order.
+_P = 2**255 - 19
+_L = 2**252 + 27742317777372353535851937790883648493
+# y-coordinates of the 8 points of small order (1, 2, 4, 4, 8, 8, 8, 8): (0, 1), (0, -1), (+-sqrt(-1), 0) and
+# (+-x8, +-y8). A key whose point is one of them verifies a forged signature for any message (for the identity,
+# R = [S]B does), so such keys prove nothing. tests/security/test_signature_edge_cases.py derives these points.
+_Y8 = 2707385501144840649318225287225658788936804267575313519463743609750303402022
+_SMALL_ORDER_Y = frozenset({0, 1, _P - 1, _Y8, _P - _Y8})
+
+
+def encoding_problem(public_key: bytes, signature: bytes) -> str | None:
+    """Why this key/signature pair is refused before any curve arithmetic, or None. Refused: a key that encodes a
+    small-order point (whatever the sign bit) or is not canonical (y >= p), and a signature whose R is not
+    canonical or whose S is not reduced (S >= L). RFC 8032 verifiers must reject S >= L; the rest closes the
+    "any message verifies" and malleability gaps that libraries differ on. Same rules as the C++ reader."""
+    y_key = int.from_bytes(bytes(public_key), "little") & ((1 << 255) - 1)
+    if y_key >= _P:
+        return "the public key is not canonically encoded (y >= 2^255 - 19)"
+    if y_key in _SMALL_ORDER_Y:
+        return "the public key is a point of small order (it would verify forged signatures)"
+    signature = bytes(signature)
+    if int.from_bytes(signature[:32], "little") & ((1 << 255) - 1) >= _P:
+        return "the signature's R is not canonically encoded (y >= 2^255 - 19)"
+    if int.from_bytes(signature[32:], "little") >= _L:
+        return "the signature's S is not reduced (S >= the group order L)"
+    return None
+
+
 def verify_signature(public_key: bytes, signature: bytes, digest: bytes) -> bool:
-    """Whether ``signature`` is a valid Ed25519 signature of ``digest`` by ``public_key`` (32 raw bytes)."""
+    """Whether ``signature`` is a valid Ed25519 signature of ``digest`` by ``public_key`` (32 raw bytes). Keys of
+    small order and non-canonical encodings are refused (:func:`encoding_problem`)."""
+    if len(public_key) != 32 or len(signature) != 64 or encoding_problem(public_key, signature) is not None:
+        return False
     ed25519 = _ed25519()
     from cryptography.exceptions import InvalidSignature
 
@@ -84,7 +115,7 @@ def load_public_key(source: KeySource) -> bytes:
         if len(raw) != PUBLIC_KEY_SIZE:
             raise ValueError(f"a trusted key given as bytes must be the {PUBLIC_KEY_SIZE}-byte raw Ed25519 public key, "
                              f"got {len(raw)} bytes (pass the path of a .pub file written by `xrtc keygen` instead)")
-        return raw
+        return _check_trusted_key(raw, "a trusted key")
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
         with open(path, "rb") as f:
@@ -93,8 +124,15 @@ def load_public_key(source: KeySource) -> bytes:
             text = data.decode("ascii")
         except UnicodeDecodeError:
             text = "\ufffd"
-        return parse_public_key_text(text, f"{path}")
+        return _check_trusted_key(parse_public_key_text(text, f"{path}"), path)
     raise TypeError(f"a trusted key is 32 raw bytes or the path of a .pub file, not {type(source).__name__}")
+
+
+def _check_trusted_key(raw: bytes, where: str) -> bytes:
+    problem = encoding_problem(raw, bytes(64))
+    if problem is not None:
+        raise ValueError(f"{where} is not usable as a trusted Ed25519 key: {problem}; use a key from `xrtc keygen`")
+    return raw
 
 
 def trusted_key_set(trusted_keys: Iterable[KeySource] | None) -> frozenset[bytes] | None:

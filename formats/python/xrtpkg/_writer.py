@@ -24,6 +24,7 @@ from ._format import (
     MAX_COMPRESSED_SIZE,
     MAX_MANIFEST_SIZE,
     MAX_SECTIONS,
+    MAX_TOTAL_DECOMPRESSED,
     MAX_ZSTD_WINDOW,
     ZSTD_LEVEL,
     ZSTD_MAGIC,
@@ -80,6 +81,11 @@ def to_bytes(manifest: dict, payloads: Iterable[tuple[str, bytes, bool]]) -> byt
     if not isinstance(manifest, dict):
         raise TypeError(f"manifest must be a dict (a JSON object), not {type(manifest).__name__}")
     manifest_json = canonical_json(manifest)
+    from ._reader import _first_nul_string
+
+    nul = _first_nul_string(manifest)
+    if nul is not None:
+        raise ValueError(f"manifest string {nul} contains a NUL character (\\u0000), which readers refuse")
     if len(manifest_json) > MAX_MANIFEST_SIZE:
         raise ValueError(f"manifest is {len(manifest_json)} bytes of JSON, above the cap of {MAX_MANIFEST_SIZE}")
 
@@ -109,6 +115,10 @@ def to_bytes(manifest: dict, payloads: Iterable[tuple[str, bytes, bool]]) -> byt
             sections.append((raw_name, 0, data, len(data)))
     if len(sections) > MAX_SECTIONS:
         raise ValueError(f"{len(sections)} sections (manifest included) exceed the format's cap of {MAX_SECTIONS}")
+    compressed_total = sum(size for _, flags, _, size in sections if flags & FLAG_ZSTD)
+    if compressed_total > MAX_TOTAL_DECOMPRESSED:
+        raise ValueError(f"compressed sections total {compressed_total} bytes, above the format's per-bundle cap of "
+                         f"{MAX_TOTAL_DECOMPRESSED}: store large sections uncompressed")
 
     count = len(sections)
     offsets = []

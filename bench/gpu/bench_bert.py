@@ -1,0 +1,248 @@
+"""BERT-base on the GPU machine: the model, its inputs, the peers and the cold start, for bench/gpu/run.sh.
+
+    python3 bench_bert.py export DIR                  HF BertModel(BertConfig()), seed 0, -> DIR/bert.onnx (fp32,
+                                                      torch.onnx.export dynamo, inputs input_ids, attention_mask,
+                                                      token_type_ids, dims batch and seq)
+    python3 bench_bert.py inputs DIR BxS ...          DIR/in_bBsS.npz: ids from a fixed seed, a mask whose odd
+                                                      rows have their last quarter padded
+    python3 bench_bert.py peers DIR BxS ...           torch eager fp32, torch.compile(mode="reduce-overhead") under
+                                                      fp16 autocast with SDPA, the fp16 HF model (SDPA) captured
+                                                      whole in one CUDA graph: median ms of CUDA-event timed runs
+                                                      -> DIR/peers.json
+    python3 bench_bert.py coldstart BUNDLE INPUTS.npz  xpuruntime.load(device="cuda") + first run, after CUDA init
+    python3 bench_bert.py table DIR                   RESULTS.md's table from DIR's JSON files
+
+Timing: warm-up, then CUDA events around each single run or graph replay on device-resident inputs, median.
+Ours is timed the same way by the plugin (XRT_CUDA_REPLAY_TIMING: events around each replay of our graph).
+"""
+import json
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+
+SEED = 0
+
+
+def shapes(args):
+    return [tuple(int(v) for v in a.split("x")) for a in args]
+
+
+def export(d):
+    """torch.onnx.export as torch 2.11 does by default (the dynamo exporter, opset 18), batch and seq dynamic."""
+    import onnx
+    import torch
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(SEED)
+    model = BertModel(BertConfig(attn_implementation="sdpa")).eval()
+    ids = torch.randint(0, 30522, (2, 16))
+    mask = torch.ones(2, 16, dtype=torch.int64)
+    tt = torch.zeros(2, 16, dtype=torch.int64)
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    dims = {0: torch.export.Dim("batch", max=64), 1: torch.export.Dim("seq", max=512)}
+    path = os.path.join(d, "bert.onnx")
+    torch.onnx.export(model, (ids, mask, tt), path, input_names=names,
+                      output_names=["last_hidden_state", "pooler_output"], opset_version=18, dynamo=True,
+                      dynamic_shapes={n: dims for n in names})
+    onnx.save(onnx.load(path, load_external_data=True), path)  # one file
+    torch.save(model.state_dict(), os.path.join(d, "bert_state.pt"))
+
+
+def make_inputs(b, s):
+    rng = np.random.default_rng(1000 * b + s)
+    ids = rng.integers(0, 30522, (b, s)).astype(np.int64)
+    mask = np.ones((b, s), np.int64)
+    mask[1::2, s - s // 4:] = 0  # padding on odd rows exercises the mask
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros((b, s), np.int64)}
+
+
+def inputs(d, args):
+    for b, s in shapes(args):
+        np.savez(os.path.join(d, f"in_b{b}s{s}.npz"), **make_inputs(b, s))
+
+
+def _events_median(fn, iters=100, warm=20):
+    import torch
+    for _ in range(warm):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(iters):
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        s.record()
+        fn()
+        e.record()
+        torch.cuda.synchronize()
+        times.append(s.elapsed_time(e))
+    return statistics.median(times)
+
+
+def peers(d, args):
+    import copy
+    import torch
+    from transformers import BertConfig, BertModel
+
+    model = BertModel(BertConfig())
+    model.load_state_dict(torch.load(os.path.join(d, "bert_state.pt")))
+    model = model.eval().cuda()
+    m16 = copy.deepcopy(model).half()
+    for m in (model, m16):
+        if hasattr(m, "set_attn_implementation"):
+            m.set_attn_implementation("sdpa")
+        else:
+            m.config._attn_implementation = "sdpa"
+    path = os.path.join(d, "peers.json")
+    res = json.load(open(path)) if os.path.exists(path) else {}
+    for b, s in shapes(args):
+        feeds = make_inputs(b, s)
+        ids = torch.from_numpy(feeds["input_ids"]).cuda()
+        mask = torch.from_numpy(feeds["attention_mask"]).cuda()
+        tt = torch.from_numpy(feeds["token_type_ids"]).cuda()
+        row = {}
+        with torch.inference_mode():
+            row["torch_eager_fp32"] = _events_median(lambda: model(input_ids=ids, attention_mask=mask, token_type_ids=tt), 30, 5)
+            with torch.autocast("cuda", dtype=torch.float16):
+                row["torch_eager_amp_fp16"] = _events_median(lambda: model(input_ids=ids, attention_mask=mask, token_type_ids=tt), 30, 5)
+        try:
+            t0 = time.perf_counter()
+            cm = torch.compile(model, mode="reduce-overhead")
+            with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16):
+                cm(input_ids=ids, attention_mask=mask, token_type_ids=tt)
+                torch.cuda.synchronize()
+                row["torch_compile_cold_s"] = time.perf_counter() - t0
+                row["torch_compile_ro_fp16"] = _events_median(lambda: cm(input_ids=ids, attention_mask=mask, token_type_ids=tt), 100, 20)
+        except Exception as e:  # noqa: BLE001 - a peer that fails is reported, not fatal
+            row["torch_compile_ro_fp16"] = f"ERR {type(e).__name__}: {str(e)[:100]}"
+        try:
+            with torch.inference_mode():
+                st = torch.cuda.Stream()
+                st.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(st):
+                    for _ in range(3):
+                        m16(input_ids=ids, attention_mask=mask, token_type_ids=tt)
+                torch.cuda.current_stream().wait_stream(st)
+                g = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(g):
+                    m16(input_ids=ids, attention_mask=mask, token_type_ids=tt)
+                row["torch_fp16_cuda_graph"] = _events_median(g.replay, 200, 20)
+                del g
+        except Exception as e:  # noqa: BLE001
+            row["torch_fp16_cuda_graph"] = f"ERR {type(e).__name__}: {str(e)[:100]}"
+        try:
+            with torch.inference_mode():
+                st = torch.cuda.Stream()
+                st.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(st):
+                    for _ in range(3):
+                        model(input_ids=ids, attention_mask=mask, token_type_ids=tt)
+                torch.cuda.current_stream().wait_stream(st)
+                g = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(g):
+                    model(input_ids=ids, attention_mask=mask, token_type_ids=tt)
+                row["torch_fp32_cuda_graph"] = _events_median(g.replay, 100, 10)
+                torch.backends.cuda.matmul.allow_tf32 = True
+                g2 = torch.cuda.CUDAGraph()
+                for _ in range(2):
+                    model(input_ids=ids, attention_mask=mask, token_type_ids=tt)
+                with torch.cuda.graph(g2):
+                    model(input_ids=ids, attention_mask=mask, token_type_ids=tt)
+                row["torch_tf32_cuda_graph"] = _events_median(g2.replay, 100, 10)
+                torch.backends.cuda.matmul.allow_tf32 = False
+                del g, g2
+        except Exception as e:  # noqa: BLE001
+            row["torch_fp32_cuda_graph"] = f"ERR {type(e).__name__}: {str(e)[:100]}"
+        res[f"b{b}s{s}"] = row
+        print(f"peers b{b}s{s}", json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}),
+              flush=True)
+        json.dump(res, open(path, "w"), indent=1)
+
+
+def _cuda_init():
+    """cuInit and the primary context, so the cold start below excludes what any CUDA program pays once."""
+    import ctypes
+    cu = ctypes.CDLL("libcuda.so.1")
+    assert cu.cuInit(0) == 0
+    dev, ctx = ctypes.c_int(), ctypes.c_void_p()
+    assert cu.cuDeviceGet(ctypes.byref(dev), 0) == 0
+    assert cu.cuDevicePrimaryCtxRetain(ctypes.byref(ctx), dev) == 0
+    return cu, ctx
+
+
+def coldstart(bundle, inputs_npz):
+    t0 = time.perf_counter()
+    cu_keep = _cuda_init()
+    t_init = time.perf_counter() - t0
+    feeds = dict(np.load(inputs_npz))
+    import xpuruntime as xrt
+    t1 = time.perf_counter()
+    sess = xrt.load(bundle, device="cuda")
+    t2 = time.perf_counter()
+    out = sess.run(feeds)
+    t3 = time.perf_counter()
+    sess.run(feeds)
+    t4 = time.perf_counter()
+    desc = sess.explain()
+    print(json.dumps({"event": "coldstart", "bundle": os.path.basename(bundle), "cuda_init_ms": t_init * 1e3,
+                      "load_ms": (t2 - t1) * 1e3, "first_run_ms": (t3 - t2) * 1e3,
+                      "open_to_first_result_ms": (t3 - t1) * 1e3, "second_run_ms": (t4 - t3) * 1e3,
+                      "outputs": {k: list(v.shape) for k, v in out.items()},
+                      "engine_info": desc.get("engine_info", {})}))
+    del cu_keep
+
+
+def table(d):
+    rows = []
+    ours = {}
+    for name in sorted(os.listdir(d)):
+        if name.startswith("ours_") and name.endswith(".json"):
+            r = json.load(open(os.path.join(d, name)))
+            ours[r["shape"]] = r
+    peers = json.load(open(os.path.join(d, "peers.json"))) if os.path.exists(os.path.join(d, "peers.json")) else {}
+
+    def f(v, nd=3):
+        return f"{v:.{nd}f}" if isinstance(v, (int, float)) else (str(v) if v is not None else "-")
+    order = sorted({k for k in ours if not k.startswith("tf32_")} | set(peers), key=lambda k: (int(k.split("s")[1]), int(k[1:].split("s")[0])))
+    rows.append("| BERT-base | ours fp16 (graph replay) | torch.compile r-o fp16 | HF fp16 in one CUDA graph | "
+                "torch eager fp32 | torch eager fp16 | ours: rel err vs ORT fp32 | kernels/inference | arena MiB | "
+                "cold start ms |")
+    rows.append("|---|---|---|---|---|---|---|---|---|---|")
+    for k in order:
+        o, p = ours.get(k, {}), peers.get(k, {})
+        rows.append(f"| {k} | {f(o.get('median_ms'))} | {f(p.get('torch_compile_ro_fp16'))} | "
+                    f"{f(p.get('torch_fp16_cuda_graph'))} | {f(p.get('torch_eager_fp32'))} | "
+                    f"{f(p.get('torch_eager_amp_fp16'))} | {f(o.get('rel_err'), 5) if 'rel_err' in o else '-'} | "
+                    f"{o.get('launches', '-')} | {f(o.get('arena_bytes', 0) / 2**20, 1) if 'arena_bytes' in o else '-'} "
+                    f"| {f(o.get('cold_ms'), 1)} |")
+    rows += ["", "| BERT-base tf32 | ours tf32 (graph replay) | HF fp32 in one CUDA graph | HF tf32 in one CUDA graph | "
+             "torch eager fp32 | ours: rel err vs ORT fp32 |", "|---|---|---|---|---|---|"]
+    for k in sorted(ours):
+        if not k.startswith("tf32_"):
+            continue
+        o, p = ours[k], peers.get(k[5:], {})
+        rows.append(f"| {k[5:]} | {f(o.get('median_ms'))} | {f(p.get('torch_fp32_cuda_graph'))} | "
+                    f"{f(p.get('torch_tf32_cuda_graph'))} | {f(p.get('torch_eager_fp32'))} | "
+                    f"{f(o.get('rel_err'), 5) if 'rel_err' in o else '-'} |")
+    print("\n".join(rows))
+
+
+def main():
+    cmd, rest = sys.argv[1], sys.argv[2:]
+    if cmd == "export":
+        export(rest[0])
+    elif cmd == "inputs":
+        inputs(rest[0], rest[1:])
+    elif cmd == "peers":
+        peers(rest[0], rest[1:])
+    elif cmd == "coldstart":
+        coldstart(rest[0], rest[1])
+    elif cmd == "table":
+        table(rest[0])
+    else:
+        raise SystemExit(__doc__)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# The GPU proof of --target cuda, run on the device machine in one call (build-check-benchmark):
+#   bash bench/gpu/run.sh smoke   the plugin's GPU tests and xrt-run on the bundles in .carry/rt/b
+#   bash bench/gpu/run.sh bert    + build xpuruntime there, export HF BertModel, compile it with --target cuda,
+#                                 check against ONNX Runtime CPU fp32, benchmark against the peers (bench_bert.py)
+# Inputs carried from the development machine (git-ignored, see README "Notes"): .carry/rt (libxrt.so,
+# libxrt_backend_cuda.so, xrt-run, cuda_gpu_test built on Debian 12; libzip/libbz2 the device lacks) and .carry/whl
+# (cp312 wheels the compiler needs there). Logs and tables go to $OUT.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+stage=${1:-smoke}
+# Logs go to /tmp/o and come back as one archive ($OUT/logs.tgz: the device tool returns at most 8 files).
+FINAL=${OUT:-/tmp/out}; OUT=/tmp/o; mkdir -p "$OUT" "$FINAL"
+trap 'tar czf "$FINAL/logs.tgz" -C "$OUT" . 2>/dev/null; cp "$OUT/table.md" "$FINAL/" 2>/dev/null' EXIT
+R=$PWD/.carry/rt
+NV=$(python3 -c "import nvidia, os; print(os.path.join(list(nvidia.__path__)[0], 'cu13', 'lib'))")
+export LD_LIBRARY_PATH=$R/lib:$R/sys:$NV${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+export XRT_BACKEND_PATH=$R/lib
+# xpuruntime (libxrt + the Python binding + xrtc) built there for its Python 3.12: the compiler runs there. The cuda
+# plugin is the one carried (built against the same xrt.h); the runner is carried too (the device has no libzip headers).
+build_xrt() {
+  local t0=$SECONDS
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/bt .carry/bt/*.whl &&
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .carry/whl/*.whl || return 1
+  PYTHONPATH=/tmp/bt CMAKE_BUILD_PARALLEL_LEVEL=16 python3 -m pip install -q --no-deps --no-build-isolation --no-compile \
+      --target /tmp/site -Cbuild-dir=/tmp/xrt-build -Ccmake.define.XRT_BUILD_RUNNER=OFF \
+      -Ccmake.define.XRT_BUILD_OPENVINO=OFF -Ccmake.define.XRT_BUILD_CUDA=OFF . > "$OUT/build_xrt.log" 2>&1 ||
+    { tail -30 "$OUT/build_xrt.log"; return 1; }
+  cp "$R/lib/libxrt_backend_cuda.so" /tmp/site/xpuruntime/
+  export PYTHONPATH=/tmp/site
+  echo "built xpuruntime there in $((SECONDS - t0)) s"
+}
+
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv,noheader | tee "$OUT/device.txt"
+python3 -c "import torch, triton, transformers, onnx, onnxruntime as o; print('torch', torch.__version__, 'triton', triton.__version__, 'transformers', transformers.__version__, 'onnx', onnx.__version__, 'onnxruntime', o.__version__)" | tee -a "$OUT/device.txt"
+
+echo "== plugin GPU tests (real driver, cuBLASLt from $NV)"
+"$R/bin/cuda_gpu_test" 2>&1 | tee "$OUT/gpu_test.log" | grep -E "OK|FAILED|PASSED|rel_err|Skipped|error" | cut -c1-400
+
+echo "== xrt-run on the carried bundles"
+for b in "$R"/b/*.xrtpkg; do
+  name=$(basename "$b" .xrtpkg)
+  model=$R/b/${name%%[0-9]*}.onnx
+  python3 bench/gpu/compare.py "$model" "$OUT/$name.in.npz" --make-inputs
+  "$R/bin/xrt-run" "$b" --device cuda --inputs "$OUT/$name.in.npz" --save-outputs "$OUT/$name.out.npz" --force --json > "$OUT/$name.run.json" 2> "$OUT/$name.run.err"
+  echo "$name: rc=$? $(tail -c 300 "$OUT/$name.run.err")"
+  python3 bench/gpu/compare.py "$model" "$OUT/$name.in.npz" "$OUT/$name.out.npz" --rtol 1e-2 --label "$name"
+  python3 -c "import json,sys; d=json.load(open('$OUT/$name.run.json')); print(json.dumps(d)[:1500])" 2>&1 | cut -c1-1500
+  XRT_CUDA_REPLAY_TIMING=200 XRT_CUDA_REPORT=$OUT/$name.replay.jsonl "$R/bin/xrt-run" "$b" --device cuda --quiet 2>&1 | tail -2
+  cat "$OUT/$name.replay.jsonl" 2>/dev/null
+  XRT_CUDA_PROFILE=1 XRT_CUDA_REPORT=$OUT/$name.profile.jsonl "$R/bin/xrt-run" "$b" --device cuda --quiet 2>&1 | tail -2
+  cut -c1-600 "$OUT/$name.profile.jsonl" 2>/dev/null
+done
+build_xrt || { echo "xpuruntime build FAILED"; exit 1; }
+(cd /tmp && python3 -c "import xpuruntime, xrtc; print('xpuruntime', xpuruntime.__version__, xpuruntime.__file__)")
+[ "$stage" = smoke ] && exit 0
+
+# ---- bert: export, compile (fp16, one bundle per shape: v1 plans are static), check, time, peers ----
+SHAPES=${SHAPES:-1x128 8x128 32x128 1x384}
+D=/tmp/bert; mkdir -p $D
+t0=$SECONDS
+python3 bench/gpu/bench_bert.py export $D && python3 bench/gpu/bench_bert.py inputs $D $SHAPES || exit 1
+echo "exported bert.onnx in $((SECONDS - t0)) s"
+t0=$SECONDS
+TF32_SHAPES=${TF32_SHAPES:-1x128 32x128}
+KEYS=""
+for job in $(for sh in $SHAPES; do echo fp16:$sh; done; for sh in $TF32_SHAPES; do echo tf32:$sh; done); do
+  prec=${job%%:*}; sh=${job#*:}; b=${sh%x*}; s=${sh#*x}
+  k=b${b}s${s}; [ $prec = fp16 ] || k=${prec}_$k
+  KEYS="$KEYS $k"
+  (cd /tmp && python3 -m xrtc compile $D/bert.onnx --target cuda --precision $prec --shape input_ids=${b}x${s} \
+      --shape attention_mask=${b}x${s} --shape token_type_ids=${b}x${s} -o $D/bert_$k.xrtpkg --force > $OUT/compile_$k.log 2>&1;
+   echo "compile $k: rc=$? $(tail -n 3 $OUT/compile_$k.log | cut -c1-300)") &
+done
+wait
+echo "compiled ${SHAPES} in parallel in $((SECONDS - t0)) s"
+for k in $KEYS; do
+  B=$D/bert_$k.xrtpkg; shape=${k#tf32_}; rtol=5e-3; [ $k = $shape ] || rtol=1e-2
+  [ -f $B ] || { echo "$k: no bundle"; continue; }
+  "$R/bin/xrt-run" $B --device cuda --inputs $D/in_$shape.npz --save-outputs $D/out_$k.npz --force --json > $OUT/run_$k.json 2> $OUT/run_$k.err
+  echo "$k: xrt-run rc=$? $(tail -c 400 $OUT/run_$k.err)"
+  python3 bench/gpu/compare.py $D/bert.onnx $D/in_$shape.npz $D/out_$k.npz --rtol $rtol --label "$k" | tee $OUT/cmp_$k.txt
+  rm -f $OUT/replay_$k.jsonl $OUT/profile_$k.jsonl
+  XRT_CUDA_REPLAY_TIMING=300 XRT_CUDA_REPORT=$OUT/replay_$k.jsonl "$R/bin/xrt-run" $B --device cuda --inputs $D/in_$shape.npz --quiet 2>&1 | tail -1
+  XRT_CUDA_PROFILE=1 XRT_CUDA_REPORT=$OUT/profile_$k.jsonl "$R/bin/xrt-run" $B --device cuda --inputs $D/in_$shape.npz --quiet 2>&1 | tail -1
+  (cd /tmp && python3 $OLDPWD/bench/gpu/bench_bert.py coldstart $B $D/in_$shape.npz) > $OUT/cold_$k.json 2>&1 || tail -5 $OUT/cold_$k.json
+  python3 - $k $OUT <<'PY'
+import json, re, sys
+k, out = sys.argv[1], sys.argv[2]
+r = {"shape": k}
+try:
+    rep = [json.loads(l) for l in open(f"{out}/replay_{k}.jsonl")][-1]
+    r.update(median_ms=rep["median_ms"], min_ms=rep["min_ms"], launches=rep["launches_per_replay"])
+except Exception as e: r["replay_error"] = str(e)
+try:
+    m = re.search(r"rel_err ([0-9.e+-]+)", open(f"{out}/cmp_{k}.txt").read()); r["rel_err"] = float(m.group(1))
+except Exception as e: r["rel_err_error"] = str(e)
+try:
+    c = json.loads(open(f"{out}/cold_{k}.json").read().strip().splitlines()[-1])
+    r.update(cold_ms=c["open_to_first_result_ms"], cuda_init_ms=c["cuda_init_ms"],
+             arena_bytes=c["engine_info"].get("device_bytes", {}).get("arena"), device_bytes=c["engine_info"].get("device_bytes"),
+             gemm_algos=c["engine_info"].get("gemm_algos", [])[:2], init_ms=c["engine_info"].get("init_ms"),
+             load_ms=c["load_ms"], first_run_ms=c["first_run_ms"], second_run_ms=c["second_run_ms"])
+except Exception as e: r["cold_error"] = str(e)
+try:
+    p = [json.loads(l) for l in open(f"{out}/profile_{k}.jsonl")][-1]
+    r["profile_groups_ms"] = {g: round(v, 4) for g, v in p["groups"].items()}; r["profile_total_ms"] = p["total_ms"]
+except Exception as e: r["profile_error"] = str(e)
+json.dump(r, open(f"/tmp/bert/ours_{k}.json", "w"), indent=1)
+print("ours", json.dumps(r)[:900])
+PY
+done
+cp /tmp/bert/ours_*.json $OUT/ 2>/dev/null
+t0=$SECONDS
+python3 bench/gpu/bench_bert.py peers $D $SHAPES 2>&1 | grep -v Warning | tail -8
+echo "peers in $((SECONDS - t0)) s"
+cp $D/peers.json $OUT/ 2>/dev/null
+python3 bench/gpu/bench_bert.py table $D | tee $OUT/table.md

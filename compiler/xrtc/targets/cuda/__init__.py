@@ -1,0 +1,154 @@
+"""Lowering for `--target cuda`: one variant, `cuda-cuda`, run by xpuruntime's own CUDA engine
+(`libxrt_backend_cuda.so`): Triton kernels compiled ahead of time (cubin per architecture + PTX) and cuBLASLt GEMMs,
+in one ordered launch list over one arena. The contract with the plugin is runtime_cpp/backends/cuda/PLAN.md.
+
+Sections of the variant: `<id>.plan.json` (the plan), `<id>.weights`, `<id>.kernels` (images), `<id>.sources.json`
+(the Triton source of every kernel, by sha256: what `explain` shows and what the plan interpreter runs on the CPU).
+
+Importable with only onnx, numpy, onnxruntime and triton (plus xrtc): no torch, no CUDA libraries.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from ...errors import PolicyViolationError
+from ..cpu import CpuLowering
+from . import aot, emit
+from .graph import lower_graph
+
+log = logging.getLogger("xrtc.targets.cuda")
+
+ENGINE_VERSION = ">=0.1"
+# Kernel knob choices the engine implements today (the policy schema names more).
+MATMUL_BUILT = {"engine", "cublasLt"}
+ATTENTION_BUILT = {"engine", "flash", "flash_v2", "math"}
+NOT_BUILT = {"cublas": "is not in the cuda plan: every GEMM is a cuBLASLt call (cublasLt runs the same GEMMs with "
+                       "fused epilogues)",
+             "triton": "(Triton GEMM kernels) is not built yet in xrtc's cuda engine",
+             "mem_efficient": "is not built in xrtc's cuda engine (built: flash, math)"}
+NOT_BUILT_OTHER = "is not built in xrtc's cuda engine (built: matmul=cublasLt, attention=flash|math)"
+
+
+def attention_choice(policy: dict) -> str:
+    """"math" when the policy asks for attention=math (any mode but auto), else "flash"."""
+    knob = (policy.get("kernel", {}) if isinstance(policy, dict) else {}).get("attention")
+    choice, mode = (knob.get("choice"), knob.get("mode", "prefer")) if isinstance(knob, dict) else (knob, "prefer")
+    return "math" if choice == "math" and mode != "auto" else "flash"
+# Largest model (weights + arena bytes) the plan interpreter checks at compile when no GPU is present.
+INTERPRET_MAX_BYTES = 64 << 20
+
+
+def kernel_policy(policy: dict, prog) -> list[str]:
+    """Checks the matmul / attention knobs against what the program uses; a fixed knob that cannot hold raises
+    PolicyViolationError naming the nodes; a preferred one returns a warning."""
+    warnings = []
+    knobs = policy.get("kernel", {}) if isinstance(policy, dict) else {}
+    uses = {"matmul": [n for s in prog.steps if isinstance(s, emit.GemmStep) for n in s.nodes[:1]],
+            "attention": [s.nodes[-1] for s in prog.steps if isinstance(s, emit.KernelStep) and s.group == "attention"]}
+    built = {"matmul": MATMUL_BUILT, "attention": ATTENTION_BUILT}
+    for family in ("matmul", "attention"):
+        knob = knobs.get(family)
+        if not knob:
+            continue
+        choice, mode = (knob.get("choice"), knob.get("mode", "prefer")) if isinstance(knob, dict) else (knob, "prefer")
+        if choice in built[family] or mode == "auto" or choice is None or not uses[family]:
+            continue
+        nodes = uses[family]
+        text = (f"{family}={choice} {NOT_BUILT.get(choice, NOT_BUILT_OTHER)}; nodes {', '.join(nodes[:6])}"
+                f"{' ...' if len(nodes) > 6 else ''}")
+        if mode == "fixed":
+            raise PolicyViolationError(f"--target cuda: {text}. Make the knob \"prefer\" or choose a built kernel")
+        warnings.append(f"prefer {text}: {'cublasLt' if family == 'matmul' else 'flash'} used")
+    return warnings
+
+
+def lower(models: dict, plan, workdir: str, clock, archs: list[str] | None = None) -> CpuLowering:
+    variant = next((v for v in plan.variants if v["target"] == "cuda"), None)
+    if variant is None or variant.get("dropped"):
+        return CpuLowering(variants=[], payloads=[], excluded=[])
+    if "excluded" in variant:
+        return CpuLowering(variants=[], payloads=[], excluded=[
+            {"target": "cuda", "engine": "cuda", "reason": f"policy: {variant['excluded']}"}])
+    triton = aot.require_triton()
+    archs = archs or aot.parse_archs((plan.policy.get("target_options") or {}).get("arch"))
+    vid = variant["id"]
+    precision = variant["precision"]
+    with clock.stage(f"lower-{vid}", log):
+        prog = lower_graph(models[vid], precision, attention=attention_choice(plan.policy))
+        warnings = kernel_policy(plan.policy, prog)
+        plan_json, weights, kernels, records = emit.emit(prog, archs)
+    sources = {aot.sha256(s.source): s.source for s in prog.steps if isinstance(s, emit.KernelStep)}
+    stats = records[0]
+    n_gemm = sum(isinstance(s, emit.GemmStep) for s in prog.steps)
+    n_kern = len(prog.steps) - n_gemm
+    log.info("%s: %d launches (%d cuBLASLt GEMMs, %d Triton kernels, %d distinct), arena %d bytes (sum of buffers "
+             "%d), weights %d bytes, archs %s", vid, len(prog.steps), n_gemm, n_kern, len(sources), stats["peak_bytes"],
+             stats["sum_bytes"], len(weights), ",".join(archs))
+    names = {"plan": f"{vid}.plan.json", "weights": f"{vid}.weights", "kernels": f"{vid}.kernels",
+             "sources": f"{vid}.sources.json"}
+    payloads = [(names["plan"], emit.plan_bytes(plan_json), True), (names["weights"], weights, True),
+                (names["kernels"], kernels, True),
+                (names["sources"], json.dumps(sources, sort_keys=True).encode(), True)]
+    why = (f"target cuda: xpuruntime's CUDA engine, {len(prog.steps)} launches ({n_gemm} cuBLASLt GEMMs, {n_kern} "
+           f"Triton kernels) in one CUDA graph, arena {stats['peak_bytes']} bytes (static plan), cubins for "
+           f"{','.join(archs)} + PTX ({aot.PTX_ARCH}) from Triton {triton.__version__}")
+    notes = list(dict.fromkeys(prog.notes)) + warnings
+    entry = {"id": vid, "target": "cuda", "device": "cuda", "engine": "cuda", "precision": precision,
+             "artifacts": dict(names), "options": dict(variant.get("options", {})),
+             "requires": {"engine": "cuda", "engine_version": ENGINE_VERSION, "devices": ["CUDA"],
+                          "archs": list(archs) + ["ptx"]},
+             "why": why}
+    if notes:
+        entry["notes"] = notes
+    return CpuLowering(variants=[entry], payloads=payloads, excluded=[], tools={"triton": triton.__version__})
+
+
+def gate_record(bundle_sections: dict, variant: dict, samples: list[dict], references: list[dict], rtol: float,
+                atol: float, compare) -> dict:
+    """The accuracy gate for a cuda variant where no CUDA device is here: the plan interpreter on the CPU (small
+    models), recorded as `ran_on: "cpu (plan interpreter)"` with `not_run_on_device`; larger models are recorded
+    as not measured. Never a silent pass."""
+    from . import interp
+
+    plan = json.loads(bundle_sections["plan"])
+    size = plan["arena_bytes"] + len(bundle_sections["weights"])
+    base = {"rtol": rtol, "atol": atol, "samples": len(samples), "not_run_on_device": "no CUDA device here"}
+    if size > INTERPRET_MAX_BYTES:
+        return dict(base, passed=None, not_run=f"no CUDA device here, and the model ({size >> 20} MiB of weights "
+                    f"and arena) is over the plan interpreter's limit ({INTERPRET_MAX_BYTES >> 20} MiB)",
+                    max_abs_err={}, failures=[])
+    worst: dict[str, float] = {}
+    failures = []
+    for feeds, ref in zip(samples, references):
+        got = interp.run(plan, bundle_sections["weights"], bundle_sections["sources"], feeds)
+        for name, expected in ref.items():
+            c = compare(variant["id"], name, got[name], expected, rtol, atol)
+            worst[name] = max(worst.get(name, 0.0), c.max_abs_err)
+            if not c.passed:
+                failures.append(f"{name}: max abs err {c.max_abs_err:.3g} ({c.note})")
+    return dict(base, passed=not failures, ran_on="cpu (plan interpreter: Triton kernels under TRITON_INTERPRET, "
+                "numpy GEMMs)", max_abs_err={k: float(f"{v:.3g}") for k, v in sorted(worst.items())},
+                failures=failures[:4])
+
+
+def describe(plan: dict) -> list[dict]:
+    """One row per launch of a cuda plan, in execution order: what `xrtc explain` lists (kind, group, ONNX nodes,
+    and per kernel its entry, arch images, warps, shared memory and source hash; per GEMM its shape, dtype,
+    compute type, epilogue and where its algorithm comes from)."""
+    rows = []
+    for i, launch in enumerate(plan["launches"]):
+        if "gemm" in launch:
+            g = plan["gemms"][launch["gemm"]]
+            rows.append({"launch": i, "kind": "gemm", "group": "cublasLt", "onnx_nodes": g["onnx_nodes"],
+                         "config": f"m={g['m']} n={g['n']} k={g['k']} {g['dtype']} compute {g['compute']} "
+                                   f"epilogue {g['epilogue']}",
+                         "algorithm": g["algo"].get("source", "heuristic")})
+        else:
+            k = plan["kernels"][launch["kernel"]]
+            rows.append({"launch": i, "kind": "triton", "group": k["group"], "onnx_nodes": k["onnx_nodes"],
+                         "config": f"{k['entry']} grid {'x'.join(map(str, launch['grid']))} warps {k['num_warps']} "
+                                   f"smem {k['shared_mem']} src {k['source_sha256'][:12]}",
+                         "archs": sorted(k["images"]), "algorithm": "triton " + plan["triton_version"]})
+    return rows

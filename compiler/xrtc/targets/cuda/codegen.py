@@ -1,0 +1,316 @@
+"""Triton source for each non-GEMM group, generated from the group (shapes, strides and constants are literals in the
+source, so one source text = one kernel; its sha256 names it and dedupes identical layers).
+
+Every kernel takes only pointers (the buffers in `params` order); Triton 3.6 appends two scratch pointers when it
+compiles (recorded by aot.py). Float math runs in fp32; loads convert from the buffer's dtype, stores convert to it.
+"""
+
+from __future__ import annotations
+
+import math
+
+from .ir import View, contiguous_strides, expr_leaves
+
+_TL = {"float16": "tl.float16", "float32": "tl.float32", "bfloat16": "tl.bfloat16", "int64": "tl.int64",
+       "int32": "tl.int32", "bool": "tl.int1", "int8": "tl.int8", "uint8": "tl.uint8"}
+
+
+def is_float(dtype: str) -> bool:
+    return dtype in ("float16", "float32", "bfloat16", "float64")
+
+
+def next_pow2(n: int) -> int:
+    return 1 << max(0, (int(n) - 1).bit_length())
+
+
+def _lit(value, dtype: str) -> str:
+    if is_float(dtype):
+        v = float(value)
+        if math.isinf(v):
+            return 'float("inf")' if v > 0 else 'float("-inf")'
+        if math.isnan(v):
+            return 'float("nan")'
+        return repr(v)
+    if dtype == "bool":
+        return "True" if bool(value) else "False"
+    return str(int(value))
+
+
+def offset_code(view: View, out_shape, var: str = "o") -> str:
+    """Element offset into `view`'s buffer for flat offsets `var` over the contiguous `out_shape` (the view is
+    broadcast to it)."""
+    v = view.broadcast_to(out_shape)
+    if v is None:
+        raise ValueError(f"view {view.shape} does not broadcast to {out_shape}")
+    if v.is_contiguous() and tuple(v.shape) == tuple(out_shape):
+        return f"({var} + {v.offset})" if v.offset else var
+    terms = []
+    total = 1
+    for d in out_shape:
+        total *= d
+    for d, cs, s in zip(out_shape, contiguous_strides(out_shape), v.strides):
+        if s == 0 or d == 1:
+            continue
+        idx = var if cs == 1 else f"({var} // {cs})"
+        if cs * d < total:
+            idx = f"({idx} % {d})"
+        terms.append(idx if s == 1 else f"{idx} * {s}")
+    if v.offset:
+        terms.append(str(v.offset))
+    return " + ".join(terms) if terms else "0 * " + var
+
+
+class _Emitter:
+    """Renders an expression as Triton statements; leaves become loads through their pointer parameter."""
+
+    def __init__(self, out_shape, ptr_of, mask: str, var: str = "o") -> None:
+        self.out_shape, self.ptr_of, self.mask, self.var = tuple(out_shape), ptr_of, mask, var
+        self.lines: list[str] = []
+        self.count = 0
+        self.memo: dict = {}
+
+    def tmp(self, code: str) -> str:
+        self.count += 1
+        name = f"t{self.count}"
+        self.lines.append(f"{name} = {code}")
+        return name
+
+    def load(self, view: View, dtype: str, shape=None, var=None) -> str:
+        shape = self.out_shape if shape is None else shape
+        off = offset_code(view, shape, var or self.var)
+        code = f"tl.load({self.ptr_of(view.buf)} + {off}, mask={self.mask}, other=0)"
+        return self.tmp(code + (".to(tl.float32)" if is_float(dtype) else ""))
+
+    def emit(self, e) -> str:
+        key = repr(e)
+        if key in self.memo:
+            return self.memo[key]
+        out = self._emit(e)
+        self.memo[key] = out
+        return out
+
+    def _emit(self, e) -> str:
+        kind = e[0]
+        if kind == "leaf":
+            return self.load(e[1], e[2])
+        if kind == "const":
+            return _lit(e[1], e[2])
+        if kind == "gather":
+            table, ids, dtype = e[1], e[2], e[3]
+            n = self.out_shape[-1]
+            row_shape = self.out_shape[:-1]
+            sub = _Emitter(row_shape, self.ptr_of, self.mask, f"({self.var} // {n})")
+            sub.count = self.count + 100 * (len(self.lines) + 1)
+            idx = sub.emit(ids)
+            self.lines += sub.lines
+            self.count = sub.count
+            col = f"({self.var} % {n})"
+            off = f"{idx} * {table.strides[0]} + {col}" + (f" * {table.strides[1]}" if table.strides[1] != 1 else "")
+            if table.offset:
+                off += f" + {table.offset}"
+            return self.tmp(f"tl.load({self.ptr_of(table.buf)} + {off}, mask={self.mask}, other=0)"
+                            + (".to(tl.float32)" if is_float(dtype) else ""))
+        name, args, attrs, dtype = e[1], e[2], dict(e[3]), e[4]
+        a = [self.emit(x) for x in args]
+        binary = {"Add": "+", "Sub": "-", "Mul": "*", "Div": "/", "Equal": "==", "Less": "<", "Greater": ">",
+                  "LessOrEqual": "<=", "GreaterOrEqual": ">=", "And": "&", "Or": "|", "Xor": "^"}
+        if name in binary:
+            if name == "Div" and not is_float(dtype):
+                return self.tmp(f"{a[0]} // {a[1]}")
+            return self.tmp(f"{a[0]} {binary[name]} {a[1]}")
+        if name == "Pow":
+            p = float(attrs["exponent"])
+            if p == 2.0:
+                return self.tmp(f"{a[0]} * {a[0]}")
+            if p == 3.0:
+                return self.tmp(f"{a[0]} * {a[0]} * {a[0]}")
+            if p == 0.5:
+                return self.tmp(f"tl.sqrt({a[0]})")
+            if p == 1.0:
+                return a[0]
+            if p == -1.0:
+                return self.tmp(f"1.0 / {a[0]}")
+            return self.tmp(f"tl.exp(tl.log({a[0]}) * {p!r})")  # only reached for positive bases (matcher checks)
+        simple = {"Sqrt": "tl.sqrt({0})", "Exp": "tl.exp({0})", "Log": "tl.log({0})", "Neg": "-{0}",
+                  "Abs": "tl.abs({0})", "Reciprocal": "1.0 / {0}", "Relu": "tl.maximum({0}, 0.0)",
+                  "Erf": "tl.math.erf({0})", "Sigmoid": "tl.sigmoid({0})", "Not": "{0} == 0",
+                  "Tanh": "1.0 - 2.0 / (tl.exp(2.0 * {0}) + 1.0)", "Floor": "tl.floor({0})", "Ceil": "tl.ceil({0})"}
+        if name in simple:
+            return self.tmp(simple[name].format(*a))
+        if name == "Gelu":
+            if attrs.get("approximate", "none") == "tanh":
+                inner = self.tmp(f"0.7978845608028654 * ({a[0]} + 0.044715 * {a[0]} * {a[0]} * {a[0]})")
+                return self.tmp(f"0.5 * {a[0]} * (2.0 - 2.0 / (tl.exp(2.0 * {inner}) + 1.0))")
+            return self.tmp(f"0.5 * {a[0]} * (1.0 + tl.math.erf({a[0]} * 0.7071067811865476))")
+        if name == "Where":
+            return self.tmp(f"tl.where({a[0]}, {a[1]}, {a[2]})")
+        if name in ("Max", "Min"):
+            fn = "tl.maximum" if name == "Max" else "tl.minimum"
+            acc = a[0]
+            for x in a[1:]:
+                acc = self.tmp(f"{fn}({acc}, {x})")
+            return acc
+        if name == "Clip":
+            lo, hi = attrs.get("min"), attrs.get("max")
+            x = a[0]
+            if lo is not None:
+                x = self.tmp(f"tl.maximum({x}, {lo!r})")
+            if hi is not None:
+                x = self.tmp(f"tl.minimum({x}, {hi!r})")
+            return x
+        if name == "Cast":
+            src = dtype_of(args[0])
+            if is_float(dtype):
+                return a[0] if is_float(src) else self.tmp(f"{a[0]}.to(tl.float32)")
+            if dtype == "bool":
+                return self.tmp(f"{a[0]} != 0")
+            return self.tmp(f"{a[0]}.to({_TL[dtype]})")
+        raise ValueError(f"no Triton code for elementwise op {name}")
+
+
+def dtype_of(e) -> str:
+    return e[-1]
+
+
+def elementwise(expr, out_shape, out_buf: int, out_dtype: str, buf_dtype) -> tuple[str, list[int], tuple, int, dict]:
+    """An elementwise kernel writing `expr` (broadcast to `out_shape`) contiguously into `out_buf`.
+    Returns (source, pointer buffers in order, grid, num_warps, config)."""
+    params = _params([leaf[1].buf for leaf in expr_leaves(expr)] + [out_buf])
+    numel = 1
+    for d in out_shape:
+        numel *= d
+    block = min(1024, next_pow2(max(numel, 16)))
+    em = _Emitter(out_shape, lambda b: f"P{params.index(b)}", "m")
+    value = em.emit(expr)
+    body = [f"o = tl.program_id(0) * {block} + tl.arange(0, {block})", f"m = o < {numel}", *em.lines,
+            f"tl.store(P{params.index(out_buf)} + o, {_store(value, dtype_of(expr), out_dtype)}, mask=m)"]
+    warps = 4 if block >= 512 else 1
+    return _function(params, body), params, (-(-numel // block), 1, 1), warps, {"block": block, "numel": numel}
+
+
+def _store(value: str, src_dtype: str, out_dtype: str) -> str:
+    if out_dtype == "bool":
+        return f"({value} != 0).to(tl.int1)" if src_dtype != "bool" else f"{value}.to(tl.int1)"
+    if src_dtype in ("bool",) or value in ("True", "False") or value.replace(".", "").replace("-", "").isdigit():
+        return f"(tl.zeros([1], tl.float32) + {value}).to({_TL[out_dtype]})" if value[:1].isdigit() else \
+            f"{value}.to({_TL[out_dtype]})"
+    return f"{value}.to({_TL[out_dtype]})"
+
+
+def layernorm(expr, out_shape, gamma: View | None, beta: View | None, eps: float, out_buf: int, out_dtype: str,
+              stash: tuple | None = None):
+    """One program per row of the last dim: y = (x - mean) / sqrt(var + eps) * gamma + beta, x = `expr` (residual
+    adds, embedding gathers and the like fused in front). `stash` (buffer, dtype) also writes x (a pre-norm value a
+    later node reads)."""
+    n = out_shape[-1]
+    rows = 1
+    for d in out_shape[:-1]:
+        rows *= d
+    block = next_pow2(max(n, 16))
+    bufs = [leaf[1].buf for leaf in expr_leaves(expr)]
+    bufs += [v.buf for v in (gamma, beta) if v is not None]
+    bufs += [out_buf] + ([stash[0]] if stash else [])
+    params = _params(bufs)
+    em = _Emitter(out_shape, lambda b: f"P{params.index(b)}", "m")
+    x = em.emit(expr)
+    body = ["row = tl.program_id(0)", f"c = tl.arange(0, {block})", f"m = c < {n}", f"o = row * {n} + c",
+            *em.lines, f"x = tl.where(m, {x}, 0.0)"]
+    if stash:
+        body.append(f"tl.store(P{params.index(stash[0])} + o, x.to({_TL[stash[1]]}), mask=m)")
+    body += [f"mean = tl.sum(x, 0) / {n}", "d = tl.where(m, x - mean, 0.0)", f"var = tl.sum(d * d, 0) / {n}",
+             f"y = d * tl.rsqrt(var + {float(eps)!r})"]
+    for v, op in ((gamma, "*"), (beta, "+")):
+        if v is not None:
+            off = offset_code(v, (n,), "c")
+            body.append(f"y = y {op} tl.load(P{params.index(v.buf)} + {off}, mask=m, other=0).to(tl.float32)")
+    body.append(f"tl.store(P{params.index(out_buf)} + o, y.to({_TL[out_dtype]}), mask=m)")
+    warps = max(1, min(8, block // 256))
+    return _function(params, body), params, (rows, 1, 1), warps, {"block": block, "rows": rows, "n": n}
+
+
+MATH_MAX_KEYS = 1024
+
+
+def attention(q: View, k: View, v: View, mask: View | None, out: View, scale: float, precision: str,
+              dtypes: dict, zero_masked_rows: bool = False, math_softmax: bool = False):
+    """Flash attention (online softmax, one pass over keys), static shapes; with `math_softmax` the policy's
+    `attention = math` instead: every key in one block, the softmax normalised explicitly (max, exp, sum, divide)
+    before P@V, like the unfused formula (keys <= MATH_MAX_KEYS). Views are 4-D [B, H, S, D] (k, v:
+    [B, H, Sk, D]); mask broadcast to [B, H, Sq, Sk], added after scaling; keys past Sk get -inf. The exponent is
+    taken against a finite max (0 while every key so far is -inf), so -inf mask entries never make NaN mid-row;
+    a row whose every key is -inf ends with sum 0: NaN like Softmax, or 0 with `zero_masked_rows` (SDPA's guard)."""
+    b_, h_, sq, d = q.shape
+    sk = k.shape[2]
+    bd = next_pow2(max(d, 16))
+    bm = min(32 if math_softmax else 64, next_pow2(max(sq, 16)))
+    bn = next_pow2(max(sk, 16)) if math_softmax else min(64, next_pow2(max(sk, 16)))
+    if math_softmax and sk > MATH_MAX_KEYS:
+        raise ValueError(f"attention=math holds every key of a row at once: {sk} keys > {MATH_MAX_KEYS}")
+    bufs = [q.buf, k.buf, v.buf] + ([mask.buf] if mask is not None else []) + [out.buf]
+    params = _params(bufs)
+    p = {b: f"P{params.index(b)}" for b in bufs}
+    ip = {"fp32": "ieee", "tf32": "tf32"}.get(precision)
+    dot_kw = f", input_precision=\"{ip}\"" if ip else ""
+    dot_t = "tl.float32" if precision in ("fp32", "tf32") else _TL[dtypes[v.buf]]
+
+    def base(vw: View) -> str:
+        return f"{vw.offset} + b * {vw.strides[0]} + h * {vw.strides[1]}"
+
+    body = ["pid = tl.program_id(0)", "bh = tl.program_id(1)", f"b = bh // {h_}", f"h = bh % {h_}",
+            f"om = pid * {bm} + tl.arange(0, {bm})", f"on = tl.arange(0, {bn})", f"od = tl.arange(0, {bd})",
+            f"mq = om < {sq}", f"md = od < {d}",
+            f"q = tl.load({p[q.buf]} + {base(q)} + om[:, None] * {q.strides[2]} + od[None, :] * {q.strides[3]}, "
+            f"mask=mq[:, None] & md[None, :], other=0).to({dot_t})",
+            f"m_i = tl.full([{bm}], float(\"-inf\"), tl.float32)", f"l_i = tl.zeros([{bm}], tl.float32)",
+            f"acc = tl.zeros([{bm}, {bd}], tl.float32)",
+            f"for start in range(0, {sk}, {bn}):",
+            "    kn = start + on", f"    mk = kn < {sk}",
+            f"    kt = tl.load({p[k.buf]} + {base(k)} + kn[None, :] * {k.strides[2]} + od[:, None] * {k.strides[3]}, "
+            f"mask=mk[None, :] & md[:, None], other=0).to({dot_t})",
+            f"    s = tl.dot(q, kt{dot_kw}) * {float(scale)!r}"]
+    if mask is not None:
+        mv = mask.broadcast_to((b_, h_, sq, sk))
+        body.append(f"    s = s + tl.load({p[mask.buf]} + {base(mv)} + om[:, None] * {mv.strides[2]} + kn[None, :] * "
+                    f"{mv.strides[3]}, mask=mq[:, None] & mk[None, :], other=0).to(tl.float32)")
+    if math_softmax:
+        body += ["    s = tl.where(mk[None, :], s, float(\"-inf\"))", "    m = tl.max(s, 1)",
+                 "    e = tl.exp(s - tl.where(m == float(\"-inf\"), 0.0, m)[:, None])", "    l_i = tl.sum(e, 1)",
+                 "    pr = tl.where(l_i[:, None] > 0, e / l_i[:, None], 0.0)" if zero_masked_rows else
+                 "    pr = e / l_i[:, None]",
+                 f"    vv = tl.load({p[v.buf]} + {base(v)} + kn[:, None] * {v.strides[2]} + od[None, :] * "
+                 f"{v.strides[3]}, mask=mk[:, None] & md[None, :], other=0).to({dot_t})",
+                 f"    acc = tl.dot(pr.to({dot_t}), vv{dot_kw})",
+                 f"tl.store({p[out.buf]} + {base(out)} + om[:, None] * {out.strides[2]} + od[None, :] * "
+                 f"{out.strides[3]}, acc.to({_TL[dtypes[out.buf]]}), mask=mq[:, None] & md[None, :])"]
+        grid = (-(-sq // bm), b_ * h_, 1)
+        return _function(params, body), params, grid, 4, {"BM": bm, "BN": bn, "BD": bd, "B": b_, "H": h_, "Sq": sq,
+                                                          "Sk": sk, "D": d, "scale": scale, "softmax": "math"}
+    body += ["    s = tl.where(mk[None, :], s, float(\"-inf\"))",
+             "    m_new = tl.maximum(m_i, tl.max(s, 1))",
+             "    m_use = tl.where(m_new == float(\"-inf\"), 0.0, m_new)", "    pr = tl.exp(s - m_use[:, None])",
+             "    alpha = tl.exp(m_i - m_use)", "    l_i = l_i * alpha + tl.sum(pr, 1)",
+             f"    vv = tl.load({p[v.buf]} + {base(v)} + kn[:, None] * {v.strides[2]} + od[None, :] * {v.strides[3]}, "
+             f"mask=mk[:, None] & md[None, :], other=0).to({dot_t})",
+             f"    acc = acc * alpha[:, None] + tl.dot(pr.to({dot_t}), vv{dot_kw})", "    m_i = m_new",
+             "acc = tl.where(l_i[:, None] > 0, acc / l_i[:, None], 0.0)" if zero_masked_rows else
+             "acc = acc / l_i[:, None]",
+             f"tl.store({p[out.buf]} + {base(out)} + om[:, None] * {out.strides[2]} + od[None, :] * {out.strides[3]}, "
+             f"acc.to({_TL[dtypes[out.buf]]}), mask=mq[:, None] & md[None, :])"]
+    grid = (-(-sq // bm), b_ * h_, 1)
+    return _function(params, body), params, grid, 4, {"BM": bm, "BN": bn, "BD": bd, "B": b_, "H": h_, "Sq": sq,
+                                                      "Sk": sk, "D": d, "scale": scale}
+
+
+def _params(bufs: list[int]) -> list[int]:
+    out: list[int] = []
+    for b in bufs:
+        if b not in out:
+            out.append(b)
+    return out
+
+
+def _function(params: list[int], body: list[str]) -> str:
+    args = ", ".join(f"P{i}" for i in range(len(params)))
+    lines = ["import triton", "import triton.language as tl", "", "", "@triton.jit", f"def kernel({args}):"]
+    lines += ["    " + line for line in body]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,128 @@
+"""Program -> the cuda variant's three sections (runtime_cpp/backends/cuda/PLAN.md): the plan JSON, the weights
+blob (each tensor 256-byte aligned, in its run dtype) and the kernels blob (each image 64-byte aligned, identical
+images stored once), with the static memory plan. Deterministic: same program -> same bytes."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from . import aot
+from .ir import GemmStep, KernelStep
+
+WEIGHT_ALIGN = 256
+ARENA_ALIGN = 256
+IMAGE_ALIGN = 64
+
+
+def _align(n: int, a: int) -> int:
+    return (n + a - 1) // a * a
+
+
+def memory_plan(prog) -> tuple[dict[int, int], int, dict]:
+    """Arena offsets for the arena buffers: lifetimes from the step that first writes a buffer to the last step
+    that reads it; greedy by size (largest first, lowest offset that overlaps no live buffer). Returns (offsets,
+    peak bytes, stats)."""
+    first: dict[int, int] = {}
+    last: dict[int, int] = {}
+    for i, step in enumerate(prog.steps):
+        touched = _step_buffers(step)
+        for b in touched:
+            first.setdefault(b, i)
+            last[b] = i
+    arena = [b for b, buf in enumerate(prog.buffers) if buf.kind == "arena" and b in first]
+    order = sorted(arena, key=lambda b: (-prog.buffers[b].nbytes, b))
+    placed: list[tuple[int, int, int, int]] = []  # (offset, end, first, last)
+    offsets: dict[int, int] = {}
+    for b in order:
+        size = _align(max(prog.buffers[b].nbytes, 1), ARENA_ALIGN)
+        lo, hi = first[b], last[b]
+        clashes = sorted((o, e) for o, e, f, l in placed if not (l < lo or f > hi))
+        offset = 0
+        for o, e in clashes:
+            if offset + size <= o:
+                break
+            offset = max(offset, e)
+        offsets[b] = offset
+        placed.append((offset, offset + size, lo, hi))
+    peak = max((e for _, e, _, _ in placed), default=0)
+    total = sum(_align(prog.buffers[b].nbytes, ARENA_ALIGN) for b in arena)
+    return offsets, peak, {"arena_buffers": len(arena), "sum_bytes": total, "peak_bytes": peak}
+
+
+def _step_buffers(step) -> list[int]:
+    if isinstance(step, GemmStep):
+        return [step.a, step.b, step.c] + ([step.bias] if step.bias is not None else [])
+    return list(step.params)
+
+
+def emit(prog, archs: list[str]) -> tuple[dict, bytes, bytes, list[dict]]:
+    """(plan dict, weights bytes, kernels bytes, kernel records for explain)."""
+    offsets, peak, stats = memory_plan(prog)
+    weights = bytearray()
+    tensors = []
+    for b, buf in enumerate(prog.buffers):
+        entry = {"name": buf.name, "dtype": buf.dtype, "shape": list(buf.shape), "storage": buf.kind,
+                 "offset": 0, "bytes_max": buf.nbytes}
+        if buf.kind == "weight":
+            weights += b"\0" * (_align(len(weights), WEIGHT_ALIGN) - len(weights))
+            entry["offset"] = len(weights)
+            weights += np.ascontiguousarray(buf.data).tobytes()
+        elif buf.kind == "arena":
+            entry["offset"] = offsets.get(b, 0)
+        tensors.append(entry)
+
+    images = bytearray()
+    image_at: dict[bytes, list[int]] = {}
+
+    def put(data: bytes) -> list[int]:
+        if data not in image_at:
+            images.extend(b"\0" * (_align(len(images), IMAGE_ALIGN) - len(images)))
+            image_at[data] = [len(images), len(data)]
+            images.extend(data)
+        return list(image_at[data])
+
+    kernels, gemms, launches, records = [], [], [], []
+    dtypes = prog.dtypes()
+    compute = {"fp16": "32F", "fp32": "32F", "tf32": "32F_FAST_TF32"}[prog.precision]
+    for step in prog.steps:
+        if isinstance(step, GemmStep):
+            gemms.append({"m": step.m, "n": step.n, "k": step.k, "a": step.a, "b": step.b, "c": step.c,
+                          "bias": step.bias, "trans_a": False, "trans_b": False, "dtype": prog.run_dtype,
+                          "compute": compute, "alpha": 1.0, "epilogue": step.epilogue,
+                          "algo": {"source": "heuristic"}, "onnx_nodes": list(step.nodes)})
+            launches.append({"gemm": len(gemms) - 1})
+            continue
+        pdt = [dtypes[p] for p in step.params]
+        imgs, meta = {}, None
+        for arch in sorted(set(archs) | {aot.PTX_ARCH}):
+            c = aot.compile_kernel(step.source, pdt, arch, step.num_warps, step.num_stages)
+            if arch in archs:
+                imgs[arch] = put(c["cubin"])
+            if arch == aot.PTX_ARCH:
+                imgs["ptx"] = put(c["ptx"].encode())
+            if meta is None or arch == archs[0]:
+                meta = c
+        if meta["params"] != len(step.params) + 2:
+            from ...errors import InternalError
+
+            raise InternalError(f"Triton {aot.TRITON_VERSION} gave kernel {meta['name']} {meta['params']} "
+                                f"parameters, expected {len(step.params)} + 2 scratch pointers")
+        sha = aot.sha256(step.source)
+        kernels.append({"entry": meta["name"], "num_warps": meta["num_warps"], "shared_mem": meta["shared"],
+                        "params": [{"tensor": p} for p in step.params] + [{"scratch": "global"},
+                                                                          {"scratch": "profile"}],
+                        "images": imgs, "source_sha256": sha, "onnx_nodes": list(step.nodes),
+                        "group": step.group})
+        launches.append({"kernel": len(kernels) - 1, "grid": list(step.grid)})
+        records.append({"group": step.group, "sha": sha[:12], "config": step.config, "warps": meta["num_warps"],
+                        "shared": meta["shared"]})
+    plan = {"format": "xrt-cuda-plan", "version": 1, "triton_version": aot.TRITON_VERSION, "archs": list(archs),
+            "dims": {}, "tensors": tensors, "inputs": list(prog.inputs), "outputs": list(prog.outputs),
+            "arena_bytes": peak, "kernels": kernels, "gemms": gemms, "launches": launches}
+    return plan, bytes(weights), bytes(images), [stats] + records
+
+
+def plan_bytes(plan: dict) -> bytes:
+    return json.dumps(plan, sort_keys=True, separators=(",", ":")).encode()

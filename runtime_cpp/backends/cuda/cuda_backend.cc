@@ -1,0 +1,195 @@
+// cuda_backend.cc - the cuda engine plugin (libxrt_backend_cuda.so): the xrt backend vtable over Engine.
+//
+// Exports exactly one symbol, xrt_backend_plugin_get. On a machine without an NVIDIA driver it returns UNAVAILABLE
+// ("libcuda.so.1 not found: ..."), which the session records as the variant's skip reason before trying the next
+// variant. Loading stays cheap: libcuda is dlopened (no cuInit) in plugin_get; cuBLASLt (~540 MB) only when a plan
+// has GEMMs.
+//
+// Variant artifacts: "plan" (JSON, PLAN.md), "weights", "kernels". Variant options (JSON object):
+//   "device_id": N (default 0), "xrt.profile": "1" (also env XRT_CUDA_PROFILE=1).
+// Env: XRT_CUDA_REPLAY_TIMING=N times N graph replays after each run; XRT_CUDA_REPORT=FILE receives the reports.
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <memory>
+#include <new>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "cuda_api.h"
+#include "engine.h"
+#include "xrt/xrt.h"
+
+namespace xrt {
+namespace cuda_backend {
+namespace {
+
+constexpr char kEngineName[] = "cuda";
+
+xrt_status_t Make(xrt_status_code_t code, const std::string& message) {
+  return xrt_status_make(code, message.c_str());
+}
+
+const char* Version(void* /*self*/) {
+  static const std::string version = [] {
+    std::string error;
+    const DriverApi* drv = LoadDriver(&error);
+    int v = 0;
+    if (drv == nullptr || drv->cuDriverGetVersion(&v) != CUDA_SUCCESS) return std::string("0");
+    return std::to_string(v / 1000) + "." + std::to_string((v % 1000) / 10);  // the driver's CUDA version
+  }();
+  return version.c_str();
+}
+
+// "cuda" or "cuda:N".
+bool ParseDevice(const char* device, int* ordinal) {
+  if (device == nullptr) return false;
+  const std::string d(device);
+  if (d == "cuda") {
+    *ordinal = -1;
+    return true;
+  }
+  if (d.rfind("cuda:", 0) != 0 || d.size() == 5 || d.size() > 9) return false;
+  int v = 0;
+  for (size_t i = 5; i < d.size(); ++i) {
+    if (d[i] < '0' || d[i] > '9') return false;
+    v = v * 10 + (d[i] - '0');
+  }
+  *ordinal = v;
+  return true;
+}
+
+int HasDevice(void* /*self*/, const char* device) {
+  int ordinal = 0;
+  if (!ParseDevice(device, &ordinal)) return 0;
+  std::string error;
+  const DriverApi* drv = LoadDriver(&error);
+  if (drv == nullptr || drv->cuInit(0) != CUDA_SUCCESS) return 0;
+  int count = 0;
+  if (drv->cuDeviceGetCount(&count) != CUDA_SUCCESS) return 0;
+  return count > (ordinal < 0 ? 0 : ordinal) ? 1 : 0;
+}
+
+xrt_status_t Init(void* /*self*/, const char* device, const xrt_backend_artifact_t* artifacts, size_t artifact_count,
+                  const char* options_json, void** out_handle) {
+  try {
+    if (out_handle == nullptr || (artifacts == nullptr && artifact_count != 0)) {
+      return Make(XRT_STATUS_INVALID_ARGUMENT, "cuda: init called with NULL arguments");
+    }
+    *out_handle = nullptr;
+    int ordinal = 0;
+    if (!ParseDevice(device, &ordinal)) {
+      return Make(XRT_STATUS_INVALID_ARGUMENT,
+                  std::string("cuda: unknown device '") + (device ? device : "(null)") + "' (known: cuda, cuda:N)");
+    }
+    EngineOptions options;
+    options.device_ordinal = ordinal < 0 ? 0 : ordinal;
+    if (options_json != nullptr && options_json[0] != '\0') {
+      const nlohmann::json o = nlohmann::json::parse(options_json, nullptr, false);
+      if (o.is_discarded() || !o.is_object()) {
+        return Make(XRT_STATUS_INVALID_ARGUMENT, std::string("cuda: variant options must be a JSON object, got: ") +
+                                                     options_json);
+      }
+      if (o.contains("device_id") && ordinal < 0) {
+        if (!o["device_id"].is_number_integer()) {
+          return Make(XRT_STATUS_INVALID_ARGUMENT, "cuda: option device_id must be an integer");
+        }
+        options.device_ordinal = o["device_id"].get<int>();
+      }
+      if (o.contains("xrt.profile") && o["xrt.profile"].is_string()) options.profile = o["xrt.profile"] == "1";
+    }
+    if (const char* p = std::getenv("XRT_CUDA_PROFILE")) options.profile = options.profile || std::strcmp(p, "1") == 0;
+    if (const char* r = std::getenv("XRT_CUDA_REPLAY_TIMING")) {
+      const long n = std::strtol(r, nullptr, 10);
+      options.replay_timing = n < 0 ? 0 : n > 100000 ? 100000 : static_cast<int>(n);
+    }
+    if (const char* f = std::getenv("XRT_CUDA_REPORT")) options.report_path = f;
+
+    EngineArtifacts a;
+    for (size_t i = 0; i < artifact_count; ++i) {
+      const char* role = artifacts[i].role ? artifacts[i].role : "";
+      if (std::strcmp(role, "plan") == 0) a.plan = artifacts[i].data, a.plan_size = artifacts[i].size;
+      if (std::strcmp(role, "weights") == 0) a.weights = artifacts[i].data, a.weights_size = artifacts[i].size;
+      if (std::strcmp(role, "kernels") == 0) a.kernels = artifacts[i].data, a.kernels_size = artifacts[i].size;
+    }
+    std::string error;
+    const DriverApi* drv = LoadDriver(&error);
+    if (drv == nullptr) return Make(XRT_STATUS_UNAVAILABLE, "cuda: " + error);
+    std::string lt_error;
+    const auto t0 = std::chrono::steady_clock::now();
+    const CublasLtApi* lt = LoadCublasLt(&lt_error);
+    options.cublaslt_load_ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    std::unique_ptr<Engine> engine;
+    if (xrt_status_t s = Engine::Create(drv, lt, lt_error, a, options, &engine)) return s;
+    *out_handle = engine.release();
+    return nullptr;
+  } catch (const std::bad_alloc&) {
+    return Make(XRT_STATUS_RESOURCE_EXHAUSTED, "cuda: out of host memory while loading the variant");
+  } catch (const std::exception& e) {
+    return Make(XRT_STATUS_INTERNAL, std::string("cuda: init failed: ") + e.what());
+  } catch (...) {
+    return Make(XRT_STATUS_INTERNAL, "cuda: init failed with an unknown exception");
+  }
+}
+
+xrt_status_t Execute(void* /*self*/, void* handle, const xrt_tensor_view_t* inputs, size_t input_count,
+                     xrt_backend_output_t* outputs, size_t output_count) {
+  try {
+    if (handle == nullptr || (inputs == nullptr && input_count) || (outputs == nullptr && output_count)) {
+      return Make(XRT_STATUS_INVALID_ARGUMENT, "cuda: execute called with NULL arguments");
+    }
+    return static_cast<Engine*>(handle)->Execute(inputs, input_count, outputs, output_count);
+  } catch (const std::bad_alloc&) {
+    return Make(XRT_STATUS_RESOURCE_EXHAUSTED, "cuda: out of host memory while running");
+  } catch (const std::exception& e) {
+    return Make(XRT_STATUS_INTERNAL, std::string("cuda: execute failed: ") + e.what());
+  } catch (...) {
+    return Make(XRT_STATUS_INTERNAL, "cuda: execute failed with an unknown exception");
+  }
+}
+
+void Destroy(void* /*self*/, void* handle) {
+  try {
+    delete static_cast<Engine*>(handle);
+  } catch (...) {
+  }
+}
+
+const char* Describe(void* /*self*/, void* handle) {
+  return handle ? static_cast<Engine*>(handle)->Describe().c_str() : "{}";
+}
+
+}  // namespace
+}  // namespace cuda_backend
+}  // namespace xrt
+
+extern "C" XRT_API xrt_status_t xrt_backend_plugin_get(uint32_t host_abi_version, xrt_backend_vtable_t* out_vtable) {
+  namespace cb = xrt::cuda_backend;
+  if (out_vtable == nullptr) {
+    return xrt_status_make(XRT_STATUS_INVALID_ARGUMENT, "cuda: xrt_backend_plugin_get: out_vtable is NULL");
+  }
+  if (host_abi_version != XRT_ABI_VERSION) {
+    return xrt_status_make(XRT_STATUS_INCOMPATIBLE, ("cuda: plugin built for xrt ABI " +
+                                                     std::to_string(XRT_ABI_VERSION) + ", host has ABI " +
+                                                     std::to_string(host_abi_version) + "; rebuild the plugin")
+                                                        .c_str());
+  }
+  std::string error;
+  if (cb::LoadDriver(&error) == nullptr) return xrt_status_make(XRT_STATUS_UNAVAILABLE, error.c_str());
+  xrt_backend_vtable_t vtable{};
+  vtable.struct_size = sizeof(xrt_backend_vtable_t);
+  vtable.abi_version = XRT_ABI_VERSION;
+  vtable.name = cb::kEngineName;
+  vtable.self = nullptr;
+  vtable.version = &cb::Version;
+  vtable.has_device = &cb::HasDevice;
+  vtable.init = &cb::Init;
+  vtable.execute = &cb::Execute;
+  vtable.destroy = &cb::Destroy;
+  vtable.describe = &cb::Describe;
+  *out_vtable = vtable;
+  return nullptr;
+}

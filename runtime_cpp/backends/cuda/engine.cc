@@ -1,0 +1,817 @@
+// engine.cc - the cuda variant at run time (PLAN.md "Run-time rules").
+#include "engine.h"
+
+#include <elf.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <new>
+
+#include <nlohmann/json.hpp>
+
+namespace xrt {
+namespace cuda_backend {
+
+namespace {
+
+constexpr uint64_t kAlign = 256;
+
+uint64_t AlignUp(uint64_t v) { return (v + kAlign - 1) / kAlign * kAlign; }
+
+xrt_status_t Make(xrt_status_code_t code, const std::string& message) {
+  return xrt_status_make(code, message.c_str());
+}
+
+// A cubin is an ELF file the driver parses without being told its size: check that the headers and every section
+// lie inside the bytes we hand over, so a truncated or crafted image cannot make the driver read past them.
+bool ElfInBounds(const uint8_t* p, uint64_t size, std::string* why) {
+  if (size < sizeof(Elf64_Ehdr) || std::memcmp(p, ELFMAG, SELFMAG) != 0 || p[EI_CLASS] != ELFCLASS64) {
+    *why = "not a 64-bit ELF cubin";
+    return false;
+  }
+  Elf64_Ehdr eh;
+  std::memcpy(&eh, p, sizeof eh);
+  const auto table_ok = [&](uint64_t off, uint64_t n, uint64_t entsize, size_t want) {
+    if (n == 0) return true;
+    return entsize == want && off <= size && n <= (size - off) / entsize;
+  };
+  if (!table_ok(eh.e_shoff, eh.e_shnum, eh.e_shentsize, sizeof(Elf64_Shdr)) ||
+      !table_ok(eh.e_phoff, eh.e_phnum, eh.e_phentsize, sizeof(Elf64_Phdr))) {
+    *why = "ELF header tables lie outside the image";
+    return false;
+  }
+  for (uint64_t i = 0; i < eh.e_shnum; ++i) {
+    Elf64_Shdr sh;
+    std::memcpy(&sh, p + eh.e_shoff + i * sizeof(Elf64_Shdr), sizeof sh);
+    if (sh.sh_type == SHT_NOBITS) continue;
+    if (sh.sh_offset > size || sh.sh_size > size - sh.sh_offset) {
+      *why = "ELF section " + std::to_string(i) + " lies outside the image";
+      return false;
+    }
+  }
+  for (uint64_t i = 0; i < eh.e_phnum; ++i) {
+    Elf64_Phdr ph;
+    std::memcpy(&ph, p + eh.e_phoff + i * sizeof(Elf64_Phdr), sizeof ph);
+    if (ph.p_offset > size || ph.p_filesz > size - ph.p_offset) {
+      *why = "ELF segment " + std::to_string(i) + " lies outside the image";
+      return false;
+    }
+  }
+  return true;
+}
+
+double Median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
+}
+
+uint16_t FloatToHalf(float f) {  // round-to-nearest-even; alpha only
+  uint32_t x;
+  std::memcpy(&x, &f, 4);
+  const uint32_t sign = (x >> 16) & 0x8000u;
+  int32_t exp = static_cast<int32_t>((x >> 23) & 0xff) - 127 + 15;
+  uint32_t mant = x & 0x7fffffu;
+  if (exp >= 31) return static_cast<uint16_t>(sign | 0x7c00u);
+  if (exp <= 0) return static_cast<uint16_t>(sign);
+  uint32_t h = sign | (static_cast<uint32_t>(exp) << 10) | (mant >> 13);
+  const uint32_t rest = mant & 0x1fffu;
+  if (rest > 0x1000u || (rest == 0x1000u && (h & 1u))) ++h;
+  return static_cast<uint16_t>(h);
+}
+
+cudaDataType_t LtType(xrt_dtype_t d) {
+  switch (d) {
+    case XRT_DTYPE_FLOAT16: return CUDA_R_16F;
+    case XRT_DTYPE_BFLOAT16: return CUDA_R_16BF;
+    default: return CUDA_R_32F;
+  }
+}
+
+std::string LtStatus(const CublasLtApi* lt, cublasStatus_t s) {
+  const char* text = lt && lt->cublasLtGetStatusString ? lt->cublasLtGetStatusString(s) : nullptr;
+  return text ? text : "cublasStatus " + std::to_string(static_cast<int>(s));
+}
+
+}  // namespace
+
+std::string DriverErrorText(const DriverApi& api, CUresult result) {
+  const char* name = nullptr;
+  const char* text = nullptr;
+  if (api.cuGetErrorName) api.cuGetErrorName(result, &name);
+  if (api.cuGetErrorString) api.cuGetErrorString(result, &text);
+  std::string out = name ? name : ("CUresult " + std::to_string(static_cast<int>(result)));
+  if (text) out += std::string(" (") + text + ")";
+  return out;
+}
+
+struct Engine::GemmState {
+  const CublasLtApi* lt = nullptr;
+  cublasLtMatmulDesc_t desc = nullptr;
+  cublasLtMatrixLayout_t la = nullptr, lb = nullptr, lc = nullptr;
+  cublasLtMatmulAlgo_t algo{};
+  uint8_t alpha[4] = {}, beta[4] = {};
+  ~GemmState() {
+    if (lt == nullptr) return;
+    if (la) lt->cublasLtMatrixLayoutDestroy(la);
+    if (lb) lt->cublasLtMatrixLayoutDestroy(lb);
+    if (lc) lt->cublasLtMatrixLayoutDestroy(lc);
+    if (desc) lt->cublasLtMatmulDescDestroy(desc);
+  }
+};
+
+Engine::Engine(const DriverApi* drv, const CublasLtApi* lt, EngineOptions options)
+    : drv_(drv), lt_(lt), options_(std::move(options)) {}
+
+xrt_status_t Engine::Cu(CUresult r, const std::string& what) const {
+  if (r == CUDA_SUCCESS) return nullptr;
+  const xrt_status_code_t code = r == CUDA_ERROR_OUT_OF_MEMORY ? XRT_STATUS_RESOURCE_EXHAUSTED
+                                 : (r == CUDA_ERROR_NO_DEVICE || r == CUDA_ERROR_INVALID_DEVICE)
+                                     ? XRT_STATUS_UNAVAILABLE
+                                     : XRT_STATUS_INTERNAL;
+  return Make(code, "cuda: " + what + " failed: " + DriverErrorText(*drv_, r));
+}
+
+xrt_status_t Engine::Create(const DriverApi* drv, const CublasLtApi* lt, const std::string& lt_error,
+                            const EngineArtifacts& artifacts, const EngineOptions& options,
+                            std::unique_ptr<Engine>* out) {
+  std::unique_ptr<Engine> engine(new Engine(drv, lt, options));
+  if (xrt_status_t s = engine->Init(artifacts, lt_error)) return s;  // the destructor frees what Init made
+  *out = std::move(engine);
+  return nullptr;
+}
+
+CUdeviceptr Engine::TensorPtr(int id) const {
+  const TensorSpec& t = plan_.tensors[id];
+  switch (t.storage) {
+    case Storage::kWeight: return base_ + weights_off_ + t.offset;
+    case Storage::kArena: return base_ + arena_off_ + t.offset;
+    default: return base_ + io_off_[id];
+  }
+}
+
+namespace {
+double MsSince(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
+}  // namespace
+
+xrt_status_t Engine::Init(const EngineArtifacts& a, const std::string& lt_error) {
+  const auto t_start = std::chrono::steady_clock::now();
+  nlohmann::json phases = nlohmann::json::object();
+  auto t = t_start;
+  const auto phase = [&](const char* name) {
+    phases[name] = std::round(MsSince(t) * 100) / 100;
+    t = std::chrono::steady_clock::now();
+  };
+  if (a.plan == nullptr || a.plan_size == 0) {
+    return Make(XRT_STATUS_DATA_CORRUPT, "cuda: the variant has no 'plan' artifact (rebuild with xrtc --target cuda)");
+  }
+  if ((a.weights == nullptr && a.weights_size) || (a.kernels == nullptr && a.kernels_size)) {
+    return Make(XRT_STATUS_INVALID_ARGUMENT, "cuda: an artifact has a size but no data");
+  }
+  const PlanError pe = ParsePlan(std::string(static_cast<const char*>(a.plan), a.plan_size), a.weights_size,
+                                 a.kernels_size, &plan_);
+  if (!pe.ok()) return Make(pe.code, pe.message);
+  phase("parse_plan");
+  if (!plan_.gemms.empty() && lt_ == nullptr) {
+    return Make(XRT_STATUS_UNAVAILABLE, "cuda: the plan has " + std::to_string(plan_.gemms.size()) +
+                                            " cuBLASLt GEMMs but cuBLASLt is unavailable: " + lt_error);
+  }
+
+  // Device and its primary context (shared with cudart users in the process, e.g. cuBLASLt, torch).
+  if (xrt_status_t s = Cu(drv_->cuInit(0), "cuInit")) return s;
+  int count = 0;
+  if (xrt_status_t s = Cu(drv_->cuDeviceGetCount(&count), "cuDeviceGetCount")) return s;
+  if (options_.device_ordinal < 0 || options_.device_ordinal >= count) {
+    return Make(XRT_STATUS_UNAVAILABLE, "cuda: device " + std::to_string(options_.device_ordinal) +
+                                            " does not exist (" + std::to_string(count) + " CUDA devices here)");
+  }
+  if (xrt_status_t s = Cu(drv_->cuDeviceGet(&device_, options_.device_ordinal), "cuDeviceGet")) return s;
+  if (xrt_status_t s = Cu(drv_->cuDevicePrimaryCtxRetain(&context_, device_), "cuDevicePrimaryCtxRetain")) return s;
+  context_retained_ = true;
+  if (xrt_status_t s = Cu(drv_->cuCtxSetCurrent(context_), "cuCtxSetCurrent")) return s;
+  int major = 0, minor = 0;
+  drv_->cuDeviceGetAttribute(&major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, device_);
+  drv_->cuDeviceGetAttribute(&minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, device_);
+  arch_ = "sm_" + std::to_string(major) + std::to_string(minor);
+  char name[256] = {};
+  drv_->cuDeviceGetName(name, sizeof name - 1, device_);
+  int driver_version = 0;
+  drv_->cuDriverGetVersion(&driver_version);
+  if (xrt_status_t s = Cu(drv_->cuStreamCreate(&stream_, CU_STREAM_NON_BLOCKING), "cuStreamCreate")) return s;
+
+  phase("context");
+  if (xrt_status_t s = LoadModules(a)) return s;
+  phase("load_modules");
+
+  // One allocation: weights | arena | inputs and outputs at max dims | cuBLASLt workspace.
+  io_off_.assign(plan_.tensors.size(), 0);
+  uint64_t off = 0;
+  weights_off_ = off;
+  off += AlignUp(a.weights_size);
+  arena_off_ = off;
+  off += AlignUp(plan_.arena_bytes);
+  uint64_t io_bytes = 0;
+  for (int id : plan_.inputs) io_off_[id] = off + io_bytes, io_bytes += AlignUp(plan_.tensors[id].bytes_max);
+  for (int id : plan_.outputs) io_off_[id] = off + io_bytes, io_bytes += AlignUp(plan_.tensors[id].bytes_max);
+  off += io_bytes;
+  workspace_off_ = off;
+  const uint64_t workspace = plan_.gemms.empty() ? 0 : AlignUp(options_.workspace_bytes);
+  off += workspace;
+  total_bytes_ = std::max<uint64_t>(off, kAlign);
+  if (total_bytes_ < a.weights_size || total_bytes_ < plan_.arena_bytes) {
+    return Make(XRT_STATUS_RESOURCE_EXHAUSTED, "cuda: the plan's memory size overflows");
+  }
+  if (xrt_status_t s = Cu(drv_->cuMemAlloc(&base_, total_bytes_),
+                          "allocating " + std::to_string(total_bytes_) + " bytes of device memory")) {
+    return s;
+  }
+  // Zeroed once so that no run can ever observe another process's or an earlier bundle's bytes.
+  if (xrt_status_t s = Cu(drv_->cuMemsetD8(base_, 0, total_bytes_), "cuMemsetD8")) return s;
+  if (a.weights_size != 0) {
+    if (xrt_status_t s = Cu(drv_->cuMemcpyHtoD(base_ + weights_off_, a.weights, a.weights_size), "uploading weights")) {
+      return s;
+    }
+  }
+
+  phase("allocate_and_upload_weights");
+  // cuBLASLt: one handle; each stored algorithm checked at the max dims (again per shape at capture).
+  nlohmann::json gemm_info = nlohmann::json::array();
+  int lt_version = 0;
+  if (!plan_.gemms.empty()) {
+    cublasStatus_t st = lt_->cublasLtCreate(&lt_handle_);
+    if (st != CUBLAS_STATUS_SUCCESS) {
+      return Make(XRT_STATUS_INTERNAL, "cuda: cublasLtCreate failed: " + LtStatus(lt_, st));
+    }
+    lt_version = static_cast<int>(lt_->cublasLtGetVersion());
+    std::vector<int64_t> max_values;
+    for (const auto& d : plan_.dims) max_values.push_back(d.max);
+    gemm_notes_.resize(plan_.gemms.size());
+    for (size_t i = 0; i < plan_.gemms.size(); ++i) {
+      std::unique_ptr<GemmState> g;
+      if (xrt_status_t s = PrepareGemm(static_cast<int>(i), max_values, &g, &gemm_notes_[i])) return s;
+      const GemmSpec& spec = plan_.gemms[i];
+      gemm_info.push_back({{"gemm", i},
+                           {"onnx_nodes", spec.onnx_nodes},
+                           {"epilogue", spec.epilogue},
+                           {"algo", gemm_notes_[i]}});
+    }
+  }
+
+  phase("cublaslt_algorithms");
+  // A static plan (no dims) has one input shape: capture its graph now, so the first run is a replay.
+  if (plan_.dims.empty()) {
+    const PlanError checked = CheckBinding(plan_, {});
+    if (!checked.ok()) return Make(checked.code, checked.message);
+    Binding b;
+    if (xrt_status_t s = PrepareBinding({}, &b, !options_.profile)) {
+      ReleaseBinding(&b);
+      return s;
+    }
+    graphs_.push_back(std::move(b));
+    phase(options_.profile ? "prepare_static_shape" : "capture_graph");
+  }
+  phases["total_engine_init"] = std::round(MsSince(t_start) * 100) / 100;
+  if (options_.cublaslt_load_ms >= 0) phases["dlopen_cublaslt_before_init"] = options_.cublaslt_load_ms;
+  std::map<std::string, int> images;
+  for (const auto& k : image_kind_) images[k]++;
+  nlohmann::json info = {
+      {"device_name", name},
+      {"device_ordinal", options_.device_ordinal},
+      {"arch", arch_},
+      {"driver_version", driver_version},
+      {"kernel_images", images},
+      {"kernels", plan_.kernels.size()},
+      {"gemms", plan_.gemms.size()},
+      {"launches_per_run", plan_.launches.size()},
+      {"triton_version", plan_.triton_version},
+      {"execution", options_.profile ? "profiling: launches run one by one without a graph, each timed with CUDA "
+                                       "events"
+                                     : "one CUDA graph per input shape, captured on first use, then replayed"},
+      {"copies", "inputs copied host->device before each run and outputs device->host after it (the C API's "
+                 "tensors are host memory)"},
+      {"init_ms", phases},
+      {"device_bytes", {{"total", total_bytes_}, {"weights", a.weights_size}, {"arena", plan_.arena_bytes},
+                        {"io", io_bytes}, {"cublaslt_workspace", workspace}}},
+  };
+  if (!plan_.gemms.empty()) {
+    info["cublaslt"] = {{"path", lt_->path}, {"version", lt_version}};
+    info["gemm_algos"] = gemm_info;
+  }
+  describe_ = info.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  return nullptr;
+}
+
+xrt_status_t Engine::LoadModules(const EngineArtifacts& a) {
+  const auto* bytes = static_cast<const uint8_t*>(a.kernels);
+  for (size_t i = 0; i < plan_.kernels.size(); ++i) {
+    const KernelSpec& k = plan_.kernels[i];
+    const std::string what = "kernel " + std::to_string(i) + " (" + k.entry + ")";
+    std::string key;
+    for (const std::string& c : {arch_ + "a", arch_}) {
+      if (k.images.count(c)) {
+        key = c;
+        break;
+      }
+    }
+    if (key.empty() && k.images.count("ptx")) key = "ptx";
+    if (key.empty()) {
+      std::string have;
+      for (const auto& [arch, range] : k.images) have += (have.empty() ? "" : ", ") + arch;
+      return Make(XRT_STATUS_UNAVAILABLE, "cuda: " + what + " has images for " + have + " but this GPU is " + arch_ +
+                                              " and there is no PTX; rebuild with xrtc --target cuda --arch " +
+                                              arch_ + (arch_ == "sm_90" ? "a" : ""));
+    }
+    const auto [offset, size] = k.images.at(key);
+    CUmodule module = nullptr;
+    CUresult r = CUDA_SUCCESS;
+    const auto loaded = loaded_images_.find({offset, size});
+    if (loaded != loaded_images_.end()) {
+      module = loaded->second;  // identical images are stored once (PLAN.md): one module, several entries
+    } else if (key == "ptx") {
+      std::string ptx(reinterpret_cast<const char*>(bytes + offset), size);  // NUL-terminated copy
+      if (ptx.find('\0') != std::string::npos) ptx.resize(ptx.find('\0'));
+      r = drv_->cuModuleLoadData(&module, ptx.c_str());
+    } else {
+      std::string why;
+      if (!ElfInBounds(bytes + offset, size, &why)) {
+        return Make(XRT_STATUS_DATA_CORRUPT, "cuda: " + what + ": the " + key + " image is malformed: " + why);
+      }
+      std::vector<uint64_t> image((size + 7) / 8);  // an 8-byte aligned copy of exactly the image's bytes
+      std::memcpy(image.data(), bytes + offset, size);
+      r = drv_->cuModuleLoadData(&module, image.data());
+    }
+    if (r != CUDA_SUCCESS) {
+      const std::string hint = key == "ptx" ? " (the PTX may need a newer driver than this one)" : "";
+      return Make(XRT_STATUS_UNAVAILABLE, "cuda: " + what + ": loading its " + key + " image on " + arch_ +
+                                              " failed: " + DriverErrorText(*drv_, r) + hint);
+    }
+    if (loaded == loaded_images_.end()) {
+      modules_.push_back(module);
+      loaded_images_[{offset, size}] = module;
+    }
+    CUfunction fn = nullptr;
+    if (xrt_status_t s = Cu(drv_->cuModuleGetFunction(&fn, module, k.entry.c_str()),
+                            what + ": finding entry " + k.entry + " in its image")) {
+      return s;
+    }
+    if (k.shared_mem > 48 * 1024) {
+      if (xrt_status_t s = Cu(drv_->cuFuncSetAttribute(fn, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                                                       k.shared_mem),
+                              what + ": opting in to " + std::to_string(k.shared_mem) + " bytes of shared memory")) {
+        return s;
+      }
+    }
+    // The plan's parameter list against the kernel's own (Triton appends scratch pointers: a list that forgot them
+    // would make the kernel read garbage pointers).
+    if (drv_->cuFuncGetParamInfo != nullptr) {
+      size_t count = 0;
+      for (; count <= k.params.size(); ++count) {
+        size_t poff = 0, psize = 0;
+        if (drv_->cuFuncGetParamInfo(fn, count, &poff, &psize) != CUDA_SUCCESS) break;
+        if (count < k.params.size() && psize != k.params[count].Size()) {
+          return Make(XRT_STATUS_DATA_CORRUPT, "cuda: " + what + ": parameter " + std::to_string(count) + " is " +
+                                                   std::to_string(psize) + " bytes in the kernel but the plan passes " +
+                                                   std::to_string(k.params[count].Size()));
+        }
+      }
+      if (count != k.params.size()) {
+        return Make(XRT_STATUS_DATA_CORRUPT, "cuda: " + what + ": the kernel takes " +
+                                                 (count > k.params.size() ? "more than " : "") +
+                                                 std::to_string(count) + " parameters, the plan lists " +
+                                                 std::to_string(k.params.size()) +
+                                                 " (a Triton version mismatch? plan says " + plan_.triton_version +
+                                                 ")");
+      }
+    }
+    functions_.push_back(fn);
+    image_kind_.push_back(key);
+  }
+  return nullptr;
+}
+
+xrt_status_t Engine::PrepareGemm(int index, const std::vector<int64_t>& values, std::unique_ptr<GemmState>* out,
+                                 std::string* note) {
+  const GemmSpec& g = plan_.gemms[index];
+  const std::string what = "gemm " + std::to_string(index);
+  int64_t m = 0;
+  if (!Eval(g.m, values, &m)) return Make(XRT_STATUS_DATA_CORRUPT, "cuda: " + what + ": m does not evaluate");
+  auto st = std::make_unique<GemmState>();
+  st->lt = lt_;
+  const auto check = [&](cublasStatus_t s, const char* call) -> xrt_status_t {
+    if (s == CUBLAS_STATUS_SUCCESS) return nullptr;
+    return Make(XRT_STATUS_INTERNAL, "cuda: " + what + ": " + call + " failed: " + LtStatus(lt_, s));
+  };
+  const bool tf32 = g.compute == "32F_FAST_TF32";
+  const bool h16 = g.compute == "16F";
+  const cublasComputeType_t compute = h16 ? CUBLAS_COMPUTE_16F : tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32
+                                                                      : CUBLAS_COMPUTE_32F;
+  const cudaDataType_t scale = h16 ? CUDA_R_16F : CUDA_R_32F;
+  if (h16) {
+    const uint16_t one = FloatToHalf(g.alpha);
+    std::memcpy(st->alpha, &one, 2);
+  } else {
+    std::memcpy(st->alpha, &g.alpha, 4);
+  }
+  if (xrt_status_t s = check(lt_->cublasLtMatmulDescCreate(&st->desc, compute, scale), "cublasLtMatmulDescCreate")) {
+    return s;
+  }
+  // Row-major c[m,n] = a[m,k] @ b[k,n] is column-major c^T[n,m] = b^T @ a^T: cuBLASLt's A is our b, its B our a.
+  const cublasOperation_t op_a = g.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const cublasOperation_t op_b = g.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
+  lt_->cublasLtMatmulDescSetAttribute(st->desc, CUBLASLT_MATMUL_DESC_TRANSA, &op_a, sizeof op_a);
+  lt_->cublasLtMatmulDescSetAttribute(st->desc, CUBLASLT_MATMUL_DESC_TRANSB, &op_b, sizeof op_b);
+  const cublasLtEpilogue_t ep = g.epilogue == "bias"        ? CUBLASLT_EPILOGUE_BIAS
+                               : g.epilogue == "gelu_bias" ? CUBLASLT_EPILOGUE_GELU_BIAS
+                               : g.epilogue == "relu_bias" ? CUBLASLT_EPILOGUE_RELU_BIAS
+                               : g.epilogue == "gelu"      ? CUBLASLT_EPILOGUE_GELU
+                               : g.epilogue == "relu"      ? CUBLASLT_EPILOGUE_RELU
+                                                           : CUBLASLT_EPILOGUE_DEFAULT;
+  lt_->cublasLtMatmulDescSetAttribute(st->desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &ep, sizeof ep);
+  if (g.bias >= 0) {
+    const CUdeviceptr bias = TensorPtr(g.bias);
+    const void* bias_ptr = reinterpret_cast<const void*>(static_cast<uintptr_t>(bias));
+    if (xrt_status_t s = check(lt_->cublasLtMatmulDescSetAttribute(st->desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
+                                                                   &bias_ptr, sizeof bias_ptr),
+                               "setting the bias pointer")) {
+      return s;
+    }
+  }
+  const cudaDataType_t type = LtType(g.dtype);
+  const uint64_t n = static_cast<uint64_t>(g.n), k = static_cast<uint64_t>(g.k), mm = static_cast<uint64_t>(m);
+  if (xrt_status_t s = check(g.trans_b ? lt_->cublasLtMatrixLayoutCreate(&st->la, type, k, n, k)
+                                       : lt_->cublasLtMatrixLayoutCreate(&st->la, type, n, k, n),
+                             "cublasLtMatrixLayoutCreate(A)")) {
+    return s;
+  }
+  if (xrt_status_t s = check(g.trans_a ? lt_->cublasLtMatrixLayoutCreate(&st->lb, type, mm, k, mm)
+                                       : lt_->cublasLtMatrixLayoutCreate(&st->lb, type, k, mm, k),
+                             "cublasLtMatrixLayoutCreate(B)")) {
+    return s;
+  }
+  if (xrt_status_t s = check(lt_->cublasLtMatrixLayoutCreate(&st->lc, type, n, mm, n), "cublasLtMatrixLayoutCreate(C)")) {
+    return s;
+  }
+
+  const size_t workspace = options_.workspace_bytes;
+  bool have_algo = false;
+  std::string why_not;
+  if (g.algo_config.size() == sizeof(cublasLtMatmulAlgo_t)) {
+    std::memcpy(&st->algo, g.algo_config.data(), sizeof st->algo);
+    cublasLtMatmulHeuristicResult_t result{};
+    const cublasStatus_t s =
+        lt_->cublasLtMatmulAlgoCheck(lt_handle_, st->desc, st->la, st->lb, st->lc, st->lc, &st->algo, &result);
+    if (s == CUBLAS_STATUS_SUCCESS && result.workspaceSize <= workspace) {
+      have_algo = true;
+      *note = "stored " + g.algo_source + " algorithm accepted by cublasLtMatmulAlgoCheck";
+    } else {
+      why_not = s != CUBLAS_STATUS_SUCCESS ? LtStatus(lt_, s)
+                                           : "needs " + std::to_string(result.workspaceSize) + " bytes of workspace";
+    }
+  }
+  // Identical GEMMs (every layer of an encoder) get the same answer: ask cuBLASLt once per configuration.
+  const std::string key = std::to_string(m) + "," + std::to_string(n) + "," + std::to_string(k) + "," +
+                          std::to_string(g.trans_a) + std::to_string(g.trans_b) + "," +
+                          std::to_string(static_cast<int>(g.dtype)) + "," + g.compute + "," + g.epilogue;
+  const auto cached = heuristic_cache_.find(key);
+  if (!have_algo && cached != heuristic_cache_.end()) {
+    st->algo = cached->second;
+    have_algo = true;
+    *note = g.algo_config.empty() ? "cuBLASLt heuristic (first candidate)"
+                                  : "stored " + g.algo_source + " algorithm refused (" + why_not +
+                                        "); fell back to the cuBLASLt heuristic";
+  }
+  if (!have_algo) {
+    cublasLtMatmulPreference_t pref = nullptr;
+    if (xrt_status_t s = check(lt_->cublasLtMatmulPreferenceCreate(&pref), "cublasLtMatmulPreferenceCreate")) return s;
+    lt_->cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace,
+                                              sizeof workspace);
+    cublasLtMatmulHeuristicResult_t result{};
+    int found = 0;
+    const cublasStatus_t s = lt_->cublasLtMatmulAlgoGetHeuristic(lt_handle_, st->desc, st->la, st->lb, st->lc, st->lc,
+                                                                 pref, 1, &result, &found);
+    lt_->cublasLtMatmulPreferenceDestroy(pref);
+    if (s != CUBLAS_STATUS_SUCCESS || found < 1) {
+      return Make(XRT_STATUS_UNAVAILABLE, "cuda: " + what + " (m=" + std::to_string(m) + ", n=" + std::to_string(n) +
+                                              ", k=" + std::to_string(k) + "): cuBLASLt has no algorithm for it (" +
+                                              LtStatus(lt_, s) + ")");
+    }
+    st->algo = result.algo;
+    heuristic_cache_[key] = result.algo;
+    *note = g.algo_config.empty() ? "cuBLASLt heuristic (first candidate)"
+                                  : "stored " + g.algo_source + " algorithm refused (" + why_not +
+                                        "); fell back to the cuBLASLt heuristic";
+  }
+  *out = std::move(st);
+  return nullptr;
+}
+
+xrt_status_t Engine::PrepareBinding(const std::vector<int64_t>& values, Binding* b, bool capture) {
+  b->values = values;
+  for (size_t i = 0; i < plan_.gemms.size(); ++i) {
+    std::unique_ptr<GemmState> g;
+    std::string note;
+    if (xrt_status_t s = PrepareGemm(static_cast<int>(i), values, &g, &note)) return s;
+    b->gemms.push_back(std::move(g));
+  }
+  if (!capture) return nullptr;
+  if (xrt_status_t s = Cu(drv_->cuStreamBeginCapture(stream_, CU_STREAM_CAPTURE_MODE_THREAD_LOCAL),
+                          "cuStreamBeginCapture")) {
+    return s;
+  }
+  xrt_status_t enqueued = Enqueue(*b, nullptr);
+  CUgraph graph = nullptr;
+  const CUresult ended = drv_->cuStreamEndCapture(stream_, &graph);
+  if (enqueued != nullptr) {
+    if (graph) drv_->cuGraphDestroy(graph);
+    return enqueued;
+  }
+  if (xrt_status_t s = Cu(ended, "capturing the CUDA graph (cuStreamEndCapture)")) return s;
+  const CUresult inst = drv_->cuGraphInstantiate(&b->exec, graph, 0);
+  drv_->cuGraphDestroy(graph);
+  return Cu(inst, "cuGraphInstantiate");
+}
+
+xrt_status_t Engine::Enqueue(const Binding& b, std::vector<std::pair<CUevent, CUevent>>* events) {
+  const CUdeviceptr workspace = base_ + workspace_off_;
+  for (size_t li = 0; li < plan_.launches.size(); ++li) {
+    const LaunchSpec& l = plan_.launches[li];
+    if (events) drv_->cuEventRecord((*events)[li].first, stream_);
+    if (l.is_kernel) {
+      const KernelSpec& k = plan_.kernels[l.index];
+      std::vector<uint64_t> storage(k.params.size(), 0);
+      std::vector<void*> args(k.params.size());
+      for (size_t p = 0; p < k.params.size(); ++p) {
+        const ParamSpec& ps = k.params[p];
+        void* slot = &storage[p];
+        switch (ps.kind) {
+          case ParamSpec::kTensor: storage[p] = TensorPtr(ps.tensor); break;
+          case ParamSpec::kScratch: storage[p] = 0; break;
+          case ParamSpec::kDim: {
+            int64_t v = 0;
+            Eval(ps.dim, b.values, &v);  // in int32 range: CheckBinding
+            const int32_t v32 = static_cast<int32_t>(v);
+            std::memcpy(slot, &v32, 4);
+            break;
+          }
+          case ParamSpec::kScalar:
+            if (ps.scalar_dtype == XRT_DTYPE_FLOAT32) {
+              const float f = static_cast<float>(ps.scalar_value);
+              std::memcpy(slot, &f, 4);
+            } else if (ps.scalar_dtype == XRT_DTYPE_FLOAT64) {
+              std::memcpy(slot, &ps.scalar_value, 8);
+            } else if (ps.scalar_dtype == XRT_DTYPE_INT32) {
+              const int32_t i = static_cast<int32_t>(ps.scalar_int);
+              std::memcpy(slot, &i, 4);
+            } else {
+              std::memcpy(slot, &ps.scalar_int, 8);
+            }
+            break;
+        }
+        args[p] = slot;
+      }
+      int64_t grid[3] = {1, 1, 1};
+      for (int d = 0; d < 3; ++d) Eval(l.grid[d], b.values, &grid[d]);  // in range: CheckBinding
+      const CUresult r = drv_->cuLaunchKernel(functions_[l.index], static_cast<unsigned>(grid[0]),
+                                              static_cast<unsigned>(grid[1]), static_cast<unsigned>(grid[2]),
+                                              static_cast<unsigned>(k.num_warps * 32), 1, 1,
+                                              static_cast<unsigned>(k.shared_mem), stream_,
+                                              args.empty() ? nullptr : args.data(), nullptr);
+      if (xrt_status_t s = Cu(r, "launch " + std::to_string(li) + " (kernel " + k.entry + ")")) return s;
+    } else {
+      const GemmSpec& g = plan_.gemms[l.index];
+      const GemmState& st = *b.gemms[l.index];
+      const auto ptr = [&](int id) { return reinterpret_cast<void*>(static_cast<uintptr_t>(TensorPtr(id))); };
+      void* c = ptr(g.c);
+      const cublasStatus_t s = lt_->cublasLtMatmul(
+          lt_handle_, st.desc, st.alpha, ptr(g.b), st.la, ptr(g.a), st.lb, st.beta, c, st.lc, c, st.lc, &st.algo,
+          reinterpret_cast<void*>(static_cast<uintptr_t>(workspace)), options_.workspace_bytes, stream_);
+      if (s != CUBLAS_STATUS_SUCCESS) {
+        return Make(XRT_STATUS_INTERNAL, "cuda: launch " + std::to_string(li) + " (gemm " + std::to_string(l.index) +
+                                             "): cublasLtMatmul failed: " + LtStatus(lt_, s));
+      }
+    }
+    if (events) drv_->cuEventRecord((*events)[li].second, stream_);
+  }
+  return nullptr;
+}
+
+void Engine::WriteReport(const std::string& line) {
+  last_report_ = line;
+  if (options_.report_path.empty()) {
+    std::fprintf(stderr, "%s\n", line.c_str());
+    return;
+  }
+  std::ofstream out(options_.report_path, std::ios::app);
+  out << line << "\n";
+}
+
+xrt_status_t Engine::Profile(Binding* b) {
+  std::vector<std::pair<CUevent, CUevent>> events(plan_.launches.size(), {nullptr, nullptr});
+  xrt_status_t status = nullptr;
+  for (auto& [start, end] : events) {
+    if (!status) status = Cu(drv_->cuEventCreate(&start, CU_EVENT_DEFAULT), "cuEventCreate");
+    if (!status) status = Cu(drv_->cuEventCreate(&end, CU_EVENT_DEFAULT), "cuEventCreate");
+  }
+  // One untimed pass first: cuBLASLt and the driver load kernels lazily on first use, which would land in the
+  // first launch's time.
+  if (!status) status = Enqueue(*b, nullptr);
+  if (!status) status = Enqueue(*b, &events);
+  if (!status) status = Cu(drv_->cuStreamSynchronize(stream_), "running the plan (profiling)");
+  nlohmann::json launches = nlohmann::json::array();
+  std::map<std::string, double> groups;
+  double total = 0;
+  for (size_t i = 0; !status && i < events.size(); ++i) {
+    float ms = 0;
+    drv_->cuEventElapsedTime(&ms, events[i].first, events[i].second);
+    const LaunchSpec& l = plan_.launches[i];
+    const std::string group = l.is_kernel ? plan_.kernels[l.index].group : "gemm_" + plan_.gemms[l.index].epilogue;
+    const auto& nodes = l.is_kernel ? plan_.kernels[l.index].onnx_nodes : plan_.gemms[l.index].onnx_nodes;
+    launches.push_back({{"launch", i},
+                        {"kind", l.is_kernel ? "kernel" : "gemm"},
+                        {"name", l.is_kernel ? plan_.kernels[l.index].entry : "gemm " + std::to_string(l.index)},
+                        {"group", group},
+                        {"onnx_nodes", nodes},
+                        {"ms", ms}});
+    groups[group] += ms;
+    total += ms;
+  }
+  for (auto& [start, end] : events) {
+    if (start) drv_->cuEventDestroy(start);
+    if (end) drv_->cuEventDestroy(end);
+  }
+  if (status) return status;
+  nlohmann::json report = {{"event", "profile"}, {"dims", DimsKey(plan_, b->values)}, {"total_ms", total},
+                           {"groups", groups}, {"launches", launches}};
+  WriteReport(report.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+  return nullptr;
+}
+
+xrt_status_t Engine::TimeReplays(const Binding& b) {
+  const int n = options_.replay_timing;
+  std::vector<CUevent> ev(2 * static_cast<size_t>(n) + 2, nullptr);
+  xrt_status_t status = nullptr;
+  for (auto& e : ev) {
+    if (!status) status = Cu(drv_->cuEventCreate(&e, CU_EVENT_DEFAULT), "cuEventCreate");
+  }
+  for (int w = 0; !status && w < 3; ++w) status = Cu(drv_->cuGraphLaunch(b.exec, stream_), "cuGraphLaunch (warm-up)");
+  // Per replay: its own event pair (median of single replays), plus one pair around all (mean, back to back).
+  if (!status) drv_->cuEventRecord(ev[2 * n], stream_);
+  for (int i = 0; !status && i < n; ++i) {
+    drv_->cuEventRecord(ev[2 * i], stream_);
+    status = Cu(drv_->cuGraphLaunch(b.exec, stream_), "cuGraphLaunch (timed)");
+    drv_->cuEventRecord(ev[2 * i + 1], stream_);
+  }
+  if (!status) drv_->cuEventRecord(ev[2 * n + 1], stream_);
+  if (!status) status = Cu(drv_->cuStreamSynchronize(stream_), "timed graph replays");
+  std::vector<double> times;
+  float all = 0;
+  if (!status) {
+    for (int i = 0; i < n; ++i) {
+      float ms = 0;
+      drv_->cuEventElapsedTime(&ms, ev[2 * i], ev[2 * i + 1]);
+      times.push_back(ms);
+    }
+    drv_->cuEventElapsedTime(&all, ev[2 * n], ev[2 * n + 1]);
+  }
+  for (auto& e : ev) {
+    if (e) drv_->cuEventDestroy(e);
+  }
+  if (status) return status;
+  nlohmann::json report = {{"event", "replay"},
+                           {"dims", DimsKey(plan_, b.values)},
+                           {"n", n},
+                           {"median_ms", Median(times)},
+                           {"min_ms", times.empty() ? 0 : *std::min_element(times.begin(), times.end())},
+                           {"mean_back_to_back_ms", n ? all / n : 0},
+                           {"launches_per_replay", plan_.launches.size()}};
+  WriteReport(report.dump());
+  return nullptr;
+}
+
+void Engine::ReleaseBinding(Binding* b) {
+  if (b->exec) drv_->cuGraphExecDestroy(b->exec);
+  b->exec = nullptr;
+  b->gemms.clear();
+}
+
+xrt_status_t Engine::Execute(const xrt_tensor_view_t* inputs, size_t input_count, xrt_backend_output_t* outputs,
+                             size_t output_count) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (output_count != plan_.outputs.size()) {
+    return Make(XRT_STATUS_INVALID_ARGUMENT, "cuda: the plan has " + std::to_string(plan_.outputs.size()) +
+                                                 " outputs, execute asked for " + std::to_string(output_count));
+  }
+  std::vector<int64_t> values;
+  const PlanError bound = BindDims(plan_, inputs, input_count, &values);
+  if (!bound.ok()) return Make(bound.code, bound.message);
+  for (size_t i = 0; i < input_count; ++i) {
+    uint64_t want = 0;
+    TensorBytes(plan_, plan_.inputs[i], values, &want);
+    if (inputs[i].byte_size != want || (want != 0 && inputs[i].data == nullptr)) {
+      return Make(XRT_STATUS_INVALID_ARGUMENT, "cuda: input " + std::to_string(i) + " has " +
+                                                   std::to_string(inputs[i].byte_size) + " bytes, expected " +
+                                                   std::to_string(want));
+    }
+  }
+  if (xrt_status_t s = Cu(drv_->cuCtxSetCurrent(context_), "cuCtxSetCurrent")) return s;
+
+  Binding* binding = nullptr;
+  for (auto& g : graphs_) {
+    if (g.values == values) binding = &g;
+  }
+  if (binding == nullptr) {
+    const PlanError checked = CheckBinding(plan_, values);
+    if (!checked.ok()) return Make(checked.code, checked.message);
+    if (graphs_.size() >= options_.max_graphs && !graphs_.empty()) {
+      auto oldest = std::min_element(graphs_.begin(), graphs_.end(),
+                                     [](const Binding& x, const Binding& y) { return x.last_use < y.last_use; });
+      ReleaseBinding(&*oldest);
+      graphs_.erase(oldest);
+    }
+    Binding fresh;
+    if (xrt_status_t s = PrepareBinding(values, &fresh, !options_.profile)) {
+      ReleaseBinding(&fresh);
+      return s;
+    }
+    graphs_.push_back(std::move(fresh));
+    binding = &graphs_.back();
+  }
+  binding->last_use = ++use_clock_;
+
+  for (size_t i = 0; i < input_count; ++i) {
+    if (inputs[i].byte_size == 0) continue;
+    if (xrt_status_t s = Cu(drv_->cuMemcpyHtoDAsync(TensorPtr(plan_.inputs[i]), inputs[i].data, inputs[i].byte_size,
+                                                    stream_),
+                            "copying input " + std::to_string(i) + " to the device")) {
+      return s;
+    }
+  }
+  if (options_.profile) {
+    if (xrt_status_t s = Profile(binding)) return s;
+  } else {
+    if (xrt_status_t s = Cu(drv_->cuGraphLaunch(binding->exec, stream_), "cuGraphLaunch")) return s;
+    if (options_.replay_timing > 0) {
+      if (xrt_status_t s = TimeReplays(*binding)) return s;
+    }
+  }
+
+  size_t filled = 0;
+  auto fail = [&](xrt_status_t s) {
+    drv_->cuStreamSynchronize(stream_);  // no copy may still target a buffer we free
+    for (size_t i = 0; i < filled; ++i) {
+      if (outputs[i].release) outputs[i].release(outputs[i].owner);
+      outputs[i] = xrt_backend_output_t{};
+    }
+    return s;
+  };
+  for (; filled < output_count; ++filled) {
+    const int id = plan_.outputs[filled];
+    const TensorSpec& t = plan_.tensors[id];
+    uint64_t bytes = 0;
+    TensorBytes(plan_, id, values, &bytes);
+    void* data = std::malloc(bytes == 0 ? 1 : bytes);
+    if (data == nullptr) {
+      return fail(Make(XRT_STATUS_RESOURCE_EXHAUSTED, "cuda: cannot allocate " + std::to_string(bytes) +
+                                                          " bytes for output " + t.name));
+    }
+    xrt_backend_output_t& out = outputs[filled];
+    out = xrt_backend_output_t{};
+    out.dtype = t.dtype;
+    out.rank = static_cast<uint32_t>(t.shape.size());
+    for (size_t d = 0; d < t.shape.size(); ++d) Eval(t.shape[d], values, &out.shape[d]);
+    out.data = data;
+    out.byte_size = bytes;
+    out.owner = data;
+    out.release = [](void* p) { std::free(p); };
+    if (bytes == 0) continue;
+    if (xrt_status_t s = Cu(drv_->cuMemcpyDtoHAsync(data, TensorPtr(id), bytes, stream_),
+                            "copying output " + t.name + " to the host")) {
+      ++filled;
+      return fail(s);
+    }
+  }
+  if (xrt_status_t s = Cu(drv_->cuStreamSynchronize(stream_), "running the plan")) return fail(s);
+  return nullptr;
+}
+
+Engine::~Engine() {
+  if (context_ != nullptr) drv_->cuCtxSetCurrent(context_);
+  if (stream_ != nullptr) drv_->cuStreamSynchronize(stream_);
+  for (auto& b : graphs_) ReleaseBinding(&b);
+  graphs_.clear();
+  if (lt_handle_ != nullptr) lt_->cublasLtDestroy(lt_handle_);
+  for (CUmodule m : modules_) drv_->cuModuleUnload(m);
+  if (base_ != 0) drv_->cuMemFree(base_);
+  if (stream_ != nullptr) drv_->cuStreamDestroy(stream_);
+  if (context_retained_) drv_->cuDevicePrimaryCtxRelease(device_);
+}
+
+}  // namespace cuda_backend
+}  // namespace xrt

@@ -1,0 +1,112 @@
+// engine.h - one initialised cuda variant: modules, one device allocation, cuBLASLt descriptors, a CUDA graph per
+// input shape. Talks to the GPU only through the DriverApi / CublasLtApi tables (cuda_api.h), so the tests run all
+// of its logic against a fake driver.
+#ifndef XRT_BACKENDS_CUDA_ENGINE_H_
+#define XRT_BACKENDS_CUDA_ENGINE_H_
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "cuda_api.h"
+#include "plan.h"
+#include "xrt/xrt.h"
+
+namespace xrt {
+namespace cuda_backend {
+
+struct EngineOptions {
+  int device_ordinal = 0;
+  bool profile = false;        // run the launches without the graph, each timed with CUDA events
+  int replay_timing = 0;       // after each run, time this many graph replays on the device-resident inputs
+  std::string report_path;     // JSON lines for profile/replay reports; empty: stderr
+  size_t workspace_bytes = 32u << 20;  // cuBLASLt workspace
+  size_t max_graphs = 64;
+  double cublaslt_load_ms = -1;  // reported in describe() when >= 0 (the plugin dlopens cuBLASLt before init)      // captured graphs kept (one per input shape); the oldest is dropped beyond this
+};
+
+// Artifacts by role, borrowed for the engine's lifetime (the core keeps them alive until destroy()).
+struct EngineArtifacts {
+  const void* plan = nullptr;
+  uint64_t plan_size = 0;
+  const void* weights = nullptr;
+  uint64_t weights_size = 0;
+  const void* kernels = nullptr;
+  uint64_t kernels_size = 0;
+};
+
+class Engine {
+ public:
+  // lt may be null: then a plan with GEMMs fails with lt_error in the message.
+  static xrt_status_t Create(const DriverApi* drv, const CublasLtApi* lt, const std::string& lt_error,
+                             const EngineArtifacts& artifacts, const EngineOptions& options,
+                             std::unique_ptr<Engine>* out);
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  // Serialised: one arena, one stream. Outputs are host buffers the caller releases through output.release.
+  xrt_status_t Execute(const xrt_tensor_view_t* inputs, size_t input_count, xrt_backend_output_t* outputs,
+                       size_t output_count);
+
+  const std::string& Describe() const { return describe_; }
+  const std::string& LastReport() const { return last_report_; }  // the last profile / replay report (JSON)
+  size_t GraphCount() const { return graphs_.size(); }
+
+ private:
+  struct GemmState;  // cuBLASLt descriptors for one GEMM at one binding
+  struct Binding {   // everything captured for one set of dim values
+    std::vector<int64_t> values;
+    std::vector<std::unique_ptr<GemmState>> gemms;
+    CUgraphExec exec = nullptr;
+    uint64_t last_use = 0;
+  };
+
+  Engine(const DriverApi* drv, const CublasLtApi* lt, EngineOptions options);
+  xrt_status_t Init(const EngineArtifacts& artifacts, const std::string& lt_error);
+  xrt_status_t LoadModules(const EngineArtifacts& artifacts);
+  xrt_status_t PrepareBinding(const std::vector<int64_t>& values, Binding* binding, bool capture);
+  xrt_status_t PrepareGemm(int index, const std::vector<int64_t>& values, std::unique_ptr<GemmState>* out,
+                           std::string* note);
+  xrt_status_t Enqueue(const Binding& binding, std::vector<std::pair<CUevent, CUevent>>* events);
+  xrt_status_t Profile(Binding* binding);
+  xrt_status_t TimeReplays(const Binding& binding);
+  void WriteReport(const std::string& line);
+  void ReleaseBinding(Binding* binding);
+  CUdeviceptr TensorPtr(int id) const;
+  xrt_status_t Cu(CUresult r, const std::string& what) const;  // nullptr on success
+
+  const DriverApi* drv_;
+  const CublasLtApi* lt_;
+  EngineOptions options_;
+  Plan plan_;
+  CUdevice device_ = 0;
+  CUcontext context_ = nullptr;
+  bool context_retained_ = false;
+  CUstream stream_ = nullptr;
+  std::string arch_;                 // "sm_90a" on a 9.0 device
+  std::vector<CUmodule> modules_;
+  std::map<std::pair<uint64_t, uint64_t>, CUmodule> loaded_images_;  // image [offset, size] -> module
+  std::vector<CUfunction> functions_;
+  std::vector<std::string> image_kind_;  // per kernel: the image key loaded
+  CUdeviceptr base_ = 0;             // the one allocation
+  uint64_t total_bytes_ = 0;
+  uint64_t weights_off_ = 0, arena_off_ = 0, workspace_off_ = 0;
+  std::vector<uint64_t> io_off_;     // per tensor id: offset of an io tensor's region in the allocation
+  cublasLtHandle_t lt_handle_ = nullptr;
+  std::vector<std::string> gemm_notes_;
+  std::map<std::string, cublasLtMatmulAlgo_t> heuristic_cache_;  // GEMM configuration -> heuristic's algorithm  // per GEMM: stored algo accepted / fallback reason
+  std::vector<Binding> graphs_;
+  uint64_t use_clock_ = 0;
+  std::string describe_;
+  std::string last_report_;
+  std::mutex mu_;
+};
+
+}  // namespace cuda_backend
+}  // namespace xrt
+
+#endif  // XRT_BACKENDS_CUDA_ENGINE_H_

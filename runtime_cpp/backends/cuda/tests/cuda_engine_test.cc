@@ -1,0 +1,647 @@
+// The cuda engine's logic against a fake driver and a fake cuBLASLt (no GPU): plan validation, the one allocation,
+// weights uploaded once, launch order, one graph per input shape, profiling, algorithm fallback, clear errors.
+// "Device memory" is host memory here, graphs record their operations and replay them on cuGraphLaunch, and the
+// fake cuBLASLt computes fp32 column-major GEMMs for real, so the row-major mapping is checked numerically.
+#include <elf.h>
+
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "engine.h"
+
+namespace xrt {
+namespace cuda_backend {
+namespace {
+
+using nlohmann::json;
+
+struct FakeLayout { cudaDataType_t type; uint64_t rows, cols; int64_t ld; };
+struct FakeDesc { cublasOperation_t ta = CUBLAS_OP_N, tb = CUBLAS_OP_N; cublasLtEpilogue_t ep = CUBLASLT_EPILOGUE_DEFAULT;
+                  const void* bias = nullptr; };
+struct FakeFunc { std::string entry; };
+
+// The fake device. One per test (reset in SetUp).
+struct Fake {
+  std::map<std::string, CUresult> fail;  // entry point -> error it returns
+  int cc_major = 9, cc_minor = 0;
+  std::map<std::string, std::vector<size_t>> param_sizes;  // kernel entry -> parameter sizes
+  bool refuse_algo = false;
+  std::vector<size_t> allocs;
+  int sync_uploads = 0, async_h2d = 0, async_d2h = 0;
+  bool capturing = false;
+  std::vector<std::function<void()>> captured;
+  std::vector<std::vector<std::function<void()>>> graphs;
+  int instantiated = 0, graph_launches = 0, events_recorded = 0, heuristic_calls = 0;
+  std::vector<std::string> launched;  // entries and "gemm" in execution order
+  std::vector<std::string> loaded_images;  // "cubin" / "ptx"
+  std::vector<std::unique_ptr<FakeFunc>> funcs;
+  std::vector<std::unique_ptr<FakeLayout>> layouts;
+  std::vector<std::unique_ptr<FakeDesc>> descs;
+};
+Fake* g;
+
+CUresult Check(const char* name) {
+  auto it = g->fail.find(name);
+  return it == g->fail.end() ? CUDA_SUCCESS : it->second;
+}
+void Run(std::function<void()> op) {
+  if (g->capturing) g->captured.push_back(std::move(op));
+  else op();
+}
+
+CUresult FInit(unsigned) { return Check("cuInit"); }
+CUresult FDriverGetVersion(int* v) { *v = 13000; return CUDA_SUCCESS; }
+CUresult FGetErrorString(CUresult r, const char** s) { *s = r == CUDA_ERROR_OUT_OF_MEMORY ? "out of memory" : "fake error"; return CUDA_SUCCESS; }
+CUresult FGetErrorName(CUresult r, const char** s) { *s = r == CUDA_ERROR_OUT_OF_MEMORY ? "CUDA_ERROR_OUT_OF_MEMORY" : "CUDA_ERROR_FAKE"; return CUDA_SUCCESS; }
+CUresult FDeviceGetCount(int* n) { *n = 1; return Check("cuDeviceGetCount"); }
+CUresult FDeviceGet(CUdevice* d, int o) { *d = o; return CUDA_SUCCESS; }
+CUresult FDeviceGetAttribute(int* v, CUdevice_attribute a, CUdevice) {
+  *v = a == CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR ? g->cc_major : g->cc_minor;
+  return CUDA_SUCCESS;
+}
+CUresult FDeviceGetName(char* name, int len, CUdevice) { std::snprintf(name, len, "Fake GPU"); return CUDA_SUCCESS; }
+CUresult FPrimaryRetain(CUcontext* c, CUdevice) { *c = reinterpret_cast<CUcontext>(0x1); return CUDA_SUCCESS; }
+CUresult FPrimaryRelease(CUdevice) { return CUDA_SUCCESS; }
+CUresult FCtxSetCurrent(CUcontext) { return CUDA_SUCCESS; }
+CUresult FMemAlloc(CUdeviceptr* p, size_t n) {
+  if (CUresult r = Check("cuMemAlloc")) return r;
+  g->allocs.push_back(n);
+  *p = reinterpret_cast<CUdeviceptr>(std::malloc(n));
+  return CUDA_SUCCESS;
+}
+CUresult FMemFree(CUdeviceptr p) { std::free(reinterpret_cast<void*>(p)); return CUDA_SUCCESS; }
+CUresult FMemcpyHtoD(CUdeviceptr d, const void* s, size_t n) { ++g->sync_uploads; std::memcpy(reinterpret_cast<void*>(d), s, n); return CUDA_SUCCESS; }
+CUresult FMemcpyHtoDAsync(CUdeviceptr d, const void* s, size_t n, CUstream) {
+  ++g->async_h2d; std::memcpy(reinterpret_cast<void*>(d), s, n); return CUDA_SUCCESS;
+}
+CUresult FMemcpyDtoHAsync(void* d, CUdeviceptr s, size_t n, CUstream) {
+  ++g->async_d2h; std::memcpy(d, reinterpret_cast<void*>(s), n); return CUDA_SUCCESS;
+}
+CUresult FMemsetD8(CUdeviceptr d, unsigned char v, size_t n) { std::memset(reinterpret_cast<void*>(d), v, n); return CUDA_SUCCESS; }
+CUresult FStreamCreate(CUstream* s, unsigned) { *s = reinterpret_cast<CUstream>(0x2); return CUDA_SUCCESS; }
+CUresult FStreamDestroy(CUstream) { return CUDA_SUCCESS; }
+CUresult FStreamSynchronize(CUstream) { return CUDA_SUCCESS; }
+CUresult FBeginCapture(CUstream, CUstreamCaptureMode) { g->capturing = true; g->captured.clear(); return CUDA_SUCCESS; }
+CUresult FEndCapture(CUstream, CUgraph* graph) {
+  g->capturing = false;
+  g->graphs.push_back(std::move(g->captured));
+  *graph = reinterpret_cast<CUgraph>(g->graphs.size());
+  return Check("cuStreamEndCapture");
+}
+CUresult FGraphInstantiate(CUgraphExec* e, CUgraph graph, unsigned long long) {
+  ++g->instantiated;
+  *e = reinterpret_cast<CUgraphExec>(graph);
+  return CUDA_SUCCESS;
+}
+CUresult FGraphLaunch(CUgraphExec e, CUstream) {
+  ++g->graph_launches;
+  for (auto& op : g->graphs[reinterpret_cast<size_t>(e) - 1]) op();
+  return CUDA_SUCCESS;
+}
+CUresult FGraphDestroy(CUgraph) { return CUDA_SUCCESS; }
+CUresult FGraphExecDestroy(CUgraphExec) { return CUDA_SUCCESS; }
+CUresult FEventCreate(CUevent* e, unsigned) { *e = reinterpret_cast<CUevent>(0x3); return CUDA_SUCCESS; }
+CUresult FEventDestroy(CUevent) { return CUDA_SUCCESS; }
+CUresult FEventRecord(CUevent, CUstream) { ++g->events_recorded; return CUDA_SUCCESS; }
+CUresult FEventSynchronize(CUevent) { return CUDA_SUCCESS; }
+CUresult FEventElapsedTime(float* ms, CUevent, CUevent) { *ms = 0.5f; return CUDA_SUCCESS; }
+// Images: "fake-ptx:<entry>" text, or an ELF header followed by "<entry>\0".
+CUresult FModuleLoadData(CUmodule* m, const void* image) {
+  if (CUresult r = Check("cuModuleLoadData")) return r;
+  const char* p = static_cast<const char*>(image);
+  const bool ptx = std::strncmp(p, "fake-ptx:", 9) == 0;
+  g->loaded_images.push_back(ptx ? "ptx" : "cubin");
+  auto f = std::make_unique<FakeFunc>();
+  f->entry = ptx ? std::string(p + 9) : std::string(p + sizeof(Elf64_Ehdr));
+  *m = reinterpret_cast<CUmodule>(f.get());
+  g->funcs.push_back(std::move(f));
+  return CUDA_SUCCESS;
+}
+CUresult FModuleUnload(CUmodule) { return CUDA_SUCCESS; }
+CUresult FModuleGetFunction(CUfunction* fn, CUmodule m, const char* name) {
+  auto* f = reinterpret_cast<FakeFunc*>(m);
+  if (f->entry != name) return CUDA_ERROR_NOT_FOUND;
+  *fn = reinterpret_cast<CUfunction>(f);
+  return CUDA_SUCCESS;
+}
+CUresult FFuncSetAttribute(CUfunction, CUfunction_attribute, int) { return CUDA_SUCCESS; }
+CUresult FFuncGetParamInfo(CUfunction fn, size_t i, size_t* off, size_t* size) {
+  const auto& sizes = g->param_sizes[reinterpret_cast<FakeFunc*>(fn)->entry];
+  if (i >= sizes.size()) return CUDA_ERROR_INVALID_VALUE;
+  *off = 0;
+  *size = sizes[i];
+  return CUDA_SUCCESS;
+}
+// "fake_relu"(x, y, n): y = max(x, 0) over n floats. Anything else is only recorded.
+CUresult FLaunchKernel(CUfunction fn, unsigned gx, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, CUstream,
+                       void** args, void**) {
+  const std::string entry = reinterpret_cast<FakeFunc*>(fn)->entry;
+  if (entry == "fake_relu") {
+    float* x = *static_cast<float**>(args[0]);
+    float* y = *static_cast<float**>(args[1]);
+    const int n = *static_cast<int*>(args[2]);
+    EXPECT_GE(static_cast<int>(gx) * 64, n);
+    Run([=] { g->launched.push_back(entry); for (int i = 0; i < n; ++i) y[i] = x[i] > 0 ? x[i] : 0; });
+  } else {
+    Run([=] { g->launched.push_back(entry); });
+  }
+  return CUDA_SUCCESS;
+}
+
+cublasStatus_t LCreate(cublasLtHandle_t* h) { *h = reinterpret_cast<cublasLtHandle_t>(0x4); return CUBLAS_STATUS_SUCCESS; }
+cublasStatus_t LDestroy(cublasLtHandle_t) { return CUBLAS_STATUS_SUCCESS; }
+size_t LGetVersion() { return 130002; }
+const char* LStatusString(cublasStatus_t) { return "CUBLAS_STATUS_FAKE"; }
+cublasStatus_t LDescCreate(cublasLtMatmulDesc_t* d, cublasComputeType_t, cudaDataType_t) {
+  g->descs.push_back(std::make_unique<FakeDesc>());
+  *d = reinterpret_cast<cublasLtMatmulDesc_t>(g->descs.back().get());
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t LDescDestroy(cublasLtMatmulDesc_t) { return CUBLAS_STATUS_SUCCESS; }
+cublasStatus_t LDescSet(cublasLtMatmulDesc_t d, cublasLtMatmulDescAttributes_t a, const void* v, size_t) {
+  auto* f = reinterpret_cast<FakeDesc*>(d);
+  if (a == CUBLASLT_MATMUL_DESC_TRANSA) std::memcpy(&f->ta, v, sizeof f->ta);
+  if (a == CUBLASLT_MATMUL_DESC_TRANSB) std::memcpy(&f->tb, v, sizeof f->tb);
+  if (a == CUBLASLT_MATMUL_DESC_EPILOGUE) std::memcpy(&f->ep, v, sizeof f->ep);
+  if (a == CUBLASLT_MATMUL_DESC_BIAS_POINTER) std::memcpy(&f->bias, v, sizeof f->bias);
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t LLayoutCreate(cublasLtMatrixLayout_t* l, cudaDataType t, uint64_t r, uint64_t c, int64_t ld) {
+  g->layouts.push_back(std::make_unique<FakeLayout>(FakeLayout{t, r, c, ld}));
+  *l = reinterpret_cast<cublasLtMatrixLayout_t>(g->layouts.back().get());
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t LLayoutDestroy(cublasLtMatrixLayout_t) { return CUBLAS_STATUS_SUCCESS; }
+cublasStatus_t LPrefCreate(cublasLtMatmulPreference_t* p) { *p = reinterpret_cast<cublasLtMatmulPreference_t>(0x5); return CUBLAS_STATUS_SUCCESS; }
+cublasStatus_t LPrefDestroy(cublasLtMatmulPreference_t) { return CUBLAS_STATUS_SUCCESS; }
+cublasStatus_t LPrefSet(cublasLtMatmulPreference_t, cublasLtMatmulPreferenceAttributes_t, const void*, size_t) { return CUBLAS_STATUS_SUCCESS; }
+cublasStatus_t LHeuristic(cublasLtHandle_t, cublasLtMatmulDesc_t, cublasLtMatrixLayout_t, cublasLtMatrixLayout_t,
+                          cublasLtMatrixLayout_t, cublasLtMatrixLayout_t, cublasLtMatmulPreference_t, int,
+                          cublasLtMatmulHeuristicResult_t* r, int* n) {
+  ++g->heuristic_calls;
+  *r = cublasLtMatmulHeuristicResult_t{};
+  r->algo.data[0] = 42;
+  *n = 1;
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t LAlgoCheck(cublasLtHandle_t, cublasLtMatmulDesc_t, cublasLtMatrixLayout_t, cublasLtMatrixLayout_t,
+                          cublasLtMatrixLayout_t, cublasLtMatrixLayout_t, const cublasLtMatmulAlgo_t*,
+                          cublasLtMatmulHeuristicResult_t* r) {
+  *r = cublasLtMatmulHeuristicResult_t{};
+  return g->refuse_algo ? CUBLAS_STATUS_INVALID_VALUE : CUBLAS_STATUS_SUCCESS;
+}
+// Column-major D[rows x cols] = alpha * op(A) op(B) (+ bias[rows]); fp32 only.
+cublasStatus_t LMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t desc, const void* alpha, const void* A,
+                       cublasLtMatrixLayout_t la, const void* B, cublasLtMatrixLayout_t lb, const void*, const void*,
+                       cublasLtMatrixLayout_t, void* D, cublasLtMatrixLayout_t ld, const cublasLtMatmulAlgo_t*, void*,
+                       size_t, cudaStream_t) {
+  const FakeDesc d = *reinterpret_cast<FakeDesc*>(desc);
+  const FakeLayout a = *reinterpret_cast<FakeLayout*>(la), b = *reinterpret_cast<FakeLayout*>(lb),
+                   o = *reinterpret_cast<FakeLayout*>(ld);
+  if (a.type != CUDA_R_32F) return CUBLAS_STATUS_NOT_SUPPORTED;
+  float al;
+  std::memcpy(&al, alpha, 4);
+  const uint64_t rows = o.rows, cols = o.cols, k = d.ta == CUBLAS_OP_N ? a.cols : a.rows;
+  EXPECT_EQ(d.ta == CUBLAS_OP_N ? a.rows : a.cols, rows);
+  EXPECT_EQ(d.tb == CUBLAS_OP_N ? b.cols : b.rows, cols);
+  EXPECT_EQ(d.tb == CUBLAS_OP_N ? b.rows : b.cols, k);
+  const float* pa = static_cast<const float*>(A);
+  const float* pb = static_cast<const float*>(B);
+  const float* bias = static_cast<const float*>(d.bias);
+  float* pd = static_cast<float*>(D);
+  const bool ta = d.ta != CUBLAS_OP_N, tb = d.tb != CUBLAS_OP_N;
+  const cublasLtEpilogue_t ep = d.ep;
+  Run([=] {
+    g->launched.push_back("gemm");
+    for (uint64_t r = 0; r < rows; ++r) {
+      for (uint64_t c = 0; c < cols; ++c) {
+        double acc = 0;
+        for (uint64_t p = 0; p < k; ++p) {
+          acc += double(ta ? pa[p + r * a.ld] : pa[r + p * a.ld]) * double(tb ? pb[c + p * b.ld] : pb[p + c * b.ld]);
+        }
+        double v = al * acc;
+        if (ep == CUBLASLT_EPILOGUE_BIAS || ep == CUBLASLT_EPILOGUE_GELU_BIAS) v += bias[r];
+        if (ep == CUBLASLT_EPILOGUE_GELU_BIAS) v = 0.5 * v * (1 + std::tanh(0.7978845608 * (v + 0.044715 * v * v * v)));
+        pd[r + c * o.ld] = static_cast<float>(v);
+      }
+    }
+  });
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+DriverApi FakeDriver() {
+  DriverApi d;
+  d.cuInit = FInit; d.cuDriverGetVersion = FDriverGetVersion; d.cuGetErrorString = FGetErrorString;
+  d.cuGetErrorName = FGetErrorName; d.cuDeviceGetCount = FDeviceGetCount; d.cuDeviceGet = FDeviceGet;
+  d.cuDeviceGetAttribute = FDeviceGetAttribute; d.cuDeviceGetName = FDeviceGetName;
+  d.cuDevicePrimaryCtxRetain = FPrimaryRetain; d.cuDevicePrimaryCtxRelease = FPrimaryRelease;
+  d.cuCtxSetCurrent = FCtxSetCurrent; d.cuMemAlloc = FMemAlloc; d.cuMemFree = FMemFree; d.cuMemcpyHtoD = FMemcpyHtoD;
+  d.cuMemcpyHtoDAsync = FMemcpyHtoDAsync; d.cuMemcpyDtoHAsync = FMemcpyDtoHAsync; d.cuMemsetD8 = FMemsetD8;
+  d.cuStreamCreate = FStreamCreate; d.cuStreamDestroy = FStreamDestroy; d.cuStreamSynchronize = FStreamSynchronize;
+  d.cuStreamBeginCapture = FBeginCapture; d.cuStreamEndCapture = FEndCapture; d.cuGraphInstantiate = FGraphInstantiate;
+  d.cuGraphLaunch = FGraphLaunch; d.cuGraphDestroy = FGraphDestroy; d.cuGraphExecDestroy = FGraphExecDestroy;
+  d.cuEventCreate = FEventCreate; d.cuEventDestroy = FEventDestroy; d.cuEventRecord = FEventRecord;
+  d.cuEventSynchronize = FEventSynchronize; d.cuEventElapsedTime = FEventElapsedTime;
+  d.cuModuleLoadData = FModuleLoadData; d.cuModuleUnload = FModuleUnload; d.cuModuleGetFunction = FModuleGetFunction;
+  d.cuFuncSetAttribute = FFuncSetAttribute; d.cuLaunchKernel = FLaunchKernel; d.cuFuncGetParamInfo = FFuncGetParamInfo;
+  return d;
+}
+
+CublasLtApi FakeLt() {
+  CublasLtApi l;
+  l.cublasLtCreate = LCreate; l.cublasLtDestroy = LDestroy; l.cublasLtGetVersion = LGetVersion;
+  l.cublasLtGetStatusString = LStatusString; l.cublasLtMatmulDescCreate = LDescCreate;
+  l.cublasLtMatmulDescDestroy = LDescDestroy; l.cublasLtMatmulDescSetAttribute = LDescSet;
+  l.cublasLtMatrixLayoutCreate = LLayoutCreate; l.cublasLtMatrixLayoutDestroy = LLayoutDestroy;
+  l.cublasLtMatmulPreferenceCreate = LPrefCreate; l.cublasLtMatmulPreferenceDestroy = LPrefDestroy;
+  l.cublasLtMatmulPreferenceSetAttribute = LPrefSet; l.cublasLtMatmulAlgoGetHeuristic = LHeuristic;
+  l.cublasLtMatmulAlgoCheck = LAlgoCheck; l.cublasLtMatmul = LMatmul;
+  l.path = "fake";
+  return l;
+}
+
+// An ELF64 header with no tables, then the entry name: passes the bounds check, names its entry for the fake.
+std::string FakeCubin(const std::string& entry) {
+  Elf64_Ehdr eh{};
+  std::memcpy(eh.e_ident, ELFMAG, SELFMAG);
+  eh.e_ident[EI_CLASS] = ELFCLASS64;
+  std::string s(reinterpret_cast<const char*>(&eh), sizeof eh);
+  return s + entry + std::string(1, '\0');
+}
+
+// A 2-layer MLP: y[b,3] = relu(x[b,4] @ W1[4,6] + b1) @ W2[3,6]^T + b2, in fp32.
+struct Mlp {
+  std::vector<float> w1 = std::vector<float>(24), b1 = std::vector<float>(6), w2 = std::vector<float>(18),
+                     b2 = std::vector<float>(3);
+  std::string weights, kernels;
+  json plan;
+  Mlp() {
+    for (size_t i = 0; i < w1.size(); ++i) w1[i] = std::sin(0.7 * i + 0.1);
+    for (size_t i = 0; i < b1.size(); ++i) b1[i] = 0.1f * i - 0.2f;
+    for (size_t i = 0; i < w2.size(); ++i) w2[i] = std::cos(0.3 * i);
+    for (size_t i = 0; i < b2.size(); ++i) b2[i] = 0.05f * i;
+    auto put = [&](const std::vector<float>& v) {
+      const size_t off = weights.size();
+      weights.append(reinterpret_cast<const char*>(v.data()), v.size() * 4);
+      weights.resize((weights.size() + 255) / 256 * 256, '\0');
+      return off;
+    };
+    const size_t o1 = put(w1), ob1 = put(b1), o2 = put(w2), ob2 = put(b2);
+    const std::string cubin = FakeCubin("fake_relu");
+    kernels = cubin;
+    const json bn = {{"mul", {"batch", 6}}};
+    plan = {
+        {"format", "xrt-cuda-plan"}, {"version", 1}, {"triton_version", "3.6.0"}, {"archs", {"sm_90a"}},
+        {"dims", {{"batch", {{"max", 8}}}}},
+        {"tensors",
+         {{{"name", "x"}, {"dtype", "float32"}, {"shape", {"batch", 4}}, {"storage", "input"}, {"bytes_max", 128}},
+          {{"name", "w1"}, {"dtype", "float32"}, {"shape", {4, 6}}, {"storage", "weight"}, {"offset", o1}, {"bytes_max", 96}},
+          {{"name", "b1"}, {"dtype", "float32"}, {"shape", {6}}, {"storage", "weight"}, {"offset", ob1}, {"bytes_max", 24}},
+          {{"name", "h"}, {"dtype", "float32"}, {"shape", {"batch", 6}}, {"storage", "arena"}, {"offset", 0}, {"bytes_max", 192}},
+          {{"name", "r"}, {"dtype", "float32"}, {"shape", {"batch", 6}}, {"storage", "arena"}, {"offset", 256}, {"bytes_max", 192}},
+          {{"name", "w2"}, {"dtype", "float32"}, {"shape", {3, 6}}, {"storage", "weight"}, {"offset", o2}, {"bytes_max", 72}},
+          {{"name", "b2"}, {"dtype", "float32"}, {"shape", {3}}, {"storage", "weight"}, {"offset", ob2}, {"bytes_max", 12}},
+          {{"name", "y"}, {"dtype", "float32"}, {"shape", {"batch", 3}}, {"storage", "output"}, {"bytes_max", 96}}}},
+        {"inputs", {0}}, {"outputs", {7}}, {"arena_bytes", 512},
+        {"kernels", {{{"entry", "fake_relu"}, {"num_warps", 2}, {"shared_mem", 0},
+                      {"params", {{{"tensor", 3}}, {{"tensor", 4}}, {{"dim", bn}}, {{"scratch", "global"}}}},
+                      {"images", {{"sm_90a", {0, cubin.size()}}}}, {"group", "relu"}, {"onnx_nodes", {"Relu_0"}}}}},
+        {"gemms", {{{"m", "batch"}, {"n", 6}, {"k", 4}, {"a", 0}, {"b", 1}, {"c", 3}, {"bias", 2}, {"dtype", "float32"},
+                    {"epilogue", "bias"}, {"onnx_nodes", {"MatMul_0", "Add_0"}}},
+                   {{"m", "batch"}, {"n", 3}, {"k", 6}, {"a", 4}, {"b", 5}, {"c", 7}, {"bias", 6}, {"trans_b", true},
+                    {"dtype", "float32"}, {"epilogue", "bias"}, {"onnx_nodes", {"Gemm_1"}}}}},
+        {"launches", {{{"gemm", 0}}, {{"kernel", 0}, {"grid", {{{"cdiv", {bn, 64}}}, 1, 1}}}, {{"gemm", 1}}}},
+    };
+  }
+  std::vector<float> Reference(const std::vector<float>& x, int batch) const {
+    std::vector<float> y(batch * 3);
+    for (int b = 0; b < batch; ++b) {
+      double h[6];
+      for (int j = 0; j < 6; ++j) {
+        double acc = b1[j];
+        for (int i = 0; i < 4; ++i) acc += double(x[b * 4 + i]) * w1[i * 6 + j];
+        h[j] = acc > 0 ? acc : 0;
+      }
+      for (int o = 0; o < 3; ++o) {
+        double acc = b2[o];
+        for (int j = 0; j < 6; ++j) acc += h[j] * w2[o * 6 + j];
+        y[b * 3 + o] = static_cast<float>(acc);
+      }
+    }
+    return y;
+  }
+};
+
+class CudaEngineTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    fake_ = std::make_unique<Fake>();
+    g = fake_.get();
+    g->param_sizes["fake_relu"] = {8, 8, 4, 8};
+    drv_ = FakeDriver();
+    lt_ = FakeLt();
+  }
+  void TearDown() override { g = nullptr; }
+
+  // Creates an engine over the plan; returns the status code (and message in *message).
+  xrt_status_code_t Create(const json& plan, const std::string& weights, const std::string& kernels,
+                           std::unique_ptr<Engine>* out, std::string* message = nullptr, bool with_lt = true,
+                           EngineOptions options = {}) {
+    plan_text_ = plan.dump();
+    EngineArtifacts a{plan_text_.data(), plan_text_.size(), weights.data(), weights.size(), kernels.data(),
+                      kernels.size()};
+    options.workspace_bytes = 1024;
+    options.report_path = ::testing::TempDir() + "cuda_engine_test_report.jsonl";
+    xrt_status_t s = Engine::Create(&drv_, with_lt ? &lt_ : nullptr, "libcublasLt.so.13 not found (fake)", a,
+                                    options, out);
+    const xrt_status_code_t code = xrt_status_code(s);
+    if (message) *message = xrt_status_message(s);
+    xrt_status_free(s);
+    return code;
+  }
+
+  std::vector<float> RunMlp(Engine& e, const std::vector<float>& x, int batch, xrt_status_code_t* code = nullptr,
+                            std::string* message = nullptr) {
+    const int64_t shape[2] = {batch, 4};
+    xrt_tensor_view_t in{XRT_DTYPE_FLOAT32, 2, shape, const_cast<float*>(x.data()), x.size() * 4};
+    xrt_backend_output_t out{};
+    xrt_status_t s = e.Execute(&in, 1, &out, 1);
+    if (code) *code = xrt_status_code(s);
+    if (message) *message = xrt_status_message(s);
+    std::vector<float> y;
+    if (s == nullptr) {
+      EXPECT_EQ(out.rank, 2u);
+      EXPECT_EQ(out.shape[0], batch);
+      EXPECT_EQ(out.shape[1], 3);
+      y.assign(static_cast<float*>(out.data), static_cast<float*>(out.data) + out.byte_size / 4);
+      out.release(out.owner);
+    }
+    xrt_status_free(s);
+    return y;
+  }
+
+  std::unique_ptr<Fake> fake_;
+  DriverApi drv_;
+  CublasLtApi lt_;
+  std::string plan_text_;
+};
+
+std::vector<float> Inputs(int batch, float seed) {
+  std::vector<float> x(batch * 4);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = std::sin(seed + 1.3f * i);
+  return x;
+}
+
+TEST_F(CudaEngineTest, MlpRunsThroughOneGraphPerShapeAndMatchesTheHostReference) {
+  Mlp mlp;
+  std::unique_ptr<Engine> e;
+  std::string msg;
+  ASSERT_EQ(Create(mlp.plan, mlp.weights, mlp.kernels, &e, &msg), XRT_STATUS_OK) << msg;
+  EXPECT_EQ(g->allocs.size(), 1u) << "one device allocation";
+  EXPECT_EQ(g->sync_uploads, 1) << "weights uploaded once";
+  EXPECT_EQ(g->loaded_images, std::vector<std::string>{"cubin"});
+  for (int batch : {2, 5, 2, 8}) {
+    const std::vector<float> x = Inputs(batch, static_cast<float>(batch));
+    const std::vector<float> y = RunMlp(*e, x, batch);
+    const std::vector<float> ref = mlp.Reference(x, batch);
+    ASSERT_EQ(y.size(), ref.size());
+    double err = 0;
+    for (size_t i = 0; i < y.size(); ++i) err = std::max(err, std::abs(double(y[i]) - ref[i]));
+    EXPECT_LT(err, 1e-5) << "batch " << batch;
+  }
+  EXPECT_EQ(g->instantiated, 3) << "graphs for batch 2, 5 and 8; batch 2 replayed";
+  EXPECT_EQ(g->graph_launches, 4);
+  EXPECT_EQ(e->GraphCount(), 3u);
+  EXPECT_EQ(g->async_h2d, 4);
+  EXPECT_EQ(g->async_d2h, 4);
+  const std::vector<std::string> order = {"gemm", "fake_relu", "gemm"};
+  ASSERT_EQ(g->launched.size(), 12u);
+  for (size_t i = 0; i < g->launched.size(); ++i) EXPECT_EQ(g->launched[i], order[i % 3]);
+  const json info = json::parse(e->Describe());
+  EXPECT_EQ(info["arch"], "sm_90");
+  EXPECT_EQ(info["launches_per_run"], 3);
+  EXPECT_EQ(info["kernel_images"]["sm_90a"], 1);
+  EXPECT_EQ(info["device_bytes"]["arena"], 512);
+  EXPECT_NE(info["copies"].get<std::string>().find("host->device"), std::string::npos);
+  EXPECT_EQ(info["gemm_algos"][0]["algo"], "cuBLASLt heuristic (first candidate)");
+}
+
+// Replaces every use of dim "batch" by a constant and drops the dims: a static plan.
+void MakeStatic(json& j, int batch) {
+  if (j.is_string() && j == "batch") j = batch;
+  if (j.is_structured()) {
+    for (auto& v : j) MakeStatic(v, batch);
+  }
+}
+
+TEST_F(CudaEngineTest, StaticPlanCapturesItsGraphAtInitAndAsksTheHeuristicOncePerGemmShape) {
+  Mlp mlp;
+  mlp.plan["dims"] = json::object();
+  for (const char* key : {"tensors", "kernels", "gemms", "launches"}) MakeStatic(mlp.plan[key], 3);
+  std::unique_ptr<Engine> e;
+  std::string msg;
+  ASSERT_EQ(Create(mlp.plan, mlp.weights, mlp.kernels, &e, &msg), XRT_STATUS_OK) << msg;
+  EXPECT_EQ(g->instantiated, 1) << "captured at init";
+  EXPECT_EQ(g->heuristic_calls, 2) << "two GEMM shapes; the capture reuses the init's answers";
+  const json info = json::parse(e->Describe());
+  EXPECT_TRUE(info["init_ms"].contains("capture_graph"));
+  const std::vector<float> x = Inputs(3, 2);
+  const std::vector<float> y = RunMlp(*e, x, 3);
+  const std::vector<float> ref = mlp.Reference(x, 3);
+  for (size_t i = 0; i < y.size(); ++i) EXPECT_NEAR(y[i], ref[i], 1e-5);
+  EXPECT_EQ(g->instantiated, 1);
+  EXPECT_EQ(g->graph_launches, 1);
+}
+
+TEST_F(CudaEngineTest, GraphCacheIsBounded) {
+  Mlp mlp;
+  std::unique_ptr<Engine> e;
+  EngineOptions o;
+  o.max_graphs = 2;
+  ASSERT_EQ(Create(mlp.plan, mlp.weights, mlp.kernels, &e, nullptr, true, o), XRT_STATUS_OK);
+  for (int batch : {1, 2, 3, 4}) RunMlp(*e, Inputs(batch, 0), batch);
+  EXPECT_EQ(e->GraphCount(), 2u);
+}
+
+TEST_F(CudaEngineTest, ProfilingRunsWithoutAGraphAndReportsPerGroup) {
+  Mlp mlp;
+  std::unique_ptr<Engine> e;
+  EngineOptions o;
+  o.profile = true;
+  ASSERT_EQ(Create(mlp.plan, mlp.weights, mlp.kernels, &e, nullptr, true, o), XRT_STATUS_OK);
+  const std::vector<float> x = Inputs(3, 1);
+  const std::vector<float> y = RunMlp(*e, x, 3);
+  const std::vector<float> ref = mlp.Reference(x, 3);
+  for (size_t i = 0; i < y.size(); ++i) EXPECT_NEAR(y[i], ref[i], 1e-5);
+  EXPECT_EQ(g->instantiated, 0);
+  EXPECT_EQ(g->events_recorded, 6);
+  EXPECT_EQ(g->launched.size(), 6u) << "an untimed warm-up pass, then the timed one";
+  const json report = json::parse(e->LastReport());
+  EXPECT_EQ(report["event"], "profile");
+  EXPECT_EQ(report["dims"], "batch=3");
+  EXPECT_DOUBLE_EQ(report["groups"]["relu"].get<double>(), 0.5);
+  EXPECT_DOUBLE_EQ(report["groups"]["gemm_bias"].get<double>(), 1.0);
+  EXPECT_EQ(report["launches"][1]["onnx_nodes"], json({"Relu_0"}));
+}
+
+TEST_F(CudaEngineTest, ReplayTimingReportsTheMedianOfGraphReplays) {
+  Mlp mlp;
+  std::unique_ptr<Engine> e;
+  EngineOptions o;
+  o.replay_timing = 5;
+  ASSERT_EQ(Create(mlp.plan, mlp.weights, mlp.kernels, &e, nullptr, true, o), XRT_STATUS_OK);
+  RunMlp(*e, Inputs(2, 0), 2);
+  EXPECT_EQ(g->graph_launches, 1 + 3 + 5) << "the run, 3 warm-ups, 5 timed";
+  const json report = json::parse(e->LastReport());
+  EXPECT_EQ(report["event"], "replay");
+  EXPECT_EQ(report["n"], 5);
+  EXPECT_DOUBLE_EQ(report["median_ms"].get<double>(), 0.5);
+}
+
+TEST_F(CudaEngineTest, StoredAlgorithmIsCheckedAndFallsBackWhenRefused) {
+  Mlp mlp;
+  mlp.plan["gemms"][0]["algo"] = {{"source", "tuned"}, {"config", std::string(128, 'a')}};
+  std::unique_ptr<Engine> e;
+  ASSERT_EQ(Create(mlp.plan, mlp.weights, mlp.kernels, &e), XRT_STATUS_OK);
+  EXPECT_EQ(json::parse(e->Describe())["gemm_algos"][0]["algo"],
+            "stored tuned algorithm accepted by cublasLtMatmulAlgoCheck");
+  g->refuse_algo = true;
+  ASSERT_EQ(Create(mlp.plan, mlp.weights, mlp.kernels, &e), XRT_STATUS_OK);
+  const std::string note = json::parse(e->Describe())["gemm_algos"][0]["algo"];
+  EXPECT_NE(note.find("refused (CUBLAS_STATUS_FAKE); fell back to the cuBLASLt heuristic"), std::string::npos) << note;
+  const std::vector<float> x = Inputs(2, 3);
+  const std::vector<float> y = RunMlp(*e, x, 2);
+  EXPECT_NEAR(y[0], mlp.Reference(x, 2)[0], 1e-5);
+}
+
+TEST_F(CudaEngineTest, PicksPtxWhenNoCubinMatchesAndNamesTheArchitecturesOtherwise) {
+  Mlp mlp;
+  g->cc_major = 10;
+  std::unique_ptr<Engine> e;
+  std::string msg;
+  EXPECT_EQ(Create(mlp.plan, mlp.weights, mlp.kernels, &e, &msg), XRT_STATUS_UNAVAILABLE);
+  EXPECT_NE(msg.find("has images for sm_90a but this GPU is sm_100 and there is no PTX"), std::string::npos) << msg;
+  const std::string ptx = "fake-ptx:fake_relu";
+  mlp.plan["kernels"][0]["images"]["ptx"] = {mlp.kernels.size(), ptx.size()};
+  ASSERT_EQ(Create(mlp.plan, mlp.weights, mlp.kernels + ptx, &e, &msg), XRT_STATUS_OK) << msg;
+  EXPECT_EQ(g->loaded_images.back(), "ptx");
+  EXPECT_EQ(json::parse(e->Describe())["kernel_images"]["ptx"], 1);
+}
+
+TEST_F(CudaEngineTest, ParameterListMustMatchTheKernel) {
+  Mlp mlp;
+  g->param_sizes["fake_relu"] = {8, 8, 4, 8, 8};  // Triton's profile_scratch forgotten by the plan
+  std::unique_ptr<Engine> e;
+  std::string msg;
+  EXPECT_EQ(Create(mlp.plan, mlp.weights, mlp.kernels, &e, &msg), XRT_STATUS_DATA_CORRUPT);
+  EXPECT_NE(msg.find("the plan lists 4 (a Triton version mismatch? plan says 3.6.0)"), std::string::npos) << msg;
+  g->param_sizes["fake_relu"] = {8, 8, 8, 8};
+  EXPECT_EQ(Create(mlp.plan, mlp.weights, mlp.kernels, &e, &msg), XRT_STATUS_DATA_CORRUPT);
+  EXPECT_NE(msg.find("parameter 2 is 8 bytes in the kernel but the plan passes 4"), std::string::npos) << msg;
+}
+
+TEST_F(CudaEngineTest, DriverAndLibraryFailuresAreClearErrors) {
+  Mlp mlp;
+  std::unique_ptr<Engine> e;
+  std::string msg;
+  g->fail["cuMemAlloc"] = CUDA_ERROR_OUT_OF_MEMORY;
+  EXPECT_EQ(Create(mlp.plan, mlp.weights, mlp.kernels, &e, &msg), XRT_STATUS_RESOURCE_EXHAUSTED);
+  EXPECT_NE(msg.find("CUDA_ERROR_OUT_OF_MEMORY"), std::string::npos) << msg;
+  g->fail.clear();
+  EXPECT_EQ(Create(mlp.plan, mlp.weights, mlp.kernels, &e, &msg, /*with_lt=*/false), XRT_STATUS_UNAVAILABLE);
+  EXPECT_NE(msg.find("2 cuBLASLt GEMMs but cuBLASLt is unavailable: libcublasLt.so.13 not found"), std::string::npos)
+      << msg;
+  g->fail["cuModuleLoadData"] = CUDA_ERROR_NO_BINARY_FOR_GPU;
+  EXPECT_EQ(Create(mlp.plan, mlp.weights, mlp.kernels, &e, &msg), XRT_STATUS_UNAVAILABLE);
+  EXPECT_NE(msg.find("loading its sm_90a image on sm_90 failed"), std::string::npos) << msg;
+  g->fail.clear();
+  g->fail["cuStreamEndCapture"] = CUDA_ERROR_STREAM_CAPTURE_INVALIDATED;
+  ASSERT_EQ(Create(mlp.plan, mlp.weights, mlp.kernels, &e, &msg), XRT_STATUS_OK) << msg;
+  xrt_status_code_t code;
+  RunMlp(*e, Inputs(2, 0), 2, &code, &msg);
+  EXPECT_EQ(code, XRT_STATUS_INTERNAL);
+  EXPECT_NE(msg.find("capturing the CUDA graph"), std::string::npos) << msg;
+}
+
+TEST_F(CudaEngineTest, InputsOutsideTheCompiledRangeAreRejectedBeforeAnyLaunch) {
+  Mlp mlp;
+  std::unique_ptr<Engine> e;
+  ASSERT_EQ(Create(mlp.plan, mlp.weights, mlp.kernels, &e), XRT_STATUS_OK);
+  xrt_status_code_t code;
+  std::string msg;
+  RunMlp(*e, Inputs(9, 0), 9, &code, &msg);
+  EXPECT_EQ(code, XRT_STATUS_INVALID_ARGUMENT);
+  EXPECT_NE(msg.find("dim batch = 9 is outside [1, 8]"), std::string::npos) << msg;
+  EXPECT_TRUE(g->launched.empty());
+  EXPECT_EQ(g->async_h2d, 0);
+}
+
+TEST_F(CudaEngineTest, ShapeDependentOverrunsAreCaughtBeforeCapture) {
+  Mlp mlp;
+  // m = 2*batch: at init every region fits, but the GEMM would write 2x its output's region.
+  mlp.plan["gemms"][1]["m"] = {{"mul", {"batch", 2}}};
+  std::unique_ptr<Engine> e;
+  ASSERT_EQ(Create(mlp.plan, mlp.weights, mlp.kernels, &e), XRT_STATUS_OK);
+  xrt_status_code_t code;
+  std::string msg;
+  RunMlp(*e, Inputs(8, 0), 8, &code, &msg);
+  EXPECT_EQ(code, XRT_STATUS_DATA_CORRUPT);
+  EXPECT_NE(msg.find("gemm 1 reaches past an operand's region at batch=8"), std::string::npos) << msg;
+  EXPECT_EQ(g->instantiated, 0);
+  EXPECT_TRUE(g->launched.empty());
+}
+
+// Hostile or broken plans: each mutation must fail init with the right code and a message naming the field.
+TEST_F(CudaEngineTest, InvalidPlansFailInitNamingTheField) {
+  struct Case {
+    const char* what;
+    std::function<void(json&, std::string&)> mutate;
+    xrt_status_code_t code;
+    const char* expect;
+  };
+  const std::vector<Case> cases = {
+      {"version", [](json& p, std::string&) { p["version"] = 2; }, XRT_STATUS_INCOMPATIBLE, "this plugin reads version 1"},
+      {"format", [](json& p, std::string&) { p["format"] = "x"; }, XRT_STATUS_DATA_CORRUPT, "plan.format"},
+      {"tensor id", [](json& p, std::string&) { p["gemms"][0]["a"] = 99; }, XRT_STATUS_DATA_CORRUPT, "plan.gemms[0].a: is 99, outside [0, 7]"},
+      {"param id", [](json& p, std::string&) { p["kernels"][0]["params"][0]["tensor"] = -1; }, XRT_STATUS_DATA_CORRUPT, "params[0].tensor"},
+      {"weight region", [](json& p, std::string&) { p["tensors"][1]["offset"] = 1u << 20; }, XRT_STATUS_DATA_CORRUPT, "outside the weights artifact"},
+      {"arena region", [](json& p, std::string&) { p["tensors"][4]["offset"] = 400; }, XRT_STATUS_DATA_CORRUPT, "outside the arena"},
+      {"bytes_max", [](json& p, std::string&) { p["tensors"][3]["bytes_max"] = 100; }, XRT_STATUS_DATA_CORRUPT, "holds 192 bytes at the max dims but bytes_max is 100"},
+      {"image range", [](json& p, std::string&) { p["kernels"][0]["images"]["sm_90a"] = {0, 1 << 20}; }, XRT_STATUS_DATA_CORRUPT, "outside the kernels artifact"},
+      {"offset overflow", [](json& p, std::string&) { p["tensors"][1]["offset"] = UINT64_MAX; }, XRT_STATUS_DATA_CORRUPT, "outside the weights artifact"},
+      {"unknown dim", [](json& p, std::string&) { p["tensors"][0]["shape"][0] = "seq"; }, XRT_STATUS_DATA_CORRUPT, "names dim \"seq\""},
+      {"bad expr", [](json& p, std::string&) { p["launches"][1]["grid"][0] = {{"pow", {2, 3}}}; }, XRT_STATUS_DATA_CORRUPT, "is not an expression"},
+      {"size overflow", [](json& p, std::string&) { p["tensors"][3]["shape"] = {"batch", INT64_MAX}; }, XRT_STATUS_DATA_CORRUPT, "overflows"},
+      {"io listing", [](json& p, std::string&) { p["outputs"] = json::array(); }, XRT_STATUS_DATA_CORRUPT, "missing from plan.inputs/outputs"},
+      {"gemm writes a weight", [](json& p, std::string&) { p["gemms"][0]["c"] = 1; p["tensors"][1]["dtype"] = "float32"; }, XRT_STATUS_DATA_CORRUPT, "must be an arena or output tensor"},
+      {"gemm dtype", [](json& p, std::string&) { p["gemms"][0]["dtype"] = "float16"; }, XRT_STATUS_DATA_CORRUPT, "operand tensor 0 is float32, the GEMM is float16"},
+      {"launch index", [](json& p, std::string&) { p["launches"][0]["gemm"] = 7; }, XRT_STATUS_DATA_CORRUPT, "plan.launches[0].gemm"},
+      {"truncated cubin", [](json&, std::string& k) { k = k.substr(0, 10); }, XRT_STATUS_DATA_CORRUPT, "outside the kernels artifact"},
+      {"cubin tables", [](json&, std::string& k) { reinterpret_cast<Elf64_Ehdr*>(&k[0])->e_shnum = 50;
+                                                   reinterpret_cast<Elf64_Ehdr*>(&k[0])->e_shentsize = sizeof(Elf64_Shdr); },
+       XRT_STATUS_DATA_CORRUPT, "ELF header tables lie outside the image"},
+      {"not an object", [](json& p, std::string&) { p = "]["; }, XRT_STATUS_DATA_CORRUPT, "must be a JSON object"},
+  };
+  for (const Case& c : cases) {
+    Mlp mlp;
+    std::string kernels = mlp.kernels;
+    c.mutate(mlp.plan, kernels);
+    std::unique_ptr<Engine> e;
+    std::string msg;
+    EXPECT_EQ(Create(mlp.plan, mlp.weights, kernels, &e, &msg), c.code) << c.what << ": " << msg;
+    EXPECT_NE(msg.find(c.expect), std::string::npos) << c.what << ": " << msg;
+    EXPECT_EQ(e, nullptr);
+  }
+}
+
+}  // namespace
+}  // namespace cuda_backend
+}  // namespace xrt
