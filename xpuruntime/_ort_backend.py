@@ -65,7 +65,7 @@ def session_options(options_json: str):
 
     try:
         options = json.loads(options_json)
-    except ValueError:
+    except (ValueError, RecursionError):  # the core caps nesting at 16 levels; this is for direct callers
         options = None
     if not isinstance(options, dict):
         raise _errors.InvalidArgument("onnxruntime: variant options must be a JSON object of strings")

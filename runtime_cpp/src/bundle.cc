@@ -85,6 +85,9 @@ Result<std::shared_ptr<const Bundle>> Bundle::OpenFile(const std::string& path,
     }
     bundle->mapping_ = m;  // owned from here: the destructor unmaps it on every return below
     bundle->mapping_size_ = size;
+    // Huge pages where the kernel offers them (THP "madvise" mode): ~500x fewer page faults while reading. Advice
+    // only: a refusal changes nothing but speed.
+    ::madvise(m, size, MADV_HUGEPAGE);
     size_t done = 0;
     while (done < size) {
       const ssize_t n = ::pread(fd, static_cast<uint8_t*>(m) + done, size - done, static_cast<off_t>(done));

@@ -184,3 +184,37 @@ def ir_add(constant: np.ndarray) -> tuple[bytes, bytes]:
         xml = Path(tmp) / "m.xml"
         ov.save_model(model, str(xml), compress_to_fp16=False)
         return xml.read_bytes(), xml.with_suffix(".bin").read_bytes()
+
+
+def ov_blob_bundles() -> tuple[bytes, bytes]:
+    """(good, evil): an openvino variant with a precompiled CPU blob valid on this machine, and the same with ONNX
+    bytes (reading SECRET_FILE) in place of the IR the blob embeds. OpenVINO's CPU plugin reads the embedded model
+    back with format detection on import, so the plugin only imports a blob whose embedded model is IR."""
+    import io
+    import struct
+
+    import openvino as ov
+
+    key = bytes([0x30, 0x60, 0x70, 0x02, 0x04, 0x08, 0x3F, 0x6F, 0x72, 0x74, 0x78, 0x7F])  # OpenVINO's XOR codec
+
+    def xor(b):
+        return bytes(c ^ key[i % len(key)] for i, c in enumerate(b))
+
+    xml, weights = ir_add(np.ones(4, np.float32))
+    core = ov.Core()
+    compiled = core.compile_model(core.read_model(xml, ov.Tensor(np.frombuffer(weights, np.uint8))), "CPU",
+                                  {"INFERENCE_PRECISION_HINT": "f32"})
+    buf = io.BytesIO()
+    compiled.export_model(buf)
+    blob = buf.getvalue()
+    base = 20 + struct.unpack_from("<Q", blob, 12)[0]
+    model_offset = struct.unpack_from("<Q", blob, base + 32)[0]
+    header = bytearray(blob[: base + model_offset])
+    leak = onnx_models()["initializer"]
+    struct.pack_into("<Q", header, base + 40, len(leak))
+    evil = bytes(header) + xor(leak)
+    options = {"INFERENCE_PRECISION_HINT": "f32", "xrt.compiled_device": "CPU", "xrt.compiled_build": ov.get_version(),
+               "xrt.compiled_capabilities": " ".join(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))}
+    m = manifest([variant("openvino", {"model": "m.xml", "weights": "m.bin", "compiled": "m.blob"}, options)])
+    return tuple(xrtpkg.to_bytes(m, [("m.xml", xml, False), ("m.bin", weights, False), ("m.blob", b, False)])
+                 for b in (blob, evil))

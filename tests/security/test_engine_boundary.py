@@ -291,3 +291,14 @@ def test_thread_counts_from_a_bundle_are_clamped(workdir, ir):
     assert proc.returncode == 0, proc.stderr
     assert "clamped to" in proc.stdout
     print(f"\nclamped to {cpus} CPUs; ONNX Runtime load + run {ort_seconds:.2f} s")
+
+
+def test_a_blob_is_imported_only_when_it_embeds_ir(workdir):
+    """The precompiled blob's embedded model must be IR too; otherwise the plugin compiles the IR (same outputs)."""
+    good, evil = hostile.ov_blob_bundles()
+    for name, data, expected in (("good", good, "precompiled blob"), ("evil", evil, "IR")):
+        path = workdir / f"{name}.xrtpkg"
+        path.write_bytes(data)
+        s = xrt.load(path, engine="openvino")
+        assert s.explain()["engine_info"]["compiled_from"] == expected, name
+        np.testing.assert_array_equal(s.run(ZEROS)["y"], np.ones(4, np.float32))
