@@ -131,6 +131,13 @@ def test_unknown_fields_and_non_onnx_are_refused(workdir):
     model = hostile.onnx_models()["initializer"]
     with pytest.raises(ExternalDataError, match="does not know"):
         check_inline(model + b"\xf8\xff\x03\x01")  # field 65535 (varint): not in onnx.proto
+    import onnx
+
+    nested = onnx.load_from_string(model)  # the same, deep inside: an unknown field of a node's attribute
+    value = nested.graph.node[0]
+    value.ParseFromString(value.SerializeToString() + b"\xf8\xff\x03\x01")
+    with pytest.raises(ExternalDataError, match="does not know"):
+        check_inline(nested.SerializeToString())
     with pytest.raises(ExternalDataError, match="not an ONNX model"):
         check_inline(b"\x00\x00\x00\x00ORTM" + bytes(64))  # ONNX Runtime's own format
     path = workdir / "ort_format.xrtpkg"
