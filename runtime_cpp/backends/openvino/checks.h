@@ -108,7 +108,7 @@ inline bool BlobModelIsIr(const uint8_t* data, size_t size) {
 
 // The variant options a bundle may set, checked and converted. Properties go to compile_model; "xrt." keys are for
 // the plugin. xrt.cache_dir is the caller's (the core adds it and refuses a bundle that sets it), accepted here only
-// because the core is the one passing it. `cpus` bounds INFERENCE_NUM_THREADS; a clamp is noted in *out_notes.
+// because the core is the one passing it. `cpus` bounds INFERENCE_NUM_THREADS; a clamp is noted in `notes`.
 struct ParsedOptions {
   std::map<std::string, std::string> properties;
   std::map<std::string, std::string> xrt;
