@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from xrt_testutil import CORPUS, SAMPLE, run_tool  # noqa: E402
+from xrt_testutil import CORPUS, SAMPLE, gate_shape_args, run_tool  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -31,7 +31,7 @@ def corpus_bundles(tmp_path_factory):
             if not model.exists():
                 pytest.skip(f"corpus model missing: {model} (run tests/corpus/fetch.sh)")
             out = folder / f"{name}.xrtpkg"
-            run_tool("xrtc", "compile", model, "--target", "cpu", "-o", out, check=True)
+            run_tool("xrtc", "compile", model, "--target", "cpu", "-o", out, *gate_shape_args(name), check=True)
             cache[name] = out
         return cache[name]
 

@@ -60,3 +60,13 @@ def corpus_inputs(name: str) -> dict:
         return {n: data[f"in{i}"] for i, n in enumerate(names)}
 
 
+# Corpus models whose dynamic dims the accuracy gate cannot size by itself: the shape they are deployed at (their
+# corpus input). ppocrv4_rec takes [1, 3, 48, W]: the gate's guesses pin H = W (224, 32, ...) and the graph holds no
+# 48; at 32x32 ONNX Runtime runs but OpenVINO returns an empty sequence, so without the shape the compile fails
+# (exit 3, asking for --shape), as it would for a user.
+GATE_SHAPES: dict[str, list[str]] = {"ppocrv4_rec": ["x=1x3x48x320"]}
+
+
+def gate_shape_args(name: str) -> list[str]:
+    """`--shape` flags a corpus model needs for the accuracy gate to run (see GATE_SHAPES)."""
+    return [arg for shape in GATE_SHAPES.get(name, []) for arg in ("--shape", shape)]

@@ -106,9 +106,13 @@ class Session:
         """Which variant, engine and device run, and why; the variants skipped and why. With a decision log in the
         bundle (xrtc >= 0.2), also ``decisions``: the running variant's entry (precision, order rule, measured
         accuracy, fallback) and, per node, the precision and kernel it runs with, the rule, and the alternatives
-        rejected (``xrtc explain`` shows the same for every variant)."""
+        rejected (``xrtc explain`` shows the same for every variant). A bundle compiled with
+        ``--allow-unverified`` (the accuracy gate could not check it) adds ``unverified``: the reason."""
         bundle = self._open_bundle("explain()")
         out = dict(self._explain)
+        unverified = self.manifest.get("unverified")
+        if unverified:
+            out["unverified"] = unverified.get("reason", "") if isinstance(unverified, dict) else str(unverified)
         cpp = self._cpp_choice(out)
         if cpp:
             out["cpp_runs"] = cpp

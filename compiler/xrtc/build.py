@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import tempfile
 from dataclasses import dataclass, field
 
@@ -97,7 +98,7 @@ class _PassValidator:
         self.precision = "fp32"
 
     def __call__(self, pass_name: str, model: onnx.ModelProto) -> float:
-        from .gate import reference_outputs
+        from .gate import _first_sentence, reference_outputs
         from .tools.verify import compare
 
         tol = self.policy.tolerance_for(self.precision)
@@ -105,7 +106,8 @@ class _PassValidator:
             outputs = reference_outputs(model.SerializeToString(), self.samples)
         except Exception as err:  # noqa: BLE001 - any failure to run is a break, named below
             raise PassValidationError(f"--validate-passes: after pass {pass_name} the graph no longer runs in ONNX "
-                                      f"Runtime: {str(err)[:300]}. Pass {pass_name} broke the model") from err
+                                      f"Runtime: {_first_sentence(str(err), 300)}. Pass {pass_name} broke the "
+                                      "model") from err
         worst = 0.0
         for got, ref in zip(outputs, self.references):
             for name, expected in ref.items():
@@ -158,10 +160,13 @@ def prepare(model_path: str, target: str, *, policy=None, plan_path: str | None 
 
     validator = None
     if validate_passes:
-        samples = samples_for(source_inputs, policy.shapes, calibration)
-        found = samples if isinstance(samples, str) else reference_for(samples, source.model.SerializeToString())
-        if isinstance(found, str):
-            raise UsageError(f"--validate-passes needs inputs: {found}. Pass --calibration data.npz or --shape")
+        from .gate import NoSamples
+
+        try:
+            found = reference_for(samples_for(source_inputs, policy.shapes, calibration, source.model),
+                                  source.model.SerializeToString(), source_inputs)
+        except NoSamples as err:
+            raise UsageError(f"--validate-passes needs inputs: {err}") from err
         validator = _PassValidator(found[0].feeds, found[1], policy)
 
     pipeline = passes.from_spec(plan.pipeline) if plan else passes.graph_pipeline(policy.shapes)
@@ -330,6 +335,7 @@ class CompileResult:
     path: str
     size: int
     manifest: dict
+    summary: str = ""  # what was built, per variant precision (the CLI's last line)
 
 
 def _candidate(lowering, manifest_base: dict, path: str) -> None:
@@ -349,12 +355,34 @@ def _candidate(lowering, manifest_base: dict, path: str) -> None:
     xrtpkg.write(path, dict(manifest_base, variants=variants), lowering.payloads, force=True)
 
 
-def compile_model(model_path: str, target: str, output: str, force: bool = False, clock: Clock | None = None,
+def _cpu_lacks_fp16() -> bool:
+    """True where /proc/cpuinfo shows an x86 CPU without AVX512-FP16/AMX-FP16 (False where it cannot tell)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return bool(flags) and "avx2" in flags and not {"avx512_fp16", "amx_fp16"} & set(flags)
+
+
+def default_output(model_path: str) -> str:
+    """The bundle path when -o is not given: next to the model, `.onnx` replaced by `.xrtpkg` (never overwritten
+    without --force)."""
+    stem = model_path[:-5] if model_path.lower().endswith(".onnx") else model_path
+    return stem + ".xrtpkg"
+
+
+def compile_model(model_path: str, target: str, output: str | None = None, force: bool = False,
+                  clock: Clock | None = None,
                   precompile: bool = True, policy=None, plan_path: str | None = None,
                   calibration_path: str | None = None, validate_passes: bool = False,
-                  extra_passes: list | None = None, archs: list[str] | None = None) -> CompileResult:
+                  extra_passes: list | None = None, archs: list[str] | None = None,
+                  allow_unverified: bool = False) -> CompileResult:
     """Compiles `model_path` for `target` into the bundle `output` under `policy` (xpuruntime.policy.Policy) or the
-    plan at `plan_path`. Raises XrtcError subclasses. `precompile` adds engine-compiled blobs (OpenVINO CPU)."""
+    plan at `plan_path`. Raises XrtcError subclasses. `precompile` adds engine-compiled blobs (OpenVINO CPU).
+    Every variant must run on samples and meet its tolerance; where the gate cannot check a variant (no samples the
+    model accepts), the compile fails (gate.NoSamples / AccuracyGateError, exit 3) unless `allow_unverified`, which
+    writes the bundle with `manifest["unverified"]` saying why."""
     from . import gate, package
     from .targets import parse_targets
     from .tools.compile import check_output, quiet_third_party
@@ -362,24 +390,33 @@ def compile_model(model_path: str, target: str, output: str, force: bool = False
     clock = clock or Clock()
     targets = parse_targets(target)
     target = ",".join(targets)
+    output = output or default_output(model_path)
     check_output(model_path, output, force)
     quiet_third_party(logging.getLogger("xrtc").getEffectiveLevel())
 
     prep = prepare(model_path, target, policy=policy, plan_path=plan_path, calibration_path=calibration_path,
                    validate_passes=validate_passes, clock=clock, extra_passes=extra_passes)
     plan, policy = prep.plan, prep.policy
+    if any(v["target"] == "cpu" and v["precision"] == "fp16" for v in plan.variants) and _cpu_lacks_fp16():
+        log.warning("this CPU has no fp16 arithmetic (no avx512_fp16/amx_fp16): the fp16 variants will run no "
+                    "faster than fp32 here, ONNX Runtime's likely slower")
     from . import model_io
 
     inputs, outputs = model_io.model_io(prep.optimised)
-    samples = gate.samples_for(inputs, policy.shapes, prep.calibration)
     references = None
-    if not isinstance(samples, str):
+    unverified = ""  # why the gate could not check the bundle (kept only with allow_unverified)
+    no_samples = None
+    try:
+        samples = gate.samples_for(inputs, policy.shapes, prep.calibration, prep.source.model)
         with clock.stage("reference-outputs", log):
-            found = gate.reference_for(samples, prep.source.model.SerializeToString())
-        if isinstance(found, str):
-            samples = found
-        else:
-            samples, references = found
+            samples, references = gate.reference_for(samples, prep.source.model.SerializeToString(), inputs)
+    except gate.NoSamples as err:  # raised after lowering: a model no engine builds says so first (exit 4)
+        no_samples = err
+        unverified = f"the accuracy gate could not run: {err}"
+    tried = [gate._shapes_text(samples.feeds[0])] if references is not None else []  # sample shapes measured
+    declared = []  # decisions: outputs whose declared shape the engines do not produce
+    if references is not None:
+        outputs, declared = _outputs_as_produced(prep.optimised, outputs, references)
 
     precisions = {v["id"]: v["precision"] for v in plan.variants if "excluded" not in v}
     fallbacks: dict[str, str] = {}
@@ -390,7 +427,8 @@ def compile_model(model_path: str, target: str, output: str, force: bool = False
     dropped: list[dict] = []
     tools_seen: dict[str, str] = {}
     unmeasured: list[str] = []  # variants that refused generated samples (kept, accuracy not measured)
-    for _attempt in range(2 * len(plan.variants) + 1):  # each retry lowers a precision or drops a variant
+    # Each retry lowers a precision, drops a variant, or moves guessed sample shapes to the next candidate.
+    for _attempt in range(2 * len(plan.variants) + 1 + len(gate.DYNAMIC_FILLS) + 6):
         try:
             models, records = _variant_models(prep, precisions, clock, gate_warnings)
         except _Fallback as fallback:
@@ -412,84 +450,108 @@ def compile_model(model_path: str, target: str, output: str, force: bool = False
                 break
             candidate = os.path.join(workdir, "candidate.xrtpkg")
             _candidate(lowering, base, candidate)
-            retry = False
-            for variant in lowering.variants:
-                tol = policy.tolerance_for(variant["precision"])
-                with clock.stage(f"gate-{variant['id']}", log):
-                    if variant["engine"] == "cuda":
-                        record = _cuda_gate(lowering, variant, samples.feeds, references, tol, workdir, candidate)
+            while True:  # re-measured (same lowering) when guessed sample shapes move on
+                retry = False
+                unmeasured.clear()
+                for variant in lowering.variants:
+                    tol = policy.tolerance_for(variant["precision"])
+                    with clock.stage(f"gate-{variant['id']}", log):
+                        if variant["engine"] == "cuda":
+                            record = _cuda_gate(lowering, variant, samples.feeds, references, tol, workdir,
+                                                candidate)
+                        else:
+                            record = gate.measure_isolated(workdir, candidate, variant["id"], samples.feeds,
+                                                           references, tol["rtol"], tol["atol"])
+                            if variant["target"] == "npu-intel" and not (record.get("error") or record.get("crashed")):
+                                record = _with_fp16_emulation(variant["id"], record, models[variant["id"]],
+                                                              samples.feeds, references, tol)
+                    if record.get("passed") is None:  # cuda variant, no device here and too big to interpret
+                        unmeasured.append(variant["id"])
+                        gate_warnings.append(f"{variant['id']}: accuracy not measured: {record['not_run']}; run "
+                                             "`xrtc verify` on a machine with a CUDA device")
+                        log.warning("accuracy gate: %s", gate_warnings[-1])
+                        continue
+                    accuracy[variant["id"]] = record
+                    log.info("gate %s (%s): %s, max abs err %s", variant["id"], variant["precision"],
+                             "ok" if record["passed"] else "FAILED", record["max_abs_err"])
+                    if record["passed"]:
+                        continue
+                    why = "; ".join(record["failures"])
+                    drop = None
+                    if record.get("crashed"):  # never ship a variant its engine cannot run
+                        drop = f"{why} (on the gate's samples)"
+                    elif samples.guessed or (record.get("error") and not prep.calibration):
+                        # Generated data may be outside what the model accepts (an int input that sizes an output;
+                        # dims pinned to sizes the model was not made for): the variant is not at fault, but it is not
+                        # checked either. Fails below unless an unverified bundle was asked for.
+                        unmeasured.append(variant["id"])
+                        gate_warnings.append(f"{variant['id']}: accuracy not measured on generated samples "
+                                             f"({samples.origin}): {why}")
+                        log.info("accuracy gate: %s", gate_warnings[-1])  # the outcome (next shapes, error) says it
+                        continue
+                    elif record.get("error"):
+                        drop = f"fails on the calibration samples ({why})"
+                    elif _fallback_precision(variant["id"], variant["precision"]):
+                        if policy.execution.get("precision").mode == "fixed":
+                            raise AccuracyGateError(
+                                f"accuracy gate: {variant['id']} at {variant['precision']} is over the tolerance (rtol "
+                                f"{tol['rtol']:g}, atol {tol['atol']:g}): {why}. precision is fixed: loosen "
+                                "[tolerance], "
+                                "keep more ops in fp32 ([precision] keep_fp32_ops / [nodes]), or make precision "
+                                "\"prefer\"")
+                        if variant["engine"] == "onnxruntime" and variant["precision"] == "fp16" and \
+                                not prep.extra_fp32:
+                            with clock.stage("per-node-fallback", log):
+                                found = _fp16_nodes_to_keep_fp32(prep, samples.feeds, references, tol)
+                            if found:
+                                prep.extra_fp32 = found
+                                fallbacks[variant["id"]] = (f"fp16 over tolerance ({why}); per-node fallback kept "
+                                                            f"{len(found)} node(s) in fp32: {', '.join(found[:8])}"
+                                                            f"{' ...' if len(found) > 8 else ''}")
+                                gate_warnings.append(f"{variant['id']}: {fallbacks[variant['id']]}")
+                                log.warning("accuracy gate: %s", gate_warnings[-1])
+                                retry = True
+                                continue
+                        to = _fallback_precision(variant["id"], variant["precision"])
+                        fallbacks[variant["id"]] = f"{variant['precision']} over tolerance ({why}); rebuilt {to}"
+                        gate_warnings.append(f"{variant['id']}: {fallbacks[variant['id']]}")
+                        log.warning("accuracy gate: %s", gate_warnings[-1])
+                        precisions[variant["id"]] = to
+                        retry = True
+                    else:  # at the highest precision its target has and still off the reference: never ship it
+                        drop = f"{variant['precision']} output over tolerance ({why})" + \
+                            ("" if variant["precision"] == "fp32" else f"; {variant['target']} has no higher precision")
+                        if variant["target"] == "npu-intel" and "fp16_atol_needed" in record:
+                            drift = gate.fp16_drift(models[variant["id"]], samples.feeds[0])
+                            drop += ". " + gate.fp16_advice(variant["id"], targets, drift, record["fp16_atol_needed"],
+                                                            tol["rtol"])
+                    if drop:
+                        gate_warnings.append(f"{variant['id']} left out: {drop}")
+                        log.warning("accuracy gate: %s", gate_warnings[-1])
+                        dropped.append({"target": variant["target"], "engine": variant["engine"],
+                                        "reason": f"accuracy gate: {drop}"})
+                        precisions.pop(variant["id"])
+                        retry = True
+                if unmeasured and not retry and samples.alternatives:
+                    # Guessed shapes the source model runs on but a variant does not (a recogniser at 32x32): the
+                    # variant is not at fault; try the next shapes the source model accepts.
+                    try:
+                        following = gate.Samples(samples.alternatives[0], samples.origin, samples.alternatives[1:],
+                                                 guessed=True)
+                        samples, references = gate.reference_for(following, prep.source.model.SerializeToString(),
+                                                                 inputs)
+                    except gate.NoSamples:
+                        pass
                     else:
-                        record = gate.measure_isolated(workdir, candidate, variant["id"], samples.feeds, references,
-                                                       tol["rtol"], tol["atol"])
-                        if variant["target"] == "npu-intel" and not (record.get("error") or record.get("crashed")):
-                            record = _with_fp16_emulation(variant["id"], record, models[variant["id"]],
-                                                          samples.feeds, references, tol)
-                if record.get("passed") is None:  # cuda variant, no device here and too big to interpret
-                    unmeasured.append(variant["id"])
-                    gate_warnings.append(f"{variant['id']}: accuracy not measured: {record['not_run']}; run "
-                                         "`xrtc verify` on a machine with a CUDA device")
-                    log.warning("accuracy gate: %s", gate_warnings[-1])
-                    continue
-                accuracy[variant["id"]] = record
-                log.info("gate %s (%s): %s, max abs err %s", variant["id"], variant["precision"],
-                         "ok" if record["passed"] else "FAILED", record["max_abs_err"])
-                if record["passed"]:
-                    continue
-                why = "; ".join(record["failures"])
-                drop = None
-                if record.get("crashed"):  # never ship a variant its engine cannot run
-                    drop = f"{why} (on the gate's samples)"
-                elif samples.guessed or (record.get("error") and not prep.calibration):
-                    # Generated data may be outside what the model accepts (an int input that sizes an output;
-                    # dims pinned to sizes the model was not made for): the variant is not at fault. Keep it,
-                    # record it as unmeasured, and say what would measure it.
-                    unmeasured.append(variant["id"])
-                    gate_warnings.append(f"{variant['id']}: accuracy not measured ({why}) on generated samples "
-                                         f"({samples.origin}); pass --shape or --calibration with real inputs")
-                    log.warning("accuracy gate: %s", gate_warnings[-1])
-                    continue
-                elif record.get("error"):
-                    drop = f"fails on the calibration samples ({why})"
-                elif _fallback_precision(variant["id"], variant["precision"]):
-                    if policy.execution.get("precision").mode == "fixed":
-                        raise AccuracyGateError(
-                            f"accuracy gate: {variant['id']} at {variant['precision']} is over the tolerance (rtol "
-                            f"{tol['rtol']:g}, atol {tol['atol']:g}): {why}. precision is fixed: loosen [tolerance], "
-                            "keep more ops in fp32 ([precision] keep_fp32_ops / [nodes]), or make precision "
-                            "\"prefer\"")
-                    if variant["engine"] == "onnxruntime" and variant["precision"] == "fp16" and \
-                            not prep.extra_fp32:
-                        with clock.stage("per-node-fallback", log):
-                            found = _fp16_nodes_to_keep_fp32(prep, samples.feeds, references, tol)
-                        if found:
-                            prep.extra_fp32 = found
-                            fallbacks[variant["id"]] = (f"fp16 over tolerance ({why}); per-node fallback kept "
-                                                        f"{len(found)} node(s) in fp32: {', '.join(found[:8])}"
-                                                        f"{' ...' if len(found) > 8 else ''}")
-                            gate_warnings.append(f"{variant['id']}: {fallbacks[variant['id']]}")
-                            log.warning("accuracy gate: %s", gate_warnings[-1])
-                            retry = True
-                            continue
-                    to = _fallback_precision(variant["id"], variant["precision"])
-                    fallbacks[variant["id"]] = f"{variant['precision']} over tolerance ({why}); rebuilt {to}"
-                    gate_warnings.append(f"{variant['id']}: {fallbacks[variant['id']]}")
-                    log.warning("accuracy gate: %s", gate_warnings[-1])
-                    precisions[variant["id"]] = to
-                    retry = True
-                else:  # at the highest precision its target has and still off the reference: never ship it
-                    drop = f"{variant['precision']} output over tolerance ({why})" + \
-                        ("" if variant["precision"] == "fp32" else f"; {variant['target']} has no higher precision")
-                    if variant["target"] == "npu-intel" and "fp16_atol_needed" in record:
-                        drift = gate.fp16_drift(models[variant["id"]], samples.feeds[0])
-                        drop += ". " + gate.fp16_advice(variant["id"], targets, drift, record["fp16_atol_needed"],
-                                                        tol["rtol"])
-                if drop:
-                    gate_warnings.append(f"{variant['id']} left out: {drop}")
-                    log.warning("accuracy gate: %s", gate_warnings[-1])
-                    dropped.append({"target": variant["target"], "engine": variant["engine"],
-                                    "reason": f"accuracy gate: {drop}"})
-                    precisions.pop(variant["id"])
-                    retry = True
+                        log.info("accuracy gate: %s failed on guessed shapes; trying %s", ", ".join(unmeasured),
+                                 gate._shapes_text(samples.feeds[0]))
+                        gate_warnings[:] = [w for w in gate_warnings if ": accuracy not measured on generated" not in w]
+                        accuracy.clear()
+                        tried.append(gate._shapes_text(samples.feeds[0]))
+                        for stale in ("gate-feeds.npz", "gate-refs.npz"):  # measure_isolated's cached samples
+                            os.remove(os.path.join(workdir, stale))
+                        continue
+                break
             if not retry:
                 break
             if not precisions:
@@ -497,11 +559,24 @@ def compile_model(model_path: str, target: str, output: str, force: bool = False
                                      + "; ".join(d["reason"] for d in dropped))
     else:
         raise InternalError("accuracy gate: fallbacks did not settle; this is a bug in xrtc")
-    if references is None:
-        gate_warnings.append(f"accuracy not measured: {samples}")
-        log.warning("accuracy gate not run: %s", samples)
+    if no_samples is not None and not allow_unverified:
+        raise gate.NoSamples(f"accuracy gate cannot run: {no_samples}. (To build a bundle nobody checked, on "
+                             "purpose: --allow-unverified; it is then marked unverified everywhere)") from no_samples
+    if unmeasured and not unverified:
+        shapes = "; ".join(tried)
+        if not allow_unverified:
+            raise AccuracyGateError(
+                f"accuracy gate: {', '.join(unmeasured)} could not be checked: "
+                + "; ".join(w for w in gate_warnings if w.split(":")[0] in unmeasured)
+                + f". Pass the shapes you deploy ({gate.shape_flags(inputs) or '--shape NAME=DIMS'}, N your sizes; the "
+                f"gate tried {shapes}) or real inputs with --calibration data.npz; to build a bundle nobody checked, "
+                "on purpose: --allow-unverified")
+        unverified = f"accuracy not measured for {', '.join(unmeasured)} on the generated samples ({shapes})"
+    if unverified:
+        gate_warnings.append(f"UNVERIFIED (--allow-unverified): {unverified}")
+        log.warning("%s", gate_warnings[-1])
         if policy.execution.get("precision").mode == "fixed" and any(p != "fp32" for p in precisions.values()):
-            raise AccuracyGateError(f"precision is fixed but the accuracy gate cannot run ({samples}); pass "
+            raise AccuracyGateError(f"precision is fixed but the accuracy gate cannot run ({unverified}); pass "
                                     "--calibration data.npz or bind the dynamic dims with --shape")
 
     # Final bundle: the last built variants (the candidate's thread settings were on a copy), plus plan, decision
@@ -528,7 +603,11 @@ def compile_model(model_path: str, target: str, output: str, force: bool = False
 
     from .decisions import decision_log
 
-    log_json = decision_log(plan, lowering.variants, excluded, fallbacks, plan.warnings + gate_warnings,
+    shape_notes = [f"output {name!r}: the model declares {gate._shape_text(shape)}, but ONNX Runtime and every "
+                   f"variant produce {gate._shape_text(next(o['shape'] for o in outputs if o['name'] == name))} on "
+                   "the samples; the bundle declares the shape produced (the model's declaration is wrong: fix "
+                   "it in the exporter)" for name, shape in declared]
+    log_json = decision_log(plan, lowering.variants, excluded, fallbacks, plan.warnings + shape_notes + gate_warnings,
                             gate_fp32=set(prep.extra_fp32))
     payloads.append(("plan.json", plan.dumps().encode(), True))
     payloads.append(("decisions.json", json.dumps(log_json, sort_keys=True, indent=1).encode(), True))
@@ -553,11 +632,95 @@ def compile_model(model_path: str, target: str, output: str, force: bool = False
     manifest["decisions"] = "decisions.json"
     if golden:
         manifest["golden"] = golden
+    if unverified:
+        manifest["unverified"] = {"reason": unverified, "requested": "--allow-unverified"}
+    for name, shape in declared:
+        next(o for o in manifest["model"]["outputs"] if o["name"] == name)["declared_shape"] = shape
     if prep.calibration:
         manifest["provenance"]["calibration"] = {"samples": len(prep.calibration), "sha256": prep.calibration_digest}
     with clock.stage("write-bundle", log):
         size = package.write_bundle(output, manifest, payloads, force)
-    return CompileResult(path=output, size=size, manifest=manifest)
+    return CompileResult(path=output, size=size, manifest=manifest,
+                         summary=_built_summary(manifest, policy, plan.warnings + gate_warnings))
+
+
+def _built_summary(manifest: dict, policy, warnings: list[str]) -> str:
+    """What was built, per variant precision, and why a precision asked for was not delivered: the compile's last
+    line. A `fixed` precision not delivered raises (the plan and the gate already refuse it; this is the net)."""
+    knob = policy.execution.get("precision")
+    asked = knob.choice if "precision" in policy.execution.knobs and knob.mode != "auto" else None
+    parts = [f"{v['id']} {v['precision']}" for v in manifest["variants"]]
+    missed = [v["id"] for v in manifest["variants"] if asked and v["precision"] != asked]
+    text = "built " + ", ".join(parts)
+    if missed:
+        why = next((w for w in warnings if asked in w), "see the warnings (-v)")
+        why = re.sub(r"^prefer precision=\S+ on \S+: ", "", why)
+        if knob.mode == "fixed":
+            raise PolicyViolationError(f"precision={asked} is fixed, but {', '.join(missed)} would be built at "
+                                       f"another precision: {why}")
+        text += f" (asked {asked}, not delivered: {why})"
+    if manifest.get("unverified"):
+        text += "; UNVERIFIED (--allow-unverified)"
+    return text
+
+
+def _outputs_as_produced(model: onnx.ModelProto, outputs: list[dict], references: list[dict]):
+    """The output specs as the source model produces them on the samples. A model may declare an output shape its
+    graph does not produce (seen: `[1, seqlen]` for a `[28, 1, 8210]` output; ONNX Runtime only warns); a bundle
+    declaring it could never run, since the runtime checks every output against the manifest. Where the declaration
+    disagrees with what ONNX Runtime produced, the shape is taken from ONNX shape inference without the declaration
+    (symbolic dims stay symbolic) and checked against the samples, else from the samples with dims that differ
+    across samples (or depend on a dynamic input) left unknown. A dtype mismatch is the model's error, raised.
+    Returns (outputs, [(name, declared shape)])."""
+    from .errors import ModelCheckError
+    from .model_io import model_io
+
+    inferred = _inferred_output_shapes(model)
+    dynamic_inputs = any(not isinstance(d, int) for i in model_io(model)[0] for d in (i["shape"] or [None]))
+    fixed, declared = [], []
+    for spec in outputs:
+        got = [ref[spec["name"]] for ref in references]
+        dtype = got[0].dtype.name
+        if dtype != spec["dtype"]:
+            raise ModelCheckError(f"output {spec['name']!r} is declared {spec['dtype']} but the model produces "
+                                  f"{dtype} (ONNX Runtime, on the gate's samples): the model's declaration is wrong; "
+                                  "fix it in the exporter")
+        shapes = {a.shape for a in got}
+        shape = spec["shape"]
+        if shape is not None and all(len(s) == len(shape) and all(not isinstance(d, int) or d == g
+                                                                  for d, g in zip(shape, s)) for s in shapes):
+            fixed.append(spec)
+            continue
+        guess = inferred.get(spec["name"])
+        if guess is None or any(len(s) != len(guess) or any(isinstance(d, int) and d != g for d, g in zip(guess, s))
+                                for s in shapes):
+            first = next(iter(shapes))
+            guess = [first[k] if len({s[k] for s in shapes}) == 1 and not dynamic_inputs else None
+                     for k in range(len(first))]
+        fixed.append(dict(spec, shape=guess))
+        if shape is None:  # declared nothing: filled in, nothing to blame
+            continue
+        declared.append((spec["name"], shape))
+        log.warning("output %r: the model declares %s but produces %s; the bundle declares %s (fix the model's "
+                    "declaration in the exporter)", spec["name"], shape, [list(s) for s in sorted(shapes)], guess)
+    return fixed, declared
+
+
+def _inferred_output_shapes(model: onnx.ModelProto) -> dict[str, list]:
+    """Output shapes from ONNX shape inference with the outputs' own declarations removed ({} where it fails)."""
+    from .model_io import _shape_of
+
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    for out in copy.graph.output:
+        out.type.tensor_type.ClearField("shape")
+    del copy.graph.value_info[:]
+    try:
+        inferred = onnx.shape_inference.infer_shapes(copy, data_prop=True)
+    except Exception:  # noqa: BLE001 - inference is a hint here; the samples decide
+        return {}
+    return {o.name: _shape_of(o.type.tensor_type) for o in inferred.graph.output
+            if o.type.tensor_type.HasField("shape")}
 
 
 def _cuda_gate(lowering, variant: dict, samples: list[dict], references: list[dict], tol: dict, workdir: str,

@@ -166,5 +166,6 @@ def main(argv: list[str] | None = None) -> int:
     sys.stdout.flush()
     # A tool may define other successful codes (diff: 1 = "they differ", like diff(1)).
     passed = code in getattr(tools[args.command], "ok_codes", (0,))
-    print(f"{'PASSED' if passed else 'FAILED'} xrtc {args.command}", file=sys.stderr)
+    note = getattr(tools[args.command], "final_note", "") if passed else ""  # compile: what was built
+    print(f"{'PASSED' if passed else 'FAILED'} xrtc {args.command}{': ' + note if note else ''}", file=sys.stderr)
     return code

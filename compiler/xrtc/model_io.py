@@ -13,10 +13,11 @@ import logging
 import os
 import re
 from dataclasses import dataclass
-from typing import Iterator
 
 import onnx
 from google.protobuf.message import DecodeError
+
+from xpuruntime.onnx_tensors import iter_tensors
 
 from .errors import ExternalDataError, ModelCheckError, ModelLoadError, UnsupportedModelError
 
@@ -101,37 +102,6 @@ def _first_lines(text: str, lines: int = 6, chars: int = 800) -> str:
     return kept if len(kept) <= chars else kept[: chars - 3] + "..."
 
 
-def _iter_graph_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
-    yield from graph.initializer
-    for sparse in graph.sparse_initializer:
-        yield sparse.values
-        yield sparse.indices
-    for node in graph.node:
-        yield from _iter_node_tensors(node)
-
-
-def _iter_node_tensors(node: onnx.NodeProto) -> Iterator[onnx.TensorProto]:
-    for attr in node.attribute:
-        if attr.HasField("t"):
-            yield attr.t
-        yield from attr.tensors
-        if attr.HasField("sparse_tensor"):
-            yield attr.sparse_tensor.values
-            yield attr.sparse_tensor.indices
-        yield from attr.sparse_tensors
-        if attr.HasField("g"):
-            yield from _iter_graph_tensors(attr.g)
-        for sub in attr.graphs:
-            yield from _iter_graph_tensors(sub)
-
-
-def _iter_all_tensors(model: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
-    yield from _iter_graph_tensors(model.graph)
-    for function in model.functions:
-        for node in function.node:
-            yield from _iter_node_tensors(node)
-
-
 def _resolve_location(location: str, folder: str, model_path: str, tensor: str) -> str:
     """Returns the real path of an external-data file, or raises ExternalDataError if it is unsafe or missing."""
     where = f"{model_path}: tensor {tensor!r} stores its data in {location!r}"
@@ -163,8 +133,9 @@ def _load_external_data(model: onnx.ModelProto, folder: str, model_path: str, bu
     locations: set[str] = set()
     pending = []  # (tensor, location, resolved path, offset, end): everything is checked before anything is read
     total = 0
-    for tensor in _iter_all_tensors(model):
+    for tensor in iter_tensors(model):  # the walk the runtime's external-data guard uses: the same tensors
         if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            del tensor.external_data[:]  # stray entries on an inline tensor: the runtime would refuse them
             continue
         info = {entry.key: entry.value for entry in tensor.external_data}
         location = info.get("location", "")

@@ -227,6 +227,14 @@ def resolve(model: onnx.ModelProto, policy, target: str, source: dict, pipeline:
         variants.append({"id": vid, "target": t, "device": TARGET_DEVICE[t], "engine": engine,
                          "precision": precision, "notes": notes})
 
+    # fp16 on a CPU is a size choice more than a speed one: said where it is chosen (a rule, not a measurement).
+    cpu_fp16 = [v["id"] for v in variants if v["target"] == "cpu" and v["precision"] == "fp16"]
+    if cpu_fp16:
+        warnings.append(f"fp16 on cpu ({', '.join(cpu_fp16)}): halves the weights, but expect no speed-up: a CPU "
+                        "has fp16 arithmetic only with AVX512-FP16/AMX-FP16 (OpenVINO computes fp32 or bf16 "
+                        "elsewhere), and ONNX Runtime's CPU provider has few fp16 kernels (it casts around the "
+                        "others, often slower than fp32); compare with `xrtc run --bench`")
+
     # Kernel knobs, per family present in the model.
     by_family: dict[str, list[str]] = {}
     for node in model.graph.node:

@@ -415,8 +415,11 @@ Result<Bundle> Bundle::Verify(const uint8_t* data, size_t size, const VerifyOpti
   }
   // 2. magic
   if (std::memcmp(data, kMagic, sizeof(kMagic)) != 0) {
+    // An ONNX file starts with field 1 (ir_version) as a varint, byte 0x08: users pass those by mistake.
+    const char* onnx_hint =
+        data[0] == 0x08 ? "; it looks like an ONNX model: compile it into a bundle first (xrtc compile MODEL.onnx)" : "";
     return Corrupt(Cat("bad magic ", ShowBytes(data, 8), ": not an .xrtpkg bundle (expected ",
-                       ShowBytes(kMagic, 8), ")"));
+                       ShowBytes(kMagic, 8), ")", onnx_hint));
   }
   Header h;
   h.major_version = static_cast<uint16_t>(LoadLe(data + 8, 2));

@@ -69,22 +69,45 @@ Result<std::shared_ptr<const Bundle>> Bundle::OpenFile(const std::string& path,
     ::close(fd);
     return InvalidArgument(path, " is not a regular file; pass the path of a .xrtpkg file");
   }
+  // Verified bytes must be the bytes used (SECURITY.md, "The bundle file after open"): the file is read into
+  // private anonymous memory, verified there, and engines only ever see that copy. A file mapping would not do:
+  // MAP_PRIVATE pages are shared with the page cache until written, so a later write to the file changes what the
+  // engines read, and a truncation turns the next access into SIGBUS.
   const size_t size = static_cast<size_t>(st.st_size);
   const uint8_t* data = nullptr;
   if (size > 0) {
-    void* m = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
+    void* m = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (m == MAP_FAILED) {
       const int err = errno;
       ::close(fd);
-      if (err == ENOMEM) return ResourceExhausted("cannot map bundle file ", path, " (", size, " bytes): ",
-                                                  std::strerror(err));
-      return IoError("cannot map bundle file ", path, ": ", std::strerror(err));
+      return ResourceExhausted("cannot allocate ", size, " bytes to read bundle file ", path, ": ",
+                               std::strerror(err));
     }
-    bundle->mapping_ = m;
+    bundle->mapping_ = m;  // owned from here: the destructor unmaps it on every return below
     bundle->mapping_size_ = size;
+    // Huge pages where the kernel offers them (THP "madvise" mode): ~500x fewer page faults while reading. Advice
+    // only: a refusal changes nothing but speed.
+    ::madvise(m, size, MADV_HUGEPAGE);
+    size_t done = 0;
+    while (done < size) {
+      const ssize_t n = ::pread(fd, static_cast<uint8_t*>(m) + done, size - done, static_cast<off_t>(done));
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) {
+        const int err = errno;
+        ::close(fd);
+        return IoError("cannot read bundle file ", path, ": ", std::strerror(err));
+      }
+      if (n == 0) {
+        ::close(fd);
+        return IoError("bundle file ", path, " shrank while it was read (", done, " of ", size,
+                       " bytes); it is being replaced: retry once the writer is done (write elsewhere, then rename)");
+      }
+      done += static_cast<size_t>(n);
+    }
+    ::mprotect(m, size, PROT_READ);  // immutable from here on; a failure only loses the write protection
     data = static_cast<const uint8_t*>(m);
   }
-  ::close(fd);  // the mapping stays valid without the descriptor
+  ::close(fd);
   return Finish(std::move(bundle), data, size, policy);
 }
 

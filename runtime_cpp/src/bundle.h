@@ -1,4 +1,4 @@
-// bundle.h - an opened, fully verified bundle: the bytes (a read-only file mapping or borrowed memory), the
+// bundle.h - an opened, fully verified bundle: the bytes (a private in-memory copy of the file, or borrowed memory), the
 // format reader's view over them, and the manifest's model description.
 //
 // Immutable after Open*(); shared (std::shared_ptr) by the C handle and by every session created from it.
@@ -17,9 +17,10 @@ namespace xrt::core {
 
 class Bundle {
  public:
-  // Maps `path` read-only and verifies it. NOT_FOUND (no such file), INVALID_ARGUMENT (a directory or other
-  // non-regular file), IO (the OS refused), then the format verdicts (PERMISSION_DENIED: refused by `policy`).
-  // WARNING: like any mapping, the file must not be truncated while the bundle is open (SIGBUS).
+  // Reads `path` into private anonymous memory and verifies that copy. NOT_FOUND (no such file), INVALID_ARGUMENT
+  // (a directory or other non-regular file), IO (the OS refused, or the file shrank while read), RESOURCE_EXHAUSTED
+  // (no memory for the copy), then the format verdicts (PERMISSION_DENIED: refused by `policy`). Once open, nothing
+  // done to the file (writes, truncation, replacement) reaches the bundle or its sessions.
   static Result<std::shared_ptr<const Bundle>> OpenFile(const std::string& path,
                                                         const format::VerifyOptions& policy = {});
   // Verifies bytes the caller keeps alive for the bundle's lifetime and its sessions'.
@@ -44,7 +45,7 @@ class Bundle {
                                                       size_t size, const format::VerifyOptions& policy);
 
   std::string origin_;
-  void* mapping_ = nullptr;  // munmap'ed in the destructor
+  void* mapping_ = nullptr;  // the private copy of the file (anonymous mapping), munmap'ed in the destructor
   size_t mapping_size_ = 0;
   std::unique_ptr<format::Bundle> reader_;
   std::unique_ptr<Model> model_;

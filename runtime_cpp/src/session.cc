@@ -13,6 +13,8 @@
 namespace xrt::core {
 namespace {
 
+constexpr char kCallerCacheDirKey[] = "xrt.cache_dir";
+
 std::string Lower(std::string s) {
   std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
   return s;
@@ -283,12 +285,18 @@ Result<std::shared_ptr<Session>> Session::Create(std::shared_ptr<const Bundle> b
   const auto& vt = backend->vtable;
   void* handle = nullptr;
   std::string options_json = chosen->options_json;
-  if (!options.cache_dir.empty()) {  // the runtime's own option: handed to the engine as "xrt.cache_dir"
-    nlohmann::json o = nlohmann::json::parse(options_json, nullptr, /*allow_exceptions=*/false);
-    if (o.is_object()) {
-      o["xrt.cache_dir"] = options.cache_dir;
-      options_json = o.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-    }
+  // Options that touch the file system come from the caller, never the bundle: "xrt.cache_dir" is the only key the
+  // core adds, so a bundle that sets it is refused here, for every engine (each backend allow-lists the rest).
+  nlohmann::json o = nlohmann::json::parse(options_json, nullptr, /*allow_exceptions=*/false);
+  if (o.is_object() && o.contains(kCallerCacheDirKey)) {
+    return InvalidArgument("variant ", chosen->id, " of bundle ", bundle->origin(), " sets option \"",
+                           kCallerCacheDirKey, "\"; a cache folder is the caller's choice (load(cache_dir=...), "
+                           "xrt-run --cache-dir, xrt_session_options_t.cache_dir), never a bundle's: rebuild the "
+                           "bundle with xrtc");
+  }
+  if (!options.cache_dir.empty() && o.is_object()) {  // the runtime's own option: handed to the engine
+    o[kCallerCacheDirKey] = options.cache_dir;
+    options_json = o.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   }
   Status init = Status::FromC(vt.init(vt.self, device.c_str(), artifacts.data(), artifacts.size(),
                                       options_json.c_str(), &handle));

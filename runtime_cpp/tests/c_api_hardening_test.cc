@@ -8,9 +8,11 @@
 
 #include <gtest/gtest.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -305,3 +307,55 @@ TEST(CApiConcurrency, ThirtyTwoThreadsTimesAThousandRunsThroughAHostBackend) {
 }
 
 }  // namespace
+
+// SECURITY.md, "The bundle file after open": the file is read into private memory and verified there, so writing
+// it in place, truncating it or replacing it in place (what `cp` does) after open changes no output and cannot
+// SIGBUS the process; sessions created afterwards from the same bundle see the verified bytes too.
+TEST(CApiBundleFile, ChangesToTheFileAfterOpenReachNothing) {
+  if (!fs::exists(kPlugin)) GTEST_SKIP() << kPlugin << " was not built (XRT_BUILD_OPENVINO=OFF?)";
+  ::unsetenv("XRT_BACKEND_PATH");
+  const fs::path live = fs::temp_directory_path() / ("xrt_live_" + std::to_string(::getpid()) + ".xrtpkg");
+  fs::copy_file(kTiny, live, fs::copy_options::overwrite_existing);
+  xrt_bundle_t* bundle = nullptr;
+  ASSERT_EQ(Code(xrt_bundle_open_file(live.c_str(), nullptr, &bundle)), XRT_STATUS_OK);
+  xrt_session_options_t options;
+  xrt_session_options_initialize(&options);
+  options.engine = "openvino";
+  auto run = [&](xrt_session_t* session) {
+    const float x[4] = {1.0f, -2.0f, 3.0f, 0.5f};
+    const int64_t shape[2] = {1, 4};
+    xrt_tensor_view_t in{XRT_DTYPE_FLOAT32, 2, shape, const_cast<float*>(x), 16};
+    xrt_outputs_t* out = nullptr;
+    std::vector<uint8_t> bytes;
+    if (Code(xrt_session_run(session, nullptr, &in, 1, &out)) != XRT_STATUS_OK) return bytes;
+    xrt_tensor_view_t y;
+    EXPECT_EQ(Code(xrt_outputs_get(out, 0, &y, nullptr)), XRT_STATUS_OK);
+    bytes.assign(static_cast<const uint8_t*>(y.data), static_cast<const uint8_t*>(y.data) + y.byte_size);
+    xrt_outputs_release(out);
+    return bytes;
+  };
+  xrt_session_t* session = nullptr;
+  ASSERT_EQ(Code(xrt_session_create(bundle, &options, &session)), XRT_STATUS_OK);
+  const std::vector<uint8_t> before = run(session);
+  ASSERT_EQ(before.size(), 12u);
+
+  const auto size = fs::file_size(live);
+  {
+    FILE* f = std::fopen(live.c_str(), "r+b");
+    ASSERT_NE(f, nullptr);
+    std::fseek(f, 64, SEEK_SET);
+    const std::vector<uint8_t> zeros(size - 64, 0xA5);
+    std::fwrite(zeros.data(), 1, zeros.size(), f);
+    std::fclose(f);
+  }
+  EXPECT_EQ(run(session), before) << "in-place write";
+  fs::resize_file(live, 0);
+  EXPECT_EQ(run(session), before) << "truncated";
+  xrt_session_t* later = nullptr;  // a session created after the truncation reads the verified copy
+  ASSERT_EQ(Code(xrt_session_create(bundle, &options, &later)), XRT_STATUS_OK);
+  EXPECT_EQ(run(later), before) << "new session after truncation";
+  xrt_session_release(later);
+  xrt_session_release(session);
+  xrt_bundle_release(bundle);
+  fs::remove(live);
+}

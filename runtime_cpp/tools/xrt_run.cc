@@ -14,7 +14,6 @@
 #include <memory>
 #include <new>
 #include <optional>
-#include <random>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -50,7 +49,7 @@ const char kUsage[] =
     "  --max-input-bytes N      refuse an --inputs archive whose arrays decompress to more (default 2 GiB)\n"
     "  --input NAME=FILE.npy    one input (repeatable; overrides the same name from --inputs)\n"
     "  --shape NAME=1x3x224x224 shape of a random input with dynamic dims (repeatable)\n"
-    "  --seed S                 seed for random inputs (default 0)\n"
+    "  --seed S                 seed for random inputs (default 0; the same inputs as xrtc run --seed)\n"
     "selection:\n"
     "  --device D               cpu (default), gpu, npu\n"
     "  --fallback D[,D]         devices to try when D has no usable variant; 'none' for none (default: the\n"
@@ -446,7 +445,27 @@ std::string FormatNumber(double v) {
 }
 
 // A random tensor for one input. Floats ~ N(0,1), integers uniform in [0, 100), bools fair coin flips.
-Array RandomArray(xrt_dtype_t dtype, const std::vector<int64_t>& shape, std::mt19937_64& rng) {
+// Random inputs, the same bits as `xrtc run --seed S` (compiler/xrtc/tools/_data.py, seeded_inputs): SplitMix64 from
+// the seed, drawn in input order then element order. A float is (sum of 4 draws' top 53 bits as a double * 2^-53 - 2)
+// * sqrt(3) (mean 0, variance 1, |v| < 3.47), rounded to the dtype through float (float64 kept as is); an integer is
+// (draw >> 32) % 100; a bool the draw's top bit. Every step is exact or one IEEE rounding: no library distributions,
+// whose algorithms differ between standard libraries.
+struct SplitMix64 {
+  uint64_t state;
+  uint64_t Next() {
+    uint64_t z = (state += 0x9E3779B97F4A7C15ULL);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+  }
+  double Normalish() {
+    uint64_t sum = 0;
+    for (int k = 0; k < 4; ++k) sum += Next() >> 11;
+    return (static_cast<double>(sum) * 0x1p-53 - 2.0) * 1.7320508075688772;
+  }
+};
+
+Array RandomArray(xrt_dtype_t dtype, const std::vector<int64_t>& shape, SplitMix64& rng) {
   Array a;
   a.dtype = dtype;
   a.shape = shape;
@@ -459,20 +478,25 @@ Array RandomArray(xrt_dtype_t dtype, const std::vector<int64_t>& shape, std::mt1
     n *= static_cast<uint64_t>(d);
   }
   a.data.resize(static_cast<size_t>(n * item));
-  std::normal_distribution<float> normal(0.0f, 1.0f);
-  std::uniform_int_distribution<int> ints(0, 99);
-  std::bernoulli_distribution coin(0.5);
   uint8_t* p = a.data.data();
   for (uint64_t i = 0; i < n; ++i, p += item) {
     switch (dtype) {
-      case XRT_DTYPE_FLOAT32: { const float v = normal(rng); std::memcpy(p, &v, 4); break; }
-      case XRT_DTYPE_FLOAT64: { const double v = normal(rng); std::memcpy(p, &v, 8); break; }
-      case XRT_DTYPE_FLOAT16: { const uint16_t v = FloatToHalf(normal(rng)); std::memcpy(p, &v, 2); break; }
-      case XRT_DTYPE_BFLOAT16: { const uint16_t v = FloatToBf16(normal(rng)); std::memcpy(p, &v, 2); break; }
-      case XRT_DTYPE_BOOL: *p = coin(rng) ? 1 : 0; break;
+      case XRT_DTYPE_FLOAT32: { const float v = static_cast<float>(rng.Normalish()); std::memcpy(p, &v, 4); break; }
+      case XRT_DTYPE_FLOAT64: { const double v = rng.Normalish(); std::memcpy(p, &v, 8); break; }
+      case XRT_DTYPE_FLOAT16: {
+        const uint16_t v = FloatToHalf(static_cast<float>(rng.Normalish()));
+        std::memcpy(p, &v, 2);
+        break;
+      }
+      case XRT_DTYPE_BFLOAT16: {
+        const uint16_t v = FloatToBf16(static_cast<float>(rng.Normalish()));
+        std::memcpy(p, &v, 2);
+        break;
+      }
+      case XRT_DTYPE_BOOL: *p = static_cast<uint8_t>(rng.Next() >> 63); break;
       default: {
         // Every integer dtype holds [0, 100); write the value little-endian in `item` bytes.
-        const uint64_t v = static_cast<uint64_t>(ints(rng));
+        const uint64_t v = (rng.Next() >> 32) % 100;
         for (size_t b = 0; b < item; ++b) p[b] = static_cast<uint8_t>(v >> (8 * b));
       }
     }
@@ -587,7 +611,7 @@ std::vector<GivenInput> RandomInputs(const Options& o, const std::vector<InputIn
                       "--shape names unknown input '" + name + "'; the model's inputs are: " + ListInputs(infos));
     }
   }
-  std::mt19937_64 rng(o.seed);
+  SplitMix64 rng{o.seed};
   std::vector<GivenInput> out;
   for (const InputInfo& in : infos) {
     std::vector<int64_t> shape = in.shape;
@@ -738,6 +762,19 @@ class Runner {
       (*report)["signer"] = nullptr;
     }
     (*report)["runtime_version"] = xrt_version();
+    {
+      // A bundle compiled with --allow-unverified (the accuracy gate could not check it) says so here too.
+      size_t size = 0;
+      const char* text = xrt_bundle_manifest(bundle.get(), &size);
+      const Json manifest = text ? Json::parse(text, text + size, nullptr, false) : Json();
+      if (manifest.is_object() && manifest.contains("unverified") && manifest.at("unverified").is_object()) {
+        const Json& u = manifest.at("unverified");
+        const std::string reason =
+            u.contains("reason") && u.at("reason").is_string() ? u.at("reason").get<std::string>() : "";
+        (*report)["unverified"] = reason;
+        Say("UNVERIFIED bundle (compiled with --allow-unverified): " + reason);
+      }
+    }
     ReportSession(session.get(), report);
 
     // Inputs.

@@ -26,6 +26,8 @@ from xrtc import cli
 from xrtc.errors import (ExternalDataError, ModelCheckError, ModelLoadError, OutputExistsError,
                          UnsupportedModelError, UnsupportedTargetError, UsageError)
 from xrtc.tools.compile import compile_model
+from xpuruntime.policy import Policy
+from xrt_testutil import GATE_SHAPES, gate_shape_args
 
 CORPUS = Path(os.environ.get("XRT_CORPUS", Path.home() / ".cache" / "xrt-corpus"))
 MODELS = CORPUS / "models"
@@ -67,7 +69,8 @@ def compiled(tmp_path_factory):
             model = MODELS / f"{name}.onnx"
             before = sha256(model)
             out = folder / f"{name}.xrtpkg"
-            compile_model(str(model), "cpu", str(out))
+            shapes = {k: [int(d) for d in v.split("x")] for k, v in (s.split("=") for s in GATE_SHAPES.get(name, []))}
+            compile_model(str(model), "cpu", str(out), policy=Policy(shapes=shapes) if shapes else None)
             cache[name] = (out, xrtpkg.read(out), before)
         return cache[name]
 
@@ -166,11 +169,14 @@ def test_corpus_model_compiles_and_matches_onnxruntime(name, compiled):
 
     # Provenance: normalised command, source hash, tools, passes.
     prov = m["provenance"]
-    assert prov["command"] == f"xrtc compile {name}.onnx --target cpu"
+    bound = name in GATE_SHAPES  # its shape is given (a policy [shapes] entry): recorded as such
+    assert prov["command"] == f"xrtc compile {name}.onnx --target cpu" + \
+        (" --policy/--plan (see provenance.policy and the plan section)" if bound else "")
     assert prov["source"]["name"] == f"{name}.onnx" and prov["source"]["sha256"] == source_sha
-    assert prov["policy"] == {}
+    assert (prov["policy"] != {}) == bound, prov["policy"]
     assert {"xrtc", "onnx", "onnx_graphsurgeon", "onnxruntime", "openvino"} <= set(prov["tools"])
-    assert [p["name"] for p in prov["passes"]] == ["name-nodes", "raise-ir-version", "infer-shapes",
+    assert [p["name"] for p in prov["passes"]] == ["name-nodes", "raise-ir-version", *(["bind-shapes"] * bound),
+                                                   "infer-shapes",
                                                    "fold-constants", "eliminate-dead-nodes", "eliminate-identity",
                                                    "fold-batchnorm", "fuse-matmul-add", "sort-topologically"]
 
@@ -197,9 +203,10 @@ def test_corpus_compile_is_deterministic(name, compiled, tmp_path):
     second = tmp_path / "again" / "other-name.xrtpkg"
     second.parent.mkdir()
     proc = subprocess.run([sys.executable, "-P", "-m", "xrtc", "compile", str(MODELS / f"{name}.onnx"), "--target", "cpu",
-                           "-o", str(second), "-q"], capture_output=True, text=True, timeout=600)
+                           "-o", str(second), "-q", *gate_shape_args(name)], capture_output=True, text=True,
+                          timeout=600)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stderr.strip().endswith("PASSED xrtc compile")
+    assert proc.stderr.strip().splitlines()[-1].startswith("PASSED xrtc compile: built ")
     assert first.read_bytes() == second.read_bytes()
 
 
@@ -244,7 +251,8 @@ def test_tiny_model_compiles_runs_and_inspects(tmp_path, capsys):
     out = tmp_path / "tiny.xrtpkg"
     code, stdout, stderr = run_cli(capsys, "compile", model, "--target", "cpu", "-o", out)
     assert code == 0, stderr
-    assert "wrote" in stdout and stderr.strip().endswith("PASSED xrtc compile")
+    assert "wrote" in stdout and stderr.strip().splitlines()[-1] == \
+        "PASSED xrtc compile: built cpu-onnxruntime fp32, cpu-openvino fp32"  # what was built, per variant
     assert "load-model: done in" in stderr  # progress with elapsed time, on stderr
 
     bundle = xrtpkg.read(out)
@@ -434,7 +442,8 @@ def test_recompile_in_one_process_is_identical(tmp_path):
 def test_verbosity_and_heartbeat(tmp_path, capsys, monkeypatch):
     model = tiny_model(tmp_path / "tiny.onnx")
     code, stdout, stderr = run_cli(capsys, "compile", model, "-o", tmp_path / "q.xrtpkg", "-q")
-    assert code == 0 and "done in" not in stderr and stderr.strip() == "PASSED xrtc compile" and "wrote" in stdout
+    assert code == 0 and "done in" not in stderr and stderr.strip().startswith("PASSED xrtc compile: built ") and \
+        "\n" not in stderr.strip() and "wrote" in stdout
     code, _, stderr = run_cli(capsys, "compile", model, "-o", tmp_path / "v.xrtpkg", "-v")
     assert code == 0 and "fold-constants: started" in stderr and "fold-constants: 1 -> 1 nodes" in stderr
 

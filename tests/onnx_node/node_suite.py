@@ -341,7 +341,9 @@ def run_case(folder: Path) -> dict:
     with tempfile.TemporaryDirectory(prefix="xrt-node-") as tmp:
         bundle = os.path.join(tmp, "model.xrtpkg")
         try:
-            manifest = compile_model(str(folder / "model.onnx"), "cpu", bundle).manifest
+            # The suite checks every variant on the case's own data below; the gate's generated samples may not
+            # suit a node case (an int input that sizes an output), so an unchecked bundle is allowed here.
+            manifest = compile_model(str(folder / "model.onnx"), "cpu", bundle, allow_unverified=True).manifest
         except Exception as err:  # noqa: BLE001 - XrtcError subclasses and anything unexpected
             detail = "compile: " + _first_line(err)
             reasons = _no_variant_reasons(err)

@@ -149,7 +149,8 @@ def test_xrtc_refuses_3gib_of_external_data_before_reading_it(tmp_path):
     code = (f"import resource, time, sys\nfrom xrtc.model_io import load_model\nt = time.perf_counter()\n"
             f"try:\n    load_model({model!r})\nexcept Exception as err:\n    print(type(err).__name__, err)\n"
             f"print('took', time.perf_counter() - t, 'peak_kib', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          cwd=tmp_path)  # not the repository root, whose xpuruntime/ (no _core) would shadow .venv's
     out = proc.stdout
     assert "UnsupportedModelError" in out and "over 2 GiB" in out, out + proc.stderr
     took = float(out.split("took ")[1].split()[0])

@@ -54,17 +54,18 @@ def _check_io(model, model_path: str) -> str:
     return ""
 
 
-def _same_results(core, compiled, blob: bytes, hint: str) -> str:
+def _same_results(core, compiled, blob: bytes, hint: str, fills=(224, 256, 640, 32)) -> str:
     """'' when the imported blob computes exactly what the compiled IR computes on seeded inputs; else why not.
     Guards against export/import bugs (seen: fused RoPE subgraphs come back wrong). Dynamic dims: the first (batch)
-    as 1, the others tried as 224, 256, 640, 32 until the model accepts a shape (image models need realistic sizes)."""
+    as 1, the others tried as `fills` (the gate's: 224, 256, 640, 32, then the sizes the graph suggests) until the
+    model accepts a shape (image models need realistic sizes)."""
     import io
 
     import numpy as np
 
     imported = core.import_model(io.BytesIO(blob), "CPU", {"INFERENCE_PRECISION_HINT": hint})
     last_error = ""
-    for fill in (224, 256, 640, 32):
+    for fill in fills:
         rng = np.random.default_rng(0)
         feeds = []
         for port in compiled.inputs:
@@ -126,7 +127,12 @@ def main(argv: list[str]) -> int:
             # Optional: without a blob the variant is still complete (the runtime compiles the IR).
             try:
                 blob = compiled.export_model().getvalue()
-                differs = _same_results(core, compiled, blob, hint)
+                import onnx
+
+                from xrtc.gate import DYNAMIC_FILLS, graph_sizes  # the gate's sizes, then the graph's own
+
+                differs = _same_results(core, compiled, blob, hint,
+                                        (*DYNAMIC_FILLS, *graph_sizes(onnx.load(model_path))))
                 if differs:
                     raise ValueError(differs)
                 result["capabilities"] = " ".join(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))

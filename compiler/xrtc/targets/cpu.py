@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import onnx
 
-from ..analysis import RULE, ComputeEstimate, estimate_compute, format_flops
+from ..analysis import ComputeEstimate, estimate_compute, format_flops
 from ..errors import InternalError, NoVariantError
 
 log = logging.getLogger("xrtc.targets.cpu")
@@ -65,7 +65,7 @@ def _condense(text: str, workdir: str) -> str:
         summary = " ".join(text.split("Summary:", 1)[1].split()).lstrip("- ")
     flat = " ".join(text.split())
     out = f"{summary}; details: {flat}" if summary else flat
-    return out if len(out) <= _REASON_CHARS else out[: _REASON_CHARS - 3] + "..."
+    return out if len(out) <= _REASON_CHARS else out[: _REASON_CHARS - 4].rsplit(" ", 1)[0] + " ..."  # whole words
 
 
 def _build_onnxruntime(model_bytes: bytes, workdir: str, tools: dict[str, str]) -> list[tuple[str, bytes, bool]]:
@@ -181,16 +181,14 @@ def order_engines(built: set[str], estimate: ComputeEstimate) -> list[tuple[str,
     """[(engine, why)] in preference order, by the module's rule; `built` are the engines that produced a variant."""
     est = f"est. {estimate.text()}"
     limit = format_flops(OPENVINO_MIN_FLOPS)
-    rule = f"rule: OpenVINO first when it builds and est. >= {limit}; {RULE}"
+    # One short sentence each: the rule once (in the preferred variant's why), no figures from any one machine.
+    rule = f"OpenVINO first when est. >= {limit}"
     if built == {"openvino", "onnxruntime"}:
         if estimate.flops >= OPENVINO_MIN_FLOPS:
-            return [("openvino", f"preferred: {est} >= {limit}; OpenVINO is faster on compute-heavy CPU graphs "
-                                 f"(1.5-2.3x measured on convolutional models) ({rule})"),
-                    ("onnxruntime", f"second choice: {est} >= {limit}, where OpenVINO is faster ({rule})")]
-        return [("onnxruntime", f"preferred: {est} < {limit}; ONNX Runtime has less per-call overhead "
-                                f"(2-3x faster than OpenVINO measured on small models) ({rule})"),
-                ("openvino", f"second choice: {est} < {limit}, where OpenVINO's per-call overhead dominates "
-                             f"({rule})")]
+            return [("openvino", f"preferred ({rule}): {est}; OpenVINO is faster on compute-heavy graphs"),
+                    ("onnxruntime", f"second choice: {est} >= {limit}")]
+        return [("onnxruntime", f"preferred ({rule}): {est}; ONNX Runtime has less per-call overhead"),
+                ("openvino", f"second choice: {est} < {limit}")]
     if built == {"openvino"}:
         return [("openvino", f"only variant: ONNX Runtime could not build the model (see excluded); {est}")]
     if built == {"onnxruntime"}:

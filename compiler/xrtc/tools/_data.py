@@ -53,8 +53,67 @@ def load_inputs(npz: str | None, singles: Sequence[str] | None) -> dict[str, np.
     return feeds
 
 
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+class _SplitMix64:
+    """The generator `xrt-run --seed` uses (runtime_cpp/tools/xrt_run.cc, SplitMix64): same seed, same bits."""
+
+    def __init__(self, seed: int) -> None:
+        self.state = np.uint64(seed % 2**64)
+
+    def draws(self, n: int) -> np.ndarray:
+        with np.errstate(over="ignore"):
+            z = self.state + _GOLDEN * np.arange(1, n + 1, dtype=np.uint64)
+            self.state = self.state + _GOLDEN * np.uint64(n)
+            z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+            z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+    def normalish(self, n: int) -> np.ndarray:
+        """(sum of 4 draws' top 53 bits * 2^-53 - 2) * sqrt(3): mean 0, variance 1; exact but for one rounding."""
+        total = (self.draws(4 * n).reshape(n, 4) >> np.uint64(11)).sum(axis=1, dtype=np.uint64)
+        return (total.astype(np.float64) * 2.0**-53 - 2.0) * 1.7320508075688772
+
+
+def seeded_inputs(inputs, shapes: dict[str, tuple[int, ...]], seed: int) -> dict[str, np.ndarray]:
+    """`xrtc run/verify --seed S` inputs, bit-identical to `xrt-run --seed S` on the same bundle: SplitMix64 drawn in
+    input order, then element order (floats: `normalish`, rounded through float32 except float64; integers:
+    (draw >> 32) % 100; bool: the top bit). A dynamic dim needs `--shape`."""
+    rng = _SplitMix64(seed)
+    feeds = {}
+    for info in inputs:
+        shape = _shape_for(info, shapes)
+        n = int(np.prod(shape, dtype=np.int64))
+        dtype = np.dtype(info.dtype)
+        if dtype.kind == "f":
+            values = rng.normalish(n)
+            values = values if dtype == np.float64 else values.astype(np.float32).astype(dtype)
+        elif dtype.kind in "iu":
+            values = ((rng.draws(n) >> np.uint64(32)) % np.uint64(100)).astype(dtype)
+        elif dtype.kind == "b":
+            values = (rng.draws(n) >> np.uint64(63)).astype(bool)
+        else:
+            raise XrtcError(f"cannot generate random data for input {info.name!r} of dtype {info.dtype}")
+        feeds[info.name] = values.reshape(shape)
+    return feeds
+
+
+def _shape_for(info, shapes: dict[str, tuple[int, ...]]) -> tuple[int, ...]:
+    if info.name in shapes:
+        return tuple(shapes[info.name])
+    dynamic = [(i, d) for i, d in enumerate(info.shape) if not isinstance(d, int)]
+    if dynamic:
+        where = ", ".join(f"dim {i} ({d if d is not None else 'unnamed'})" for i, d in dynamic)
+        example = "x".join(str(d) if isinstance(d, int) else "1" for d in info.shape)
+        raise UsageError(f"input {info.name!r} has dynamic {where}: give its shape, e.g. "
+                         f"--shape {info.name}={example}, or pass --inputs")
+    return tuple(info.shape)
+
+
 def random_inputs(inputs, shapes: dict[str, tuple[int, ...]], seed: int) -> dict[str, np.ndarray]:
-    """Seeded random arrays for `inputs` (IOInfo-like: name, dtype, shape). A dynamic dim needs `--shape`."""
+    """Seeded random arrays for `inputs` (IOInfo-like: name, dtype, shape) for the accuracy gate (NumPy's
+    generator: its samples, hence bundles, stay as they were). A dynamic dim needs `--shape`."""
     rng = np.random.default_rng(seed)
     feeds = {}
     for info in inputs:

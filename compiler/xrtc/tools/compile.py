@@ -65,7 +65,8 @@ def add_policy_args(parser, plan: bool = True) -> None:
                         help="bind an input's shape (repeatable); overrides [shapes]")
     parser.add_argument("--static-shape", action="store_true", help="require static shapes (static_shape = true)")
     parser.add_argument("--calibration", metavar="DATA.npz", help="real input samples for int8 calibration and the "
-                        "accuracy gate: input name -> samples stacked on axis 0")
+                        "accuracy gate, per input name: N samples as [N, *input shape], or along a batch-1 axis "
+                        "([8,3,H,W] for a [1,3,H,W] input), or one array per sample as NAME/0, NAME/1, ...")
 
 
 class Compile:
@@ -94,12 +95,16 @@ class Compile:
         parser.add_argument("model", metavar="MODEL.onnx", help="the ONNX model (never modified)")
         parser.add_argument("--target", default="cpu", metavar="TARGET",
                             help="what to compile for: cpu (default); npu-intel, cuda, tensorrt are planned")
-        parser.add_argument("-o", "--output", required=True, metavar="OUT.xrtpkg", help="the bundle to write")
+        parser.add_argument("-o", "--output", metavar="OUT.xrtpkg", help="the bundle to write (default: next to "
+                            "the model, MODEL.xrtpkg; never overwritten without --force)")
         parser.add_argument("--force", action="store_true", help="overwrite OUT.xrtpkg if it exists")
         add_policy_args(parser)
         parser.add_argument("--validate-passes", action="store_true",
                             help="run the graph after every pass against the source model (ONNX Runtime, same "
                                  "inputs); a pass that breaks numerics is rolled back and named")
+        parser.add_argument("--allow-unverified", action="store_true",
+                            help="write the bundle even where the accuracy gate cannot check a variant (no samples "
+                                 "the model accepts); the bundle is marked unverified (inspect, verify, the summary)")
         parser.add_argument("--arch", default=None, metavar="ARCHS",
                             help="--target cuda: cubin architectures, comma-separated (sm_90a, sm_89, sm_86, sm_80; "
                                  "default sm_90a); PTX for sm_80 is always added for newer GPUs")
@@ -109,6 +114,7 @@ class Compile:
 
     def run(self, args) -> int:
         from ..build import compile_model
+        from ..gate import plural
 
         if args.plan and (args.policy or args.precision or args.shape or args.static_shape):
             raise UsageError("--plan fixes every decision: drop --policy/--precision/--shape/--static-shape, or "
@@ -121,7 +127,8 @@ class Compile:
             archs = parse_archs(args.arch)
         result = compile_model(args.model, args.target, args.output, args.force, precompile=args.precompile,
                                policy=policy, plan_path=args.plan, calibration_path=args.calibration,
-                               validate_passes=args.validate_passes, archs=archs)
+                               validate_passes=args.validate_passes, allow_unverified=args.allow_unverified,
+                               archs=archs)
         manifest = result.manifest
         order = ", ".join(f"{v['id']} ({v['precision']})" for v in manifest["variants"])
         print(f"wrote {result.path} ({result.size} bytes)")
@@ -133,9 +140,9 @@ class Compile:
                 errs = ", ".join(f"{k} {v:.3g}" for k, v in acc["max_abs_err"].items())
                 where = f" [ran on {acc['ran_on']}; NOT run on a GPU: {acc['not_run_on_device']}]" \
                     if acc.get("not_run_on_device") else ""
-                print(f"    accuracy vs ONNX Runtime (source model, {acc['samples']} samples): max abs err {errs} "
-                      f"(tolerance rtol {acc['rtol']:g}, atol {acc['atol']:g}): {'ok' if acc['passed'] else 'OVER'}"
-                      f"{where}")
+                print(f"    accuracy vs ONNX Runtime (source model, {plural(acc['samples'], 'sample')}): max abs err "
+                      f"{errs} (tolerance rtol {acc['rtol']:g}, atol {acc['atol']:g}): "
+                      f"{'ok' if acc['passed'] else 'OVER'}{where}")
             elif variant["engine"] == "cuda":
                 print("    accuracy: NOT MEASURED (no CUDA device here; see the warnings): run `xrtc verify` on a GPU")
         for item in manifest["excluded"]:
@@ -144,6 +151,9 @@ class Compile:
         if rolled_back:  # the bundle is valid without them; the user should still know (and may report it)
             print(f"passes rolled back ({len(rolled_back)}): "
                   + "; ".join(f"{p['name']}: {p['rolled_back']}" for p in rolled_back))
+        if manifest.get("unverified"):
+            print(f"UNVERIFIED: {manifest['unverified']['reason']}")
+        self.final_note = result.summary  # the CLI's last line: PASSED xrtc compile: built ...
         sys.stdout.flush()
         return 0
 

@@ -57,7 +57,12 @@ def render_text(info: dict) -> str:
     lines.append(f"model    {model.get('name', '?')}")
     for role in ("inputs", "outputs"):
         for t in model.get(role, []):
-            lines.append(f"  {role[:-1]:<7} {t.get('name')}: {t.get('dtype')} {_shape_text(t.get('shape'))}")
+            lines.append(f"  {role[:-1]:<7} {t.get('name')}: {t.get('dtype')} {_shape_text(t.get('shape'))}"
+                         + (f" (the source model declares {_shape_text(t['declared_shape'])}, which it does not "
+                            "produce)" if "declared_shape" in t else ""))
+    if m.get("unverified"):
+        lines.append(f"verified NO: compiled with {m['unverified'].get('requested', '--allow-unverified')}: "
+                     f"{m['unverified'].get('reason', '')}")
     lines.append(f"sections ({len(info['sections'])})")
     lines.append(f"  {'name':<28} {'zstd':<4} {'stored':>12} {'size':>12}  sha256")
     for s in info["sections"]:
@@ -81,6 +86,10 @@ def render_text(info: dict) -> str:
                          f"Runtime (rtol {acc.get('rtol')}, atol {acc.get('atol')}; ran on {acc.get('ran_on', '?')})")
             if acc.get("method"):  # NPU variants: how their fp16 arithmetic was measured without an NPU
                 lines.append(f"       measured as: {acc['method']}")
+        elif m.get("unverified"):
+            lines.append("     accuracy: NOT VERIFIED (see `verified` above)")
+        else:  # bundles from before the gate was required
+            lines.append("     accuracy: not measured at compile (no record in the bundle)")
         lines.append(f"     why: {v.get('why', '')}")
     excluded = m.get("excluded", [])
     lines.append(f"excluded ({len(excluded)})")

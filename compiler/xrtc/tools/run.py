@@ -23,7 +23,8 @@ def add_runtime_args(parser) -> None:
     parser.add_argument("--input", action="append", metavar="NAME=FILE.npy", help="one input from an .npy (repeatable)")
     parser.add_argument("--shape", action="append", metavar="NAME=1x3x224x224",
                         help="shape for random inputs with dynamic dims (repeatable)")
-    parser.add_argument("--seed", type=int, default=0, help="seed for random inputs (default 0)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed for random inputs (default 0; the same inputs as xrt-run --seed)")
     parser.add_argument("--fallback", metavar="DEV[,DEV]",
                         help="devices to try when --device has no usable variant (e.g. cpu); 'none' allows none; "
                              "default: the bundle's chain")
@@ -61,7 +62,7 @@ def device_args(args) -> dict:
 def feeds_for(session, args):
     feeds = _data.load_inputs(args.inputs, args.input)
     if not feeds:
-        feeds = _data.random_inputs(session.inputs, _data.parse_shapes(args.shape), args.seed)
+        feeds = _data.seeded_inputs(session.inputs, _data.parse_shapes(args.shape), args.seed)
         log.info("no inputs given: random inputs (seed %d)", args.seed)
     return feeds
 
@@ -116,6 +117,8 @@ class Run:
               f"device {ex.get('device')}): {ex.get('reason', '')}")
         if ex.get("fallback"):
             print(f"  fallback: {ex['fallback']}")
+        if ex.get("unverified"):
+            print(f"  UNVERIFIED bundle (compiled with --allow-unverified): {ex['unverified']}")
         if ex.get("cpp_runs"):  # the same bundle runs another variant from C/C++ (xrt-run): say so
             print(f"  note: {ex['cpp_runs']['why']}")
         if ex.get("engine_info"):

@@ -69,7 +69,8 @@ def compare(variant: str, name: str, got: np.ndarray, ref: np.ndarray, rtol: flo
         rel = np.where(same, 0.0, err / np.maximum(np.abs(r), 1e-12))
     return Comparison(variant, name, float(err.max()), float(rel.flat[int(np.argmax(err))]),
                       [int(i) for i in np.unravel_index(worst, got.shape)], rtol, atol, passed,
-                      "" if passed else f"worst: got {got.flat[worst]!r}, reference {ref.flat[worst]!r}")
+                      "" if passed else f"worst: got {float(got.flat[worst]):.6g}, reference "
+                      f"{float(ref.flat[worst]):.6g}")
 
 
 class Verify:
@@ -141,6 +142,9 @@ class Verify:
         if not results:
             raise XrtcError("no variant of the bundle could run here: " + json.dumps(skipped))
         ok = all(c.passed for c in results)
+        if manifest.get("unverified"):
+            log.warning("%s is UNVERIFIED (compiled with --allow-unverified: %s)", args.bundle,
+                        manifest["unverified"].get("reason", ""))
         if args.json:
             print(json.dumps({"passed": ok, "comparisons": [asdict(c) for c in results], "skipped": skipped},
                              indent=2))
@@ -163,6 +167,10 @@ def _golden(path: str, manifest: dict) -> tuple[dict, dict]:
     from .inspect import read_bundle
 
     golden = manifest.get("golden")
+    if not golden and manifest.get("unverified"):
+        raise UsageError(f"{path} is UNVERIFIED: it was compiled with --allow-unverified "
+                         f"({manifest['unverified'].get('reason', '')}), so it carries no golden data; pass --model "
+                         "(the source model) and --inputs or --shape to compare it now")
     if not golden:
         raise UsageError(f"{path} carries no golden data (compiled without samples: dynamic dims and no "
                          "--calibration/--shape, or by xrtc < 0.2); pass --model to compare with the source model")

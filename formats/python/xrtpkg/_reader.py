@@ -165,7 +165,11 @@ def _verify(buf: bytes, trusted: frozenset[bytes] | None = None, require_signatu
 
     # 2. magic
     if magic != MAGIC:
-        raise _corrupt("magic", f"bad magic {magic.hex(' ')}, expected {MAGIC.hex(' ')}: not an .xrtpkg bundle")
+        # An ONNX file starts with field 1 (ir_version) as a varint: byte 0x08. Users pass those by mistake.
+        onnx_hint = "; it looks like an ONNX model: compile it into a bundle first (xrtc compile MODEL.onnx)" \
+            if buf[:1] == b"\x08" else ""
+        raise _corrupt("magic", f"bad magic {magic.hex(' ')}, expected {MAGIC.hex(' ')}: not an .xrtpkg bundle"
+                       f"{onnx_hint}")
 
     # 3. major version
     if major != FORMAT_MAJOR:

@@ -5,7 +5,8 @@
 // or init), never at load time.
 //
 // Variant artifacts: "model" = OpenVINO IR XML bytes, "weights" = the IR .bin bytes (optional for weightless IRs).
-// Variant options: a JSON object of string properties handed to compile_model as an ov::AnyMap.
+// Variant options: a JSON object of string properties, allow-listed and bounded (checks.h), handed to compile_model.
+// Nothing from the bundle reaches OpenVINO unchecked: the model artifact must be IR XML (checks.h, IsIrXml).
 //
 // No C++ exception crosses the C boundary: every vtable entry catches everything and returns an xrt_status_t.
 
@@ -26,7 +27,11 @@
 #include <nlohmann/json.hpp>
 #include <openvino/openvino.hpp>
 
+#include "checks.h"
 #include "xrt/xrt.h"
+
+#include <sched.h>
+#include <thread>
 
 namespace xrt {
 namespace openvino_backend {
@@ -233,29 +238,11 @@ const char* Describe(void* /*self*/, void* handle) {
   return handle ? static_cast<Handle*>(handle)->info().c_str() : "";
 }
 
-xrt_status_t ParseOptions(const char* options_json, ov::AnyMap* out_properties,
-                          std::map<std::string, std::string>* out_xrt) {
-  if (options_json == nullptr || options_json[0] == '\0') return nullptr;
-  const nlohmann::json options = nlohmann::json::parse(options_json, nullptr, /*allow_exceptions=*/false);
-  if (options.is_discarded() || !options.is_object()) {
-    return MakeStatus(XRT_STATUS_INVALID_ARGUMENT,
-                      std::string("openvino: variant options must be a JSON object of strings, got: ") + options_json);
-  }
-  for (const auto& [key, value] : options.items()) {
-    if (key.rfind("xrt.", 0) == 0) {
-      (*out_xrt)[key] = value.is_string() ? value.get<std::string>() : value.dump();
-      continue;
-    }
-    if (value.is_string()) {
-      (*out_properties)[key] = value.get<std::string>();
-    } else if (value.is_number()) {
-      (*out_properties)[key] = value.dump();  // OpenVINO parses numeric properties from their string form.
-    } else {
-      return MakeStatus(XRT_STATUS_INVALID_ARGUMENT, "openvino: option '" + key + "' must be a string, got " +
-                                                         value.dump() + " (write it as \"...\")");
-    }
-  }
-  return nullptr;
+// The CPUs this process may run on (its affinity mask), which bounds a bundle's thread count.
+unsigned UsableCpus() {
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0) return static_cast<unsigned>(CPU_COUNT(&set));
+  return std::max(1u, std::thread::hardware_concurrency());
 }
 
 xrt_status_t Init(void* /*self*/, const char* device, const xrt_backend_artifact_t* artifacts, size_t artifact_count,
@@ -284,10 +271,21 @@ xrt_status_t Init(void* /*self*/, const char* device, const xrt_backend_artifact
       return MakeStatus(XRT_STATUS_INVALID_ARGUMENT, "openvino: the variant has no 'model' artifact (OpenVINO IR XML); "
                                                      "rebuild the bundle with xrtc");
     }
+    // The manifest promises IR: anything else (ONNX above all, whose reader follows external-data paths) is refused
+    // before OpenVINO's format detection can see it.
+    std::string not_ir;
+    if (!IsIrXml(static_cast<const uint8_t*>(model->data), static_cast<size_t>(model->size), &not_ir)) {
+      return MakeStatus(XRT_STATUS_DATA_CORRUPT, "openvino: the variant's 'model' artifact is not OpenVINO IR XML: " +
+                                                     not_ir + "; an openvino variant carries IR only (rebuild the "
+                                                     "bundle with xrtc)");
+    }
 
+    ParsedOptions parsed;
+    const std::string bad_options = ParseOptions(options_json, UsableCpus(), &parsed);
+    if (!bad_options.empty()) return MakeStatus(XRT_STATUS_INVALID_ARGUMENT, bad_options);
     ov::AnyMap properties;
-    std::map<std::string, std::string> xrt_options;
-    if (xrt_status_t status = ParseOptions(options_json, &properties, &xrt_options)) return status;
+    for (const auto& [key, value] : parsed.properties) properties[key] = value;
+    std::map<std::string, std::string>& xrt_options = parsed.xrt;
     // fp32 variants carry INFERENCE_PRECISION_HINT=f32. Without it, OpenVINO's CPU plugin silently runs in bf16 on
     // CPUs with AVX512-BF16 (or AMX), changing results; the bundle's precision is the contract, so default to f32.
     if (ov_device == "CPU" && properties.count(ov::hint::inference_precision.name()) == 0) {
@@ -325,6 +323,7 @@ xrt_status_t Init(void* /*self*/, const char* device, const xrt_backend_artifact
     // the IR, but only the exact OpenVINO build on a CPU with the same capabilities may use it. Anything else (or an
     // import failure) falls back to compiling the IR below, which is always correct.
     if (precompiled != nullptr && precompiled->data != nullptr && precompiled->size != 0 &&
+        BlobModelIsIr(static_cast<const uint8_t*>(precompiled->data), static_cast<size_t>(precompiled->size)) &&
         xrt_options["xrt.compiled_device"] == ov_device &&
         xrt_options["xrt.compiled_build"] == ov::get_openvino_version().buildNumber &&
         xrt_options["xrt.compiled_capabilities"] == DeviceCapabilities(ov_device)) {
@@ -333,7 +332,9 @@ xrt_status_t Init(void* /*self*/, const char* device, const xrt_backend_artifact
                         static_cast<const void*>(precompiled->data));
         ov::CompiledModel imported = core.import_model(blob, ov_device, properties);
         auto* handle = new Handle(std::move(blob), std::move(imported));  // the handle keeps the blob view alive
-        handle->set_info(nlohmann::json{{"ov_device", ov_device}, {"compiled_from", "precompiled blob"}}.dump());
+        nlohmann::json info = {{"ov_device", ov_device}, {"compiled_from", "precompiled blob"}};
+        if (!parsed.notes.empty()) info["options"] = parsed.notes;
+        handle->set_info(info.dump());
         *out_handle = handle;
         return nullptr;
       } catch (const std::exception&) {
@@ -381,6 +382,7 @@ xrt_status_t Init(void* /*self*/, const char* device, const xrt_backend_artifact
       if (f16_unsupported) info["inference_precision_note"] = "f16 asked; this CPU has no fp16 units: f32 instead";
     }
     auto* handle = new Handle(std::move(weights_tensor), std::move(compiled));
+    if (!parsed.notes.empty()) info["options"] = parsed.notes;
     if (!cache_dir.empty()) {
       const bool hit = CountFiles(cache_dir) == cache_files_before && cache_files_before > 0;
       info["cache_dir"] = cache_dir;

@@ -367,8 +367,22 @@ struct PythonBackend {
 };
 
 // "<what>: <ExceptionType>: <message>" -- the engine's own words, without the Python traceback (e.what() has it).
+// An xpuruntime error (an xrt.Error: integer `code`, str `message`) keeps its status code, so a backend can say
+// DATA_CORRUPT or INVALID_ARGUMENT; anything else is INTERNAL.
 xrt_status_t StatusFromPythonError(nb::python_error& e, const char* what) {
   std::string message = std::string(what) + ": ";
+  try {
+    nb::handle value = e.value();
+    if (nb::hasattr(value, "code") && nb::hasattr(value, "message") && nb::isinstance<nb::int_>(value.attr("code")) &&
+        nb::isinstance<nb::str>(value.attr("message"))) {
+      const int code = nb::cast<int>(value.attr("code"));
+      if (code > 0 && code <= XRT_STATUS_PERMISSION_DENIED) {
+        message += nb::cast<std::string>(value.attr("message"));
+        return xrt_status_make(static_cast<xrt_status_code_t>(code), message.c_str());
+      }
+    }
+  } catch (...) {
+  }
   try {
     message += nb::cast<std::string>(nb::str(e.type().attr("__name__"))) + ": " +
                nb::cast<std::string>(nb::str(e.value()));

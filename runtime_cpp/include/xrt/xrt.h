@@ -117,8 +117,10 @@ typedef struct xrt_bundle_open_options_t {
 
 XRT_API void xrt_bundle_open_options_initialize(xrt_bundle_open_options_t* out_options);
 
-/* Opens a bundle file (memory-mapped, read-only) and verifies it fully (formats/xrtpkg.md: signature, structure,
- * every digest, the manifest). options may be NULL (no signature policy). On success the caller owns *out_bundle:
+/* Opens a bundle file and verifies it fully (formats/xrtpkg.md: signature, structure, every digest, the manifest).
+ * The file is read into private memory and verified there: later writes, truncation or replacement of the file do
+ * not reach the bundle or its sessions (deploy a new bundle by writing it elsewhere and renaming it over the old
+ * one). options may be NULL (no signature policy). On success the caller owns *out_bundle:
  * xrt_bundle_release(). Errors: INVALID_ARGUMENT (NULL, or trusted_keys NULL with a non-zero count), NOT_FOUND /
  * IO (file), DATA_CORRUPT / INCOMPATIBLE / RESOURCE_EXHAUSTED (bytes), PERMISSION_DENIED (signature policy). */
 XRT_API xrt_status_t xrt_bundle_open_file(const char* path, const xrt_bundle_open_options_t* options,
@@ -187,8 +189,11 @@ typedef struct xrt_backend_vtable_t {
   const char* (*version)(void* self);
   /* Whether `device` ("cpu", "npu", "gpu", ...) exists for this engine on this machine. Must be cheap. */
   int (*has_device)(void* self, const char* device);
-  /* Prepares a variant for `device`. options_json is the variant's "options" object. On success *out_handle is
-   * owned by the backend until destroy(). */
+  /* Prepares a variant for `device`. options_json is the variant's "options" object: it comes from the bundle
+   * (untrusted: allow-list its keys, bound its values, never take a path or host resource from it) plus the
+   * "xrt.cache_dir" the caller gave, the only key the core adds (a bundle that sets it is refused before init).
+   * Check that each artifact is the type the manifest promises before handing it to the engine. On success
+   * *out_handle is owned by the backend until destroy(). */
   xrt_status_t (*init)(void* self, const char* device, const xrt_backend_artifact_t* artifacts, size_t artifact_count,
                        const char* options_json, void** out_handle);
   /* Runs once. inputs are in the manifest's input order, already checked against it. Fills outputs[0..output_count)
