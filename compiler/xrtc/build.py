@@ -649,7 +649,11 @@ def _built_summary(manifest: dict, policy, warnings: list[str]) -> str:
     line. A `fixed` precision not delivered raises (the plan and the gate already refuse it; this is the net)."""
     knob = policy.execution.get("precision")
     asked = knob.choice if "precision" in policy.execution.knobs and knob.mode != "auto" else None
-    parts = [f"{v['id']} {v['precision']}" for v in manifest["variants"]]
+    def checked_where(v: dict) -> str:  # a variant not checked on its own device says where it was checked
+        acc = v.get("accuracy") or {}
+        return f" (checked on {acc['ran_on']}, not on its device)" if acc.get("not_run_on_device") else ""
+
+    parts = [f"{v['id']} {v['precision']}{checked_where(v)}" for v in manifest["variants"]]
     missed = [v["id"] for v in manifest["variants"] if asked and v["precision"] != asked]
     text = "built " + ", ".join(parts)
     if missed:

@@ -152,6 +152,48 @@ def graph_sizes(model, limit: int = 6) -> list[int]:
     return [v for v in sizes if v not in DYNAMIC_FILLS][:limit]
 
 
+# Ops an integer input may pass through on its way to a Gather's indices with its values unchanged.
+_INDEX_PASSTHROUGH = {"Cast", "Identity", "Unsqueeze", "Squeeze", "Reshape", "Flatten", "Expand", "Transpose"}
+
+
+def index_limits(model) -> dict[str, int]:
+    """Integer graph inputs used as Gather indices into a table with fewer than 100 rows along the gathered axis
+    (token_type_ids into BERT's 2-row type embedding), with that row count, so generated samples stay in range.
+    Follows the input through ops that keep its values (Cast, Reshape, ...); reads constant tables only."""
+    import onnx
+
+    tables = {t.name: list(t.dims) for t in model.graph.initializer}
+    tables.update({n.output[0]: list(a.t.dims) for n in model.graph.node if n.op_type == "Constant"
+                   for a in n.attribute if a.name == "value"})
+    consumers: dict[str, list] = {}
+    for node in model.graph.node:
+        for k, name in enumerate(node.input):
+            consumers.setdefault(name, []).append((node, k))
+    ints = (onnx.TensorProto.INT64, onnx.TensorProto.INT32, onnx.TensorProto.INT16, onnx.TensorProto.INT8,
+            onnx.TensorProto.UINT8, onnx.TensorProto.UINT16, onnx.TensorProto.UINT32, onnx.TensorProto.UINT64)
+    limits = {}
+    for graph_input in model.graph.input:
+        if graph_input.type.tensor_type.elem_type not in ints or graph_input.name in tables:
+            continue
+        frontier, seen, rows = [graph_input.name], set(), []
+        while frontier:
+            name = frontier.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            for node, k in consumers.get(name, []):
+                if node.op_type in _INDEX_PASSTHROUGH and k == 0:
+                    frontier.extend(node.output)
+                elif node.op_type == "Gather" and k == 1 and node.input[0] in tables:
+                    axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+                    dims = tables[node.input[0]]
+                    if -len(dims) <= axis < len(dims):
+                        rows.append(dims[axis])
+        if rows and min(rows) < 100:
+            limits[graph_input.name] = min(rows)
+    return limits
+
+
 def samples_for(inputs: list[dict], shapes: dict, calibration: list[dict] | None, model=None) -> Samples:
     """The gate's samples. Without calibration data, samples are generated for the bound shapes; dims still dynamic
     are pinned to candidate sizes (DYNAMIC_FILLS, then the sizes the graph suggests: `graph_sizes`) and the caller
@@ -179,7 +221,8 @@ def samples_for(inputs: list[dict], shapes: dict, calibration: list[dict] | None
         candidates.append(pinned)
         if all(all(isinstance(d, int) for d in s.shape) or s.name in shapes for s in specs):
             break  # nothing dynamic: one candidate
-    feeds = [[random_inputs(specs, pinned, seed) for seed in range(2)] for pinned in candidates]
+    limits = index_limits(model) if model is not None else {}
+    feeds = [[random_inputs(specs, pinned, seed, limits) for seed in range(2)] for pinned in candidates]
     return Samples(feeds[0], "generated (seeded normal floats, small ints; 2 samples)", feeds[1:])
 
 

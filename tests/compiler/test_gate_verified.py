@@ -262,3 +262,22 @@ def test_seed_gives_the_same_inputs_in_xrtc_run_and_xrt_run(tmp_path):
                 np.testing.assert_array_equal(a[name], b[name], err_msg=f"seed {seed}, output {name}")
             x = a["xo"]
             print(f"seed {seed}: x mean {x.mean():.3f} std {x.std():.3f}, ints {a['io'].tolist()}")
+
+
+# ---- item 2, values: generated integer samples stay inside the tables the graph indexes -----------------------------
+
+TINY_BERT = __import__("pathlib").Path(__file__).parents[1] / "cuda" / "data" / "tiny_bert_eager_dynamo.onnx"
+
+
+def test_index_inputs_are_drawn_inside_their_embedding_table(tmp_path):
+    """A BERT export (torch.onnx.export) compiles with no --calibration: token_type_ids index a 2-row table, so the
+    gate draws them from [0, 2) (it drew [0, 100) and the gate could not run: 'indices element out of data bounds')."""
+    from xrtc.gate import index_limits
+
+    assert index_limits(onnx.load(str(TINY_BERT))) == {"token_type_ids": 2}
+    shapes = [f"--shape={n}=2x16" for n in ("input_ids", "attention_mask", "token_type_ids")]
+    proc = compile_(TINY_BERT, "--target", "cpu", *shapes, "-o", tmp_path / "b.xrtpkg")
+    assert proc.returncode == 0, proc.stderr
+    assert last_line(proc).startswith("PASSED xrtc compile: built cpu-"), last_line(proc)
+    accuracy = [v["accuracy"] for v in xrtpkg.read(str(tmp_path / "b.xrtpkg")).manifest["variants"]]
+    assert accuracy and all(a["passed"] and a["samples"] == 2 for a in accuracy), accuracy

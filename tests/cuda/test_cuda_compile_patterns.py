@@ -316,3 +316,20 @@ def test_gemm_only_plan_writes_and_weights_are_stored_uncompressed(tmp_path):
     sections = {s.name: s for s in read_bundle(str(out)).sections}
     assert sections["cuda-cuda.kernels"].size == 0
     assert not sections["cuda-cuda.weights"].compressed and sections["cuda-cuda.plan.json"].compressed
+
+
+def test_cli_compile_of_an_export_says_where_it_was_checked(tmp_path):
+    """`xrtc compile` of a torch.onnx.export BERT with no --calibration: the gate's generated samples fit the model
+    (token_type_ids inside their 2-row table), the plan interpreter checks the variant, and the last line says the
+    check ran on the CPU, not on a GPU."""
+    import subprocess
+
+    src = os.path.join(os.path.dirname(__file__), "data", "tiny_bert_sdpa_dynamo.onnx")
+    shapes = [f"--shape={n}=2x16" for n in ("input_ids", "attention_mask", "token_type_ids")]
+    proc = subprocess.run([sys.executable, "-m", "xrtc", "compile", src, "--target", "cuda", *shapes,
+                           "-o", str(tmp_path / "b.xrtpkg")], capture_output=True, text=True, cwd=tmp_path)
+    last = proc.stderr.strip().splitlines()[-1]
+    print(last)
+    assert proc.returncode == 0, proc.stderr[-1500:]
+    assert last.startswith("PASSED xrtc compile: built cuda-cuda fp16 (checked on cpu (plan interpreter"), last
+    assert "not on its device" in last

@@ -111,9 +111,13 @@ def _shape_for(info, shapes: dict[str, tuple[int, ...]]) -> tuple[int, ...]:
     return tuple(info.shape)
 
 
-def random_inputs(inputs, shapes: dict[str, tuple[int, ...]], seed: int) -> dict[str, np.ndarray]:
+def random_inputs(inputs, shapes: dict[str, tuple[int, ...]], seed: int,
+                  index_limits: dict[str, int] | None = None) -> dict[str, np.ndarray]:
     """Seeded random arrays for `inputs` (IOInfo-like: name, dtype, shape) for the accuracy gate (NumPy's
-    generator: its samples, hence bundles, stay as they were). A dynamic dim needs `--shape`."""
+    generator: its samples, hence bundles, stay as they were). A dynamic dim needs `--shape`. Integers are drawn
+    from [0, 100), or from [0, limit) for an input the graph uses as indices into a smaller table
+    (`index_limits`, e.g. token_type_ids into a 2-row embedding)."""
+    limits = index_limits or {}
     rng = np.random.default_rng(seed)
     feeds = {}
     for info in inputs:
@@ -131,7 +135,7 @@ def random_inputs(inputs, shapes: dict[str, tuple[int, ...]], seed: int) -> dict
         if dtype.kind == "f":
             feeds[info.name] = rng.standard_normal(shape).astype(dtype)
         elif dtype.kind in "iu":
-            feeds[info.name] = rng.integers(0, 100, size=shape).astype(dtype)
+            feeds[info.name] = rng.integers(0, max(1, min(100, limits.get(info.name, 100))), size=shape).astype(dtype)
         elif dtype.kind == "b":
             feeds[info.name] = rng.integers(0, 2, size=shape).astype(bool)
         else:
