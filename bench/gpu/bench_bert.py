@@ -80,6 +80,21 @@ def _events_median(fn, iters=100, warm=20):
     return statistics.median(times)
 
 
+def _graph_of(fn):
+    """`fn` captured in one CUDA graph, after three warm-up calls on a side stream (as torch's docs capture)."""
+    import torch
+    st = torch.cuda.Stream()
+    st.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(st):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(st)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        fn()
+    return g
+
+
 def peers(d, args):
     import copy
     import torch
@@ -116,39 +131,21 @@ def peers(d, args):
                 row["torch_compile_ro_fp16"] = _events_median(lambda: cm(input_ids=ids, attention_mask=mask, token_type_ids=tt), 100, 20)
         except Exception as e:  # noqa: BLE001 - a peer that fails is reported, not fatal
             row["torch_compile_ro_fp16"] = f"ERR {type(e).__name__}: {str(e)[:100]}"
+        run16 = lambda: m16(input_ids=ids, attention_mask=mask, token_type_ids=tt)  # noqa: E731
+        run32 = lambda: model(input_ids=ids, attention_mask=mask, token_type_ids=tt)  # noqa: E731
         try:
             with torch.inference_mode():
-                st = torch.cuda.Stream()
-                st.wait_stream(torch.cuda.current_stream())
-                with torch.cuda.stream(st):
-                    for _ in range(3):
-                        m16(input_ids=ids, attention_mask=mask, token_type_ids=tt)
-                torch.cuda.current_stream().wait_stream(st)
-                g = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(g):
-                    m16(input_ids=ids, attention_mask=mask, token_type_ids=tt)
+                g = _graph_of(run16)
                 row["torch_fp16_cuda_graph"] = _events_median(g.replay, 200, 20)
                 del g
         except Exception as e:  # noqa: BLE001
             row["torch_fp16_cuda_graph"] = f"ERR {type(e).__name__}: {str(e)[:100]}"
         try:
             with torch.inference_mode():
-                st = torch.cuda.Stream()
-                st.wait_stream(torch.cuda.current_stream())
-                with torch.cuda.stream(st):
-                    for _ in range(3):
-                        model(input_ids=ids, attention_mask=mask, token_type_ids=tt)
-                torch.cuda.current_stream().wait_stream(st)
-                g = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(g):
-                    model(input_ids=ids, attention_mask=mask, token_type_ids=tt)
+                g = _graph_of(run32)
                 row["torch_fp32_cuda_graph"] = _events_median(g.replay, 100, 10)
                 torch.backends.cuda.matmul.allow_tf32 = True
-                g2 = torch.cuda.CUDAGraph()
-                for _ in range(2):
-                    model(input_ids=ids, attention_mask=mask, token_type_ids=tt)
-                with torch.cuda.graph(g2):
-                    model(input_ids=ids, attention_mask=mask, token_type_ids=tt)
+                g2 = _graph_of(run32)
                 row["torch_tf32_cuda_graph"] = _events_median(g2.replay, 100, 10)
                 torch.backends.cuda.matmul.allow_tf32 = False
                 del g, g2

@@ -121,16 +121,7 @@ def random_inputs(inputs, shapes: dict[str, tuple[int, ...]], seed: int,
     rng = np.random.default_rng(seed)
     feeds = {}
     for info in inputs:
-        if info.name in shapes:
-            shape = shapes[info.name]
-        else:
-            dynamic = [(i, d) for i, d in enumerate(info.shape) if not isinstance(d, int)]
-            if dynamic:
-                where = ", ".join(f"dim {i} ({d if d is not None else 'unnamed'})" for i, d in dynamic)
-                example = "x".join(str(d) if isinstance(d, int) else "1" for d in info.shape)
-                raise UsageError(f"input {info.name!r} has dynamic {where}: give its shape, e.g. "
-                                 f"--shape {info.name}={example}, or pass --inputs")
-            shape = tuple(info.shape)
+        shape = _shape_for(info, shapes)
         dtype = np.dtype(info.dtype)
         if dtype.kind == "f":
             feeds[info.name] = rng.standard_normal(shape).astype(dtype)
