@@ -195,9 +195,6 @@ def _shape_of(tensor_type) -> list | None:
 def _value_type(tp, where: str, depth: int = 1):
     """The manifest `type` of an ONNX TypeProto: a dtype name for a tensor (inside a sequence, map or optional),
     else {"sequence": T} / {"optional": T} / {"map": {"key": K, "value": T}}."""
-    if depth > MAX_TYPE_DEPTH:
-        raise UnsupportedModelError(f"{where} nests types deeper than {MAX_TYPE_DEPTH} levels, which bundles do not "
-                                    "carry")
     kind = tp.WhichOneof("value")
     if kind == "tensor_type":
         elem = tp.tensor_type.elem_type
@@ -205,6 +202,9 @@ def _value_type(tp, where: str, depth: int = 1):
             raise UnsupportedModelError(f"{where} holds element type {elem}, which xrtc does not support; "
                                         f"supported: {', '.join(_DTYPES.values())}")
         return _DTYPES[elem]
+    if depth > MAX_TYPE_DEPTH:  # sequences, maps and optionals count; the tensor inside does not
+        raise UnsupportedModelError(f"{where} nests types deeper than {MAX_TYPE_DEPTH} levels, which bundles do not "
+                                    "carry")
     if kind == "sequence_type":
         return {"sequence": _value_type(tp.sequence_type.elem_type, where, depth + 1)}
     if kind == "optional_type":

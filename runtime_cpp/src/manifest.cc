@@ -92,7 +92,6 @@ Status OptionalString(const json& obj, const char* key, const std::string& path,
 // elements of sequences and map values); an object has exactly one key: "sequence" or "optional" (a type), or
 // "map" ({"key": an integer dtype or "string", "value": a type}). Depth is capped before recursing deeper.
 Status ParseValueType(const json& t, const std::string& path, size_t depth, std::string* out) {
-  if (depth > kMaxTypeDepth) return Bad(path, Cat("nests deeper than ", kMaxTypeDepth, " levels"));
   if (t.is_string()) {
     const std::string& name = t.get_ref<const std::string&>();
     if (DtypeFromName(name) == XRT_DTYPE_INVALID) {
@@ -101,6 +100,8 @@ Status ParseValueType(const json& t, const std::string& path, size_t depth, std:
     *out = Cat("tensor(", name, ")");
     return Status();
   }
+  // Only sequence, map and optional count as levels (sequence<map<int64, float32>> is 2 deep).
+  if (depth > kMaxTypeDepth) return Bad(path, Cat("nests deeper than ", kMaxTypeDepth, " levels"));
   if (!t.is_object() || t.size() != 1) {
     return Bad(path, Cat("must be a dtype name or an object with one key (sequence, map, optional), is ", Show(t)));
   }

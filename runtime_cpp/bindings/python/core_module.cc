@@ -570,8 +570,9 @@ xrt_status_t PyExecute(void* self, void* handle, const xrt_tensor_view_t* inputs
       const xrt_tensor_view_t& v = inputs[i];
       size_t shape[XRT_MAX_RANK];
       for (uint32_t d = 0; d < v.rank; ++d) shape[d] = static_cast<size_t>(v.shape[d]);
-      // Read-only views over the caller's memory, valid for this call only.
-      if (t_run_context) {
+      // Read-only views over the caller's memory, valid for this call only. Strings are always rebuilt as str
+      // (the caller's array may hold bytes, which ONNX Runtime would take as their repr).
+      if (t_run_context && v.dtype != XRT_DTYPE_STRING) {
         if (PyObject* same = FindTensor(t_run_context->inputs, v.data, v.dtype, v.rank, v.shape)) {
           arrays.append(nb::borrow(same));
           continue;
