@@ -255,8 +255,10 @@ void StringElements(nb::handle array, const std::string& what, std::vector<int64
     if (!ElementBytes(element, &(*items)[i])) {
       const std::string type_name = nb::cast<std::string>(
           nb::handle(reinterpret_cast<PyObject*>(Py_TYPE(element.ptr()))).attr("__name__"));
-      const std::string message = what + ": element " + std::to_string(i) + " of a string tensor is a " +
-                                  type_name + ", not str or bytes (or a str that is not valid Unicode)";
+      const std::string message =
+          what + ": element " + std::to_string(i) + " of a string tensor " +
+          (PyUnicode_Check(element.ptr()) ? std::string("is a str that cannot be encoded as UTF-8 (a lone surrogate)")
+                                          : "is a " + type_name + ", not str or bytes");
       Check(xrt_status_make(XRT_STATUS_INVALID_ARGUMENT, message.c_str()));
     }
     ++i;
