@@ -22,6 +22,18 @@ log = logging.getLogger("xrtc.passes")
 REMOVED_NAMES_CAP = 20  # removed node names kept per pass record (the count is always exact)
 
 
+def _graph_io(graph) -> list:
+    """The inputs and outputs of `graph` and of every subgraph (If/Loop/Scan bodies), depth-first."""
+    out, stack = [], [graph]
+    while stack:
+        g = stack.pop()
+        out += list(g.input) + list(g.output)
+        for node in g.node:
+            for attr in node.attribute:
+                stack += ([attr.g] if attr.HasField("g") else []) + list(attr.graphs)
+    return out
+
+
 class PassState:
     """The model being compiled, held either as an ONNX ModelProto or as an onnx-graphsurgeon Graph.
 
@@ -45,7 +57,7 @@ class PassState:
 
             self._model = gs.export_onnx(self._graph)
             self._graph = None
-            for vi in list(self._model.graph.input) + list(self._model.graph.output):
+            for vi in _graph_io(self._model.graph):
                 if vi.name in self._io_types:
                     vi.type.CopyFrom(self._io_types[vi.name])
         return self._model
@@ -61,7 +73,7 @@ class PassState:
             import onnx_graphsurgeon as gs
 
             _drop_io_value_info(self._model.graph)
-            for vi in list(self._model.graph.input) + list(self._model.graph.output):
+            for vi in _graph_io(self._model.graph):
                 if vi.type.WhichOneof("value") not in (None, "tensor_type"):
                     self._io_types[vi.name] = onnx.TypeProto()
                     self._io_types[vi.name].CopyFrom(vi.type)
