@@ -230,6 +230,12 @@ def _golden(path: str, manifest: dict) -> tuple[dict, dict]:
         raise UsageError(f"{path} is UNVERIFIED: it was compiled with --allow-unverified "
                          f"({manifest['unverified'].get('reason', '')}), so it carries no golden data; pass --model "
                          "(the source model) and --inputs or --shape to compare it now")
+    model = manifest.get("model") if isinstance(manifest.get("model"), dict) else {}
+    typed = [t.get("name") for role in ("inputs", "outputs") for t in model.get(role) or []
+             if isinstance(t, dict) and "type" in t]
+    if not golden and typed:
+        raise UsageError(f"{path} carries no golden data: {typed[0]!r} is a sequence, map or optional, which .npy "
+                         "golden data cannot hold; pass --model (the source model) to compare with it")
     if not golden:
         raise UsageError(f"{path} carries no golden data (compiled without samples: dynamic dims and no "
                          "--calibration/--shape, or by xrtc < 0.2); pass --model to compare with the source model")
