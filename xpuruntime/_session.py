@@ -14,7 +14,9 @@ _core.set_error_factory(_errors.from_status)
 
 
 class IOInfo(NamedTuple):
-    """An input or output: name, NumPy dtype name, shape (ints; str for a named dynamic dim; None when unknown)."""
+    """An input or output: name, NumPy dtype name ("string" for string tensors; for a sequence, map or optional
+    its type, e.g. "sequence<map<int64, tensor(float32)>>", with shape ()), shape (ints; str for a named dynamic
+    dim; None when unknown)."""
 
     name: str
     dtype: str
