@@ -222,3 +222,13 @@ def test_value_types_need_onnxruntime_and_hostile_types_are_refused(tmp_path):
         path.write_bytes(layout([(b"manifest", 0, text, len(text))] + others))
         with pytest.raises(xrt.DataCorrupt, match=needle):
             xrt.load(path)
+
+
+def test_object_array_for_a_numeric_input_is_refused_clearly():
+    from xrt_testutil import ROOT
+
+    with xrt.load(ROOT / "formats" / "golden" / "tiny_model.xrtpkg") as session:
+        with pytest.raises(xrt.InvalidArgument, match="object arrays are taken as string tensors only"):
+            session.run({"x": np.ones((1, 4)).astype(object)})
+        with pytest.raises(xrt.InvalidArgument, match=r"expected float32\[1, 4\], given string\[1, 4\]"):
+            session.run({"x": np.full((1, 4), "1.0")})

@@ -257,8 +257,10 @@ void StringElements(nb::handle array, const std::string& what, std::vector<int64
           nb::handle(reinterpret_cast<PyObject*>(Py_TYPE(element.ptr()))).attr("__name__"));
       const std::string message =
           what + ": element " + std::to_string(i) + " of a string tensor " +
-          (PyUnicode_Check(element.ptr()) ? std::string("is a str that cannot be encoded as UTF-8 (a lone surrogate)")
-                                          : "is a " + type_name + ", not str or bytes");
+          (PyUnicode_Check(element.ptr())
+               ? std::string("is a str that cannot be encoded as UTF-8 (a lone surrogate)")
+               : "is a " + type_name + ", not str or bytes (object arrays are taken as string tensors only; pass a "
+                                       "numeric array for a numeric input)");
       Check(xrt_status_make(XRT_STATUS_INVALID_ARGUMENT, message.c_str()));
     }
     ++i;
