@@ -17,6 +17,9 @@ from .onnx_tensors import ExternalDataError, check_inline
 
 _lock = threading.Lock()
 _registered = False
+# The handle the last _init() on this thread created: the Python loader takes it to run bundles whose inputs or
+# outputs are sequences, maps or optionals, which the C API does not carry (formats/xrtpkg.md, "Value types").
+_created = threading.local()
 # Engine devices this backend serves: the CPU provider ships in the `onnxruntime` wheel; "cuda" needs the
 # onnxruntime-gpu wheel (xpuruntime[cuda]) and a GPU.
 _PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
@@ -109,7 +112,16 @@ def _init(device: str, artifacts: dict, options_json: str) -> _Handle:
     except ExternalDataError as err:
         raise _errors.DataCorrupt(f"onnxruntime: {err}") from None
     session = onnxruntime.InferenceSession(model, so, providers=[_PROVIDERS[device]])
-    return _Handle(session, [i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()])
+    handle = _Handle(session, [i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()])
+    _created.handle = handle
+    return handle
+
+
+def take_created():
+    """The handle the last init on this thread created (then forgotten), or None."""
+    handle = getattr(_created, "handle", None)
+    _created.handle = None
+    return handle
 
 
 def _execute(handle: _Handle, arrays: list):

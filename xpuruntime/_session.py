@@ -14,7 +14,9 @@ _core.set_error_factory(_errors.from_status)
 
 
 class IOInfo(NamedTuple):
-    """An input or output: name, NumPy dtype name, shape (ints; str for a named dynamic dim; None when unknown)."""
+    """An input or output: name, NumPy dtype name ("string" for string tensors; for a sequence, map or optional
+    its type, e.g. "sequence<map<int64, tensor(float32)>>", with shape ()), shape (ints; str for a named dynamic
+    dim; None when unknown)."""
 
     name: str
     dtype: str
@@ -39,6 +41,7 @@ class Session:
                                           f"the bundle's chain, [] for none), got {fallback!r}")
         keys = _trusted_keys(trusted_keys)
         _ort_backend.register()
+        _ort_backend.take_created()
         self._bundle = _core.Bundle(os.fspath(path), keys, bool(require_signature))
         if cache_dir is None and device.lower() == "npu":
             cache_dir = default_cache_dir()  # NPU variants compile at load: keep that work by default
@@ -50,6 +53,21 @@ class Session:
         self._output_names = [o.name for o in self.outputs]
         self._explain = json.loads(self._session.describe())
         self._signer = self._bundle.signer
+        self._values = None  # the ONNX Runtime handle, for bundles with sequences, maps or optionals
+        created = _ort_backend.take_created()
+        value_types = _value_types(self.manifest)
+        if value_types:
+            # The core parsed and checked these types (formats/xrtpkg.md, "Value types") and chose the variant; the
+            # C API carries only tensors, so such values go straight to ONNX Runtime's Python API.
+            self.inputs = [i._replace(dtype=value_types.get(("in", i.name), i.dtype)) for i in self.inputs]
+            self.outputs = [o._replace(dtype=value_types.get(("out", o.name), o.dtype)) for o in self.outputs]
+            if self.engine != "onnxruntime" or created is None:
+                name = next(n for _, n in value_types)
+                raise _errors.Unimplemented(
+                    f"'{name}' is a sequence, map or optional, which only ONNX Runtime runs; variant "
+                    f"{self.variant!r} uses {self.engine}: load with engine='onnxruntime'")
+            self._values = created
+            self._value_kinds = value_types
 
     def run(self, feeds: Mapping[str, Any], output_names: list[str] | None = None) -> dict[str, np.ndarray]:
         """Runs once. ``feeds`` maps every input name to an array (converted with ``np.ascontiguousarray`` only when
@@ -58,6 +76,8 @@ class Session:
         session = self._session
         if session is None:
             raise _errors.FailedPrecondition("run() on a closed session: load the bundle again")
+        if self._values is not None:
+            return self._run_values(feeds, output_names)
         # Hot path first (tiny models: every microsecond counts); the diagnostics below run only on failure.
         try:
             names = list(feeds)
@@ -80,6 +100,35 @@ class Session:
             raise _errors.InvalidArgument(f"unknown output name(s) {unknown}; outputs are {self._output_names}")
         return {n: results[n] for n in output_names}
 
+    def _run_values(self, feeds, output_names):
+        """run() for bundles with sequences, maps or optionals: the inputs are checked here (names; tensors: dtype,
+        rank, static dims; values: the outer kind) and run on ONNX Runtime's Python API, whose outputs are checked
+        against the manifest's kinds (a list for a sequence, a dict for a map)."""
+        if not isinstance(feeds, Mapping):
+            raise _errors.InvalidArgument(f"run() takes a dict of input name -> value, got {type(feeds).__name__}")
+        specs = {i.name: i for i in self.inputs}
+        unknown = [n for n in feeds if n not in specs]
+        if unknown:
+            raise _errors.InvalidArgument(f"unknown input(s) {unknown!r:.200}; inputs are {list(specs)}")
+        for spec in self.inputs:
+            if spec.name not in feeds:
+                raise _errors.InvalidArgument(f"input '{spec.name}' ({spec.dtype}) is missing")
+            _check_value(spec, feeds[spec.name], "input")
+        handle = self._values
+        try:
+            got = handle.session.run(handle.output_names, {n: feeds[n] for n in handle.input_names})
+        except Exception as err:  # ONNX Runtime's own type errors: the caller's values
+            raise _errors.InvalidArgument(f"onnxruntime refused the inputs: {str(err)[:400]}") from None
+        results = dict(zip(self._output_names, got))
+        for spec in self.outputs:
+            _check_value(spec, results[spec.name], "output", engine=True)
+        if output_names is None:
+            return results
+        unknown = [n for n in output_names if n not in results]
+        if unknown:
+            raise _errors.InvalidArgument(f"unknown output name(s) {unknown}; outputs are {self._output_names}")
+        return {n: results[n] for n in output_names}
+
     def _contiguous(self, name, value) -> np.ndarray:
         """A C-contiguous copy of a strided (or non-ndarray) input. Defined behaviour for hostile views: an array whose
         dtype, rank or static dims do not match the input is refused (InvalidArgument) before any copy, and a copy that
@@ -89,7 +138,8 @@ class Session:
             shape = tuple(value.shape)
             static_ok = len(shape) == len(spec.shape) and all(
                 not isinstance(want, int) or want == got for want, got in zip(spec.shape, shape))
-            if value.dtype.name != spec.dtype or not static_ok:
+            dtype_ok = value.dtype.name == spec.dtype or (spec.dtype == "string" and value.dtype.kind in "UOS")
+            if not dtype_ok or not static_ok:
                 raise _errors.InvalidArgument(
                     f"input '{name}' expects {spec.dtype}{list(spec.shape)}, got {value.dtype.name}{list(shape)}")
         try:
@@ -97,7 +147,7 @@ class Session:
         except (MemoryError, ValueError) as err:
             raise _errors.ResourceExhausted(
                 f"input '{name}': cannot make a C-contiguous copy ({err}); pass a C-contiguous array") from None
-        if array.dtype.hasobject:
+        if array.dtype.hasobject and (spec is None or spec.dtype != "string"):
             raise _errors.InvalidArgument(f"input '{name}': arrays of Python objects are not tensors; pass a numeric "
                                           "or bool array")
         return array
@@ -182,6 +232,57 @@ class Session:
 
     def __repr__(self) -> str:
         return f"<xpuruntime.Session variant={self.variant!r} engine={self.engine!r} inputs={[i.name for i in self.inputs]}>"
+
+
+def _value_types(manifest: dict) -> dict:
+    """{("in"|"out", name): rendered type} for the manifest's sequences, maps and optionals (already validated by
+    the core, which rendered the same text)."""
+    model = manifest.get("model", {})
+    out = {}
+    for role, key in (("in", "inputs"), ("out", "outputs")):
+        for entry in model.get(key, []):
+            if "type" in entry:
+                out[(role, entry["name"])] = render_type(entry["type"])
+    return out
+
+
+def render_type(t) -> str:
+    """'sequence<map<int64, tensor(float32)>>' for {"sequence": {"map": {"key": "int64", "value": "float32"}}}."""
+    if isinstance(t, str):
+        return f"tensor({t})"
+    (kind, inner), = t.items()
+    if kind == "map":
+        return f"map<{inner['key']}, {render_type(inner['value'])}>"
+    return f"{kind}<{render_type(inner)}>"
+
+
+def _check_value(spec: IOInfo, value, role: str, engine: bool = False) -> None:
+    """The outer kind of a value against its spec: a tensor's dtype/rank/static dims, a sequence is a list, a map
+    a dict, an optional None or its element. Engine outputs that do not match are Internal; inputs InvalidArgument."""
+    error = _errors.Internal if engine else _errors.InvalidArgument
+    kind = spec.dtype.split("<", 1)[0]
+    def fail(what):
+        raise error(f"{role} '{spec.name}': expected {spec.dtype}, given {what}")
+    if kind == "optional":
+        if value is None:
+            return
+        kind = spec.dtype[len("optional<"):].split("<", 1)[0].split("(", 1)[0]
+        if kind == "tensor":
+            return  # checked by the engine against the graph
+    if kind == "sequence":
+        if not isinstance(value, list):
+            fail(type(value).__name__)
+    elif kind == "map":
+        if not isinstance(value, dict):
+            fail(type(value).__name__)
+    else:  # a tensor
+        if not isinstance(value, np.ndarray):
+            fail(type(value).__name__)
+        dtype_ok = value.dtype.name == spec.dtype or (spec.dtype == "string" and value.dtype.kind in "UOS")
+        rank_ok = len(value.shape) == len(spec.shape) and all(
+            not isinstance(w, int) or w == g for w, g in zip(spec.shape, value.shape))
+        if not dtype_ok or not rank_ok:
+            fail(f"{value.dtype}{list(value.shape)}")
 
 
 # Engines only the Python loader provides (see _cpp_choice).

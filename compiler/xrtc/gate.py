@@ -203,6 +203,10 @@ def samples_for(inputs: list[dict], shapes: dict, calibration: list[dict] | None
     if calibration:
         return Samples(calibration[:GATE_SAMPLES], f"calibration data ({plural(len(calibration), 'sample')}, "
                                                    f"{min(len(calibration), GATE_SAMPLES)} compared)")
+    values = [i["name"] for i in inputs if "type" in i]
+    if values:
+        raise NoSamples(f"input {values[0]!r} is a sequence, map or optional, which the gate cannot generate or read "
+                        "from .npz: compile with --allow-unverified")
     specs = [_Spec(i["name"], i["dtype"], tuple(i["shape"] or ())) for i in inputs]
     unknown = [i["name"] for i in inputs if i["shape"] is None]
     if unknown:
@@ -340,7 +344,8 @@ def measure(bundle_path: str, variant_id: str, samples: list[dict], references: 
                 c = compare(variant_id, name, got[name], expected, rtol, atol)
                 worst[name] = max(worst.get(name, 0.0), c.max_abs_err)
                 needed = max(needed, atol_needed(got[name], expected, rtol)) \
-                    if got[name].shape == expected.shape and expected.dtype.kind == "f" else needed
+                    if isinstance(expected, np.ndarray) and isinstance(got[name], np.ndarray) \
+                    and got[name].shape == expected.shape and expected.dtype.kind == "f" else needed
                 text = f"{name}: max abs err {c.max_abs_err:.3g}" + (f" ({c.note})" if c.note else "")
                 if not c.passed and text not in failures:
                     failures.append(text)
@@ -504,23 +509,67 @@ def fp16_advice(variant_id: str, targets: list[str], drift: list[tuple[str, str,
             f"layers that lose the most accuracy (relative error added): {layers}. To go on: " + "; ".join(steps))
 
 
+def storable(array: np.ndarray) -> np.ndarray:
+    """A string tensor (ONNX Runtime returns object arrays of str) as a NumPy unicode array, which .npy stores
+    without pickles; other arrays as they are."""
+    if array.dtype.kind == "O":
+        return np.array(array.tolist(), dtype=np.str_).reshape(array.shape)
+    return array
+
+
 def npy_bytes(array: np.ndarray) -> bytes:
-    """The .npy encoding (deterministic: header from dtype and shape only)."""
+    """The .npy encoding (deterministic: header from dtype and shape only). String tensors as unicode arrays."""
     buf = io.BytesIO()
-    np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
+    np.save(buf, np.ascontiguousarray(storable(array)), allow_pickle=False)
     return buf.getvalue()
 
 
+def _encode_value(value):
+    """Sequences (list), maps (dict) and optionals (None) as tagged JSON for the gate's child process (no pickles)."""
+    if isinstance(value, list):
+        return {"seq": [_encode_value(v) for v in value]}
+    if isinstance(value, dict):
+        return {"map": [[k if isinstance(k, str) else int(k), _encode_value(v)] for k, v in value.items()]}
+    if value is None:
+        return {"none": True}
+    a = storable(np.asarray(value))
+    return {"tensor": a.tolist(), "dtype": a.dtype.str, "shape": list(a.shape)}
+
+
+def _decode_value(obj):
+    if "seq" in obj:
+        return [_decode_value(v) for v in obj["seq"]]
+    if "map" in obj:
+        return {k: _decode_value(v) for k, v in obj["map"]}
+    if "none" in obj:
+        return None
+    a = np.array(obj["tensor"], dtype=np.dtype(obj["dtype"])).reshape(obj["shape"])
+    return a if a.shape else a[()]
+
+
 def _save_samples(path: str, samples: list[dict]) -> None:
-    np.savez(path, **{f"{i}/{name}": array for i, sample in enumerate(samples) for name, array in sample.items()})
+    import json
+
+    values = {f"{i}/{name}": _encode_value(v) for i, sample in enumerate(samples) for name, v in sample.items()
+              if not isinstance(v, np.ndarray)}
+    np.savez(path, **{f"{i}/{name}": storable(array) for i, sample in enumerate(samples)
+                      for name, array in sample.items() if isinstance(array, np.ndarray)})
+    with open(path + ".values.json", "w", encoding="utf-8") as f:
+        json.dump(values, f)
 
 
 def _load_samples(path: str) -> list[dict]:
+    import json
+
     out: dict[int, dict] = {}
     with np.load(path, allow_pickle=False) as data:
         for key in data.files:
             index, name = key.split("/", 1)
             out.setdefault(int(index), {})[name] = data[key]
+    with open(path + ".values.json", encoding="utf-8") as f:
+        for key, obj in json.load(f).items():
+            index, name = key.split("/", 1)
+            out.setdefault(int(index), {})[name] = _decode_value(obj)
     return [out[i] for i in sorted(out)]
 
 

@@ -41,7 +41,11 @@ _DTYPES = {
     onnx.TensorProto.INT64: "int64",
     onnx.TensorProto.UINT64: "uint64",
     onnx.TensorProto.BOOL: "bool",
+    onnx.TensorProto.STRING: "string",
 }
+# Nesting cap of a value `type` (formats/xrtpkg.md, "Value types"); the runtime refuses deeper ones.
+MAX_TYPE_DEPTH = 8
+_MAP_KEYS = ("string", "int64", "int32", "int16", "int8", "uint64", "uint32", "uint16", "uint8")
 
 
 @dataclass
@@ -188,12 +192,47 @@ def _shape_of(tensor_type) -> list | None:
     return dims
 
 
+def _value_type(tp, where: str, depth: int = 1):
+    """The manifest `type` of an ONNX TypeProto: a dtype name for a tensor (inside a sequence, map or optional),
+    else {"sequence": T} / {"optional": T} / {"map": {"key": K, "value": T}}."""
+    kind = tp.WhichOneof("value")
+    if kind == "tensor_type":
+        elem = tp.tensor_type.elem_type
+        if elem not in _DTYPES:
+            raise UnsupportedModelError(f"{where} holds element type {elem}, which xrtc does not support; "
+                                        f"supported: {', '.join(_DTYPES.values())}")
+        return _DTYPES[elem]
+    if depth > MAX_TYPE_DEPTH:  # sequences, maps and optionals count; the tensor inside does not
+        raise UnsupportedModelError(f"{where} nests types deeper than {MAX_TYPE_DEPTH} levels, which bundles do not "
+                                    "carry")
+    if kind == "sequence_type":
+        return {"sequence": _value_type(tp.sequence_type.elem_type, where, depth + 1)}
+    if kind == "optional_type":
+        return {"optional": _value_type(tp.optional_type.elem_type, where, depth + 1)}
+    if kind == "map_type":
+        key = _DTYPES.get(tp.map_type.key_type)
+        if key not in _MAP_KEYS:
+            raise UnsupportedModelError(f"{where} is a map keyed by element type {tp.map_type.key_type}; bundles "
+                                        f"carry maps keyed by {', '.join(_MAP_KEYS)}")
+        return {"map": {"key": key, "value": _value_type(tp.map_type.value_type, where, depth + 1)}}
+    raise UnsupportedModelError(f"{where} is a {kind or 'untyped value'}; bundles carry tensors, sequences, maps "
+                                "and optionals")
+
+
+def is_value(spec: dict) -> bool:
+    """Whether an input/output spec is a sequence, map or optional (a `type`, no dtype)."""
+    return "type" in spec
+
+
 def describe_value(value: onnx.ValueInfoProto, role: str) -> dict:
-    """{"name", "dtype", "shape"} for a graph input/output; UnsupportedModelError for types bundles cannot carry."""
+    """{"name", "dtype", "shape"} for a graph input/output tensor, {"name", "type"} for a sequence, map or optional;
+    UnsupportedModelError for types bundles cannot carry."""
     kind = value.type.WhichOneof("value")
+    if kind in ("sequence_type", "map_type", "optional_type"):
+        return {"name": value.name, "type": _value_type(value.type, f"{role} {value.name!r}")}
     if kind != "tensor_type":
         raise UnsupportedModelError(f"{role} {value.name!r} is a {kind or 'untyped value'}, not a tensor; xrtc "
-                                    "supports only tensor inputs and outputs")
+                                    "supports tensors, sequences, maps and optionals")
     elem = value.type.tensor_type.elem_type
     if elem not in _DTYPES:
         type_name = onnx.TensorProto.DataType.Name(elem) if elem in onnx.TensorProto.DataType.values() else elem

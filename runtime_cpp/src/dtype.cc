@@ -16,6 +16,7 @@ constexpr DtypeInfo kDtypes[] = {
     {XRT_DTYPE_UINT8, "uint8", 1},     {XRT_DTYPE_INT16, "int16", 2},     {XRT_DTYPE_UINT16, "uint16", 2},
     {XRT_DTYPE_INT32, "int32", 4},     {XRT_DTYPE_UINT32, "uint32", 4},   {XRT_DTYPE_INT64, "int64", 8},
     {XRT_DTYPE_UINT64, "uint64", 8},   {XRT_DTYPE_BOOL, "bool", 1},
+    {XRT_DTYPE_STRING, "string", sizeof(xrt_string_t)},
 };
 constexpr int kDtypeCount = static_cast<int>(sizeof(kDtypes) / sizeof(kDtypes[0]));
 
@@ -60,6 +61,16 @@ bool ByteSize(xrt_dtype_t dtype, const int64_t* shape, uint32_t rank, uint64_t* 
     if (__builtin_mul_overflow(n, static_cast<uint64_t>(shape[d]), &n)) return false;
   }
   *out_bytes = n;
+  return true;
+}
+
+bool CheckStrings(const xrt_string_t* items, uint64_t count, uint64_t* out_index) {
+  for (uint64_t i = 0; i < count; ++i) {
+    if (items[i].data == nullptr && items[i].size != 0) {
+      *out_index = i;
+      return false;
+    }
+  }
   return true;
 }
 

@@ -23,6 +23,9 @@ std::string DtypeNameList();
 // numel(shape) * DtypeSize(dtype) with every multiplication checked; false on overflow or a negative dim.
 bool ByteSize(xrt_dtype_t dtype, const int64_t* shape, uint32_t rank, uint64_t* out_bytes);
 
+// For XRT_DTYPE_STRING data: false (and the element's index) when an element has size > 0 but NULL data.
+bool CheckStrings(const xrt_string_t* items, uint64_t count, uint64_t* out_index);
+
 }  // namespace xrt::core
 
 #endif  // XRT_RUNTIME_SRC_DTYPE_H_

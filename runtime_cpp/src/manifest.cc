@@ -88,6 +88,51 @@ Status OptionalString(const json& obj, const char* key, const std::string& path,
   return Status();
 }
 
+// Parses a value `type` (formats/xrtpkg.md, "Value types") into its rendering. A string is a tensor dtype (the
+// elements of sequences and map values); an object has exactly one key: "sequence" or "optional" (a type), or
+// "map" ({"key": an integer dtype or "string", "value": a type}). Depth is capped before recursing deeper.
+Status ParseValueType(const json& t, const std::string& path, size_t depth, std::string* out) {
+  if (t.is_string()) {
+    const std::string& name = t.get_ref<const std::string&>();
+    if (DtypeFromName(name) == XRT_DTYPE_INVALID) {
+      return Bad(path, Cat("is \"", name.substr(0, 64), "\", not one of: ", DtypeNameList()));
+    }
+    *out = Cat("tensor(", name, ")");
+    return Status();
+  }
+  // Only sequence, map and optional count as levels (sequence<map<int64, float32>> is 2 deep).
+  if (depth > kMaxTypeDepth) return Bad(path, Cat("nests deeper than ", kMaxTypeDepth, " levels"));
+  if (!t.is_object() || t.size() != 1) {
+    return Bad(path, Cat("must be a dtype name or an object with one key (sequence, map, optional), is ", Show(t)));
+  }
+  const std::string& kind = t.begin().key();
+  const json& inner = t.begin().value();
+  std::string rendered;
+  if (kind == "sequence" || kind == "optional") {
+    XRT_RETURN_IF_ERROR(ParseValueType(inner, Cat(path, ".", kind), depth + 1, &rendered), "");
+    *out = Cat(kind, "<", rendered, ">");
+    return Status();
+  }
+  if (kind == "map") {
+    const std::string mpath = path + ".map";
+    if (!inner.is_object()) return Bad(mpath, Cat("must be an object {key, value}, is ", Show(inner)));
+    if (inner.size() != 2 || !inner.contains("key") || !inner.contains("value")) {
+      return Bad(mpath, "must have exactly the keys \"key\" and \"value\"");
+    }
+    const json& key = inner["key"];
+    static const char* const kKeys[] = {"string", "int64", "int32", "int16", "int8", "uint64", "uint32", "uint16",
+                                        "uint8"};
+    const bool key_ok = key.is_string() && std::any_of(std::begin(kKeys), std::end(kKeys), [&](const char* k) {
+                          return key.get_ref<const std::string&>() == k;
+                        });
+    if (!key_ok) return Bad(mpath + ".key", Cat("is ", Show(key), "; a map key is \"string\" or an integer dtype"));
+    XRT_RETURN_IF_ERROR(ParseValueType(inner["value"], mpath + ".value", depth + 1, &rendered), "");
+    *out = Cat("map<", key.get<std::string>(), ", ", rendered, ">");
+    return Status();
+  }
+  return Bad(path, Cat("has unknown type \"", kind.substr(0, 64), "\" (known: sequence, map, optional)"));
+}
+
 Result<std::vector<TensorSpec>> ParseTensors(const json& model, const char* key) {
   const std::string path = Cat("model.", key);
   auto it = model.find(key);
@@ -103,6 +148,15 @@ Result<std::vector<TensorSpec>> ParseTensors(const json& model, const char* key)
     TensorSpec spec;
     XRT_RETURN_IF_ERROR(RequiredString(t, "name", tpath, &spec.name), "");
     if (!names.insert(spec.name).second) return Bad(tpath + ".name", Cat("\"", spec.name, "\" is used twice"));
+    if (auto type = t.find("type"); type != t.end()) {  // a sequence, map or optional: no dtype, no shape
+      if (t.contains("dtype") || t.contains("shape")) {
+        return Bad(tpath, "has a \"type\" and a \"dtype\" or \"shape\"; a value has one or the other");
+      }
+      if (!type->is_object()) return Bad(tpath + ".type", Cat("must be an object, is ", Show(*type)));
+      XRT_RETURN_IF_ERROR(ParseValueType(*type, tpath + ".type", 1, &spec.value_type), "");
+      specs.push_back(std::move(spec));
+      continue;
+    }
     std::string dtype;
     XRT_RETURN_IF_ERROR(RequiredString(t, "dtype", tpath, &dtype), "");
     spec.dtype = DtypeFromName(dtype);
@@ -270,6 +324,7 @@ int CompareVersions(std::vector<uint64_t> a, std::vector<uint64_t> b) {
 }  // namespace
 
 std::string TensorSpec::Describe() const {
+  if (!value_type.empty()) return value_type;
   std::string s = Cat(DtypeName(dtype), "[");
   for (size_t d = 0; d < shape.size(); ++d) {
     if (d) s += ", ";

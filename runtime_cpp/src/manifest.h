@@ -28,6 +28,9 @@ struct TensorSpec {
   std::vector<int64_t> shape;
   std::vector<std::optional<std::string>> dim_names;
   std::vector<const char*> dim_name_ptrs;  // C view of dim_names (NULL where absent); filled by Model::Finalize()
+  // Non-empty for a sequence, map or optional (manifest key `type`): its rendering, e.g.
+  // "sequence<map<int64, float32>>". dtype is then XRT_DTYPE_INVALID and shape empty.
+  std::string value_type;
 
   // "float32[batch, 3, 640, 640]" ("?" for an unnamed dynamic dim).
   std::string Describe() const;
@@ -53,6 +56,7 @@ inline constexpr size_t kMaxVariants = 256;
 inline constexpr size_t kMaxFallbackDevices = 16;  // per variant
 inline constexpr size_t kMaxArtifacts = 16;        // per variant
 inline constexpr size_t kMaxTensors = 4096;        // model inputs, and model outputs, each
+inline constexpr size_t kMaxTypeDepth = 8;         // nesting of a `type` (sequence<map<...>> is 2)
 // (a tensor's rank is capped at XRT_MAX_RANK)
 
 struct Model {

@@ -65,6 +65,11 @@ Status CheckTensor(const TensorSpec& spec, const xrt_tensor_view_t& t) {
     return fail(Cat("byte_size is ", t.byte_size, ", the shape and dtype need ", bytes));
   }
   if (t.data == nullptr && t.byte_size != 0) return fail("data is NULL");
+  uint64_t bad = 0;
+  if (t.dtype == XRT_DTYPE_STRING &&
+      !CheckStrings(static_cast<const xrt_string_t*>(t.data), t.byte_size / sizeof(xrt_string_t), &bad)) {
+    return fail(Cat("string element ", bad, " has NULL data and a non-zero size"));
+  }
   return Status();
 }
 
@@ -86,6 +91,11 @@ Status CheckOutput(const TensorSpec& spec, const xrt_backend_output_t& o, const 
   if (!ByteSize(o.dtype, o.shape, o.rank, &bytes)) return fail("byte size overflows");
   if (o.byte_size != bytes) return fail(Cat("byte_size is ", o.byte_size, ", expected ", bytes));
   if (o.data == nullptr && o.byte_size != 0) return fail("data is NULL");
+  uint64_t bad = 0;
+  if (o.dtype == XRT_DTYPE_STRING &&
+      !CheckStrings(static_cast<const xrt_string_t*>(o.data), o.byte_size / sizeof(xrt_string_t), &bad)) {
+    return fail(Cat("string element ", bad, " has NULL data and a non-zero size"));
+  }
   return Status();
 }
 
@@ -335,6 +345,14 @@ Session::~Session() {
 Result<std::unique_ptr<Outputs>> Session::Run(const char* const* names, const xrt_tensor_view_t* inputs,
                                               size_t input_count) const {
   const auto& specs = model_->inputs;
+  for (const auto* list : {&model_->inputs, &model_->outputs}) {
+    for (const TensorSpec& spec : *list) {
+      if (spec.value_type.empty()) continue;
+      return Unimplemented((list == &model_->inputs ? "input \"" : "output \""), spec.name, "\" is a ",
+                           spec.value_type, ", which the C API does not carry (it carries tensors, strings included);"
+                           " run this bundle from Python (xpuruntime.load), which runs such values on ONNX Runtime");
+    }
+  }
   if (input_count > 0 && inputs == nullptr) return InvalidArgument("inputs is NULL but input_count is ", input_count);
   std::vector<size_t> given(specs.size(), SIZE_MAX);  // spec index -> index into inputs
   if (names == nullptr) {

@@ -162,8 +162,9 @@ TEST(Dtype, SizesAndNames) {
       {XRT_DTYPE_FLOAT64, "float64", 8}, {XRT_DTYPE_INT8, "int8", 1},       {XRT_DTYPE_UINT8, "uint8", 1},
       {XRT_DTYPE_INT16, "int16", 2},     {XRT_DTYPE_UINT16, "uint16", 2},   {XRT_DTYPE_INT32, "int32", 4},
       {XRT_DTYPE_UINT32, "uint32", 4},   {XRT_DTYPE_INT64, "int64", 8},     {XRT_DTYPE_UINT64, "uint64", 8},
-      {XRT_DTYPE_BOOL, "bool", 1},
+      {XRT_DTYPE_BOOL, "bool", 1},       {XRT_DTYPE_STRING, "string", sizeof(xrt_string_t)},
   };
+  static_assert(sizeof(xrt_string_t) == 16, "xrt_string_t is {pointer, uint64}: 16 bytes on 64-bit hosts");
   for (const auto& [dtype, name, size] : all) {
     EXPECT_EQ(xrt_dtype_size(dtype), size) << name;
     EXPECT_STREQ(xrt_dtype_name(dtype), name);

@@ -344,7 +344,8 @@ Array ParseNpy(const uint8_t* bytes, size_t size, const std::string& what) {
     } else if (h.descr.find('O') != std::string::npos) {
       why += " (object arrays cannot be read; save a numeric array)";
     } else if (h.descr.find('U') != std::string::npos || h.descr.find('S') != std::string::npos) {
-      why += " (string arrays cannot be model inputs)";
+      why += " (string arrays: xrt-run does not read them; run bundles with string inputs from Python, "
+             "xpuruntime.load)";
     } else {
       why += " (supported: float32 float16 float64 int8 uint8 int16 uint16 int32 uint32 int64 uint64 bool)";
     }

@@ -777,8 +777,25 @@ class Runner {
     }
     ReportSession(session.get(), report);
 
-    // Inputs.
+    // Inputs. xrt-run reads and writes numeric .npy/.npz only: a string tensor or a sequence/map/optional
+    // (XRT_DTYPE_INVALID in the io info) is refused by name before anything runs.
     const std::vector<InputInfo> infos = SessionInputs(session.get());
+    const size_t io_count = infos.size() + xrt_session_output_count(session.get());
+    for (size_t i = 0; i < io_count; ++i) {
+      xrt_io_info_t info{};
+      const bool is_input = i < infos.size();
+      Check(is_input ? xrt_session_input_info(session.get(), i, &info)
+                     : xrt_session_output_info(session.get(), i - infos.size(), &info),
+            "io info");
+      if (info.dtype == XRT_DTYPE_STRING || info.dtype == XRT_DTYPE_INVALID) {
+        throw ToolError(XRT_STATUS_UNIMPLEMENTED,
+                        std::string(is_input ? "input '" : "output '") + info.name + "' is a " +
+                            (info.dtype == XRT_DTYPE_STRING ? "string tensor" : "sequence, map or optional") +
+                            ", which xrt-run cannot read or write (.npy/.npz numeric arrays only); run this bundle "
+                            "from Python: xpuruntime.load(BUNDLE).run({...}) takes and returns numpy string arrays, "
+                            "lists and dicts");
+      }
+    }
     if (random) {
       inputs = RandomInputs(o_, infos);
     } else {

@@ -471,3 +471,25 @@ def test_help(xrt_run):
     for flag in ("--inputs", "--input", "--shape", "--device", "--engine", "--variant", "--save-outputs", "--force",
                  "--bench", "--warmup", "--seed", "--quiet", "--json", "exit codes"):
         assert flag in proc.stdout, flag
+
+
+def test_string_and_value_types_are_refused_by_name(xrt_run, tmp_path):
+    """xrt-run reads and writes numeric arrays only: a bundle whose input is a string tensor, or whose output is a
+    sequence of maps, is refused naming the value and pointing at the Python loader, before anything runs (the
+    tiny model's real OpenVINO variant loads; only the manifest's declarations change)."""
+    from bundle_craft import tiny_manifest, with_manifest
+
+    for role, entry, words in (
+            ("inputs", {"name": "x", "dtype": "string", "shape": [1, 4]}, "input 'x' is a string tensor"),
+            ("outputs", {"name": "y", "type": {"sequence": {"map": {"key": "int64", "value": "float32"}}}},
+             "output 'y' is a sequence, map or optional")):
+        manifest = tiny_manifest()
+        manifest["model"][role] = [entry]
+        bundle = tmp_path / f"{role}.xrtpkg"
+        bundle.write_bytes(with_manifest(manifest))
+        assert_failed(run(xrt_run, bundle, "--variant", "cpu-openvino"), EXIT_RUNTIME, "UNIMPLEMENTED", words,
+                      "xpuruntime.load")
+    strings = tmp_path / "strings.npz"
+    np.savez(strings, x=np.array(["a", "b"]))
+    assert_failed(run(xrt_run, ROOT / "formats" / "golden" / "tiny_model.xrtpkg", "--inputs", strings),
+                  EXIT_USAGE, "INVALID_ARGUMENT", "unsupported dtype '<U1'", "xrt-run does not read them")

@@ -22,6 +22,18 @@ log = logging.getLogger("xrtc.passes")
 REMOVED_NAMES_CAP = 20  # removed node names kept per pass record (the count is always exact)
 
 
+def _graph_io(graph) -> list:
+    """The inputs and outputs of `graph` and of every subgraph (If/Loop/Scan bodies), depth-first."""
+    out, stack = [], [graph]
+    while stack:
+        g = stack.pop()
+        out += list(g.input) + list(g.output)
+        for node in g.node:
+            for attr in node.attribute:
+                stack += ([attr.g] if attr.HasField("g") else []) + list(attr.graphs)
+    return out
+
+
 class PassState:
     """The model being compiled, held either as an ONNX ModelProto or as an onnx-graphsurgeon Graph.
 
@@ -33,6 +45,10 @@ class PassState:
         self._model: onnx.ModelProto | None = model
         self._graph = None
         self.matched: list[str] = []  # node names a pass matched (pattern passes fill it; the record keeps them)
+        # Graph inputs/outputs that are sequences, maps or optionals, by name: onnx-graphsurgeon round-trips only
+        # tensors (it writes a map as a tensor, and fails on an optional), so they cross it as placeholder tensors and get their
+        # type back on export.
+        self._io_types: dict[str, onnx.TypeProto] = {}
 
     @property
     def model(self) -> onnx.ModelProto:
@@ -41,6 +57,9 @@ class PassState:
 
             self._model = gs.export_onnx(self._graph)
             self._graph = None
+            for vi in _graph_io(self._model.graph):
+                if vi.name in self._io_types:
+                    vi.type.CopyFrom(self._io_types[vi.name])
         return self._model
 
     @model.setter
@@ -54,6 +73,11 @@ class PassState:
             import onnx_graphsurgeon as gs
 
             _drop_io_value_info(self._model.graph)
+            for vi in _graph_io(self._model.graph):
+                if vi.type.WhichOneof("value") not in (None, "tensor_type"):
+                    self._io_types[vi.name] = onnx.TypeProto()
+                    self._io_types[vi.name].CopyFrom(vi.type)
+                    vi.type.CopyFrom(onnx.helper.make_tensor_type_proto(onnx.TensorProto.FLOAT, None))
             self._graph = gs.import_onnx(self._model)
             self._model = None
         return self._graph

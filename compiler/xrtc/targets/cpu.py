@@ -196,6 +196,21 @@ def order_engines(built: set[str], estimate: ComputeEstimate) -> list[tuple[str,
     return []
 
 
+def openvino_cannot_carry(model: onnx.ModelProto) -> str | None:
+    """Why OpenVINO variants are not built for a model whose inputs or outputs are strings, sequences, maps or
+    optionals (the runtime hands OpenVINO only numeric tensors), or None."""
+    from ..model_io import model_io
+
+    inputs, outputs = model_io(model)
+    for role, specs in (("input", inputs), ("output", outputs)):
+        for spec in specs:
+            if "type" in spec or spec.get("dtype") == "string":
+                kind = "a string tensor" if "type" not in spec else f"a {next(iter(spec['type']))}"
+                return (f"{role} {spec['name']!r} is {kind}; OpenVINO variants carry only numeric tensors "
+                        "(ONNX Runtime runs this model)")
+    return None
+
+
 def lower(models: dict[str, onnx.ModelProto], plan, workdir: str, clock, precompile: bool = True) -> CpuLowering:
     """Builds the plan's CPU variants, each from its own graph (`models[variant id]`: precision passes differ per
     variant), into `workdir` (a private temp folder). Variants the plan excludes are recorded with the plan's
@@ -219,6 +234,12 @@ def lower(models: dict[str, onnx.ModelProto], plan, workdir: str, clock, precomp
         if "excluded" in variant:
             excluded.append({"target": "cpu", "engine": engine, "reason": f"policy: {variant['excluded']}"})
             continue
+        if engine == "openvino":
+            reason = openvino_cannot_carry(models[variant["id"]])
+            if reason:
+                log.warning("cpu-openvino left out: %s", reason)
+                excluded.append({"target": "cpu", "engine": engine, "reason": reason})
+                continue
         model_bytes = models[variant["id"]].SerializeToString()
         with clock.stage(f"lower-{engine}", log):
             try:

@@ -13,7 +13,7 @@ import logging
 
 import onnx
 
-from .cpu import BuildFailed, CpuLowering, _build_openvino
+from .cpu import BuildFailed, CpuLowering, _build_openvino, openvino_cannot_carry
 
 log = logging.getLogger("xrtc.targets.npu_intel")
 
@@ -29,6 +29,11 @@ def lower(models: dict[str, onnx.ModelProto], plan, workdir: str, clock) -> CpuL
     if "excluded" in variant:
         return CpuLowering(variants=[], payloads=[], excluded=[
             {"target": "npu-intel", "engine": "openvino", "reason": f"policy: {variant['excluded']}"}])
+    reason = openvino_cannot_carry(models[variant["id"]])
+    if reason:  # strings, sequences, maps, optionals: OpenVINO variants carry numeric tensors only
+        log.warning("%s left out: %s", variant["id"], reason)
+        return CpuLowering(variants=[], payloads=[], excluded=[
+            {"target": "npu-intel", "engine": "openvino", "reason": reason}])
     tools: dict[str, str] = {}
     prefix = variant["id"]
     with clock.stage(f"lower-{prefix}", log):

@@ -85,6 +85,12 @@ def seeded_inputs(inputs, shapes: dict[str, tuple[int, ...]], seed: int) -> dict
     for info in inputs:
         shape = _shape_for(info, shapes)
         n = int(np.prod(shape, dtype=np.int64))
+        if info.dtype == "string":  # lowercase words of 1..8 letters, from the same draws xrt-run would use
+            draws = rng.draws(9 * n).reshape(n, 9) if n else np.zeros((0, 9), np.uint64)
+            words = ["".join(chr(97 + int(d % np.uint64(26))) for d in row[1:1 + 1 + int(row[0] % np.uint64(8))])
+                     for row in draws]
+            feeds[info.name] = np.array(words, dtype=object).reshape(shape)
+            continue
         dtype = np.dtype(info.dtype)
         if dtype.kind == "f":
             values = rng.normalish(n)
@@ -122,6 +128,16 @@ def random_inputs(inputs, shapes: dict[str, tuple[int, ...]], seed: int,
     feeds = {}
     for info in inputs:
         shape = _shape_for(info, shapes)
+        if info.dtype == "string":  # short lowercase words (a model's vocabulary is unknown here)
+            n = int(np.prod(shape, dtype=np.int64))
+            lengths = rng.integers(1, 9, size=n)
+            letters = rng.integers(97, 123, size=int(lengths.sum()))
+            words, at = [], 0
+            for k in lengths.tolist():
+                words.append("".join(map(chr, letters[at:at + k].tolist())))
+                at += k
+            feeds[info.name] = np.array(words, dtype=object).reshape(shape)
+            continue
         dtype = np.dtype(info.dtype)
         if dtype.kind == "f":
             feeds[info.name] = rng.standard_normal(shape).astype(dtype)

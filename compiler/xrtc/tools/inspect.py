@@ -57,6 +57,15 @@ def render_text(info: dict) -> str:
     lines.append(f"model    {model.get('name', '?')}")
     for role in ("inputs", "outputs"):
         for t in model.get(role, []):
+            if "type" in t:  # a sequence, map or optional (formats/xrtpkg.md, "Value types")
+                from xpuruntime._session import render_type
+
+                try:
+                    text = render_type(t["type"])
+                except (AttributeError, KeyError, TypeError, ValueError):
+                    text = "malformed type (the runtime refuses this bundle)"
+                lines.append(f"  {role[:-1]:<7} {t.get('name')}: {text} (runs from Python only, on ONNX Runtime)")
+                continue
             lines.append(f"  {role[:-1]:<7} {t.get('name')}: {t.get('dtype')} {_shape_text(t.get('shape'))}"
                          + (f" (the source model declares {_shape_text(t['declared_shape'])}, which it does not "
                             "produce)" if "declared_shape" in t else ""))

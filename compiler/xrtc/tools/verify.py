@@ -38,7 +38,66 @@ class Comparison:
     note: str = ""
 
 
-def compare(variant: str, name: str, got: np.ndarray, ref: np.ndarray, rtol: float, atol: float) -> Comparison:
+def _leaves(value, path: str, out: list) -> None:
+    """(path, leaf) pairs of a sequence (list), map (dict: keys in sorted order), optional (None) or tensor."""
+    if isinstance(value, list):
+        out.append((f"{path}#len", len(value)))
+        for i, v in enumerate(value):
+            _leaves(v, f"{path}[{i}]", out)
+    elif isinstance(value, dict):
+        out.append((f"{path}#keys", sorted(value, key=repr)))
+        for k in sorted(value, key=repr):
+            _leaves(value[k], f"{path}[{k!r}]", out)
+    elif value is None:
+        out.append((f"{path}#none", None))
+    else:
+        out.append((path, np.asarray(value)))
+
+
+def _compare_values(variant: str, name: str, got, ref, rtol: float, atol: float) -> Comparison:
+    """Sequences, maps and optionals: the structure (lengths, map keys, None) must be identical; string leaves
+    must be equal; numeric leaves are compared together with the tensor rule below (per-key map values included)."""
+    g_leaves, r_leaves = [], []
+    _leaves(got, "", g_leaves)
+    _leaves(ref, "", r_leaves)
+    numeric_g, numeric_r = [], []
+    for (gp, gv), (rp, rv) in zip(g_leaves, r_leaves):
+        structural = gp != rp or not isinstance(rv, np.ndarray) or not isinstance(gv, np.ndarray)
+        if structural and (gp != rp or gv != rv):
+            return Comparison(variant, name, float("inf"), float("inf"), [], rtol, atol, False,
+                              f"structure differs at {rp or 'top'}: got {str(gv)[:60]}, reference {str(rv)[:60]}")
+        if structural:
+            continue
+        if gv.shape != rv.shape:
+            return Comparison(variant, name, float("inf"), float("inf"), [], rtol, atol, False,
+                              f"at {rp}: got shape {list(gv.shape)}, reference {list(rv.shape)}")
+        if rv.dtype.kind in "OUS" or gv.dtype.kind in "OUS":
+            if gv.tolist() != rv.tolist():
+                return Comparison(variant, name, float("inf"), float("inf"), [], rtol, atol, False,
+                                  f"at {rp}: strings differ")
+            continue
+        numeric_g.append(gv.astype(np.float64).ravel())
+        numeric_r.append(rv.astype(np.float64).ravel())
+    if len(g_leaves) != len(r_leaves):
+        return Comparison(variant, name, float("inf"), float("inf"), [], rtol, atol, False, "structure differs")
+    if not numeric_r:
+        return Comparison(variant, name, 0.0, 0.0, [], rtol, atol, True, "structure and strings equal")
+    c = compare(variant, name, np.concatenate(numeric_g), np.concatenate(numeric_r), rtol, atol)
+    c.note = "per element of the structure" + (f"; {c.note}" if c.note else "")
+    return c
+
+
+def compare(variant: str, name: str, got, ref, rtol: float, atol: float) -> Comparison:
+    """One output against its reference. Tensors: the rule above (integers, bools and strings exactly); sequences,
+    maps and optionals: `_compare_values`."""
+    if not isinstance(got, np.ndarray) or not isinstance(ref, np.ndarray):
+        return _compare_values(variant, name, got, ref, rtol, atol)
+    if ref.dtype.kind in "OUS" and got.dtype.kind in "OUS" and got.shape == ref.shape:
+        diff = np.array([a != b for a, b in zip(got.ravel().tolist(), ref.ravel().tolist())], dtype=bool)
+        bad = int(diff.sum())
+        idx = list(np.unravel_index(int(np.argmax(diff)), got.shape)) if bad else []
+        return Comparison(variant, name, float(bad), float(bad), [int(i) for i in idx], 0.0, 0.0, bad == 0,
+                          "exact match required for string outputs" + (f": {bad} differ" if bad else ""))
     if got.shape != ref.shape or got.dtype != ref.dtype:
         return Comparison(variant, name, float("inf"), float("inf"), [], rtol, atol, False,
                           f"got {got.dtype}{list(got.shape)}, reference {ref.dtype}{list(ref.shape)}")
@@ -171,6 +230,12 @@ def _golden(path: str, manifest: dict) -> tuple[dict, dict]:
         raise UsageError(f"{path} is UNVERIFIED: it was compiled with --allow-unverified "
                          f"({manifest['unverified'].get('reason', '')}), so it carries no golden data; pass --model "
                          "(the source model) and --inputs or --shape to compare it now")
+    model = manifest.get("model") if isinstance(manifest.get("model"), dict) else {}
+    typed = [t.get("name") for role in ("inputs", "outputs") for t in model.get(role) or []
+             if isinstance(t, dict) and "type" in t]
+    if not golden and typed:
+        raise UsageError(f"{path} carries no golden data: {typed[0]!r} is a sequence, map or optional, which .npy "
+                         "golden data cannot hold; pass --model (the source model) to compare with it")
     if not golden:
         raise UsageError(f"{path} carries no golden data (compiled without samples: dynamic dims and no "
                          "--calibration/--shape, or by xrtc < 0.2); pass --model to compare with the source model")

@@ -27,6 +27,7 @@
 #include "xrt/xrt.h"
 
 namespace nb = nanobind;
+using namespace nb::literals;
 
 namespace {
 
@@ -210,6 +211,100 @@ struct OutputsHolder {
   ~OutputsHolder() { xrt_outputs_release(outputs); }
 };
 
+// ---- String tensors (XRT_DTYPE_STRING) ----------------------------------------------------------------------------
+// numpy arrays of str (dtype kind 'U') or of Python objects (str or bytes elements) cross the C API as arrays of
+// xrt_string_t pointing at UTF-8 bytes; they come back as numpy object arrays of str, as ONNX Runtime returns them.
+
+bool IsStringArray(nb::handle item) {
+  if (!nb::hasattr(item, "dtype") || !nb::hasattr(item, "shape") || !nb::hasattr(item, "ravel")) return false;
+  nb::object kind = item.attr("dtype").attr("kind");
+  if (!nb::isinstance<nb::str>(kind)) return false;
+  const std::string k = nb::cast<std::string>(kind);
+  return k == "U" || k == "O" || k == "S";
+}
+
+// The UTF-8 bytes of a str or bytes element (borrowed from `element`, which the caller keeps alive).
+bool ElementBytes(nb::handle element, xrt_string_t* out) {
+  if (PyUnicode_Check(element.ptr())) {
+    Py_ssize_t size = 0;
+    const char* data = PyUnicode_AsUTF8AndSize(element.ptr(), &size);
+    if (!data) {
+      PyErr_Clear();
+      return false;  // lone surrogates: not encodable as UTF-8
+    }
+    *out = {data, static_cast<uint64_t>(size)};
+    return true;
+  }
+  if (PyBytes_Check(element.ptr())) {
+    *out = {PyBytes_AS_STRING(element.ptr()), static_cast<uint64_t>(PyBytes_GET_SIZE(element.ptr()))};
+    return true;
+  }
+  return false;
+}
+
+// A string tensor's elements as xrt_string_t, borrowing from `keep` (the flattened Python list). Raises
+// INVALID_ARGUMENT naming `what` when an element is neither str nor bytes.
+void StringElements(nb::handle array, const std::string& what, std::vector<int64_t>* shape, nb::list* keep,
+                    std::vector<xrt_string_t>* items) {
+  nb::tuple dims = nb::cast<nb::tuple>(array.attr("shape"));
+  for (nb::handle d : dims) shape->push_back(nb::cast<int64_t>(d));
+  *keep = nb::cast<nb::list>(array.attr("ravel")().attr("tolist")());
+  items->resize(nb::len(*keep));
+  size_t i = 0;
+  for (nb::handle element : *keep) {
+    if (!ElementBytes(element, &(*items)[i])) {
+      const std::string type_name = nb::cast<std::string>(
+          nb::handle(reinterpret_cast<PyObject*>(Py_TYPE(element.ptr()))).attr("__name__"));
+      const std::string message =
+          what + ": element " + std::to_string(i) + " of a string tensor " +
+          (PyUnicode_Check(element.ptr())
+               ? std::string("is a str that cannot be encoded as UTF-8 (a lone surrogate)")
+               : "is a " + type_name + ", not str or bytes (object arrays are taken as string tensors only; pass a "
+                                       "numeric array for a numeric input)");
+      Check(xrt_status_make(XRT_STATUS_INVALID_ARGUMENT, message.c_str()));
+    }
+    ++i;
+  }
+}
+
+// A numpy object array of str from a string view; an element that is not UTF-8 raises `code` naming `what`
+// (INVALID_ARGUMENT for a caller's input, INTERNAL for an engine's output).
+nb::object StringsToNumpy(const xrt_string_t* items, uint32_t rank, const int64_t* shape, const std::string& what,
+                          xrt_status_code_t code) {
+  uint64_t n = 1;
+  for (uint32_t d = 0; d < rank; ++d) n *= static_cast<uint64_t>(shape[d]);
+  nb::list values;
+  for (uint64_t i = 0; i < n; ++i) {
+    PyObject* str = PyUnicode_DecodeUTF8(items[i].data ? items[i].data : "", static_cast<Py_ssize_t>(items[i].size),
+                                         "strict");
+    if (!str) {
+      PyErr_Clear();
+      Check(xrt_status_make(code, (what + ": string element " + std::to_string(i) + " is not valid UTF-8").c_str()));
+    }
+    values.append(nb::steal(str));
+  }
+  nb::module_ np = nb::module_::import_("numpy");
+  nb::object flat = np.attr("empty")(n, "dtype"_a = np.attr("object_"));
+  for (uint64_t i = 0; i < n; ++i) flat[nb::int_(i)] = values[i];
+  nb::list dims;
+  for (uint32_t d = 0; d < rank; ++d) dims.append(shape[d]);
+  return flat.attr("reshape")(nb::tuple(dims));
+}
+
+// Owns a Python backend's string output while the core holds it: the encoded elements and the original array.
+struct StringOutput {
+  std::vector<std::string> bytes;
+  std::vector<xrt_string_t> items;
+  PyObject* original = nullptr;  // owned reference
+};
+
+void ReleaseStringOutput(void* owner) {
+  nb::gil_scoped_acquire gil;
+  auto* out = static_cast<StringOutput*>(owner);
+  Py_XDECREF(out->original);
+  delete out;
+}
+
 nb::tuple IoInfoToPython(const xrt_io_info_t& info) {
   nb::list shape;
   for (uint32_t d = 0; d < info.rank; ++d) {
@@ -259,8 +354,25 @@ class Session {
   nb::list run(const std::vector<std::string>& names, nb::list array_objects) {
     std::vector<InArray> arrays;
     arrays.reserve(nb::len(array_objects));
+    // String inputs (by position): their shapes, the flattened Python lists the elements borrow from, the items.
+    struct StringInput {
+      size_t index;
+      std::vector<int64_t> shape;
+      nb::list keep;
+      std::vector<xrt_string_t> items;
+    };
+    std::vector<StringInput> strings;
     for (nb::handle item : array_objects) {
       InArray a;
+      if (IsStringArray(item)) {
+        StringInput si;
+        si.index = arrays.size();
+        StringElements(item, "input '" + (arrays.size() < names.size() ? names[arrays.size()] : std::string("?")) +
+                                 "'", &si.shape, &si.keep, &si.items);
+        strings.push_back(std::move(si));
+        arrays.push_back(InArray());
+        continue;
+      }
       if (!nb::try_cast(item, a, /*convert=*/false)) {
         Check(xrt_status_make(XRT_STATUS_INVALID_ARGUMENT,
                               ("input '" + (arrays.size() < names.size() ? names[arrays.size()] : std::string("?")) +
@@ -278,11 +390,21 @@ class Session {
     std::vector<xrt_tensor_view_t> views(n);
     std::vector<int64_t> shapes;
     size_t total_rank = 0;
-    for (const auto& a : arrays) total_rank += a.ndim();
+    for (const auto& a : arrays) total_rank += a.is_valid() ? a.ndim() : 0;
     shapes.reserve(total_rank);
+    size_t next_string = 0;
     for (size_t i = 0; i < n; ++i) {
       const InArray& a = arrays[i];
       name_ptrs[i] = names[i].c_str();
+      if (next_string < strings.size() && strings[next_string].index == i) {
+        StringInput& si = strings[next_string++];
+        views[i].dtype = XRT_DTYPE_STRING;
+        views[i].rank = static_cast<uint32_t>(si.shape.size());
+        views[i].shape = si.shape.data();
+        views[i].data = si.items.data();
+        views[i].byte_size = static_cast<uint64_t>(si.items.size()) * sizeof(xrt_string_t);
+        continue;
+      }
       const xrt_dtype_t dtype = FromDlpack(a.dtype());
       if (dtype == XRT_DTYPE_INVALID) {
         Check(xrt_status_make(XRT_STATUS_INVALID_ARGUMENT,
@@ -328,6 +450,13 @@ class Session {
       Check(xrt_outputs_get(raw, i, &view, nullptr));
       if (PyObject* same = FindTensor(context.outputs, view.data, view.dtype, view.rank, view.shape)) {
         result.append(nb::borrow(same));
+        continue;
+      }
+      if (view.dtype == XRT_DTYPE_STRING) {  // copied out: Python strings own their bytes
+        const char* name = nullptr;
+        xrt_outputs_get(raw, i, &view, &name);
+        result.append(StringsToNumpy(static_cast<const xrt_string_t*>(view.data), view.rank, view.shape,
+                                     std::string("output '") + (name ? name : "?") + "'", XRT_STATUS_INTERNAL));
         continue;
       }
       if (!owner.is_valid()) {
@@ -445,12 +574,18 @@ xrt_status_t PyExecute(void* self, void* handle, const xrt_tensor_view_t* inputs
       const xrt_tensor_view_t& v = inputs[i];
       size_t shape[XRT_MAX_RANK];
       for (uint32_t d = 0; d < v.rank; ++d) shape[d] = static_cast<size_t>(v.shape[d]);
-      // Read-only views over the caller's memory, valid for this call only.
-      if (t_run_context) {
+      // Read-only views over the caller's memory, valid for this call only. Strings are always rebuilt as str
+      // (the caller's array may hold bytes, which ONNX Runtime would take as their repr).
+      if (t_run_context && v.dtype != XRT_DTYPE_STRING) {
         if (PyObject* same = FindTensor(t_run_context->inputs, v.data, v.dtype, v.rank, v.shape)) {
           arrays.append(nb::borrow(same));
           continue;
         }
+      }
+      if (v.dtype == XRT_DTYPE_STRING) {
+        arrays.append(StringsToNumpy(static_cast<const xrt_string_t*>(v.data), v.rank, v.shape,
+                                     "input " + std::to_string(i), XRT_STATUS_INVALID_ARGUMENT));
+        continue;
       }
       RoOutArray arr(v.data, v.rank, shape, nb::handle(), nullptr, ToDlpack(v.dtype));
       arrays.append(arr.cast());
@@ -464,8 +599,30 @@ xrt_status_t PyExecute(void* self, void* handle, const xrt_tensor_view_t* inputs
     }
     for (size_t j = 0; j < n; ++j) {
       nb::object item = results[j];
-      InArray a = nb::cast<InArray>(item);
       xrt_backend_output_t& o = outputs[j];
+      if (IsStringArray(item)) {
+        auto out = std::make_unique<StringOutput>();
+        std::vector<int64_t> shape;
+        nb::list keep;
+        StringElements(item, "output " + std::to_string(j), &shape, &keep, &out->items);
+        if (shape.size() > XRT_MAX_RANK) throw std::runtime_error("output rank above XRT_MAX_RANK");
+        out->bytes.reserve(out->items.size());
+        for (xrt_string_t& e : out->items) {  // private copies: the list `keep` dies here
+          out->bytes.emplace_back(e.data ? e.data : "", e.size);
+          e.data = out->bytes.back().data();
+        }
+        o.dtype = XRT_DTYPE_STRING;
+        o.rank = static_cast<uint32_t>(shape.size());
+        std::copy(shape.begin(), shape.end(), o.shape);
+        o.data = out->items.data();
+        o.byte_size = static_cast<uint64_t>(out->items.size()) * sizeof(xrt_string_t);
+        out->original = item.release().ptr();
+        o.owner = out.release();
+        o.release = ReleaseStringOutput;
+        ++filled;
+        continue;
+      }
+      InArray a = nb::cast<InArray>(item);
       o.dtype = FromDlpack(a.dtype());
       o.rank = static_cast<uint32_t>(a.ndim());
       if (o.rank > XRT_MAX_RANK) throw std::runtime_error("output rank above XRT_MAX_RANK");
@@ -483,16 +640,18 @@ xrt_status_t PyExecute(void* self, void* handle, const xrt_tensor_view_t* inputs
       for (size_t j = 0; j < n; ++j) {
         const size_t at = c.output_shapes.size();
         c.output_shapes.insert(c.output_shapes.end(), outputs[j].shape, outputs[j].shape + outputs[j].rank);
-        c.outputs.push_back({outputs[j].data, outputs[j].dtype, outputs[j].rank, c.output_shapes.data() + at,
-                             static_cast<PyObject*>(outputs[j].owner)});
+        PyObject* object = outputs[j].release == ReleaseStringOutput
+                               ? static_cast<StringOutput*>(outputs[j].owner)->original
+                               : static_cast<PyObject*>(outputs[j].owner);
+        c.outputs.push_back({outputs[j].data, outputs[j].dtype, outputs[j].rank, c.output_shapes.data() + at, object});
       }
     }
     return nullptr;
   } catch (nb::python_error& e) {
-    for (size_t j = 0; j < filled; ++j) Py_XDECREF(static_cast<PyObject*>(outputs[j].owner));
+    for (size_t j = 0; j < filled; ++j) outputs[j].release(outputs[j].owner);
     return StatusFromPythonError(e, ("backend " + backend->name + " failed to run").c_str());
   } catch (const std::exception& e) {
-    for (size_t j = 0; j < filled; ++j) Py_XDECREF(static_cast<PyObject*>(outputs[j].owner));
+    for (size_t j = 0; j < filled; ++j) outputs[j].release(outputs[j].owner);
     return xrt_status_make(XRT_STATUS_INTERNAL, (backend->name + ": " + e.what()).c_str());
   }
 }

@@ -80,9 +80,23 @@ typedef enum xrt_dtype_e {
   XRT_DTYPE_INT64 = 11,
   XRT_DTYPE_UINT64 = 12,
   XRT_DTYPE_BOOL = 13,
+  /* Added in 0.3 (manifest dtype "string", ONNX `tensor(string)`): a tensor of byte strings. The view's data is
+   * an array of product(shape) xrt_string_t (so byte_size = numel * sizeof(xrt_string_t)); the bytes they point
+   * to are borrowed like the data (inputs: for the call; outputs: until xrt_outputs_release). Strings are UTF-8
+   * by convention, are not NUL-terminated and may contain NUL; an element with size > 0 must have non-NULL data.
+   * Engines that cannot take strings (OpenVINO) refuse them; xrtc builds only ONNX Runtime variants for such
+   * models. Backends built before 0.3 never see this dtype unless a bundle declares it, and must refuse dtypes
+   * they do not know (the OpenVINO plugin does). */
+  XRT_DTYPE_STRING = 14,
 } xrt_dtype_t;
 
-/* Bytes per element; 0 for XRT_DTYPE_INVALID or unknown values. */
+/* One element of an XRT_DTYPE_STRING tensor: `size` bytes at `data` (NULL allowed only when size is 0). */
+typedef struct xrt_string_t {
+  const char* data;
+  uint64_t size;
+} xrt_string_t;
+
+/* Bytes per element (sizeof(xrt_string_t) for XRT_DTYPE_STRING); 0 for XRT_DTYPE_INVALID or unknown values. */
 XRT_API size_t xrt_dtype_size(xrt_dtype_t dtype);
 /* NumPy name ("float32", ...), as used in the manifest; "invalid" for unknown values. Static storage. */
 XRT_API const char* xrt_dtype_name(xrt_dtype_t dtype);
@@ -248,6 +262,9 @@ XRT_API const char* xrt_session_describe(const xrt_session_t* session);
 
 /* Input/output metadata from the manifest. Strings and arrays are borrowed from the session. A dynamic dim is -1
  * in shape, with its symbolic name (or NULL when unnamed) in dim_names[d]; dim_names[d] is NULL for static dims. */
+/* An input or output whose manifest entry has a `type` (a sequence, map or optional, formats/xrtpkg.md "Value
+ * types") has dtype XRT_DTYPE_INVALID and rank 0 here: the C API carries only tensors, so xrt_session_run() on
+ * such a session is UNIMPLEMENTED (naming the value); the Python loader runs these bundles on ONNX Runtime. */
 typedef struct xrt_io_info_t {
   const char* name;
   xrt_dtype_t dtype;
@@ -261,7 +278,8 @@ XRT_API size_t xrt_session_output_count(const xrt_session_t* session);
 XRT_API xrt_status_t xrt_session_input_info(const xrt_session_t* session, size_t index, xrt_io_info_t* out_info);
 XRT_API xrt_status_t xrt_session_output_info(const xrt_session_t* session, size_t index, xrt_io_info_t* out_info);
 
-/* Runs the session. names[i] names inputs[i]; names may be NULL to pass inputs in the session's input order.
+/* Runs the session. UNIMPLEMENTED when an input or output is a sequence, map or optional (see xrt_io_info_t).
+ * names[i] names inputs[i]; names may be NULL to pass inputs in the session's input order.
  * Every input must be given exactly once. Input data is borrowed for the duration of the call (never copied where
  * the engine can read it in place). On success the caller owns *out_outputs: xrt_outputs_release().
  * Errors: INVALID_ARGUMENT with the input's name, what was expected (dtype, shape with symbolic names) and what was
