@@ -25,41 +25,25 @@ from .progress import Clock
 
 log = logging.getLogger("xrtc.build")
 
-# Precision the accuracy gate falls back to when a variant is over tolerance and the knob is `prefer`.
-FALLBACK = {"fp16": "fp32", "bf16": "fp32", "int8": "fp32", "tf32": "fp32"}
-# The Intel NPU has no fp32: its variants fall back from int8 to fp16, and no further.
-FALLBACK_NPU = {"int8": "fp16"}
+def _fallback_precision(variant: dict, precision: str | None = None) -> str | None:
+    """The precision the gate rebuilds `variant` at when its own is over tolerance (its target's chain)."""
+    from .targets import get_target
 
-
-def _fallback_precision(variant_id: str, precision: str = "int8") -> str | None:
-    table = FALLBACK_NPU if variant_id.startswith("npu-") else FALLBACK
-    return table.get(precision)
+    return get_target(variant["target"]).fallback_for(precision or variant["precision"])
 
 
 def _lower_all(models, plan, targets: list[str], workdir: str, clock, precompile: bool, archs=None):
     """Every target's lowering, merged in the order of --target."""
-    from .targets import cpu, npu_intel
-    from .targets.cpu import CpuLowering
+    from .targets import get_target
+    from .targets.base import Lowering
 
-    merged = CpuLowering(variants=[], payloads=[], excluded=[])
+    merged = Lowering(variants=[], payloads=[], excluded=[])
     for t in targets:
-        if t == "cuda":
-            from .targets import cuda
-
-            part = cuda.lower(models, plan, workdir, clock, archs=archs)
-        else:
-            part = cpu.lower(models, plan, workdir, clock, precompile=precompile) if t == "cpu" else \
-                npu_intel.lower(models, plan, workdir, clock)
-        merged.variants += part.variants
-        merged.payloads += part.payloads
-        merged.excluded += part.excluded
-        merged.tools.update(part.tools)
+        merged.merge(get_target(t).lower(models, plan, workdir, clock, precompile=precompile, archs=archs))
     if not merged.variants:
-        if targets == ["cpu"]:
-            reasons = "; ".join(f"{e['engine']}: {e['reason']}" for e in merged.excluded)
-            raise NoVariantError(f"no CPU variant could be built: {reasons}. Neither engine runs the model as it "
-                                 "is: replace the operators named above, or re-export the model with standard ONNX "
-                                 "ops")
+        only = get_target(targets[0]) if len(targets) == 1 else None
+        if only is not None and only.none_built is not None:
+            raise NoVariantError(only.none_built(merged.excluded))
         reasons = "; ".join(f"{e['target']}-{e['engine']}: {e['reason']}" for e in merged.excluded)
         raise NoVariantError(f"no variant could be built for --target {','.join(targets)}: {reasons}")
     return merged
@@ -99,7 +83,7 @@ class _PassValidator:
 
     def __call__(self, pass_name: str, model: onnx.ModelProto) -> float:
         from .gate import _first_sentence, reference_outputs
-        from .tools.verify import compare
+        from .numeric import compare
 
         tol = self.policy.tolerance_for(self.precision)
         try:
@@ -270,7 +254,7 @@ def _fp16_nodes_to_keep_fp32(prep: Prepared, samples: list[dict], references: li
     ONNX Runtime runs in-process here (one thread, like the gate); the result then goes through the gate again."""
     from . import passes
     from .gate import reference_outputs
-    from .tools.verify import compare
+    from .numeric import compare
 
     candidates = prep.plan.nodes_at("fp16")
     base = set(prep.plan.nodes_at("fp32"))
@@ -342,15 +326,14 @@ def _candidate(lowering, manifest_base: dict, path: str) -> None:
     """Writes the candidate bundle the gate runs: the built variants, one engine thread each."""
     import xrtpkg
 
+    from .targets import get_target
+
     variants = []
     for v in lowering.variants:
         v = json.loads(json.dumps(v))
         key = "INFERENCE_NUM_THREADS" if v["engine"] == "openvino" else "intra_op_num_threads"
         v["options"][key] = "1"
-        if v["target"] == "npu-intel":
-            # The IR is checked at f32 compute: its f16 hint on a CPU gives fp16, bf16 or f32 arithmetic depending on
-            # the CPU's units; the NPU's fp16 arithmetic is measured by emulation instead (gate.FP16_EMULATION).
-            v["options"]["INFERENCE_PRECISION_HINT"] = "f32"
+        v["options"].update(get_target(v["target"]).gate_options)  # what the gate can run here (see Target)
         variants.append(v)
     xrtpkg.write(path, dict(manifest_base, variants=variants), lowering.payloads, force=True)
 
@@ -384,8 +367,9 @@ def compile_model(model_path: str, target: str, output: str | None = None, force
     model accepts), the compile fails (gate.NoSamples / AccuracyGateError, exit 3) unless `allow_unverified`, which
     writes the bundle with `manifest["unverified"]` saying why."""
     from . import gate, package
-    from .targets import parse_targets
-    from .tools.compile import check_output, quiet_third_party
+    from .package import check_output
+    from .progress import quiet_third_party
+    from .targets import get_target, parse_targets
 
     clock = clock or Clock()
     targets = parse_targets(target)
@@ -397,7 +381,8 @@ def compile_model(model_path: str, target: str, output: str | None = None, force
     prep = prepare(model_path, target, policy=policy, plan_path=plan_path, calibration_path=calibration_path,
                    validate_passes=validate_passes, clock=clock, extra_passes=extra_passes)
     plan, policy = prep.plan, prep.policy
-    if any(v["target"] == "cpu" and v["precision"] == "fp16" for v in plan.variants) and _cpu_lacks_fp16():
+    if any(get_target(v["target"]).runs_on_host and v["precision"] == "fp16" for v in plan.variants) and \
+            _cpu_lacks_fp16():
         log.warning("this CPU has no fp16 arithmetic (no avx512_fp16/amx_fp16): the fp16 variants will run no "
                     "faster than fp32 here, ONNX Runtime's likely slower")
     from . import model_io
@@ -432,9 +417,10 @@ def compile_model(model_path: str, target: str, output: str | None = None, force
         try:
             models, records = _variant_models(prep, precisions, clock, gate_warnings)
         except _Fallback as fallback:
+            by_id = {v["id"]: v for v in plan.variants}
             for vid, precision in list(precisions.items()):
                 if precision == "int8":
-                    precisions[vid] = _fallback_precision(vid)
+                    precisions[vid] = _fallback_precision(by_id[vid], "int8")
                     fallbacks[vid] = f"{fallback}; rebuilt {precisions[vid]}"
             gate_warnings.append(f"{fallback}; all int8 variants rebuilt fp32")
             log.warning("%s", gate_warnings[-1])
@@ -456,13 +442,14 @@ def compile_model(model_path: str, target: str, output: str | None = None, force
                 for variant in lowering.variants:
                     tol = policy.tolerance_for(variant["precision"])
                     with clock.stage(f"gate-{variant['id']}", log):
-                        if variant["engine"] == "cuda":
-                            record = _cuda_gate(lowering, variant, samples.feeds, references, tol, workdir,
-                                                candidate)
+                        target_of = get_target(variant["target"])
+                        if target_of.gate is not None:
+                            record = target_of.gate(lowering, variant, samples.feeds, references, tol, workdir,
+                                                    candidate)
                         else:
                             record = gate.measure_isolated(workdir, candidate, variant["id"], samples.feeds,
                                                            references, tol["rtol"], tol["atol"])
-                            if variant["target"] == "npu-intel" and not (record.get("error") or record.get("crashed")):
+                            if target_of.emulate_fp16 and not (record.get("error") or record.get("crashed")):
                                 record = _with_fp16_emulation(variant["id"], record, models[variant["id"]],
                                                               samples.feeds, references, tol)
                     if record.get("passed") is None:  # cuda variant, no device here and too big to interpret
@@ -491,7 +478,7 @@ def compile_model(model_path: str, target: str, output: str | None = None, force
                         continue
                     elif record.get("error"):
                         drop = f"fails on the calibration samples ({why})"
-                    elif _fallback_precision(variant["id"], variant["precision"]):
+                    elif _fallback_precision(variant):
                         if policy.execution.get("precision").mode == "fixed":
                             raise AccuracyGateError(
                                 f"accuracy gate: {variant['id']} at {variant['precision']} is over the tolerance (rtol "
@@ -512,7 +499,7 @@ def compile_model(model_path: str, target: str, output: str | None = None, force
                                 log.warning("accuracy gate: %s", gate_warnings[-1])
                                 retry = True
                                 continue
-                        to = _fallback_precision(variant["id"], variant["precision"])
+                        to = _fallback_precision(variant)
                         fallbacks[variant["id"]] = f"{variant['precision']} over tolerance ({why}); rebuilt {to}"
                         gate_warnings.append(f"{variant['id']}: {fallbacks[variant['id']]}")
                         log.warning("accuracy gate: %s", gate_warnings[-1])
@@ -521,7 +508,7 @@ def compile_model(model_path: str, target: str, output: str | None = None, force
                     else:  # at the highest precision its target has and still off the reference: never ship it
                         drop = f"{variant['precision']} output over tolerance ({why})" + \
                             ("" if variant["precision"] == "fp32" else f"; {variant['target']} has no higher precision")
-                        if variant["target"] == "npu-intel" and "fp16_atol_needed" in record:
+                        if get_target(variant["target"]).emulate_fp16 and "fp16_atol_needed" in record:
                             drift = gate.fp16_drift(models[variant["id"]], samples.feeds[0])
                             drop += ". " + gate.fp16_advice(variant["id"], targets, drift, record["fp16_atol_needed"],
                                                             tol["rtol"])
@@ -727,39 +714,13 @@ def _inferred_output_shapes(model: onnx.ModelProto) -> dict[str, list]:
             if o.type.tensor_type.HasField("shape")}
 
 
-def _cuda_gate(lowering, variant: dict, samples: list[dict], references: list[dict], tol: dict, workdir: str,
-               candidate: str) -> dict:
-    """The gate for xrtc's cuda engine. Where a CUDA device is present, the variant runs through the runtime like
-    every other (its plugin must be installed). With no CUDA device here it never reports a plain pass: the plan
-    runs through the plan interpreter on the CPU (recorded as such, with `not_run_on_device`), or, for models over
-    the interpreter's limit, the variant is recorded as not measured."""
-    from .targets import cuda
-    from .tools.verify import compare
-
-    if os.path.exists("/dev/nvidiactl"):
-        record = gate.measure_isolated(workdir, candidate, variant["id"], samples, references, tol["rtol"],
-                                       tol["atol"])
-        if not record.get("crashed") and not record.get("error"):
-            return record
-        log.warning("accuracy gate %s: the runtime could not run it on this machine's GPU (%s); checking the plan "
-                    "on the CPU instead", variant["id"], "; ".join(record.get("failures", []))[:300])
-
-    sections = {role: next(data for name, data, _ in lowering.payloads if name == section)
-                for role, section in variant["artifacts"].items()}
-    record = cuda.gate_record(sections, variant, samples, references, tol["rtol"], tol["atol"], compare)
-    if record.get("ran_on"):
-        log.warning("accuracy gate %s: not run on a GPU (no CUDA device here); checked with the %s", variant["id"],
-                    record["ran_on"])
-    return record
-
-
 def _plan_with(plan, precisions: dict[str, str]):
     """A copy of the plan whose variants have the given precisions (engines missing from `precisions` excluded)."""
     import copy
 
-    from .plan import _variant_options
-
     from xpuruntime.policy import Policy
+
+    from .targets import get_target
 
     policy = Policy.from_dict(plan.policy)
     effective = copy.deepcopy(plan)
@@ -770,5 +731,5 @@ def _plan_with(plan, precisions: dict[str, str]):
             variant["dropped"] = True  # by the accuracy gate; recorded in `excluded` by compile_model
         elif precisions[variant["id"]] != variant["precision"]:
             variant["precision"] = precisions[variant["id"]]
-            _variant_options(variant, policy, [])
+            get_target(variant["target"]).variant_options(variant, policy, [])
     return effective

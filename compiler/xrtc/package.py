@@ -12,7 +12,7 @@ from typing import Any
 import xrtpkg
 
 from . import __version__
-from .errors import OutputExistsError, XrtcError
+from .errors import OutputExistsError, UsageError, XrtcError
 
 
 def tool_versions(engines: dict[str, str]) -> dict[str, str]:
@@ -52,3 +52,16 @@ def write_bundle(path: str, manifest: dict, payloads: list[tuple[str, bytes, boo
     except OSError as err:
         raise XrtcError(f"cannot write {path}: {err.strerror or err}") from err
     return os.path.getsize(path)
+
+
+def check_output(model_path: str, output: str, force: bool) -> None:
+    """Fails before any work if the output cannot or must not be written."""
+    if os.path.isdir(output):
+        raise UsageError(f"-o {output} is a folder; give a file path such as {os.path.join(output, 'model.xrtpkg')}")
+    folder = os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(folder):
+        raise UsageError(f"-o {output}: the folder {folder} does not exist; create it first")
+    if os.path.exists(model_path) and os.path.exists(output) and os.path.samefile(model_path, output):
+        raise UsageError(f"-o {output} is the input model; xrtc never overwrites its input. Choose another path")
+    if os.path.exists(output) and not force:
+        raise OutputExistsError(f"{output} exists; pass --force to overwrite it")

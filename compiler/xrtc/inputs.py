@@ -1,4 +1,4 @@
-"""Input and output files for `xrtc run` / `xrtc verify`: .npz/.npy in, .npz out, random inputs, shape flags."""
+"""Input and output arrays for the compiler and the tools: .npz/.npy files, random and seeded inputs, shape flags."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from ..errors import UsageError, XrtcError
+from .errors import UsageError, XrtcError
 
 _SHAPE_RE = re.compile(r"^(?P<name>.+?)[:=](?P<dims>\[?[0-9x, ]+\]?)$")
 
