@@ -68,7 +68,8 @@ class Compile:
     def add_args(self, parser) -> None:
         parser.add_argument("model", metavar="MODEL.onnx", help="the ONNX model (never modified)")
         parser.add_argument("--target", default="cpu", metavar="TARGET",
-                            help="what to compile for: cpu (default); npu-intel, cuda, tensorrt are planned")
+                            help="what to compile for: cpu (default), npu-intel or cuda; several comma-separated, in "
+                                 "preference order (npu-intel,cpu); tensorrt is planned")
         parser.add_argument("-o", "--output", metavar="OUT.xrtpkg", help="the bundle to write (default: next to "
                             "the model, MODEL.xrtpkg; never overwritten without --force)")
         parser.add_argument("--force", action="store_true", help="overwrite OUT.xrtpkg if it exists")
