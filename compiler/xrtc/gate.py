@@ -496,8 +496,11 @@ def fp16_advice(variant_id: str, targets: list[str], drift: list[tuple[str, str,
     if suggest is not None:
         steps.append(f"accept fp16's error: a policy with [tolerance] fp16 = {{ rtol = {rtol:g}, atol = {suggest:g} "
                      "} (--policy p.toml; the gate would then pass)")
-    if "cpu" not in targets:
-        steps.append("compile --target " + ",".join([*targets, "cpu"]) + " to ship CPU variants with it (the NPU "
+    from .targets import host_target
+
+    host = host_target()
+    if host not in targets:
+        steps.append("compile --target " + ",".join([*targets, host]) + " to ship CPU variants with it (the NPU "
                      "variant stays out until it meets the tolerance)")
     steps.append("or re-train/export the model for fp16 (the layers above lose the most)")
     return (f"{variant_id} computes in fp16 on the NPU (measured by emulating fp16 arithmetic, not on an NPU); "

@@ -130,10 +130,10 @@ def resolve(model: onnx.ModelProto, policy, target: str, source: dict, pipeline:
     no variant can honour, UsageError for an NPU-only compile with dynamic shapes."""
     from .passes.precision import fp16_op_block_list
 
-    from .targets import IMPLEMENTED, get_target
+    from .targets import get_target, registered
 
     targets = target.split(",")
-    unknown = [t for t in targets if t not in IMPLEMENTED]
+    unknown = [t for t in targets if t not in registered()]
     if unknown:
         raise XrtcError(f"no plan rules for target(s) {unknown}")
     spec = {t: get_target(t) for t in targets}

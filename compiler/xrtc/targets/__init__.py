@@ -18,6 +18,11 @@ PLANNED = ("tensorrt",)
 IMPLEMENTED = tuple(_MODULES)
 
 
+def registered() -> tuple[str, ...]:
+    """The implemented targets, in registration order."""
+    return tuple(_MODULES)
+
+
 def get_target(name: str) -> Target:
     """The registered target `name` (checked with check_target first when it comes from the user)."""
     if name not in _MODULES:
@@ -25,11 +30,16 @@ def get_target(name: str) -> Target:
     return importlib.import_module(f"{__name__}.{_MODULES[name]}").TARGET
 
 
+def host_target() -> str:
+    """The target whose variants run on the compiling machine's own CPU (what a bundle can always fall back to)."""
+    return next(name for name in registered() if get_target(name).runs_on_host)
+
+
 def check_target(name: str) -> str:
     """Returns `name` if implemented; UnsupportedTargetError (4) if planned; UsageError (2) if unknown."""
     if name in _MODULES:
         return name
-    known = f"implemented: {', '.join(IMPLEMENTED)}; planned: {', '.join(PLANNED)}"
+    known = f"implemented: {', '.join(registered())}; planned: {', '.join(PLANNED)}"
     if name in PLANNED:
         raise UnsupportedTargetError(f"target {name!r} is not implemented yet ({known}). Use --target cpu")
     raise UsageError(f"unknown target {name!r} ({known})")

@@ -55,8 +55,8 @@ def lower(models: dict[str, onnx.ModelProto], plan, workdir: str, clock, precomp
 
 def variant_options(variant: dict, policy, warnings: list[str]) -> dict:
     """Only properties every OpenVINO device accepts: the variant may run on its fallback device (cpu)."""
-    hint = {"int8": "f16"}.get(variant["precision"], "f16")
-    variant["options"] = {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}
+    # f16 for every precision: the NPU computes fp16 (int8 variants are QDQ graphs whose float parts run fp16).
+    variant["options"] = {"INFERENCE_PRECISION_HINT": "f16", "PERFORMANCE_HINT": "LATENCY"}
     return variant
 
 
