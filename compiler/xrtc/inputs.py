@@ -145,7 +145,7 @@ def random_inputs(inputs, shapes: dict[str, tuple[int, ...]], seed: int,
 
 def save_npz(path: str, arrays: dict[str, np.ndarray], force: bool) -> None:
     """Writes arrays (real names as keys) atomically; never overwrites without force."""
-    from ..errors import OutputExistsError
+    from .errors import OutputExistsError
 
     if os.path.exists(path) and not force:
         raise OutputExistsError(f"{path} exists; pass --force to overwrite it")
