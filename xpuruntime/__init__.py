@@ -5,22 +5,37 @@
     out = sess.run({"x": x})                 # dict of numpy arrays -> dict of numpy arrays
 """
 
-import glob as _glob
-import os as _os
-
-if not _glob.glob(_os.path.join(_os.path.dirname(__file__), "_core*.so")):
-    # A source checkout's folder shadows the installed package when Python runs from the repository root.
-    raise ImportError(f"xpuruntime at {_os.path.dirname(__file__)} has no compiled runtime (_core): this is the "
-                      "source folder. Run from another directory, or with `python -P`, after `make demo` installed "
-                      "the package into .venv")
-
+# The policy model (xpuruntime.policy), the error types and the ONNX tensor walker are pure Python: they import with no
+# compiled runtime, so the compiler's planning (`xrtc plan`) runs where the C++ runtime is not built or cannot load.
+# The runtime entry points (load, Session, IOInfo) import the compiled module (_core) on first use.
 from ._errors import (AlreadyExists, DataCorrupt, Error, FailedPrecondition, Incompatible, Internal, InvalidArgument,
                       IOFailure, NotFound, PermissionDenied, ResourceExhausted, SignatureError, Unavailable,
                       Unimplemented)
-from ._session import IOInfo, Session, load
 from .policy import ExecutionPolicy, KernelPolicy, Knob, Policy, PolicyError
 
-__version__ = "0.1.0"
+from ._version import VERSION as __version__
+
+_RUNTIME = ("load", "Session", "IOInfo")
+
+
+def __getattr__(name: str):
+    if name not in _RUNTIME:
+        raise AttributeError(f"module 'xpuruntime' has no attribute {name!r}")
+    import glob
+    import os
+
+    here = os.path.dirname(__file__)
+    if not glob.glob(os.path.join(here, "_core*.so")) and not glob.glob(os.path.join(here, "_core*.pyd")):
+        # A source checkout's folder shadows the installed package when Python runs from the repository root.
+        raise ImportError(f"xpuruntime at {here} has no compiled runtime (_core): this is the source folder, or the "
+                          "runtime was not built. Run from another directory, or with `python -P`, after installing "
+                          "the package (pip install .)")
+    from . import _session
+
+    value = getattr(_session, name)
+    globals()[name] = value
+    return value
+
 
 __all__ = ["load", "Session", "IOInfo", "Error", "InvalidArgument", "NotFound", "FailedPrecondition",
            "ResourceExhausted", "Unavailable", "Incompatible", "DataCorrupt", "Unimplemented", "Internal",

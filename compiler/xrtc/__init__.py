@@ -4,5 +4,5 @@ Command line: `xrtc compile|inspect|run|verify` (see `xrtc --help`). Importing t
 SDKs (onnx, onnxruntime, openvino) are imported by the subcommands that need them.
 """
 
-# Keep equal to [project].version in pyproject.toml; it is recorded in every bundle's provenance.
-__version__ = "0.1.0"
+# The package version (pyproject.toml's, via xpuruntime._version); recorded in every bundle's provenance.
+from xpuruntime._version import VERSION as __version__  # noqa: E402,F401

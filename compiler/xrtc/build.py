@@ -1,5 +1,7 @@
-"""The compile, step by step: source -> graph passes -> plan -> per-variant precision passes -> lowering -> accuracy
-gate (with `prefer` fallback) -> bundle with plan, decision log and golden data.
+"""The compile, step by step (`compile_model` reads as this list): check the request -> load the model, run the graph
+passes and resolve the plan (`prepare`) -> the gate's samples and ONNX Runtime's outputs on them (`_reference`) ->
+per-variant precision passes, lowering and the accuracy gate with its fallbacks (`settle.settle`) -> manifest,
+golden data, plan and decision log (`package.assemble`) -> write the bundle.
 
 `prepare()` is shared by `xrtc plan` (stops after the plan) and `xrtc compile` (goes on). Every step is
 deterministic; the bundle records the policy, the plan, every pass, and the measured accuracy.
@@ -10,59 +12,16 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
 
-from . import gate
-from .errors import (AccuracyGateError, InternalError, NoVariantError, PassValidationError, PolicyViolationError,
-                     UsageError)
+from .errors import InternalError, PassValidationError, PolicyViolationError, UsageError
 from .progress import Clock
 
 log = logging.getLogger("xrtc.build")
-
-# Precision the accuracy gate falls back to when a variant is over tolerance and the knob is `prefer`.
-FALLBACK = {"fp16": "fp32", "bf16": "fp32", "int8": "fp32", "tf32": "fp32"}
-# The Intel NPU has no fp32: its variants fall back from int8 to fp16, and no further.
-FALLBACK_NPU = {"int8": "fp16"}
-
-
-def _fallback_precision(variant_id: str, precision: str = "int8") -> str | None:
-    table = FALLBACK_NPU if variant_id.startswith("npu-") else FALLBACK
-    return table.get(precision)
-
-
-def _lower_all(models, plan, targets: list[str], workdir: str, clock, precompile: bool, archs=None):
-    """Every target's lowering, merged in the order of --target."""
-    from .targets import cpu, npu_intel
-    from .targets.cpu import CpuLowering
-
-    merged = CpuLowering(variants=[], payloads=[], excluded=[])
-    for t in targets:
-        if t == "cuda":
-            from .targets import cuda
-
-            part = cuda.lower(models, plan, workdir, clock, archs=archs)
-        else:
-            part = cpu.lower(models, plan, workdir, clock, precompile=precompile) if t == "cpu" else \
-                npu_intel.lower(models, plan, workdir, clock)
-        merged.variants += part.variants
-        merged.payloads += part.payloads
-        merged.excluded += part.excluded
-        merged.tools.update(part.tools)
-    if not merged.variants:
-        if targets == ["cpu"]:
-            reasons = "; ".join(f"{e['engine']}: {e['reason']}" for e in merged.excluded)
-            raise NoVariantError(f"no CPU variant could be built: {reasons}. Neither engine runs the model as it "
-                                 "is: replace the operators named above, or re-export the model with standard ONNX "
-                                 "ops")
-        reasons = "; ".join(f"{e['target']}-{e['engine']}: {e['reason']}" for e in merged.excluded)
-        raise NoVariantError(f"no variant could be built for --target {','.join(targets)}: {reasons}")
-    return merged
 
 
 @dataclass
@@ -80,10 +39,12 @@ class Prepared:
 
 
 def _digest_samples(samples: list[dict]) -> str:
+    from .gate import storable
+
     h = hashlib.sha256()
     for sample in samples:
         for name in sorted(sample):
-            a = np.ascontiguousarray(gate.storable(sample[name]))  # strings: by their characters, not pointers
+            a = np.ascontiguousarray(storable(sample[name]))  # strings: by their characters, not pointers
             h.update(f"{name}:{a.dtype.str}:{a.shape};".encode())
             h.update(a.tobytes())
     return h.hexdigest()
@@ -99,7 +60,7 @@ class _PassValidator:
 
     def __call__(self, pass_name: str, model: onnx.ModelProto) -> float:
         from .gate import _first_sentence, reference_outputs
-        from .tools.verify import compare
+        from .numeric import compare
 
         tol = self.policy.tolerance_for(self.precision)
         try:
@@ -205,154 +166,12 @@ def prepare(model_path: str, target: str, *, policy=None, plan_path: str | None 
                     from_plan=bool(plan_path), validator=validator)
 
 
-class _Fallback(Exception):
-    """A precision pass cannot convert the model and the knob is `prefer`: rebuild at fp32 (message = reason)."""
-
-
-def _variant_models(prep: Prepared, precisions: dict[str, str], clock: Clock,
-                    notes: list[str]) -> tuple[dict, list]:
-    """The graph each engine gets, after its precision passes; returns (models, pass records). Raises _Fallback
-    when a precision pass cannot convert the model under a `prefer` knob."""
-    from . import passes
-    from .passes.precision import PrecisionPassFailed
-
-    fp32_nodes = prep.plan.nodes_at("fp32")
-    models: dict[str, onnx.ModelProto] = {}
-    records = []
-    cache: dict[str, onnx.ModelProto] = {}
-    engines = {v["id"]: v["engine"] for v in prep.plan.variants}
-    for vid, precision in precisions.items():
-        engine = engines[vid]
-        if engine == "onnxruntime" and precision == "fp16":
-            key = "fp16"
-            if key not in cache:
-                if prep.validator is not None:
-                    prep.validator.precision = "fp16"
-                blocked = sorted(set(fp32_nodes) | set(prep.extra_fp32))
-                manager = passes.PassManager([passes.ConvertFloat16(op_block_list=[], node_block_list=blocked)],
-                                             clock, prep.validator)
-                cache[key], recs = manager.run(prep.optimised)
-                records += recs
-            models[vid] = cache[key]
-        elif precision == "int8":
-            key = "int8"
-            if key not in cache:
-                if prep.validator is not None:
-                    prep.validator.precision = "int8"
-                quantize = passes.QuantizeInt8(prep.calibration, samples=len(prep.calibration),
-                                               nodes_to_exclude=fp32_nodes,
-                                               per_channel=prep.policy.quantization.get("per_channel", True),
-                                               method=prep.policy.quantization.get("method", "minmax"))
-                manager = passes.PassManager([quantize], clock, prep.validator)
-                try:
-                    cache[key], recs = manager.run(prep.optimised)
-                except PrecisionPassFailed as err:
-                    if prep.policy.execution.get("precision").mode == "fixed":
-                        raise PolicyViolationError(f"precision=int8 is fixed, but {err}") from err
-                    raise _Fallback(f"int8 not possible: {err}") from err
-                records += recs
-                notes.extend(quantize.notes)
-            models[vid] = cache[key]
-        else:
-            models[vid] = prep.optimised  # fp32; OpenVINO's fp16/bf16 are engine settings on the fp32 graph
-    return models, records
-
-
-PER_NODE_ROUNDS = 4  # nodes moved back to fp32 one by one at most; more means the model is not fp16-friendly
-
-
-def _fp16_nodes_to_keep_fp32(prep: Prepared, samples: list[dict], references: list[dict], tol: dict) -> list[str]:
-    """Per-node fp16 fallback for ONNX Runtime (which runs mixed fp16/fp32 graphs): finds a few nodes to keep in
-    fp32 so the fp16 graph meets the tolerance, or [] when PER_NODE_ROUNDS nodes do not suffice.
-
-    Each round bisects the fp16 nodes in graph order for the first one whose conversion breaks the tolerance
-    (convert nodes[:k], keep the rest fp32: k = 0 passes, all fails), keeps it in fp32, and checks the rest.
-    ONNX Runtime runs in-process here (one thread, like the gate); the result then goes through the gate again."""
-    from . import passes
-    from .gate import reference_outputs
-    from .tools.verify import compare
-
-    candidates = prep.plan.nodes_at("fp16")
-    base = set(prep.plan.nodes_at("fp32"))
-
-    def passes_with(blocked: set[str]) -> bool:
-        manager = passes.PassManager([passes.ConvertFloat16(op_block_list=[], node_block_list=sorted(blocked))])
-        model, _ = manager.run(prep.optimised)
-        try:
-            outputs = reference_outputs(model.SerializeToString(), samples)
-        except Exception:  # noqa: BLE001 - a graph ORT cannot run counts as failing
-            return False
-        return all(compare("", name, got[name], ref[name], tol["rtol"], tol["atol"]).passed
-                   for got, ref in zip(outputs, references) for name in ref)
-
-    kept: list[str] = []
-    for _ in range(PER_NODE_ROUNDS):
-        remaining = [n for n in candidates if n not in kept]
-        low, high = 0, len(remaining)  # invariant: converting remaining[:low] passes, remaining[:high] fails
-        while high - low > 1:
-            mid = (low + high) // 2
-            if passes_with(base | set(kept) | set(remaining[mid:])):
-                low = mid
-            else:
-                high = mid
-        if high == 0 or high > len(remaining):
-            return []
-        kept.append(remaining[high - 1])
-        if passes_with(base | set(kept)):
-            log.info("per-node fp16 fallback: keeping %s in fp32", kept)
-            return kept
-    return []
-
-
-def _with_fp16_emulation(variant_id: str, record: dict, model: onnx.ModelProto, samples: list[dict], references: list[dict],
-                         tol: dict) -> dict:
-    """An NPU variant's gate record: its IR run on the CPU at f32 compute (`record`: conversion, fp16 weights) and
-    fp16 arithmetic emulated on its graph; passed when both are within the tolerance; `max_abs_err` is the worse of
-    the two per output, `ir_max_abs_err` the IR run's alone."""
-    from . import gate
-
-    try:
-        emulated = gate.measure_fp16_emulation(model, samples, references, tol["rtol"], tol["atol"])
-    except Exception as err:  # noqa: BLE001 - ONNX Runtime raises untyped errors; the record says it was not measured
-        log.warning("gate %s: fp16 emulation could not run (%s); the record has the IR run only", variant_id,
-                    str(err).splitlines()[0][:200] if str(err) else type(err).__name__)
-        return dict(record, method=f"IR on {record.get('ran_on', 'cpu')} at f32 compute; fp16 arithmetic not "
-                                   "measured (its emulation could not run)")
-    out = dict(record)
-    out["passed"] = bool(record["passed"] and emulated["passed"])
-    out["ir_max_abs_err"] = dict(record["max_abs_err"])
-    out["max_abs_err"] = {k: max(v, emulated["max_abs_err"].get(k, 0.0)) for k, v in record["max_abs_err"].items()}
-    out["method"] = f"IR on {record.get('ran_on', 'cpu')} at f32 compute; {gate.FP16_EMULATION}"
-    out["failures"] = (record.get("failures", []) + emulated["failures"])[:4]
-    out["fp16_atol_needed"] = max(emulated["atol_needed"], record.get("atol_needed", 0.0))
-    log.info("gate %s: IR on %s at f32 compute %s, fp16 emulated %s", variant_id, record.get("ran_on", "cpu"),
-             record["max_abs_err"], emulated["max_abs_err"])
-    return out
-
-
 @dataclass
 class CompileResult:
     path: str
     size: int
     manifest: dict
     summary: str = ""  # what was built, per variant precision (the CLI's last line)
-
-
-def _candidate(lowering, manifest_base: dict, path: str) -> None:
-    """Writes the candidate bundle the gate runs: the built variants, one engine thread each."""
-    import xrtpkg
-
-    variants = []
-    for v in lowering.variants:
-        v = json.loads(json.dumps(v))
-        key = "INFERENCE_NUM_THREADS" if v["engine"] == "openvino" else "intra_op_num_threads"
-        v["options"][key] = "1"
-        if v["target"] == "npu-intel":
-            # The IR is checked at f32 compute: its f16 hint on a CPU gives fp16, bf16 or f32 arithmetic depending on
-            # the CPU's units; the NPU's fp16 arithmetic is measured by emulation instead (gate.FP16_EMULATION).
-            v["options"]["INFERENCE_PRECISION_HINT"] = "f32"
-        variants.append(v)
-    xrtpkg.write(path, dict(manifest_base, variants=variants), lowering.payloads, force=True)
 
 
 def _cpu_lacks_fp16() -> bool:
@@ -383,268 +202,65 @@ def compile_model(model_path: str, target: str, output: str | None = None, force
     Every variant must run on samples and meet its tolerance; where the gate cannot check a variant (no samples the
     model accepts), the compile fails (gate.NoSamples / AccuracyGateError, exit 3) unless `allow_unverified`, which
     writes the bundle with `manifest["unverified"]` saying why."""
-    from . import gate, package
-    from .targets import parse_targets
-    from .tools.compile import check_output, quiet_third_party
+    from . import package
+    from .settle import settle
 
     clock = clock or Clock()
-    targets = parse_targets(target)
+    targets, output = _check_request(model_path, target, output, force)
     target = ",".join(targets)
-    output = output or default_output(model_path)
-    check_output(model_path, output, force)
-    quiet_third_party(logging.getLogger("xrtc").getEffectiveLevel())
-
     prep = prepare(model_path, target, policy=policy, plan_path=plan_path, calibration_path=calibration_path,
                    validate_passes=validate_passes, clock=clock, extra_passes=extra_passes)
-    plan, policy = prep.plan, prep.policy
-    if any(v["target"] == "cpu" and v["precision"] == "fp16" for v in plan.variants) and _cpu_lacks_fp16():
-        log.warning("this CPU has no fp16 arithmetic (no avx512_fp16/amx_fp16): the fp16 variants will run no "
-                    "faster than fp32 here, ONNX Runtime's likely slower")
-    from . import model_io
-
-    inputs, outputs = model_io.model_io(prep.optimised)
-    references = None
-    unverified = ""  # why the gate could not check the bundle (kept only with allow_unverified)
-    no_samples = None
-    try:
-        samples = gate.samples_for(inputs, policy.shapes, prep.calibration, prep.source.model)
-        with clock.stage("reference-outputs", log):
-            samples, references = gate.reference_for(samples, prep.source.model.SerializeToString(), inputs)
-    except gate.NoSamples as err:  # raised after lowering: a model no engine builds says so first (exit 4)
-        no_samples = err
-        unverified = f"the accuracy gate could not run: {err}"
-    tried = [gate._shapes_text(samples.feeds[0])] if references is not None else []  # sample shapes measured
+    _warn_host_fp16(prep.plan)
+    inputs, outputs, samples, references, no_samples = _reference(prep, clock)
     declared = []  # decisions: outputs whose declared shape the engines do not produce
     if references is not None:
         outputs, declared = _outputs_as_produced(prep.optimised, outputs, references)
-
-    precisions = {v["id"]: v["precision"] for v in plan.variants if "excluded" not in v}
-    fallbacks: dict[str, str] = {}
-    # Passes undone by the pass manager (invalid output, or numerics under --validate-passes): in the decision log.
-    gate_warnings: list[str] = [f"pass {r.name} rolled back: {r.rolled_back}" for r in prep.records if r.rolled_back]
-    accuracy: dict[str, dict] = {}
-    records: list = []
-    dropped: list[dict] = []
-    tools_seen: dict[str, str] = {}
-    unmeasured: list[str] = []  # variants that refused generated samples (kept, accuracy not measured)
-    # Each retry lowers a precision, drops a variant, or moves guessed sample shapes to the next candidate.
-    for _attempt in range(2 * len(plan.variants) + 1 + len(gate.DYNAMIC_FILLS) + 6):
-        try:
-            models, records = _variant_models(prep, precisions, clock, gate_warnings)
-        except _Fallback as fallback:
-            for vid, precision in list(precisions.items()):
-                if precision == "int8":
-                    precisions[vid] = _fallback_precision(vid)
-                    fallbacks[vid] = f"{fallback}; rebuilt {precisions[vid]}"
-            gate_warnings.append(f"{fallback}; all int8 variants rebuilt fp32")
-            log.warning("%s", gate_warnings[-1])
-            models, records = _variant_models(prep, precisions, clock, gate_warnings)
-        unmeasured.clear()
-        effective = _plan_with(plan, precisions)
-        with tempfile.TemporaryDirectory(prefix="xrtc-") as workdir:
-            lowering = _lower_all(models, effective, targets, workdir, clock, precompile, archs)
-            tools_seen.update(lowering.tools)  # provenance names every engine tried, also one the gate dropped
-            base = package.build_manifest(model_name="candidate", inputs=inputs, outputs=outputs, variants=[],
-                                          excluded=[], source={}, tools={}, command="", passes=[])
-            if references is None:
-                break
-            candidate = os.path.join(workdir, "candidate.xrtpkg")
-            _candidate(lowering, base, candidate)
-            while True:  # re-measured (same lowering) when guessed sample shapes move on
-                retry = False
-                unmeasured.clear()
-                for variant in lowering.variants:
-                    tol = policy.tolerance_for(variant["precision"])
-                    with clock.stage(f"gate-{variant['id']}", log):
-                        if variant["engine"] == "cuda":
-                            record = _cuda_gate(lowering, variant, samples.feeds, references, tol, workdir,
-                                                candidate)
-                        else:
-                            record = gate.measure_isolated(workdir, candidate, variant["id"], samples.feeds,
-                                                           references, tol["rtol"], tol["atol"])
-                            if variant["target"] == "npu-intel" and not (record.get("error") or record.get("crashed")):
-                                record = _with_fp16_emulation(variant["id"], record, models[variant["id"]],
-                                                              samples.feeds, references, tol)
-                    if record.get("passed") is None:  # cuda variant, no device here and too big to interpret
-                        unmeasured.append(variant["id"])
-                        gate_warnings.append(f"{variant['id']}: accuracy not measured: {record['not_run']}; run "
-                                             "`xrtc verify` on a machine with a CUDA device")
-                        log.warning("accuracy gate: %s", gate_warnings[-1])
-                        continue
-                    accuracy[variant["id"]] = record
-                    log.info("gate %s (%s): %s, max abs err %s", variant["id"], variant["precision"],
-                             "ok" if record["passed"] else "FAILED", record["max_abs_err"])
-                    if record["passed"]:
-                        continue
-                    why = "; ".join(record["failures"])
-                    drop = None
-                    if record.get("crashed"):  # never ship a variant its engine cannot run
-                        drop = f"{why} (on the gate's samples)"
-                    elif samples.guessed or (record.get("error") and not prep.calibration):
-                        # Generated data may be outside what the model accepts (an int input that sizes an output;
-                        # dims pinned to sizes the model was not made for): the variant is not at fault, but it is not
-                        # checked either. Fails below unless an unverified bundle was asked for.
-                        unmeasured.append(variant["id"])
-                        gate_warnings.append(f"{variant['id']}: accuracy not measured on generated samples "
-                                             f"({samples.origin}): {why}")
-                        log.info("accuracy gate: %s", gate_warnings[-1])  # the outcome (next shapes, error) says it
-                        continue
-                    elif record.get("error"):
-                        drop = f"fails on the calibration samples ({why})"
-                    elif _fallback_precision(variant["id"], variant["precision"]):
-                        if policy.execution.get("precision").mode == "fixed":
-                            raise AccuracyGateError(
-                                f"accuracy gate: {variant['id']} at {variant['precision']} is over the tolerance (rtol "
-                                f"{tol['rtol']:g}, atol {tol['atol']:g}): {why}. precision is fixed: loosen "
-                                "[tolerance], "
-                                "keep more ops in fp32 ([precision] keep_fp32_ops / [nodes]), or make precision "
-                                "\"prefer\"")
-                        if variant["engine"] == "onnxruntime" and variant["precision"] == "fp16" and \
-                                not prep.extra_fp32:
-                            with clock.stage("per-node-fallback", log):
-                                found = _fp16_nodes_to_keep_fp32(prep, samples.feeds, references, tol)
-                            if found:
-                                prep.extra_fp32 = found
-                                fallbacks[variant["id"]] = (f"fp16 over tolerance ({why}); per-node fallback kept "
-                                                            f"{len(found)} node(s) in fp32: {', '.join(found[:8])}"
-                                                            f"{' ...' if len(found) > 8 else ''}")
-                                gate_warnings.append(f"{variant['id']}: {fallbacks[variant['id']]}")
-                                log.warning("accuracy gate: %s", gate_warnings[-1])
-                                retry = True
-                                continue
-                        to = _fallback_precision(variant["id"], variant["precision"])
-                        fallbacks[variant["id"]] = f"{variant['precision']} over tolerance ({why}); rebuilt {to}"
-                        gate_warnings.append(f"{variant['id']}: {fallbacks[variant['id']]}")
-                        log.warning("accuracy gate: %s", gate_warnings[-1])
-                        precisions[variant["id"]] = to
-                        retry = True
-                    else:  # at the highest precision its target has and still off the reference: never ship it
-                        drop = f"{variant['precision']} output over tolerance ({why})" + \
-                            ("" if variant["precision"] == "fp32" else f"; {variant['target']} has no higher precision")
-                        if variant["target"] == "npu-intel" and "fp16_atol_needed" in record:
-                            drift = gate.fp16_drift(models[variant["id"]], samples.feeds[0])
-                            drop += ". " + gate.fp16_advice(variant["id"], targets, drift, record["fp16_atol_needed"],
-                                                            tol["rtol"])
-                    if drop:
-                        gate_warnings.append(f"{variant['id']} left out: {drop}")
-                        log.warning("accuracy gate: %s", gate_warnings[-1])
-                        dropped.append({"target": variant["target"], "engine": variant["engine"],
-                                        "reason": f"accuracy gate: {drop}"})
-                        precisions.pop(variant["id"])
-                        retry = True
-                if unmeasured and not retry and samples.alternatives:
-                    # Guessed shapes the source model runs on but a variant does not (a recogniser at 32x32): the
-                    # variant is not at fault; try the next shapes the source model accepts.
-                    try:
-                        following = gate.Samples(samples.alternatives[0], samples.origin, samples.alternatives[1:],
-                                                 guessed=True)
-                        samples, references = gate.reference_for(following, prep.source.model.SerializeToString(),
-                                                                 inputs)
-                    except gate.NoSamples:
-                        pass
-                    else:
-                        log.info("accuracy gate: %s failed on guessed shapes; trying %s", ", ".join(unmeasured),
-                                 gate._shapes_text(samples.feeds[0]))
-                        gate_warnings[:] = [w for w in gate_warnings if ": accuracy not measured on generated" not in w]
-                        accuracy.clear()
-                        tried.append(gate._shapes_text(samples.feeds[0]))
-                        for stale in ("gate-feeds.npz", "gate-refs.npz"):  # measure_isolated's cached samples
-                            os.remove(os.path.join(workdir, stale))
-                        continue
-                break
-            if not retry:
-                break
-            if not precisions:
-                raise NoVariantError("accuracy gate: no variant matches ONNX Runtime on the source model: "
-                                     + "; ".join(d["reason"] for d in dropped))
-    else:
-        raise InternalError("accuracy gate: fallbacks did not settle; this is a bug in xrtc")
-    if no_samples is not None and not allow_unverified:
-        raise gate.NoSamples(f"accuracy gate cannot run: {no_samples}. (To build a bundle nobody checked, on "
-                             "purpose: --allow-unverified; it is then marked unverified everywhere)") from no_samples
-    if unmeasured and not unverified:
-        shapes = "; ".join(tried)
-        if not allow_unverified:
-            raise AccuracyGateError(
-                f"accuracy gate: {', '.join(unmeasured)} could not be checked: "
-                + "; ".join(w for w in gate_warnings if w.split(":")[0] in unmeasured)
-                + f". Pass the shapes you deploy ({gate.shape_flags(inputs) or '--shape NAME=DIMS'}, N your sizes; the "
-                f"gate tried {shapes}) or real inputs with --calibration data.npz; to build a bundle nobody checked, "
-                "on purpose: --allow-unverified")
-        unverified = f"accuracy not measured for {', '.join(unmeasured)} on the generated samples ({shapes})"
-    if unverified:
-        gate_warnings.append(f"UNVERIFIED (--allow-unverified): {unverified}")
-        log.warning("%s", gate_warnings[-1])
-        if policy.execution.get("precision").mode == "fixed" and any(p != "fp32" for p in precisions.values()):
-            raise AccuracyGateError(f"precision is fixed but the accuracy gate cannot run ({unverified}); pass "
-                                    "--calibration data.npz or bind the dynamic dims with --shape")
-
-    # Final bundle: the last built variants (the candidate's thread settings were on a copy), plus plan, decision
-    # log and golden data.
-    for variant in lowering.variants:
-        if variant["id"] in accuracy and variant["id"] not in unmeasured:
-            record = dict(accuracy[variant["id"]])
-            record.pop("failures", None)
-            record.pop("fp16_atol_needed", None)
-            record.pop("atol_needed", None)
-            variant["accuracy"] = record
-    excluded = lowering.excluded + dropped
-    payloads = list(lowering.payloads)
-    golden = None
-    # Golden data is .npy (tensors; strings as unicode arrays): a model with sequences, maps or optionals has none
-    # (`xrtc verify --model` checks such bundles against ONNX Runtime on the source model).
-    has_values = any("type" in spec for spec in inputs + outputs)
-    if references is not None and not unmeasured and not has_values:
-        golden = {"reference": "onnxruntime CPU on the source model", "samples": samples.origin,
-                  "inputs": [], "outputs": []}
-        for i, (name, array) in enumerate(samples.feeds[0].items()):
-            golden["inputs"].append({"name": name, "section": f"golden.in.{i}.npy"})
-            payloads.append((f"golden.in.{i}.npy", gate.npy_bytes(array), True))
-        for i, (name, array) in enumerate(references[0].items()):
-            golden["outputs"].append({"name": name, "section": f"golden.out.{i}.npy"})
-            payloads.append((f"golden.out.{i}.npy", gate.npy_bytes(array), True))
-
-    from .decisions import decision_log
-
-    shape_notes = [f"output {name!r}: the model declares {gate._shape_text(shape)}, but ONNX Runtime and every "
-                   f"variant produce {gate._shape_text(next(o['shape'] for o in outputs if o['name'] == name))} on "
-                   "the samples; the bundle declares the shape produced (the model's declaration is wrong: fix "
-                   "it in the exporter)" for name, shape in declared]
-    log_json = decision_log(plan, lowering.variants, excluded, fallbacks, plan.warnings + shape_notes + gate_warnings,
-                            gate_fp32=set(prep.extra_fp32))
-    payloads.append(("plan.json", plan.dumps().encode(), True))
-    payloads.append(("decisions.json", json.dumps(log_json, sort_keys=True, indent=1).encode(), True))
-
-    source = prep.source
-    stem = os.path.splitext(source.name)[0]
-    producer = " ".join(p for p in (source.model.producer_name, source.model.producer_version) if p)
-    command = package.normalised_command(source.name, target)
-    if not precompile:
-        command += " --no-precompile"
-    if plan.policy:
-        command += " --policy/--plan (see provenance.policy and the plan section)"
-    if prep.calibration:
-        command += " --calibration (see provenance.calibration)"
-    manifest = package.build_manifest(
-        model_name=stem, inputs=inputs, outputs=outputs, variants=lowering.variants, excluded=excluded,
-        source={"name": source.name, "sha256": source.sha256, "opset": model_io.default_opset(source.model),
-                "producer": producer},
-        tools=package.tool_versions(tools_seen), command=command,
-        passes=[r.to_json() for r in prep.records + records], policy=plan.policy)
-    manifest["plan"] = "plan.json"
-    manifest["decisions"] = "decisions.json"
-    if golden:
-        manifest["golden"] = golden
-    if unverified:
-        manifest["unverified"] = {"reason": unverified, "requested": "--allow-unverified"}
-    for name, shape in declared:
-        next(o for o in manifest["model"]["outputs"] if o["name"] == name)["declared_shape"] = shape
-    if prep.calibration:
-        manifest["provenance"]["calibration"] = {"samples": len(prep.calibration), "sha256": prep.calibration_digest}
+    settled = settle(prep, targets, inputs, outputs, samples, references, no_samples, clock, precompile, archs,
+                     allow_unverified)
+    manifest, payloads = package.assemble(prep, target, settled, inputs, outputs, declared, precompile)
     with clock.stage("write-bundle", log):
         size = package.write_bundle(output, manifest, payloads, force)
     return CompileResult(path=output, size=size, manifest=manifest,
-                         summary=_built_summary(manifest, policy, plan.warnings + gate_warnings))
+                         summary=_built_summary(manifest, prep.policy, prep.plan.warnings + settled.warnings))
+
+
+def _check_request(model_path: str, target: str, output: str | None, force: bool) -> tuple[list[str], str]:
+    """The targets asked for and the bundle path, checked before any work."""
+    from .package import check_output
+    from .progress import quiet_third_party
+    from .targets import parse_targets
+
+    targets = parse_targets(target)
+    output = output or default_output(model_path)
+    check_output(model_path, output, force)
+    quiet_third_party(logging.getLogger("xrtc").getEffectiveLevel())
+    return targets, output
+
+
+def _warn_host_fp16(plan) -> None:
+    from .targets import get_target
+
+    if any(get_target(v["target"]).runs_on_host and v["precision"] == "fp16" for v in plan.variants) and \
+            _cpu_lacks_fp16():
+        log.warning("this CPU has no fp16 arithmetic (no avx512_fp16/amx_fp16): the fp16 variants will run no "
+                    "faster than fp32 here, ONNX Runtime's likely slower")
+
+
+def _reference(prep, clock: Clock):
+    """The gate's samples and ONNX Runtime's outputs on the source model: (inputs, outputs, samples, references,
+    no_samples); references None and no_samples the gate.NoSamples when no samples could be made (raised later, after
+    lowering: a model no engine builds says so first, exit 4)."""
+    from . import gate, model_io
+
+    inputs, outputs = model_io.model_io(prep.optimised)
+    samples = references = no_samples = None
+    try:
+        samples = gate.samples_for(inputs, prep.policy.shapes, prep.calibration, prep.source.model)
+        with clock.stage("reference-outputs", log):
+            samples, references = gate.reference_for(samples, prep.source.model.SerializeToString(), inputs)
+    except gate.NoSamples as err:
+        no_samples = err
+    return inputs, outputs, samples, references, no_samples
 
 
 def _built_summary(manifest: dict, policy, warnings: list[str]) -> str:
@@ -733,48 +349,3 @@ def _inferred_output_shapes(model: onnx.ModelProto) -> dict[str, list]:
             if o.type.tensor_type.HasField("shape")}
 
 
-def _cuda_gate(lowering, variant: dict, samples: list[dict], references: list[dict], tol: dict, workdir: str,
-               candidate: str) -> dict:
-    """The gate for xrtc's cuda engine. Where a CUDA device is present, the variant runs through the runtime like
-    every other (its plugin must be installed). With no CUDA device here it never reports a plain pass: the plan
-    runs through the plan interpreter on the CPU (recorded as such, with `not_run_on_device`), or, for models over
-    the interpreter's limit, the variant is recorded as not measured."""
-    from .targets import cuda
-    from .tools.verify import compare
-
-    if os.path.exists("/dev/nvidiactl"):
-        record = gate.measure_isolated(workdir, candidate, variant["id"], samples, references, tol["rtol"],
-                                       tol["atol"])
-        if not record.get("crashed") and not record.get("error"):
-            return record
-        log.warning("accuracy gate %s: the runtime could not run it on this machine's GPU (%s); checking the plan "
-                    "on the CPU instead", variant["id"], "; ".join(record.get("failures", []))[:300])
-
-    sections = {role: next(data for name, data, _ in lowering.payloads if name == section)
-                for role, section in variant["artifacts"].items()}
-    record = cuda.gate_record(sections, variant, samples, references, tol["rtol"], tol["atol"], compare)
-    if record.get("ran_on"):
-        log.warning("accuracy gate %s: not run on a GPU (no CUDA device here); checked with the %s", variant["id"],
-                    record["ran_on"])
-    return record
-
-
-def _plan_with(plan, precisions: dict[str, str]):
-    """A copy of the plan whose variants have the given precisions (engines missing from `precisions` excluded)."""
-    import copy
-
-    from .plan import _variant_options
-
-    from xpuruntime.policy import Policy
-
-    policy = Policy.from_dict(plan.policy)
-    effective = copy.deepcopy(plan)
-    for variant in effective.variants:
-        if "excluded" in variant:
-            continue
-        if variant["id"] not in precisions:
-            variant["dropped"] = True  # by the accuracy gate; recorded in `excluded` by compile_model
-        elif precisions[variant["id"]] != variant["precision"]:
-            variant["precision"] = precisions[variant["id"]]
-            _variant_options(variant, policy, [])
-    return effective

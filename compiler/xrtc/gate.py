@@ -54,7 +54,7 @@ def load_calibration(path: str, inputs: list[dict]) -> list[dict]:
 
     Also reads the corpus layout (`__names__`, in0, ...). Every sample must fit the input's static dims; anything
     else is refused with the shape expected. Every input needs data and all inputs the same sample count."""
-    from .tools._data import load_inputs
+    from .inputs import load_inputs
 
     try:
         data = load_inputs(path, None)
@@ -198,7 +198,7 @@ def samples_for(inputs: list[dict], shapes: dict, calibration: list[dict] | None
     """The gate's samples. Without calibration data, samples are generated for the bound shapes; dims still dynamic
     are pinned to candidate sizes (DYNAMIC_FILLS, then the sizes the graph suggests: `graph_sizes`) and the caller
     keeps the first candidate the source model runs on (`reference_for`). Raises NoSamples."""
-    from .tools._data import random_inputs
+    from .inputs import random_inputs
 
     if calibration:
         return Samples(calibration[:GATE_SAMPLES], f"calibration data ({plural(len(calibration), 'sample')}, "
@@ -327,7 +327,7 @@ def measure(bundle_path: str, variant_id: str, samples: list[dict], references: 
     {"passed", "rtol", "atol", "samples", "outputs": {name: max abs err (3 significant digits)}, "worst": ...}."""
     import xpuruntime as xrt
 
-    from .tools.verify import compare
+    from .numeric import compare
 
     worst: dict[str, float] = {}
     failures = []
@@ -444,7 +444,7 @@ def measure_fp16_emulation(model, samples: list[dict], references: list[dict], r
                            atol: float) -> dict:
     """fp16 arithmetic emulated on `model` (see fp16_emulation_model) against the references; the record has the
     shape of `measure`'s, plus `atol_needed` (what the tolerance would have to be)."""
-    from .tools.verify import compare
+    from .numeric import compare
 
     outputs = _run_ort(fp16_emulation_model(model), samples, optimise=False)
     worst: dict[str, float] = {}
@@ -501,8 +501,11 @@ def fp16_advice(variant_id: str, targets: list[str], drift: list[tuple[str, str,
     if suggest is not None:
         steps.append(f"accept fp16's error: a policy with [tolerance] fp16 = {{ rtol = {rtol:g}, atol = {suggest:g} "
                      "} (--policy p.toml; the gate would then pass)")
-    if "cpu" not in targets:
-        steps.append("compile --target " + ",".join([*targets, "cpu"]) + " to ship CPU variants with it (the NPU "
+    from .targets import host_target
+
+    host = host_target()
+    if host not in targets:
+        steps.append("compile --target " + ",".join([*targets, host]) + " to ship CPU variants with it (the NPU "
                      "variant stays out until it meets the tolerance)")
     steps.append("or re-train/export the model for fp16 (the layers above lose the most)")
     return (f"{variant_id} computes in fp16 on the NPU (measured by emulating fp16 arithmetic, not on an NPU); "

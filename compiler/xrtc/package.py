@@ -6,13 +6,14 @@ Everything that goes into the manifest is deterministic: no timestamps, no absol
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
 import xrtpkg
 
 from . import __version__
-from .errors import OutputExistsError, XrtcError
+from .errors import OutputExistsError, UsageError, XrtcError
 
 
 def tool_versions(engines: dict[str, str]) -> dict[str, str]:
@@ -52,3 +53,92 @@ def write_bundle(path: str, manifest: dict, payloads: list[tuple[str, bytes, boo
     except OSError as err:
         raise XrtcError(f"cannot write {path}: {err.strerror or err}") from err
     return os.path.getsize(path)
+
+
+def check_output(model_path: str, output: str, force: bool) -> None:
+    """Fails before any work if the output cannot or must not be written."""
+    if os.path.isdir(output):
+        raise UsageError(f"-o {output} is a folder; give a file path such as {os.path.join(output, 'model.xrtpkg')}")
+    folder = os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(folder):
+        raise UsageError(f"-o {output}: the folder {folder} does not exist; create it first")
+    if os.path.exists(model_path) and os.path.exists(output) and os.path.samefile(model_path, output):
+        raise UsageError(f"-o {output} is the input model; xrtc never overwrites its input. Choose another path")
+    if os.path.exists(output) and not force:
+        raise OutputExistsError(f"{output} exists; pass --force to overwrite it")
+
+
+def assemble(prep, target: str, settled, inputs: list[dict], outputs: list[dict], declared: list, precompile: bool):
+    """The bundle's manifest and sections from what the compile decided: the built variants with their measured
+    accuracy, golden data (the gate's first sample and ONNX Runtime's outputs on it), the plan, the decision log and
+    provenance. `prep` is build.Prepared, `settled` settle.Settled; `declared` lists (output, shape the model
+    declares but does not produce). Returns (manifest, payloads)."""
+    from . import gate, model_io
+    from .decisions import decision_log
+
+    plan = prep.plan
+    lowering, accuracy, unmeasured = settled.lowering, settled.accuracy, settled.unmeasured
+    samples, references, fallbacks = settled.samples, settled.references, settled.fallbacks
+    dropped, records, tools_seen = settled.dropped, settled.records, settled.tools
+    gate_warnings, unverified = settled.warnings, settled.unverified
+    # Final bundle: the last built variants (the candidate's thread settings were on a copy), plus plan, decision
+    # log and golden data.
+    for variant in lowering.variants:
+        if variant["id"] in accuracy and variant["id"] not in unmeasured:
+            record = dict(accuracy[variant["id"]])
+            record.pop("failures", None)
+            record.pop("fp16_atol_needed", None)
+            record.pop("atol_needed", None)
+            variant["accuracy"] = record
+    excluded = lowering.excluded + dropped
+    payloads = list(lowering.payloads)
+    golden = None
+    # Golden data is .npy (tensors; strings as unicode arrays): a model with sequences, maps or optionals has none
+    # (`xrtc verify --model` checks such bundles against ONNX Runtime on the source model).
+    has_values = any("type" in spec for spec in inputs + outputs)
+    if references is not None and not unmeasured and not has_values:
+        golden = {"reference": "onnxruntime CPU on the source model", "samples": samples.origin,
+                  "inputs": [], "outputs": []}
+        for i, (name, array) in enumerate(samples.feeds[0].items()):
+            golden["inputs"].append({"name": name, "section": f"golden.in.{i}.npy"})
+            payloads.append((f"golden.in.{i}.npy", gate.npy_bytes(array), True))
+        for i, (name, array) in enumerate(references[0].items()):
+            golden["outputs"].append({"name": name, "section": f"golden.out.{i}.npy"})
+            payloads.append((f"golden.out.{i}.npy", gate.npy_bytes(array), True))
+
+    shape_notes = [f"output {name!r}: the model declares {gate._shape_text(shape)}, but ONNX Runtime and every "
+                   f"variant produce {gate._shape_text(next(o['shape'] for o in outputs if o['name'] == name))} on "
+                   "the samples; the bundle declares the shape produced (the model's declaration is wrong: fix "
+                   "it in the exporter)" for name, shape in declared]
+    log_json = decision_log(plan, lowering.variants, excluded, fallbacks, plan.warnings + shape_notes + gate_warnings,
+                            gate_fp32=set(prep.extra_fp32))
+    payloads.append(("plan.json", plan.dumps().encode(), True))
+    payloads.append(("decisions.json", json.dumps(log_json, sort_keys=True, indent=1).encode(), True))
+
+    source = prep.source
+    stem = os.path.splitext(source.name)[0]
+    producer = " ".join(p for p in (source.model.producer_name, source.model.producer_version) if p)
+    command = normalised_command(source.name, target)
+    if not precompile:
+        command += " --no-precompile"
+    if plan.policy:
+        command += " --policy/--plan (see provenance.policy and the plan section)"
+    if prep.calibration:
+        command += " --calibration (see provenance.calibration)"
+    manifest = build_manifest(
+        model_name=stem, inputs=inputs, outputs=outputs, variants=lowering.variants, excluded=excluded,
+        source={"name": source.name, "sha256": source.sha256, "opset": model_io.default_opset(source.model),
+                "producer": producer},
+        tools=tool_versions(tools_seen), command=command,
+        passes=[r.to_json() for r in prep.records + records], policy=plan.policy)
+    manifest["plan"] = "plan.json"
+    manifest["decisions"] = "decisions.json"
+    if golden:
+        manifest["golden"] = golden
+    if unverified:
+        manifest["unverified"] = {"reason": unverified, "requested": "--allow-unverified"}
+    for name, shape in declared:
+        next(o for o in manifest["model"]["outputs"] if o["name"] == name)["declared_shape"] = shape
+    if prep.calibration:
+        manifest["provenance"]["calibration"] = {"samples": len(prep.calibration), "sha256": prep.calibration_digest}
+    return manifest, payloads

@@ -33,44 +33,6 @@ FAMILY_OF = {op: family for family, ops in KERNEL_FAMILIES.items() for op in ops
 
 _CUDA_ONLY = {"cublas", "cublasLt", "cudnn", "flash", "flash_v2", "mem_efficient", "triton"}
 
-# What each CPU engine can honour. "engine" (the engine's own kernel) always holds. Anything an engine picks
-# internally without a switch is "not controllable on engine X": reported, never silently ignored.
-# Keyed by (target, engine).
-_KERNELS_HONOURED = {
-    ("cpu", "openvino"): {"matmul": {"engine", "onednn"}, "conv": {"engine", "onednn"}, "attention": {"engine"}},
-    ("cpu", "onnxruntime"): {"matmul": {"engine", "mlas"}, "conv": {"engine", "mlas"}, "attention": {"engine"}},
-    ("npu-intel", "openvino"): {"matmul": {"engine"}, "conv": {"engine"}, "attention": {"engine"}},
-    # xrtc's own CUDA engine (targets/cuda): the choices built so far; the rest are refused naming the nodes
-    ("cuda", "cuda"): {"matmul": {"engine", "cublasLt", "triton"}, "conv": {"engine"},
-                       "attention": {"engine", "flash", "flash_v2", "math"}},
-}
-_ENGINE_KERNELS = {
-    ("cpu", "openvino"): "OpenVINO's CPU plugin picks its own oneDNN/JIT kernel per layer",
-    ("cpu", "onnxruntime"): "ONNX Runtime's CPU provider runs its MLAS kernels and picks among them itself",
-    ("npu-intel", "openvino"): "the NPU compiler (OpenVINO's NPU plugin) schedules its own kernels",
-    ("cuda", "cuda"): "xrtc's cuda engine has built matmul=cublasLt | triton and attention=flash (flash_v2) | math; "
-                      "other kernel choices are not built yet",
-}
-
-_NO_TF32 = "TF32 is an NVIDIA tensor-core format; CPUs and NPUs have no TF32 math"
-# Precision each (target, engine) can build: None = yes, else the reason it cannot.
-_PRECISION_SUPPORT = {
-    ("cpu", "openvino"): {"fp32": None, "fp16": None, "bf16": None, "int8": None, "tf32": _NO_TF32},
-    ("cpu", "onnxruntime"): {"fp32": None, "fp16": None, "int8": None, "tf32": _NO_TF32,
-                             "bf16": "ONNX Runtime's CPU provider has bfloat16 kernels for only a few ops"},
-    ("npu-intel", "openvino"): {"fp16": None, "int8": None, "tf32": _NO_TF32,
-                                "fp32": "the Intel NPU computes in fp16 (or int8); it has no fp32 math",
-                                "bf16": "xrtc does not build bf16 for the Intel NPU (fp16 is its native float)"},
-    ("cuda", "cuda"): {"fp32": None, "fp16": None, "tf32": None,
-                       "bf16": "bf16 is not built yet in xrtc's cuda engine (fp16, fp32 and tf32 are)",
-                       "int8": "int8 is not built yet in xrtc's cuda engine (fp16, fp32 and tf32 are)"},
-}
-
-TARGET_ENGINES = {"cpu": ("openvino", "onnxruntime"), "npu-intel": ("openvino",), "cuda": ("cuda",)}
-TARGET_DEVICE = {"cpu": "cpu", "npu-intel": "npu", "cuda": "cuda"}
-# Precision when the policy does not set one: the reference precision on CPUs, the native one on NPUs.
-DEFAULT_PRECISION = {"cpu": "fp32", "npu-intel": "fp16", "cuda": "fp16"}
-
 _FLOAT = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
 
 
@@ -168,26 +130,29 @@ def resolve(model: onnx.ModelProto, policy, target: str, source: dict, pipeline:
     no variant can honour, UsageError for an NPU-only compile with dynamic shapes."""
     from .passes.precision import fp16_op_block_list
 
+    from .targets import get_target, registered
+
     targets = target.split(",")
-    unknown = [t for t in targets if t not in TARGET_ENGINES]
+    unknown = [t for t in targets if t not in registered()]
     if unknown:
         raise XrtcError(f"no plan rules for target(s) {unknown}")
+    spec = {t: get_target(t) for t in targets}
     warnings: list[str] = []
     excluded: dict[str, str] = {}  # variant id -> reason (a fixed knob or a target requirement it cannot meet)
-    ids = [(t, e, f"{t}-{e}") for t in targets for e in TARGET_ENGINES[t]]
+    ids = [(t, e, f"{t}-{e}") for t in targets for e in spec[t].engines]
 
-    # Static shapes: asked by the policy, required by NPUs.
+    # Static shapes: asked by the policy, required by targets that compile for one shape.
     static = policy.execution.get("static_shape")
     flags = _shape_flags(model, dynamic or [])
-    if dynamic and "npu-intel" in targets:
-        text = (f"target npu-intel needs static shapes (the NPU compiles for one shape), but these input dims are "
+    for t in [t for t in targets if dynamic and spec[t].static_shapes]:
+        text = (f"target {t} needs static shapes ({spec[t].static_shapes}), but these input dims are "
                 f"dynamic: {', '.join(dynamic)}. Bind each with {flags} or [shapes] in the policy, "
                 "with the sizes you deploy")
-        if targets == ["npu-intel"]:
+        if targets == [t]:
             raise UsageError(text)
         warnings.append(text)
-        for t, e, vid in ids:
-            if t == "npu-intel":
+        for t2, e, vid in ids:
+            if t2 == t:
                 excluded[vid] = text
     if static.choice and dynamic:
         text = (f"static_shape is requested but input dims are still dynamic: {', '.join(dynamic)}. Bind them with "
@@ -201,39 +166,38 @@ def resolve(model: onnx.ModelProto, policy, target: str, source: dict, pipeline:
     explicit = "precision" in policy.execution.knobs
     variants: list[dict] = []
     for t, engine, vid in ids:
-        wanted = knob.choice if explicit and knob.choice else DEFAULT_PRECISION[t]
+        default = spec[t].default_precision
+        wanted = knob.choice if explicit and knob.choice else default
         if explicit and knob.mode == "auto":
             warnings.append(f"auto precision on {vid}: no tuning database on this target yet; "
-                            f"{DEFAULT_PRECISION[t]} chosen (the target's default). Ask for a precision explicitly")
-            wanted = DEFAULT_PRECISION[t]
+                            f"{default} chosen (the target's default). Ask for a precision explicitly")
+            wanted = default
         notes: list[str] = [] if explicit else [f"precision {wanted}: the default for target {t}"]
         if wanted == "int8" and calibration_samples == 0:
             text = "int8 needs calibration data: pass --calibration data.npz (input name -> samples stacked on axis 0)"
             if knob.mode == "fixed":
                 raise PolicyViolationError(text)
-            warnings.append(f"prefer precision=int8 on {vid}: {text}; built {DEFAULT_PRECISION[t]}")
-            wanted = DEFAULT_PRECISION[t]
-        why = _PRECISION_SUPPORT[(t, engine)].get(wanted)
+            warnings.append(f"prefer precision=int8 on {vid}: {text}; built {default}")
+            wanted = default
+        why = spec[t].precision_problem(engine, wanted)
         precision = wanted
         if why is not None:
             if knob.mode == "fixed":
                 excluded.setdefault(vid, f"precision={wanted} is fixed, but {why}")
             else:
-                fallback = DEFAULT_PRECISION[t] if _PRECISION_SUPPORT[(t, engine)].get(DEFAULT_PRECISION[t]) is None \
-                    else "fp32"
+                fallback = default if spec[t].precision_problem(engine, default) is None else "fp32"
                 warnings.append(f"prefer precision={wanted} on {vid}: {why}; built {fallback}")
                 notes.append(f"precision {wanted} not possible ({why}); {fallback} instead")
                 precision = fallback
-        variants.append({"id": vid, "target": t, "device": TARGET_DEVICE[t], "engine": engine,
+        variants.append({"id": vid, "target": t, "device": spec[t].device, "engine": engine,
                          "precision": precision, "notes": notes})
 
-    # fp16 on a CPU is a size choice more than a speed one: said where it is chosen (a rule, not a measurement).
-    cpu_fp16 = [v["id"] for v in variants if v["target"] == "cpu" and v["precision"] == "fp16"]
-    if cpu_fp16:
-        warnings.append(f"fp16 on cpu ({', '.join(cpu_fp16)}): halves the weights, but expect no speed-up: a CPU "
-                        "has fp16 arithmetic only with AVX512-FP16/AMX-FP16 (OpenVINO computes fp32 or bf16 "
-                        "elsewhere), and ONNX Runtime's CPU provider has few fp16 kernels (it casts around the "
-                        "others, often slower than fp32); compare with `xrtc run --bench`")
+    # What a target says of a precision where it is chosen (a rule, not a measurement).
+    for t in targets:
+        for precision, note in sorted(spec[t].precision_notes.items()):
+            chosen = [v["id"] for v in variants if v["target"] == t and v["precision"] == precision]
+            if chosen:
+                warnings.append(f"{precision} on {t} ({', '.join(chosen)}): {note}")
 
     # Kernel knobs, per family present in the model.
     by_family: dict[str, list[str]] = {}
@@ -250,16 +214,16 @@ def resolve(model: onnx.ModelProto, policy, target: str, source: dict, pipeline:
         notes = {}
         for t, engine, vid in ids:
             choice = k.choice
-            engine_kernels = _ENGINE_KERNELS[(t, engine)]
+            engine_kernels = spec[t].engine_kernels[engine]
             if k.mode == "auto" or choice is None:
                 notes[vid] = (f"auto: not controllable on engine {engine} ({engine_kernels}); nothing to tune, "
                               "engine default recorded")
-            elif choice in _KERNELS_HONOURED[(t, engine)][family]:
+            elif choice in spec[t].kernels[engine][family]:
                 notes[vid] = f"{choice}: honoured ({engine_kernels})" if choice != "engine" else \
                     "engine default, as the policy asks"
             else:
                 reason = (f"{choice} is a CUDA kernel and target {t} runs no CUDA" if choice in _CUDA_ONLY and
-                          t != "cuda"
+                          spec[t].device != "cuda"
                           else f"not controllable on engine {engine}: {engine_kernels}")
                 if k.mode == "fixed":
                     excluded.setdefault(vid, f"{family}={choice} is fixed, but {reason} (nodes {_first(nodes)})")
@@ -276,7 +240,7 @@ def resolve(model: onnx.ModelProto, policy, target: str, source: dict, pipeline:
     for variant in variants:
         if variant["id"] in excluded:
             variant.update(excluded=excluded[variant["id"]])
-    variants = [_variant_options(v, policy, warnings) for v in variants]
+    variants = [spec[v["target"]].variant_options(v, policy, warnings) for v in variants]
 
     # Per node: precision and kernel.
     float_nodes = _float_nodes(model)
@@ -327,35 +291,3 @@ def _quantisable_ops() -> set[str]:
     from onnxruntime.quantization.registry import QDQRegistry
 
     return set(QDQRegistry)
-
-
-def _variant_options(variant: dict, policy, warnings: list[str]) -> dict:
-    """Engine options from the execution knobs (threads, memory) and the precision."""
-    engine = variant["engine"]
-    options: dict[str, str] = {}
-    if variant["target"] == "cuda":  # the engine's arena is planned at compile; threads do not apply
-        variant["options"] = {}
-        return variant
-    if variant["target"] == "npu-intel":
-        # Only properties every OpenVINO device accepts: the variant may run on its fallback device (cpu).
-        hint = {"int8": "f16"}.get(variant["precision"], "f16")
-        variant["options"] = {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}
-        return variant
-    threads = policy.execution.get("threads")
-    if threads.choice:
-        options["INFERENCE_NUM_THREADS" if engine == "openvino" else "intra_op_num_threads"] = str(threads.choice)
-    memory = policy.execution.get("memory")
-    if memory.choice == "low":
-        if engine == "onnxruntime":
-            options["enable_cpu_mem_arena"] = "0"
-        else:
-            text = "not controllable on engine openvino: its CPU plugin manages its own memory"
-            if memory.mode == "fixed":
-                variant.setdefault("excluded", f"memory=low is fixed, but {text}")
-            else:
-                warnings.append(f"prefer memory=low on openvino: {text}")
-                variant["notes"].append(f"memory=low: {text}")
-    if engine == "openvino":
-        options["INFERENCE_PRECISION_HINT"] = {"fp16": "f16", "bf16": "bf16"}.get(variant["precision"], "f32")
-    variant["options"] = dict(sorted(options.items()))
-    return variant

@@ -76,3 +76,17 @@ class Clock:
             stop.set()
             beat.join()
         logger.info("[%7.2fs] %s: done in %.2fs", self.elapsed(), name, time.perf_counter() - t0)
+
+
+def quiet_third_party(level: int) -> None:
+    """ONNX Runtime and graphsurgeon print their own warnings (e.g. "UnsqueezeElimination cannot remove node");
+    show them only with -v."""
+    import onnxruntime as ort
+    from onnx_graphsurgeon.logger import G_LOGGER
+
+    debug = level <= logging.DEBUG
+    ort.set_default_logger_severity(2 if debug else 3)
+    G_LOGGER.severity = G_LOGGER.WARNING if debug else G_LOGGER.ERROR
+    # onnxruntime.quantization warns through the root logger ("consider pre-processing"): -v shows it.
+    logging.getLogger().setLevel(logging.WARNING if debug else logging.ERROR)
+    G_LOGGER.colors = False

@@ -254,6 +254,7 @@ XRT_API int xrt_bundle_signer(const xrt_bundle_t* bundle, uint8_t* out_public_ke
 
 XRT_API xrt_status_t xrt_bundle_read_section(const xrt_bundle_t* bundle, const char* name,
                                              xrt_section_t** out_section) {
+  XRT_C_TRY
   if (out_section) *out_section = nullptr;
   if (bundle == nullptr || name == nullptr || out_section == nullptr) {
     return xrt_status_make(XRT_STATUS_INVALID_ARGUMENT, "xrt_bundle_read_section: bundle, name and out_section are "
@@ -271,6 +272,7 @@ XRT_API xrt_status_t xrt_bundle_read_section(const xrt_bundle_t* bundle, const c
   if (section == nullptr) return xrt_status_make(XRT_STATUS_RESOURCE_EXHAUSTED, "cannot allocate a section");
   *out_section = section;
   return nullptr;
+  XRT_C_CATCH
 }
 
 XRT_API const void* xrt_section_data(const xrt_section_t* section) {
@@ -429,6 +431,6 @@ XRT_API xrt_status_t xrt_outputs_get(const xrt_outputs_t* outputs, size_t index,
 
 XRT_API void xrt_outputs_release(xrt_outputs_t* outputs) { delete outputs; }  // destructors never throw
 
-XRT_API const char* xrt_version(void) { return "0.1.0"; }
+XRT_API const char* xrt_version(void) { return XRT_VERSION_STRING; }  // from pyproject.toml, through CMake
 
 }  // extern "C"

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cstring>
+#include <optional>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -185,12 +186,75 @@ Result<std::shared_ptr<Session>> Session::Create(std::shared_ptr<const Bundle> b
     }
   }
 
+  auto session = std::shared_ptr<Session>(new Session());
+  session->bundle_ = bundle;
+  session->model_ = model;
+
+  // Hands variant `v`'s artifacts and options to `b` on device `d`. A failure of the bundle (an artifact that does
+  // not read, an option only the caller may set) is final: *fatal is set. A failure of the backend's init is not:
+  // the caller records it and tries the next variant.
+  void* handle = nullptr;
+  auto try_init = [&](const Variant& v, const std::shared_ptr<const Backend>& b, const std::string& d,
+                      bool* fatal) -> Status {
+    *fatal = true;
+    session->artifact_bytes_.clear();
+    std::vector<xrt_backend_artifact_t> artifacts;
+    const format::Bundle& reader = bundle->reader();
+    for (const auto& [role, section] : v.artifacts) {
+      const auto index = reader.Find(section);
+      if (!index) return Internal("variant ", v.id, ": section ", section, " vanished");
+      auto bytes = reader.GetSection(*index);
+      if (!bytes.ok()) {
+        return FromFormatError(bytes.error()).WithContext(Cat("variant ", v.id, ": artifact ", role));
+      }
+      format::SectionBytes sb = std::move(bytes).value();
+      if (!sb.owned() && reinterpret_cast<uintptr_t>(sb.data()) % 64 != 0) {
+        // Only for bundles opened from caller memory that is not 64-byte aligned: xrt.h promises aligned artifacts.
+        try {
+          format::SectionBytes copy = format::SectionBytes::Allocate(sb.size());
+          if (sb.size()) std::memcpy(copy.mutable_data(), sb.data(), static_cast<size_t>(sb.size()));
+          sb = std::move(copy);
+        } catch (const std::bad_alloc&) {
+          return ResourceExhausted("variant ", v.id, ": cannot allocate ", sb.size(), " bytes for artifact ", role);
+        }
+      }
+      artifacts.push_back(xrt_backend_artifact_t{role.c_str(), sb.data(), sb.size()});
+      session->artifact_bytes_.push_back(std::move(sb));
+    }
+    std::string options_json = v.options_json;
+    // Options that touch the file system come from the caller, never the bundle: "xrt.cache_dir" is the only key
+    // the core adds, so a bundle that sets it is refused here, for every engine (each backend allow-lists the rest).
+    nlohmann::json o = nlohmann::json::parse(options_json, nullptr, /*allow_exceptions=*/false);
+    if (o.is_object() && o.contains(kCallerCacheDirKey)) {
+      return InvalidArgument("variant ", v.id, " of bundle ", bundle->origin(), " sets option \"",
+                             kCallerCacheDirKey, "\"; a cache folder is the caller's choice (load(cache_dir=...), "
+                             "xrt-run --cache-dir, xrt_session_options_t.cache_dir), never a bundle's: rebuild the "
+                             "bundle with xrtc");
+    }
+    if (!options.cache_dir.empty() && o.is_object()) {  // the runtime's own option: handed to the engine
+      o[kCallerCacheDirKey] = options.cache_dir;
+      options_json = o.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    }
+    *fatal = false;
+    const auto& vt = b->vtable;
+    handle = nullptr;
+    Status init = Status::FromC(vt.init(vt.self, d.c_str(), artifacts.data(), artifacts.size(),
+                                        options_json.c_str(), &handle));
+    if (!init.ok()) {
+      session->artifact_bytes_.clear();
+      return std::move(init).WithContext(
+          Cat("engine ", v.engine, " (", b->origin, ") failed to initialise variant ", v.id));
+    }
+    return Status();
+  };
+
   nlohmann::json skipped = nlohmann::json::array();
   std::string tried;  // for the error message
   const Variant* chosen = nullptr;
   std::shared_ptr<const Backend> backend;
   std::string device;
   size_t for_device = 0, incompatible = 0;
+  std::optional<Status> first_init_failure;  // returned when no variant initialises and every other one was skipped
   auto skip = [&](const Variant& v, const std::string& on, const std::string& why) {
     skipped.push_back({{"variant", v.id}, {"engine", v.engine}, {"device", on}, {"reason", why}});
     tried += Cat("\n  - ", v.id, " (", v.engine, " on ", on, "): ", why);
@@ -226,6 +290,15 @@ Result<std::shared_ptr<Session>> Session::Create(std::shared_ptr<const Bundle> b
           continue;
         }
       }
+      bool fatal = false;
+      Status init = try_init(*v, b, d, &fatal);
+      if (!init.ok()) {
+        if (fatal) return init;
+        // The engine is present but refused this variant (a driver, a plugin or memory): try the next one.
+        skip(*v, d, init.message());
+        if (!first_init_failure) first_init_failure = std::move(init);
+        continue;
+      }
       chosen = v;
       backend = std::move(acquired).value();
       device = d;
@@ -234,6 +307,12 @@ Result<std::shared_ptr<Session>> Session::Create(std::shared_ptr<const Bundle> b
     if (chosen != nullptr) break;
   }
   if (chosen == nullptr) {
+    if (first_init_failure) {  // an engine was there but refused: its code (one attempt: its own message)
+      if (skipped.size() == 1) return std::move(*first_init_failure);
+      return Status(first_init_failure->code(), Cat("no variant of bundle ", bundle->origin(), " could start on device ",
+                                                    requested, " (devices present here: ", PresentDevices(),
+                                                    "); tried:", tried));
+    }
     std::string what = Cat("no usable variant for device ", requested, " in bundle ", bundle->origin());
     if (devices.size() > 1) what += Cat(" (nor on ", chain_origin, ": ", Join(devices, 1), ")");
     else if (requested != "cpu") what += " and no fallback allowed";
@@ -259,61 +338,10 @@ Result<std::shared_ptr<Session>> Session::Create(std::shared_ptr<const Bundle> b
                           "); ran on ", device, " per ", chain_origin);
   }
 
-  auto session = std::shared_ptr<Session>(new Session());
-  session->bundle_ = bundle;
-  session->model_ = model;
   session->variant_ = chosen;
   session->backend_ = backend;
   session->device_ = device;
-
-  // Artifacts: role -> section bytes (64-byte aligned; decompressed or realigned copies are owned by the session).
-  std::vector<xrt_backend_artifact_t> artifacts;
-  const format::Bundle& reader = bundle->reader();
-  for (const auto& [role, section] : chosen->artifacts) {
-    const auto index = reader.Find(section);
-    if (!index) return Internal("variant ", chosen->id, ": section ", section, " vanished");
-    auto bytes = reader.GetSection(*index);
-    if (!bytes.ok()) {
-      return FromFormatError(bytes.error()).WithContext(Cat("variant ", chosen->id, ": artifact ", role));
-    }
-    format::SectionBytes b = std::move(bytes).value();
-    if (!b.owned() && reinterpret_cast<uintptr_t>(b.data()) % 64 != 0) {
-      // Only for bundles opened from caller memory that is not 64-byte aligned: xrt.h promises aligned artifacts.
-      try {
-        format::SectionBytes copy = format::SectionBytes::Allocate(b.size());
-        if (b.size()) std::memcpy(copy.mutable_data(), b.data(), static_cast<size_t>(b.size()));
-        b = std::move(copy);
-      } catch (const std::bad_alloc&) {
-        return ResourceExhausted("variant ", chosen->id, ": cannot allocate ", b.size(), " bytes for artifact ",
-                                 role);
-      }
-    }
-    artifacts.push_back(xrt_backend_artifact_t{role.c_str(), b.data(), b.size()});
-    session->artifact_bytes_.push_back(std::move(b));
-  }
-
   const auto& vt = backend->vtable;
-  void* handle = nullptr;
-  std::string options_json = chosen->options_json;
-  // Options that touch the file system come from the caller, never the bundle: "xrt.cache_dir" is the only key the
-  // core adds, so a bundle that sets it is refused here, for every engine (each backend allow-lists the rest).
-  nlohmann::json o = nlohmann::json::parse(options_json, nullptr, /*allow_exceptions=*/false);
-  if (o.is_object() && o.contains(kCallerCacheDirKey)) {
-    return InvalidArgument("variant ", chosen->id, " of bundle ", bundle->origin(), " sets option \"",
-                           kCallerCacheDirKey, "\"; a cache folder is the caller's choice (load(cache_dir=...), "
-                           "xrt-run --cache-dir, xrt_session_options_t.cache_dir), never a bundle's: rebuild the "
-                           "bundle with xrtc");
-  }
-  if (!options.cache_dir.empty() && o.is_object()) {  // the runtime's own option: handed to the engine
-    o[kCallerCacheDirKey] = options.cache_dir;
-    options_json = o.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-  }
-  Status init = Status::FromC(vt.init(vt.self, device.c_str(), artifacts.data(), artifacts.size(),
-                                      options_json.c_str(), &handle));
-  if (!init.ok()) {
-    return std::move(init).WithContext(
-        Cat("engine ", chosen->engine, " (", backend->origin, ") failed to initialise variant ", chosen->id));
-  }
   session->handle_ = handle;
 
   nlohmann::json describe = {{"variant", chosen->id},

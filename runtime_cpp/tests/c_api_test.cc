@@ -178,7 +178,7 @@ TEST(Dtype, SizesAndNames) {
   EXPECT_EQ(xrt_dtype_from_name(nullptr), XRT_DTYPE_INVALID);
 }
 
-TEST(Version, IsTheProjectVersion) { EXPECT_STREQ(xrt_version(), "0.1.0"); }
+TEST(Version, IsTheProjectVersion) { EXPECT_STREQ(xrt_version(), XRT_TEST_PROJECT_VERSION); }
 
 // ---- NULL arguments ----
 
@@ -699,6 +699,46 @@ TEST(SessionCreate, DeviceFallbackChainsAndVersionRanges) {
   EXPECT_STATUS(xrt_session_create(b.b, &o, &s), "UNIMPLEMENTED", "failed to initialise variant n");
   o.struct_size = 8;
   EXPECT_STATUS(xrt_session_create(b.b, &o, &s), "INVALID_ARGUMENT", "struct_size is 8");
+  EXPECT_EQ(s, nullptr);
+}
+
+int g_init_ok_handle = 0;
+xrt_status_t InitOk(void*, const char*, const xrt_backend_artifact_t*, size_t, const char*, void** out) {
+  *out = &g_init_ok_handle;
+  return nullptr;
+}
+
+TEST(SessionCreate, AVariantWhoseInitFailsIsSkippedAndTheNextTried) {
+  // "initfail" has a cpu but refuses every variant at init (a driver or plugin problem on this machine);
+  // "initok" starts. The first variant is skipped with init's reason recorded, the second one runs.
+  xrt_backend_vtable_t bad{sizeof(xrt_backend_vtable_t), XRT_ABI_VERSION, "initfail", nullptr, TestVersion,
+                           TestHasCpu, TestInit, TestExecute, TestDestroy, nullptr};
+  xrt_backend_vtable_t good{sizeof(xrt_backend_vtable_t), XRT_ABI_VERSION, "initok", nullptr, TestVersion,
+                            TestHasCpu, InitOk, TestExecute, TestDestroy, nullptr};
+  ASSERT_OK(xrt_backend_register(&bad));
+  ASSERT_OK(xrt_backend_register(&good));
+  auto bytes = BundleBytes(Manifest({{"first", "initfail"}, {"second", "initok"}}));
+  BundlePtr b;
+  ASSERT_OK(xrt_bundle_open_memory(bytes.data(), bytes.size(), nullptr, &b.b));
+  xrt_session_t* s = nullptr;
+  ASSERT_OK(xrt_session_create(b.b, nullptr, &s));
+  const nlohmann::json d = nlohmann::json::parse(xrt_session_describe(s));
+  xrt_session_release(s);
+  EXPECT_EQ(d["variant"], "second") << d.dump();
+  ASSERT_EQ(d["skipped"].size(), 1u) << d.dump();
+  EXPECT_EQ(d["skipped"][0]["variant"], "first");
+  const std::string reason = d["skipped"][0]["reason"];
+  EXPECT_NE(reason.find("failed to initialise variant first"), std::string::npos) << reason;
+  EXPECT_NE(reason.find("registration test only"), std::string::npos) << reason;
+
+  // When every variant fails at init, the error carries the first failure's code and lists each attempt.
+  auto both_bad = BundleBytes(Manifest({{"one", "initfail"}, {"two", "initfail"}}));
+  BundlePtr bb;
+  ASSERT_OK(xrt_bundle_open_memory(both_bad.data(), both_bad.size(), nullptr, &bb.b));
+  StatusHolder all(xrt_session_create(bb.b, nullptr, &s));
+  EXPECT_EQ(all.code(), "UNIMPLEMENTED") << all.message();
+  EXPECT_NE(all.message().find("one (initfail on cpu)"), std::string::npos) << all.message();
+  EXPECT_NE(all.message().find("two (initfail on cpu)"), std::string::npos) << all.message();
   EXPECT_EQ(s, nullptr);
 }
 

@@ -36,7 +36,7 @@ needs_corpus = pytest.mark.skipif(not NAMES, reason=f"corpus not fetched into {C
 
 RTOL, ATOL = 1e-3, 1e-4  # fp32: |got - ref| <= ATOL * max(1, max|ref|) + RTOL * |ref|
 
-# Expected preference order, from the measured speeds in ENVIRONMENT.md (not from our rule): OpenVINO is faster on
+# Expected preference order, from speeds measured with bench/cpu_corpus.py (not from our rule): OpenVINO is faster on
 # convolutional models, ONNX Runtime on tiny ones.
 OPENVINO_FIRST = {"ppocrv4_det", "ppocrv4_rec", "light_resnet50", "light_inception_v2", "magika_v3_3"}
 ONNXRUNTIME_FIRST = {"oww_hey_mycroft", "silero_vad_openvino_16k", "silero_vad_16k_op15"}

@@ -1,4 +1,4 @@
-"""`--target npu-intel` on a machine without an NPU (ENVIRONMENT.md): everything that can be checked without one.
+"""`--target npu-intel` on a machine without an NPU: everything that can be checked without one.
 
 What these tests cannot show: a run on an Intel NPU. The NPU variant's IR is checked by OpenVINO reading it and
 running it on its CPU plugin (against ONNX Runtime within the fp16 tolerance); the NPU itself is reached only

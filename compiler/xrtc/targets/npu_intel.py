@@ -1,7 +1,7 @@
 """Lowering for `--target npu-intel`: one variant, `npu-intel-openvino`: OpenVINO IR for the Intel NPU.
 
 The NPU compiles its own blob at first load on the device (OpenVINO's NPU plugin); xrtc cannot precompile it here
-(no NPU on the build machine, see ENVIRONMENT.md). What is checked at compile: OpenVINO converts the model (else
+(that needs the NPU itself). What is checked at compile: OpenVINO converts the model (else
 the ops it rejects are named), the IR reads back and compiles on OpenVINO's CPU plugin with the variant's own
 properties, and the accuracy gate runs the IR on the CPU against ONNX Runtime (recorded as measured on CPU).
 The variant declares `fallback_devices: ["cpu"]`: the same IR runs on OpenVINO CPU where there is no NPU.
@@ -13,7 +13,8 @@ import logging
 
 import onnx
 
-from .cpu import BuildFailed, CpuLowering, _build_openvino, openvino_cannot_carry
+from .base import BuildFailed, Lowering, Target
+from .engines import openvino as ov_engine
 
 log = logging.getLogger("xrtc.targets.npu_intel")
 
@@ -22,27 +23,29 @@ log = logging.getLogger("xrtc.targets.npu_intel")
 OPENVINO_NPU_VERSION = ">=2025.0,<2027"
 
 
-def lower(models: dict[str, onnx.ModelProto], plan, workdir: str, clock) -> CpuLowering:
+def lower(models: dict[str, onnx.ModelProto], plan, workdir: str, clock, precompile: bool = True,
+          archs=None) -> Lowering:
+    """The plan's npu-intel variant; `precompile` does not apply (the NPU compiles its blob on the device)."""
     variant = next((v for v in plan.variants if v["target"] == "npu-intel"), None)
     if variant is None or variant.get("dropped"):
-        return CpuLowering(variants=[], payloads=[], excluded=[])
+        return Lowering(variants=[], payloads=[], excluded=[])
     if "excluded" in variant:
-        return CpuLowering(variants=[], payloads=[], excluded=[
+        return Lowering(variants=[], payloads=[], excluded=[
             {"target": "npu-intel", "engine": "openvino", "reason": f"policy: {variant['excluded']}"}])
-    reason = openvino_cannot_carry(models[variant["id"]])
+    reason = ov_engine.cannot_carry(models[variant["id"]])
     if reason:  # strings, sequences, maps, optionals: OpenVINO variants carry numeric tensors only
         log.warning("%s left out: %s", variant["id"], reason)
-        return CpuLowering(variants=[], payloads=[], excluded=[
+        return Lowering(variants=[], payloads=[], excluded=[
             {"target": "npu-intel", "engine": "openvino", "reason": reason}])
     tools: dict[str, str] = {}
     prefix = variant["id"]
     with clock.stage(f"lower-{prefix}", log):
         try:
-            payloads = _build_openvino(models[variant["id"]].SerializeToString(), workdir, tools, precompile=False,
-                                       precision=variant["precision"], prefix=prefix)
+            payloads = ov_engine.build(models[variant["id"]].SerializeToString(), workdir, tools, prefix=prefix,
+                                       precompile=False, precision=variant["precision"])
         except BuildFailed as err:
             log.warning("%s left out: %s", prefix, err)
-            return CpuLowering(variants=[], payloads=[], tools=tools,
+            return Lowering(variants=[], payloads=[], tools=tools,
                                excluded=[{"target": "npu-intel", "engine": "openvino", "reason": str(err)}])
     entry = {"id": prefix, "target": "npu-intel", "device": "npu", "engine": "openvino",
              "precision": variant["precision"],
@@ -52,4 +55,28 @@ def lower(models: dict[str, onnx.ModelProto], plan, workdir: str, clock) -> CpuL
              "fallback_devices": ["cpu"],
              "why": ("target npu-intel: OpenVINO IR with static shapes, compiled for the NPU on the device at first "
                      "load (cached with cache_dir); falls back to OpenVINO CPU where no NPU is present")}
-    return CpuLowering(variants=[entry], payloads=payloads, excluded=[], tools=tools)
+    return Lowering(variants=[entry], payloads=payloads, excluded=[], tools=tools)
+
+
+def variant_options(variant: dict, policy, warnings: list[str]) -> dict:
+    """Only properties every OpenVINO device accepts: the variant may run on its fallback device (cpu)."""
+    # f16 for every precision: the NPU computes fp16 (int8 variants are QDQ graphs whose float parts run fp16).
+    variant["options"] = {"INFERENCE_PRECISION_HINT": "f16", "PERFORMANCE_HINT": "LATENCY"}
+    return variant
+
+
+_NO_TF32 = "TF32 is an NVIDIA tensor-core format; CPUs and NPUs have no TF32 math"
+
+TARGET = Target(
+    name="npu-intel", device="npu", engines=("openvino",), default_precision="fp16",  # the NPU's native float
+    precisions={"openvino": {"fp16": None, "int8": None, "tf32": _NO_TF32,
+                             "fp32": "the Intel NPU computes in fp16 (or int8); it has no fp32 math",
+                             "bf16": "xrtc does not build bf16 for the Intel NPU (fp16 is its native float)"}},
+    kernels={"openvino": {"matmul": {"engine"}, "conv": {"engine"}, "attention": {"engine"}}},
+    engine_kernels={"openvino": "the NPU compiler (OpenVINO's NPU plugin) schedules its own kernels"},
+    fallback={"int8": "fp16"},  # no fp32 on the NPU: int8 falls back to fp16, and no further
+    lower=lower, variant_options=variant_options,
+    static_shapes="the NPU compiles for one shape",
+    # The gate runs the IR on the CPU at f32 compute (its f16 hint there gives fp16, bf16 or f32 arithmetic by the
+    # CPU's units) and measures the NPU's fp16 arithmetic by emulation (gate.FP16_EMULATION).
+    gate_options={"INFERENCE_PRECISION_HINT": "f32"}, emulate_fp16=True)

@@ -3,46 +3,20 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 
-from ..errors import OutputExistsError, UsageError
+from ..errors import UsageError
+from ..package import check_output  # noqa: F401 - re-exported
+from ..progress import quiet_third_party  # noqa: F401 - re-exported
 
 log = logging.getLogger("xrtc.compile")
-
-
-def quiet_third_party(level: int) -> None:
-    """ONNX Runtime and graphsurgeon print their own warnings (e.g. "UnsqueezeElimination cannot remove node");
-    show them only with -v."""
-    import onnxruntime as ort
-    from onnx_graphsurgeon.logger import G_LOGGER
-
-    debug = level <= logging.DEBUG
-    ort.set_default_logger_severity(2 if debug else 3)
-    G_LOGGER.severity = G_LOGGER.WARNING if debug else G_LOGGER.ERROR
-    # onnxruntime.quantization warns through the root logger ("consider pre-processing"): -v shows it.
-    logging.getLogger().setLevel(logging.WARNING if debug else logging.ERROR)
-    G_LOGGER.colors = False
-
-
-def check_output(model_path: str, output: str, force: bool) -> None:
-    """Fails before any work if the output cannot or must not be written."""
-    if os.path.isdir(output):
-        raise UsageError(f"-o {output} is a folder; give a file path such as {os.path.join(output, 'model.xrtpkg')}")
-    folder = os.path.dirname(os.path.abspath(output))
-    if not os.path.isdir(folder):
-        raise UsageError(f"-o {output}: the folder {folder} does not exist; create it first")
-    if os.path.exists(model_path) and os.path.exists(output) and os.path.samefile(model_path, output):
-        raise UsageError(f"-o {output} is the input model; xrtc never overwrites its input. Choose another path")
-    if os.path.exists(output) and not force:
-        raise OutputExistsError(f"{output} exists; pass --force to overwrite it")
 
 
 def policy_from_args(args):
     """The policy: --policy FILE (TOML), then --precision / --shape / --static-shape flags over it."""
     from xpuruntime.policy import Policy, PolicyError
 
-    from ._data import parse_shapes
+    from ..inputs import parse_shapes
 
     try:
         policy = Policy.from_toml(args.policy) if getattr(args, "policy", None) else Policy()
@@ -94,7 +68,8 @@ class Compile:
     def add_args(self, parser) -> None:
         parser.add_argument("model", metavar="MODEL.onnx", help="the ONNX model (never modified)")
         parser.add_argument("--target", default="cpu", metavar="TARGET",
-                            help="what to compile for: cpu (default); npu-intel, cuda, tensorrt are planned")
+                            help="what to compile for: cpu (default), npu-intel or cuda; several comma-separated, in "
+                                 "preference order (npu-intel,cpu); tensorrt is planned")
         parser.add_argument("-o", "--output", metavar="OUT.xrtpkg", help="the bundle to write (default: next to "
                             "the model, MODEL.xrtpkg; never overwritten without --force)")
         parser.add_argument("--force", action="store_true", help="overwrite OUT.xrtpkg if it exists")

@@ -59,7 +59,9 @@ class Plan:
         from .compile import add_policy_args
 
         parser.add_argument("model", metavar="MODEL.onnx|BUNDLE.xrtpkg", help="the ONNX model, or a bundle")
-        parser.add_argument("--target", default="cpu", metavar="TARGET", help="cpu (default)")
+        parser.add_argument("--target", default="cpu", metavar="TARGET",
+                            help="cpu (default), npu-intel or cuda; several comma-separated, in preference order "
+                                 "(npu-intel,cpu)")
         add_policy_args(parser, plan=False)
         parser.add_argument("-o", "--output", metavar="PLAN.json", help="write the plan as JSON")
         parser.add_argument("--force", action="store_true", help="overwrite PLAN.json if it exists")

@@ -9,7 +9,7 @@ import sys
 import time
 
 from ..errors import XrtcError
-from . import _data
+from .. import inputs as _data
 
 log = logging.getLogger("xrtc.run")
 

@@ -9,7 +9,8 @@
 from ._errors import FormatError
 from ._format import FORMAT_MAJOR, FORMAT_MINOR
 from ._reader import Bundle, Section, read
-from ._signing import generate_key_pair, load_private_key, load_public_key, public_key_of, sign
+from ._sign import sign
+from ._signing import generate_key_pair, load_private_key, load_public_key, public_key_of
 from ._writer import canonical_json, to_bytes, write
 
 __all__ = [

@@ -238,7 +238,7 @@ typedef struct xrt_session_options_t {
   const char* device;     /* "cpu" (default when NULL) */
   const char* engine;     /* NULL: the manifest's preference among available engines; else only this engine */
   const char* variant;   /* NULL: pick; else the variant with this id */
-  /* Added in 0.2; callers built before pass a struct_size that ends above and get the defaults. */
+  /* Added after the first layout; callers built before pass a struct_size that ends above and get the defaults. */
   const char* fallback;   /* devices to try, in order, when `device` has no usable variant, ','-separated ("cpu").
                              NULL: the chain the bundle's variants for `device` declare (their fallback_devices);
                              "": no fallback (a missing device is an error naming the devices present) */

@@ -10,7 +10,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   try {
-    if (std::strcmp(xrt_version(), "0.1.0") != 0) return 1;
+    if (std::strcmp(xrt_version(), XRT_EXPECTED_VERSION) != 0) return 1;
     xrt::Bundle bundle = xrt::Bundle::OpenFile(argv[1]);
     auto [major, minor] = bundle.format_version();
     std::cout << "format " << major << "." << minor << ", manifest " << bundle.manifest().size() << " bytes\n";

@@ -14,7 +14,7 @@ import json
 import logging
 
 from ...errors import PolicyViolationError
-from ..cpu import CpuLowering
+from ..base import Lowering, Target
 from . import aot, emit
 from .graph import lower_graph
 
@@ -74,12 +74,14 @@ def kernel_policy(policy: dict, prog) -> list[str]:
     return warnings
 
 
-def lower(models: dict, plan, workdir: str, clock, archs: list[str] | None = None) -> CpuLowering:
+def lower(models: dict, plan, workdir: str, clock, precompile: bool = True,
+          archs: list[str] | None = None) -> Lowering:
+    """The plan's cuda variant for `archs` (default: the policy's target_options.arch); `precompile` does not apply."""
     variant = next((v for v in plan.variants if v["target"] == "cuda"), None)
     if variant is None or variant.get("dropped"):
-        return CpuLowering(variants=[], payloads=[], excluded=[])
+        return Lowering(variants=[], payloads=[], excluded=[])
     if "excluded" in variant:
-        return CpuLowering(variants=[], payloads=[], excluded=[
+        return Lowering(variants=[], payloads=[], excluded=[
             {"target": "cuda", "engine": "cuda", "reason": f"policy: {variant['excluded']}"}])
     triton = aot.require_triton()
     archs = archs or aot.parse_archs((plan.policy.get("target_options") or {}).get("arch"))
@@ -115,7 +117,7 @@ def lower(models: dict, plan, workdir: str, clock, archs: list[str] | None = Non
              "why": why}
     if notes:
         entry["notes"] = notes
-    return CpuLowering(variants=[entry], payloads=payloads, excluded=[], tools={"triton": triton.__version__})
+    return Lowering(variants=[entry], payloads=payloads, excluded=[], tools={"triton": triton.__version__})
 
 
 def gate_record(bundle_sections: dict, variant: dict, samples: list[dict], references: list[dict], rtol: float,
@@ -167,3 +169,51 @@ def describe(plan: dict) -> list[dict]:
                                    + f" src {k['source_sha256'][:12]}",
                          "archs": sorted(k["images"]), "algorithm": "triton " + plan["triton_version"]})
     return rows
+
+
+def gate(lowering, variant: dict, samples: list[dict], references: list[dict], tol: dict, workdir: str,
+         candidate: str) -> dict:
+    """The accuracy gate for xrtc's cuda engine. Where a CUDA device is present, the variant runs through the runtime
+    like every other (its plugin must be installed). With no CUDA device here it never reports a plain pass: the plan
+    runs through the plan interpreter on the CPU (recorded as such, with `not_run_on_device`), or, for models over
+    the interpreter's limit, the variant is recorded as not measured."""
+    import os
+
+    from ... import gate as accuracy_gate
+    from ...numeric import compare
+
+    if os.path.exists("/dev/nvidiactl"):
+        record = accuracy_gate.measure_isolated(workdir, candidate, variant["id"], samples, references, tol["rtol"],
+                                                tol["atol"])
+        if not record.get("crashed") and not record.get("error"):
+            return record
+        log.warning("accuracy gate %s: the runtime could not run it on this machine's GPU (%s); checking the plan "
+                    "on the CPU instead", variant["id"], "; ".join(record.get("failures", []))[:300])
+
+    sections = {role: next(data for name, data, _ in lowering.payloads if name == section)
+                for role, section in variant["artifacts"].items()}
+    record = gate_record(sections, variant, samples, references, tol["rtol"], tol["atol"], compare)
+    if record.get("ran_on"):
+        log.warning("accuracy gate %s: not run on a GPU (no CUDA device here); checked with the %s", variant["id"],
+                    record["ran_on"])
+    return record
+
+
+def variant_options(variant: dict, policy, warnings: list[str]) -> dict:
+    """None: the engine's arena is planned at compile; threads do not apply."""
+    variant["options"] = {}
+    return variant
+
+
+TARGET = Target(
+    name="cuda", device="cuda", engines=("cuda",), default_precision="fp16",
+    precisions={"cuda": {"fp32": None, "fp16": None, "tf32": None,
+                         "bf16": "bf16 is not built yet in xrtc's cuda engine (fp16, fp32 and tf32 are)",
+                         "int8": "int8 is not built yet in xrtc's cuda engine (fp16, fp32 and tf32 are)"}},
+    # the choices built so far; the rest are refused naming the nodes
+    kernels={"cuda": {"matmul": {"engine", "cublasLt", "triton"}, "conv": {"engine"},
+                      "attention": {"engine", "flash", "flash_v2", "math"}}},
+    engine_kernels={"cuda": "xrtc's cuda engine has built matmul=cublasLt | triton and attention=flash (flash_v2) | "
+                            "math; other kernel choices are not built yet"},
+    fallback={"fp16": "fp32", "bf16": "fp32", "int8": "fp32", "tf32": "fp32"},
+    lower=lower, variant_options=variant_options, gate=gate)

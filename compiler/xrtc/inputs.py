@@ -1,4 +1,4 @@
-"""Input and output files for `xrtc run` / `xrtc verify`: .npz/.npy in, .npz out, random inputs, shape flags."""
+"""Input and output arrays for the compiler and the tools: .npz/.npy files, random and seeded inputs, shape flags."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from ..errors import UsageError, XrtcError
+from .errors import UsageError, XrtcError
 
 _SHAPE_RE = re.compile(r"^(?P<name>.+?)[:=](?P<dims>\[?[0-9x, ]+\]?)$")
 
@@ -152,7 +152,7 @@ def random_inputs(inputs, shapes: dict[str, tuple[int, ...]], seed: int,
 
 def save_npz(path: str, arrays: dict[str, np.ndarray], force: bool) -> None:
     """Writes arrays (real names as keys) atomically; never overwrites without force."""
-    from ..errors import OutputExistsError
+    from .errors import OutputExistsError
 
     if os.path.exists(path) and not force:
         raise OutputExistsError(f"{path} exists; pass --force to overwrite it")
