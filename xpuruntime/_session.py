@@ -93,6 +93,10 @@ class Session:
             if bad_names:
                 raise _errors.InvalidArgument(f"input names must be str, got {bad_names!r:.80}") from None
             raise
+        return self._selected(results, output_names)
+
+    def _selected(self, results: dict, output_names):
+        """`results` restricted to `output_names` (None: all), in that order; unknown names are InvalidArgument."""
         if output_names is None:
             return results
         unknown = [n for n in output_names if n not in results]
@@ -122,12 +126,7 @@ class Session:
         results = dict(zip(self._output_names, got))
         for spec in self.outputs:
             _check_value(spec, results[spec.name], "output", engine=True)
-        if output_names is None:
-            return results
-        unknown = [n for n in output_names if n not in results]
-        if unknown:
-            raise _errors.InvalidArgument(f"unknown output name(s) {unknown}; outputs are {self._output_names}")
-        return {n: results[n] for n in output_names}
+        return self._selected(results, output_names)
 
     def _contiguous(self, name, value) -> np.ndarray:
         """A C-contiguous copy of a strided (or non-ndarray) input. Defined behaviour for hostile views: an array whose

@@ -15,6 +15,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "status_holder.h"
 #include "xrtpkg_test_builder.h"
 
 namespace {
@@ -22,27 +23,6 @@ namespace {
 using xrt::format::testing::Build;
 using xrt::format::testing::Plain;
 using xrt::format::testing::Zstd;
-
-struct StatusHolder {
-  explicit StatusHolder(xrt_status_t s) : status(s) {}
-  ~StatusHolder() { xrt_status_free(status); }
-  std::string code() const { return xrt_status_code_string(xrt_status_code(status)); }
-  std::string message() const { return xrt_status_message(status); }
-  xrt_status_t status;
-};
-
-#define EXPECT_STATUS(expr, code_name, needle)                                            \
-  do {                                                                                    \
-    StatusHolder h_(expr);                                                                \
-    EXPECT_EQ(h_.code(), code_name) << h_.message();                                      \
-    EXPECT_NE(h_.message().find(needle), std::string::npos) << "message: " << h_.message(); \
-  } while (0)
-
-#define ASSERT_OK(expr)                                 \
-  do {                                                  \
-    StatusHolder h_(expr);                              \
-    ASSERT_EQ(h_.code(), "OK") << h_.message();         \
-  } while (0)
 
 // ---- A backend that takes string tensors: "rev" = each string reversed, "len" = int64 byte lengths ----
 struct StringOutputs {
