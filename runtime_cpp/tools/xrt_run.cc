@@ -51,7 +51,7 @@ const char kUsage[] =
     "  --shape NAME=1x3x224x224 shape of a random input with dynamic dims (repeatable)\n"
     "  --seed S                 seed for random inputs (default 0; the same inputs as xrtc run --seed)\n"
     "selection:\n"
-    "  --device D               cpu (default), gpu, npu\n"
+    "  --device D               cpu (default), cuda, gpu, npu: the device a variant is built for\n"
     "  --fallback D[,D]         devices to try when D has no usable variant; 'none' for none (default: the\n"
     "                           bundle's chain, e.g. an npu-intel variant falls back to cpu)\n"
     "  --cache-dir DIR          engine compile cache for variants compiled at load (NPU, CPU without a blob)\n"
