@@ -697,6 +697,13 @@ NB_MODULE(_core, m) {
   m.def("register_python_backend", &RegisterPythonBackend, nb::arg("name"), nb::arg("version"),
         nb::arg("has_device"), nb::arg("init"), nb::arg("execute"));
   m.def("list_backends", &ListBackends);
+  // Errors are the package's own types from the first call on, whoever imports this module first (the package
+  // imports it lazily; tests and tools may import it directly).
+  try {
+    ErrorFactory() = nb::module_::import_("xpuruntime._errors").attr("from_status");
+  } catch (const std::exception&) {
+    PyErr_Clear();  // no xpuruntime package next to this module: statuses stay RuntimeError until set_error_factory
+  }
 
   nb::class_<Bundle>(m, "Bundle")
       .def(nb::init<const std::string&, const std::vector<nb::bytes>&, bool>(), nb::arg("path"),
