@@ -184,7 +184,7 @@ def gate(lowering, variant: dict, samples: list[dict], references: list[dict], t
 
     if os.path.exists("/dev/nvidiactl"):
         record = accuracy_gate.measure_isolated(workdir, candidate, variant["id"], samples, references, tol["rtol"],
-                                                tol["atol"])
+                                                tol["atol"], device="cuda")
         if not record.get("crashed") and not record.get("error"):
             return record
         log.warning("accuracy gate %s: the runtime could not run it on this machine's GPU (%s); checking the plan "
