@@ -54,8 +54,8 @@ def build(model: onnx.ModelProto, precision: str, tools: dict[str, str], *, pref
     named = [op for op in _FUSED if fused.get(op)]
     fused_text = ", ".join(f"{op} x{fused[op]}" for op in named) or "none"
     notes = [f"onnxruntime.transformers optimizer (BERT patterns): fused {fused_text}"
-             + ("" if fused.get("Attention") or fused.get("MultiHeadAttention") else
-                "; attention not fused (its patterns do not match this graph's attention subgraph)"),
+             + ("; attention not fused (its patterns do not match this graph's attention subgraph)"
+                if ops.get("Softmax") and not (fused.get("Attention") or fused.get("MultiHeadAttention")) else ""),
              "graph ops: " + ", ".join(f"{op} x{n}" for op, n in sorted(ops.items()))]
     if precision == "fp16":
         notes.append("fp16: converted by the optimizer (inputs/outputs keep their types; its default op block list "
