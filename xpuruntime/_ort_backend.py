@@ -42,7 +42,7 @@ class _Bound:
     shape. So the inputs and outputs are bound once (IO binding) to buffers of the session's static shapes; each run
     copies the caller's arrays into them and the outputs out. One run at a time per session (the lock)."""
 
-    def __init__(self, session):
+    def __init__(self, session, device: str = "cuda"):
         import numpy as np
         import onnxruntime
 
@@ -56,7 +56,7 @@ class _Bound:
                         f"onnxruntime: enable_cuda_graph needs static tensor shapes, but {role} {spec.name!r} is "
                         f"{spec.type} {spec.shape}; rebuild the bundle with --shape (or without the CUDA graph)")
                 dtype = np.dtype(_NUMPY_OF[spec.type])
-                value = onnxruntime.OrtValue.ortvalue_from_shape_and_type(spec.shape, dtype, "cuda", 0)
+                value = onnxruntime.OrtValue.ortvalue_from_shape_and_type(spec.shape, dtype, device, 0)
                 (self.inputs if role == "input" else self.outputs).append((spec.name, value, dtype, list(spec.shape)))
                 if role == "input":
                     self.binding.bind_ortvalue_input(spec.name, value)

@@ -154,3 +154,26 @@ def test_cuda_provider_options_are_allow_listed_and_cuda_only():
         _ort_backend.cuda_provider_options('{"use_tf32": "1"}', "cpu")
     assert _ort_backend.cuda_provider_options('{"use_tf32": "1", "intra_op_num_threads": "1"}', "cuda") == \
         {"use_tf32": "1"}
+
+
+def test_bound_buffers_run_the_variant_like_a_plain_run(bert_bundle):
+    """The CUDA-graph path's IO binding (inputs copied into buffers bound once, outputs read back), exercised on
+    ONNX Runtime's CPU provider with the variant's own graph: same outputs as a plain run; a shape other than the
+    bound one is refused, named."""
+    from xpuruntime import _ort_backend
+    from xrtc.tools.inspect import read_bundle
+
+    d, _ = bert_bundle
+    session = ort.InferenceSession(read_bundle(str(d / "a.xrtpkg")).data("cuda-onnxruntime.onnx"),
+                                   providers=["CPUExecutionProvider"])
+    bound = _ort_backend._Bound(session, device="cpu")
+    rng = np.random.default_rng(5)
+    for _ in range(2):  # twice: the buffers are reused
+        feeds = [rng.integers(0, 100, (2, 16)).astype(np.int64), np.ones((2, 16), np.int64),
+                 np.zeros((2, 16), np.int64)]
+        got = bound.run(session, feeds)
+        want = session.run(None, dict(zip([i.name for i in session.get_inputs()], feeds)))
+        for g, w in zip(got, want):
+            assert g.shape == w.shape and np.array_equal(g, w)
+    with pytest.raises(xrt.InvalidArgument, match=r"input 'input_ids' is int64 \[1, 16\].*captured for int64 \[2, 16\]"):
+        bound.run(session, [np.zeros((1, 16), np.int64)] * 3)
