@@ -128,10 +128,38 @@ json.dump(r, open(f"/tmp/bert/ours_{k}.json", "w"), indent=1)
 print("ours", json.dumps(r)[:900])
 PY
 done
+# The ONNX Runtime CUDA variant each bundle carries (cuda-onnxruntime), run through xrt (Python: the C++ runner has
+# no ONNX Runtime), checked against ORT CPU fp32; only where onnxruntime-gpu is importable (carried on PYTHONPATH).
+ORT_MISSING=$(cd /tmp && python3 -c "import sys; sys.path.insert(0, '$OLDPWD/bench/gpu'); import bench_bert as b; print(b.ort_cuda_missing() or '')")
+if [ -n "$ORT_MISSING" ]; then
+  echo "cuda-onnxruntime via xrt SKIPPED: $ORT_MISSING"
+else
+  for k in $KEYS; do
+    B=$D/bert_$k.xrtpkg; shape=${k#tf32_}; rtol=5e-3; [ $k = $shape ] || rtol=1e-2
+    [ -f $B ] || continue
+    (cd /tmp && python3 -m xrtc run $B --device cuda --variant cuda-onnxruntime --inputs $D/in_$shape.npz \
+        --save-outputs $D/out_ort_$k.npz --force) > $OUT/run_ort_$k.log 2>&1
+    echo "$k cuda-onnxruntime via xrt: rc=$? $(tail -n 2 $OUT/run_ort_$k.log | cut -c1-300)"
+    python3 bench/gpu/compare.py $D/bert.onnx $D/in_$shape.npz $D/out_ort_$k.npz --rtol $rtol --label "$k-ort" | tee $OUT/cmp_ort_$k.txt
+    python3 - $k $OUT <<'PY'
+import json, re, sys
+k, out = sys.argv[1], sys.argv[2]
+path = f"/tmp/bert/ours_{k}.json"
+r = json.load(open(path))
+m = re.search(r"rel_err ([0-9.e+-]+)", open(f"{out}/cmp_ort_{k}.txt").read())
+r["ort_variant_rel_err"] = float(m.group(1)) if m else "no output (see run_ort log)"
+json.dump(r, open(path, "w"), indent=1)
+print("cuda-onnxruntime", k, "rel_err", r["ort_variant_rel_err"])
+PY
+  done
+fi
 cp /tmp/bert/ours_*.json $OUT/ 2>/dev/null
 t0=$SECONDS
 python3 bench/gpu/bench_bert.py peers $D $SHAPES 2>&1 | grep -v Warning | tail -8
 echo "peers in $((SECONDS - t0)) s"
+t0=$SECONDS
+python3 bench/gpu/bench_bert.py ortpeers $D $SHAPES 2>&1 | grep -v Warning | tail -8
+echo "ORT CUDA peer in $((SECONDS - t0)) s"
 cp $D/peers.json $OUT/ 2>/dev/null
 python3 bench/gpu/bench_bert.py table $D | tee $OUT/table.md
 python3 - $D <<'PY' | tee -a $OUT/table.md
