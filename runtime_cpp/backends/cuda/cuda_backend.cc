@@ -8,8 +8,9 @@
 // Variant artifacts: "plan" (JSON, PLAN.md), "weights", "kernels". Variant options (JSON object):
 //   "device_id": N (default 0), "xrt.profile": "1" (also env XRT_CUDA_PROFILE=1).
 // Env: XRT_CUDA_REPLAY_TIMING=N times N graph replays after each run; XRT_CUDA_REPORT=FILE receives the reports;
-// XRT_CUDA_TUNE_GEMMS=N (2..64) times up to N cuBLASLt candidates per GEMM configuration at init and keeps the
-// fastest, for GEMMs without an accepted stored algorithm (describe() gives each choice and its config).
+// XRT_CUDA_TUNE_GEMMS=N (2..64): static plans try up to N cuBLASLt candidates per GEMM configuration in the captured
+// graph at init and keep the fastest, for GEMMs without an accepted stored algorithm (describe() gives each choice
+// and its config).
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
