@@ -34,6 +34,7 @@ REGISTRY: tuple[tuple[str, str], ...] = (
     ("verify", "xrtc.tools.verify:Verify"),
     ("keygen", "xrtc.tools.keygen:Keygen"),
     ("sign", "xrtc.tools.sign:Sign"),
+    ("tune", "xrtc.tools.tune:Tune"),
 )
 
 # Where a missing third-party module comes from, for the "how to fix" part of import errors. Never auto-install.

@@ -104,3 +104,55 @@ def test_compiled_plans_pass_the_plugins_validation(tmp_path, name, precision):
     r = subprocess.run([check, *paths], capture_output=True, text=True, timeout=60)
     print(r.stdout.strip())
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def _plan_of(bundle):
+    import json
+
+    import xrtpkg
+
+    b = xrtpkg.read(str(bundle))
+    (variant,) = [v for v in b.manifest["variants"] if v["engine"] == "cuda"]
+    return json.loads(b.data(variant["artifacts"]["plan"]))
+
+
+def test_stored_algorithms_puts_each_engine_choice_into_the_plan(mlp_bundle):
+    from xrtc.errors import XrtcError
+    from xrtc.targets.cuda.tune import stored_algorithms
+
+    _, bundle = mlp_bundle
+    plan = _plan_of(bundle)
+    n = len(plan["gemms"])
+    assert n >= 2 and all(g["algo"] == {"source": "heuristic"} for g in plan["gemms"])
+    reported = [{"gemm": i, "algo": "tuned in the CUDA graph: candidate 3 of 9" if i == 0 else
+                 "cuBLASLt heuristic (first candidate)", "config": f"{i + 1:02x}" * 64} for i in range(n)]
+    tuned = stored_algorithms(plan, reported)
+    assert tuned["gemms"][0]["algo"] == {"source": "tuned", "config": "01" * 64}
+    assert tuned["gemms"][1]["algo"] == {"source": "heuristic", "config": "02" * 64}
+    assert plan["gemms"][0]["algo"] == {"source": "heuristic"}, "the input plan is not modified"
+    with pytest.raises(XrtcError, match="reported 1 GEMM algorithms for a plan of"):
+        stored_algorithms(plan, reported[:1])
+    with pytest.raises(XrtcError, match="not 64 bytes of hex"):
+        stored_algorithms(plan, [dict(r, config="zz") for r in reported])
+
+
+def test_tune_runs_on_a_gpu_or_says_where_to_run_it(mlp_bundle, tmp_path, capsys):
+    from xrtc.cli import main
+
+    _, bundle = mlp_bundle
+    before = bundle.read_bytes()
+    out = tmp_path / "tuned.xrtpkg"
+    code = main(["tune", str(bundle), "-o", str(out), "--candidates", "8"])
+    text = capsys.readouterr()
+    assert bundle.read_bytes() == before, "the bundle tuned is never modified"
+    if not (_has_gpu() and _plugin_installed()):
+        assert code == 2 and not out.exists()
+        assert "Run `xrtc tune` on the machine (GPU, driver, cuBLASLt) the bundle will run on" in text.err, text.err
+        return
+    assert code == 0, text.err
+    print(text.out)
+    plan = _plan_of(out)
+    assert all(len(g["algo"]["config"]) == 128 for g in plan["gemms"])
+    sess = xrt.load(str(out), device="cuda", fallback=[])
+    notes = [a["algo"] for a in sess.explain()["engine_info"]["gemm_algos"]]
+    assert all(n.startswith("stored ") and "accepted by cublasLtMatmulAlgoCheck" in n for n in notes), notes

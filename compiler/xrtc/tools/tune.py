@@ -1,0 +1,62 @@
+"""`xrtc tune`: tune a bundle on the machine it will run on and store what was chosen in a new bundle."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from ..errors import OutputExistsError, UsageError, XrtcError
+
+log = logging.getLogger("xrtc.tune")
+
+
+class Tune:
+    """Tune BUNDLE on this machine and write the tuned bundle (BUNDLE is never modified).
+
+    Today: the GEMM algorithms of xpuruntime's cuda engine, on the GPU here. Every cuBLASLt candidate (up to
+    --candidates per GEMM configuration) is tried in the captured CUDA graph and the whole graph's replay timed; the
+    fastest stays. The tuned variant must still meet its accuracy tolerance on the bundle's golden data (else exit
+    3, nothing written). The new bundle's plan stores each GEMM's algorithm, so loading it skips both cuBLASLt's
+    heuristic queries and the tuning (a stored algorithm the installed cuBLASLt refuses falls back to the heuristic,
+    recorded). The manifest records the device, driver and cuBLASLt it was tuned with. A signed bundle's signature
+    does not carry over: sign the tuned bundle again (`xrtc sign`).
+    """
+
+    name = "tune"
+
+    def add_args(self, parser) -> None:
+        parser.add_argument("bundle", metavar="BUNDLE.xrtpkg", help="the bundle to tune (not modified)")
+        parser.add_argument("-o", "--output", metavar="OUT.xrtpkg",
+                            help="the tuned bundle (default: BUNDLE.tuned.xrtpkg next to BUNDLE)")
+        parser.add_argument("--force", action="store_true", help="overwrite OUT.xrtpkg if it exists")
+        parser.add_argument("--candidates", type=int, default=16, metavar="N",
+                            help="cuBLASLt candidates tried per GEMM configuration, 2..64 (default 16)")
+        parser.add_argument("--variant", metavar="ID", help="the cuda variant to tune (default: the first)")
+
+    def run(self, args) -> int:
+        from ..targets.cuda.tune import tune_bundle
+        from .sign import write_atomic
+
+        if not os.path.isfile(args.bundle):
+            raise UsageError(f"{args.bundle}: no such bundle file")
+        root, _ = os.path.splitext(args.bundle)
+        out = args.output or root + ".tuned.xrtpkg"
+        if os.path.abspath(out) == os.path.abspath(args.bundle):
+            raise UsageError(f"-o {out} is the bundle being tuned; write the tuned bundle elsewhere")
+        if not args.force and os.path.lexists(out):
+            raise OutputExistsError(f"{out} already exists; pass --force to overwrite it")
+        result = tune_bundle(args.bundle, args.candidates, args.variant)
+        try:
+            write_atomic(out, result.bundle, force=args.force)
+        except FileExistsError as err:
+            raise OutputExistsError(f"{out} already exists; pass --force to overwrite it") from err
+        except OSError as err:
+            raise XrtcError(f"cannot write {out}: {err.strerror or err}") from err
+        if result.dropped_signature:
+            log.warning("%s was signed; the tuned bundle is not: sign it again (xrtc sign %s --key ...)",
+                        args.bundle, out)
+        how = ", ".join(f"{n} {k}" for k, n in sorted(result.notes.items()))
+        errs = ", ".join(f"{k} {v:g}" for k, v in result.errors.items()) or "no golden data to check"
+        print(f"{result.variant}: {result.gemms} GEMM algorithms stored ({how}); golden max abs err: {errs}")
+        print(f"PASSED xrtc tune: wrote {out} ({len(result.bundle)} bytes)")
+        return 0
