@@ -133,9 +133,11 @@ class InferenceSession:
     ``policy`` (an ``xrt.Policy`` or a policy TOML path). ``fp16``: True asks for fp16 (as a preferred precision),
     False for fp32. ``fallback``: devices to try after ``device`` (None: the bundle's chain, and the CPU for an
     absent CUDA device; ``[]``: none). ``providers`` / ``provider_options``: ONNX Runtime's spelling of device,
-    engine and fallback. ``calibration``: an ``.npz`` of real inputs (int8, the accuracy gate).
+    engine and fallback; ``sess_options`` (an ``onnxruntime.SessionOptions``): its intra_op_num_threads as the
+    threads knob. ``calibration``: an ``.npz`` of real inputs (int8, the accuracy gate).
     ``cache_dir``: where compiled bundles are kept (default ``bundle_cache_dir()``; False: compile every time,
-    keep nothing). ``progress``: show the compile's stages on stderr (default: when stderr is a terminal).
+    keep nothing: ``bundle_path`` is then None). ``progress``: show the compile's stages on stderr (default: when
+    stderr is a terminal).
     ``trusted_keys`` / ``require_signature``: as ``xrt.load``.
     """
 
@@ -143,7 +145,7 @@ class InferenceSession:
                  backend: str | Knob | None = None, kernel_policy: KernelPolicy | None = None,
                  exec_policy: ExecutionPolicy | None = None, policy: Policy | str | os.PathLike | None = None,
                  fp16: bool | None = None, fallback: list[str] | None = None, providers=None,
-                 provider_options=None, calibration: str | os.PathLike | None = None,
+                 provider_options=None, sess_options=None, calibration: str | os.PathLike | None = None,
                  cache_dir: str | os.PathLike | bool | None = None, progress: bool | None = None,
                  trusted_keys=None, require_signature: bool = False):
         self._fallbacks: list[dict] = []
@@ -173,22 +175,34 @@ class InferenceSession:
         if fallback is not None and (isinstance(fallback, str) or not all(isinstance(d, str) for d in fallback)):
             raise _errors.InvalidArgument(f"fallback must be a list of device names such as ['cpu'], got {fallback!r}")
         device_fixed = device_knob.mode == "fixed" or fallback == []
+        if device_knob.mode == "fixed":
+            fallback = []  # the runtime's own chain (an NPU variant's CPU fallback) is off too
         self._requested = {"model": os.path.basename(path), "device": device_knob.to_json(),
                            "engine": engine_knob.to_json() if engine_knob else None, "fp16": fp16,
                            "fallback": fallback}
 
-        self._policy = self._resolve_policy(policy, kernel_policy, exec_policy, fp16)
+        self._policy = self._resolve_policy(policy, kernel_policy, exec_policy, fp16, sess_options)
         kind, load_device = self._resolve_device(device_knob.choice, device_fixed, fallback)
         if any(f["what"] == "device" for f in self._fallbacks):
             fallback = None  # the chain was applied here
         if is_onnx:
-            self._compile_args = (path, self._policy, _TARGET_OF_DEVICE[kind], calibration, progress)
+            target = _TARGET_OF_DEVICE[kind]
+            if kind == "cuda" and fallback and "cpu" in fallback:
+                target = "cuda,cpu"  # CPU variants alongside, so the runtime can take the fallback asked for
+            self._compile_args = (path, self._policy, target, calibration, progress)
             self._bundle = self._compiled(cache_dir)
         else:
             self._bundle = path
             if calibration is not None:
                 raise _errors.InvalidArgument("calibration applies to compiles: give the .onnx model, not a bundle")
-        self._open(load_device, engine_knob, fallback, trusted_keys, require_signature, from_onnx=is_onnx)
+        try:
+            self._open(load_device, engine_knob, fallback, trusted_keys, require_signature, from_onnx=is_onnx)
+        finally:
+            if is_onnx and cache_dir is False:  # the runtime holds the bundle in memory: nothing is kept
+                import shutil
+
+                shutil.rmtree(os.path.dirname(self._bundle), ignore_errors=True)
+                self._bundle = None
 
     # -- resolution -------------------------------------------------------------------------------------------
 
@@ -196,9 +210,10 @@ class InferenceSession:
         self._fallbacks.append({"what": what, "asked": asked, "used": used, "reason": reason})
         log.warning("InferenceSession: %s %s -> %s: %s", what, asked, used, reason)
 
-    def _resolve_policy(self, policy, kernel_policy, exec_policy, fp16) -> Policy:
+    def _resolve_policy(self, policy, kernel_policy, exec_policy, fp16, sess_options) -> Policy:
         """One xrt.Policy from `policy` (object or TOML path), the kernel/execution sections given separately
-        (they replace the policy's) and the fp16 flag, checked for contradictions."""
+        (they replace the policy's), the fp16 flag, checked for contradictions, and ONNX Runtime's SessionOptions'
+        intra_op_num_threads as the threads knob (when the policy sets none)."""
         if policy is None:
             base = Policy()
         elif isinstance(policy, Policy):
@@ -212,6 +227,9 @@ class InferenceSession:
         if exec_policy is not None and not isinstance(exec_policy, ExecutionPolicy):
             raise _errors.InvalidArgument(f"exec_policy must be an xrt.ExecutionPolicy, got {exec_policy!r}")
         execution = dict((exec_policy or base.execution).knobs)
+        threads = getattr(sess_options, "intra_op_num_threads", 0) if sess_options is not None else 0
+        if threads and "threads" not in execution:
+            execution["threads"] = Knob(int(threads), "prefer")
         if fp16 is not None:
             wanted = "fp16" if fp16 else "fp32"
             have = execution.get("precision")
@@ -290,8 +308,8 @@ class InferenceSession:
         from ._version import VERSION
 
         versions["xpuruntime.__version__"] = VERSION
-        h.update(json.dumps({"policy": policy.to_json(), "target": target, "versions": versions},
-                            sort_keys=True).encode())
+        h.update(json.dumps({"policy": policy.to_json(), "target": target, "versions": versions,
+                             "host": _host_fingerprint()}, sort_keys=True).encode())
         return h.hexdigest()
 
     def _compiled(self, cache_dir) -> str:
@@ -308,9 +326,9 @@ class InferenceSession:
             os.makedirs(folder, exist_ok=True)
         stem = os.path.splitext(os.path.basename(path))[0]
         bundle = os.path.join(folder, f"{stem}-{target}-{key[:32]}.xrtpkg")
-        self._compile = {"cache": "hit" if os.path.isfile(bundle) else "miss", "key": key, "bundle": bundle,
-                         "target": target, "seconds": 0.0}
-        if self._compile["cache"] == "miss":
+        state = "off" if cache_dir is False else "hit" if os.path.isfile(bundle) else "miss"
+        self._compile = {"cache": state, "key": key, "bundle": bundle, "target": target, "seconds": 0.0}
+        if state != "hit":
             self._run_compile(bundle)
         return bundle
 
@@ -446,6 +464,20 @@ class InferenceSession:
     def __repr__(self) -> str:
         return (f"<xpuruntime.InferenceSession model={self._requested['model']!r} variant={self._session.variant!r} "
                 f"engine={self.engine!r}>")
+
+
+def _host_fingerprint() -> str:
+    """The CPU the bundle is compiled on (architecture and feature flags): engine-compiled blobs in a bundle depend
+    on it, so a cache folder shared between machines keeps one entry per kind of CPU."""
+    import platform
+
+    flags = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            flags = next((line for line in f if line.startswith(("flags", "Features"))), "")
+    except OSError:
+        pass
+    return platform.machine() + ":" + hashlib.sha256(" ".join(sorted(flags.split())).encode()).hexdigest()[:16]
 
 
 def _manifest(bundle: str) -> dict:

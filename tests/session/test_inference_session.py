@@ -176,6 +176,28 @@ def test_absent_cuda_device_fails_when_fixed_falls_back_when_preferred(tmp_path)
     check_against_ort(model, sess.run({"x": X}), {"x": X}, "fp32" if not CUDA_COUNT else "fp16", "mlp cuda:1")
 
 
+def test_no_cache_keeps_nothing_and_sess_options_threads(tmp_path):
+    model = mlp_file(tmp_path)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 2
+    before = _inference.compiles
+    sess = xrt.InferenceSession(model, cache_dir=False, sess_options=options)
+    assert sess.explain()["compile"]["cache"] == "off" and sess.bundle_path is None
+    assert not os.path.exists(os.path.dirname(sess.explain()["compile"]["bundle"]))
+    assert _inference.compiles == before + 1
+    assert sess.explain()["policy"]["execution"]["threads"] == {"choice": 2, "mode": "prefer"}
+    check_against_ort(model, sess.run({"x": X}), {"x": X}, "fp32", "mlp (no cache, 2 threads)")
+
+
+def test_fixed_npu_without_an_npu_is_unavailable(tmp_path):
+    model = mlp_file(tmp_path)
+    sess = xrt.InferenceSession(model, device="npu")
+    if sess.explain()["device"] == "npu":
+        pytest.skip("this machine has an NPU")
+    with pytest.raises(xrt.Unavailable, match="npu"):
+        xrt.InferenceSession(model, device=Knob("npu", "fixed"))
+
+
 def test_bad_arguments_are_named(tmp_path):
     model = mlp_file(tmp_path)
     with pytest.raises(xrt.NotFound, match="does not exist"):
