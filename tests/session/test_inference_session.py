@@ -91,7 +91,8 @@ def test_corrupt_cache_entry_is_compiled_again(tmp_path):
     model = mlp_file(tmp_path)
     cache = str(tmp_path / "cache")
     bundle = xrt.InferenceSession(model, cache_dir=cache).explain()["compile"]["bundle"]
-    data = bytearray(open(bundle, "rb").read())
+    original = open(bundle, "rb").read()
+    data = bytearray(original)
     data[len(data) // 2] ^= 0xFF
     open(bundle, "wb").write(bytes(data))
     before = _inference.compiles
@@ -100,6 +101,12 @@ def test_corrupt_cache_entry_is_compiled_again(tmp_path):
     assert info["cache"] == "rebuilt" and "did not open" in info["rebuilt"], info
     assert _inference.compiles == before + 1
     check_against_ort(model, sess.run({"x": X}), {"x": X}, "fp32", "mlp (rebuilt entry)")
+    # Same inputs, same bytes: the rebuilt entry, and what `xrtc compile` writes for the same model.
+    assert open(bundle, "rb").read() == original
+    from xrtc.build import compile_model
+
+    compile_model(model, "cpu", str(tmp_path / "cli.xrtpkg"))
+    assert (tmp_path / "cli.xrtpkg").read_bytes() == original
     assert xrt.InferenceSession(model, cache_dir=cache).explain()["compile"]["cache"] == "hit"
 
 
