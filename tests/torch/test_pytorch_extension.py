@@ -44,6 +44,16 @@ def test_cuda_choices_on_cpu_prefer_records_fixed_refuses_unchanged():
         xrt_torch.set_kernel_policy(attention="flash_v3")
 
 
+@pytest.mark.skipif(not CUDA, reason="no CUDA device: cuBLASLt and FlashAttention-2 are CUDA choices")
+def test_cuda_choices_hold_on_a_gpu():
+    xrt_torch.set_kernel_policy(matmul=Knob("cublasLt", "fixed"), attention=Knob("flash_v2", "fixed"))
+    report = xrt_torch.explain()
+    print(f"on {torch.cuda.get_device_name()}: {report['switches']}, "
+          f"SDPA selects {report['attention_backend_selected']}")
+    assert report["switches"]["preferred_blas_library"].lower() == "cublaslt"
+    assert report["attention_backend_selected"] == "flash" and report["warnings"] == []
+
+
 def test_attention_choice_is_what_pytorch_selects():
     xrt_torch.set_kernel_policy(attention=Knob("math", "fixed"))
     assert xrt_torch.explain()["attention_backend_selected"] == "math"
