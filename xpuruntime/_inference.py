@@ -27,7 +27,7 @@ import logging
 import os
 import sys
 import time
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 from . import _errors
 from ._session import Session, default_cache_dir
