@@ -11,6 +11,7 @@ import importlib.metadata
 import json
 import os
 import threading
+import warnings
 
 from . import _core, _errors
 from .onnx_tensors import ExternalDataError, check_inline
@@ -20,35 +21,121 @@ _registered = False
 # The handle the last _init() on this thread created: the Python loader takes it to run bundles whose inputs or
 # outputs are sequences, maps or optionals, which the C API does not carry (formats/xrtpkg.md, "Value types").
 _created = threading.local()
-# Engine devices this backend serves: the CPU provider ships in the `onnxruntime` wheel; "cuda" needs the
-# onnxruntime-gpu wheel (xpuruntime[cuda]) and a GPU.
+# Engine devices this backend serves: the CPU provider ships in the `onnxruntime` wheel; "cuda" needs ONNX Runtime's
+# GPU build (onnxruntime-gpu, installed in place of onnxruntime: README, "ONNX Runtime on CUDA") and a GPU.
 _PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
 
 class _Handle:
-    __slots__ = ("session", "input_names", "output_names")
+    __slots__ = ("session", "input_names", "output_names", "bound")
 
-    def __init__(self, session, input_names, output_names):
+    def __init__(self, session, input_names, output_names, bound=None):
         self.session = session
         self.input_names = input_names
         self.output_names = output_names
+        self.bound = bound  # _Bound where the variant replays a CUDA graph
+
+
+class _Bound:
+    """A CUDA-graph session's device buffers: ONNX Runtime captures the graph on the first run and replays it on
+    later ones, which is valid only while every input and output stays at the same device address with the same
+    shape. So the inputs and outputs are bound once (IO binding) to buffers of the session's static shapes; each run
+    copies the caller's arrays into them and the outputs out. One run at a time per session (the lock)."""
+
+    def __init__(self, session, device: str = "cuda"):
+        import numpy as np
+        import onnxruntime
+
+        self.lock = threading.Lock()
+        self.binding = session.io_binding()
+        self.inputs, self.outputs = [], []
+        for role, specs in (("input", session.get_inputs()), ("output", session.get_outputs())):
+            for spec in specs:
+                if not all(isinstance(d, int) for d in spec.shape) or spec.type not in _NUMPY_OF:
+                    raise _errors.InvalidArgument(
+                        f"onnxruntime: enable_cuda_graph needs static tensor shapes, but {role} {spec.name!r} is "
+                        f"{spec.type} {spec.shape}; rebuild the bundle with --shape (or without the CUDA graph)")
+                dtype = np.dtype(_NUMPY_OF[spec.type])
+                value = onnxruntime.OrtValue.ortvalue_from_shape_and_type(spec.shape, dtype, device, 0)
+                (self.inputs if role == "input" else self.outputs).append((spec.name, value, dtype, list(spec.shape)))
+                if role == "input":
+                    self.binding.bind_ortvalue_input(spec.name, value)
+                else:
+                    self.binding.bind_ortvalue_output(spec.name, value)
+
+    def run(self, session, arrays: list):
+        import numpy as np
+
+        with self.lock:
+            for (name, value, dtype, shape), array in zip(self.inputs, arrays):
+                array = np.ascontiguousarray(array)
+                if list(array.shape) != shape or array.dtype != dtype:
+                    raise _errors.InvalidArgument(
+                        f"onnxruntime: input {name!r} is {array.dtype} {list(array.shape)}, but this variant replays a "
+                        f"CUDA graph captured for {dtype} {shape}")
+                value.update_inplace(array)  # host -> the bound device buffer
+            session.run_with_iobinding(self.binding)
+            return [value.numpy() for _, value, _, _ in self.outputs]  # device -> host copies
+
+
+_NUMPY_OF = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
+             "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(int8)": "int8", "tensor(uint8)": "uint8",
+             "tensor(bool)": "bool"}
+
+
+def _distributions() -> list[str]:
+    """The installed distributions that provide the `onnxruntime` module."""
+    found = []
+    for name in ("onnxruntime", "onnxruntime-gpu"):
+        try:
+            importlib.metadata.version(name)
+            found.append(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+BOTH_INSTALLED = ("onnxruntime and onnxruntime-gpu are both installed; they write one `onnxruntime` module, so which "
+                  "build you get is whichever was installed last. Keep one: `pip uninstall -y onnxruntime "
+                  "onnxruntime-gpu && pip install onnxruntime-gpu` for CUDA variants (README, \"ONNX Runtime on "
+                  "CUDA\"), or reinstall `onnxruntime` for the CPU only")
+
+
+def cuda_unavailable() -> str | None:
+    """None where onnxruntime's CUDAExecutionProvider is here, else why not and what to do (the reason a CUDA
+    variant is skipped with)."""
+    import onnxruntime
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        return None
+    found = _distributions()
+    if len(found) > 1:
+        return f"onnxruntime has no CUDAExecutionProvider: {BOTH_INSTALLED}"
+    return (f"onnxruntime {onnxruntime.__version__} ({', '.join(found) or 'unknown distribution'}) has no "
+            "CUDAExecutionProvider: install ONNX Runtime's GPU build in place of the CPU one (`pip uninstall -y "
+            "onnxruntime && pip install onnxruntime-gpu`; README, \"ONNX Runtime on CUDA\") on a machine with an "
+            "NVIDIA GPU and driver")
 
 
 def _has_device(device: str) -> bool:
+    """cpu: always. cuda: where the CUDA provider is here, or where an NVIDIA device is (then a variant's init fails
+    naming the missing provider, and the runtime records that as the reason it skipped it)."""
     provider = _PROVIDERS.get(device)
     if provider is None:
         return False
     if device == "cpu":
         return True
-    import onnxruntime
-    return provider in onnxruntime.get_available_providers()
+    return os.path.exists("/dev/nvidiactl") or cuda_unavailable() is None
 
 
 # Variant options a bundle may set (SECURITY.md, "The engine boundary"): anything else is refused, naming the key.
 # graph_optimization_level records what xrtc applied offline (the runtime always finishes with ORT_ENABLE_ALL).
 _ALLOWED = {"graph_optimization_level": ("ORT_DISABLE_ALL", "ORT_ENABLE_BASIC", "ORT_ENABLE_EXTENDED", "ORT_ENABLE_ALL"),
             "enable_cpu_mem_arena": ("0", "1"),
-            "intra_op_num_threads": None}  # an integer >= 0, clamped to the CPUs this process may use
+            "intra_op_num_threads": None,  # an integer >= 0, clamped to the CPUs this process may use
+            # CUDA provider options (cuda variants only): a CUDA graph per session, TF32 tensor-core math
+            "enable_cuda_graph": ("0", "1"), "use_tf32": ("0", "1")}
+_CUDA_KEYS = ("enable_cuda_graph", "use_tf32")
 _CALLER_KEYS = ("xrt.cache_dir",)  # added by the core from the caller's options; ONNX Runtime keeps no cache
 
 
@@ -100,10 +187,26 @@ def session_options(options_json: str):
     return so
 
 
+def cuda_provider_options(options_json: str, device: str) -> dict[str, str]:
+    """The CUDA provider's options among a variant's (already checked by session_options); on a cpu device they
+    are refused: a bundle's cpu variant asking for a CUDA graph is malformed."""
+    options = json.loads(options_json)
+    chosen = {k: str(options[k]) for k in _CUDA_KEYS if k in options}
+    if chosen and device != "cuda":
+        raise _errors.InvalidArgument(f"onnxruntime: variant options {', '.join(sorted(chosen))} apply to the CUDA "
+                                      f"provider only, not to device {device!r}")
+    return chosen
+
+
 def _init(device: str, artifacts: dict, options_json: str) -> _Handle:
     import onnxruntime
 
     so = session_options(options_json)
+    cuda_options = cuda_provider_options(options_json, device)
+    if device == "cuda":
+        missing = cuda_unavailable()
+        if missing:
+            raise _errors.Unavailable(missing)
     if "model" not in artifacts:
         raise _errors.InvalidArgument("onnxruntime: the variant has no 'model' artifact; rebuild the bundle with xrtc")
     model = bytes(artifacts["model"])  # private: ONNX Runtime never sees the bundle's own memory
@@ -111,8 +214,19 @@ def _init(device: str, artifacts: dict, options_json: str) -> _Handle:
         check_inline(model)  # the one external-data walk (xpuruntime.onnx_tensors), shared with xrtc
     except ExternalDataError as err:
         raise _errors.DataCorrupt(f"onnxruntime: {err}") from None
-    session = onnxruntime.InferenceSession(model, so, providers=[_PROVIDERS[device]])
-    handle = _Handle(session, [i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()])
+    provider = (_PROVIDERS[device], cuda_options) if device == "cuda" else _PROVIDERS[device]
+    try:
+        session = onnxruntime.InferenceSession(model, so, providers=[provider])
+    except Exception as err:  # onnxruntime raises untyped errors
+        if cuda_options.get("enable_cuda_graph") != "1" or "graph" not in str(err).lower():
+            raise
+        # ONNX Runtime captures a CUDA graph only when every node runs on the CUDA provider; said, then run without.
+        warnings.warn(f"onnxruntime: this variant cannot run in one CUDA graph ({str(err)[:300]}); running it "
+                      "without (enable_cuda_graph off)", RuntimeWarning, stacklevel=2)
+        cuda_options = dict(cuda_options, enable_cuda_graph="0")
+        session = onnxruntime.InferenceSession(model, so, providers=[(_PROVIDERS[device], cuda_options)])
+    bound = _Bound(session) if cuda_options.get("enable_cuda_graph") == "1" else None
+    handle = _Handle(session, [i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()], bound)
     _created.handle = handle
     return handle
 
@@ -126,14 +240,16 @@ def take_created():
 
 def _execute(handle: _Handle, arrays: list):
     # Inputs arrive in the manifest's input order, which is the graph's (the compiler wrote both from one graph).
+    if handle.bound is not None:
+        return handle.bound.run(handle.session, arrays)
     return handle.session.run(handle.output_names, dict(zip(handle.input_names, arrays)))
 
 
 def _version() -> str:
-    try:
-        return importlib.metadata.version("onnxruntime")
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
+    """The version of the distribution providing `onnxruntime` (the CPU or the GPU build)."""
+    for name in _distributions():
+        return importlib.metadata.version(name)
+    return "not installed"
 
 
 def register() -> None:

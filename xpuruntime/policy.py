@@ -35,11 +35,13 @@ MEMORY_CHOICES = ("default", "low")
 
 # Tolerances per precision: an output passes when max|got - ref| <= atol * max(1, max|ref|) + rtol * |ref|
 # elementwise (xrtc verify, the accuracy gate). fp32 differs from ONNX Runtime only by summation order and kernel
-# choice; reduced precisions by their mantissa; int8 by its quantisation step.
+# choice; reduced precisions by their mantissa; int8 by its quantisation step. fp16 and tf32 keep 10 mantissa bits:
+# one unit in the last place at 1.0 is ~1e-3, so atol 5e-3 allows ~5 of them, what a deep network (a 12-layer
+# encoder) accumulates; atol 1e-3 refused every fp16 BERT-base on its tanh-bounded pooler output.
 DEFAULT_TOLERANCES = {
     "fp32": {"rtol": 1e-3, "atol": 1e-4},
-    "tf32": {"rtol": 1e-2, "atol": 1e-3},
-    "fp16": {"rtol": 1e-2, "atol": 1e-3},
+    "tf32": {"rtol": 1e-2, "atol": 5e-3},
+    "fp16": {"rtol": 1e-2, "atol": 5e-3},
     "bf16": {"rtol": 5e-2, "atol": 1e-2},
     "int8": {"rtol": 1e-1, "atol": 5e-2},
 }

@@ -9,6 +9,12 @@
                                                       fp16 autocast with SDPA, the fp16 HF model (SDPA) captured
                                                       whole in one CUDA graph: median ms of CUDA-event timed runs
                                                       -> DIR/peers.json
+    python3 bench_bert.py ortpeers DIR BxS ...        ONNX Runtime's CUDA provider: the transformer-optimised fp16
+                                                      model with a CUDA graph, the optimised fp32 model without, inputs
+                                                      and outputs bound on the device (IO binding); median ms and the
+                                                      process's device memory growth -> merged into DIR/peers.json.
+                                                      Skips (exit 0, reason printed and stored) where onnxruntime has
+                                                      no CUDAExecutionProvider
     python3 bench_bert.py coldstart BUNDLE INPUTS.npz  xpuruntime.load(device="cuda") + first run, after CUDA init
     python3 bench_bert.py table DIR                   RESULTS.md's table from DIR's JSON files
 
@@ -157,6 +163,125 @@ def peers(d, args):
         json.dump(res, open(path, "w"), indent=1)
 
 
+def ort_cuda_missing():
+    """None where onnxruntime's CUDA provider is importable here, else why not (what the ORT peer prints)."""
+    try:
+        import onnxruntime as ort
+    except ImportError as err:
+        return f"onnxruntime is not importable ({err})"
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        return (f"onnxruntime {ort.__version__} from {os.path.dirname(ort.__file__)} has no CUDAExecutionProvider "
+                f"(providers: {', '.join(ort.get_available_providers())}): put onnxruntime-gpu first on PYTHONPATH")
+    return None
+
+
+def ort_models(d):
+    """DIR/bert.onnx transformer-optimised by onnxruntime.transformers (BERT-base: 12 heads, hidden 768): the fp32
+    graph and its fp16 conversion (inputs/outputs kept, the optimizer's op block list) -> paths, fused-op counts."""
+    from onnxruntime.transformers import optimizer
+
+    out = {}
+    for precision in ("fp32", "fp16"):
+        om = optimizer.optimize_model(os.path.join(d, "bert.onnx"), model_type="bert", num_heads=12, hidden_size=768,
+                                      opt_level=0, use_gpu=True)
+        fused = {k: v for k, v in om.get_fused_operator_statistics().items() if v}
+        if precision == "fp16":
+            om.convert_float_to_float16(keep_io_types=True)
+        path = os.path.join(d, f"bert_ort_{precision}.onnx")
+        om.save_model_to_file(path)
+        out[precision] = (path, fused)
+    return out
+
+
+def _device_mib():
+    """This process's device memory in MiB (nvidia-smi's per-process used_memory), or None."""
+    import subprocess
+    try:
+        text = subprocess.run(["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
+                              capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    for line in text.splitlines():
+        pid, _, mib = line.partition(",")
+        if pid.strip() == str(os.getpid()):
+            return float(mib)
+    return 0.0
+
+
+def _ort_time(path, feeds, cuda_graph, iters, warm):
+    """One session on the CUDA provider with inputs/outputs bound on the device; median ms (synchronised host
+    timer: run_with_iobinding returns after the provider's stream synchronises) and the device memory the session
+    added (MiB, nvidia-smi; ONNX Runtime's arena keeps what it took, so after the runs ~ its peak)."""
+    import onnxruntime as ort
+
+    before = _device_mib()
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(path, so, providers=[("CUDAExecutionProvider",
+                                                      {"enable_cuda_graph": "1" if cuda_graph else "0"})])
+    binding = sess.io_binding()
+    keep = []
+    for name, array in feeds.items():
+        value = ort.OrtValue.ortvalue_from_numpy(array, "cuda", 0)
+        keep.append(value)
+        binding.bind_ortvalue_input(name, value)
+    for out in sess.get_outputs():
+        binding.bind_output(out.name, "cuda", 0)
+    for _ in range(warm):  # the first run with enable_cuda_graph captures; later ones replay
+        sess.run_with_iobinding(binding)
+    if cuda_graph:  # outputs stay bound to the addresses of the captured run
+        outputs = binding.get_outputs()
+        binding = sess.io_binding()
+        for (name, _), value in zip(feeds.items(), keep):
+            binding.bind_ortvalue_input(name, value)
+        for out, value in zip(sess.get_outputs(), outputs):
+            binding.bind_ortvalue_output(out.name, value)
+        sess.run_with_iobinding(binding)
+    times = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        sess.run_with_iobinding(binding)
+        times.append((time.perf_counter() - t0) * 1e3)
+    result = [o.numpy() for o in binding.get_outputs()]
+    after = _device_mib()
+    del sess, binding, keep
+    grown = after - before if after is not None and before is not None else None
+    return statistics.median(times), grown, result
+
+
+def ortpeers(d, args):
+    path = os.path.join(d, "peers.json")
+    res = json.load(open(path)) if os.path.exists(path) else {}
+    missing = ort_cuda_missing()
+    if missing:
+        print(f"ORT CUDA peer SKIPPED: {missing}", flush=True)
+        for b, s in shapes(args):
+            res.setdefault(f"b{b}s{s}", {})["ort_cuda_fp16_graph"] = "SKIPPED: no CUDAExecutionProvider"
+        json.dump(res, open(path, "w"), indent=1)
+        return
+    import onnxruntime as ort
+
+    models = ort_models(d)
+    print(f"ORT CUDA peer: onnxruntime {ort.__version__}; fused fp16 {models['fp16'][1]}", flush=True)
+    ref_sess = ort.InferenceSession(os.path.join(d, "bert.onnx"), providers=["CPUExecutionProvider"])
+    for b, s in shapes(args):
+        feeds = make_inputs(b, s)
+        row = res.setdefault(f"b{b}s{s}", {})
+        ref = ref_sess.run(None, feeds)[0]
+        for key, precision, graph in (("ort_cuda_fp16_graph", "fp16", True), ("ort_cuda_fp32", "fp32", False)):
+            try:
+                ms, mib, out = _ort_time(models[precision][0], feeds, graph, 200 if graph else 100, 20)
+                row[key] = ms
+                row[f"{key}_device_mib"] = mib
+                # as compare.py: ||out - ref|| / ||ref|| on last_hidden_state
+                row[f"{key}_rel_err"] = float(np.linalg.norm(out[0].astype(np.float64) - ref) / np.linalg.norm(ref))
+            except Exception as e:  # noqa: BLE001 - a peer that fails is reported, not fatal
+                row[key] = f"ERR {type(e).__name__}: {str(e)[:160]}"
+        print(f"ortpeers b{b}s{s}", json.dumps({k: v for k, v in row.items() if k.startswith("ort_")}), flush=True)
+        json.dump(res, open(path, "w"), indent=1)
+
+
 def _cuda_init():
     """cuInit and the primary context, so the cold start below excludes what any CUDA program pays once."""
     import ctypes
@@ -203,24 +328,29 @@ def table(d):
         return f"{v:.{nd}f}" if isinstance(v, (int, float)) else (str(v) if v is not None else "-")
     order = sorted({k for k in ours if not k.startswith("tf32_")} | set(peers), key=lambda k: (int(k.split("s")[1]), int(k[1:].split("s")[0])))
     rows.append("| BERT-base | ours fp16 (graph replay) | torch.compile r-o fp16 | HF fp16 in one CUDA graph | "
-                "torch eager fp32 | torch eager fp16 | ours: rel err vs ORT fp32 | kernels/inference | arena MiB | "
-                "cold start ms |")
-    rows.append("|---|---|---|---|---|---|---|---|---|---|")
+                "ORT CUDA fp16 (optimised, CUDA graph) | torch eager fp32 | torch eager fp16 | ours: rel err vs ORT "
+                "fp32 | ORT CUDA fp16: rel err | cuda-onnxruntime via xrt: rel err | kernels/inference | arena MiB | "
+                "ORT CUDA fp16 device MiB | cold start ms |")
+    rows.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for k in order:
         o, p = ours.get(k, {}), peers.get(k, {})
         rows.append(f"| {k} | {f(o.get('median_ms'))} | {f(p.get('torch_compile_ro_fp16'))} | "
-                    f"{f(p.get('torch_fp16_cuda_graph'))} | {f(p.get('torch_eager_fp32'))} | "
+                    f"{f(p.get('torch_fp16_cuda_graph'))} | {f(p.get('ort_cuda_fp16_graph'))} | "
+                    f"{f(p.get('torch_eager_fp32'))} | "
                     f"{f(p.get('torch_eager_amp_fp16'))} | {f(o.get('rel_err'), 5) if 'rel_err' in o else '-'} | "
+                    f"{f(p.get('ort_cuda_fp16_graph_rel_err'), 5)} | {f(o.get('ort_variant_rel_err'), 5)} | "
                     f"{o.get('launches', '-')} | {f(o.get('arena_bytes', 0) / 2**20, 1) if 'arena_bytes' in o else '-'} "
-                    f"| {f(o.get('cold_ms'), 1)} |")
+                    f"| {f(p.get('ort_cuda_fp16_graph_device_mib'), 1)} | {f(o.get('cold_ms'), 1)} |")
     rows += ["", "| BERT-base tf32 | ours tf32 (graph replay) | HF fp32 in one CUDA graph | HF tf32 in one CUDA graph | "
-             "torch eager fp32 | ours: rel err vs ORT fp32 |", "|---|---|---|---|---|---|"]
+             "ORT CUDA fp32 (optimised, no graph) | torch eager fp32 | ours: rel err vs ORT fp32 |",
+             "|---|---|---|---|---|---|---|"]
     for k in sorted(ours):
         if not k.startswith("tf32_"):
             continue
         o, p = ours[k], peers.get(k[5:], {})
         rows.append(f"| {k[5:]} | {f(o.get('median_ms'))} | {f(p.get('torch_fp32_cuda_graph'))} | "
-                    f"{f(p.get('torch_tf32_cuda_graph'))} | {f(p.get('torch_eager_fp32'))} | "
+                    f"{f(p.get('torch_tf32_cuda_graph'))} | {f(p.get('ort_cuda_fp32'))} | "
+                    f"{f(p.get('torch_eager_fp32'))} | "
                     f"{f(o.get('rel_err'), 5) if 'rel_err' in o else '-'} |")
     print("\n".join(rows))
 
@@ -233,6 +363,8 @@ def main():
         inputs(rest[0], rest[1:])
     elif cmd == "peers":
         peers(rest[0], rest[1:])
+    elif cmd == "ortpeers":
+        ortpeers(rest[0], rest[1:])
     elif cmd == "coldstart":
         coldstart(rest[0], rest[1])
     elif cmd == "table":

@@ -39,6 +39,7 @@ echo "== plugin GPU tests (real driver, cuBLASLt from $NV)"
 
 echo "== xrt-run on the carried bundles"
 for b in "$R"/b/*.xrtpkg; do
+  [ -f "$b" ] || { echo "(no bundles carried in .carry/rt/b)"; break; }
   name=$(basename "$b" .xrtpkg)
   model=$R/b/${name%%[0-9]*}.onnx
   python3 bench/gpu/compare.py "$model" "$OUT/$name.in.npz" --make-inputs
@@ -84,6 +85,10 @@ for k in $KEYS; do
   XRT_CUDA_REPLAY_TIMING=300 XRT_CUDA_REPORT=$OUT/replay_$k.jsonl "$R/bin/xrt-run" $B --device cuda --inputs $D/in_$shape.npz --quiet 2>&1 | tail -1
   XRT_CUDA_PROFILE=1 XRT_CUDA_REPORT=$OUT/profile_$k.jsonl "$R/bin/xrt-run" $B --device cuda --inputs $D/in_$shape.npz --quiet 2>&1 | tail -1
   (cd /tmp && python3 $OLDPWD/bench/gpu/bench_bert.py coldstart $B $D/in_$shape.npz) > $OUT/cold_$k.json 2>&1 || tail -5 $OUT/cold_$k.json
+  # GEMM tuning at load (XRT_CUDA_TUNE_GEMMS: up to 16 cuBLASLt candidates timed per GEMM configuration): the replay
+  # time it buys and what it costs at init
+  XRT_CUDA_TUNE_GEMMS=16 XRT_CUDA_REPLAY_TIMING=300 XRT_CUDA_REPORT=$OUT/replay_tuned_$k.jsonl "$R/bin/xrt-run" $B --device cuda --inputs $D/in_$shape.npz --quiet 2>&1 | tail -1
+  (cd /tmp && XRT_CUDA_TUNE_GEMMS=16 python3 $OLDPWD/bench/gpu/bench_bert.py coldstart $B $D/in_$shape.npz) > $OUT/cold_tuned_$k.json 2>&1 || tail -5 $OUT/cold_tuned_$k.json
   python3 - $k $OUT <<'PY'
 import json, re, sys
 k, out = sys.argv[1], sys.argv[2]
@@ -103,6 +108,19 @@ try:
              load_ms=c["load_ms"], first_run_ms=c["first_run_ms"], second_run_ms=c["second_run_ms"])
 except Exception as e: r["cold_error"] = str(e)
 try:
+    line = [l for l in open(f"{out}/compile_{k}.log") if l.startswith("PASSED xrtc compile")][-1]
+    r["built"] = line.split("built ", 1)[1].strip()
+    if "not delivered" in line: print(f"WARNING {k}: the compile did not deliver the precision asked: {r['built']}")
+except Exception as e: r["built_error"] = str(e)
+try:
+    rep = [json.loads(l) for l in open(f"{out}/replay_tuned_{k}.jsonl")][-1]
+    c = json.loads(open(f"{out}/cold_tuned_{k}.json").read().strip().splitlines()[-1])
+    notes = {}
+    for a in c["engine_info"].get("gemm_algos", []): notes.setdefault(a["algo"], 0); notes[a["algo"]] += 1
+    r.update(tuned_median_ms=rep["median_ms"], tuned_cold_ms=c["open_to_first_result_ms"],
+             tuned_cublaslt_init_ms=c["engine_info"].get("init_ms", {}).get("cublaslt_algorithms"), tuned_notes=notes)
+except Exception as e: r["tuned_error"] = str(e)
+try:
     p = [json.loads(l) for l in open(f"{out}/profile_{k}.jsonl")][-1]
     r["profile_groups_ms"] = {g: round(v, 4) for g, v in p["groups"].items()}; r["profile_total_ms"] = p["total_ms"]
 except Exception as e: r["profile_error"] = str(e)
@@ -110,9 +128,49 @@ json.dump(r, open(f"/tmp/bert/ours_{k}.json", "w"), indent=1)
 print("ours", json.dumps(r)[:900])
 PY
 done
+# The ONNX Runtime CUDA variant each bundle carries (cuda-onnxruntime), run through xrt (Python: the C++ runner has
+# no ONNX Runtime), checked against ORT CPU fp32; only where onnxruntime-gpu is importable (carried on PYTHONPATH).
+ORT_MISSING=$(cd /tmp && python3 -c "import sys; sys.path.insert(0, '$OLDPWD/bench/gpu'); import bench_bert as b; print(b.ort_cuda_missing() or '')")
+if [ -n "$ORT_MISSING" ]; then
+  echo "cuda-onnxruntime via xrt SKIPPED: $ORT_MISSING"
+else
+  for k in $KEYS; do
+    B=$D/bert_$k.xrtpkg; shape=${k#tf32_}; rtol=5e-3; [ $k = $shape ] || rtol=1e-2
+    [ -f $B ] || continue
+    (cd /tmp && python3 -m xrtc run $B --device cuda --variant cuda-onnxruntime --inputs $D/in_$shape.npz \
+        --save-outputs $D/out_ort_$k.npz --force) > $OUT/run_ort_$k.log 2>&1
+    echo "$k cuda-onnxruntime via xrt: rc=$? $(tail -n 2 $OUT/run_ort_$k.log | cut -c1-300)"
+    python3 bench/gpu/compare.py $D/bert.onnx $D/in_$shape.npz $D/out_ort_$k.npz --rtol $rtol --label "$k-ort" | tee $OUT/cmp_ort_$k.txt
+    python3 - $k $OUT <<'PY'
+import json, re, sys
+k, out = sys.argv[1], sys.argv[2]
+path = f"/tmp/bert/ours_{k}.json"
+r = json.load(open(path))
+m = re.search(r"rel_err ([0-9.e+-]+)", open(f"{out}/cmp_ort_{k}.txt").read())
+r["ort_variant_rel_err"] = float(m.group(1)) if m else "no output (see run_ort log)"
+json.dump(r, open(path, "w"), indent=1)
+print("cuda-onnxruntime", k, "rel_err", r["ort_variant_rel_err"])
+PY
+  done
+fi
 cp /tmp/bert/ours_*.json $OUT/ 2>/dev/null
 t0=$SECONDS
 python3 bench/gpu/bench_bert.py peers $D $SHAPES 2>&1 | grep -v Warning | tail -8
 echo "peers in $((SECONDS - t0)) s"
+t0=$SECONDS
+python3 bench/gpu/bench_bert.py ortpeers $D $SHAPES 2>&1 | grep -v Warning | tail -8
+echo "ORT CUDA peer in $((SECONDS - t0)) s"
 cp $D/peers.json $OUT/ 2>/dev/null
 python3 bench/gpu/bench_bert.py table $D | tee $OUT/table.md
+python3 - $D <<'PY' | tee -a $OUT/table.md
+import glob, json, sys
+print("\n| bundle | built | heuristic (ms) | GEMMs tuned at load (ms) | ratio | cuBLASLt init: heuristic / tuned (ms) | cold start: heuristic / tuned (ms) |")
+print("|---|---|---|---|---|---|---|")
+for f in sorted(glob.glob(sys.argv[1] + "/ours_*.json")):
+    r = json.load(open(f)); h, t = r.get("median_ms"), r.get("tuned_median_ms")
+    ratio = f"{t / h:.3f}" if h and t else "-"
+    fmt = lambda v, nd=3: f"{v:.{nd}f}" if isinstance(v, (int, float)) else "-"
+    init = r.get("init_ms") or {}
+    print(f"| {r['shape']} | {r.get('built', '-')[:40]} | {fmt(h)} | {fmt(t)} | {ratio} | {fmt(init.get('cublaslt_algorithms'), 1)} / "
+          f"{fmt(r.get('tuned_cublaslt_init_ms'), 1)} | {fmt(r.get('cold_ms'), 1)} / {fmt(r.get('tuned_cold_ms'), 1)} |")
+PY

@@ -44,7 +44,8 @@ def decision_log(plan, variants: list[dict], excluded: list[dict], fallbacks: di
         out_variants.append({"id": v["id"], "engine": v["engine"], "status": "built", "rank": rank,
                              "precision_planned": p.get("precision", v["precision"]), "precision": v["precision"],
                              "why": v.get("why", ""), "accuracy": v.get("accuracy"),
-                             "fallback": fallbacks.get(v["id"]), "notes": list(p.get("notes", [])),
+                             "fallback": fallbacks.get(v["id"]),
+                             "notes": list(dict.fromkeys(list(p.get("notes", [])) + list(v.get("notes", [])))),
                              "options": v.get("options", {})})
     for e in excluded:
         vid = f"{e['target']}-{e['engine']}"

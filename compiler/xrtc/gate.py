@@ -322,8 +322,8 @@ def reference_outputs(model_bytes: bytes, samples: list[dict]) -> list[dict]:
 
 
 def measure(bundle_path: str, variant_id: str, samples: list[dict], references: list[dict], rtol: float,
-            atol: float) -> dict:
-    """Runs `variant_id` of the candidate bundle on every sample; returns the accuracy record for the manifest:
+            atol: float, device: str = "cpu") -> dict:
+    """Runs `variant_id` of the candidate bundle on `device` on every sample; returns the accuracy record for the manifest:
     {"passed", "rtol", "atol", "samples", "outputs": {name: max abs err (3 significant digits)}, "worst": ...}."""
     import xpuruntime as xrt
 
@@ -332,7 +332,7 @@ def measure(bundle_path: str, variant_id: str, samples: list[dict], references: 
     worst: dict[str, float] = {}
     failures = []
     needed = 0.0  # the atol the outputs would need (the failure's advice; not stored in the bundle)
-    with xrt.load(bundle_path, variant=variant_id) as session:
+    with xrt.load(bundle_path, device, variant=variant_id) as session:
         ran_on = session.explain()["device"]  # an NPU variant is measured on its fallback device here (no NPU)
         for feeds, ref in zip(samples, references):
             try:
@@ -579,7 +579,7 @@ def _load_samples(path: str) -> list[dict]:
 
 
 def measure_isolated(workdir: str, bundle_path: str, variant_id: str, samples: list[dict], references: list[dict],
-                     rtol: float, atol: float) -> dict:
+                     rtol: float, atol: float, device: str = "cpu") -> dict:
     """`measure` in a child process: an engine that crashes on the variant (seen: OpenVINO 2026.4 segfaults running
     some int8 QDQ graphs with dynamic shapes) fails the variant, not the compiler. The record then says so."""
     import json
@@ -597,7 +597,7 @@ def measure_isolated(workdir: str, bundle_path: str, variant_id: str, samples: l
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
     proc = subprocess.run([sys.executable, "-m", "xrtc.gate", bundle_path, variant_id, feeds_path, refs_path,
-                           repr(rtol), repr(atol), out_path], cwd=workdir, env=env, capture_output=True, text=True,
+                           repr(rtol), repr(atol), out_path, device], cwd=workdir, env=env, capture_output=True, text=True,
                           check=False)
     if proc.returncode != 0 or not os.path.exists(out_path):
         how = f"signal {-proc.returncode}" if proc.returncode < 0 else f"exit status {proc.returncode}"
@@ -613,9 +613,9 @@ def measure_isolated(workdir: str, bundle_path: str, variant_id: str, samples: l
 def _main(argv: list[str]) -> int:
     import json
 
-    bundle_path, variant_id, feeds_path, refs_path, rtol, atol, out_path = argv
+    bundle_path, variant_id, feeds_path, refs_path, rtol, atol, out_path, device = argv
     record = measure(bundle_path, variant_id, _load_samples(feeds_path), _load_samples(refs_path), float(rtol),
-                     float(atol))
+                     float(atol), device)
     with open(out_path, "w", encoding="utf-8") as f:
         json.dump(record, f)
     return 0

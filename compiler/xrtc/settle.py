@@ -87,10 +87,15 @@ def _variant_models(prep, precisions: dict[str, str], clock: Clock,
     models: dict[str, onnx.ModelProto] = {}
     records = []
     cache: dict[str, onnx.ModelProto] = {}
+    from .targets import get_target
+
     engines = {v["id"]: v["engine"] for v in prep.plan.variants}
+    own = {v["id"] for v in prep.plan.variants if v["engine"] in get_target(v["target"]).converts_precision}
     for vid, precision in precisions.items():
         engine = engines[vid]
-        if engine == "onnxruntime" and precision == "fp16":
+        if vid in own:
+            models[vid] = prep.optimised  # its lowering converts the fp32 graph itself
+        elif engine == "onnxruntime" and precision == "fp16":
             key = "fp16"
             if key not in cache:
                 if prep.validator is not None:
@@ -330,7 +335,7 @@ def settle(prep, targets: list[str], inputs: list[dict], outputs: list[dict], sa
                                 "keep more ops in fp32 ([precision] keep_fp32_ops / [nodes]), or make precision "
                                 "\"prefer\"")
                         if variant["engine"] == "onnxruntime" and variant["precision"] == "fp16" and \
-                                not prep.extra_fp32:
+                                not prep.extra_fp32 and variant["engine"] not in target_of.converts_precision:
                             with clock.stage("per-node-fallback", log):
                                 found = _fp16_nodes_to_keep_fp32(prep, samples.feeds, references, tol)
                             if found:

@@ -86,8 +86,10 @@ def test_emulation_rounds_every_operator_output_to_fp16():
 
 def test_crnn_npu_failure_says_what_to_do_and_its_advice_works(tmp_path):
     model = crnn(tmp_path / "crnn.onnx")
+    # a strict fp16 tolerance (one unit in the last place at 1.0) that this CRNN's LSTM does not meet in fp16
+    strict = Policy.from_dict({"tolerance": {"fp16": {"rtol": 1e-2, "atol": 1e-3}}})
     with pytest.raises(NoVariantError) as info:
-        compile_model(str(model), "npu-intel", str(tmp_path / "a.xrtpkg"), policy=Policy())
+        compile_model(str(model), "npu-intel", str(tmp_path / "a.xrtpkg"), policy=strict)
     message = str(info.value)
     print(message)
     assert "measured by emulating fp16 arithmetic, not on an NPU" in message

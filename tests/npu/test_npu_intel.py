@@ -70,7 +70,7 @@ def test_npu_variant_is_static_fp16_ir_with_requirements(npu_bundle):
     # ... and its outputs on OpenVINO CPU match ONNX Runtime within the fp16 tolerance (the gate's record)
     acc = v["accuracy"]
     print("npu-intel IR on OpenVINO CPU vs ONNX Runtime:", acc)
-    assert acc["passed"] and acc["ran_on"] == "cpu" and (acc["rtol"], acc["atol"]) == (1e-2, 1e-3)
+    assert acc["passed"] and acc["ran_on"] == "cpu" and (acc["rtol"], acc["atol"]) == (1e-2, 5e-3)
 
 
 def test_verify_checks_the_npu_ir_on_cpu(npu_bundle):

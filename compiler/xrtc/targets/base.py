@@ -69,6 +69,9 @@ class Target:
     gate: Callable | None = None
     # The NoVariantError text when this target alone builds nothing (None: the generic one).
     none_built: Callable[[list[dict]], str] | None = None
+    # Engines whose lowering converts the fp32 graph to the variant's precision itself (xrtc's fp16 pass and the
+    # gate's per-node fp16 fallback leave their variants alone).
+    converts_precision: tuple[str, ...] = ()
 
     def precision_problem(self, engine: str, precision: str) -> str | None:
         return self.precisions[engine].get(precision)

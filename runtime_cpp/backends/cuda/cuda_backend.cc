@@ -7,7 +7,9 @@
 //
 // Variant artifacts: "plan" (JSON, PLAN.md), "weights", "kernels". Variant options (JSON object):
 //   "device_id": N (default 0), "xrt.profile": "1" (also env XRT_CUDA_PROFILE=1).
-// Env: XRT_CUDA_REPLAY_TIMING=N times N graph replays after each run; XRT_CUDA_REPORT=FILE receives the reports.
+// Env: XRT_CUDA_REPLAY_TIMING=N times N graph replays after each run; XRT_CUDA_REPORT=FILE receives the reports;
+// XRT_CUDA_TUNE_GEMMS=N (2..64) times up to N cuBLASLt candidates per GEMM configuration at init and keeps the
+// fastest, for GEMMs without an accepted stored algorithm (describe() gives each choice and its config).
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -106,6 +108,10 @@ xrt_status_t Init(void* /*self*/, const char* device, const xrt_backend_artifact
       options.replay_timing = n < 0 ? 0 : n > 100000 ? 100000 : static_cast<int>(n);
     }
     if (const char* f = std::getenv("XRT_CUDA_REPORT")) options.report_path = f;
+    if (const char* t = std::getenv("XRT_CUDA_TUNE_GEMMS")) {
+      const long n = std::strtol(t, nullptr, 10);
+      options.tune_gemms = n < 0 ? 0 : n > 64 ? 64 : static_cast<int>(n);
+    }
 
     EngineArtifacts a;
     for (size_t i = 0; i < artifact_count; ++i) {

@@ -19,6 +19,15 @@ namespace cuda_backend {
 
 namespace {
 
+// Lower-case hex of raw bytes (a GEMM's cublasLtMatmulAlgo_t in describe(), as PLAN.md's algo.config stores it).
+std::string ToHex(const void* data, size_t size) {
+  static const char kDigits[] = "0123456789abcdef";
+  const auto* p = static_cast<const uint8_t*>(data);
+  std::string out(size * 2, '0');
+  for (size_t i = 0; i < size; ++i) out[2 * i] = kDigits[p[i] >> 4], out[2 * i + 1] = kDigits[p[i] & 15];
+  return out;
+}
+
 constexpr uint64_t kAlign = 256;
 
 uint64_t AlignUp(uint64_t v) { return (v + kAlign - 1) / kAlign * kAlign; }
@@ -266,7 +275,8 @@ xrt_status_t Engine::Init(const EngineArtifacts& a, const std::string& lt_error)
       gemm_info.push_back({{"gemm", i},
                            {"onnx_nodes", spec.onnx_nodes},
                            {"epilogue", spec.epilogue},
-                           {"algo", gemm_notes_[i]}});
+                           {"algo", gemm_notes_[i]},
+                           {"config", ToHex(&g->algo, sizeof g->algo)}});
     }
   }
 
@@ -486,35 +496,101 @@ xrt_status_t Engine::PrepareGemm(int index, const std::vector<int64_t>& values, 
                           std::to_string(g.trans_a) + std::to_string(g.trans_b) + "," +
                           std::to_string(static_cast<int>(g.dtype)) + "," + g.compute + "," + g.epilogue;
   const auto cached = heuristic_cache_.find(key);
+  const auto fallback_note = [&](const std::string& how) {
+    return g.algo_config.empty() ? how
+                                 : "stored " + g.algo_source + " algorithm refused (" + why_not + "); fell back to " + how;
+  };
   if (!have_algo && cached != heuristic_cache_.end()) {
     st->algo = cached->second;
     have_algo = true;
-    *note = g.algo_config.empty() ? "cuBLASLt heuristic (first candidate)"
-                                  : "stored " + g.algo_source + " algorithm refused (" + why_not +
-                                        "); fell back to the cuBLASLt heuristic";
+    *note = fallback_note(heuristic_note_[key]);
   }
   if (!have_algo) {
     cublasLtMatmulPreference_t pref = nullptr;
     if (xrt_status_t s = check(lt_->cublasLtMatmulPreferenceCreate(&pref), "cublasLtMatmulPreferenceCreate")) return s;
     lt_->cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace,
                                               sizeof workspace);
-    cublasLtMatmulHeuristicResult_t result{};
+    const int wanted = std::max(1, std::min(options_.tune_gemms, 64));
+    std::vector<cublasLtMatmulHeuristicResult_t> results(static_cast<size_t>(wanted));
     int found = 0;
     const cublasStatus_t s = lt_->cublasLtMatmulAlgoGetHeuristic(lt_handle_, st->desc, st->la, st->lb, st->lc, st->lc,
-                                                                 pref, 1, &result, &found);
+                                                                 pref, wanted, results.data(), &found);
     lt_->cublasLtMatmulPreferenceDestroy(pref);
     if (s != CUBLAS_STATUS_SUCCESS || found < 1) {
       return Make(XRT_STATUS_UNAVAILABLE, "cuda: " + what + " (m=" + std::to_string(m) + ", n=" + std::to_string(n) +
                                               ", k=" + std::to_string(k) + "): cuBLASLt has no algorithm for it (" +
                                               LtStatus(lt_, s) + ")");
     }
-    st->algo = result.algo;
-    heuristic_cache_[key] = result.algo;
-    *note = g.algo_config.empty() ? "cuBLASLt heuristic (first candidate)"
-                                  : "stored " + g.algo_source + " algorithm refused (" + why_not +
-                                        "); fell back to the cuBLASLt heuristic";
+    int best = 0;
+    std::string how = "cuBLASLt heuristic (first candidate)";
+    if (found > 1) {
+      if (xrt_status_t t = TuneGemm(*st, index, results.data(), std::min(found, wanted), &best, &how)) return t;
+    }
+    st->algo = results[static_cast<size_t>(best)].algo;
+    heuristic_cache_[key] = st->algo;
+    heuristic_note_[key] = how;
+    *note = fallback_note(how);
   }
   *out = std::move(st);
+  return nullptr;
+}
+
+// Times each candidate on the GEMM's own operands (the arena as it is at init: zeros and weights) on the engine's
+// stream: 2 warm-up calls, then 3 rounds of 10 between two events; a candidate's time is its best round. A candidate
+// that fails to run is skipped. Ties keep the heuristic's order.
+xrt_status_t Engine::TuneGemm(const GemmState& st, int index, const cublasLtMatmulHeuristicResult_t* candidates,
+                              int count, int* best, std::string* note) {
+  const GemmSpec& g = plan_.gemms[index];
+  const auto ptr = [&](int id) { return reinterpret_cast<void*>(static_cast<uintptr_t>(TensorPtr(id))); };
+  void* const c = ptr(g.c);
+  void* const workspace = reinterpret_cast<void*>(static_cast<uintptr_t>(base_ + workspace_off_));
+  CUevent start = nullptr, end = nullptr;
+  xrt_status_t status = Cu(drv_->cuEventCreate(&start, CU_EVENT_DEFAULT), "cuEventCreate");
+  if (!status) status = Cu(drv_->cuEventCreate(&end, CU_EVENT_DEFAULT), "cuEventCreate");
+  std::vector<double> times(static_cast<size_t>(count), -1.0);
+  constexpr int kWarmup = 2, kRounds = 3, kCalls = 10;
+  for (int i = 0; i < count && !status; ++i) {
+    const cublasLtMatmulAlgo_t* algo = &candidates[i].algo;
+    const auto call = [&] {
+      return lt_->cublasLtMatmul(lt_handle_, st.desc, st.alpha, ptr(g.b), st.la, ptr(g.a), st.lb, st.beta, c, st.lc, c,
+                                 st.lc, algo, workspace, options_.workspace_bytes, stream_);
+    };
+    bool ok = candidates[i].workspaceSize <= options_.workspace_bytes;
+    for (int w = 0; w < kWarmup && ok; ++w) ok = call() == CUBLAS_STATUS_SUCCESS;
+    double round_best = -1;
+    for (int r = 0; r < kRounds && ok; ++r) {
+      drv_->cuEventRecord(start, stream_);
+      for (int k = 0; k < kCalls && ok; ++k) ok = call() == CUBLAS_STATUS_SUCCESS;
+      drv_->cuEventRecord(end, stream_);
+      status = Cu(drv_->cuEventSynchronize(end), "cuEventSynchronize (timing GEMM candidates)");
+      float ms = 0;
+      if (!status && ok) drv_->cuEventElapsedTime(&ms, start, end);
+      if (ok && !status && (round_best < 0 || ms / kCalls < round_best)) round_best = ms / kCalls;
+    }
+    if (ok) times[static_cast<size_t>(i)] = round_best;
+  }
+  if (start) drv_->cuEventDestroy(start);
+  if (end) drv_->cuEventDestroy(end);
+  if (status) return status;
+  int chosen = -1;
+  for (int i = 0; i < count; ++i) {
+    if (times[i] >= 0 && (chosen < 0 || times[i] < times[chosen])) chosen = i;
+  }
+  if (chosen < 0) {
+    *best = 0;
+    *note = "cuBLASLt heuristic (first candidate; none of " + std::to_string(count) + " candidates ran when timed)";
+    return nullptr;
+  }
+  *best = chosen;
+  char text[160];
+  if (times[0] >= 0) {
+    std::snprintf(text, sizeof text, "tuned at load: candidate %d of %d, %.4f ms (the heuristic's first: %.4f ms)",
+                  chosen + 1, count, times[chosen], times[0]);
+  } else {
+    std::snprintf(text, sizeof text, "tuned at load: candidate %d of %d, %.4f ms (the heuristic's first did not run)",
+                  chosen + 1, count, times[chosen]);
+  }
+  *note = text;
   return nullptr;
 }
 

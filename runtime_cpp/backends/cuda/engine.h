@@ -24,6 +24,8 @@ struct EngineOptions {
   int replay_timing = 0;       // after each run, time this many graph replays on the device-resident inputs
   std::string report_path;     // JSON lines for profile/replay reports; empty: stderr
   size_t workspace_bytes = 32u << 20;  // cuBLASLt workspace
+  int tune_gemms = 0;          // > 1: time up to this many heuristic candidates per GEMM configuration at init and
+                               // keep the fastest (stored algorithms are used as they are); <= 1: the first candidate
   size_t max_graphs = 64;
   double cublaslt_load_ms = -1;  // reported in describe() when >= 0 (the plugin dlopens cuBLASLt before init)      // captured graphs kept (one per input shape); the oldest is dropped beyond this
 };
@@ -98,6 +100,9 @@ class Engine {
   std::vector<uint64_t> io_off_;     // per tensor id: offset of an io tensor's region in the allocation
   cublasLtHandle_t lt_handle_ = nullptr;
   std::vector<std::string> gemm_notes_;
+  xrt_status_t TuneGemm(const GemmState& st, int index, const cublasLtMatmulHeuristicResult_t* candidates, int count,
+                        int* best, std::string* note);
+  std::map<std::string, std::string> heuristic_note_;  // GEMM configuration -> how its algorithm was chosen
   std::map<std::string, cublasLtMatmulAlgo_t> heuristic_cache_;  // GEMM configuration -> heuristic's algorithm  // per GEMM: stored algo accepted / fallback reason
   std::vector<Binding> graphs_;
   uint64_t use_clock_ = 0;

@@ -1,6 +1,14 @@
-"""Lowering for `--target cuda`: one variant, `cuda-cuda`, run by xpuruntime's own CUDA engine
-(`libxrt_backend_cuda.so`): Triton kernels compiled ahead of time (cubin per architecture + PTX) and cuBLASLt GEMMs,
-in one ordered launch list over one arena. The contract with the plugin is runtime_cpp/backends/cuda/PLAN.md.
+"""Lowering for `--target cuda`: two variants, in preference order.
+
+`cuda-cuda`, run by xpuruntime's own CUDA engine (`libxrt_backend_cuda.so`): Triton kernels compiled ahead of time
+(cubin per architecture + PTX) and cuBLASLt GEMMs, in one ordered launch list over one arena. The contract with the
+plugin is runtime_cpp/backends/cuda/PLAN.md.
+
+`cuda-onnxruntime`, run by ONNX Runtime's CUDA execution provider through its Python API (xpuruntime._ort_backend):
+the graph transformer-optimised offline (targets/engines/onnxruntime_cuda.py), CUDA graphs on where shapes are static.
+Preference rule: ours first when its patterns cover the graph; where the lowering refuses the graph (nodes outside
+its patterns), ours is left out with that reason and the ONNX Runtime variant runs, its `why` saying so. Where
+onnxruntime has no CUDAExecutionProvider at run time, the runtime skips the variant and records why.
 
 Sections of the variant: `<id>.plan.json` (the plan), `<id>.weights`, `<id>.kernels` (images), `<id>.sources.json`
 (the Triton source of every kernel, by sha256: what `explain` shows and what the plan interpreter runs on the CPU).
@@ -13,8 +21,9 @@ from __future__ import annotations
 import json
 import logging
 
-from ...errors import PolicyViolationError
-from ..base import Lowering, Target
+from ...errors import PolicyViolationError, UnsupportedModelError
+from ..base import BuildFailed, Lowering, Target
+from ..engines import onnxruntime_cuda as ort_cuda
 from . import aot, emit
 from .graph import lower_graph
 
@@ -76,13 +85,68 @@ def kernel_policy(policy: dict, prog) -> list[str]:
 
 def lower(models: dict, plan, workdir: str, clock, precompile: bool = True,
           archs: list[str] | None = None) -> Lowering:
-    """The plan's cuda variant for `archs` (default: the policy's target_options.arch); `precompile` does not apply."""
-    variant = next((v for v in plan.variants if v["target"] == "cuda"), None)
+    """The plan's cuda variants (see the module docstring for their order); `archs` (default: the policy's
+    target_options.arch) for ours; `precompile` does not apply."""
+    planned = {v["engine"]: v for v in plan.variants if v["target"] == "cuda"}
+    ours, refused = Lowering(variants=[], payloads=[], excluded=[]), None
+    variant = planned.get("cuda")
+    if variant is not None and not variant.get("dropped"):
+        if "excluded" in variant:
+            ours.excluded.append({"target": "cuda", "engine": "cuda", "reason": f"policy: {variant['excluded']}"})
+        else:
+            try:
+                ours = _lower_ours(models, plan, variant, clock, archs)
+            except UnsupportedModelError as err:
+                if "onnxruntime" not in planned:  # no variant to run it instead: the refusal is the answer
+                    raise
+                refused = str(err)
+                log.warning("cuda-cuda left out: %s", refused)
+                ours.excluded.append({"target": "cuda", "engine": "cuda", "reason": refused})
+    theirs = _lower_ort(models, planned.get("onnxruntime"), clock, refused, preferred=not ours.variants)
+    ours.merge(theirs)
+    return ours
+
+
+def _lower_ort(models: dict, variant: dict | None, clock, refused: str | None, preferred: bool) -> Lowering:
+    """The cuda-onnxruntime variant; `refused`: why our engine did not build (its `why` says so), `preferred`: it
+    comes first."""
     if variant is None or variant.get("dropped"):
         return Lowering(variants=[], payloads=[], excluded=[])
     if "excluded" in variant:
         return Lowering(variants=[], payloads=[], excluded=[
-            {"target": "cuda", "engine": "cuda", "reason": f"policy: {variant['excluded']}"}])
+            {"target": "cuda", "engine": "onnxruntime", "reason": f"policy: {variant['excluded']}"}])
+    from ...model_io import model_io
+
+    vid, precision, model = variant["id"], variant["precision"], models[variant["id"]]
+    static = all(spec["shape"] is not None and all(isinstance(d, int) for d in spec["shape"])
+                 for spec in model_io(model)[0])
+    tools: dict[str, str] = {}
+    with clock.stage(f"lower-{vid}", log):
+        try:
+            payloads, options, notes = ort_cuda.build(model, precision, tools, prefix=vid, static_shapes=static)
+        except BuildFailed as err:
+            log.warning("%s left out: %s", vid, err)
+            return Lowering(variants=[], payloads=[], excluded=[
+                {"target": "cuda", "engine": "onnxruntime", "reason": str(err)}], tools=tools)
+    graph = "CUDA graph per run (static shapes)" if options["enable_cuda_graph"] == "1" else "no CUDA graph"
+    engine = f"ONNX Runtime's CUDA execution provider on the transformer-optimised graph, {graph}"
+    if refused:
+        why = f"preferred: xpuruntime's CUDA engine does not cover the graph ({refused}); {engine}"
+    elif preferred:
+        why = f"preferred: xpuruntime's CUDA engine built no variant (see excluded); {engine}"
+    else:
+        why = f"second choice (xpuruntime's CUDA engine first where its patterns cover the graph): {engine}"
+    entry = {"id": vid, "target": "cuda", "device": "cuda", "engine": "onnxruntime", "precision": precision,
+             "artifacts": {"model": f"{vid}.onnx"}, "options": dict(sorted({**variant.get("options", {}),
+                                                                           **options}.items())),
+             "requires": {"engine": "onnxruntime", "engine_version": ort_cuda.ORT_CUDA_MIN_VERSION,
+                          "devices": ["CUDA"]},
+             "why": why, "notes": notes}
+    return Lowering(variants=[entry], payloads=payloads, excluded=[], tools=tools)
+
+
+def _lower_ours(models: dict, plan, variant: dict, clock, archs: list[str] | None) -> Lowering:
+    """The cuda-cuda variant; raises UnsupportedModelError where the graph is outside its patterns."""
     triton = aot.require_triton()
     archs = archs or aot.parse_archs((plan.policy.get("target_options") or {}).get("arch"))
     vid = variant["id"]
@@ -171,20 +235,75 @@ def describe(plan: dict) -> list[dict]:
     return rows
 
 
+def _ort_cuda_here() -> str | None:
+    """None where onnxruntime can run on a CUDA device here, else why not."""
+    import os
+
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        return f"onnxruntime {ort.__version__} here has no CUDAExecutionProvider"
+    return None if os.path.exists("/dev/nvidiactl") else "no CUDA device here"
+
+
+def ort_gate_record(model_bytes: bytes, variant: dict, samples: list[dict], references: list[dict], rtol: float,
+                    atol: float, compare, not_here: str) -> dict:
+    """The cuda-onnxruntime variant's graph run on ONNX Runtime's CPU provider (one thread; fp16 ops without a CPU
+    fp16 kernel run as ONNX Runtime places them), recorded with `not_run_on_device`: the CUDA provider's kernels are
+    not what ran. A graph the CPU provider cannot run (a fused op with no CPU kernel at this precision) is recorded as
+    not measured, with the reason."""
+    from ...gate import _first_sentence, _run_reference, _reference_session
+
+    base = {"rtol": rtol, "atol": atol, "samples": len(samples), "not_run_on_device": not_here}
+    try:
+        outputs = _run_reference(_reference_session(model_bytes), samples)
+    except Exception as err:  # noqa: BLE001 - XrtcError from the reference helpers: not measurable here
+        text = _first_sentence(str(err), 300).replace("the source model", "the variant's graph")
+        return dict(base, passed=None, not_run=f"{not_here}, and ONNX Runtime's CPU provider cannot run the "
+                    f"{variant['precision']} graph ({text})", max_abs_err={}, failures=[])
+    worst: dict[str, float] = {}
+    failures = []
+    for got, ref in zip(outputs, references):
+        for name, expected in ref.items():
+            c = compare(variant["id"], name, got[name], expected, rtol, atol)
+            worst[name] = max(worst.get(name, 0.0), c.max_abs_err)
+            text = f"{name}: max abs err {c.max_abs_err:.3g}" + (f" ({c.note})" if c.note else "")
+            if not c.passed and text not in failures:
+                failures.append(text)
+    return dict(base, passed=not failures, ran_on="cpu (ONNX Runtime CPU provider on the variant's graph)",
+                max_abs_err={k: float(f"{v:.3g}") for k, v in sorted(worst.items())}, failures=failures[:4])
+
+
 def gate(lowering, variant: dict, samples: list[dict], references: list[dict], tol: dict, workdir: str,
          candidate: str) -> dict:
-    """The accuracy gate for xrtc's cuda engine. Where a CUDA device is present, the variant runs through the runtime
-    like every other (its plugin must be installed). With no CUDA device here it never reports a plain pass: the plan
-    runs through the plan interpreter on the CPU (recorded as such, with `not_run_on_device`), or, for models over
-    the interpreter's limit, the variant is recorded as not measured."""
+    """The accuracy gate for the cuda target. Where a CUDA device (and, for cuda-onnxruntime, onnxruntime's CUDA
+    provider) is present, the variant runs through the runtime like every other. Otherwise it never reports a plain
+    pass: ours runs through the plan interpreter on the CPU, the ONNX Runtime variant's graph on ONNX Runtime's CPU
+    provider (both recorded as such, with `not_run_on_device`), or the variant is recorded as not measured."""
     import os
 
     from ... import gate as accuracy_gate
     from ...numeric import compare
 
+    if variant["engine"] == "onnxruntime":
+        not_here = _ort_cuda_here()
+        if not_here is None:
+            record = accuracy_gate.measure_isolated(workdir, candidate, variant["id"], samples, references,
+                                                    tol["rtol"], tol["atol"])
+            if not record.get("crashed") and not record.get("error"):
+                return record
+            not_here = "the runtime could not run it on this machine's GPU (" + \
+                "; ".join(record.get("failures", []))[:300] + ")"
+        model = next(data for name, data, _ in lowering.payloads if name == variant["artifacts"]["model"])
+        record = ort_gate_record(model, variant, samples, references, tol["rtol"], tol["atol"], compare, not_here)
+        if record.get("ran_on"):
+            log.warning("accuracy gate %s: not run on a GPU (%s); checked with the %s", variant["id"], not_here,
+                        record["ran_on"])
+        return record
+
     if os.path.exists("/dev/nvidiactl"):
         record = accuracy_gate.measure_isolated(workdir, candidate, variant["id"], samples, references, tol["rtol"],
-                                                tol["atol"])
+                                                tol["atol"], device="cuda")
         if not record.get("crashed") and not record.get("error"):
             return record
         log.warning("accuracy gate %s: the runtime could not run it on this machine's GPU (%s); checking the plan "
@@ -200,20 +319,26 @@ def gate(lowering, variant: dict, samples: list[dict], references: list[dict], t
 
 
 def variant_options(variant: dict, policy, warnings: list[str]) -> dict:
-    """None: the engine's arena is planned at compile; threads do not apply."""
+    """None from the policy: our engine's arena is planned at compile and threads do not apply; the ONNX Runtime
+    variant's provider options are set by its lowering (CUDA graph, tf32)."""
     variant["options"] = {}
     return variant
 
 
+_ORT_NOT = "ONNX Runtime's CUDA provider variant is built at fp16, fp32 and tf32 only"
+
 TARGET = Target(
-    name="cuda", device="cuda", engines=("cuda",), default_precision="fp16",
+    name="cuda", device="cuda", engines=("cuda", "onnxruntime"), default_precision="fp16",
     precisions={"cuda": {"fp32": None, "fp16": None, "tf32": None,
                          "bf16": "bf16 is not built yet in xrtc's cuda engine (fp16, fp32 and tf32 are)",
-                         "int8": "int8 is not built yet in xrtc's cuda engine (fp16, fp32 and tf32 are)"}},
+                         "int8": "int8 is not built yet in xrtc's cuda engine (fp16, fp32 and tf32 are)"},
+                "onnxruntime": {"fp32": None, "fp16": None, "tf32": None, "bf16": _ORT_NOT, "int8": _ORT_NOT}},
     # the choices built so far; the rest are refused naming the nodes
     kernels={"cuda": {"matmul": {"engine", "cublasLt", "triton"}, "conv": {"engine"},
-                      "attention": {"engine", "flash", "flash_v2", "math"}}},
+                      "attention": {"engine", "flash", "flash_v2", "math"}},
+             "onnxruntime": {"matmul": {"engine"}, "conv": {"engine"}, "attention": {"engine"}}},
     engine_kernels={"cuda": "xrtc's cuda engine has built matmul=cublasLt | triton and attention=flash (flash_v2) | "
-                            "math; other kernel choices are not built yet"},
+                            "math; other kernel choices are not built yet",
+                    "onnxruntime": "ONNX Runtime's CUDA provider picks its own cuBLAS/fused kernels"},
     fallback={"fp16": "fp32", "bf16": "fp32", "int8": "fp32", "tf32": "fp32"},
-    lower=lower, variant_options=variant_options, gate=gate)
+    lower=lower, variant_options=variant_options, gate=gate, converts_precision=("onnxruntime",))

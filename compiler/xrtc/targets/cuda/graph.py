@@ -38,8 +38,8 @@ RUN_DTYPE = {"fp16": "float16", "fp32": "float32", "tf32": "float32"}
 _NP = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16", onnx.TensorProto.INT64: "int64",
        onnx.TensorProto.INT32: "int32", onnx.TensorProto.BOOL: "bool", onnx.TensorProto.DOUBLE: "float64",
        onnx.TensorProto.INT8: "int8", onnx.TensorProto.UINT8: "uint8"}
-ORT_CUDA_LATER = ("nodes outside the cuda target's patterns will run on an ONNX Runtime CUDA variant in a later "
-                  "release; today compile them with --target cpu")
+ORT_CUDA_LATER = ("graphs with nodes outside the cuda target's patterns run on the ONNX Runtime CUDA variant "
+                  "(cuda-onnxruntime) built beside it")
 
 
 class Program:

@@ -34,6 +34,9 @@ struct Fake {
   int cc_major = 9, cc_minor = 0;
   std::map<std::string, std::vector<size_t>> param_sizes;  // kernel entry -> parameter sizes
   bool refuse_algo = false;
+  int heuristic_candidates = 1;               // candidates the fake heuristic offers (algo.data[0] = 42, 43, ...)
+  std::map<uint64_t, float> algo_ms;          // tuning: ms per call of each candidate (events time the last one run)
+  uint64_t last_algo = 0;
   std::vector<size_t> allocs;
   int sync_uploads = 0, async_h2d = 0, async_d2h = 0;
   bool capturing = false;
@@ -112,7 +115,10 @@ CUresult FEventCreate(CUevent* e, unsigned) { *e = reinterpret_cast<CUevent>(0x3
 CUresult FEventDestroy(CUevent) { return CUDA_SUCCESS; }
 CUresult FEventRecord(CUevent, CUstream) { ++g->events_recorded; return CUDA_SUCCESS; }
 CUresult FEventSynchronize(CUevent) { return CUDA_SUCCESS; }
-CUresult FEventElapsedTime(float* ms, CUevent, CUevent) { *ms = 0.5f; return CUDA_SUCCESS; }
+CUresult FEventElapsedTime(float* ms, CUevent, CUevent) {
+  *ms = g->algo_ms.count(g->last_algo) ? 10 * g->algo_ms[g->last_algo] : 0.5f;  // 10 calls per timed round
+  return CUDA_SUCCESS;
+}
 // Images: "fake-ptx:<entry>" text, or an ELF header followed by "<entry>\0".
 CUresult FModuleLoadData(CUmodule* m, const void* image) {
   if (CUresult r = Check("cuModuleLoadData")) return r;
@@ -184,12 +190,14 @@ cublasStatus_t LPrefCreate(cublasLtMatmulPreference_t* p) { *p = reinterpret_cas
 cublasStatus_t LPrefDestroy(cublasLtMatmulPreference_t) { return CUBLAS_STATUS_SUCCESS; }
 cublasStatus_t LPrefSet(cublasLtMatmulPreference_t, cublasLtMatmulPreferenceAttributes_t, const void*, size_t) { return CUBLAS_STATUS_SUCCESS; }
 cublasStatus_t LHeuristic(cublasLtHandle_t, cublasLtMatmulDesc_t, cublasLtMatrixLayout_t, cublasLtMatrixLayout_t,
-                          cublasLtMatrixLayout_t, cublasLtMatrixLayout_t, cublasLtMatmulPreference_t, int,
+                          cublasLtMatrixLayout_t, cublasLtMatrixLayout_t, cublasLtMatmulPreference_t, int requested,
                           cublasLtMatmulHeuristicResult_t* r, int* n) {
   ++g->heuristic_calls;
-  *r = cublasLtMatmulHeuristicResult_t{};
-  r->algo.data[0] = 42;
-  *n = 1;
+  *n = std::min(requested, g->heuristic_candidates);
+  for (int i = 0; i < *n; ++i) {
+    r[i] = cublasLtMatmulHeuristicResult_t{};
+    r[i].algo.data[0] = 42 + static_cast<uint64_t>(i);
+  }
   return CUBLAS_STATUS_SUCCESS;
 }
 cublasStatus_t LAlgoCheck(cublasLtHandle_t, cublasLtMatmulDesc_t, cublasLtMatrixLayout_t, cublasLtMatrixLayout_t,
@@ -201,8 +209,9 @@ cublasStatus_t LAlgoCheck(cublasLtHandle_t, cublasLtMatmulDesc_t, cublasLtMatrix
 // Column-major D[rows x cols] = alpha * op(A) op(B) (+ bias[rows]); fp32 only.
 cublasStatus_t LMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t desc, const void* alpha, const void* A,
                        cublasLtMatrixLayout_t la, const void* B, cublasLtMatrixLayout_t lb, const void*, const void*,
-                       cublasLtMatrixLayout_t, void* D, cublasLtMatrixLayout_t ld, const cublasLtMatmulAlgo_t*, void*,
-                       size_t, cudaStream_t) {
+                       cublasLtMatrixLayout_t, void* D, cublasLtMatrixLayout_t ld, const cublasLtMatmulAlgo_t* algo,
+                       void*, size_t, cudaStream_t) {
+  g->last_algo = algo->data[0];
   const FakeDesc d = *reinterpret_cast<FakeDesc*>(desc);
   const FakeLayout a = *reinterpret_cast<FakeLayout*>(la), b = *reinterpret_cast<FakeLayout*>(lb),
                    o = *reinterpret_cast<FakeLayout*>(ld);
@@ -516,10 +525,38 @@ TEST_F(CudaEngineTest, StoredAlgorithmIsCheckedAndFallsBackWhenRefused) {
   g->refuse_algo = true;
   ASSERT_EQ(Create(mlp.plan, mlp.weights, mlp.kernels, &e), XRT_STATUS_OK);
   const std::string note = json::parse(e->Describe())["gemm_algos"][0]["algo"];
-  EXPECT_NE(note.find("refused (CUBLAS_STATUS_FAKE); fell back to the cuBLASLt heuristic"), std::string::npos) << note;
+  EXPECT_NE(note.find("refused (CUBLAS_STATUS_FAKE); fell back to cuBLASLt heuristic (first candidate)"), std::string::npos) << note;
   const std::vector<float> x = Inputs(2, 3);
   const std::vector<float> y = RunMlp(*e, x, 2);
   EXPECT_NEAR(y[0], mlp.Reference(x, 2)[0], 1e-5);
+}
+
+TEST_F(CudaEngineTest, TuningTimesTheCandidatesAndKeepsTheFastestPerConfiguration) {
+  Mlp mlp;
+  g->heuristic_candidates = 3;
+  g->algo_ms = {{42, 0.9f}, {43, 0.2f}, {44, 0.5f}};  // the heuristic's first is the slowest here
+  std::unique_ptr<Engine> e;
+  EngineOptions o;
+  o.tune_gemms = 8;
+  ASSERT_EQ(Create(mlp.plan, mlp.weights, mlp.kernels, &e, nullptr, true, o), XRT_STATUS_OK);
+  const json algos = json::parse(e->Describe())["gemm_algos"];
+  for (const json& a : algos) {
+    const std::string note = a["algo"];
+    EXPECT_NE(note.find("tuned at load: candidate 2 of 3, 0.2000 ms (the heuristic's first: 0.9000 ms)"),
+              std::string::npos) << note;
+    EXPECT_EQ(a["config"].get<std::string>().substr(0, 2), "2b") << "algo.data[0] = 43, as PLAN.md's hex";
+    EXPECT_EQ(a["config"].get<std::string>().size(), 128u);
+  }
+  const std::vector<float> x = Inputs(2, 3);
+  const std::vector<float> y = RunMlp(*e, x, 2);
+  const std::vector<float> ref = mlp.Reference(x, 2);
+  for (size_t i = 0; i < y.size(); ++i) EXPECT_NEAR(y[i], ref[i], 1e-5) << "every candidate computes the same GEMM";
+  EXPECT_EQ(g->last_algo, 43u) << "the runs use the tuned algorithm";
+
+  // Without tuning the first candidate is kept and nothing is timed.
+  g->algo_ms.clear();
+  ASSERT_EQ(Create(mlp.plan, mlp.weights, mlp.kernels, &e), XRT_STATUS_OK);
+  EXPECT_EQ(json::parse(e->Describe())["gemm_algos"][0]["algo"], "cuBLASLt heuristic (first candidate)");
 }
 
 TEST_F(CudaEngineTest, PicksPtxWhenNoCubinMatchesAndNamesTheArchitecturesOtherwise) {
