@@ -40,13 +40,16 @@ def corpus_bundles(tmp_path_factory):
 
 @pytest.fixture(autouse=True, scope="session")
 def _private_engine_cache(tmp_path_factory):
-    """NPU loads cache compiled models in the user's cache folder by default: keep the tests' out of $HOME."""
+    """NPU loads cache compiled models, and xrt.InferenceSession compiled bundles, in the user's cache folder by
+    default: keep the tests' out of $HOME."""
     import os
 
-    previous = os.environ.get("XRT_CACHE_DIR")
+    previous = {k: os.environ.get(k) for k in ("XRT_CACHE_DIR", "XRT_BUNDLE_CACHE")}
     os.environ["XRT_CACHE_DIR"] = str(tmp_path_factory.mktemp("engine-cache"))
+    os.environ["XRT_BUNDLE_CACHE"] = str(tmp_path_factory.mktemp("bundle-cache"))
     yield
-    if previous is None:
-        os.environ.pop("XRT_CACHE_DIR", None)
-    else:
-        os.environ["XRT_CACHE_DIR"] = previous
+    for key, value in previous.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value

@@ -3,6 +3,8 @@
     import xpuruntime as xrt
     sess = xrt.load("model.xrtpkg")          # device="cpu"
     out = sess.run({"x": x})                 # dict of numpy arrays -> dict of numpy arrays
+    sess = xrt.InferenceSession("model.onnx", device="cpu", exec_policy=xrt.ExecutionPolicy(precision="fp16"))
+                                             # compiled by xrtc on first use, then cached by content
 """
 
 # The policy model (xpuruntime.policy), the error types and the ONNX tensor walker are pure Python: they import with no
@@ -15,7 +17,7 @@ from .policy import ExecutionPolicy, KernelPolicy, Knob, Policy, PolicyError
 
 from ._version import VERSION as __version__
 
-_RUNTIME = ("load", "Session", "IOInfo")
+_RUNTIME = ("load", "Session", "IOInfo", "InferenceSession")
 
 
 def __getattr__(name: str):
@@ -30,14 +32,14 @@ def __getattr__(name: str):
         raise ImportError(f"xpuruntime at {here} has no compiled runtime (_core): this is the source folder, or the "
                           "runtime was not built. Run from another directory, or with `python -P`, after installing "
                           "the package (pip install .)")
-    from . import _session
+    from . import _inference, _session
 
-    value = getattr(_session, name)
+    value = getattr(_inference if name == "InferenceSession" else _session, name)
     globals()[name] = value
     return value
 
 
-__all__ = ["load", "Session", "IOInfo", "Error", "InvalidArgument", "NotFound", "FailedPrecondition",
+__all__ = ["load", "Session", "IOInfo", "InferenceSession", "Error", "InvalidArgument", "NotFound", "FailedPrecondition",
            "ResourceExhausted", "Unavailable", "Incompatible", "DataCorrupt", "Unimplemented", "Internal",
            "IOFailure", "AlreadyExists", "PermissionDenied", "SignatureError", "KernelPolicy", "ExecutionPolicy", "Knob",
            "Policy", "PolicyError", "__version__"]

@@ -90,3 +90,26 @@ def quiet_third_party(level: int) -> None:
     # onnxruntime.quantization warns through the root logger ("consider pre-processing"): -v shows it.
     logging.getLogger().setLevel(logging.WARNING if debug else logging.ERROR)
     G_LOGGER.colors = False
+
+
+@contextmanager
+def session_progress(enabled: bool, title: str) -> Iterator[None]:
+    """Progress of a compile started from the Python API (xpuruntime.InferenceSession): with `enabled`, the stage
+    messages (and the heartbeat of a long stage) go to stderr as in the CLI, under a first line `title`; without
+    it, nothing is printed (warnings are still recorded in the bundle's decision log). The `xrtc` logger's level,
+    handlers and propagation are restored afterwards, so an application's own logging setup is left as it was."""
+    root = logging.getLogger()
+    saved = (log.level, list(log.handlers), log.propagate, root.level)  # quiet_third_party sets the root's level
+    if enabled:
+        configure_logging()
+        log.info("%s", title)
+    else:
+        log.setLevel(logging.CRITICAL + 1)
+        log.propagate = False
+    try:
+        yield
+    finally:
+        log.setLevel(saved[0])
+        log.handlers[:] = saved[1]
+        log.propagate = saved[2]
+        root.setLevel(saved[3])
