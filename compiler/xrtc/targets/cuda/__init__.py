@@ -14,7 +14,7 @@ import json
 import logging
 
 from ...errors import PolicyViolationError
-from ..base import Lowering, Target
+from ..base import BuiltVariant, Lowering, Target, VariantRequest
 from . import aot, emit
 from .graph import lower_graph
 
@@ -74,21 +74,19 @@ def kernel_policy(policy: dict, prog) -> list[str]:
     return warnings
 
 
-def lower(models: dict, plan, workdir: str, clock, precompile: bool = True,
+def lower(requests: list[VariantRequest], plan, workdir: str, clock, precompile: bool = True,
           archs: list[str] | None = None) -> Lowering:
-    """The plan's cuda variant for `archs` (default: the policy's target_options.arch); `precompile` does not apply."""
-    variant = next((v for v in plan.variants if v["target"] == "cuda"), None)
-    if variant is None or variant.get("dropped"):
-        return Lowering(variants=[], payloads=[], excluded=[])
-    if "excluded" in variant:
-        return Lowering(variants=[], payloads=[], excluded=[
-            {"target": "cuda", "engine": "cuda", "reason": f"policy: {variant['excluded']}"}])
+    """The requested cuda variant for `archs` (default: the policy's target_options.arch); `precompile` does not
+    apply."""
+    variant = next((r for r in requests if r.target == "cuda"), None)
+    if variant is None:
+        return Lowering()
     triton = aot.require_triton()
     archs = archs or aot.parse_archs((plan.policy.get("target_options") or {}).get("arch"))
-    vid = variant["id"]
-    precision = variant["precision"]
+    vid = variant.id
+    precision = variant.precision
     with clock.stage(f"lower-{vid}", log):
-        prog = lower_graph(models[vid], precision, attention=attention_choice(plan.policy),
+        prog = lower_graph(variant.model, precision, attention=attention_choice(plan.policy),
                            matmul=matmul_choice(plan.policy))
         warnings = kernel_policy(plan.policy, prog)
         plan_json, weights, kernels, records = emit.emit(prog, archs)
@@ -111,13 +109,13 @@ def lower(models: dict, plan, workdir: str, clock, precompile: bool = True,
            f"{','.join(archs)} + PTX ({aot.PTX_ARCH}) from Triton {triton.__version__}")
     notes = list(dict.fromkeys(prog.notes)) + warnings
     entry = {"id": vid, "target": "cuda", "device": "cuda", "engine": "cuda", "precision": precision,
-             "artifacts": dict(names), "options": dict(variant.get("options", {})),
+             "artifacts": dict(names), "options": dict(variant.options),
              "requires": {"engine": "cuda", "engine_version": ENGINE_VERSION, "devices": ["CUDA"],
                           "archs": list(archs) + ["ptx"]},
              "why": why}
     if notes:
         entry["notes"] = notes
-    return Lowering(variants=[entry], payloads=payloads, excluded=[], tools={"triton": triton.__version__})
+    return Lowering(built=[BuiltVariant(entry, payloads)], tools={"triton": triton.__version__})
 
 
 def gate_record(bundle_sections: dict, variant: dict, samples: list[dict], references: list[dict], rtol: float,
