@@ -93,10 +93,11 @@ def lower(requests: list[VariantRequest], plan, workdir: str, clock, precompile:
         if request is None:
             continue
         if engine == "openvino":
-            reason = ov_engine.cannot_carry(request.model)
-            if reason:
-                log.warning("cpu-openvino left out: %s", reason)
-                left_out.append(_left_out(request, reason))
+            try:
+                ov_engine.check_carries(request.model)
+            except BuildFailed as err:
+                log.warning("cpu-openvino left out: %s", err)
+                left_out.append(_left_out(request, str(err)))
                 continue
         model_bytes = request.model.SerializeToString()
         with clock.stage(f"lower-{engine}", log):

@@ -28,10 +28,11 @@ def lower(requests: list[VariantRequest], plan, workdir: str, clock, precompile:
     request = next((r for r in requests if r.target == "npu-intel"), None)
     if request is None:
         return Lowering()
-    reason = ov_engine.cannot_carry(request.model)
-    if reason:  # strings, sequences, maps, optionals: OpenVINO variants carry numeric tensors only
-        log.warning("%s left out: %s", request.id, reason)
-        return Lowering(left_out=[_left_out(request, reason)])
+    try:  # strings, sequences, maps, optionals: OpenVINO variants carry numeric tensors only
+        ov_engine.check_carries(request.model)
+    except BuildFailed as err:
+        log.warning("%s left out: %s", request.id, err)
+        return Lowering(left_out=[_left_out(request, str(err))])
     tools: dict[str, str] = {}
     prefix = request.id
     with clock.stage(f"lower-{prefix}", log):
