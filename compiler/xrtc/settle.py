@@ -258,6 +258,21 @@ def _candidate(lowering: Lowering, manifest_base: dict, path: str) -> None:
     xrtpkg.write(path, dict(manifest_base, variants=variants), lowering.payloads, force=True)
 
 
+def _measure(built: BuiltVariant, lowering: Lowering, model, samples: list[dict], references: list[dict], tol: dict,
+             workdir: str, candidate: str) -> dict:
+    """One measurement of a built variant (the gate record): by its target's own gate where it has one, else through
+    the runtime on the candidate bundle (plus fp16 arithmetic emulated on its graph where the target asks)."""
+    from .targets import get_target
+
+    target = get_target(built.target)
+    if target.gate is not None:
+        return target.gate(lowering, built.entry, samples, references, tol, workdir, candidate)
+    record = gate.measure_isolated(workdir, candidate, built.id, samples, references, tol["rtol"], tol["atol"])
+    if target.emulate_fp16 and not (record.get("error") or record.get("crashed")):
+        record = _with_fp16_emulation(built.id, record, model, samples, references, tol)
+    return record
+
+
 def settle(prep, targets: list[str], inputs: list[dict], outputs: list[dict], samples, references,
            no_samples: Exception | None, clock: Clock, precompile: bool, archs, allow_unverified: bool) -> Settled:
     """Lowers, measures and retries until the gate's outcome holds (see the module docstring). `samples` and
@@ -311,17 +326,10 @@ def settle(prep, targets: list[str], inputs: list[dict], outputs: list[dict], sa
                 for built in lowering.built:
                     vid, precision = built.id, built.precision
                     tol = policy.tolerance_for(precision)
+                    target_of = get_target(built.target)
                     with clock.stage(f"gate-{vid}", log):
-                        target_of = get_target(built.target)
-                        if target_of.gate is not None:
-                            record = target_of.gate(lowering, built.entry, samples.feeds, references, tol, workdir,
-                                                    candidate)
-                        else:
-                            record = gate.measure_isolated(workdir, candidate, vid, samples.feeds,
-                                                           references, tol["rtol"], tol["atol"])
-                            if target_of.emulate_fp16 and not (record.get("error") or record.get("crashed")):
-                                record = _with_fp16_emulation(vid, record, models[vid], samples.feeds, references,
-                                                              tol)
+                        record = _measure(built, lowering, models[vid], samples.feeds, references, tol, workdir,
+                                          candidate)
                     if record.get("passed") is None:  # cuda variant, no device here and too big to interpret
                         unmeasured[vid] = f"accuracy not measured: {record['not_run']}"
                         gate_warnings.append(f"{vid}: {unmeasured[vid]}; run `xrtc verify` on a machine with a CUDA "
