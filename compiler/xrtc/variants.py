@@ -108,6 +108,7 @@ class LeftOut:
 # (a lower precision, or some nodes kept in fp32); dropped: left out (see LeftOut); unmeasured: kept without a
 # measurement (no samples the model accepts, no device and too big to interpret): the bundle says so.
 Verdict = Literal["passed", "fell-back", "dropped", "unmeasured"]
+VERDICTS: tuple[str, ...] = ("passed", "fell-back", "dropped", "unmeasured")
 
 # Gate-record keys that steer the gate's advice and are not stored in the bundle.
 _NOT_STORED = ("failures", "fp16_atol_needed", "atol_needed")
@@ -125,6 +126,15 @@ class GateOutcome:
     record: dict | None = None
     fallback: str | None = None
     reason: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.verdict not in VERDICTS:
+            raise InternalError(f"gate verdict {self.verdict!r} is not one of {VERDICTS}; this is a bug in xrtc")
+
+    @property
+    def max_abs_err(self) -> dict[str, float]:
+        """The measured max abs error per output ({} when not measured)."""
+        return dict((self.record or {}).get("max_abs_err", {}))
 
     @property
     def fell_back_to(self) -> str | None:

@@ -48,7 +48,7 @@ def test_settle_returns_typed_decisions_and_packaging_makes_the_manifest(tmp_pat
     worst = max(float(np.max(np.abs(session.run(None, feeds)[0] - ref["y"])))
                 for feeds, ref in zip(samples.feeds, references))
     print(f"cpu-onnxruntime fp16 (scale_up kept fp32) vs source fp32: max abs err {worst:.3g}; gate recorded "
-          f"{outcome.record['max_abs_err']}")
+          f"{outcome.max_abs_err}")
     assert worst <= outcome.record["atol"] + outcome.record["rtol"] * float(np.max(np.abs(references[0]["y"])))
 
     manifest, payloads = package.assemble(prep, "cpu", settled, inputs, outputs, [], True)
@@ -63,6 +63,8 @@ def test_records_refuse_what_no_stage_produces():
         LeftOut(target="cpu", engine="openvino", reason="r", stage="dropped")
     with pytest.raises(InternalError, match="has no 'precision'"):
         BuiltVariant({"id": "cpu-x", "target": "cpu", "device": "cpu", "engine": "x"}, [])
+    with pytest.raises(InternalError, match="verdict 'ok' is not one of"):
+        GateOutcome("cpu-x", "ok", "fp32")
     unmeasured = GateOutcome("cpu-x", "unmeasured", "fp32", record={"passed": False, "failures": ["y: inf"]},
                              reason="accuracy not measured on generated samples")
     assert unmeasured.manifest_accuracy() is None  # a failed measurement on samples the model refuses is not stored
