@@ -70,3 +70,23 @@ GATE_SHAPES: dict[str, list[str]] = {"ppocrv4_rec": ["x=1x3x48x320"]}
 def gate_shape_args(name: str) -> list[str]:
     """`--shape` flags a corpus model needs for the accuracy gate to run (see GATE_SHAPES)."""
     return [arg for shape in GATE_SHAPES.get(name, []) for arg in ("--shape", shape)]
+
+
+def overflow_model(path):
+    """x * 1e5 * 1e-5 @ W: fp16 cannot hold the 1e5 constant (ONNX Runtime's converter clamps it to 65504), so
+    converting `scale_up` alone breaks the outputs while every other node is fine in fp16."""
+    import numpy as np
+    import onnx
+    import onnx.helper as oh
+    import onnx.numpy_helper as nh
+
+    rng = np.random.default_rng(0)
+    inits = [nh.from_array(np.array(1e5, np.float32), "big"), nh.from_array(np.array(1e-5, np.float32), "small"),
+             nh.from_array((rng.standard_normal((64, 64)) * 0.1).astype(np.float32), "w")]
+    nodes = [oh.make_node("Mul", ["x", "big"], ["a"], name="scale_up"),
+             oh.make_node("Mul", ["a", "small"], ["b"], name="scale_down"),
+             oh.make_node("MatMul", ["b", "w"], ["c"], name="mm"), oh.make_node("Relu", ["c"], ["y"], name="relu")]
+    graph = oh.make_graph(nodes, "overflow", [oh.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 64])],
+                          [oh.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 64])], inits)
+    onnx.save(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)]), path)
+    return path

@@ -13,7 +13,7 @@ import hashlib
 import json
 import logging
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import onnx
@@ -35,7 +35,6 @@ class Prepared:
     calibration_digest: str
     from_plan: bool
     validator: object = None
-    extra_fp32: list = field(default_factory=list)  # nodes the accuracy gate moved back to fp32 (per-node fallback)
 
 
 def _digest_samples(samples: list[dict]) -> str:

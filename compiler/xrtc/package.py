@@ -68,30 +68,32 @@ def check_output(model_path: str, output: str, force: bool) -> None:
         raise OutputExistsError(f"{output} exists; pass --force to overwrite it")
 
 
+def manifest_variants(settled) -> list[dict]:
+    """The manifest's `variants`: each built variant's entry with the accuracy the gate measured (none where it was
+    not measured)."""
+    entries = []
+    for built in settled.built:
+        accuracy = settled.outcomes[built.id].manifest_accuracy()
+        entries.append(dict(built.entry, accuracy=accuracy) if accuracy is not None else dict(built.entry))
+    return entries
+
+
 def assemble(prep, target: str, settled, inputs: list[dict], outputs: list[dict], declared: list, precompile: bool):
     """The bundle's manifest and sections from what the compile decided: the built variants with their measured
     accuracy, golden data (the gate's first sample and ONNX Runtime's outputs on it), the plan, the decision log and
-    provenance. `prep` is build.Prepared, `settled` settle.Settled; `declared` lists (output, shape the model
-    declares but does not produce). Returns (manifest, payloads)."""
+    provenance. `prep` is build.Prepared, `settled` settle.Settled (typed: this is where its records become the
+    manifest's dicts); `declared` lists (output, shape the model declares but does not produce). Returns (manifest,
+    payloads)."""
     from . import gate, model_io
     from .decisions import decision_log
 
     plan = prep.plan
-    lowering, accuracy, unmeasured = settled.lowering, settled.accuracy, settled.unmeasured
-    samples, references, fallbacks = settled.samples, settled.references, settled.fallbacks
-    dropped, records, tools_seen = settled.dropped, settled.records, settled.tools
-    gate_warnings, unverified = settled.warnings, settled.unverified
+    samples, references, unmeasured = settled.samples, settled.references, settled.unmeasured
     # Final bundle: the last built variants (the candidate's thread settings were on a copy), plus plan, decision
     # log and golden data.
-    for variant in lowering.variants:
-        if variant["id"] in accuracy and variant["id"] not in unmeasured:
-            record = dict(accuracy[variant["id"]])
-            record.pop("failures", None)
-            record.pop("fp16_atol_needed", None)
-            record.pop("atol_needed", None)
-            variant["accuracy"] = record
-    excluded = lowering.excluded + dropped
-    payloads = list(lowering.payloads)
+    variants = manifest_variants(settled)
+    excluded = [e.manifest_entry() for e in settled.left_out]
+    payloads = [section for built in settled.built for section in built.sections]
     golden = None
     # Golden data is .npy (tensors; strings as unicode arrays): a model with sequences, maps or optionals has none
     # (`xrtc verify --model` checks such bundles against ONNX Runtime on the source model).
@@ -110,8 +112,8 @@ def assemble(prep, target: str, settled, inputs: list[dict], outputs: list[dict]
                    f"variant produce {gate._shape_text(next(o['shape'] for o in outputs if o['name'] == name))} on "
                    "the samples; the bundle declares the shape produced (the model's declaration is wrong: fix "
                    "it in the exporter)" for name, shape in declared]
-    log_json = decision_log(plan, lowering.variants, excluded, fallbacks, plan.warnings + shape_notes + gate_warnings,
-                            gate_fp32=set(prep.extra_fp32))
+    log_json = decision_log(plan, variants, excluded, settled.fallbacks,
+                            plan.warnings + shape_notes + settled.warnings, gate_fp32=set(settled.gate_fp32))
     payloads.append(("plan.json", plan.dumps().encode(), True))
     payloads.append(("decisions.json", json.dumps(log_json, sort_keys=True, indent=1).encode(), True))
 
@@ -126,17 +128,17 @@ def assemble(prep, target: str, settled, inputs: list[dict], outputs: list[dict]
     if prep.calibration:
         command += " --calibration (see provenance.calibration)"
     manifest = build_manifest(
-        model_name=stem, inputs=inputs, outputs=outputs, variants=lowering.variants, excluded=excluded,
+        model_name=stem, inputs=inputs, outputs=outputs, variants=variants, excluded=excluded,
         source={"name": source.name, "sha256": source.sha256, "opset": model_io.default_opset(source.model),
                 "producer": producer},
-        tools=tool_versions(tools_seen), command=command,
-        passes=[r.to_json() for r in prep.records + records], policy=plan.policy)
+        tools=tool_versions(settled.tools), command=command,
+        passes=[r.to_json() for r in prep.records + settled.records], policy=plan.policy)
     manifest["plan"] = "plan.json"
     manifest["decisions"] = "decisions.json"
     if golden:
         manifest["golden"] = golden
-    if unverified:
-        manifest["unverified"] = {"reason": unverified, "requested": "--allow-unverified"}
+    if settled.unverified:
+        manifest["unverified"] = {"reason": settled.unverified, "requested": "--allow-unverified"}
     for name, shape in declared:
         next(o for o in manifest["model"]["outputs"] if o["name"] == name)["declared_shape"] = shape
     if prep.calibration:

@@ -2,7 +2,8 @@
 on the source model, and retries until the outcome holds: a `prefer` precision over tolerance falls back along its
 target's chain (ONNX Runtime fp16: first a per-node fallback found by bisection), a variant that crashes or stays
 over tolerance at its target's highest precision is dropped, guessed sample shapes a variant refuses move on to the
-next candidate. It returns what it decided (`Settled`); build.compile_model packages it.
+next candidate. It returns what it decided as typed values (`Settled`: the built variants, the variants left out
+and at which stage, the outcome per variant; xrtc.variants); package.assemble turns them into the manifest.
 
 (Kept beside gate.py, which measures, rather than in it: gate.py holds the sample making and comparison.)
 """
@@ -20,54 +21,97 @@ import onnx
 from . import gate
 from .errors import AccuracyGateError, InternalError, NoVariantError, PolicyViolationError
 from .progress import Clock
+from .variants import BuiltVariant, GateOutcome, LeftOut, Lowering, VariantRequest
 
 log = logging.getLogger("xrtc.build")
 
 
 @dataclass
 class Settled:
-    """What the gate decided. `lowering`: the last built variants (targets.base.Lowering); `precisions`: variant id
-    -> precision built; `accuracy`: variant id -> gate record; `fallbacks`: variant id -> why it was rebuilt;
-    `dropped`: `excluded` entries for variants the gate left out; `records`: the precision passes' PassRecords;
-    `tools`: engine versions seen; `unmeasured`: variants kept without a measurement; `samples`/`references`: the
-    samples measured on and ONNX Runtime's outputs (None without samples); `tried`: sample shapes tried;
-    `warnings`: for the decision log; `unverified`: why the bundle is unverified ("" when it is not)."""
+    """What the gate decided. `built`: the bundle's variants, in preference order (the last lowering); `left_out`:
+    the variants not in it, the lowering's (policy-excluded, build-failed) then the gate's (gate-dropped), in that
+    order; `outcomes`: variant id -> the gate's outcome, for every variant built or dropped; `gate_fp32`: nodes the
+    per-node fp16 fallback kept in fp32; `records`: the precision passes' PassRecords; `tools`: engine versions seen;
+    `samples`/`references`: the samples measured on and ONNX Runtime's outputs (None without samples); `tried`:
+    sample shapes tried; `warnings`: for the decision log; `unverified`: why the bundle is unverified ("" when it is
+    not)."""
 
-    lowering: object
-    precisions: dict[str, str]
-    accuracy: dict[str, dict]
-    fallbacks: dict[str, str]
-    dropped: list[dict]
+    built: list[BuiltVariant]
+    left_out: list[LeftOut]
+    outcomes: dict[str, GateOutcome]
+    gate_fp32: list[str]
     records: list
     tools: dict[str, str]
-    unmeasured: list[str]
     samples: object
     references: list[dict] | None
     tried: list[str]
     warnings: list[str] = field(default_factory=list)
     unverified: str = ""
 
+    @property
+    def unmeasured(self) -> list[str]:
+        """Built variants kept without a measurement."""
+        return [b.id for b in self.built if self.outcomes[b.id].verdict == "unmeasured"]
 
-def _fallback_precision(variant: dict, precision: str | None = None) -> str | None:
-    """The precision the gate rebuilds `variant` at when its own is over tolerance (its target's chain)."""
+    @property
+    def fallbacks(self) -> dict[str, str]:
+        """Variant id -> why the gate rebuilt it (the last rebuild), for the variants it rebuilt."""
+        return {vid: o.fallback for vid, o in self.outcomes.items() if o.fallback}
+
+
+def _fallback_precision(target: str, precision: str) -> str | None:
+    """The precision the gate rebuilds a variant of `target` at when `precision` is over tolerance (its chain)."""
     from .targets import get_target
 
-    return get_target(variant["target"]).fallback_for(precision or variant["precision"])
+    return get_target(target).fallback_for(precision)
 
 
-def _lower_all(models, plan, targets: list[str], workdir: str, clock, precompile: bool, archs=None):
-    """Every target's lowering, merged in the order of --target."""
+def _requests(plan, precisions: dict[str, str], models: dict) -> list[VariantRequest]:
+    """The variants to build, in the plan's order: those the plan did not exclude and the gate has not dropped (the
+    keys of `precisions`), at the precision the gate settled on; where that differs from the plan's, the target sets
+    the engine options anew for it (on a copy: the plan is what the bundle records)."""
+    import copy
+
+    from xpuruntime.policy import Policy
+
     from .targets import get_target
-    from .targets.base import Lowering
 
-    merged = Lowering(variants=[], payloads=[], excluded=[])
+    policy = None
+    requests = []
+    for planned in plan.variants:
+        if "excluded" in planned or planned["id"] not in precisions:
+            continue
+        precision = precisions[planned["id"]]
+        if precision != planned["precision"]:
+            policy = policy or Policy.from_dict(plan.policy)
+            planned = dict(copy.deepcopy(planned), precision=precision)
+            get_target(planned["target"]).variant_options(planned, policy, [])
+        requests.append(VariantRequest.from_plan(planned, models[planned["id"]]))
+    return requests
+
+
+def _lower_all(requests: list[VariantRequest], plan, targets: list[str], workdir: str, clock, precompile: bool,
+               archs=None) -> Lowering:
+    """Every target's lowering of its requested variants, merged in the order of --target; the plan's excluded
+    variants are recorded here (stage policy-excluded), among the target's own left-outs in its engine order."""
+    from .targets import get_target
+
+    merged = Lowering()
     for t in targets:
-        merged.merge(get_target(t).lower(models, plan, workdir, clock, precompile=precompile, archs=archs))
-    if not merged.variants:
+        target = get_target(t)
+        mine = [r for r in requests if r.target == t]
+        lowering = target.lower(mine, plan, workdir, clock, precompile=precompile, archs=archs) if mine else Lowering()
+        excluded = [LeftOut(target=t, engine=v["engine"], reason=f"policy: {v['excluded']}", stage="policy-excluded",
+                            device=v["device"], precision=v["precision"])
+                    for v in plan.variants if v["target"] == t and "excluded" in v]
+        rank = {engine: i for i, engine in enumerate(target.engines)}
+        lowering.left_out = sorted(excluded + lowering.left_out, key=lambda e: rank.get(e.engine, len(rank)))
+        merged.merge(lowering)
+    if not merged.built:
         only = get_target(targets[0]) if len(targets) == 1 else None
         if only is not None and only.none_built is not None:
-            raise NoVariantError(only.none_built(merged.excluded))
-        reasons = "; ".join(f"{e['target']}-{e['engine']}: {e['reason']}" for e in merged.excluded)
+            raise NoVariantError(only.none_built(merged.left_out))
+        reasons = "; ".join(f"{e.id}: {e.reason}" for e in merged.left_out)
         raise NoVariantError(f"no variant could be built for --target {','.join(targets)}: {reasons}")
     return merged
 
@@ -76,10 +120,11 @@ class _Fallback(Exception):
     """A precision pass cannot convert the model and the knob is `prefer`: rebuild at fp32 (message = reason)."""
 
 
-def _variant_models(prep, precisions: dict[str, str], clock: Clock,
+def _variant_models(prep, precisions: dict[str, str], gate_fp32: list[str], clock: Clock,
                     notes: list[str]) -> tuple[dict, list]:
-    """The graph each engine gets, after its precision passes; returns (models, pass records). Raises _Fallback
-    when a precision pass cannot convert the model under a `prefer` knob."""
+    """The graph each engine gets, after its precision passes (`gate_fp32`: nodes the per-node fallback keeps in fp32
+    on top of the plan's); returns (variant id -> model, pass records). Raises _Fallback when a precision pass cannot
+    convert the model under a `prefer` knob."""
     from . import passes
     from .passes.precision import PrecisionPassFailed
 
@@ -100,7 +145,7 @@ def _variant_models(prep, precisions: dict[str, str], clock: Clock,
             if key not in cache:
                 if prep.validator is not None:
                     prep.validator.precision = "fp16"
-                blocked = sorted(set(fp32_nodes) | set(prep.extra_fp32))
+                blocked = sorted(set(fp32_nodes) | set(gate_fp32))
                 manager = passes.PassManager([passes.ConvertFloat16(op_block_list=[], node_block_list=blocked)],
                                              clock, prep.validator)
                 cache[key], recs = manager.run(prep.optimised)
@@ -202,14 +247,14 @@ def _with_fp16_emulation(variant_id: str, record: dict, model: onnx.ModelProto, 
     return out
 
 
-def _candidate(lowering, manifest_base: dict, path: str) -> None:
+def _candidate(lowering: Lowering, manifest_base: dict, path: str) -> None:
     """Writes the candidate bundle the gate runs: the built variants, one engine thread each."""
     import xrtpkg
 
     from .targets import get_target
 
     variants = []
-    for v in lowering.variants:
+    for v in lowering.entries:
         v = json.loads(json.dumps(v))
         key = "INFERENCE_NUM_THREADS" if v["engine"] == "openvino" else "intra_op_num_threads"
         v["options"][key] = "1"
@@ -218,25 +263,19 @@ def _candidate(lowering, manifest_base: dict, path: str) -> None:
     xrtpkg.write(path, dict(manifest_base, variants=variants), lowering.payloads, force=True)
 
 
-def _plan_with(plan, precisions: dict[str, str]):
-    """A copy of the plan whose variants have the given precisions (engines missing from `precisions` excluded)."""
-    import copy
-
-    from xpuruntime.policy import Policy
-
+def _measure(built: BuiltVariant, lowering: Lowering, model, samples: list[dict], references: list[dict], tol: dict,
+             workdir: str, candidate: str) -> dict:
+    """One measurement of a built variant (the gate record): by its target's own gate where it has one, else through
+    the runtime on the candidate bundle (plus fp16 arithmetic emulated on its graph where the target asks)."""
     from .targets import get_target
 
-    policy = Policy.from_dict(plan.policy)
-    effective = copy.deepcopy(plan)
-    for variant in effective.variants:
-        if "excluded" in variant:
-            continue
-        if variant["id"] not in precisions:
-            variant["dropped"] = True  # by the accuracy gate; recorded in `excluded` by compile_model
-        elif precisions[variant["id"]] != variant["precision"]:
-            variant["precision"] = precisions[variant["id"]]
-            get_target(variant["target"]).variant_options(variant, policy, [])
-    return effective
+    target = get_target(built.target)
+    if target.gate is not None:
+        return target.gate(lowering, built.entry, samples, references, tol, workdir, candidate)
+    record = gate.measure_isolated(workdir, candidate, built.id, samples, references, tol["rtol"], tol["atol"])
+    if target.emulate_fp16 and not (record.get("error") or record.get("crashed")):
+        record = _with_fp16_emulation(built.id, record, model, samples, references, tol)
+    return record
 
 
 def settle(prep, targets: list[str], inputs: list[dict], outputs: list[dict], samples, references,
@@ -255,28 +294,30 @@ def settle(prep, targets: list[str], inputs: list[dict], outputs: list[dict], sa
     fallbacks: dict[str, str] = {}
     # Passes undone by the pass manager (invalid output, or numerics under --validate-passes): in the decision log.
     gate_warnings: list[str] = [f"pass {r.name} rolled back: {r.rolled_back}" for r in prep.records if r.rolled_back]
-    accuracy: dict[str, dict] = {}
+    accuracy: dict[str, dict] = {}  # variant id -> its last measurement (the gate record)
     records: list = []
-    dropped: list[dict] = []
+    dropped: list[LeftOut] = []
+    outcomes: dict[str, GateOutcome] = {}  # the dropped variants' (the built ones' are made at the end)
+    gate_fp32: list[str] = []  # nodes the per-node fp16 fallback keeps in fp32
     tools_seen: dict[str, str] = {}
-    unmeasured: list[str] = []  # variants that refused generated samples (kept, accuracy not measured)
+    unmeasured: dict[str, str] = {}  # variant id -> why it is kept without a measurement
     # Each retry lowers a precision, drops a variant, or moves guessed sample shapes to the next candidate.
     for _attempt in range(2 * len(plan.variants) + 1 + len(gate.DYNAMIC_FILLS) + 6):
         try:
-            models, records = _variant_models(prep, precisions, clock, gate_warnings)
+            models, records = _variant_models(prep, precisions, gate_fp32, clock, gate_warnings)
         except _Fallback as fallback:
-            by_id = {v["id"]: v for v in plan.variants}
+            target_of_id = {v["id"]: v["target"] for v in plan.variants}
             for vid, precision in list(precisions.items()):
                 if precision == "int8":
-                    precisions[vid] = _fallback_precision(by_id[vid], "int8")
+                    precisions[vid] = _fallback_precision(target_of_id[vid], "int8")
                     fallbacks[vid] = f"{fallback}; rebuilt {precisions[vid]}"
             gate_warnings.append(f"{fallback}; all int8 variants rebuilt fp32")
             log.warning("%s", gate_warnings[-1])
-            models, records = _variant_models(prep, precisions, clock, gate_warnings)
+            models, records = _variant_models(prep, precisions, gate_fp32, clock, gate_warnings)
         unmeasured.clear()
-        effective = _plan_with(plan, precisions)
         with tempfile.TemporaryDirectory(prefix="xrtc-") as workdir:
-            lowering = _lower_all(models, effective, targets, workdir, clock, precompile, archs)
+            lowering = _lower_all(_requests(plan, precisions, models), plan, targets, workdir, clock, precompile,
+                                  archs)
             tools_seen.update(lowering.tools)  # provenance names every engine tried, also one the gate dropped
             base = package.build_manifest(model_name="candidate", inputs=inputs, outputs=outputs, variants=[],
                                           excluded=[], source={}, tools={}, command="", passes=[])
@@ -287,27 +328,21 @@ def settle(prep, targets: list[str], inputs: list[dict], outputs: list[dict], sa
             while True:  # re-measured (same lowering) when guessed sample shapes move on
                 retry = False
                 unmeasured.clear()
-                for variant in lowering.variants:
-                    tol = policy.tolerance_for(variant["precision"])
-                    with clock.stage(f"gate-{variant['id']}", log):
-                        target_of = get_target(variant["target"])
-                        if target_of.gate is not None:
-                            record = target_of.gate(lowering, variant, samples.feeds, references, tol, workdir,
-                                                    candidate)
-                        else:
-                            record = gate.measure_isolated(workdir, candidate, variant["id"], samples.feeds,
-                                                           references, tol["rtol"], tol["atol"])
-                            if target_of.emulate_fp16 and not (record.get("error") or record.get("crashed")):
-                                record = _with_fp16_emulation(variant["id"], record, models[variant["id"]],
-                                                              samples.feeds, references, tol)
+                for built in lowering.built:
+                    vid, precision = built.id, built.precision
+                    tol = policy.tolerance_for(precision)
+                    target_of = get_target(built.target)
+                    with clock.stage(f"gate-{vid}", log):
+                        record = _measure(built, lowering, models[vid], samples.feeds, references, tol, workdir,
+                                          candidate)
                     if record.get("passed") is None:  # cuda variant, no device here and too big to interpret
-                        unmeasured.append(variant["id"])
-                        gate_warnings.append(f"{variant['id']}: accuracy not measured: {record['not_run']}; run "
-                                             "`xrtc verify` on a machine with a CUDA device")
+                        unmeasured[vid] = f"accuracy not measured: {record['not_run']}"
+                        gate_warnings.append(f"{vid}: {unmeasured[vid]}; run `xrtc verify` on a machine with a CUDA "
+                                             "device")
                         log.warning("accuracy gate: %s", gate_warnings[-1])
                         continue
-                    accuracy[variant["id"]] = record
-                    log.info("gate %s (%s): %s, max abs err %s", variant["id"], variant["precision"],
+                    accuracy[vid] = record
+                    log.info("gate %s (%s): %s, max abs err %s", vid, precision,
                              "ok" if record["passed"] else "FAILED", record["max_abs_err"])
                     if record["passed"]:
                         continue
@@ -319,53 +354,55 @@ def settle(prep, targets: list[str], inputs: list[dict], outputs: list[dict], sa
                         # Generated data may be outside what the model accepts (an int input that sizes an output;
                         # dims pinned to sizes the model was not made for): the variant is not at fault, but it is not
                         # checked either. Fails below unless an unverified bundle was asked for.
-                        unmeasured.append(variant["id"])
-                        gate_warnings.append(f"{variant['id']}: accuracy not measured on generated samples "
-                                             f"({samples.origin}): {why}")
+                        unmeasured[vid] = f"accuracy not measured on generated samples ({samples.origin}): {why}"
+                        gate_warnings.append(f"{vid}: {unmeasured[vid]}")
                         log.info("accuracy gate: %s", gate_warnings[-1])  # the outcome (next shapes, error) says it
                         continue
                     elif record.get("error"):
                         drop = f"fails on the calibration samples ({why})"
-                    elif _fallback_precision(variant):
+                    elif _fallback_precision(built.target, precision):
                         if policy.execution.get("precision").mode == "fixed":
                             raise AccuracyGateError(
-                                f"accuracy gate: {variant['id']} at {variant['precision']} is over the tolerance (rtol "
+                                f"accuracy gate: {vid} at {precision} is over the tolerance (rtol "
                                 f"{tol['rtol']:g}, atol {tol['atol']:g}): {why}. precision is fixed: loosen "
                                 "[tolerance], "
                                 "keep more ops in fp32 ([precision] keep_fp32_ops / [nodes]), or make precision "
                                 "\"prefer\"")
-                        if variant["engine"] == "onnxruntime" and variant["precision"] == "fp16" and \
-                                not prep.extra_fp32 and variant["engine"] not in target_of.converts_precision:
+                        if built.engine == "onnxruntime" and precision == "fp16" and not gate_fp32 and \
+                                built.engine not in target_of.converts_precision:
                             with clock.stage("per-node-fallback", log):
                                 found = _fp16_nodes_to_keep_fp32(prep, samples.feeds, references, tol)
                             if found:
-                                prep.extra_fp32 = found
-                                fallbacks[variant["id"]] = (f"fp16 over tolerance ({why}); per-node fallback kept "
-                                                            f"{len(found)} node(s) in fp32: {', '.join(found[:8])}"
-                                                            f"{' ...' if len(found) > 8 else ''}")
-                                gate_warnings.append(f"{variant['id']}: {fallbacks[variant['id']]}")
+                                gate_fp32 = found
+                                fallbacks[vid] = (f"fp16 over tolerance ({why}); per-node fallback kept "
+                                                  f"{len(found)} node(s) in fp32: {', '.join(found[:8])}"
+                                                  f"{' ...' if len(found) > 8 else ''}")
+                                gate_warnings.append(f"{vid}: {fallbacks[vid]}")
                                 log.warning("accuracy gate: %s", gate_warnings[-1])
                                 retry = True
                                 continue
-                        to = _fallback_precision(variant)
-                        fallbacks[variant["id"]] = f"{variant['precision']} over tolerance ({why}); rebuilt {to}"
-                        gate_warnings.append(f"{variant['id']}: {fallbacks[variant['id']]}")
+                        to = _fallback_precision(built.target, precision)
+                        fallbacks[vid] = f"{precision} over tolerance ({why}); rebuilt {to}"
+                        gate_warnings.append(f"{vid}: {fallbacks[vid]}")
                         log.warning("accuracy gate: %s", gate_warnings[-1])
-                        precisions[variant["id"]] = to
+                        precisions[vid] = to
                         retry = True
                     else:  # at the highest precision its target has and still off the reference: never ship it
-                        drop = f"{variant['precision']} output over tolerance ({why})" + \
-                            ("" if variant["precision"] == "fp32" else f"; {variant['target']} has no higher precision")
-                        if get_target(variant["target"]).emulate_fp16 and "fp16_atol_needed" in record:
-                            drift = gate.fp16_drift(models[variant["id"]], samples.feeds[0])
-                            drop += ". " + gate.fp16_advice(variant["id"], targets, drift, record["fp16_atol_needed"],
+                        drop = f"{precision} output over tolerance ({why})" + \
+                            ("" if precision == "fp32" else f"; {built.target} has no higher precision")
+                        if target_of.emulate_fp16 and "fp16_atol_needed" in record:
+                            drift = gate.fp16_drift(models[vid], samples.feeds[0])
+                            drop += ". " + gate.fp16_advice(vid, targets, drift, record["fp16_atol_needed"],
                                                             tol["rtol"])
                     if drop:
-                        gate_warnings.append(f"{variant['id']} left out: {drop}")
+                        gate_warnings.append(f"{vid} left out: {drop}")
                         log.warning("accuracy gate: %s", gate_warnings[-1])
-                        dropped.append({"target": variant["target"], "engine": variant["engine"],
-                                        "reason": f"accuracy gate: {drop}"})
-                        precisions.pop(variant["id"])
+                        dropped.append(LeftOut(target=built.target, engine=built.engine,
+                                               reason=f"accuracy gate: {drop}", stage="gate-dropped",
+                                               device=built.entry["device"], precision=precision))
+                        outcomes[vid] = GateOutcome(vid, "dropped", precision, record=record,
+                                                    fallback=fallbacks.get(vid), reason=drop)
+                        precisions.pop(vid)
                         retry = True
                 if unmeasured and not retry and samples.alternatives:
                     # Guessed shapes the source model runs on but a variant does not (a recogniser at 32x32): the
@@ -391,7 +428,7 @@ def settle(prep, targets: list[str], inputs: list[dict], outputs: list[dict], sa
                 break
             if not precisions:
                 raise NoVariantError("accuracy gate: no variant matches ONNX Runtime on the source model: "
-                                     + "; ".join(d["reason"] for d in dropped))
+                                     + "; ".join(d.reason for d in dropped))
     else:
         raise InternalError("accuracy gate: fallbacks did not settle; this is a bug in xrtc")
     if no_samples is not None and not allow_unverified:
@@ -414,6 +451,14 @@ def settle(prep, targets: list[str], inputs: list[dict], outputs: list[dict], sa
             raise AccuracyGateError(f"precision is fixed but the accuracy gate cannot run ({unverified}); pass "
                                     "--calibration data.npz or bind the dynamic dims with --shape")
 
-    return Settled(lowering=lowering, precisions=precisions, accuracy=accuracy, fallbacks=fallbacks, dropped=dropped,
-                   records=records, tools=tools_seen, unmeasured=unmeasured, samples=samples, references=references,
+    for built in lowering.built:
+        vid = built.id
+        if vid in unmeasured or references is None:
+            outcomes[vid] = GateOutcome(vid, "unmeasured", built.precision, record=accuracy.get(vid),
+                                        fallback=fallbacks.get(vid), reason=unmeasured.get(vid, unverified))
+        else:
+            outcomes[vid] = GateOutcome(vid, "fell-back" if vid in fallbacks else "passed", built.precision,
+                                        record=accuracy[vid], fallback=fallbacks.get(vid))
+    return Settled(built=lowering.built, left_out=lowering.left_out + dropped, outcomes=outcomes,
+                   gate_fp32=gate_fp32, records=records, tools=tools_seen, samples=samples, references=references,
                    tried=tried, warnings=gate_warnings, unverified=unverified)

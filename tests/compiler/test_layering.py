@@ -84,3 +84,16 @@ def test_no_import_cycles():
         if m not in state:
             visit(m)
     assert not cycles, "import cycles: " + "; ".join(cycles)
+
+
+STAGES = ("xrtc.build", "xrtc.settle", "xrtc.package", "xrtc.plan")
+
+
+def test_stage_records_are_a_leaf_and_targets_never_reach_back_into_the_stages():
+    """xrtc.variants (what travels between stages) imports only xrtc.errors, so every stage can use it; a target
+    builds what it is asked and returns records: it never imports the stages that call it."""
+    graph = _graph()
+    assert graph["xrtc.variants"] <= {"xrtc.errors"}, graph["xrtc.variants"]
+    bad = sorted(f"{m} imports {d}" for m, deps in graph.items() if m.startswith("xrtc.targets")
+                 for d in deps if d in STAGES)
+    assert not bad, "targets import compile stages: " + "; ".join(bad)

@@ -38,8 +38,8 @@ TOY = '''
 from xrtc.targets.base import Lowering, Target
 
 
-def lower(models, plan, workdir, clock, precompile=True, archs=None):
-    return Lowering(variants=[], payloads=[], excluded=[])
+def lower(requests, plan, workdir, clock, precompile=True, archs=None):
+    return Lowering()
 
 
 def variant_options(variant, policy, warnings):

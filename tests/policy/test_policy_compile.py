@@ -13,7 +13,7 @@ import pytest
 import xpuruntime as xrt
 import xrtpkg
 from xpuruntime.policy import Policy
-from xrt_testutil import CORPUS, SAMPLE, corpus_inputs, run_tool
+from xrt_testutil import CORPUS, SAMPLE, corpus_inputs, overflow_model, run_tool
 from xrtc.build import compile_model
 from xrtc.errors import AccuracyGateError, PolicyViolationError, UsageError
 from xrtc.passes import Pass
@@ -298,24 +298,6 @@ def test_bad_inputs_to_the_new_flags(tmp_path):
                     "-o", tmp_path / "x.xrtpkg")
     assert proc.returncode == 2 and "no data for input(s) ['image']" in proc.stderr
     shutil.rmtree(tmp_path, ignore_errors=True)
-
-
-def overflow_model(path):
-    """x * 1e5 * 1e-5 @ W: fp16 cannot hold the 1e5 constant (ONNX Runtime's converter clamps it to 65504), so
-    converting `scale_up` alone breaks the outputs while every other node is fine in fp16."""
-    import onnx.helper as oh
-    import onnx.numpy_helper as nh
-
-    rng = np.random.default_rng(0)
-    inits = [nh.from_array(np.array(1e5, np.float32), "big"), nh.from_array(np.array(1e-5, np.float32), "small"),
-             nh.from_array((rng.standard_normal((64, 64)) * 0.1).astype(np.float32), "w")]
-    nodes = [oh.make_node("Mul", ["x", "big"], ["a"], name="scale_up"),
-             oh.make_node("Mul", ["a", "small"], ["b"], name="scale_down"),
-             oh.make_node("MatMul", ["b", "w"], ["c"], name="mm"), oh.make_node("Relu", ["c"], ["y"], name="relu")]
-    graph = oh.make_graph(nodes, "overflow", [oh.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 64])],
-                          [oh.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 64])], inits)
-    onnx.save(oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)]), path)
-    return path
 
 
 def test_gate_per_node_fallback_keeps_only_the_breaking_node_in_fp32(tmp_path):

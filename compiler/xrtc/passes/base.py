@@ -223,9 +223,12 @@ class PassManager:
                 records.append(record)
                 group.append((p, record))
                 if not error and p.leaves_valid_graph:
-                    error = self._check(group, after_model, full_check)
-                    if not error and self.validator is not None:
-                        error = self._validate(group, record, after_model)
+                    try:
+                        self._check(group, after_model, full_check)
+                        if self.validator is not None:
+                            self._validate(group, record, after_model)
+                    except _Rejected as err:
+                        error = str(err)
                 if error:
                     self._roll_back(group, error)
                     state.model = _copy(checked)
@@ -238,34 +241,32 @@ class PassManager:
         return state.model, records
 
     @staticmethod
-    def _check(group: list[tuple[Pass, PassRecord]], model: onnx.ModelProto, full_check: bool) -> str:
-        """'' when `model` passes the checker; else the checker's first line. A group with a required pass is held
-        to the plain checker only (the rule before passes were transactions) and raises InternalError instead: a bug
-        in xrtc, the compile cannot go on without that pass."""
+    def _check(group: list[tuple[Pass, PassRecord]], model: onnx.ModelProto, full_check: bool) -> None:
+        """Raises _Rejected (the checker's first line) unless `model` passes the checker. A group with a required
+        pass is held to the plain checker only (the rule before passes were transactions) and raises InternalError
+        instead: a bug in xrtc, the compile cannot go on without that pass."""
         required = not all(p.optional for p, _ in group)
         try:
             onnx.checker.check_model(model, full_check=full_check and not required)
-            return ""
         except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             names = ", ".join(p.name for p, _ in group)
             if required:
                 raise InternalError(f"pass(es) {names} produced an invalid model ({first}). This is a bug in xrtc: "
                                     "please report it with the model") from err
-            return f"output fails the ONNX checker: {first[:300]}"
+            raise _Rejected(f"output fails the ONNX checker: {first[:300]}") from err
 
-    def _validate(self, group: list[tuple[Pass, PassRecord]], record: PassRecord, model: onnx.ModelProto) -> str:
-        """--validate-passes: '' when the numerics hold (the error is recorded); else why not. A group with a
-        required pass re-raises the validator's PassValidationError."""
+    def _validate(self, group: list[tuple[Pass, PassRecord]], record: PassRecord, model: onnx.ModelProto) -> None:
+        """--validate-passes: records the error when the numerics hold; else raises _Rejected saying why. A group
+        with a required pass re-raises the validator's PassValidationError."""
         from ..errors import PassValidationError
 
         try:
             record.max_abs_err = self.validator(record.name, model)
-            return ""
         except PassValidationError as err:
             if not all(p.optional for p, _ in group):
                 raise
-            return str(err)[:400]
+            raise _Rejected(str(err)[:400]) from err
 
     @staticmethod
     def _roll_back(group: list[tuple[Pass, PassRecord]], error: str) -> None:
@@ -284,6 +285,11 @@ class PassManager:
         except Exception as err:  # a pass failing on a valid model is our bug; keep the cause attached
             raise InternalError(f"pass {p.name} failed: {type(err).__name__}: {err}. This is a bug in xrtc: "
                                 "please report it with the model") from err
+
+
+class _Rejected(Exception):
+    """A group of optional passes left a graph the checks reject; the message is the reason their records keep
+    (`rolled_back`). Caught in PassManager.run, which rolls the group back."""
 
 
 def _copy(model: onnx.ModelProto) -> onnx.ModelProto:

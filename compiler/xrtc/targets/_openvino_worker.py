@@ -37,25 +37,26 @@ def _onnx_io(model_path: str) -> tuple[list[str], list[str]]:
     return [i.name for i in graph.input if i.name not in initializers], [o.name for o in graph.output]
 
 
-def _check_io(model, model_path: str) -> str:
-    """'' when the IR's parameters and results are the ONNX inputs and outputs, in order (the runtime binds by
-    position); else why not. convert_model drops unused or statically empty inputs (CastLike's `like`, `axes` of
-    shape [0])."""
+def _require_same_io(model, model_path: str) -> None:
+    """Raises ValueError saying why unless the IR's parameters and results are the ONNX inputs and outputs, in order
+    (the runtime binds by position). convert_model drops unused or statically empty inputs (CastLike's `like`,
+    `axes` of shape [0])."""
     onnx_in, onnx_out = _onnx_io(model_path)
     # A port may carry several tensor names (ONNX functions expanded inline add theirs): match any of them.
     ir_in = [p.get_names() for p in model.inputs]
     ir_out = [o.get_names() for o in model.outputs]
     if len(ir_in) != len(onnx_in) or any(n not in names for n, names in zip(onnx_in, ir_in)):
         shown = [sorted(names)[0] if names else "?" for names in ir_in]
-        return f"OpenVINO's IR has inputs {shown}, the ONNX model {onnx_in} (it drops unused or empty inputs)"
+        raise ValueError(f"OpenVINO's IR has inputs {shown}, the ONNX model {onnx_in} (it drops unused or empty "
+                         "inputs)")
     if len(ir_out) != len(onnx_out) or any(n not in names for n, names in zip(onnx_out, ir_out)):
         shown = [sorted(names)[0] if names else "?" for names in ir_out]
-        return f"OpenVINO's IR has outputs {shown}, the ONNX model {onnx_out}"
-    return ""
+        raise ValueError(f"OpenVINO's IR has outputs {shown}, the ONNX model {onnx_out}")
 
 
-def _same_results(core, compiled, blob: bytes, hint: str, fills=(224, 256, 640, 32)) -> str:
-    """'' when the imported blob computes exactly what the compiled IR computes on seeded inputs; else why not.
+def _require_same_results(core, compiled, blob: bytes, hint: str, fills=(224, 256, 640, 32)) -> None:
+    """Raises ValueError saying why unless the imported blob computes exactly what the compiled IR computes on
+    seeded inputs.
     Guards against export/import bugs (seen: fused RoPE subgraphs come back wrong). Dynamic dims: the first (batch)
     as 1, the others tried as `fills` (the gate's: 224, 256, 640, 32, then the sizes the graph suggests) until the
     model accepts a shape (image models need realistic sizes)."""
@@ -86,9 +87,9 @@ def _same_results(core, compiled, blob: bytes, hint: str, fills=(224, 256, 640, 
         b = imported.create_infer_request().infer(feeds)
         for i, (x, y) in enumerate(zip(a.values(), b.values())):
             if x.shape != y.shape or not np.array_equal(x, y, equal_nan=x.dtype.kind == "f"):
-                return f"the imported blob's output {i} differs from the compiled IR's"
-        return ""
-    return f"no generated input shape runs the model to compare the blob with the IR ({last_error})"
+                raise ValueError(f"the imported blob's output {i} differs from the compiled IR's")
+        return
+    raise ValueError(f"no generated input shape runs the model to compare the blob with the IR ({last_error})")
 
 
 def main(argv: list[str]) -> int:
@@ -115,9 +116,7 @@ def main(argv: list[str]) -> int:
     try:
         result["stage"] = "convert"
         model = ov.convert_model(model_path)
-        mismatch = _check_io(model, model_path)
-        if mismatch:
-            raise ValueError(mismatch)
+        _require_same_io(model, model_path)
         result["stage"] = "save"
         ov.save_model(model, xml, compress_to_fp16=args.compress_fp16)
         result["stage"] = "compile"
@@ -131,10 +130,8 @@ def main(argv: list[str]) -> int:
 
                 from xrtc.gate import DYNAMIC_FILLS, graph_sizes  # the gate's sizes, then the graph's own
 
-                differs = _same_results(core, compiled, blob, hint,
-                                        (*DYNAMIC_FILLS, *graph_sizes(onnx.load(model_path))))
-                if differs:
-                    raise ValueError(differs)
+                _require_same_results(core, compiled, blob, hint,
+                                      (*DYNAMIC_FILLS, *graph_sizes(onnx.load(model_path))))
                 result["capabilities"] = " ".join(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
                 with open(os.path.join(outdir, "model.blob"), "wb") as f:
                     f.write(blob)

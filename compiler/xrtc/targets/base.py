@@ -11,36 +11,22 @@ import os
 from dataclasses import dataclass, field
 from typing import Callable
 
+from ..variants import BuiltVariant, LeftOut, Lowering, VariantRequest  # noqa: F401 - what a lowering takes and returns
+
 _REASON_CHARS = 600
 
 
 class BuildFailed(Exception):
-    """An engine could not build or load its variant; the message is the (deterministic) reason for `excluded`."""
-
-
-@dataclass
-class Lowering:
-    """What a target's lowering produced: manifest entries in preference order, their sections, the variants left
-    out with the reason, and the versions of the engines tried (built or not)."""
-
-    variants: list[dict]  # manifest entries, in preference order
-    payloads: list[tuple[str, bytes, bool]]  # (section, bytes, compress?), in variant order
-    excluded: list[dict]
-    tools: dict[str, str] = field(default_factory=dict)
-    estimate: object = None  # analysis.ComputeEstimate where the target estimated compute
-
-    def merge(self, other: "Lowering") -> None:
-        self.variants += other.variants
-        self.payloads += other.payloads
-        self.excluded += other.excluded
-        self.tools.update(other.tools)
+    """An engine could not build or load its variant; the message is the (deterministic) reason its LeftOut (stage
+    build-failed) records."""
 
 
 @dataclass(frozen=True)
 class Target:
-    """One compile target. `lower(models, plan, workdir, clock, *, precompile, archs) -> Lowering` builds the plan's
-    variants of this target; `variant_options(variant, policy, warnings) -> variant` sets a planned variant's engine
-    options (and may exclude it, or add warnings)."""
+    """One compile target. `lower(requests, plan, workdir, clock, *, precompile, archs) -> Lowering` builds the
+    variants requested of this target (xrtc.variants.VariantRequest, in the plan's order: never one the plan excluded
+    or the gate dropped) and returns them as BuiltVariant / LeftOut records; `variant_options(variant, policy,
+    warnings) -> variant` sets a planned variant's engine options (and may exclude it, or add warnings)."""
 
     name: str
     device: str  # the manifest's `device` of its variants
@@ -67,8 +53,8 @@ class Target:
     # gate(lowering, variant, samples, references, tol, workdir, candidate) -> record, for targets the runtime may
     # not run here (no device); None = the runtime runs the candidate.
     gate: Callable | None = None
-    # The NoVariantError text when this target alone builds nothing (None: the generic one).
-    none_built: Callable[[list[dict]], str] | None = None
+    # The NoVariantError text when this target alone builds nothing, from its LeftOut records (None: the generic one).
+    none_built: Callable[[list[LeftOut]], str] | None = None
     # Engines whose lowering converts the fp32 graph to the variant's precision itself (xrtc's fp16 pass and the
     # gate's per-node fp16 fallback leave their variants alone).
     converts_precision: tuple[str, ...] = ()

@@ -5,7 +5,7 @@ Ordering rule (recorded in each variant's `why`): OpenVINO first when it built a
 (analysis.RULE) is >= OPENVINO_MIN_FLOPS; otherwise ONNX Runtime first: OpenVINO is faster on compute-heavy
 (convolutional) graphs, ONNX Runtime has less per-call overhead on small ones.
 
-A variant that cannot be built is left out and recorded in `excluded` with the engine's reason; if neither builds,
+A variant that cannot be built is left out (a LeftOut, stage build-failed) with the engine's reason; if neither builds,
 NoVariantError carries both reasons.
 """
 
@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import logging
 
-import onnx
 
 from ..analysis import ComputeEstimate, estimate_compute, format_flops
 from ..errors import InternalError
-from .base import BuildFailed, Lowering, Target
+from .base import BuildFailed, BuiltVariant, LeftOut, Lowering, Target, VariantRequest
 from .engines import onnxruntime as ort_engine
 from .engines import openvino as ov_engine
 from .engines.onnxruntime import ORT_MIN_VERSION, ORT_OPTIONS
@@ -31,11 +30,11 @@ OPENVINO_MIN_FLOPS = 300_000_000
 
 
 def _variant(engine: str, payloads: list[tuple[str, bytes, bool]], why: str, tools: dict[str, str],
-             planned: dict) -> dict:
-    """The manifest entry; `planned` is the plan's variant (precision, engine options from the policy)."""
+             request: VariantRequest) -> dict:
+    """The manifest entry; `request` carries the precision and the engine options from the policy."""
     if engine == "openvino":
         artifacts = {"model": "cpu-openvino.xml", "weights": "cpu-openvino.bin"}
-        options, version = dict(planned["options"]), OPENVINO_MIN_VERSION
+        options, version = dict(request.options), OPENVINO_MIN_VERSION
         if any(name == "cpu-openvino.blob" for name, _, _ in payloads):
             # Used instead of compiling the IR only on this exact build and CPU capability set (the plugin checks);
             # "xrt." options are the runtime's, never passed to OpenVINO.
@@ -44,12 +43,12 @@ def _variant(engine: str, payloads: list[tuple[str, bytes, bool]], why: str, too
                             "xrt.compiled_capabilities": tools["openvino_blob_capabilities"]})
     else:
         artifacts = {"model": "cpu-onnxruntime.onnx"}
-        options, version = {**ORT_OPTIONS, **planned["options"]}, ORT_MIN_VERSION
+        options, version = {**ORT_OPTIONS, **request.options}, ORT_MIN_VERSION
     names = {name for name, _, _ in payloads}
     if set(artifacts.values()) != names:
         raise InternalError(f"artifacts {artifacts} do not match sections {sorted(names)}")
     return {"id": f"cpu-{engine}", "target": "cpu", "device": "cpu", "engine": engine,
-            "precision": planned["precision"],
+            "precision": request.precision,
             "artifacts": dict(artifacts), "options": dict(options),
             "requires": {"engine": engine, "engine_version": version, "devices": ["CPU"]}, "why": why}
 
@@ -73,53 +72,55 @@ def order_engines(built: set[str], estimate: ComputeEstimate) -> list[tuple[str,
     return []
 
 
-def lower(models: dict[str, onnx.ModelProto], plan, workdir: str, clock, precompile: bool = True,
+def lower(requests: list[VariantRequest], plan, workdir: str, clock, precompile: bool = True,
           archs=None) -> Lowering:
-    """Builds the plan's CPU variants, each from its own graph (`models[variant id]`: precision passes differ per
-    variant), into `workdir` (a private temp folder). Variants the plan excludes are recorded with the plan's
-    reason. `precompile` adds OpenVINO's CPU-compiled blob (fast loads on the same build and CPU)."""
-    planned = {v["engine"]: v for v in plan.variants if v["target"] == "cpu"}
-    if not planned:
-        return Lowering(variants=[], payloads=[], excluded=[])
-    built_from = [models[v["id"]] for v in planned.values() if v["id"] in models]
-    reference = models.get("cpu-openvino") or (built_from[0] if built_from else next(iter(models.values())))
+    """Builds the requested CPU variants, each from its own graph (`request.model`: precision passes differ per
+    variant), into `workdir` (a private temp folder). `precompile` adds OpenVINO's CPU-compiled blob (fast loads on
+    the same build and CPU)."""
+    requested = {r.engine: r for r in requests}
+    if not requested:
+        return Lowering()
+    reference = requested["openvino"].model if "openvino" in requested else requests[0].model
     with clock.stage("estimate-compute", log):
         estimate = estimate_compute(reference)
     log.info("estimated compute: %s (%d ops counted, %d without shapes)", estimate.text(), estimate.counted,
              estimate.unknown)
     payloads: dict[str, list[tuple[str, bytes, bool]]] = {}
-    excluded: list[dict] = []
+    left_out: list[LeftOut] = []
     tools: dict[str, str] = {}
     for engine in ("openvino", "onnxruntime"):
-        variant = planned[engine]
-        if variant.get("dropped"):
-            continue
-        if "excluded" in variant:
-            excluded.append({"target": "cpu", "engine": engine, "reason": f"policy: {variant['excluded']}"})
+        request = requested.get(engine)
+        if request is None:
             continue
         if engine == "openvino":
-            reason = ov_engine.cannot_carry(models[variant["id"]])
-            if reason:
-                log.warning("cpu-openvino left out: %s", reason)
-                excluded.append({"target": "cpu", "engine": engine, "reason": reason})
+            try:
+                ov_engine.check_carries(request.model)
+            except BuildFailed as err:
+                log.warning("cpu-openvino left out: %s", err)
+                left_out.append(_left_out(request, str(err)))
                 continue
-        model_bytes = models[variant["id"]].SerializeToString()
+        model_bytes = request.model.SerializeToString()
         with clock.stage(f"lower-{engine}", log):
             try:
                 if engine == "openvino":
-                    payloads[engine] = ov_engine.build(model_bytes, workdir, tools, prefix=variant["id"],
-                                                       precompile=precompile, precision=variant["precision"])
+                    payloads[engine] = ov_engine.build(model_bytes, workdir, tools, prefix=request.id,
+                                                       precompile=precompile, precision=request.precision)
                 else:
-                    payloads[engine] = ort_engine.build(model_bytes, workdir, tools, prefix=variant["id"])
+                    payloads[engine] = ort_engine.build(model_bytes, workdir, tools, prefix=request.id)
             except BuildFailed as err:
                 log.warning("cpu-%s left out: %s", engine, err)
-                excluded.append({"target": "cpu", "engine": engine, "reason": str(err)})
+                left_out.append(_left_out(request, str(err)))
     ordered = order_engines(set(payloads), estimate)
     blob_capabilities = tools.pop("openvino_blob_capabilities", None)
     blob_tools = dict(tools, openvino_blob_capabilities=blob_capabilities or "")
-    variants = [_variant(engine, payloads[engine], why, blob_tools, planned[engine]) for engine, why in ordered]
-    flat = [p for engine, _ in ordered for p in payloads[engine]]
-    return Lowering(variants=variants, payloads=flat, excluded=excluded, tools=tools, estimate=estimate)
+    built = [BuiltVariant(_variant(engine, payloads[engine], why, blob_tools, requested[engine]), payloads[engine])
+             for engine, why in ordered]
+    return Lowering(built=built, left_out=left_out, tools=tools, estimate=estimate)
+
+
+def _left_out(request: VariantRequest, reason: str) -> LeftOut:
+    return LeftOut(target="cpu", engine=request.engine, reason=reason, stage="build-failed", device="cpu",
+                   precision=request.precision)
 
 
 _NO_TF32 = "TF32 is an NVIDIA tensor-core format; CPUs and NPUs have no TF32 math"
@@ -149,8 +150,8 @@ def variant_options(variant: dict, policy, warnings: list[str]) -> dict:
     return variant
 
 
-def _none_built(excluded: list[dict]) -> str:
-    reasons = "; ".join(f"{e['engine']}: {e['reason']}" for e in excluded)
+def _none_built(left_out: list[LeftOut]) -> str:
+    reasons = "; ".join(f"{e.engine}: {e.reason}" for e in left_out)
     return (f"no CPU variant could be built: {reasons}. Neither engine runs the model as it is: replace the operators "
             "named above, or re-export the model with standard ONNX ops")
 

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import logging
 
-import onnx
 
-from .base import BuildFailed, Lowering, Target
+from .base import BuildFailed, BuiltVariant, LeftOut, Lowering, Target, VariantRequest
 from .engines import openvino as ov_engine
 
 log = logging.getLogger("xrtc.targets.npu_intel")
@@ -23,39 +22,40 @@ log = logging.getLogger("xrtc.targets.npu_intel")
 OPENVINO_NPU_VERSION = ">=2025.0,<2027"
 
 
-def lower(models: dict[str, onnx.ModelProto], plan, workdir: str, clock, precompile: bool = True,
+def lower(requests: list[VariantRequest], plan, workdir: str, clock, precompile: bool = True,
           archs=None) -> Lowering:
-    """The plan's npu-intel variant; `precompile` does not apply (the NPU compiles its blob on the device)."""
-    variant = next((v for v in plan.variants if v["target"] == "npu-intel"), None)
-    if variant is None or variant.get("dropped"):
-        return Lowering(variants=[], payloads=[], excluded=[])
-    if "excluded" in variant:
-        return Lowering(variants=[], payloads=[], excluded=[
-            {"target": "npu-intel", "engine": "openvino", "reason": f"policy: {variant['excluded']}"}])
-    reason = ov_engine.cannot_carry(models[variant["id"]])
-    if reason:  # strings, sequences, maps, optionals: OpenVINO variants carry numeric tensors only
-        log.warning("%s left out: %s", variant["id"], reason)
-        return Lowering(variants=[], payloads=[], excluded=[
-            {"target": "npu-intel", "engine": "openvino", "reason": reason}])
+    """The requested npu-intel variant; `precompile` does not apply (the NPU compiles its blob on the device)."""
+    request = next((r for r in requests if r.target == "npu-intel"), None)
+    if request is None:
+        return Lowering()
+    try:  # strings, sequences, maps, optionals: OpenVINO variants carry numeric tensors only
+        ov_engine.check_carries(request.model)
+    except BuildFailed as err:
+        log.warning("%s left out: %s", request.id, err)
+        return Lowering(left_out=[_left_out(request, str(err))])
     tools: dict[str, str] = {}
-    prefix = variant["id"]
+    prefix = request.id
     with clock.stage(f"lower-{prefix}", log):
         try:
-            payloads = ov_engine.build(models[variant["id"]].SerializeToString(), workdir, tools, prefix=prefix,
-                                       precompile=False, precision=variant["precision"])
+            payloads = ov_engine.build(request.model.SerializeToString(), workdir, tools, prefix=prefix,
+                                       precompile=False, precision=request.precision)
         except BuildFailed as err:
             log.warning("%s left out: %s", prefix, err)
-            return Lowering(variants=[], payloads=[], tools=tools,
-                               excluded=[{"target": "npu-intel", "engine": "openvino", "reason": str(err)}])
+            return Lowering(left_out=[_left_out(request, str(err))], tools=tools)
     entry = {"id": prefix, "target": "npu-intel", "device": "npu", "engine": "openvino",
-             "precision": variant["precision"],
+             "precision": request.precision,
              "artifacts": {"model": f"{prefix}.xml", "weights": f"{prefix}.bin"},
-             "options": dict(variant["options"]),
+             "options": dict(request.options),
              "requires": {"engine": "openvino", "engine_version": OPENVINO_NPU_VERSION, "devices": ["NPU"]},
              "fallback_devices": ["cpu"],
              "why": ("target npu-intel: OpenVINO IR with static shapes, compiled for the NPU on the device at first "
                      "load (cached with cache_dir); falls back to OpenVINO CPU where no NPU is present")}
-    return Lowering(variants=[entry], payloads=payloads, excluded=[], tools=tools)
+    return Lowering(built=[BuiltVariant(entry, payloads)], tools=tools)
+
+
+def _left_out(request: VariantRequest, reason: str) -> LeftOut:
+    return LeftOut(target="npu-intel", engine="openvino", reason=reason, stage="build-failed", device="npu",
+                   precision=request.precision)
 
 
 def variant_options(variant: dict, policy, warnings: list[str]) -> dict:

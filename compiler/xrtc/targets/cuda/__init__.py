@@ -22,7 +22,7 @@ import json
 import logging
 
 from ...errors import PolicyViolationError, UnsupportedModelError
-from ..base import BuildFailed, Lowering, Target
+from ..base import BuildFailed, BuiltVariant, LeftOut, Lowering, Target, VariantRequest
 from ..engines import onnxruntime_cuda as ort_cuda
 from . import aot, emit
 from .graph import lower_graph
@@ -83,41 +83,39 @@ def kernel_policy(policy: dict, prog) -> list[str]:
     return warnings
 
 
-def lower(models: dict, plan, workdir: str, clock, precompile: bool = True,
+def lower(requests: list[VariantRequest], plan, workdir: str, clock, precompile: bool = True,
           archs: list[str] | None = None) -> Lowering:
-    """The plan's cuda variants (see the module docstring for their order); `archs` (default: the policy's
+    """The requested cuda variants (see the module docstring for their order); `archs` (default: the policy's
     target_options.arch) for ours; `precompile` does not apply."""
-    planned = {v["engine"]: v for v in plan.variants if v["target"] == "cuda"}
-    ours, refused = Lowering(variants=[], payloads=[], excluded=[]), None
-    variant = planned.get("cuda")
-    if variant is not None and not variant.get("dropped"):
-        if "excluded" in variant:
-            ours.excluded.append({"target": "cuda", "engine": "cuda", "reason": f"policy: {variant['excluded']}"})
-        else:
-            try:
-                ours = _lower_ours(models, plan, variant, clock, archs)
-            except UnsupportedModelError as err:
-                if "onnxruntime" not in planned:  # no variant to run it instead: the refusal is the answer
-                    raise
-                refused = str(err)
-                log.warning("cuda-cuda left out: %s", refused)
-                ours.excluded.append({"target": "cuda", "engine": "cuda", "reason": refused})
-    theirs = _lower_ort(models, planned.get("onnxruntime"), clock, refused, preferred=not ours.variants)
-    ours.merge(theirs)
+    requested = {r.engine: r for r in requests if r.target == "cuda"}
+    ours, refused = Lowering(), None
+    request = requested.get("cuda")
+    if request is not None:
+        try:
+            ours = _lower_ours(request, plan, clock, archs)
+        except UnsupportedModelError as err:
+            if "onnxruntime" not in requested:  # no variant to run it instead: the refusal is the answer
+                raise
+            refused = str(err)
+            log.warning("cuda-cuda left out: %s", refused)
+            ours.left_out.append(_left_out(request, refused))
+    ours.merge(_lower_ort(requested.get("onnxruntime"), clock, refused, preferred=not ours.built))
     return ours
 
 
-def _lower_ort(models: dict, variant: dict | None, clock, refused: str | None, preferred: bool) -> Lowering:
+def _left_out(request: VariantRequest, reason: str) -> LeftOut:
+    return LeftOut(target="cuda", engine=request.engine, reason=reason, stage="build-failed", device="cuda",
+                   precision=request.precision)
+
+
+def _lower_ort(request: VariantRequest | None, clock, refused: str | None, preferred: bool) -> Lowering:
     """The cuda-onnxruntime variant; `refused`: why our engine did not build (its `why` says so), `preferred`: it
     comes first."""
-    if variant is None or variant.get("dropped"):
-        return Lowering(variants=[], payloads=[], excluded=[])
-    if "excluded" in variant:
-        return Lowering(variants=[], payloads=[], excluded=[
-            {"target": "cuda", "engine": "onnxruntime", "reason": f"policy: {variant['excluded']}"}])
+    if request is None:
+        return Lowering()
     from ...model_io import model_io
 
-    vid, precision, model = variant["id"], variant["precision"], models[variant["id"]]
+    vid, precision, model = request.id, request.precision, request.model
     static = all(spec["shape"] is not None and all(isinstance(d, int) for d in spec["shape"])
                  for spec in model_io(model)[0])
     tools: dict[str, str] = {}
@@ -126,8 +124,7 @@ def _lower_ort(models: dict, variant: dict | None, clock, refused: str | None, p
             payloads, options, notes = ort_cuda.build(model, precision, tools, prefix=vid, static_shapes=static)
         except BuildFailed as err:
             log.warning("%s left out: %s", vid, err)
-            return Lowering(variants=[], payloads=[], excluded=[
-                {"target": "cuda", "engine": "onnxruntime", "reason": str(err)}], tools=tools)
+            return Lowering(left_out=[_left_out(request, str(err))], tools=tools)
     graph = "CUDA graph per run (static shapes)" if options["enable_cuda_graph"] == "1" else "no CUDA graph"
     engine = f"ONNX Runtime's CUDA execution provider on the transformer-optimised graph, {graph}"
     if refused:
@@ -137,22 +134,21 @@ def _lower_ort(models: dict, variant: dict | None, clock, refused: str | None, p
     else:
         why = f"second choice (xpuruntime's CUDA engine first where its patterns cover the graph): {engine}"
     entry = {"id": vid, "target": "cuda", "device": "cuda", "engine": "onnxruntime", "precision": precision,
-             "artifacts": {"model": f"{vid}.onnx"}, "options": dict(sorted({**variant.get("options", {}),
-                                                                           **options}.items())),
+             "artifacts": {"model": f"{vid}.onnx"}, "options": dict(sorted({**request.options, **options}.items())),
              "requires": {"engine": "onnxruntime", "engine_version": ort_cuda.ORT_CUDA_MIN_VERSION,
                           "devices": ["CUDA"]},
              "why": why, "notes": notes}
-    return Lowering(variants=[entry], payloads=payloads, excluded=[], tools=tools)
+    return Lowering(built=[BuiltVariant(entry, payloads)], tools=tools)
 
 
-def _lower_ours(models: dict, plan, variant: dict, clock, archs: list[str] | None) -> Lowering:
+def _lower_ours(variant: VariantRequest, plan, clock, archs: list[str] | None) -> Lowering:
     """The cuda-cuda variant; raises UnsupportedModelError where the graph is outside its patterns."""
     triton = aot.require_triton()
     archs = archs or aot.parse_archs((plan.policy.get("target_options") or {}).get("arch"))
-    vid = variant["id"]
-    precision = variant["precision"]
+    vid = variant.id
+    precision = variant.precision
     with clock.stage(f"lower-{vid}", log):
-        prog = lower_graph(models[vid], precision, attention=attention_choice(plan.policy),
+        prog = lower_graph(variant.model, precision, attention=attention_choice(plan.policy),
                            matmul=matmul_choice(plan.policy))
         warnings = kernel_policy(plan.policy, prog)
         plan_json, weights, kernels, records = emit.emit(prog, archs)
@@ -175,13 +171,13 @@ def _lower_ours(models: dict, plan, variant: dict, clock, archs: list[str] | Non
            f"{','.join(archs)} + PTX ({aot.PTX_ARCH}) from Triton {triton.__version__}")
     notes = list(dict.fromkeys(prog.notes)) + warnings
     entry = {"id": vid, "target": "cuda", "device": "cuda", "engine": "cuda", "precision": precision,
-             "artifacts": dict(names), "options": dict(variant.get("options", {})),
+             "artifacts": dict(names), "options": dict(variant.options),
              "requires": {"engine": "cuda", "engine_version": ENGINE_VERSION, "devices": ["CUDA"],
                           "archs": list(archs) + ["ptx"]},
              "why": why}
     if notes:
         entry["notes"] = notes
-    return Lowering(variants=[entry], payloads=payloads, excluded=[], tools={"triton": triton.__version__})
+    return Lowering(built=[BuiltVariant(entry, payloads)], tools={"triton": triton.__version__})
 
 
 def gate_record(bundle_sections: dict, variant: dict, samples: list[dict], references: list[dict], rtol: float,

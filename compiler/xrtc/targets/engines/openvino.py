@@ -20,9 +20,9 @@ OPENVINO_HINTS = {"fp32": "f32", "fp16": "f16", "bf16": "bf16", "int8": "f32"}
 OPENVINO_MIN_VERSION = ">=2026.0"  # oldest OpenVINO a CPU variant may load on (`requires.engine_version`)
 
 
-def cannot_carry(model) -> str | None:
-    """Why OpenVINO variants are not built for a model whose inputs or outputs are strings, sequences, maps or
-    optionals (the runtime hands OpenVINO only numeric tensors), or None."""
+def check_carries(model) -> None:
+    """Raises BuildFailed for a model whose inputs or outputs are strings, sequences, maps or optionals: OpenVINO
+    variants are not built for it (the runtime hands OpenVINO only numeric tensors)."""
     from ...model_io import model_io
 
     inputs, outputs = model_io(model)
@@ -30,9 +30,8 @@ def cannot_carry(model) -> str | None:
         for spec in specs:
             if "type" in spec or spec.get("dtype") == "string":
                 kind = "a string tensor" if "type" not in spec else f"a {next(iter(spec['type']))}"
-                return (f"{role} {spec['name']!r} is {kind}; OpenVINO variants carry only numeric tensors "
-                        "(ONNX Runtime runs this model)")
-    return None
+                raise BuildFailed(f"{role} {spec['name']!r} is {kind}; OpenVINO variants carry only numeric "
+                                  "tensors (ONNX Runtime runs this model)")
 
 
 def build(model_bytes: bytes, workdir: str, tools: dict[str, str], *, prefix: str, precompile: bool = True,
