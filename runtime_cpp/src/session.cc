@@ -455,10 +455,10 @@ Result<std::unique_ptr<Outputs>> Session::RunPlaced(const xrt_run_options_t& opt
   bool any_device = false;
   for (size_t j = 0; j < specs.size(); ++j) {
     ordered[j] = inputs[given[j]];
-    XRT_RETURN_IF_ERROR(CheckTensor(specs[j], ordered[j]), "");
-    if (placements == nullptr) continue;
-    const xrt_placement_t& p = placements[given[j]];
+    // The placement first: a string tensor's elements are read by CheckTensor, which must never touch device memory.
+    const xrt_placement_t p = placements ? placements[given[j]] : xrt_placement_t{XRT_MEMORY_HOST, 0};
     XRT_RETURN_IF_ERROR(CheckPlacement(specs[j], ordered[j], p), "");
+    XRT_RETURN_IF_ERROR(CheckTensor(specs[j], ordered[j]), "");
     ordered_placements[j] = p;
     if (p.kind != XRT_MEMORY_HOST && !any_device) {
       any_device = true;
