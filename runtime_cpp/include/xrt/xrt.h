@@ -149,8 +149,9 @@ typedef struct xrt_run_options_t {
   /* A CUstream (as an opaque pointer) on the session's device, or NULL for the CUDA legacy default stream. The run
    * waits for the work already submitted to it, and work submitted to it after the call sees the run's results.
    * With a non-NULL stream and outputs_on_device the call may return before the device has finished: the outputs
-   * are ready in the stream's order. Otherwise (NULL stream, or host outputs) the outputs are complete when the call
-   * returns. The engine runs on its own stream, joined to this one with events. Sessions whose engine has no device
+   * are ready in the stream's order (host inputs in pageable memory are consumed before it returns; pinned ones may
+   * still be read by the device: keep them unchanged until the stream has passed the run). Otherwise (NULL stream,
+   * or host outputs) the outputs are complete when the call returns. The engine runs on its own stream, joined to this one with events. Sessions whose engine has no device
    * (cpu) refuse a non-NULL stream (INVALID_ARGUMENT): there is nothing to order. */
   void* stream;
 } xrt_run_options_t;
