@@ -928,7 +928,7 @@ TEST(RunPlaced, AnOldVtableStillLoadsRunsHostTensorsAndRefusesDeviceOnesNamingTh
   EXPECT_EQ(g_seen.execute_calls, 2);
 }
 
-TEST(RunPlaced, PlacementsStreamAndDeviceOutputsReachAPlacedBackend) {
+void RegisterPlacedTest() {
   using namespace placed;
   xrt_backend_vtable_t v{};
   v.struct_size = sizeof(v);
@@ -941,6 +941,11 @@ TEST(RunPlaced, PlacementsStreamAndDeviceOutputsReachAPlacedBackend) {
   v.destroy = TestDestroy;
   v.execute_placed = ExecutePlaced;
   ASSERT_OK(xrt_backend_register(&v));
+}
+
+TEST(RunPlaced, PlacementsStreamAndDeviceOutputsReachAPlacedBackend) {
+  using namespace placed;
+  RegisterPlacedTest();
   BundlePtr b;
   SessionPtr s;
   Open("placedtest", &b, &s);
@@ -1019,4 +1024,30 @@ TEST(RunPlaced, PlacementsStreamAndDeviceOutputsReachAPlacedBackend) {
   EXPECT_STATUS(xrt_session_run_placed(nullptr, nullptr, nullptr, &odd, 1, &none), "INVALID_ARGUMENT",
                 "session is NULL");
   EXPECT_EQ(none, nullptr);
+}
+
+TEST(RunPlaced, TheCppWrapperCarriesPlacementsAndRunOptions) {
+  using namespace placed;
+  RegisterPlacedTest();
+  const std::vector<uint8_t> bytes = BundleBytes(Manifest({{"v", "placedtest"}}));
+  xrt::Bundle bundle = xrt::Bundle::OpenMemory(bytes.data(), bytes.size());
+  xrt::Session session(bundle);
+  g_seen = {};
+  std::vector<float> x = {1, 2, 3, 4, 5, 6, 7, 8};
+  const std::vector<int64_t> shape = {2, 4};
+  xrt::Outputs host = session.Run({xrt::TensorView::Of(x.data(), shape)});
+  EXPECT_EQ(host.Get(0).placement.kind, XRT_MEMORY_HOST);
+  EXPECT_EQ(host.Get(0).As<float>()[7], 16.0f);
+  EXPECT_EQ(g_seen.execute_calls, 1) << "host tensors without options: the plain path";
+  xrt::RunOptions options;
+  options.outputs_on_device = true;
+  options.stream = reinterpret_cast<void*>(0x99);
+  xrt::Outputs device = session.Run({{"x", xrt::TensorView::OnCuda(x.data(), shape, 0)}}, options);
+  EXPECT_EQ(g_seen.placed_calls, 1);
+  EXPECT_EQ(g_seen.input_placement.kind, XRT_MEMORY_CUDA);
+  EXPECT_EQ(g_seen.stream, reinterpret_cast<void*>(0x99));
+  const xrt::OutputView y = device.Get(0);
+  EXPECT_EQ(y.placement.kind, XRT_MEMORY_CUDA);
+  EXPECT_EQ(y.data, static_cast<const void*>(g_device_output));
+  EXPECT_EQ(y.shape, shape);
 }
