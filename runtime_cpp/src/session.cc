@@ -83,7 +83,7 @@ std::string PlacementName(const xrt_placement_t& p) {
   return Cat("memory kind ", static_cast<int>(p.kind));
 }
 
-// Checks a placed input's placement (the view itself passed CheckTensor).
+// Checks a placed input's placement; runs before CheckTensor, which reads a string tensor's elements.
 Status CheckPlacement(const TensorSpec& spec, const xrt_tensor_view_t& t, const xrt_placement_t& p) {
   if (p.kind != XRT_MEMORY_HOST && p.kind != XRT_MEMORY_CUDA) {
     return InvalidArgument("input \"", spec.name, "\": unknown memory kind ", static_cast<int>(p.kind),
