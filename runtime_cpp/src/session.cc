@@ -465,8 +465,8 @@ Result<std::unique_ptr<Outputs>> Session::RunPlaced(const xrt_run_options_t& opt
       if (!HasExecutePlaced()) {
         return Unimplemented("input \"", specs[j].name, "\" is in ", PlacementName(p), " memory, but engine ",
                              variant_->engine, " (variant ", variant_->id, " on ", device_,
-                             ") takes only host memory: copy the tensor to the host, or load a variant for ",
-                             PlacementName(p));
+                             ") takes only host memory: copy the tensor to the host, or run a variant whose engine "
+                             "takes device memory (the cuda engine: xrtc compile --target cuda)");
       }
     }
   }
