@@ -76,8 +76,9 @@ class Session:
         (``__dlpack__`` / ``__dlpack_device__``: torch, cupy, jax, numpy >= 1.22), taken without a copy. CPU DLPack
         tensors are host memory; CUDA tensors must be C-contiguous and on the session's device. A cuda session copies
         host inputs to the device (and outputs back) and copies device inputs device-to-device into its captured
-        graph's input buffers (``explain()["engine_info"]["copies"]``); cpu sessions refuse device tensors
-        (Unimplemented, naming the input and its device).
+        graph's input buffers (``explain()["engine_info"]["copies"]``). Engines that take only host memory (cpu
+        sessions, ONNX Runtime variants run through its Python API) refuse device tensors (Unimplemented, naming the
+        input and its device).
 
         ``outputs_on="host"`` (default) returns numpy arrays that own (through the runtime) their memory.
         ``outputs_on="device"`` leaves the outputs where the session's device computed them, with no copy to the
