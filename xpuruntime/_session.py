@@ -69,21 +69,48 @@ class Session:
             self._values = created
             self._value_kinds = value_types
 
-    def run(self, feeds: Mapping[str, Any], output_names: list[str] | None = None) -> dict[str, np.ndarray]:
-        """Runs once. ``feeds`` maps every input name to an array (converted with ``np.ascontiguousarray`` only when
-        it is not already a C-contiguous ndarray; the dtype must match exactly). Returns ``{output name: array}``,
-        arrays owning (through the runtime) their memory; ``output_names`` selects a subset."""
+    def run(self, feeds: Mapping[str, Any], output_names: list[str] | None = None, *, outputs_on: str = "host",
+            stream=None) -> dict[str, Any]:
+        """Runs once. ``feeds`` maps every input name to a tensor whose dtype matches exactly: a numpy array
+        (converted with ``np.ascontiguousarray`` only when it is not C-contiguous), or any DLPack tensor
+        (``__dlpack__`` / ``__dlpack_device__``: torch, cupy, jax, numpy >= 1.22), taken without a copy. CPU DLPack
+        tensors are host memory; CUDA tensors must be C-contiguous and on the session's device. A cuda session copies
+        host inputs to the device (and outputs back) and copies device inputs device-to-device into its captured
+        graph's input buffers (``explain()["engine_info"]["copies"]``). Engines that take only host memory (cpu
+        sessions, ONNX Runtime variants run through its Python API) refuse device tensors (Unimplemented, naming the
+        input and its device).
+
+        ``outputs_on="host"`` (default) returns numpy arrays that own (through the runtime) their memory.
+        ``outputs_on="device"`` leaves the outputs where the session's device computed them, with no copy to the
+        host: a cuda session returns DLPack-capable arrays in device memory (``torch.from_dlpack(out["y"])``,
+        ``cupy.from_dlpack(...)``; each owns its own allocation, freed when the last reference goes); a cpu session
+        returns numpy arrays as with "host".
+
+        ``stream`` (cuda sessions): the CUDA stream to order the run on, as an integer CUstream handle or an object
+        with ``cuda_stream`` (torch.cuda.Stream) or ``ptr`` (cupy Stream). The run waits for the work already on it;
+        work queued on it afterwards sees the outputs. With ``outputs_on="device"`` and a stream the call returns
+        without waiting for the GPU. None: the CUDA legacy default stream (torch's default stream), and the outputs
+        are complete when run() returns. DLPack inputs are exported for that stream (``__dlpack__(stream=...)``).
+        ``output_names`` selects a subset of the outputs."""
         session = self._session
         if session is None:
             raise _errors.FailedPrecondition("run() on a closed session: load the bundle again")
         if self._values is not None:
+            if stream is not None:
+                raise _errors.InvalidArgument("stream: this bundle runs on ONNX Runtime's Python API (sequences, maps "
+                                              "or optionals), which takes no CUDA stream")
             return self._run_values(feeds, output_names)
+        placed = outputs_on != "host" or stream is not None
         # Hot path first (tiny models: every microsecond counts); the diagnostics below run only on failure.
         try:
             names = list(feeds)
-            arrays = [v if type(v) is np.ndarray and v.flags.c_contiguous else self._contiguous(name, v)
+            arrays = [v if type(v) is np.ndarray and v.flags.c_contiguous else self._tensor(name, v, stream)
                       for name, v in feeds.items()]
-            results = dict(zip(self._output_names, session.run(names, arrays)))
+            if placed:
+                results = dict(zip(self._output_names,
+                                   session.run(names, arrays, _outputs_on_device(outputs_on), _stream_handle(stream))))
+            else:
+                results = dict(zip(self._output_names, session.run(names, arrays)))
         except (TypeError, AttributeError):
             if not isinstance(feeds, Mapping):
                 raise _errors.InvalidArgument(
@@ -127,6 +154,30 @@ class Session:
         for spec in self.outputs:
             _check_value(spec, results[spec.name], "output", engine=True)
         return self._selected(results, output_names)
+
+    def _tensor(self, name, value, stream):
+        """An input that is not a C-contiguous ndarray: a DLPack tensor is handed over as is (a CUDA one as the
+        capsule its ``__dlpack__(stream=...)`` returns, so its producer orders itself before ``stream``); anything
+        else, or a CPU DLPack tensor that is not C-contiguous, through ``_contiguous`` (a copy)."""
+        if not isinstance(value, np.ndarray) and hasattr(value, "__dlpack_device__"):
+            try:
+                device_type, _ = value.__dlpack_device__()
+            except Exception as err:
+                raise _errors.InvalidArgument(f"input '{name}': __dlpack_device__() failed: {err}") from None
+            if device_type in _DLPACK_CUDA:
+                if not _dlpack_c_contiguous(value):
+                    raise _errors.InvalidArgument(
+                        f"input '{name}' is a non-contiguous CUDA tensor: pass a C-contiguous one (e.g. "
+                        "tensor.contiguous())")
+                handle = _stream_handle(stream)
+                return value.__dlpack__(stream=handle if handle else 1)  # 1: the legacy default stream (DLPack)
+            if device_type in _DLPACK_HOST and _dlpack_c_contiguous(value):
+                return value
+            if device_type not in _DLPACK_HOST:
+                raise _errors.InvalidArgument(
+                    f"input '{name}' is on DLPack device type {device_type}; the runtime takes cpu and cuda tensors")
+            value = np.from_dlpack(value)  # a strided CPU tensor: numpy view, then a contiguous copy
+        return self._contiguous(name, value)
 
     def _contiguous(self, name, value) -> np.ndarray:
         """A C-contiguous copy of a strided (or non-ndarray) input. Defined behaviour for hostile views: an array whose
@@ -231,6 +282,50 @@ class Session:
 
     def __repr__(self) -> str:
         return f"<xpuruntime.Session variant={self.variant!r} engine={self.engine!r} inputs={[i.name for i in self.inputs]}>"
+
+
+# DLPack device types (dlpack.h): kDLCPU, kDLCUDAHost (pinned host memory); kDLCUDA, kDLCUDAManaged.
+_DLPACK_HOST = (1, 3)
+_DLPACK_CUDA = (2, 13)
+
+
+def _dlpack_c_contiguous(value) -> bool:
+    """Whether a DLPack producer's tensor is C-contiguous, judged from the attributes torch, cupy and jax arrays
+    share (is_contiguous() / flags); producers without them are left to the runtime's own check."""
+    is_contiguous = getattr(value, "is_contiguous", None)
+    if callable(is_contiguous):
+        return bool(is_contiguous())
+    flags = getattr(value, "flags", None)
+    if flags is not None:
+        try:
+            return bool(flags["C_CONTIGUOUS"])
+        except (KeyError, TypeError):
+            return bool(getattr(flags, "c_contiguous", True))
+    return True
+
+
+def _outputs_on_device(outputs_on) -> bool:
+    if outputs_on == "device":
+        return True
+    if outputs_on == "host":
+        return False
+    raise _errors.InvalidArgument(f"outputs_on must be 'host' (numpy) or 'device' (left on the session's device), "
+                                  f"got {outputs_on!r}")
+
+
+def _stream_handle(stream) -> int:
+    """A CUstream as an integer: None -> 0 (the legacy default stream), an int, or torch's ``cuda_stream`` / cupy's
+    ``ptr`` attribute."""
+    if stream is None:
+        return 0
+    if isinstance(stream, int) and not isinstance(stream, bool):
+        handle = stream
+    else:
+        handle = getattr(stream, "cuda_stream", getattr(stream, "ptr", None))
+    if not isinstance(handle, int) or isinstance(handle, bool) or not 0 <= handle < 2 ** 64:
+        raise _errors.InvalidArgument(f"stream must be a CUstream handle (int) or a torch/cupy stream, got "
+                                      f"{type(stream).__name__}")
+    return handle
 
 
 def _value_types(manifest: dict) -> dict:

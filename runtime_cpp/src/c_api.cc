@@ -5,6 +5,7 @@
 #include <memory>
 #include <new>
 #include <string>
+#include <vector>
 
 #include "backend_registry.h"
 #include "bundle.h"
@@ -404,6 +405,56 @@ XRT_API xrt_status_t xrt_session_run(xrt_session_t* session, const char* const* 
   XRT_C_CATCH
 }
 
+XRT_API void xrt_run_options_initialize(xrt_run_options_t* out_options) {
+  if (out_options == nullptr) return;
+  std::memset(out_options, 0, sizeof(*out_options));
+  out_options->struct_size = sizeof(*out_options);
+}
+
+XRT_API xrt_status_t xrt_session_run_placed(xrt_session_t* session, const xrt_run_options_t* options,
+                                            const char* const* names, const xrt_placed_view_t* inputs,
+                                            size_t input_count, xrt_outputs_t** out_outputs) {
+  XRT_C_TRY
+  XRT_CHECK_ARG(session);
+  XRT_CHECK_ARG(out_outputs);
+  *out_outputs = nullptr;
+  if (inputs == nullptr && input_count != 0) return Null(__func__, "inputs");
+  // Every field of the first layout is read: a smaller struct is a caller that skipped the initializer. A larger
+  // one is a newer caller; its extra fields are ignored.
+  if (xrt_status_t s = CheckStructSize(options, __func__, "xrt_run_options_initialize")) return s;
+  xrt_run_options_t run{};
+  xrt_run_options_initialize(&run);
+  if (options != nullptr) {
+    run.outputs_on_device = options->outputs_on_device;
+    run.stream = options->stream;
+  }
+  // Placed views: read with the stride the caller was built with (its struct_size), so newer callers with larger
+  // views work too.
+  std::vector<xrt_tensor_view_t> views(input_count);
+  std::vector<xrt_placement_t> placements(input_count);
+  const uint32_t stride = input_count > 0 ? inputs[0].struct_size : 0;
+  for (size_t i = 0; i < input_count; ++i) {
+    const auto* v = reinterpret_cast<const xrt_placed_view_t*>(reinterpret_cast<const char*>(inputs) +
+                                                               static_cast<size_t>(stride) * i);
+    if (v->struct_size < sizeof(xrt_placed_view_t) || v->struct_size != stride) {
+      return Status(XRT_STATUS_INVALID_ARGUMENT,
+                    Cat(__func__, ": inputs[", i, "].struct_size is ", v->struct_size, ", expected ",
+                        i == 0 ? Cat("at least ", sizeof(xrt_placed_view_t)) : Cat(stride, " (as inputs[0])"),
+                        ": set struct_size = sizeof(xrt_placed_view_t) in every element"))
+          .ToC();
+    }
+    views[i] = v->view;
+    placements[i] = v->placement;
+  }
+  auto ran = session->impl->RunPlaced(run, names, views.data(), placements.data(), input_count);
+  if (!ran.ok()) return ran.status().ToC();
+  auto handle = std::make_unique<xrt_outputs_s>();
+  handle->impl = std::move(ran).value();
+  *out_outputs = handle.release();
+  return nullptr;
+  XRT_C_CATCH
+}
+
 XRT_API size_t xrt_outputs_count(const xrt_outputs_t* outputs) {
   return outputs == nullptr ? 0 : outputs->impl->count();
 }
@@ -418,12 +469,49 @@ XRT_API xrt_status_t xrt_outputs_get(const xrt_outputs_t* outputs, size_t index,
                   Cat(__func__, ": index ", index, " is out of range (", outputs->impl->count(), " outputs)"))
         .ToC();
   }
+  const xrt_placement_t& p = outputs->impl->placement(index);
+  if (p.kind != XRT_MEMORY_HOST) {
+    return Status(XRT_STATUS_FAILED_PRECONDITION,
+                  Cat(__func__, ": output ", index, " (\"", outputs->impl->name(index), "\") is in device memory ",
+                      "(cuda:", p.device_id, "), left there by outputs_on_device: read it with "
+                      "xrt_outputs_get_placed()"))
+        .ToC();
+  }
   const xrt_backend_output_t& o = outputs->impl->at(index);
   out_view->dtype = o.dtype;
   out_view->rank = o.rank;
   out_view->shape = o.shape;
   out_view->data = o.data;
   out_view->byte_size = o.byte_size;
+  if (out_name) *out_name = outputs->impl->name(index);
+  return nullptr;
+  XRT_C_CATCH
+}
+
+XRT_API xrt_status_t xrt_outputs_get_placed(const xrt_outputs_t* outputs, size_t index, xrt_placed_view_t* out_view,
+                                            const char** out_name) {
+  XRT_C_TRY
+  XRT_CHECK_ARG(outputs);
+  XRT_CHECK_ARG(out_view);
+  if (out_view->struct_size < sizeof(xrt_placed_view_t)) {
+    return Status(XRT_STATUS_INVALID_ARGUMENT,
+                  Cat(__func__, ": out_view->struct_size is ", out_view->struct_size, ", expected at least ",
+                      sizeof(xrt_placed_view_t), ": set it to sizeof(xrt_placed_view_t)"))
+        .ToC();
+  }
+  if (index >= outputs->impl->count()) {
+    return Status(XRT_STATUS_INVALID_ARGUMENT,
+                  Cat(__func__, ": index ", index, " is out of range (", outputs->impl->count(), " outputs)"))
+        .ToC();
+  }
+  const xrt_backend_output_t& o = outputs->impl->at(index);
+  out_view->reserved = 0;
+  out_view->placement = outputs->impl->placement(index);
+  out_view->view.dtype = o.dtype;
+  out_view->view.rank = o.rank;
+  out_view->view.shape = o.shape;
+  out_view->view.data = o.data;
+  out_view->view.byte_size = o.byte_size;
   if (out_name) *out_name = outputs->impl->name(index);
   return nullptr;
   XRT_C_CATCH

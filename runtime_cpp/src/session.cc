@@ -74,8 +74,37 @@ Status CheckTensor(const TensorSpec& spec, const xrt_tensor_view_t& t) {
   return Status();
 }
 
+// "cuda:0", "host": for messages.
+std::string PlacementName(const xrt_placement_t& p) {
+  switch (p.kind) {
+    case XRT_MEMORY_HOST: return "host";
+    case XRT_MEMORY_CUDA: return Cat("cuda:", p.device_id);
+  }
+  return Cat("memory kind ", static_cast<int>(p.kind));
+}
+
+// Checks a placed input's placement; runs before CheckTensor, which reads a string tensor's elements.
+Status CheckPlacement(const TensorSpec& spec, const xrt_tensor_view_t& t, const xrt_placement_t& p) {
+  if (p.kind != XRT_MEMORY_HOST && p.kind != XRT_MEMORY_CUDA) {
+    return InvalidArgument("input \"", spec.name, "\": unknown memory kind ", static_cast<int>(p.kind),
+                           " (known: XRT_MEMORY_HOST, XRT_MEMORY_CUDA)");
+  }
+  if (p.kind == XRT_MEMORY_HOST && p.device_id != 0) {
+    return InvalidArgument("input \"", spec.name, "\": host memory with device_id ", p.device_id, " (must be 0)");
+  }
+  if (p.kind == XRT_MEMORY_CUDA && p.device_id < 0) {
+    return InvalidArgument("input \"", spec.name, "\": cuda device_id ", p.device_id, " is negative");
+  }
+  if (p.kind != XRT_MEMORY_HOST && t.dtype == XRT_DTYPE_STRING) {
+    return InvalidArgument("input \"", spec.name, "\": a string tensor must be in host memory, given in ",
+                           PlacementName(p), " memory");
+  }
+  return Status();
+}
+
 // Checks an engine's output against the manifest; a mismatch is the engine's bug (INTERNAL).
-Status CheckOutput(const TensorSpec& spec, const xrt_backend_output_t& o, const std::string& engine) {
+Status CheckOutput(const TensorSpec& spec, const xrt_backend_output_t& o, const xrt_placement_t& placement,
+                   const std::string& engine) {
   auto fail = [&](const std::string& what) {
     return Internal("engine ", engine, " returned output \"", spec.name, "\" as ",
                     DescribeGiven(o.dtype, o.rank, o.shape), " but the manifest says ", spec.Describe(), ": ", what,
@@ -92,8 +121,12 @@ Status CheckOutput(const TensorSpec& spec, const xrt_backend_output_t& o, const 
   if (!ByteSize(o.dtype, o.shape, o.rank, &bytes)) return fail("byte size overflows");
   if (o.byte_size != bytes) return fail(Cat("byte_size is ", o.byte_size, ", expected ", bytes));
   if (o.data == nullptr && o.byte_size != 0) return fail("data is NULL");
+  if (placement.kind != XRT_MEMORY_HOST && o.dtype == XRT_DTYPE_STRING) return fail("a string tensor on a device");
+  if (placement.kind != XRT_MEMORY_HOST && placement.kind != XRT_MEMORY_CUDA) {
+    return fail(Cat("unknown memory kind ", static_cast<int>(placement.kind)));
+  }
   uint64_t bad = 0;
-  if (o.dtype == XRT_DTYPE_STRING &&
+  if (placement.kind == XRT_MEMORY_HOST && o.dtype == XRT_DTYPE_STRING &&
       !CheckStrings(static_cast<const xrt_string_t*>(o.data), o.byte_size / sizeof(xrt_string_t), &bad)) {
     return fail(Cat("string element ", bad, " has NULL data and a non-zero size"));
   }
@@ -372,6 +405,14 @@ Session::~Session() {
 
 Result<std::unique_ptr<Outputs>> Session::Run(const char* const* names, const xrt_tensor_view_t* inputs,
                                               size_t input_count) const {
+  xrt_run_options_t options{};
+  options.struct_size = sizeof(options);
+  return RunPlaced(options, names, inputs, nullptr, input_count);
+}
+
+Result<std::unique_ptr<Outputs>> Session::RunPlaced(const xrt_run_options_t& options, const char* const* names,
+                                                    const xrt_tensor_view_t* inputs, const xrt_placement_t* placements,
+                                                    size_t input_count) const {
   const auto& specs = model_->inputs;
   for (const auto* list : {&model_->inputs, &model_->outputs}) {
     for (const TensorSpec& spec : *list) {
@@ -410,29 +451,57 @@ Result<std::unique_ptr<Outputs>> Session::Run(const char* const* names, const xr
     }
   }
   std::vector<xrt_tensor_view_t> ordered(specs.size());
+  std::vector<xrt_placement_t> ordered_placements(specs.size(), xrt_placement_t{XRT_MEMORY_HOST, 0});
+  bool any_device = false;
   for (size_t j = 0; j < specs.size(); ++j) {
     ordered[j] = inputs[given[j]];
+    // The placement first: a string tensor's elements are read by CheckTensor, which must never touch device memory.
+    const xrt_placement_t p = placements ? placements[given[j]] : xrt_placement_t{XRT_MEMORY_HOST, 0};
+    XRT_RETURN_IF_ERROR(CheckPlacement(specs[j], ordered[j], p), "");
     XRT_RETURN_IF_ERROR(CheckTensor(specs[j], ordered[j]), "");
+    ordered_placements[j] = p;
+    if (p.kind != XRT_MEMORY_HOST && !any_device) {
+      any_device = true;
+      if (!HasExecutePlaced()) {
+        return Unimplemented("input \"", specs[j].name, "\" is in ", PlacementName(p), " memory, but engine ",
+                             variant_->engine, " (variant ", variant_->id, " on ", device_,
+                             ") takes only host memory: copy the tensor to the host, or run a variant whose engine "
+                             "takes device memory (the cuda engine: xrtc compile --target cuda)");
+      }
+    }
+  }
+  const auto& vt = backend_->vtable;
+  if (options.stream != nullptr && !HasExecutePlaced()) {
+    return InvalidArgument("a stream was given, but engine ", variant_->engine, " (variant ", variant_->id, " on ",
+                           device_, ") runs on the host and has no stream to order: pass no stream");
   }
 
   // Allocated before execute() so no engine output can leak on an allocation failure afterwards.
   auto outputs = std::make_unique<Outputs>(shared_from_this(), model_->outputs.size());
-  const auto& vt = backend_->vtable;
-  Status s = Status::FromC(vt.execute(vt.self, handle_, ordered.data(), ordered.size(), outputs->outputs_.data(),
-                                      outputs->outputs_.size()));
+  // The placed entry only where the caller used what it adds: host runs keep the path every backend has.
+  const bool placed = HasExecutePlaced() && (any_device || options.stream != nullptr || options.outputs_on_device);
+  Status s = placed ? Status::FromC(vt.execute_placed(vt.self, handle_, &options, ordered.data(),
+                                                      ordered_placements.data(), ordered.size(),
+                                                      outputs->outputs_.data(), outputs->placements_.data(),
+                                                      outputs->outputs_.size()))
+                    : Status::FromC(vt.execute(vt.self, handle_, ordered.data(), ordered.size(),
+                                               outputs->outputs_.data(), outputs->outputs_.size()));
   if (!s.ok()) {
     // The backend has released what it put into outputs (xrt.h): forget it, do not release it again.
     std::fill(outputs->outputs_.begin(), outputs->outputs_.end(), xrt_backend_output_t{});
     return std::move(s).WithContext(Cat("engine ", variant_->engine, " running variant ", variant_->id));
   }
   for (size_t i = 0; i < model_->outputs.size(); ++i) {
-    XRT_RETURN_IF_ERROR(CheckOutput(model_->outputs[i], outputs->outputs_[i], variant_->engine), "");
+    XRT_RETURN_IF_ERROR(CheckOutput(model_->outputs[i], outputs->outputs_[i], outputs->placements_[i],
+                                    variant_->engine), "");
   }
   return outputs;  // on the error returns above, ~Outputs releases what the engine produced
 }
 
 Outputs::Outputs(std::shared_ptr<const Session> session, size_t count)
-    : session_(std::move(session)), outputs_(count, xrt_backend_output_t{}) {}
+    : session_(std::move(session)),
+      outputs_(count, xrt_backend_output_t{}),
+      placements_(count, xrt_placement_t{XRT_MEMORY_HOST, 0}) {}
 
 Outputs::~Outputs() { ReleaseAll(); }
 

@@ -46,9 +46,16 @@ class Session : public std::enable_shared_from_this<Session> {
   // names may be NULL: inputs are then in the model's input order. The Outputs keep this session alive.
   Result<std::unique_ptr<Outputs>> Run(const char* const* names, const xrt_tensor_view_t* inputs,
                                        size_t input_count) const;
+  // Run() for tensors that may live on a device (xrt_session_run_placed). placements may be NULL (all host);
+  // options is the caller's, already normalised to this build's struct. A backend without execute_placed gets only
+  // host tensors: device inputs and streams are refused here, naming the input and its placement.
+  Result<std::unique_ptr<Outputs>> RunPlaced(const xrt_run_options_t& options, const char* const* names,
+                                             const xrt_tensor_view_t* inputs, const xrt_placement_t* placements,
+                                             size_t input_count) const;
 
  private:
   Session() = default;
+  bool HasExecutePlaced() const { return backend_->vtable.execute_placed != nullptr; }
 
   std::shared_ptr<const Bundle> bundle_;
   const Model* model_ = nullptr;      // owned by bundle_
@@ -70,6 +77,7 @@ class Outputs {
 
   size_t count() const { return outputs_.size(); }
   const xrt_backend_output_t& at(size_t i) const { return outputs_[i]; }
+  const xrt_placement_t& placement(size_t i) const { return placements_[i]; }
   const char* name(size_t i) const { return session_->model().outputs[i].name.c_str(); }
 
  private:
@@ -78,6 +86,7 @@ class Outputs {
 
   std::shared_ptr<const Session> session_;
   std::vector<xrt_backend_output_t> outputs_;
+  std::vector<xrt_placement_t> placements_;  // per output; host unless the backend left it on a device
 };
 
 }  // namespace xrt::core

@@ -141,6 +141,58 @@ TEST_F(CApiHardening, HostileRunArgumentsAreStatusesAndTheSessionStaysUsable) {
   EXPECT_EQ(Run(x), before);
 }
 
+// The placed entry point on a real cpu engine (OpenVINO: a backend without execute_placed): host views give the same
+// bytes as xrt_session_run, outputs_on_device leaves host outputs on the host, and device tensors, streams and
+// hostile struct sizes are statuses naming what was wrong; the session stays usable.
+TEST_F(CApiHardening, PlacedRunsOnACpuEngineMatchThePlainRunAndRefuseDeviceMemory) {
+  const float x[4] = {1.0f, -2.0f, 3.0f, 0.5f};
+  const std::vector<uint8_t> before = Run(x);
+  ASSERT_EQ(before.size(), 12u);
+  const int64_t shape[2] = {1, 4};
+  xrt_placed_view_t in{};
+  in.struct_size = sizeof(in);
+  in.placement = {XRT_MEMORY_HOST, 0};
+  in.view = {XRT_DTYPE_FLOAT32, 2, shape, const_cast<float*>(x), 16};
+  xrt_run_options_t options;
+  xrt_run_options_initialize(&options);
+  for (uint32_t on_device : {0u, 1u}) {
+    options.outputs_on_device = on_device;
+    xrt_outputs_t* out = nullptr;
+    ASSERT_EQ(Code(xrt_session_run_placed(session_, &options, nullptr, &in, 1, &out)), XRT_STATUS_OK);
+    xrt_placed_view_t y{};
+    y.struct_size = sizeof(y);
+    ASSERT_EQ(Code(xrt_outputs_get_placed(out, 0, &y, nullptr)), XRT_STATUS_OK);
+    EXPECT_EQ(y.placement.kind, XRT_MEMORY_HOST);
+    const auto* bytes = static_cast<const uint8_t*>(y.view.data);
+    EXPECT_EQ(std::vector<uint8_t>(bytes, bytes + y.view.byte_size), before) << "outputs_on_device=" << on_device;
+    xrt_outputs_release(out);
+  }
+  xrt_outputs_t* out = nullptr;
+  xrt_placed_view_t device = in;
+  device.placement = {XRT_MEMORY_CUDA, 0};
+  xrt_status_t s = xrt_session_run_placed(session_, nullptr, nullptr, &device, 1, &out);
+  EXPECT_EQ(xrt_status_code(s), XRT_STATUS_UNIMPLEMENTED);
+  EXPECT_NE(std::string(xrt_status_message(s)).find("is in cuda:0 memory, but engine openvino"), std::string::npos)
+      << xrt_status_message(s);
+  xrt_status_free(s);
+  options.outputs_on_device = 0;
+  options.stream = reinterpret_cast<void*>(0x10);
+  EXPECT_EQ(Code(xrt_session_run_placed(session_, &options, nullptr, &in, 1, &out)), XRT_STATUS_INVALID_ARGUMENT);
+  options.stream = nullptr;
+  options.struct_size = 0;
+  EXPECT_EQ(Code(xrt_session_run_placed(session_, &options, nullptr, &in, 1, &out)), XRT_STATUS_INVALID_ARGUMENT);
+  xrt_placed_view_t bad = in;
+  bad.struct_size = 0;  // would make a zero stride
+  EXPECT_EQ(Code(xrt_session_run_placed(session_, nullptr, nullptr, &bad, 1, &out)), XRT_STATUS_INVALID_ARGUMENT);
+  bad = in;
+  bad.placement.kind = static_cast<xrt_memory_kind_t>(-1);
+  EXPECT_EQ(Code(xrt_session_run_placed(session_, nullptr, nullptr, &bad, 1, &out)), XRT_STATUS_INVALID_ARGUMENT);
+  EXPECT_EQ(Code(xrt_session_run_placed(session_, nullptr, nullptr, nullptr, 1, &out)), XRT_STATUS_INVALID_ARGUMENT);
+  EXPECT_EQ(Code(xrt_session_run_placed(session_, nullptr, nullptr, &in, 1, nullptr)), XRT_STATUS_INVALID_ARGUMENT);
+  EXPECT_EQ(out, nullptr);
+  EXPECT_EQ(Run(x), before);
+}
+
 TEST_F(CApiHardening, BackendListShortBuffers) {
   size_t full = 0;
   ASSERT_EQ(Code(xrt_backend_list(nullptr, 0, &full)), XRT_STATUS_OK);

@@ -579,7 +579,7 @@ void TestDestroy(void*, void*) {}
 
 TEST(BackendRegister, ValidatesTheVtable) {
   xrt_backend_vtable_t v{sizeof(xrt_backend_vtable_t), XRT_ABI_VERSION, "regtest", nullptr, TestVersion,
-                         TestHasDevice, TestInit, TestExecute, TestDestroy, nullptr};
+                         TestHasDevice, TestInit, TestExecute, TestDestroy, nullptr, nullptr};
   auto with = [&](auto edit) {
     xrt_backend_vtable_t copy = v;
     edit(copy);
@@ -608,7 +608,7 @@ int TestHasCpu(void*, const char* device) { return std::strcmp(device, "cpu") ==
 TEST(BackendRegister, EngineVersionRequirements) {
   // This vtable is never run: every variant below fails its version requirement before init().
   xrt_backend_vtable_t v{sizeof(xrt_backend_vtable_t), XRT_ABI_VERSION, "vertest", nullptr, TestVersion,
-                         TestHasCpu, TestInit, TestExecute, TestDestroy, nullptr};
+                         TestHasCpu, TestInit, TestExecute, TestDestroy, nullptr, nullptr};
   ASSERT_OK(xrt_backend_register(&v));
   auto manifest = Manifest({{"a", "vertest"}, {"b", "vertest"}});
   manifest["variants"][0]["requires"] = {{"engine_version", ">=2.0"}};
@@ -638,7 +638,7 @@ const char* TestDescribe(void*, void*) { return "{\"compiled_from\":\"test\"}"; 
 TEST(SessionCreate, DeviceFallbackChainsAndVersionRanges) {
   // "fbtest" has only a cpu; variant "n" is built for npu and declares cpu as its fallback device.
   xrt_backend_vtable_t v{sizeof(xrt_backend_vtable_t), XRT_ABI_VERSION, "fbtest", nullptr, TestVersion,
-                         TestHasCpu, TestInit, TestExecute, TestDestroy, TestDescribe};
+                         TestHasCpu, TestInit, TestExecute, TestDestroy, TestDescribe, nullptr};
   ASSERT_OK(xrt_backend_register(&v));
   auto manifest = Manifest({{"n", "fbtest"}});
   manifest["variants"][0]["device"] = "npu";
@@ -689,9 +689,9 @@ TEST(SessionCreate, AVariantWhoseInitFailsIsSkippedAndTheNextTried) {
   // "initfail" has a cpu but refuses every variant at init (a driver or plugin problem on this machine);
   // "initok" starts. The first variant is skipped with init's reason recorded, the second one runs.
   xrt_backend_vtable_t bad{sizeof(xrt_backend_vtable_t), XRT_ABI_VERSION, "initfail", nullptr, TestVersion,
-                           TestHasCpu, TestInit, TestExecute, TestDestroy, nullptr};
+                           TestHasCpu, TestInit, TestExecute, TestDestroy, nullptr, nullptr};
   xrt_backend_vtable_t good{sizeof(xrt_backend_vtable_t), XRT_ABI_VERSION, "initok", nullptr, TestVersion,
-                            TestHasCpu, InitOk, TestExecute, TestDestroy, nullptr};
+                            TestHasCpu, InitOk, TestExecute, TestDestroy, nullptr, nullptr};
   ASSERT_OK(xrt_backend_register(&bad));
   ASSERT_OK(xrt_backend_register(&good));
   auto bytes = BundleBytes(Manifest({{"first", "initfail"}, {"second", "initok"}}));
@@ -722,7 +722,7 @@ TEST(SessionCreate, AVariantWhoseInitFailsIsSkippedAndTheNextTried) {
 TEST(BackendRegister, VtablesWithoutDescribeAreAccepted) {
   xrt_backend_vtable_t v{offsetof(xrt_backend_vtable_t, describe), XRT_ABI_VERSION, "olddesc", nullptr,
                          TestVersion, TestHasDevice, TestInit, TestExecute, TestDestroy,
-                         TestDescribe /* past struct_size: must not be read */};
+                         TestDescribe /* past struct_size: must not be read */, nullptr};
   ASSERT_OK(xrt_backend_register(&v));
   v.struct_size = offsetof(xrt_backend_vtable_t, destroy);
   EXPECT_STATUS(xrt_backend_register(&v), "INCOMPATIBLE", "struct_size is");
@@ -748,7 +748,7 @@ TEST(BundleSection, ReadsVerifiedSectionsAndNamesMissingOnes) {
 TEST(BackendList, TruncatesAndReportsTheFullLength) {
   std::string name = "listtest_long_name";  // the registry copies the name: this string may die after the call
   xrt_backend_vtable_t v{sizeof(xrt_backend_vtable_t), XRT_ABI_VERSION, name.c_str(), nullptr, TestVersion,
-                         TestHasDevice, TestInit, TestExecute, TestDestroy, nullptr};
+                         TestHasDevice, TestInit, TestExecute, TestDestroy, nullptr, nullptr};
   ASSERT_OK(xrt_backend_register(&v));
   name.assign(name.size(), 'z');
   size_t full = 0;
@@ -787,3 +787,267 @@ TEST(CppWrapper, ThrowsErrorWithCode) {
 }
 
 }  // namespace
+
+// ---- Placed tensors (xrt_session_run_placed): the core's checks and the vtable's versioning ----
+// Two test engines over the Manifest() model (x float32[batch, 4] -> y float32[batch, 4], y = 2 x): "hostonly" is
+// registered with the vtable as it was before execute_placed existed (struct_size ends at it), "placedtest" has it
+// and records what the core handed over. Real device memory is not needed: the core never dereferences device data.
+namespace placed {
+
+struct Seen {
+  int execute_calls = 0, placed_calls = 0;
+  xrt_placement_t input_placement{};
+  void* stream = nullptr;
+  uint32_t outputs_on_device = 0;
+};
+Seen g_seen;
+int g_handle = 0;
+float g_device_output[8];  // stands for device memory the engine would have allocated
+
+xrt_status_t Init(void*, const char*, const xrt_backend_artifact_t*, size_t, const char*, void** out) {
+  *out = &g_handle;
+  return nullptr;
+}
+
+// y = 2 x on the host, into malloc'ed memory.
+xrt_status_t Double(const xrt_tensor_view_t* inputs, xrt_backend_output_t* outputs) {
+  const xrt_tensor_view_t& x = inputs[0];
+  auto* y = static_cast<float*>(std::malloc(x.byte_size ? x.byte_size : 1));
+  for (uint64_t i = 0; i < x.byte_size / 4; ++i) y[i] = 2 * static_cast<const float*>(x.data)[i];
+  outputs[0] = xrt_backend_output_t{};
+  outputs[0].dtype = XRT_DTYPE_FLOAT32;
+  outputs[0].rank = 2;
+  outputs[0].shape[0] = x.shape[0];
+  outputs[0].shape[1] = 4;
+  outputs[0].data = y;
+  outputs[0].byte_size = x.byte_size;
+  outputs[0].owner = y;
+  outputs[0].release = [](void* p) { std::free(p); };
+  return nullptr;
+}
+
+xrt_status_t Execute(void*, void*, const xrt_tensor_view_t* inputs, size_t, xrt_backend_output_t* outputs, size_t) {
+  ++g_seen.execute_calls;
+  return Double(inputs, outputs);
+}
+
+xrt_status_t ExecutePlaced(void*, void*, const xrt_run_options_t* run, const xrt_tensor_view_t* inputs,
+                           const xrt_placement_t* input_placements, size_t, xrt_backend_output_t* outputs,
+                           xrt_placement_t* output_placements, size_t) {
+  ++g_seen.placed_calls;
+  g_seen.input_placement = input_placements[0];
+  g_seen.stream = run->stream;
+  g_seen.outputs_on_device = run->outputs_on_device;
+  if (input_placements[0].kind == XRT_MEMORY_HOST && !run->outputs_on_device) return Double(inputs, outputs);
+  // "Device" output: the shape of the input, data never read by the core.
+  outputs[0] = xrt_backend_output_t{};
+  outputs[0].dtype = XRT_DTYPE_FLOAT32;
+  outputs[0].rank = 2;
+  outputs[0].shape[0] = inputs[0].shape[0];
+  outputs[0].shape[1] = 4;
+  outputs[0].data = g_device_output;
+  outputs[0].byte_size = inputs[0].byte_size;
+  output_placements[0] = {XRT_MEMORY_CUDA, input_placements[0].device_id};
+  return nullptr;
+}
+
+struct SessionPtr {
+  xrt_session_t* s = nullptr;
+  ~SessionPtr() { xrt_session_release(s); }
+};
+struct OutputsPtr {
+  xrt_outputs_t* o = nullptr;
+  ~OutputsPtr() { xrt_outputs_release(o); }
+};
+
+void Open(const char* engine, BundlePtr* b, SessionPtr* s) {
+  static std::vector<std::vector<uint8_t>> keep;  // open_memory borrows the bytes
+  keep.push_back(BundleBytes(Manifest({{"v", engine}})));
+  ASSERT_OK(xrt_bundle_open_memory(keep.back().data(), keep.back().size(), nullptr, &b->b));
+  ASSERT_OK(xrt_session_create(b->b, nullptr, &s->s));
+}
+
+xrt_placed_view_t Placed(float* data, const int64_t* shape, xrt_memory_kind_t kind = XRT_MEMORY_HOST) {
+  xrt_placed_view_t v{};
+  v.struct_size = sizeof(v);
+  v.placement = {kind, 0};
+  v.view = {XRT_DTYPE_FLOAT32, 2, shape, data, 2 * 4 * sizeof(float)};
+  return v;
+}
+
+}  // namespace placed
+
+TEST(RunPlaced, AnOldVtableStillLoadsRunsHostTensorsAndRefusesDeviceOnesNamingThePlacement) {
+  using namespace placed;
+  xrt_backend_vtable_t v{};
+  v.struct_size = offsetof(xrt_backend_vtable_t, execute_placed);  // built before execute_placed existed
+  v.abi_version = XRT_ABI_VERSION;
+  v.name = "hostonly";
+  v.version = TestVersion;
+  v.has_device = TestHasCpu;
+  v.init = Init;
+  v.execute = Execute;
+  v.destroy = TestDestroy;
+  v.execute_placed = ExecutePlaced;  // past struct_size: must never be read
+  ASSERT_OK(xrt_backend_register(&v));
+  BundlePtr b;
+  SessionPtr s;
+  Open("hostonly", &b, &s);
+  g_seen = {};
+  float x[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+  const int64_t shape[2] = {2, 4};
+  // Host tensors through the placed entry point: the old execute() runs them; same answer as xrt_session_run.
+  xrt_placed_view_t in = Placed(x, shape);
+  OutputsPtr out;
+  ASSERT_OK(xrt_session_run_placed(s.s, nullptr, nullptr, &in, 1, &out.o));
+  xrt_tensor_view_t y;
+  ASSERT_OK(xrt_outputs_get(out.o, 0, &y, nullptr));
+  EXPECT_EQ(static_cast<const float*>(y.data)[7], 16.0f);
+  xrt_run_options_t options;
+  xrt_run_options_initialize(&options);
+  options.outputs_on_device = 1;  // a cpu session's device is the host: outputs stay there
+  OutputsPtr out2;
+  ASSERT_OK(xrt_session_run_placed(s.s, &options, nullptr, &in, 1, &out2.o));
+  xrt_placed_view_t py{};
+  py.struct_size = sizeof(py);
+  ASSERT_OK(xrt_outputs_get_placed(out2.o, 0, &py, nullptr));
+  EXPECT_EQ(py.placement.kind, XRT_MEMORY_HOST);
+  EXPECT_EQ(static_cast<const float*>(py.view.data)[0], 2.0f);
+  EXPECT_EQ(g_seen.execute_calls, 2);
+  EXPECT_EQ(g_seen.placed_calls, 0);
+  // Device memory and streams are refused before the engine runs, naming the input and the placement.
+  xrt_placed_view_t dev = Placed(x, shape, XRT_MEMORY_CUDA);
+  dev.placement.device_id = 1;
+  xrt_outputs_t* none = nullptr;
+  EXPECT_STATUS(xrt_session_run_placed(s.s, nullptr, nullptr, &dev, 1, &none), "UNIMPLEMENTED",
+                "input \"x\" is in cuda:1 memory, but engine hostonly (variant v on cpu) takes only host memory");
+  options.stream = reinterpret_cast<void*>(0x1234);
+  EXPECT_STATUS(xrt_session_run_placed(s.s, &options, nullptr, &in, 1, &none), "INVALID_ARGUMENT",
+                "a stream was given, but engine hostonly");
+  EXPECT_EQ(none, nullptr);
+  EXPECT_EQ(g_seen.execute_calls, 2);
+}
+
+void RegisterPlacedTest() {
+  using namespace placed;
+  xrt_backend_vtable_t v{};
+  v.struct_size = sizeof(v);
+  v.abi_version = XRT_ABI_VERSION;
+  v.name = "placedtest";
+  v.version = TestVersion;
+  v.has_device = TestHasCpu;
+  v.init = Init;
+  v.execute = Execute;
+  v.destroy = TestDestroy;
+  v.execute_placed = ExecutePlaced;
+  ASSERT_OK(xrt_backend_register(&v));
+}
+
+TEST(RunPlaced, PlacementsStreamAndDeviceOutputsReachAPlacedBackend) {
+  using namespace placed;
+  RegisterPlacedTest();
+  BundlePtr b;
+  SessionPtr s;
+  Open("placedtest", &b, &s);
+  g_seen = {};
+  float x[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+  const int64_t shape[2] = {2, 4};
+  // Plain host runs keep using execute(), through either entry point.
+  xrt_tensor_view_t plain{XRT_DTYPE_FLOAT32, 2, shape, x, sizeof(x)};
+  OutputsPtr host;
+  ASSERT_OK(xrt_session_run(s.s, nullptr, &plain, 1, &host.o));
+  EXPECT_EQ(g_seen.execute_calls, 1);
+  EXPECT_EQ(g_seen.placed_calls, 0);
+
+  xrt_placed_view_t dev = Placed(x, shape, XRT_MEMORY_CUDA);
+  xrt_run_options_t options;
+  xrt_run_options_initialize(&options);
+  options.stream = reinterpret_cast<void*>(0x5678);
+  options.outputs_on_device = 1;
+  OutputsPtr out;
+  ASSERT_OK(xrt_session_run_placed(s.s, &options, nullptr, &dev, 1, &out.o));
+  EXPECT_EQ(g_seen.placed_calls, 1);
+  EXPECT_EQ(g_seen.input_placement.kind, XRT_MEMORY_CUDA);
+  EXPECT_EQ(g_seen.stream, reinterpret_cast<void*>(0x5678));
+  EXPECT_EQ(g_seen.outputs_on_device, 1u);
+  // A device output is not handed out as a host view; the placed getter says where it is.
+  xrt_tensor_view_t y;
+  const char* name = nullptr;
+  EXPECT_STATUS(xrt_outputs_get(out.o, 0, &y, nullptr), "FAILED_PRECONDITION",
+                "output 0 (\"y\") is in device memory (cuda:0), left there by outputs_on_device");
+  xrt_placed_view_t py{};
+  py.struct_size = sizeof(py);
+  ASSERT_OK(xrt_outputs_get_placed(out.o, 0, &py, &name));
+  EXPECT_EQ(py.placement.kind, XRT_MEMORY_CUDA);
+  EXPECT_EQ(py.view.data, static_cast<void*>(g_device_output));
+  EXPECT_EQ(py.view.shape[0], 2);
+  EXPECT_STREQ(name, "y");
+  py.struct_size = 4;
+  EXPECT_STATUS(xrt_outputs_get_placed(out.o, 0, &py, nullptr), "INVALID_ARGUMENT", "out_view->struct_size is 4");
+
+  // Versioned structs: a newer caller's larger views are read with its stride; a smaller or mixed size, or an options
+  // struct that skipped its initializer, is refused saying what to fill in.
+  struct NewerView {
+    xrt_placed_view_t v;
+    uint64_t field_added_later;
+  };
+  NewerView two[2];
+  for (auto& n : two) {
+    n.v = Placed(x, shape);
+    n.v.struct_size = sizeof(NewerView);
+    n.field_added_later = ~0ull;
+  }
+  const char* names[2] = {"x", "x"};
+  xrt_outputs_t* none = nullptr;
+  EXPECT_STATUS(xrt_session_run_placed(s.s, nullptr, names, &two[0].v, 2, &none), "INVALID_ARGUMENT",
+                "input \"x\" is given twice");  // both elements were read, at the caller's stride
+  OutputsPtr newer;
+  ASSERT_OK(xrt_session_run_placed(s.s, nullptr, names, &two[0].v, 1, &newer.o));
+  two[1].v.struct_size = sizeof(xrt_placed_view_t);
+  EXPECT_STATUS(xrt_session_run_placed(s.s, nullptr, names, &two[0].v, 2, &none), "INVALID_ARGUMENT",
+                "inputs[1].struct_size is");
+  xrt_placed_view_t small = Placed(x, shape);
+  small.struct_size = 8;
+  EXPECT_STATUS(xrt_session_run_placed(s.s, nullptr, nullptr, &small, 1, &none), "INVALID_ARGUMENT",
+                "inputs[0].struct_size is 8, expected at least");
+  options.struct_size = 4;
+  EXPECT_STATUS(xrt_session_run_placed(s.s, &options, nullptr, &dev, 1, &none), "INVALID_ARGUMENT",
+                "fill the options with xrt_run_options_initialize() first");
+  // Placements the core can judge: unknown kinds, a host tensor with a device id, strings on a device.
+  xrt_placed_view_t odd = Placed(x, shape);
+  odd.placement.kind = static_cast<xrt_memory_kind_t>(7);
+  EXPECT_STATUS(xrt_session_run_placed(s.s, nullptr, nullptr, &odd, 1, &none), "INVALID_ARGUMENT",
+                "unknown memory kind 7");
+  odd.placement = {XRT_MEMORY_HOST, 3};
+  EXPECT_STATUS(xrt_session_run_placed(s.s, nullptr, nullptr, &odd, 1, &none), "INVALID_ARGUMENT",
+                "host memory with device_id 3");
+  EXPECT_STATUS(xrt_session_run_placed(nullptr, nullptr, nullptr, &odd, 1, &none), "INVALID_ARGUMENT",
+                "session is NULL");
+  EXPECT_EQ(none, nullptr);
+}
+
+TEST(RunPlaced, TheCppWrapperCarriesPlacementsAndRunOptions) {
+  using namespace placed;
+  RegisterPlacedTest();
+  const std::vector<uint8_t> bytes = BundleBytes(Manifest({{"v", "placedtest"}}));
+  xrt::Bundle bundle = xrt::Bundle::OpenMemory(bytes.data(), bytes.size());
+  xrt::Session session(bundle);
+  g_seen = {};
+  std::vector<float> x = {1, 2, 3, 4, 5, 6, 7, 8};
+  const std::vector<int64_t> shape = {2, 4};
+  xrt::Outputs host = session.Run({xrt::TensorView::Of(x.data(), shape)});
+  EXPECT_EQ(host.Get(0).placement.kind, XRT_MEMORY_HOST);
+  EXPECT_EQ(host.Get(0).As<float>()[7], 16.0f);
+  EXPECT_EQ(g_seen.execute_calls, 1) << "host tensors without options: the plain path";
+  xrt::RunOptions options;
+  options.outputs_on_device = true;
+  options.stream = reinterpret_cast<void*>(0x99);
+  xrt::Outputs device = session.Run({{"x", xrt::TensorView::OnCuda(x.data(), shape, 0)}}, options);
+  EXPECT_EQ(g_seen.placed_calls, 1);
+  EXPECT_EQ(g_seen.input_placement.kind, XRT_MEMORY_CUDA);
+  EXPECT_EQ(g_seen.stream, reinterpret_cast<void*>(0x99));
+  const xrt::OutputView y = device.Get(0);
+  EXPECT_EQ(y.placement.kind, XRT_MEMORY_CUDA);
+  EXPECT_EQ(y.data, static_cast<const void*>(g_device_output));
+  EXPECT_EQ(y.shape, shape);
+}

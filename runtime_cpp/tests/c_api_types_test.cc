@@ -109,7 +109,7 @@ void Load(const std::string& manifest_text, Loaded* l, bool session = true) {
 void RegisterOnce() {
   static const bool done = [] {
     xrt_backend_vtable_t v{sizeof(xrt_backend_vtable_t), XRT_ABI_VERSION, "strtest", nullptr, Version, HasCpu,
-                           Init, Execute, Destroy, nullptr};
+                           Init, Execute, Destroy, nullptr, nullptr};
     StatusHolder h(xrt_backend_register(&v));
     return h.code() == "OK";
   }();
@@ -166,6 +166,13 @@ TEST(StringTensors, BadViewsAreInvalidArgument) {
   view = {XRT_DTYPE_INT64, 1, shape, const_cast<int64_t*>(numbers), sizeof(numbers)};
   EXPECT_STATUS(xrt_session_run(l.session, nullptr, &view, 1, &outs), "INVALID_ARGUMENT",
                 "expected string[n], given int64[2]: wrong dtype");
+  // Strings live on the host: a string view declared in device memory is refused before its elements are read.
+  xrt_placed_view_t placed{};
+  placed.struct_size = sizeof(placed);
+  placed.placement = {XRT_MEMORY_CUDA, 0};
+  placed.view = {XRT_DTYPE_STRING, 1, shape, reinterpret_cast<void*>(uintptr_t{0x10}), 2 * sizeof(xrt_string_t)};
+  EXPECT_STATUS(xrt_session_run_placed(l.session, nullptr, nullptr, &placed, 1, &outs), "INVALID_ARGUMENT",
+                "a string tensor must be in host memory, given in cuda:0 memory");
   EXPECT_EQ(outs, nullptr);
 }
 

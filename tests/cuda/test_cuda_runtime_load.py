@@ -66,6 +66,38 @@ def test_load_on_cuda_runs_on_a_gpu_or_names_the_missing_driver(mlp_bundle):
     assert rel < 5e-3
 
 
+def _torch_cuda():
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch if torch.cuda.is_available() else None
+
+
+@pytest.mark.skipif(not _plugin_installed() or not _has_gpu(), reason="needs the cuda plugin and an NVIDIA GPU")
+@pytest.mark.skipif(_has_gpu() and _torch_cuda() is None, reason="torch with CUDA is not installed: the DLPack "
+                    "producer of this test")
+def test_torch_cuda_tensors_in_and_device_outputs_out_without_host_copies(mlp_bundle):
+    torch = _torch_cuda()
+    model_path, bundle = mlp_bundle
+    x = np.random.default_rng(1).standard_normal((4, 32)).astype(np.float32)
+    sess = xrt.load(str(bundle), device="cuda", fallback=[])
+    host = sess.run({"x": x})["y"]
+    side = torch.cuda.Stream()
+    with torch.cuda.stream(side):
+        xt = torch.from_numpy(x).cuda()  # produced on a side stream: the run must order itself after it
+        out = sess.run({"x": xt}, outputs_on="device", stream=side)["y"]
+        assert out.__dlpack_device__() == (2, 0)
+        yt = torch.from_dlpack(out)  # no copy: the runtime's device allocation
+        got = (yt * 1).cpu().numpy()  # work queued on the same stream sees the output
+    assert np.array_equal(got, host), "the same graph on the same input"
+    ref = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    print(f"torch cuda in, device out: rel err {float(np.linalg.norm(got - ref) / np.linalg.norm(ref)):.3g}")
+    # Without a stream: torch's default stream, outputs complete on return.
+    default = sess.run({"x": torch.from_numpy(x).cuda()}, outputs_on="device")["y"]
+    assert np.array_equal(torch.from_dlpack(default).cpu().numpy(), host)
+
+
 def test_runner_exit_code_and_reason_without_a_gpu(mlp_bundle):
     runner = os.environ.get("XRT_RUN")
     if not runner:

@@ -12,6 +12,7 @@
 // graph at init and keep the fastest, for GEMMs without an accepted stored algorithm (describe() gives each choice
 // and its config).
 #include <chrono>
+#include <cstddef>
 #include <cstdlib>
 #include <cstring>
 #include <exception>
@@ -158,6 +159,33 @@ xrt_status_t Execute(void* /*self*/, void* handle, const xrt_tensor_view_t* inpu
   }
 }
 
+xrt_status_t ExecutePlaced(void* /*self*/, void* handle, const xrt_run_options_t* run, const xrt_tensor_view_t* inputs,
+                           const xrt_placement_t* input_placements, size_t input_count, xrt_backend_output_t* outputs,
+                           xrt_placement_t* output_placements, size_t output_count) {
+  try {
+    if (handle == nullptr || run == nullptr || (inputs == nullptr && input_count) ||
+        (input_placements == nullptr && input_count) || (outputs == nullptr && output_count) ||
+        (output_placements == nullptr && output_count)) {
+      return Make(XRT_STATUS_INVALID_ARGUMENT, "cuda: execute_placed called with NULL arguments");
+    }
+    // The core passes its own options struct; read only what its struct_size covers.
+    xrt_run_options_t options{};
+    options.struct_size = sizeof(options);
+    if (run->struct_size >= offsetof(xrt_run_options_t, stream) + sizeof(void*)) {
+      options.outputs_on_device = run->outputs_on_device;
+      options.stream = run->stream;
+    }
+    return static_cast<Engine*>(handle)->ExecutePlaced(options, inputs, input_placements, input_count, outputs,
+                                                       output_placements, output_count);
+  } catch (const std::bad_alloc&) {
+    return Make(XRT_STATUS_RESOURCE_EXHAUSTED, "cuda: out of host memory while running");
+  } catch (const std::exception& e) {
+    return Make(XRT_STATUS_INTERNAL, std::string("cuda: execute failed: ") + e.what());
+  } catch (...) {
+    return Make(XRT_STATUS_INTERNAL, "cuda: execute failed with an unknown exception");
+  }
+}
+
 void Destroy(void* /*self*/, void* handle) {
   try {
     delete static_cast<Engine*>(handle);
@@ -197,6 +225,7 @@ extern "C" XRT_API xrt_status_t xrt_backend_plugin_get(uint32_t host_abi_version
   vtable.execute = &cb::Execute;
   vtable.destroy = &cb::Destroy;
   vtable.describe = &cb::Describe;
+  vtable.execute_placed = &cb::ExecutePlaced;
   *out_vtable = vtable;
   return nullptr;
 }

@@ -324,8 +324,9 @@ xrt_status_t Engine::Init(const EngineArtifacts& a, const std::string& lt_error)
       {"execution", options_.profile ? "profiling: launches run one by one without a graph, each timed with CUDA "
                                        "events"
                                      : "one CUDA graph per input shape, captured on first use, then replayed"},
-      {"copies", "inputs copied host->device before each run and outputs device->host after it (the C API's "
-                 "tensors are host memory)"},
+      {"copies", "host inputs are copied host->device before each run and outputs device->host after it; device "
+                 "(cuda) inputs are copied device->device into the graph's input buffers; with outputs_on_device each "
+                 "output is copied device->device into its own allocation (no host copy)"},
       {"init_ms", phases},
       {"device_bytes", {{"total", total_bytes_}, {"weights", a.weights_size}, {"arena", plan_.arena_bytes},
                         {"io", io_bytes}, {"cublaslt_workspace", workspace}}},
@@ -822,9 +823,34 @@ void Engine::ReleaseBinding(Binding* b) {
   b->gemms.clear();
 }
 
+namespace {
+// A device output's memory: freed by the output's release, in the engine's context (release may run on any thread).
+struct DeviceBuffer {
+  const DriverApi* drv;
+  CUcontext context;
+  CUdeviceptr ptr;
+};
+void ReleaseDeviceBuffer(void* owner) {
+  auto* b = static_cast<DeviceBuffer*>(owner);
+  b->drv->cuCtxSetCurrent(b->context);
+  b->drv->cuMemFree(b->ptr);  // waits for device work still using it
+  delete b;
+}
+}  // namespace
+
 xrt_status_t Engine::Execute(const xrt_tensor_view_t* inputs, size_t input_count, xrt_backend_output_t* outputs,
                              size_t output_count) {
+  xrt_run_options_t run{};
+  run.struct_size = sizeof(run);
+  return ExecutePlaced(run, inputs, nullptr, input_count, outputs, nullptr, output_count);
+}
+
+xrt_status_t Engine::ExecutePlaced(const xrt_run_options_t& run, const xrt_tensor_view_t* inputs,
+                                   const xrt_placement_t* input_placements, size_t input_count,
+                                   xrt_backend_output_t* outputs, xrt_placement_t* output_placements,
+                                   size_t output_count) {
   std::lock_guard<std::mutex> lock(mu_);
+  const bool outputs_on_device = run.outputs_on_device != 0 && output_placements != nullptr;
   if (output_count != plan_.outputs.size()) {
     return Make(XRT_STATUS_INVALID_ARGUMENT, "cuda: the plan has " + std::to_string(plan_.outputs.size()) +
                                                  " outputs, execute asked for " + std::to_string(output_count));
@@ -842,6 +868,44 @@ xrt_status_t Engine::Execute(const xrt_tensor_view_t* inputs, size_t input_count
     }
   }
   if (xrt_status_t s = Cu(drv_->cuCtxSetCurrent(context_), "cuCtxSetCurrent")) return s;
+  // Device inputs: on this session's device, and memory CUDA knows (a host address here would fault on the GPU).
+  bool any_device_input = false;
+  for (size_t i = 0; input_placements != nullptr && i < input_count; ++i) {
+    const xrt_placement_t& p = input_placements[i];
+    if (p.kind == XRT_MEMORY_HOST) continue;
+    const std::string what = "cuda: input " + std::to_string(i) + " (" + plan_.tensors[plan_.inputs[i]].name + ")";
+    if (p.kind != XRT_MEMORY_CUDA) {
+      return Make(XRT_STATUS_INVALID_ARGUMENT, what + ": unknown memory kind " + std::to_string(p.kind));
+    }
+    if (p.device_id != options_.device_ordinal) {
+      return Make(XRT_STATUS_INVALID_ARGUMENT, what + " is on cuda:" + std::to_string(p.device_id) +
+                                                   " but this session runs on cuda:" +
+                                                   std::to_string(options_.device_ordinal) +
+                                                   ": copy it to that device, or load the bundle there");
+    }
+    any_device_input = true;
+    if (inputs[i].byte_size == 0) continue;
+    int ordinal = -1;
+    const CUresult r = drv_->cuPointerGetAttribute(&ordinal, CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL,
+                                                   reinterpret_cast<CUdeviceptr>(inputs[i].data));
+    if (r != CUDA_SUCCESS || ordinal != options_.device_ordinal) {
+      return Make(XRT_STATUS_INVALID_ARGUMENT,
+                  what + " is declared cuda:" + std::to_string(p.device_id) + " memory, but " +
+                      (r != CUDA_SUCCESS ? "CUDA does not know its address (" + DriverErrorText(*drv_, r) +
+                                               "): pass host memory as XRT_MEMORY_HOST"
+                                         : "it was allocated on cuda:" + std::to_string(ordinal)));
+    }
+  }
+  // Joined to the caller's stream only where it matters: a host-only run that returns complete needs no ordering.
+  const CUstream caller = static_cast<CUstream>(run.stream);  // NULL: the legacy default stream
+  const bool joined = run.stream != nullptr || any_device_input || outputs_on_device;
+  if (joined) {
+    for (CUevent* e : {&caller_ready_, &engine_done_}) {
+      if (*e == nullptr) {
+        if (xrt_status_t s = Cu(drv_->cuEventCreate(e, CU_EVENT_DISABLE_TIMING), "cuEventCreate")) return s;
+      }
+    }
+  }
 
   Binding* binding = nullptr;
   for (auto& g : graphs_) {
@@ -866,11 +930,22 @@ xrt_status_t Engine::Execute(const xrt_tensor_view_t* inputs, size_t input_count
   }
   binding->last_use = ++use_clock_;
 
+  if (joined) {
+    if (xrt_status_t s = Cu(drv_->cuEventRecord(caller_ready_, caller), "recording an event on the caller's stream")) {
+      return s;
+    }
+    if (xrt_status_t s = Cu(drv_->cuStreamWaitEvent(stream_, caller_ready_, 0), "waiting for the caller's stream")) {
+      return s;
+    }
+  }
   for (size_t i = 0; i < input_count; ++i) {
     if (inputs[i].byte_size == 0) continue;
-    if (xrt_status_t s = Cu(drv_->cuMemcpyHtoDAsync(TensorPtr(plan_.inputs[i]), inputs[i].data, inputs[i].byte_size,
-                                                    stream_),
-                            "copying input " + std::to_string(i) + " to the device")) {
+    const bool on_device = input_placements != nullptr && input_placements[i].kind == XRT_MEMORY_CUDA;
+    const CUresult r =
+        on_device ? drv_->cuMemcpyDtoDAsync(TensorPtr(plan_.inputs[i]), reinterpret_cast<CUdeviceptr>(inputs[i].data),
+                                            inputs[i].byte_size, stream_)
+                  : drv_->cuMemcpyHtoDAsync(TensorPtr(plan_.inputs[i]), inputs[i].data, inputs[i].byte_size, stream_);
+    if (xrt_status_t s = Cu(r, "copying input " + std::to_string(i) + (on_device ? " on the device" : " to the device"))) {
       return s;
     }
   }
@@ -889,6 +964,7 @@ xrt_status_t Engine::Execute(const xrt_tensor_view_t* inputs, size_t input_count
     for (size_t i = 0; i < filled; ++i) {
       if (outputs[i].release) outputs[i].release(outputs[i].owner);
       outputs[i] = xrt_backend_output_t{};
+      if (output_placements != nullptr) output_placements[i] = {XRT_MEMORY_HOST, 0};
     }
     return s;
   };
@@ -897,6 +973,36 @@ xrt_status_t Engine::Execute(const xrt_tensor_view_t* inputs, size_t input_count
     const TensorSpec& t = plan_.tensors[id];
     uint64_t bytes = 0;
     TensorBytes(plan_, id, values, &bytes);
+    if (outputs_on_device) {
+      // A fresh allocation per output and run: the plan's output buffer is rewritten by the next run.
+      CUdeviceptr ptr = 0;
+      if (xrt_status_t s = Cu(drv_->cuMemAlloc(&ptr, bytes == 0 ? 1 : bytes),
+                              "allocating " + std::to_string(bytes) + " bytes of device memory for output " + t.name)) {
+        return fail(s);
+      }
+      auto* buffer = new (std::nothrow) DeviceBuffer{drv_, context_, ptr};
+      if (buffer == nullptr) {
+        drv_->cuMemFree(ptr);
+        return fail(Make(XRT_STATUS_RESOURCE_EXHAUSTED, "cuda: out of host memory for output " + t.name));
+      }
+      xrt_backend_output_t& out = outputs[filled];
+      out = xrt_backend_output_t{};
+      out.dtype = t.dtype;
+      out.rank = static_cast<uint32_t>(t.shape.size());
+      for (size_t d = 0; d < t.shape.size(); ++d) Eval(t.shape[d], values, &out.shape[d]);
+      out.data = reinterpret_cast<void*>(static_cast<uintptr_t>(ptr));
+      out.byte_size = bytes;
+      out.owner = buffer;
+      out.release = ReleaseDeviceBuffer;
+      output_placements[filled] = {XRT_MEMORY_CUDA, options_.device_ordinal};
+      if (bytes == 0) continue;
+      if (xrt_status_t s = Cu(drv_->cuMemcpyDtoDAsync(ptr, TensorPtr(id), bytes, stream_),
+                              "copying output " + t.name + " on the device")) {
+        ++filled;
+        return fail(s);
+      }
+      continue;
+    }
     void* data = std::malloc(bytes == 0 ? 1 : bytes);
     if (data == nullptr) {
       return fail(Make(XRT_STATUS_RESOURCE_EXHAUSTED, "cuda: cannot allocate " + std::to_string(bytes) +
@@ -911,6 +1017,7 @@ xrt_status_t Engine::Execute(const xrt_tensor_view_t* inputs, size_t input_count
     out.byte_size = bytes;
     out.owner = data;
     out.release = [](void* p) { std::free(p); };
+    if (output_placements != nullptr) output_placements[filled] = {XRT_MEMORY_HOST, 0};
     if (bytes == 0) continue;
     if (xrt_status_t s = Cu(drv_->cuMemcpyDtoHAsync(data, TensorPtr(id), bytes, stream_),
                             "copying output " + t.name + " to the host")) {
@@ -918,6 +1025,14 @@ xrt_status_t Engine::Execute(const xrt_tensor_view_t* inputs, size_t input_count
       return fail(s);
     }
   }
+  if (joined) {
+    xrt_status_t s = Cu(drv_->cuEventRecord(engine_done_, stream_), "recording the run's end");
+    if (s == nullptr) s = Cu(drv_->cuStreamWaitEvent(caller, engine_done_, 0), "ordering the caller's stream");
+    if (s != nullptr) return fail(s);
+  }
+  // Host outputs, and any run without a stream of the caller's, are complete on return; device outputs on the
+  // caller's stream are ready in that stream's order.
+  if (outputs_on_device && run.stream != nullptr) return nullptr;
   if (xrt_status_t s = Cu(drv_->cuStreamSynchronize(stream_), "running the plan")) return fail(s);
   return nullptr;
 }
@@ -925,6 +1040,8 @@ xrt_status_t Engine::Execute(const xrt_tensor_view_t* inputs, size_t input_count
 Engine::~Engine() {
   if (context_ != nullptr) drv_->cuCtxSetCurrent(context_);
   if (stream_ != nullptr) drv_->cuStreamSynchronize(stream_);
+  if (caller_ready_ != nullptr) drv_->cuEventDestroy(caller_ready_);
+  if (engine_done_ != nullptr) drv_->cuEventDestroy(engine_done_);
   for (auto& b : graphs_) ReleaseBinding(&b);
   graphs_.clear();
   if (lt_handle_ != nullptr) lt_->cublasLtDestroy(lt_handle_);

@@ -54,6 +54,15 @@ class Engine {
   // Serialised: one arena, one stream. Outputs are host buffers the caller releases through output.release.
   xrt_status_t Execute(const xrt_tensor_view_t* inputs, size_t input_count, xrt_backend_output_t* outputs,
                        size_t output_count);
+  // Execute() for inputs that may be on the device (input_placements may be NULL: all host), ordered on
+  // run.stream, with outputs left on the device when run.outputs_on_device (xrt.h, xrt_session_run_placed).
+  // Device inputs are copied device-to-device on the engine's stream into the plan's input buffers (the graphs
+  // were captured on them); device outputs are copied into a fresh allocation per output (later runs reuse the
+  // plan's buffers), freed by their release. The engine's stream waits for run.stream (an event) before the
+  // first copy, and run.stream waits for the engine's stream after the last.
+  xrt_status_t ExecutePlaced(const xrt_run_options_t& run, const xrt_tensor_view_t* inputs,
+                             const xrt_placement_t* input_placements, size_t input_count,
+                             xrt_backend_output_t* outputs, xrt_placement_t* output_placements, size_t output_count);
 
   const std::string& Describe() const { return describe_; }
   const std::string& LastReport() const { return last_report_; }  // the last profile / replay report (JSON)
@@ -113,6 +122,8 @@ class Engine {
   uint64_t use_clock_ = 0;
   std::string describe_;
   std::string last_report_;
+  CUevent caller_ready_ = nullptr;  // recorded on the caller's stream, waited for by stream_ (created on first use)
+  CUevent engine_done_ = nullptr;   // recorded on stream_, waited for by the caller's stream
   std::mutex mu_;
 };
 

@@ -108,6 +108,27 @@ nb::dlpack::dtype ToDlpack(xrt_dtype_t dtype) {
 }
 
 using InArray = nb::ndarray<nb::ro, nb::c_contig, nb::device::cpu>;
+// Session.run's inputs: any object nanobind imports without a copy (numpy and the buffer protocol, or DLPack:
+// __dlpack__ objects and DLPack capsules), on any device; the placement is checked per input.
+using PlacedInArray = nb::ndarray<nb::ro, nb::c_contig>;
+// Outputs left on a device: no framework, so nanobind returns its own nb_ndarray, which speaks DLPack
+// (torch.from_dlpack, cupy.from_dlpack, ...).
+using DeviceOutArray = nb::ndarray<>;  // writable: each run allocates its own device outputs
+
+// Where a DLPack tensor lives, as the C API says it; false (with `what` set) for devices the runtime cannot take.
+bool PlacementOf(int32_t device_type, int32_t device_id, xrt_placement_t* out, std::string* what) {
+  if (device_type == nb::device::cpu::value || device_type == nb::device::cuda_host::value) {
+    *out = {XRT_MEMORY_HOST, 0};  // pinned host memory is host memory
+    return true;
+  }
+  if (device_type == nb::device::cuda::value || device_type == nb::device::cuda_managed::value) {
+    *out = {XRT_MEMORY_CUDA, device_id};
+    return true;
+  }
+  *what = "DLPack device type " + std::to_string(device_type) + " (device " + std::to_string(device_id) +
+          "); the runtime takes cpu and cuda tensors";
+  return false;
+}
 using OutArray = nb::ndarray<nb::numpy>;
 using RoOutArray = nb::ndarray<nb::numpy, nb::ro>;
 
@@ -350,9 +371,13 @@ class Session {
   nb::list inputs() const { return Infos(xrt_session_input_count(session_), xrt_session_input_info); }
   nb::list outputs() const { return Infos(xrt_session_output_count(session_), xrt_session_output_info); }
 
-  // names[i] names arrays[i]. Returns the outputs in the session's output order.
-  nb::list run(const std::vector<std::string>& names, nb::list array_objects) {
-    std::vector<InArray> arrays;
+  // names[i] names arrays[i]. Returns the outputs in the session's output order: numpy arrays, except outputs left
+  // on a device (outputs_on_device on a cuda session), which come back as DLPack-capable nb_ndarray objects that
+  // own the device memory. stream: a CUstream as an integer (0: none, the legacy default stream). Runs that use
+  // neither a device input, nor a stream, nor device outputs take xrt_session_run (the path every engine has).
+  nb::list run(const std::vector<std::string>& names, nb::list array_objects, bool outputs_on_device = false,
+               uintptr_t stream = 0) {
+    std::vector<PlacedInArray> arrays;
     arrays.reserve(nb::len(array_objects));
     // String inputs (by position): their shapes, the flattened Python lists the elements borrow from, the items.
     struct StringInput {
@@ -363,20 +388,21 @@ class Session {
     };
     std::vector<StringInput> strings;
     for (nb::handle item : array_objects) {
-      InArray a;
-      if (IsStringArray(item)) {
+      PlacedInArray a;
+      if (!nb::isinstance<nb::capsule>(item) && IsStringArray(item)) {
         StringInput si;
         si.index = arrays.size();
         StringElements(item, "input '" + (arrays.size() < names.size() ? names[arrays.size()] : std::string("?")) +
                                  "'", &si.shape, &si.keep, &si.items);
         strings.push_back(std::move(si));
-        arrays.push_back(InArray());
+        arrays.push_back(PlacedInArray());
         continue;
       }
       if (!nb::try_cast(item, a, /*convert=*/false)) {
         Check(xrt_status_make(XRT_STATUS_INVALID_ARGUMENT,
                               ("input '" + (arrays.size() < names.size() ? names[arrays.size()] : std::string("?")) +
-                               "': expected a C-contiguous numpy array of a numeric or bool dtype, got " +
+                               "': expected a C-contiguous numpy array or DLPack tensor of a numeric or bool dtype, "
+                               "got " +
                                nb::cast<std::string>(nb::str(nb::handle(reinterpret_cast<PyObject*>(Py_TYPE(item.ptr()))))))
                                   .c_str()));
       }
@@ -388,13 +414,15 @@ class Session {
     const size_t n = arrays.size();
     std::vector<const char*> name_ptrs(n);
     std::vector<xrt_tensor_view_t> views(n);
+    std::vector<xrt_placement_t> placements(n, xrt_placement_t{XRT_MEMORY_HOST, 0});
+    bool placed = outputs_on_device || stream != 0;
     std::vector<int64_t> shapes;
     size_t total_rank = 0;
     for (const auto& a : arrays) total_rank += a.is_valid() ? a.ndim() : 0;
     shapes.reserve(total_rank);
     size_t next_string = 0;
     for (size_t i = 0; i < n; ++i) {
-      const InArray& a = arrays[i];
+      const PlacedInArray& a = arrays[i];
       name_ptrs[i] = names[i].c_str();
       if (next_string < strings.size() && strings[next_string].index == i) {
         StringInput& si = strings[next_string++];
@@ -418,10 +446,20 @@ class Session {
       views[i].shape = shapes.data() + start;
       views[i].data = const_cast<void*>(a.data());
       views[i].byte_size = static_cast<uint64_t>(a.nbytes());
+      std::string what;
+      if (!PlacementOf(a.device_type(), a.device_id(), &placements[i], &what)) {
+        Check(xrt_status_make(XRT_STATUS_INVALID_ARGUMENT, ("input '" + names[i] + "': " + what).c_str()));
+      }
+      placed = placed || placements[i].kind != XRT_MEMORY_HOST;
     }
     PyRunContext context;
     context.inputs.reserve(n);
+    // Only numpy arrays pass through to a Python backend as themselves; other DLPack producers (torch, capsules)
+    // are wrapped as numpy views there, as engines written in Python expect numpy.
+    static PyTypeObject* const numpy_ndarray =
+        reinterpret_cast<PyTypeObject*>(nb::object(nb::module_::import_("numpy").attr("ndarray")).release().ptr());
     for (size_t i = 0; i < n; ++i) {
+      if (Py_TYPE(array_objects[i].ptr()) != numpy_ndarray && views[i].dtype != XRT_DTYPE_STRING) continue;
       context.inputs.push_back(
           {views[i].data, views[i].dtype, views[i].rank, views[i].shape, array_objects[i].ptr()});
     }
@@ -436,7 +474,22 @@ class Session {
       nb::gil_scoped_release release;
       // Never NULL names: NULL means "positional" in the C API, but Python inputs are always named (even none).
       static const char* const kNoNames[1] = {nullptr};
-      status = xrt_session_run(session_, n ? name_ptrs.data() : kNoNames, views.data(), n, &raw);
+      if (!placed) {
+        status = xrt_session_run(session_, n ? name_ptrs.data() : kNoNames, views.data(), n, &raw);
+      } else {
+        std::vector<xrt_placed_view_t> placed_views(n);
+        for (size_t i = 0; i < n; ++i) {
+          placed_views[i].struct_size = sizeof(xrt_placed_view_t);
+          placed_views[i].placement = placements[i];
+          placed_views[i].view = views[i];
+        }
+        xrt_run_options_t options;
+        xrt_run_options_initialize(&options);
+        options.outputs_on_device = outputs_on_device ? 1 : 0;
+        options.stream = reinterpret_cast<void*>(stream);
+        status = xrt_session_run_placed(session_, &options, n ? name_ptrs.data() : kNoNames, placed_views.data(), n,
+                                        &raw);
+      }
     }
     Check(status);
     // Outputs a Python backend produced go back as the very same numpy objects; the others alias runtime memory,
@@ -446,8 +499,21 @@ class Session {
     nb::list result;
     const size_t count = xrt_outputs_count(raw);
     for (size_t i = 0; i < count; ++i) {
-      xrt_tensor_view_t view;
-      Check(xrt_outputs_get(raw, i, &view, nullptr));
+      xrt_placed_view_t placed_view{};
+      placed_view.struct_size = sizeof(placed_view);
+      Check(xrt_outputs_get_placed(raw, i, &placed_view, nullptr));
+      xrt_tensor_view_t view = placed_view.view;
+      if (placed_view.placement.kind == XRT_MEMORY_CUDA) {  // stays on the device: a DLPack-capable nb_ndarray
+        if (!owner.is_valid()) {
+          owner = nb::capsule(holder.release(), [](void* p) noexcept { delete static_cast<OutputsHolder*>(p); });
+        }
+        size_t shape[XRT_MAX_RANK];
+        for (uint32_t d = 0; d < view.rank; ++d) shape[d] = static_cast<size_t>(view.shape[d]);
+        DeviceOutArray arr(view.data, view.rank, shape, owner, nullptr, ToDlpack(view.dtype),
+                           nb::device::cuda::value, placed_view.placement.device_id);
+        result.append(arr.cast());
+        continue;
+      }
       if (PyObject* same = FindTensor(context.outputs, view.data, view.dtype, view.rank, view.shape)) {
         result.append(nb::borrow(same));
         continue;
@@ -721,5 +787,6 @@ NB_MODULE(_core, m) {
       .def("describe", &Session::describe)
       .def_prop_ro("inputs", &Session::inputs)
       .def_prop_ro("outputs", &Session::outputs)
-      .def("run", &Session::run, nb::arg("names"), nb::arg("arrays"));
+      .def("run", &Session::run, nb::arg("names"), nb::arg("arrays"), nb::arg("outputs_on_device") = false,
+           nb::arg("stream") = 0);
 }

@@ -112,6 +112,50 @@ typedef struct xrt_tensor_view_t {
   uint64_t byte_size;     /* must equal product(shape) * xrt_dtype_size(dtype) */
 } xrt_tensor_view_t;
 
+/* ---- Placement: tensors that live on a device (added in 0.4) ------------------------------------------------------
+ * A tensor's bytes live in host memory or in a CUDA device's memory. The core never touches device memory and links
+ * no CUDA: it checks the view (dtype, shape, byte_size) and hands the placement and the pointer to the backend. */
+typedef enum xrt_memory_kind_e {
+  XRT_MEMORY_HOST = 0,  /* host memory (pageable or pinned); device_id is 0 */
+  XRT_MEMORY_CUDA = 1,  /* CUDA device memory (or managed memory): data is a CUdeviceptr on device device_id, in the
+                           primary context of that device */
+} xrt_memory_kind_t;
+
+/* Where a tensor lives. Frozen layout (8 bytes): later kinds are new enum values, never new fields. */
+typedef struct xrt_placement_t {
+  xrt_memory_kind_t kind;
+  int32_t device_id;      /* the CUDA device ordinal for XRT_MEMORY_CUDA; 0 for host */
+} xrt_placement_t;
+
+/* A tensor view with its placement: what xrt_session_run_placed() takes and xrt_outputs_get_placed() returns.
+ * Versioned by struct_size (fill it with sizeof(xrt_placed_view_t)); an array of them is read with a stride of
+ * its first element's struct_size, and every element must carry the same value. */
+typedef struct xrt_placed_view_t {
+  uint32_t struct_size;      /* sizeof(xrt_placed_view_t) as the caller was built */
+  uint32_t reserved;         /* 0 */
+  xrt_placement_t placement; /* {XRT_MEMORY_HOST, 0} for host memory */
+  xrt_tensor_view_t view;    /* as for xrt_session_run(); for device memory, data is the device address */
+} xrt_placed_view_t;
+
+/* Options of one run (added in 0.4). Fill with xrt_run_options_initialize() first. */
+typedef struct xrt_run_options_t {
+  uint32_t struct_size;         /* sizeof(xrt_run_options_t) */
+  /* 0 (default): every output is copied to host memory the runtime owns. Non-zero: outputs stay where the
+   * session's device computed them, with no copy to the host: on a cuda session, CUDA device memory on the
+   * session's device (xrt_outputs_get_placed says so); on a cpu session, host memory as always. A device output
+   * is memory the runtime allocated for this run alone (later runs never write it); it lives until
+   * xrt_outputs_release(), which frees it with cuMemFree (that waits for the device work still using it). */
+  uint32_t outputs_on_device;
+  /* A CUstream (as an opaque pointer) on the session's device, or NULL for the CUDA legacy default stream. The run
+   * waits for the work already submitted to it, and work submitted to it after the call sees the run's results.
+   * With a non-NULL stream and outputs_on_device the call may return before the device has finished: the outputs
+   * are ready in the stream's order (host inputs in pageable memory are consumed before it returns; pinned ones may
+   * still be read by the device: keep them unchanged until the stream has passed the run). Otherwise (NULL stream,
+   * or host outputs) the outputs are complete when the call returns. The engine runs on its own stream, joined to this one with events. Sessions whose engine has no device
+   * (cpu) refuse a non-NULL stream (INVALID_ARGUMENT): there is nothing to order. */
+  void* stream;
+} xrt_run_options_t;
+
 /* ---- Bundles ------------------------------------------------------------------------------------------------------ */
 typedef struct xrt_bundle_s xrt_bundle_t;
 
@@ -220,6 +264,17 @@ typedef struct xrt_backend_vtable_t {
    * engine did at init (e.g. {"compiled_from": "cache", "cache_dir": ...}), merged into the session's describe()
    * as "engine_info". Owned by the handle, valid until destroy(). */
   const char* (*describe)(void* self, void* handle);
+  /* Optional (added in 0.4; may be NULL; absent in vtables whose struct_size ends before it): execute() for tensors
+   * that may live on a device. input_placements[i] says where inputs[i] lives (the core has checked the views as for
+   * execute(), and that no string tensor is on a device); `run` is the core's copy of the caller's options (never NULL;
+   * read only the fields its struct_size covers): run->stream orders the run (see xrt_session_run_placed) and
+   * run->outputs_on_device asks to leave the outputs on the device. The backend writes each output's placement in
+   * output_placements[i] (the core pre-fills host); a device output's release(owner) frees its device memory.
+   * Backends without this entry get only host tensors: the core refuses device tensors and streams for them. */
+  xrt_status_t (*execute_placed)(void* self, void* handle, const xrt_run_options_t* run,
+                                 const xrt_tensor_view_t* inputs, const xrt_placement_t* input_placements,
+                                 size_t input_count, xrt_backend_output_t* outputs, xrt_placement_t* output_placements,
+                                 size_t output_count);
 } xrt_backend_vtable_t;
 
 /* Registers (copies) a vtable. Errors: INVALID_ARGUMENT (NULL fields), INCOMPATIBLE (abi_version). Thread-safe. */
@@ -287,10 +342,29 @@ XRT_API xrt_status_t xrt_session_output_info(const xrt_session_t* session, size_
 XRT_API xrt_status_t xrt_session_run(xrt_session_t* session, const char* const* names,
                                      const xrt_tensor_view_t* inputs, size_t input_count, xrt_outputs_t** out_outputs);
 
+XRT_API void xrt_run_options_initialize(xrt_run_options_t* out_options);
+
+/* xrt_session_run() for tensors that may live on a device. options may be NULL (defaults). inputs is an array of
+ * input_count placed views (see xrt_placed_view_t for the stride rule). Host inputs behave as in xrt_session_run();
+ * a CUDA input must be on the session's device; engines that take only host memory (OpenVINO, ONNX Runtime on
+ * cpu) refuse device inputs with UNIMPLEMENTED naming the input and its placement. A CUDA input is borrowed for the
+ * call like a host one: on a cuda session it is copied device-to-device, in stream order, into the engine's input
+ * buffer (its CUDA graphs were captured on fixed addresses). Errors: as xrt_session_run(), plus INVALID_ARGUMENT
+ * (struct_size, unknown memory kind, a string tensor on a device, a device other than the session's, a stream on a
+ * cpu session) and UNIMPLEMENTED (a device tensor for an engine without device memory). */
+XRT_API xrt_status_t xrt_session_run_placed(xrt_session_t* session, const xrt_run_options_t* options,
+                                            const char* const* names, const xrt_placed_view_t* inputs,
+                                            size_t input_count, xrt_outputs_t** out_outputs);
+
 XRT_API size_t xrt_outputs_count(const xrt_outputs_t* outputs);
-/* out_view's shape and data are borrowed from outputs; out_name (optional) from the session. */
+/* out_view's shape and data are borrowed from outputs; out_name (optional) from the session. An output left on a
+ * device (xrt_run_options_t.outputs_on_device) is FAILED_PRECONDITION here: read it with xrt_outputs_get_placed(). */
 XRT_API xrt_status_t xrt_outputs_get(const xrt_outputs_t* outputs, size_t index, xrt_tensor_view_t* out_view,
                                      const char** out_name);
+/* Like xrt_outputs_get(), for any placement. out_view->struct_size must be set by the caller (fields past it are
+ * not written); out_view->placement says where the data lives. */
+XRT_API xrt_status_t xrt_outputs_get_placed(const xrt_outputs_t* outputs, size_t index, xrt_placed_view_t* out_view,
+                                            const char** out_name);
 XRT_API void xrt_outputs_release(xrt_outputs_t* outputs);
 
 XRT_API const char* xrt_version(void);

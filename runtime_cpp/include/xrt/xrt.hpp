@@ -72,14 +72,28 @@ struct TensorView {
   const std::vector<int64_t>* shape = nullptr;
   void* data = nullptr;
   uint64_t byte_size = 0;
+  xrt_placement_t placement = {XRT_MEMORY_HOST, 0};  // where data lives (xrt.h, "Placement")
 
-  // A view of `data` (C-contiguous, product(shape) elements of T).
+  // A view of host `data` (C-contiguous, product(shape) elements of T).
   template <typename T>
   static TensorView Of(const T* data, const std::vector<int64_t>& shape) {
     uint64_t n = 1;
     for (int64_t d : shape) n *= static_cast<uint64_t>(d < 0 ? 0 : d);
-    return TensorView{DtypeOf<T>(), &shape, const_cast<T*>(data), n * sizeof(T)};
+    return TensorView{DtypeOf<T>(), &shape, const_cast<T*>(data), n * sizeof(T), {XRT_MEMORY_HOST, 0}};
   }
+  // A view of CUDA device memory (a CUdeviceptr) on device `device_id`.
+  template <typename T>
+  static TensorView OnCuda(const T* device_data, const std::vector<int64_t>& shape, int32_t device_id = 0) {
+    TensorView v = Of(device_data, shape);
+    v.placement = {XRT_MEMORY_CUDA, device_id};
+    return v;
+  }
+};
+
+// Options of one run (xrt_run_options_t): leave outputs on the session's device, order the run on a CUstream.
+struct RunOptions {
+  bool outputs_on_device = false;
+  void* stream = nullptr;  // CUstream; nullptr: the legacy default stream
 };
 
 // An output tensor, borrowed from its Outputs.
@@ -89,6 +103,7 @@ struct OutputView {
   std::vector<int64_t> shape;
   const void* data = nullptr;
   uint64_t byte_size = 0;
+  xrt_placement_t placement = {XRT_MEMORY_HOST, 0};  // device memory only with RunOptions::outputs_on_device
 
   // Throws INVALID_ARGUMENT when T does not match dtype.
   template <typename T>
@@ -193,15 +208,18 @@ class Outputs {
   size_t size() const { return xrt_outputs_count(handle_); }
   // Views stay valid while this Outputs lives.
   OutputView Get(size_t index) const {
-    xrt_tensor_view_t v{};
+    xrt_placed_view_t p{};
+    p.struct_size = sizeof(p);
     const char* name = nullptr;
-    Check(xrt_outputs_get(handle_, index, &v, &name));
+    Check(xrt_outputs_get_placed(handle_, index, &p, &name));
+    const xrt_tensor_view_t& v = p.view;
     OutputView out;
     out.name = name ? name : "";
     out.dtype = v.dtype;
     out.shape.assign(v.shape, v.shape + v.rank);
     out.data = v.data;
     out.byte_size = v.byte_size;
+    out.placement = p.placement;
     return out;
   }
 
@@ -253,16 +271,18 @@ class Session {
   std::vector<IoInfo> outputs() const { return Infos(xrt_session_output_count(handle_), xrt_session_output_info); }
 
   // Positional inputs, in the session's input order.
-  Outputs Run(const std::vector<TensorView>& inputs) const { return RunImpl(nullptr, inputs); }
+  Outputs Run(const std::vector<TensorView>& inputs, const RunOptions& options = {}) const {
+    return RunImpl(nullptr, inputs, options);
+  }
   // Named inputs, in any order.
-  Outputs Run(const std::vector<std::pair<std::string, TensorView>>& named) const {
+  Outputs Run(const std::vector<std::pair<std::string, TensorView>>& named, const RunOptions& options = {}) const {
     std::vector<const char*> names;
     std::vector<TensorView> views;
     for (const auto& [name, view] : named) {
       names.push_back(name.c_str());
       views.push_back(view);
     }
-    return RunImpl(names.data(), views);
+    return RunImpl(names.data(), views, options);
   }
   xrt_session_t* get() const { return handle_; }
 
@@ -282,20 +302,36 @@ class Session {
     }
     return infos;
   }
-  Outputs RunImpl(const char* const* names, const std::vector<TensorView>& inputs) const {
-    std::vector<xrt_tensor_view_t> views;
+  // Host inputs without options take xrt_session_run; anything placed, xrt_session_run_placed.
+  Outputs RunImpl(const char* const* names, const std::vector<TensorView>& inputs, const RunOptions& options) const {
+    std::vector<xrt_placed_view_t> views;
     views.reserve(inputs.size());
+    bool placed = options.outputs_on_device || options.stream != nullptr;
     for (const auto& in : inputs) {
-      xrt_tensor_view_t v{};
-      v.dtype = in.dtype;
-      v.rank = in.shape ? static_cast<uint32_t>(in.shape->size()) : 0;
-      v.shape = in.shape ? in.shape->data() : nullptr;
-      v.data = in.data;
-      v.byte_size = in.byte_size;
-      views.push_back(v);
+      xrt_placed_view_t p{};
+      p.struct_size = sizeof(p);
+      p.placement = in.placement;
+      p.view.dtype = in.dtype;
+      p.view.rank = in.shape ? static_cast<uint32_t>(in.shape->size()) : 0;
+      p.view.shape = in.shape ? in.shape->data() : nullptr;
+      p.view.data = in.data;
+      p.view.byte_size = in.byte_size;
+      placed = placed || in.placement.kind != XRT_MEMORY_HOST;
+      views.push_back(p);
     }
     xrt_outputs_t* out = nullptr;
-    Check(xrt_session_run(handle_, names, views.data(), views.size(), &out));
+    if (placed) {
+      xrt_run_options_t o;
+      xrt_run_options_initialize(&o);
+      o.outputs_on_device = options.outputs_on_device ? 1u : 0u;
+      o.stream = options.stream;
+      Check(xrt_session_run_placed(handle_, &o, names, views.data(), views.size(), &out));
+    } else {
+      std::vector<xrt_tensor_view_t> plain;
+      plain.reserve(views.size());
+      for (const auto& p : views) plain.push_back(p.view);
+      Check(xrt_session_run(handle_, names, plain.data(), plain.size(), &out));
+    }
     return Outputs(out);
   }
   xrt_session_t* handle_ = nullptr;

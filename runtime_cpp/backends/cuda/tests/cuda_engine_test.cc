@@ -51,6 +51,11 @@ struct Fake {
   std::vector<std::unique_ptr<FakeFunc>> funcs;
   std::vector<std::unique_ptr<FakeLayout>> layouts;
   std::vector<std::unique_ptr<FakeDesc>> descs;
+  // Stream-ordered operations, in call order: "HtoD@engine", "DtoD@engine", "graph@engine", "record E1@caller",
+  // "wait engine<-E1", "sync engine", "alloc", "free". Streams: "engine" (the engine's own), "legacy" (NULL),
+  // "caller" (any other).
+  std::vector<std::string> log;
+  std::map<uintptr_t, size_t> device_blocks;  // cuMemAlloc'ed address -> size (what cuPointerGetAttribute knows)
 };
 Fake* g;
 
@@ -62,6 +67,15 @@ void Run(std::function<void()> op) {
   if (g->capturing) g->captured.push_back(std::move(op));
   else op();
 }
+
+constexpr uintptr_t kEngineStream = 0x2;
+std::string StreamName(CUstream s) {
+  const auto v = reinterpret_cast<uintptr_t>(s);
+  return v == kEngineStream ? "engine" : v == 0 ? "legacy" : "caller";
+}
+void Log(const std::string& entry) { g->log.push_back(entry); }
+// "E0" for the first event a test's engine created, "E1" for the next, ...
+std::string EventName(CUevent e) { return "E" + std::to_string(reinterpret_cast<uintptr_t>(e) - 1); }
 
 CUresult FInit(unsigned) { return Check("cuInit"); }
 CUresult FDriverGetVersion(int* v) { *v = 13000; return CUDA_SUCCESS; }
@@ -81,20 +95,45 @@ CUresult FMemAlloc(CUdeviceptr* p, size_t n) {
   if (CUresult r = Check("cuMemAlloc")) return r;
   g->allocs.push_back(n);
   *p = reinterpret_cast<CUdeviceptr>(std::malloc(n));
+  g->device_blocks[*p] = n;
+  Log("alloc");
   return CUDA_SUCCESS;
 }
-CUresult FMemFree(CUdeviceptr p) { std::free(reinterpret_cast<void*>(p)); return CUDA_SUCCESS; }
-CUresult FMemcpyHtoD(CUdeviceptr d, const void* s, size_t n) { ++g->sync_uploads; std::memcpy(reinterpret_cast<void*>(d), s, n); return CUDA_SUCCESS; }
-CUresult FMemcpyHtoDAsync(CUdeviceptr d, const void* s, size_t n, CUstream) {
-  ++g->async_h2d; std::memcpy(reinterpret_cast<void*>(d), s, n); return CUDA_SUCCESS;
+CUresult FMemFree(CUdeviceptr p) {
+  if (g) g->device_blocks.erase(p), Log("free");
+  std::free(reinterpret_cast<void*>(p));
+  return CUDA_SUCCESS;
 }
-CUresult FMemcpyDtoHAsync(void* d, CUdeviceptr s, size_t n, CUstream) {
-  ++g->async_d2h; std::memcpy(d, reinterpret_cast<void*>(s), n); return CUDA_SUCCESS;
+CUresult FMemcpyDtoDAsync(CUdeviceptr d, CUdeviceptr s, size_t n, CUstream st) {
+  Log("DtoD@" + StreamName(st));
+  std::memcpy(reinterpret_cast<void*>(d), reinterpret_cast<const void*>(s), n);
+  return CUDA_SUCCESS;
+}
+CUresult FStreamWaitEvent(CUstream st, CUevent e, unsigned) {
+  Log("wait " + StreamName(st) + "<-" + EventName(e));
+  return CUDA_SUCCESS;
+}
+CUresult FPointerGetAttribute(void* data, CUpointer_attribute a, CUdeviceptr p) {
+  if (a != CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL) return CUDA_ERROR_NOT_SUPPORTED;
+  for (const auto& [base, size] : g->device_blocks) {
+    if (p >= base && p < base + size) {
+      *static_cast<int*>(data) = 0;
+      return CUDA_SUCCESS;
+    }
+  }
+  return CUDA_ERROR_INVALID_VALUE;
+}
+CUresult FMemcpyHtoD(CUdeviceptr d, const void* s, size_t n) { ++g->sync_uploads; std::memcpy(reinterpret_cast<void*>(d), s, n); return CUDA_SUCCESS; }
+CUresult FMemcpyHtoDAsync(CUdeviceptr d, const void* s, size_t n, CUstream st) {
+  ++g->async_h2d; Log("HtoD@" + StreamName(st)); std::memcpy(reinterpret_cast<void*>(d), s, n); return CUDA_SUCCESS;
+}
+CUresult FMemcpyDtoHAsync(void* d, CUdeviceptr s, size_t n, CUstream st) {
+  ++g->async_d2h; Log("DtoH@" + StreamName(st)); std::memcpy(d, reinterpret_cast<void*>(s), n); return CUDA_SUCCESS;
 }
 CUresult FMemsetD8(CUdeviceptr d, unsigned char v, size_t n) { std::memset(reinterpret_cast<void*>(d), v, n); return CUDA_SUCCESS; }
-CUresult FStreamCreate(CUstream* s, unsigned) { *s = reinterpret_cast<CUstream>(0x2); return CUDA_SUCCESS; }
+CUresult FStreamCreate(CUstream* s, unsigned) { *s = reinterpret_cast<CUstream>(kEngineStream); return CUDA_SUCCESS; }
 CUresult FStreamDestroy(CUstream) { return CUDA_SUCCESS; }
-CUresult FStreamSynchronize(CUstream) { return CUDA_SUCCESS; }
+CUresult FStreamSynchronize(CUstream st) { if (g) Log("sync " + StreamName(st)); return CUDA_SUCCESS; }
 CUresult FBeginCapture(CUstream, CUstreamCaptureMode) { g->capturing = true; g->captured.clear(); return CUDA_SUCCESS; }
 CUresult FEndCapture(CUstream, CUgraph* graph) {
   g->capturing = false;
@@ -107,8 +146,9 @@ CUresult FGraphInstantiate(CUgraphExec* e, CUgraph graph, unsigned long long) {
   *e = reinterpret_cast<CUgraphExec>(graph);
   return CUDA_SUCCESS;
 }
-CUresult FGraphLaunch(CUgraphExec e, CUstream) {
+CUresult FGraphLaunch(CUgraphExec e, CUstream st) {
   ++g->graph_launches;
+  Log("graph@" + StreamName(st));
   for (auto& op : g->graphs[reinterpret_cast<size_t>(e) - 1]) op();
   return CUDA_SUCCESS;
 }
@@ -119,9 +159,10 @@ CUresult FEventCreate(CUevent* e, unsigned) {
   return CUDA_SUCCESS;
 }
 CUresult FEventDestroy(CUevent) { return CUDA_SUCCESS; }
-CUresult FEventRecord(CUevent e, CUstream) {
+CUresult FEventRecord(CUevent e, CUstream st) {
   ++g->events_recorded;
   g->event_clock[e] = g->clock;
+  Log("record " + EventName(e) + "@" + StreamName(st));
   return CUDA_SUCCESS;
 }
 CUresult FEventSynchronize(CUevent) { return CUDA_SUCCESS; }
@@ -273,6 +314,8 @@ DriverApi FakeDriver() {
   d.cuEventSynchronize = FEventSynchronize; d.cuEventElapsedTime = FEventElapsedTime;
   d.cuModuleLoadData = FModuleLoadData; d.cuModuleUnload = FModuleUnload; d.cuModuleGetFunction = FModuleGetFunction;
   d.cuFuncSetAttribute = FFuncSetAttribute; d.cuLaunchKernel = FLaunchKernel; d.cuFuncGetParamInfo = FFuncGetParamInfo;
+  d.cuMemcpyDtoDAsync = FMemcpyDtoDAsync; d.cuStreamWaitEvent = FStreamWaitEvent;
+  d.cuPointerGetAttribute = FPointerGetAttribute;
   return d;
 }
 
@@ -453,6 +496,116 @@ TEST_F(CudaEngineTest, MlpRunsThroughOneGraphPerShapeAndMatchesTheHostReference)
   EXPECT_EQ(info["device_bytes"]["arena"], 512);
   EXPECT_NE(info["copies"].get<std::string>().find("host->device"), std::string::npos);
   EXPECT_EQ(info["gemm_algos"][0]["algo"], "cuBLASLt heuristic (first candidate)");
+}
+
+// What the engine did after init (the log without init's own allocation, upload and capture).
+std::vector<std::string> RunLog(size_t from) { return std::vector<std::string>(g->log.begin() + from, g->log.end()); }
+
+TEST_F(CudaEngineTest, HostTensorsWithoutAStreamRunAsBeforeWithNoEvents) {
+  Mlp mlp;
+  std::unique_ptr<Engine> e;
+  ASSERT_EQ(Create(mlp.plan, mlp.weights, mlp.kernels, &e), XRT_STATUS_OK);
+  RunMlp(*e, Inputs(2, 0), 2);  // captures batch 2's graph
+  const size_t from = g->log.size();
+  RunMlp(*e, Inputs(2, 1), 2);
+  EXPECT_EQ(RunLog(from), (std::vector<std::string>{"HtoD@engine", "graph@engine", "DtoH@engine", "sync engine"}));
+}
+
+// Device inputs and outputs on the caller's stream: the input is copied device-to-device into the graph's input
+// buffer after the engine's stream waited for the caller's, the output into its own allocation, the caller's stream
+// waits for the engine's, and the call returns without synchronising.
+TEST_F(CudaEngineTest, DeviceTensorsAreCopiedOnTheDeviceAndOrderedOnTheCallersStream) {
+  Mlp mlp;
+  std::unique_ptr<Engine> e;
+  ASSERT_EQ(Create(mlp.plan, mlp.weights, mlp.kernels, &e), XRT_STATUS_OK);
+  const std::vector<float> x = Inputs(3, 4);
+  CUdeviceptr dx = 0;
+  ASSERT_EQ(drv_.cuMemAlloc(&dx, x.size() * 4), CUDA_SUCCESS);  // "device memory" the caller owns
+  std::memcpy(reinterpret_cast<void*>(dx), x.data(), x.size() * 4);
+  const int64_t shape[2] = {3, 4};
+  xrt_tensor_view_t in{XRT_DTYPE_FLOAT32, 2, shape, reinterpret_cast<void*>(dx), x.size() * 4};
+  const xrt_placement_t on_device{XRT_MEMORY_CUDA, 0};
+  xrt_run_options_t run{};
+  run.struct_size = sizeof(run);
+  run.stream = reinterpret_cast<void*>(0x77);
+  run.outputs_on_device = 1;
+  RunMlp(*e, Inputs(3, 0), 3);  // graph for batch 3 captured; the run below is a replay
+  const size_t from = g->log.size();
+  const size_t before_h2d = g->async_h2d, before_d2h = g->async_d2h;
+  xrt_backend_output_t out{};
+  xrt_placement_t out_placement{XRT_MEMORY_HOST, 0};
+  xrt_status_t s = e->ExecutePlaced(run, &in, &on_device, 1, &out, &out_placement, 1);
+  ASSERT_EQ(s, nullptr) << xrt_status_message(s);
+  EXPECT_EQ(RunLog(from), (std::vector<std::string>{"record E0@caller", "wait engine<-E0", "DtoD@engine",
+                                                     "graph@engine", "alloc", "DtoD@engine", "record E1@engine",
+                                                     "wait caller<-E1"}))
+      << "no host copy and no synchronisation";
+  EXPECT_EQ(g->async_h2d, before_h2d);
+  EXPECT_EQ(g->async_d2h, before_d2h);
+  EXPECT_EQ(out_placement.kind, XRT_MEMORY_CUDA);
+  EXPECT_EQ(out_placement.device_id, 0);
+  ASSERT_EQ(out.byte_size, 9u * 4);
+  EXPECT_EQ(out.shape[0], 3);
+  const std::vector<float> ref = mlp.Reference(x, 3);
+  const auto* y = static_cast<const float*>(out.data);  // the fake's device memory is host memory
+  for (size_t i = 0; i < ref.size(); ++i) EXPECT_NEAR(y[i], ref[i], 1e-5) << i;
+  // Its own allocation: a second run does not overwrite it, and release frees it.
+  xrt_backend_output_t out2{};
+  xrt_placement_t out2_placement{};
+  s = e->ExecutePlaced(run, &in, &on_device, 1, &out2, &out2_placement, 1);
+  ASSERT_EQ(s, nullptr);
+  EXPECT_NE(out2.data, out.data);
+  out.release(out.owner);
+  out2.release(out2.owner);
+  EXPECT_EQ(g->log.back(), "free");
+
+  // Without a stream: ordered after the legacy default stream, and complete on return.
+  run.stream = nullptr;
+  const size_t from2 = g->log.size();
+  s = e->ExecutePlaced(run, &in, &on_device, 1, &out, &out_placement, 1);
+  ASSERT_EQ(s, nullptr);
+  EXPECT_EQ(RunLog(from2), (std::vector<std::string>{"record E0@legacy", "wait engine<-E0", "DtoD@engine",
+                                                      "graph@engine", "alloc", "DtoD@engine", "record E1@engine",
+                                                      "wait legacy<-E1", "sync engine"}));
+  out.release(out.owner);
+  // Host outputs on the caller's stream: copied to the host and complete on return.
+  run.stream = reinterpret_cast<void*>(0x77);
+  run.outputs_on_device = 0;
+  const size_t from3 = g->log.size();
+  s = e->ExecutePlaced(run, &in, &on_device, 1, &out, &out_placement, 1);
+  ASSERT_EQ(s, nullptr);
+  EXPECT_EQ(RunLog(from3), (std::vector<std::string>{"record E0@caller", "wait engine<-E0", "DtoD@engine",
+                                                      "graph@engine", "DtoH@engine", "record E1@engine",
+                                                      "wait caller<-E1", "sync engine"}));
+  EXPECT_EQ(out_placement.kind, XRT_MEMORY_HOST);
+  for (size_t i = 0; i < ref.size(); ++i) EXPECT_NEAR(static_cast<const float*>(out.data)[i], ref[i], 1e-5) << i;
+  out.release(out.owner);
+  drv_.cuMemFree(dx);
+  EXPECT_NE(json::parse(e->Describe())["copies"].get<std::string>().find("device->device"), std::string::npos);
+}
+
+TEST_F(CudaEngineTest, DeviceInputsOnAnotherDeviceOrUnknownToCudaAreRefusedBeforeAnyCopy) {
+  Mlp mlp;
+  std::unique_ptr<Engine> e;
+  ASSERT_EQ(Create(mlp.plan, mlp.weights, mlp.kernels, &e), XRT_STATUS_OK);
+  std::vector<float> x = Inputs(2, 0);
+  const int64_t shape[2] = {2, 4};
+  xrt_tensor_view_t in{XRT_DTYPE_FLOAT32, 2, shape, x.data(), x.size() * 4};
+  xrt_run_options_t run{};
+  run.struct_size = sizeof(run);
+  xrt_backend_output_t out{};
+  xrt_placement_t out_placement{};
+  const size_t from = g->log.size();
+  const auto expect = [&](xrt_placement_t p, const char* needle) {
+    xrt_status_t s = e->ExecutePlaced(run, &in, &p, 1, &out, &out_placement, 1);
+    EXPECT_EQ(xrt_status_code(s), XRT_STATUS_INVALID_ARGUMENT);
+    EXPECT_NE(std::string(xrt_status_message(s)).find(needle), std::string::npos) << xrt_status_message(s);
+    xrt_status_free(s);
+  };
+  expect({XRT_MEMORY_CUDA, 1}, "input 0 (x) is on cuda:1 but this session runs on cuda:0");
+  expect({XRT_MEMORY_CUDA, 0}, "is declared cuda:0 memory, but CUDA does not know its address");
+  EXPECT_TRUE(RunLog(from).empty());
+  EXPECT_TRUE(g->launched.empty());
 }
 
 // Replaces every use of dim "batch" by a constant and drops the dims: a static plan.

@@ -1,6 +1,7 @@
 // The cuda engine on a real GPU through the dlopened driver and cuBLASLt: a hand-written PTX kernel between two
 // cuBLASLt GEMMs (fp32), and an fp16 GEMM with the GELU+bias epilogue, each against a float64 host reference, in
 // graphs, in profiling mode and with replay timing. Skips, saying why, on machines without a driver or GPU.
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <memory>
@@ -111,21 +112,23 @@ std::string Append(std::string* blob, const void* data, size_t bytes) {
   return std::to_string(off);
 }
 
-// y[b,N] = relu(x[b,K] @ W1[K,H] + b1) @ W2[N,H]^T + b2 (fp32), batch up to 64.
-TEST_F(CudaGpuTest, PtxKernelBetweenTwoGemmsMatchesFloat64Reference) {
-  const int K = 96, H = 160, N = 48, B = 64;
-  std::mt19937 rng(7);
-  std::normal_distribution<float> nd(0.f, 1.f);
-  std::vector<float> w1(K * H), b1(H), w2(N * H), b2(N);
-  for (auto* v : {&w1, &b1, &w2, &b2}) for (float& f : *v) f = nd(rng) * 0.2f;
-  std::string weights;
-  const uint64_t o1 = std::stoull(Append(&weights, w1.data(), w1.size() * 4));
-  const uint64_t ob1 = std::stoull(Append(&weights, b1.data(), b1.size() * 4));
-  const uint64_t o2 = std::stoull(Append(&weights, w2.data(), w2.size() * 4));
-  const uint64_t ob2 = std::stoull(Append(&weights, b2.data(), b2.size() * 4));
-  const std::string kernels(kReluPtx);
-  const json bh = {{"mul", {"batch", H}}};
-  const json plan = {
+// y[b,N] = relu(x[b,K] @ W1[K,H] + b1) @ W2[N,H]^T + b2 (fp32), batch up to 64: the hand-written PTX kernel between
+// two cuBLASLt GEMMs, with its float64 host reference.
+struct ReluMlp {
+  static constexpr int K = 96, H = 160, N = 48, B = 64;
+  std::vector<float> w1 = std::vector<float>(K * H), b1 = std::vector<float>(H), w2 = std::vector<float>(N * H),
+                     b2 = std::vector<float>(N);
+  std::string weights, kernels = kReluPtx;
+  json plan;
+  explicit ReluMlp(std::mt19937& rng) {
+    std::normal_distribution<float> nd(0.f, 1.f);
+    for (auto* v : {&w1, &b1, &w2, &b2}) for (float& f : *v) f = nd(rng) * 0.2f;
+    const uint64_t o1 = std::stoull(Append(&weights, w1.data(), w1.size() * 4));
+    const uint64_t ob1 = std::stoull(Append(&weights, b1.data(), b1.size() * 4));
+    const uint64_t o2 = std::stoull(Append(&weights, w2.data(), w2.size() * 4));
+    const uint64_t ob2 = std::stoull(Append(&weights, b2.data(), b2.size() * 4));
+    const json bh = {{"mul", {"batch", H}}};
+    plan = {
       {"format", "xrt-cuda-plan"}, {"version", 1}, {"dims", {{"batch", {{"max", B}}}}},
       {"tensors",
        {{{"name", "x"}, {"dtype", "float32"}, {"shape", {"batch", K}}, {"storage", "input"}, {"bytes_max", B * K * 4}},
@@ -145,7 +148,37 @@ TEST_F(CudaGpuTest, PtxKernelBetweenTwoGemmsMatchesFloat64Reference) {
                  {{"m", "batch"}, {"n", N}, {"k", H}, {"a", 4}, {"b", 5}, {"c", 7}, {"bias", 6}, {"trans_b", true},
                   {"dtype", "float32"}, {"epilogue", "bias"}, {"onnx_nodes", {"Gemm"}}}}},
       {"launches", {{{"gemm", 0}}, {{"kernel", 0}, {"grid", {{{"cdiv", {bh, 64}}}, 1, 1}}}, {{"gemm", 1}}}},
-  };
+    };
+  }
+  // ||y - reference|| / ||reference|| over a batch.
+  double RelErr(const std::vector<float>& x, const float* y, int batch) const {
+    double num = 0, den = 0;
+    for (int b = 0; b < batch; ++b) {
+      std::vector<double> h(H);
+      for (int j = 0; j < H; ++j) {
+        double acc = b1[j];
+        for (int i = 0; i < K; ++i) acc += double(x[b * K + i]) * w1[i * H + j];
+        h[j] = acc > 0 ? acc : 0;
+      }
+      for (int n = 0; n < N; ++n) {
+        double acc = b2[n];
+        for (int j = 0; j < H; ++j) acc += h[j] * w2[n * H + j];
+        num += (y[b * N + n] - acc) * (y[b * N + n] - acc);
+        den += acc * acc;
+      }
+    }
+    return std::sqrt(num / den);
+  }
+};
+
+TEST_F(CudaGpuTest, PtxKernelBetweenTwoGemmsMatchesFloat64Reference) {
+  constexpr int K = ReluMlp::K;
+  std::mt19937 rng(7);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  const ReluMlp mlp(rng);
+  const json& plan = mlp.plan;
+  const std::string& weights = mlp.weights;
+  const std::string& kernels = mlp.kernels;
   for (bool profile : {false, true}) {
     EngineOptions o;
     o.profile = profile;
@@ -161,29 +194,92 @@ TEST_F(CudaGpuTest, PtxKernelBetweenTwoGemmsMatchesFloat64Reference) {
       xrt_backend_output_t out{};
       xrt_status_t s = e->Execute(&in, 1, &out, 1);
       ASSERT_EQ(s, nullptr) << xrt_status_message(s);
-      const float* y = static_cast<const float*>(out.data);
-      double num = 0, den = 0;
-      for (int b = 0; b < batch; ++b) {
-        std::vector<double> h(H);
-        for (int j = 0; j < H; ++j) {
-          double acc = b1[j];
-          for (int i = 0; i < K; ++i) acc += double(x[b * K + i]) * w1[i * H + j];
-          h[j] = acc > 0 ? acc : 0;
-        }
-        for (int n = 0; n < N; ++n) {
-          double acc = b2[n];
-          for (int j = 0; j < H; ++j) acc += h[j] * w2[n * H + j];
-          num += (y[b * N + n] - acc) * (y[b * N + n] - acc);
-          den += acc * acc;
-        }
-      }
-      const double rel = std::sqrt(num / den);
+      const double rel = mlp.RelErr(x, static_cast<const float*>(out.data), batch);
       std::printf("fp32 mlp profile=%d batch=%d rel_err=%.3g report=%s\n", profile, batch, rel,
                   e->LastReport().substr(0, 200).c_str());
       EXPECT_LT(rel, 5e-3) << "(cuBLASLt may use TF32 for fp32 only if asked: expect ~1e-6)";
       out.release(out.owner);
     }
   }
+}
+
+// The data plane on the GPU: an input in device memory, the run ordered on the caller's own stream, the output
+// left on the device (its own allocation). Same bytes as the host path; the device path is timed against it.
+TEST_F(CudaGpuTest, DeviceInputsAndOutputsOnTheCallersStreamMatchTheHostPath) {
+  constexpr int K = ReluMlp::K, N = ReluMlp::N, batch = 37;
+  std::mt19937 rng(11);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  const ReluMlp mlp(rng);
+  std::unique_ptr<Engine> e = Create(mlp.plan, mlp.weights, mlp.kernels);
+  ASSERT_NE(e, nullptr);
+  std::vector<float> x(batch * K);
+  for (float& f : x) f = nd(rng);
+  const int64_t shape[2] = {batch, K};
+  const uint64_t in_bytes = x.size() * 4, out_bytes = uint64_t{batch} * N * 4;
+
+  xrt_tensor_view_t host_in{XRT_DTYPE_FLOAT32, 2, shape, x.data(), in_bytes};
+  xrt_backend_output_t host_out{};
+  xrt_status_t s = e->Execute(&host_in, 1, &host_out, 1);
+  ASSERT_EQ(s, nullptr) << xrt_status_message(s);
+
+  CUdeviceptr dx = 0;
+  CUstream stream = nullptr;
+  ASSERT_EQ(drv_->cuMemAlloc(&dx, in_bytes), CUDA_SUCCESS);
+  ASSERT_EQ(drv_->cuMemcpyHtoD(dx, x.data(), in_bytes), CUDA_SUCCESS);
+  ASSERT_EQ(drv_->cuStreamCreate(&stream, CU_STREAM_NON_BLOCKING), CUDA_SUCCESS);
+  xrt_tensor_view_t dev_in{XRT_DTYPE_FLOAT32, 2, shape, reinterpret_cast<void*>(dx), in_bytes};
+  const xrt_placement_t on_device{XRT_MEMORY_CUDA, 0};
+  xrt_run_options_t run{};
+  run.struct_size = sizeof(run);
+  run.stream = stream;
+  run.outputs_on_device = 1;
+  xrt_backend_output_t dev_out{};
+  xrt_placement_t dev_placement{};
+  s = e->ExecutePlaced(run, &dev_in, &on_device, 1, &dev_out, &dev_placement, 1);
+  ASSERT_EQ(s, nullptr) << xrt_status_message(s);
+  EXPECT_EQ(dev_placement.kind, XRT_MEMORY_CUDA);
+  ASSERT_EQ(dev_out.byte_size, out_bytes);
+  std::vector<float> y(batch * N);
+  // Ordered on the caller's stream: this copy sees the run's output without any other synchronisation.
+  ASSERT_EQ(drv_->cuMemcpyDtoHAsync(y.data(), reinterpret_cast<CUdeviceptr>(dev_out.data), out_bytes, stream),
+            CUDA_SUCCESS);
+  ASSERT_EQ(drv_->cuStreamSynchronize(stream), CUDA_SUCCESS);
+  EXPECT_EQ(std::memcmp(y.data(), host_out.data, out_bytes), 0) << "the same graph on the same input";
+  const double rel = mlp.RelErr(x, y.data(), batch);
+  std::printf("device in/out on the caller's stream: rel_err=%.3g\n", rel);
+  EXPECT_LT(rel, 5e-3);
+  dev_out.release(dev_out.owner);
+  host_out.release(host_out.owner);
+
+  // A host address declared as device memory is refused before any copy.
+  xrt_tensor_view_t lie{XRT_DTYPE_FLOAT32, 2, shape, x.data(), in_bytes};
+  s = e->ExecutePlaced(run, &lie, &on_device, 1, &dev_out, &dev_placement, 1);
+  EXPECT_EQ(xrt_status_code(s), XRT_STATUS_INVALID_ARGUMENT);
+  EXPECT_NE(std::string(xrt_status_message(s)).find("CUDA does not know its address"), std::string::npos)
+      << xrt_status_message(s);
+  xrt_status_free(s);
+
+  // Per-run wall time: host in/out (synchronous) against device in/out on the caller's stream (enqueued; one
+  // synchronisation at the end).
+  const int runs = 200;
+  const auto time_us = [&](bool device) {
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int i = 0; i < runs; ++i) {
+      xrt_backend_output_t o{};
+      xrt_placement_t p{};
+      xrt_status_t r = device ? e->ExecutePlaced(run, &dev_in, &on_device, 1, &o, &p, 1) : e->Execute(&host_in, 1, &o, 1);
+      EXPECT_EQ(r, nullptr) << xrt_status_message(r);
+      xrt_status_free(r);
+      if (o.release) o.release(o.owner);
+    }
+    drv_->cuStreamSynchronize(stream);
+    return std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count() / runs;
+  };
+  const double host_us = time_us(false), device_us = time_us(true);
+  std::printf("batch %d: host in/out %.1f us/run, device in/out on a stream %.1f us/run (incl. cuMemAlloc/cuMemFree "
+              "of the output)\n", batch, host_us, device_us);
+  drv_->cuStreamDestroy(stream);
+  drv_->cuMemFree(dx);
 }
 
 // c[M,N] = gelu_tanh(a[M,K] @ b[K,N] + bias) in fp16 with fp32 accumulation.
