@@ -181,4 +181,4 @@ PY
 # issue 14's GPU part: xpuruntime.pytorch (kernel policy, autocast, capture_graph) on a 6-layer transformer's
 # training step, with and without capture_graph()
 echo "== xpuruntime.pytorch: training step with and without capture_graph()"
-timeout 150 python3 bench/gpu/bench_torch_capture.py --steps 30 2>&1 | grep -v Warning | tail -25 | tee $OUT/torch_capture.txt
+timeout 120 python3 bench/gpu/bench_torch_capture.py --steps 20 2>&1 | grep -v Warning | tail -25 | tee $OUT/torch_capture.txt
