@@ -111,9 +111,10 @@ using InArray = nb::ndarray<nb::ro, nb::c_contig, nb::device::cpu>;
 // Session.run's inputs: any object nanobind imports without a copy (numpy and the buffer protocol, or DLPack:
 // __dlpack__ objects and DLPack capsules), on any device; the placement is checked per input.
 using PlacedInArray = nb::ndarray<nb::ro, nb::c_contig>;
-// Outputs left on a device: no framework, so nanobind returns its own nb_ndarray, which speaks DLPack
-// (torch.from_dlpack, cupy.from_dlpack, ...).
-using DeviceOutArray = nb::ndarray<>;  // writable: each run allocates its own device outputs
+// Outputs left on a device: the array-API framework, so nanobind returns its own nb_ndarray object with
+// __dlpack__ and __dlpack_device__ (torch.from_dlpack, cupy.from_dlpack, ...). Without a framework it returns a bare
+// DLPack capsule, which those functions no longer accept (seen on the H200 with torch 2.11).
+using DeviceOutArray = nb::ndarray<nb::array_api>;  // writable: each run allocates its own device outputs
 
 // Where a DLPack tensor lives, as the C API says it; false (with `what` set) for devices the runtime cannot take.
 bool PlacementOf(int32_t device_type, int32_t device_id, xrt_placement_t* out, std::string* what) {
