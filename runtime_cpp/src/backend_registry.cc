@@ -145,6 +145,7 @@ Result<std::shared_ptr<const Backend>> BackendRegistry::LoadPlugin(const std::st
                          kPluginEntry, ")");
     }
     xrt_backend_vtable_t vtable{};
+    vtable.struct_size = sizeof(vtable);  // the plugin writes no byte past it (xrt.h, "Backends")
     Status s = Status::FromC(get(XRT_ABI_VERSION, &vtable));
     if (!s.ok()) return std::move(s).WithContext(Cat("engine ", engine, ": plugin ", path));
     if (vtable.name == nullptr || engine != vtable.name) {

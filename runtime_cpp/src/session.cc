@@ -21,6 +21,9 @@ std::string Lower(std::string s) {
   return s;
 }
 
+// A device's kind: "cuda:1" -> "cuda". Variants are built for a kind; the engine gets the full name (its ordinal).
+std::string DeviceKind(const std::string& device) { return device.substr(0, device.find(':')); }
+
 std::string NameList(const std::vector<TensorSpec>& specs) {
   std::string s;
   for (const auto& t : specs) s += Cat(s.empty() ? "" : ", ", "\"", t.name, "\" ", t.Describe());
@@ -199,7 +202,7 @@ Result<std::shared_ptr<Session>> Session::Create(std::shared_ptr<const Bundle> b
   } else {
     chain_origin = "the bundle's fallback chain";
     for (const Variant* v : candidates) {
-      if (v->device != requested) continue;
+      if (v->device != DeviceKind(requested)) continue;
       for (const auto& d : v->fallback_devices) chain.push_back(d);
     }
   }
@@ -295,8 +298,8 @@ Result<std::shared_ptr<Session>> Session::Create(std::shared_ptr<const Bundle> b
   for (const std::string& d : devices) {
     // Variants built for d, then (on a fallback device) variants that declare d as a fallback.
     std::vector<const Variant*> order;
-    if (auto it = built_for.find(d); it != built_for.end()) order = it->second;
-    if (auto it = falls_back_to.find(d); it != falls_back_to.end()) {
+    if (auto it = built_for.find(DeviceKind(d)); it != built_for.end()) order = it->second;
+    if (auto it = falls_back_to.find(DeviceKind(d)); it != falls_back_to.end()) {
       order.insert(order.end(), it->second.begin(), it->second.end());
     }
     if (order.empty()) {

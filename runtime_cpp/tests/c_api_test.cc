@@ -685,6 +685,36 @@ xrt_status_t InitOk(void*, const char*, const xrt_backend_artifact_t*, size_t, c
   return nullptr;
 }
 
+std::string g_init_device;
+int HasNpuOrdinals(void*, const char* device) { return std::strncmp(device, "npu", 3) == 0; }
+xrt_status_t InitRecordingDevice(void*, const char* device, const xrt_backend_artifact_t*, size_t, const char*,
+                                 void** out) {
+  g_init_device = device;
+  *out = &g_init_ok_handle;
+  return nullptr;
+}
+
+TEST(SessionCreate, ADeviceWithAnOrdinalMatchesVariantsBuiltForItsKind) {
+  // Variants are built for a device kind ("cuda"); callers name a device ("cuda:1"): the variant is chosen and the
+  // engine gets the full name, so it can pick the ordinal.
+  xrt_backend_vtable_t v{sizeof(xrt_backend_vtable_t), XRT_ABI_VERSION, "ordtest", nullptr, TestVersion,
+                         HasNpuOrdinals, InitRecordingDevice, TestExecute, TestDestroy, nullptr, nullptr};
+  ASSERT_OK(xrt_backend_register(&v));
+  auto manifest = Manifest({{"n", "ordtest"}});
+  manifest["variants"][0]["device"] = "npu";
+  auto bytes = BundleBytes(manifest);
+  BundlePtr b;
+  ASSERT_OK(xrt_bundle_open_memory(bytes.data(), bytes.size(), nullptr, &b.b));
+  xrt_session_options_t o;
+  xrt_session_options_initialize(&o);
+  o.device = "NPU:1";
+  o.fallback = "";
+  xrt_session_t* s = nullptr;
+  ASSERT_OK(xrt_session_create(b.b, &o, &s));
+  EXPECT_EQ(g_init_device, "npu:1");
+  xrt_session_release(s);
+}
+
 TEST(SessionCreate, AVariantWhoseInitFailsIsSkippedAndTheNextTried) {
   // "initfail" has a cpu but refuses every variant at init (a driver or plugin problem on this machine);
   // "initok" starts. The first variant is skipped with init's reason recorded, the second one runs.
@@ -1050,4 +1080,28 @@ TEST(RunPlaced, TheCppWrapperCarriesPlacementsAndRunOptions) {
   EXPECT_EQ(y.placement.kind, XRT_MEMORY_CUDA);
   EXPECT_EQ(y.data, static_cast<const void*>(g_device_output));
   EXPECT_EQ(y.shape, shape);
+}
+
+TEST(BackendPlugin, VtableCopyOutNeverWritesPastTheHostsStruct) {
+  xrt_backend_vtable_t plugin{};
+  plugin.struct_size = sizeof(plugin);
+  plugin.name = "p";
+  plugin.execute_placed = reinterpret_cast<decltype(plugin.execute_placed)>(0x1);
+  // A host before 0.4: zero-filled, struct_size 0, its struct ends before execute_placed (the bytes after it are
+  // not the host's: they must stay as they were).
+  alignas(xrt_backend_vtable_t) unsigned char old_host[sizeof(xrt_backend_vtable_t)];
+  std::memset(old_host, 0xAB, sizeof old_host);
+  auto* out = reinterpret_cast<xrt_backend_vtable_t*>(old_host);
+  out->struct_size = 0;
+  xrt_backend_vtable_copy_out(&plugin, out);
+  const size_t old_size = offsetof(xrt_backend_vtable_t, execute_placed);
+  EXPECT_EQ(out->struct_size, old_size);
+  EXPECT_STREQ(out->name, "p");
+  for (size_t i = old_size; i < sizeof old_host; ++i) ASSERT_EQ(old_host[i], 0xAB) << "byte " << i << " written";
+  // A current host gets everything.
+  xrt_backend_vtable_t current{};
+  current.struct_size = sizeof(current);
+  xrt_backend_vtable_copy_out(&plugin, &current);
+  EXPECT_EQ(current.struct_size, sizeof(current));
+  EXPECT_EQ(current.execute_placed, plugin.execute_placed);
 }

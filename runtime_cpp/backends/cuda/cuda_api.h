@@ -25,7 +25,8 @@ namespace cuda_backend {
   X(cuStreamDestroy) X(cuStreamSynchronize) X(cuStreamBeginCapture) X(cuStreamEndCapture) X(cuGraphInstantiate)        \
   X(cuGraphLaunch) X(cuGraphDestroy) X(cuGraphExecDestroy) X(cuEventCreate) X(cuEventDestroy) X(cuEventRecord)         \
   X(cuEventSynchronize) X(cuEventElapsedTime) X(cuModuleLoadData) X(cuModuleUnload) X(cuModuleGetFunction)             \
-  X(cuFuncSetAttribute) X(cuLaunchKernel) X(cuMemcpyDtoDAsync) X(cuStreamWaitEvent) X(cuPointerGetAttribute)
+  X(cuFuncSetAttribute) X(cuLaunchKernel) X(cuMemcpyDtoDAsync) X(cuStreamWaitEvent) X(cuPointerGetAttribute)       \
+  X(cuCtxPushCurrent) X(cuCtxPopCurrent)
 // Optional: absent in older drivers; the engine skips the check it serves.
 #define XRT_CUDA_DRIVER_OPTIONAL_FUNCS(X) X(cuFuncGetParamInfo)
 

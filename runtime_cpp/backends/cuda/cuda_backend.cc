@@ -226,6 +226,6 @@ extern "C" XRT_API xrt_status_t xrt_backend_plugin_get(uint32_t host_abi_version
   vtable.destroy = &cb::Destroy;
   vtable.describe = &cb::Describe;
   vtable.execute_placed = &cb::ExecutePlaced;
-  *out_vtable = vtable;
+  xrt_backend_vtable_copy_out(&vtable, out_vtable);
   return nullptr;
 }

@@ -19,6 +19,26 @@ namespace cuda_backend {
 
 namespace {
 
+// The engine's context made current for a scope and the thread's own restored after it: callers (torch, cupy, a
+// garbage collector releasing an output) keep whatever device they had current.
+class ContextScope {
+ public:
+  ContextScope(const DriverApi* drv, CUcontext context) : drv_(drv) {
+    result_ = drv_->cuCtxPushCurrent(context);
+  }
+  ~ContextScope() {
+    CUcontext popped = nullptr;
+    if (result_ == CUDA_SUCCESS) drv_->cuCtxPopCurrent(&popped);
+  }
+  CUresult result() const { return result_; }
+  ContextScope(const ContextScope&) = delete;
+  ContextScope& operator=(const ContextScope&) = delete;
+
+ private:
+  const DriverApi* drv_;
+  CUresult result_;
+};
+
 // Lower-case hex of raw bytes (a GEMM's cublasLtMatmulAlgo_t in describe(), as PLAN.md's algo.config stores it).
 std::string ToHex(const void* data, size_t size) {
   static const char kDigits[] = "0123456789abcdef";
@@ -204,7 +224,8 @@ xrt_status_t Engine::Init(const EngineArtifacts& a, const std::string& lt_error)
   if (xrt_status_t s = Cu(drv_->cuDeviceGet(&device_, options_.device_ordinal), "cuDeviceGet")) return s;
   if (xrt_status_t s = Cu(drv_->cuDevicePrimaryCtxRetain(&context_, device_), "cuDevicePrimaryCtxRetain")) return s;
   context_retained_ = true;
-  if (xrt_status_t s = Cu(drv_->cuCtxSetCurrent(context_), "cuCtxSetCurrent")) return s;
+  const ContextScope scope(drv_, context_);
+  if (xrt_status_t s = Cu(scope.result(), "cuCtxPushCurrent")) return s;
   int major = 0, minor = 0;
   drv_->cuDeviceGetAttribute(&major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, device_);
   drv_->cuDeviceGetAttribute(&minor, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, device_);
@@ -591,16 +612,16 @@ xrt_status_t Engine::ReplayMedianMs(const Binding& b, int n, double* out) {
     if (!status) status = Cu(drv_->cuEventCreate(&e, CU_EVENT_DEFAULT), "cuEventCreate");
   }
   for (int w = 0; !status && w < 3; ++w) status = Cu(drv_->cuGraphLaunch(b.exec, stream_), "cuGraphLaunch (warm-up)");
-  for (int i = 0; !status && i < n; ++i) {
-    drv_->cuEventRecord(ev[2 * i], stream_);
-    status = Cu(drv_->cuGraphLaunch(b.exec, stream_), "cuGraphLaunch (tuning)");
-    drv_->cuEventRecord(ev[2 * i + 1], stream_);
+  for (int i = 0; !status && i < n; ++i) {  // every event call checked: a failed one must not read as 0 ms and win
+    status = Cu(drv_->cuEventRecord(ev[2 * i], stream_), "cuEventRecord (tuning)");
+    if (!status) status = Cu(drv_->cuGraphLaunch(b.exec, stream_), "cuGraphLaunch (tuning)");
+    if (!status) status = Cu(drv_->cuEventRecord(ev[2 * i + 1], stream_), "cuEventRecord (tuning)");
   }
   if (!status) status = Cu(drv_->cuStreamSynchronize(stream_), "timing graph replays (tuning)");
   std::vector<double> times;
   for (int i = 0; !status && i < n; ++i) {
     float ms = 0;
-    drv_->cuEventElapsedTime(&ms, ev[2 * i], ev[2 * i + 1]);
+    status = Cu(drv_->cuEventElapsedTime(&ms, ev[2 * i], ev[2 * i + 1]), "cuEventElapsedTime (tuning)");
     times.push_back(ms);
   }
   for (auto& e : ev) {
@@ -832,8 +853,10 @@ struct DeviceBuffer {
 };
 void ReleaseDeviceBuffer(void* owner) {
   auto* b = static_cast<DeviceBuffer*>(owner);
-  b->drv->cuCtxSetCurrent(b->context);
-  b->drv->cuMemFree(b->ptr);  // waits for device work still using it
+  {
+    const ContextScope scope(b->drv, b->context);  // the releasing thread (often Python's GC) keeps its context
+    b->drv->cuMemFree(b->ptr);                     // waits for device work still using it
+  }
   delete b;
 }
 }  // namespace
@@ -867,7 +890,8 @@ xrt_status_t Engine::ExecutePlaced(const xrt_run_options_t& run, const xrt_tenso
                                                    std::to_string(want));
     }
   }
-  if (xrt_status_t s = Cu(drv_->cuCtxSetCurrent(context_), "cuCtxSetCurrent")) return s;
+  const ContextScope scope(drv_, context_);
+  if (xrt_status_t s = Cu(scope.result(), "cuCtxPushCurrent")) return s;
   // Device inputs: on this session's device, and memory CUDA knows (a host address here would fault on the GPU).
   bool any_device_input = false;
   for (size_t i = 0; input_placements != nullptr && i < input_count; ++i) {
@@ -894,6 +918,20 @@ xrt_status_t Engine::ExecutePlaced(const xrt_run_options_t& run, const xrt_tenso
                       (r != CUDA_SUCCESS ? "CUDA does not know its address (" + DriverErrorText(*drv_, r) +
                                                "): pass host memory as XRT_MEMORY_HOST"
                                          : "it was allocated on cuda:" + std::to_string(ordinal)));
+    }
+    // The whole view inside one allocation: a copy past its end would fault the context for every later run.
+    CUdeviceptr start = 0;
+    size_t size = 0;
+    const auto ptr = reinterpret_cast<CUdeviceptr>(inputs[i].data);
+    const CUresult rs = drv_->cuPointerGetAttribute(&start, CU_POINTER_ATTRIBUTE_RANGE_START_ADDR, ptr);
+    const CUresult rz = drv_->cuPointerGetAttribute(&size, CU_POINTER_ATTRIBUTE_RANGE_SIZE, ptr);
+    if (rs != CUDA_SUCCESS || rz != CUDA_SUCCESS || ptr - start > size || inputs[i].byte_size > size - (ptr - start)) {
+      return Make(XRT_STATUS_INVALID_ARGUMENT,
+                  what + ": its " + std::to_string(inputs[i].byte_size) + " bytes do not lie inside one device " +
+                      "allocation" + (rs == CUDA_SUCCESS && rz == CUDA_SUCCESS
+                                          ? " (" + std::to_string(size - (ptr - start)) + " bytes from its address "
+                                                                                           "to the allocation's end)"
+                                          : ""));
     }
   }
   // Joined to the caller's stream only where it matters: a host-only run that returns complete needs no ordering.
@@ -1038,7 +1076,7 @@ xrt_status_t Engine::ExecutePlaced(const xrt_run_options_t& run, const xrt_tenso
 }
 
 Engine::~Engine() {
-  if (context_ != nullptr) drv_->cuCtxSetCurrent(context_);
+  const ContextScope scope(drv_, context_);  // no context (init failed early): the push fails, nothing is popped
   if (stream_ != nullptr) drv_->cuStreamSynchronize(stream_);
   if (caller_ready_ != nullptr) drv_->cuEventDestroy(caller_ready_);
   if (engine_done_ != nullptr) drv_->cuEventDestroy(engine_done_);

@@ -535,6 +535,6 @@ extern "C" XRT_API xrt_status_t xrt_backend_plugin_get(uint32_t host_abi_version
   vtable.execute = &ovb::Execute;
   vtable.destroy = &ovb::Destroy;
   vtable.describe = &ovb::Describe;
-  *out_vtable = vtable;
+  xrt_backend_vtable_copy_out(&vtable, out_vtable);
   return nullptr;
 }

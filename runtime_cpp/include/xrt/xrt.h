@@ -215,6 +215,9 @@ XRT_API void xrt_section_release(xrt_section_t* section);
  * Plugins are shared libraries named libxrt_backend_<engine>.so, found next to libxrt.so or in the directories of
  * $XRT_BACKEND_PATH (':'-separated), loaded only when a variant needs them; each exports
  *     xrt_status_t xrt_backend_plugin_get(uint32_t host_abi_version, xrt_backend_vtable_t* out_vtable);
+ * The host zero-fills *out_vtable and sets its struct_size to the size of its own xrt_backend_vtable_t (hosts before
+ * 0.4 leave it 0: their struct ends before execute_placed); the plugin writes no byte past it
+ * (xrt_backend_vtable_copy_out below), so a plugin built against a newer xrt.h loads into an older host.
  * A host (e.g. the Python loader) may also register a vtable directly. A later registration of a name replaces an
  * earlier one for sessions created afterwards. */
 
@@ -276,6 +279,17 @@ typedef struct xrt_backend_vtable_t {
                                  size_t input_count, xrt_backend_output_t* outputs, xrt_placement_t* output_placements,
                                  size_t output_count);
 } xrt_backend_vtable_t;
+
+/* For plugins: copies `vtable` into the host's *out without writing past the host's struct (see "Backends"); the
+ * copy's struct_size says how much the host got. */
+static inline void xrt_backend_vtable_copy_out(const xrt_backend_vtable_t* vtable, xrt_backend_vtable_t* out) {
+  size_t room = out->struct_size != 0 ? out->struct_size : offsetof(xrt_backend_vtable_t, execute_placed);
+  size_t n = room < vtable->struct_size ? room : vtable->struct_size;
+  const unsigned char* from = (const unsigned char*)vtable;
+  unsigned char* to = (unsigned char*)out;
+  for (size_t i = 0; i < n; ++i) to[i] = from[i];
+  out->struct_size = (uint32_t)n;
+}
 
 /* Registers (copies) a vtable. Errors: INVALID_ARGUMENT (NULL fields), INCOMPATIBLE (abi_version). Thread-safe. */
 XRT_API xrt_status_t xrt_backend_register(const xrt_backend_vtable_t* vtable);

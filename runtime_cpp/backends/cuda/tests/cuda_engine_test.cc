@@ -34,6 +34,7 @@ struct Fake {
   int cc_major = 9, cc_minor = 0;
   std::map<std::string, std::vector<size_t>> param_sizes;  // kernel entry -> parameter sizes
   bool refuse_algo = false;
+  int context_depth = 0;                      // pushes minus pops: 0 whenever the engine returns to its caller
   int heuristic_candidates = 1;               // candidates the fake heuristic offers (algo.data[0] = 42, 43, ...)
   std::map<uint64_t, float> algo_ms;          // tuning: a fake clock advances by this per cublasLtMatmul of an algo
   uint64_t last_algo = 0;
@@ -91,6 +92,16 @@ CUresult FDeviceGetName(char* name, int len, CUdevice) { std::snprintf(name, len
 CUresult FPrimaryRetain(CUcontext* c, CUdevice) { *c = reinterpret_cast<CUcontext>(0x1); return CUDA_SUCCESS; }
 CUresult FPrimaryRelease(CUdevice) { return CUDA_SUCCESS; }
 CUresult FCtxSetCurrent(CUcontext) { return CUDA_SUCCESS; }
+CUresult FCtxPushCurrent(CUcontext c) {
+  if (c == nullptr) return CUDA_ERROR_INVALID_VALUE;
+  ++g->context_depth;
+  return CUDA_SUCCESS;
+}
+CUresult FCtxPopCurrent(CUcontext* c) {
+  *c = nullptr;
+  --g->context_depth;
+  return CUDA_SUCCESS;
+}
 CUresult FMemAlloc(CUdeviceptr* p, size_t n) {
   if (CUresult r = Check("cuMemAlloc")) return r;
   g->allocs.push_back(n);
@@ -114,10 +125,12 @@ CUresult FStreamWaitEvent(CUstream st, CUevent e, unsigned) {
   return CUDA_SUCCESS;
 }
 CUresult FPointerGetAttribute(void* data, CUpointer_attribute a, CUdeviceptr p) {
-  if (a != CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL) return CUDA_ERROR_NOT_SUPPORTED;
   for (const auto& [base, size] : g->device_blocks) {
     if (p >= base && p < base + size) {
-      *static_cast<int*>(data) = 0;
+      if (a == CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL) *static_cast<int*>(data) = 0;
+      else if (a == CU_POINTER_ATTRIBUTE_RANGE_START_ADDR) *static_cast<CUdeviceptr*>(data) = base;
+      else if (a == CU_POINTER_ATTRIBUTE_RANGE_SIZE) *static_cast<size_t*>(data) = size;
+      else return CUDA_ERROR_NOT_SUPPORTED;
       return CUDA_SUCCESS;
     }
   }
@@ -305,7 +318,7 @@ DriverApi FakeDriver() {
   d.cuGetErrorName = FGetErrorName; d.cuDeviceGetCount = FDeviceGetCount; d.cuDeviceGet = FDeviceGet;
   d.cuDeviceGetAttribute = FDeviceGetAttribute; d.cuDeviceGetName = FDeviceGetName;
   d.cuDevicePrimaryCtxRetain = FPrimaryRetain; d.cuDevicePrimaryCtxRelease = FPrimaryRelease;
-  d.cuCtxSetCurrent = FCtxSetCurrent; d.cuMemAlloc = FMemAlloc; d.cuMemFree = FMemFree; d.cuMemcpyHtoD = FMemcpyHtoD;
+  d.cuCtxSetCurrent = FCtxSetCurrent; d.cuCtxPushCurrent = FCtxPushCurrent; d.cuCtxPopCurrent = FCtxPopCurrent; d.cuMemAlloc = FMemAlloc; d.cuMemFree = FMemFree; d.cuMemcpyHtoD = FMemcpyHtoD;
   d.cuMemcpyHtoDAsync = FMemcpyHtoDAsync; d.cuMemcpyDtoHAsync = FMemcpyDtoHAsync; d.cuMemsetD8 = FMemsetD8;
   d.cuStreamCreate = FStreamCreate; d.cuStreamDestroy = FStreamDestroy; d.cuStreamSynchronize = FStreamSynchronize;
   d.cuStreamBeginCapture = FBeginCapture; d.cuStreamEndCapture = FEndCapture; d.cuGraphInstantiate = FGraphInstantiate;
@@ -595,6 +608,8 @@ TEST_F(CudaEngineTest, DeviceInputsOnAnotherDeviceOrUnknownToCudaAreRefusedBefor
   run.struct_size = sizeof(run);
   xrt_backend_output_t out{};
   xrt_placement_t out_placement{};
+  CUdeviceptr small = 0;
+  ASSERT_EQ(drv_.cuMemAlloc(&small, 24), CUDA_SUCCESS);  // 6 floats; the input is 8
   const size_t from = g->log.size();
   const auto expect = [&](xrt_placement_t p, const char* needle) {
     xrt_status_t s = e->ExecutePlaced(run, &in, &p, 1, &out, &out_placement, 1);
@@ -604,8 +619,12 @@ TEST_F(CudaEngineTest, DeviceInputsOnAnotherDeviceOrUnknownToCudaAreRefusedBefor
   };
   expect({XRT_MEMORY_CUDA, 1}, "input 0 (x) is on cuda:1 but this session runs on cuda:0");
   expect({XRT_MEMORY_CUDA, 0}, "is declared cuda:0 memory, but CUDA does not know its address");
+  // A view that starts inside an allocation but runs past its end (the copy would fault the context).
+  in.data = reinterpret_cast<void*>(small);
+  expect({XRT_MEMORY_CUDA, 0}, "input 0 (x): its 32 bytes do not lie inside one device allocation (24 bytes from");
   EXPECT_TRUE(RunLog(from).empty());
   EXPECT_TRUE(g->launched.empty());
+  drv_.cuMemFree(small);
 }
 
 // Replaces every use of dim "batch" by a constant and drops the dims: a static plan.
@@ -633,6 +652,9 @@ TEST_F(CudaEngineTest, StaticPlanCapturesItsGraphAtInitAndAsksTheHeuristicOncePe
   for (size_t i = 0; i < y.size(); ++i) EXPECT_NEAR(y[i], ref[i], 1e-5);
   EXPECT_EQ(g->instantiated, 1);
   EXPECT_EQ(g->graph_launches, 1);
+  EXPECT_EQ(g->context_depth, 0) << "init and runs restore the caller's current context";
+  e.reset();
+  EXPECT_EQ(g->context_depth, 0);
 }
 
 TEST_F(CudaEngineTest, GraphCacheIsBounded) {
