@@ -185,7 +185,7 @@ TEST_F(CApiHardening, PlacedRunsOnACpuEngineMatchThePlainRunAndRefuseDeviceMemor
   bad.struct_size = 0;  // would make a zero stride
   EXPECT_EQ(Code(xrt_session_run_placed(session_, nullptr, nullptr, &bad, 1, &out)), XRT_STATUS_INVALID_ARGUMENT);
   bad = in;
-  bad.placement.kind = static_cast<xrt_memory_kind_t>(-1);
+  bad.placement.kind = -1;
   EXPECT_EQ(Code(xrt_session_run_placed(session_, nullptr, nullptr, &bad, 1, &out)), XRT_STATUS_INVALID_ARGUMENT);
   EXPECT_EQ(Code(xrt_session_run_placed(session_, nullptr, nullptr, nullptr, 1, &out)), XRT_STATUS_INVALID_ARGUMENT);
   EXPECT_EQ(Code(xrt_session_run_placed(session_, nullptr, nullptr, &in, 1, nullptr)), XRT_STATUS_INVALID_ARGUMENT);

@@ -1045,7 +1045,7 @@ TEST(RunPlaced, PlacementsStreamAndDeviceOutputsReachAPlacedBackend) {
                 "fill the options with xrt_run_options_initialize() first");
   // Placements the core can judge: unknown kinds, a host tensor with a device id, strings on a device.
   xrt_placed_view_t odd = Placed(x, shape);
-  odd.placement.kind = static_cast<xrt_memory_kind_t>(7);
+  odd.placement.kind = 7;
   EXPECT_STATUS(xrt_session_run_placed(s.s, nullptr, nullptr, &odd, 1, &none), "INVALID_ARGUMENT",
                 "unknown memory kind 7");
   odd.placement = {XRT_MEMORY_HOST, 3};

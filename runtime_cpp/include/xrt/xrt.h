@@ -121,9 +121,11 @@ typedef enum xrt_memory_kind_e {
                            primary context of that device */
 } xrt_memory_kind_t;
 
-/* Where a tensor lives. Frozen layout (8 bytes): later kinds are new enum values, never new fields. */
+/* Where a tensor lives. Frozen layout (8 bytes): later kinds are new enum values, never new fields. `kind` is an
+ * int32_t holding an xrt_memory_kind_t (an enum field could not carry a value from a newer caller: reading an
+ * out-of-range enum is undefined in C++; the core refuses unknown kinds with INVALID_ARGUMENT). */
 typedef struct xrt_placement_t {
-  xrt_memory_kind_t kind;
+  int32_t kind;           /* xrt_memory_kind_t */
   int32_t device_id;      /* the CUDA device ordinal for XRT_MEMORY_CUDA; 0 for host */
 } xrt_placement_t;
 
