@@ -7,20 +7,27 @@
 
 Given an `.onnx`, the model is compiled by xrtc's own pipeline (`xrtc.build.compile_model`: the same passes, plan,
 accuracy gate and bundle as `xrtc compile`) and the bundle is kept in the user's cache folder under a key made of
-everything that shapes its bytes (the model's bytes and external data, the policy, the target, the calibration
-data, the versions of xpuruntime, xrtc and the engines), so the next start with the same inputs loads it without
-compiling. A cached bundle is opened like any other (every digest verified): one that fails to open as corrupt or
-incompatible is compiled again, never trusted. Given an `.xrtpkg`, it is loaded as by `xrt.load`.
+everything that shapes its bytes (see `InferenceSession._cache_key`: the model's bytes and external data, the
+policy, the target, the calibration data, the versions of xpuruntime, the engines and the other packages the compile
+uses, a digest of the installed compiler's own sources, and the host CPU), so the next start with the same inputs
+loads it without compiling. The cache folder is created private (mode 0o700). A cached bundle is opened like any
+other (every digest verified): one that fails to open as corrupt or incompatible, or whose manifest records another
+model (`provenance.source.sha256`) or another policy than the one asked, is compiled again, never trusted; an entry
+owned by another user is not opened at all (the model is compiled into a private temporary folder instead). Given an
+`.xrtpkg`, it is loaded as by `xrt.load`.
 
 What the caller asks follows the policy model's modes. `engine=`/`backend=` and `device=` may be bare strings
 (mode prefer) or `xrt.Knob(choice, "fixed")`; `fallback=[]` makes the device fixed too. Under `fixed`, a choice
 that cannot hold raises (Unavailable for a device or engine not present, InvalidArgument for arguments that
-contradict each other); under `prefer`, the session falls back, logs a warning and records the reason
-(`explain()["fallbacks"]`). The compiler is imported only when an `.onnx` is given.
+contradict each other, e.g. `providers=` naming another device than a fixed `device=`); under `prefer`, the
+session falls back, logs a warning and records the reason (`explain()["fallbacks"]`; `providers=` overriding a
+`device=` given as a plain string is recorded there too). The compiler is imported only when an `.onnx` is given.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -127,21 +134,25 @@ class InferenceSession:
     """A model running on a device under a policy; see the module docstring. Arguments:
 
     ``model``: an ``.onnx`` (compiled, cached) or ``.xrtpkg`` (loaded). ``device``: ``"cpu"``, ``"npu"``,
-    ``"cuda"``/``"cuda:N"`` (a string: mode prefer; ``xrt.Knob(device, "fixed")``: no fallback).
+    ``"cuda"``/``"cuda:N"`` (a string: mode prefer; ``xrt.Knob(device, "fixed")``: no fallback; None: ``"cpu"``,
+    or the device of the first of ``providers``).
     ``engine`` (alias ``backend``): ``"onnxruntime"``, ``"openvino"``, ``"cuda"`` (``"tensorrt"`` is planned).
     ``kernel_policy`` / ``exec_policy``: ``xrt.KernelPolicy`` / ``xrt.ExecutionPolicy``, over the sections of
     ``policy`` (an ``xrt.Policy`` or a policy TOML path). ``fp16``: True asks for fp16 (as a preferred precision),
     False for fp32. ``fallback``: devices to try after ``device`` (None: the bundle's chain, and the CPU for an
     absent CUDA device; ``[]``: none). ``providers`` / ``provider_options``: ONNX Runtime's spelling of device,
-    engine and fallback; ``sess_options`` (an ``onnxruntime.SessionOptions``): its intra_op_num_threads as the
-    threads knob. ``calibration``: an ``.npz`` of real inputs (int8, the accuracy gate).
-    ``cache_dir``: where compiled bundles are kept (default ``bundle_cache_dir()``; False: compile every time,
-    keep nothing: ``bundle_path`` is then None). ``progress``: show the compile's stages on stderr (default: when
+    engine and fallback (a fixed ``device`` they disagree with is InvalidArgument; a plain-string one they
+    override is recorded in ``explain()["fallbacks"]``); ``sess_options`` (an ``onnxruntime.SessionOptions``):
+    its intra_op_num_threads as the threads knob. ``calibration``: an ``.npz`` of real inputs (int8, the accuracy
+    gate). ``cache_dir``: where compiled bundles are kept (default ``bundle_cache_dir()``, created with mode 0o700;
+    False: compile every time, keep nothing: ``bundle_path`` is then None, as when a cached entry owned by another
+    user is refused). ``progress``: show the compile's stages on stderr (default: when
     stderr is a terminal).
     ``trusted_keys`` / ``require_signature``: as ``xrt.load``.
     """
 
-    def __init__(self, model: str | os.PathLike, device: str | Knob = "cpu", *, engine: str | Knob | None = None,
+    def __init__(self, model: str | os.PathLike, device: str | Knob | None = None, *,
+                 engine: str | Knob | None = None,
                  backend: str | Knob | None = None, kernel_policy: KernelPolicy | None = None,
                  exec_policy: ExecutionPolicy | None = None, policy: Policy | str | os.PathLike | None = None,
                  fp16: bool | None = None, fallback: list[str] | None = None, providers=None,
@@ -150,6 +161,8 @@ class InferenceSession:
                  trusted_keys=None, require_signature: bool = False):
         self._fallbacks: list[dict] = []
         self._compile: dict | None = None
+        self._bundle: str | None = None
+        self._temp: str | None = None  # a private folder compiled into (cache_dir=False, refused entry): removed
         path = os.fspath(model)
         if not os.path.isfile(path):
             raise _errors.NotFound(f"model {path!r} does not exist (give an .onnx or .xrtpkg file)")
@@ -160,13 +173,25 @@ class InferenceSession:
         if fp16 is not None and not isinstance(fp16, bool):
             raise _errors.InvalidArgument(f"fp16 must be True, False or None, got {fp16!r}")
 
+        provider_override = None
         if providers is not None:
             p_device, p_engine, p_fallback, _ = _from_providers(providers, provider_options)
-            device = p_device or (device if isinstance(device, str) else "cpu")
+            if p_device and device is not None:
+                asked = _as_knob("device", device)
+                if _parse_device(asked.choice) != _parse_device(p_device):
+                    if asked.mode == "fixed":
+                        raise _errors.InvalidArgument(
+                            f"device {asked.choice!r} is fixed, but providers= names device {p_device!r} first: pass "
+                            "one of them, or make the device a plain string (prefer)")
+                    provider_override = (asked.choice, p_device)
+            if p_device and (provider_override or device is None):
+                device = p_device
             engine = engine or backend or p_engine
             fallback = fallback if fallback is not None else p_fallback
         elif provider_options is not None:
             raise _errors.InvalidArgument("provider_options needs providers (one dict per provider)")
+        if device is None:
+            device = "cpu"
         if engine is not None and backend is not None and _as_knob("engine", engine) != _as_knob("backend", backend):
             raise _errors.InvalidArgument(f"engine={engine!r} and backend={backend!r} disagree: backend is an alias "
                                           "of engine; pass one")
@@ -181,28 +206,32 @@ class InferenceSession:
                            "engine": engine_knob.to_json() if engine_knob else None, "fp16": fp16,
                            "fallback": fallback}
 
+        if provider_override:
+            self._fell_back("device", provider_override[0], provider_override[1], "providers= names this device "
+                            "first, and wins over a device= given as a preference")
         self._policy = self._resolve_policy(policy, kernel_policy, exec_policy, fp16, sess_options)
         kind, load_device = self._resolve_device(device_knob.choice, device_fixed, fallback)
         if any(f["what"] == "device" for f in self._fallbacks):
             fallback = None  # the chain was applied here
-        if is_onnx:
-            target = _TARGET_OF_DEVICE[kind]
-            if kind == "cuda" and fallback and "cpu" in fallback:
-                target = "cuda,cpu"  # CPU variants alongside, so the runtime can take the fallback asked for
-            self._compile_args = (path, self._policy, target, calibration, progress)
-            self._bundle = self._compiled(cache_dir)
-        else:
-            self._bundle = path
-            if calibration is not None:
-                raise _errors.InvalidArgument("calibration applies to compiles: give the .onnx model, not a bundle")
         try:
+            if is_onnx:
+                target = _TARGET_OF_DEVICE[kind]
+                if kind == "cuda" and fallback and "cpu" in fallback:
+                    target = "cuda,cpu"  # CPU variants alongside, so the runtime can take the fallback asked for
+                self._compile_args = (path, self._policy, target, calibration, progress)
+                self._bundle = self._compiled(cache_dir)
+            else:
+                self._bundle = path
+                if calibration is not None:
+                    raise _errors.InvalidArgument("calibration applies to compiles: give the .onnx model, not a "
+                                                  "bundle")
             self._open(load_device, engine_knob, fallback, trusted_keys, require_signature, from_onnx=is_onnx)
         finally:
-            if is_onnx and cache_dir is False:  # the runtime holds the bundle in memory: nothing is kept
+            if self._temp is not None:  # the runtime holds the bundle in memory (or the compile failed): keep nothing
                 import shutil
 
-                shutil.rmtree(os.path.dirname(self._bundle), ignore_errors=True)
-                self._bundle = None
+                shutil.rmtree(self._temp, ignore_errors=True)
+                self._temp = self._bundle = None
 
     # -- resolution -------------------------------------------------------------------------------------------
 
@@ -275,20 +304,30 @@ class InferenceSession:
     # -- compile and cache ------------------------------------------------------------------------------------
 
     def _cache_key(self, path: str, policy: Policy, target: str, calibration: str | None) -> str:
-        """sha256 over everything that shapes the bundle's bytes (versions via package metadata: no imports)."""
+        """sha256 over everything that shapes the bundle's bytes: the model file's bytes, the external data files it
+        names, the calibration file, the policy (to_json), the target, the versions (package metadata: no imports)
+        of xpuruntime, onnx, onnx-graphsurgeon, ONNX Runtime (onnxruntime or onnxruntime-gpu, whichever provides
+        the module), openvino, numpy and, where the target includes cuda, triton; xpuruntime's own VERSION; a digest
+        of the installed compiler's .py files (`_compiler_digest`); and the host CPU (`_host_fingerprint`). Also
+        keeps the model file's own sha256 (`self._source_sha256`), which a cached bundle's manifest must record."""
         from importlib import metadata
 
         import onnx
 
+        from . import _ort_backend
+
         h = hashlib.sha256()
 
-        def add_file(label: str, file: str) -> None:
+        def add_file(label: str, file: str) -> str:
             h.update(f"{label}\0".encode())
+            own = hashlib.sha256()
             with open(file, "rb") as f:
                 for chunk in iter(lambda: f.read(1 << 20), b""):
                     h.update(chunk)
+                    own.update(chunk)
+            return own.hexdigest()
 
-        add_file("model", path)
+        self._source_sha256 = add_file("model", path)
         proto = onnx.load_model(path, load_external_data=False)
         folder = os.path.dirname(os.path.abspath(path))
         locations = sorted({e.value for t in proto.graph.initializer for e in t.external_data if e.key == "location"})
@@ -299,35 +338,48 @@ class InferenceSession:
         if calibration is not None:
             add_file("calibration", os.fspath(calibration))
         versions = {}
-        for dist in ("xpuruntime", "onnx", "onnx-graphsurgeon", "onnxruntime", "openvino", "numpy") + \
-                (("triton",) if target == "cuda" else ()):
+        for dist in ("xpuruntime", "onnx", "onnx-graphsurgeon", "openvino", "numpy") + \
+                (("triton",) if "cuda" in target.split(",") else ()):
             try:
                 versions[dist] = metadata.version(dist)
             except metadata.PackageNotFoundError:
                 versions[dist] = None
         from ._version import VERSION
 
+        versions["onnxruntime"] = _ort_backend._version()  # the CPU or the GPU build, whichever is installed
         versions["xpuruntime.__version__"] = VERSION
+        versions["xrtc sources"] = _compiler_digest()
         h.update(json.dumps({"policy": policy.to_json(), "target": target, "versions": versions,
                              "host": _host_fingerprint()}, sort_keys=True).encode())
         return h.hexdigest()
 
     def _compiled(self, cache_dir) -> str:
         """The bundle for (model, policy, target): from the cache when an entry exists, else compiled into it
-        (written atomically by the bundle writer, so a crash never leaves a half-written entry under the key)."""
+        (written atomically by the bundle writer, so a crash never leaves a half-written entry under the key). The
+        cache folder is created with mode 0o700; an entry owned by another user is refused: the model is compiled
+        into a private temporary folder instead (removed once loaded), as with cache_dir=False."""
+        import tempfile
+
         path, policy, target, calibration, _ = self._compile_args
         key = self._cache_key(path, policy, target, calibration)
-        if cache_dir is False:
-            import tempfile
-
-            folder = tempfile.mkdtemp(prefix="xrt-session-")
-        else:
-            folder = os.fspath(cache_dir) if cache_dir else bundle_cache_dir()
-            os.makedirs(folder, exist_ok=True)
         stem = os.path.splitext(os.path.basename(path))[0]
-        bundle = os.path.join(folder, f"{stem}-{target}-{key[:32]}.xrtpkg")
-        state = "off" if cache_dir is False else "hit" if os.path.isfile(bundle) else "miss"
+        name = f"{stem}-{target}-{key[:32]}.xrtpkg"
+        refused = None
+        if cache_dir is not False:
+            folder = os.fspath(cache_dir) if cache_dir else bundle_cache_dir()
+            os.makedirs(folder, mode=0o700, exist_ok=True)
+            bundle = os.path.join(folder, name)
+            if os.path.isfile(bundle) and not _owned(bundle):
+                refused = (f"the cached bundle {bundle} is not owned by this user: not trusted; compiling into a "
+                           "private temporary folder instead")
+                log.warning("InferenceSession: %s", refused)
+        if cache_dir is False or refused:
+            self._temp = tempfile.mkdtemp(prefix="xrt-session-")  # mode 0o700; removed by __init__
+            bundle = os.path.join(self._temp, name)
+        state = "off" if cache_dir is False else "refused" if refused else "hit" if os.path.isfile(bundle) else "miss"
         self._compile = {"cache": state, "key": key, "bundle": bundle, "target": target, "seconds": 0.0}
+        if refused:
+            self._compile["refused"] = refused
         if state != "hit":
             self._run_compile(bundle)
         return bundle
@@ -357,16 +409,22 @@ class InferenceSession:
     def _open(self, device: str, engine: Knob | None, fallback, trusted_keys, require_signature,
               from_onnx: bool) -> None:
         """Loads the bundle. A cached one that the runtime finds corrupt or incompatible (digests are verified on
-        every open) is deleted and compiled again, once; a bundle the caller gave is never touched."""
+        every open), or whose manifest records another source model (provenance.source.sha256) or another policy
+        (provenance.policy) than the ones asked, is compiled again, once; a bundle the caller gave is never
+        touched."""
         bundle = self._bundle
         try:
             manifest = _manifest(bundle)
+            why = self._not_this_compile(manifest) if from_onnx else None
         except (_errors.DataCorrupt, _errors.Incompatible) as err:
             if not from_onnx:
                 raise
-            log.warning("InferenceSession: cached bundle %s does not open (%s); compiling it again", bundle, err)
-            os.remove(bundle)
-            self._compile.update(cache="rebuilt", rebuilt=f"the cached bundle did not open: {err}")
+            why = f"the cached bundle did not open: {err}"
+        if why:
+            log.warning("InferenceSession: cached bundle %s: %s; compiling it again", bundle, why)
+            with contextlib.suppress(FileNotFoundError):  # another process may have removed or replaced it
+                os.remove(bundle)
+            self._compile.update(cache="rebuilt", rebuilt=why)
             self._run_compile(bundle)
             manifest = _manifest(bundle)
         if not from_onnx:
@@ -376,6 +434,19 @@ class InferenceSession:
         self._session = Session(bundle, device, engine=load_engine, trusted_keys=trusted_keys,
                                 require_signature=require_signature, fallback=fallback)
         self.inputs, self.outputs = self._session.inputs, self._session.outputs
+
+    def _not_this_compile(self, manifest: dict) -> str | None:
+        """Why a cached bundle is not the compile asked for (None when it is): its manifest must record the sha256
+        of the model file asked for and the policy asked for (an entry planted or swapped under the key is not)."""
+        provenance = manifest.get("provenance", {})
+        recorded = provenance.get("source", {}).get("sha256")
+        if recorded != self._source_sha256:
+            return (f"it was compiled from another model (source sha256 {str(recorded)[:12]}..., not "
+                    f"{self._source_sha256[:12]}...)")
+        asked = json.loads(json.dumps(self._policy.to_json()))
+        if provenance.get("policy", {}) != asked:
+            return f"it was compiled with policy {provenance.get('policy')}, not {asked}"
+        return None
 
     def _resolve_engine(self, engine: Knob, present: set[str], device: str) -> str | None:
         """The engine to pin in the runtime, or None (the bundle's order decides) after a recorded fallback."""
@@ -436,8 +507,8 @@ class InferenceSession:
     def explain(self) -> dict:
         """The runtime's explain() (variant, engine, device, why; ``decisions``: the plan that ran, per node) plus
         ``requested`` (what the caller asked), ``policy`` (the policy compiled with), ``fallbacks`` (each choice
-        that did not hold: what, asked, used, reason) and ``compile`` (cache hit/miss/rebuilt, key, bundle path,
-        seconds compiling; None for an .xrtpkg)."""
+        that did not hold: what, asked, used, reason) and ``compile`` (cache hit/miss/rebuilt/off/refused, key,
+        bundle path, seconds compiling, why rebuilt or refused; None for an .xrtpkg)."""
         out = self._session.explain()
         compile_info = dict(self._compile) if self._compile else None
         out.update(requested=self._requested, policy=self._policy.to_json(), fallbacks=list(self._fallbacks),
@@ -464,6 +535,34 @@ class InferenceSession:
     def __repr__(self) -> str:
         return (f"<xpuruntime.InferenceSession model={self._requested['model']!r} variant={self._session.variant!r} "
                 f"engine={self.engine!r}>")
+
+
+def _owned(path: str) -> bool:
+    """Whether this user owns `path` (a cache entry another user could have written is not trusted)."""
+    return os.stat(path).st_uid == os.getuid()
+
+
+@functools.lru_cache(maxsize=None)
+def _compiler_digest() -> str:
+    """sha256 over the installed xrtc package's .py files (relative path and bytes, sorted), once per process: a
+    changed compiler never reuses a bundle the old one built. Found without importing xrtc."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("xrtc")
+    if spec is None or not spec.submodule_search_locations:
+        return "not installed"
+    h = hashlib.sha256()
+    for root in sorted(spec.submodule_search_locations):
+        files = []
+        for folder, dirs, names in os.walk(root):
+            dirs[:] = [d for d in dirs if d != "__pycache__"]
+            files += [os.path.join(folder, n) for n in names if n.endswith(".py")]
+        for file in sorted(files):
+            h.update(os.path.relpath(file, root).encode() + b"\0")
+            with open(file, "rb") as f:
+                h.update(f.read())
+            h.update(b"\0")
+    return h.hexdigest()
 
 
 def _host_fingerprint() -> str:

@@ -225,10 +225,26 @@ def _init(device: str, artifacts: dict, options_json: str) -> _Handle:
                       "without (enable_cuda_graph off)", RuntimeWarning, stacklevel=2)
         cuda_options = dict(cuda_options, enable_cuda_graph="0")
         session = onnxruntime.InferenceSession(model, so, providers=[(_PROVIDERS[device], cuda_options)])
-    bound = _Bound(session) if cuda_options.get("enable_cuda_graph") == "1" else None
+    bound = None
+    if cuda_options.get("enable_cuda_graph") == "1":
+        plain = dict(cuda_options, enable_cuda_graph="0")
+        session, bound = _bind(session, lambda: onnxruntime.InferenceSession(
+            model, so, providers=[(_PROVIDERS[device], plain)]))
     handle = _Handle(session, [i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()], bound)
     _created.handle = handle
     return handle
+
+
+def _bind(session, plain, device: str = "cuda"):
+    """(session, _Bound) for a CUDA-graph session; where its inputs or outputs cannot be bound (a symbolic dim, a
+    type outside _NUMPY_OF), warns and returns (plain(), None): the session recreated without the CUDA graph, so
+    the variant still runs."""
+    try:
+        return session, _Bound(session, device)
+    except Exception as err:  # _Bound's InvalidArgument, or onnxruntime's untyped errors
+        warnings.warn(f"onnxruntime: this variant cannot replay a CUDA graph ({str(err)[:300]}); running it without "
+                      "(enable_cuda_graph off)", RuntimeWarning, stacklevel=3)
+        return plain(), None
 
 
 def take_created():

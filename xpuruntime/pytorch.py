@@ -24,8 +24,12 @@ under `fixed` only the chosen backend is. The execution precision `tf32` / `fp32
 
 from __future__ import annotations
 
+import contextlib
+import dis
+import inspect
 import logging
 import sys
+import warnings
 from contextlib import contextmanager
 from typing import Any, Iterator
 
@@ -206,7 +210,9 @@ class _SkipBody(Exception):
 class _SkipBlock:
     """Skips the statements of the `with` block running in `frame`: a line tracer on that frame raises _SkipBody
     at the block's first line, and __exit__ swallows it. The block must start on its own line (after the `with`
-    line); tracing is restored on exit."""
+    line): a body on the `with` line itself fires no line event and runs, which __exit__ detects (it ends without
+    _SkipBody) and refuses with InvalidArgument, so the caller does not replay the graph on top of it. Tracing is
+    restored on exit."""
 
     def __init__(self, frame) -> None:
         self.frame = frame
@@ -224,7 +230,60 @@ class _SkipBlock:
     def __exit__(self, kind, value, tb) -> bool:
         sys.settrace(self.previous)
         self.frame.f_trace = None
+        if kind is None:
+            raise _errors.InvalidArgument(
+                "capture_graph(): the block's body ran although this run replays the captured graph: it is on the "
+                "`with` line itself (`with capture_graph(): step()`), where it cannot be skipped. Start the block on "
+                "its own line after the `with` line; the graph was not replayed this time")
         return kind is _SkipBody
+
+
+_WITH_OPS = {"BEFORE_WITH", "LOAD_SPECIAL"} & set(dis.opmap)  # how CPython enters a `with` (<=3.13; 3.14+)
+
+
+def _with_caller():
+    """The frame whose `with` statement entered the calling @contextmanager generator (call this directly from
+    it): the frame 2 up (1 is contextlib's __enter__). Refused (InvalidArgument) where that frame is not executing
+    a `with` statement (the context entered through ExitStack, another wrapper or a direct __enter__() call) or is
+    a generator (a context manager wrapping capture_graph()), as skipping its lines would skip the wrong code. The
+    `with` check reads the caller's bytecode (CPython: BEFORE_WITH up to 3.13, LOAD_SPECIAL + CALL from 3.14); on
+    an interpreter with neither opcode it is not made."""
+    enter, caller = sys._getframe(2), sys._getframe(3)
+    why = None
+    if enter.f_code is not contextlib._GeneratorContextManager.__enter__.__code__:
+        why = "it was not entered through its context manager's __enter__"
+    elif caller.f_code.co_flags & (inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR):
+        why = f"the code entering it, {caller.f_code.co_name}(), is a generator (e.g. a context manager wrapping it)"
+    elif _WITH_OPS:
+        ops = list(dis.get_instructions(caller.f_code))
+        at = next((k for k, op in enumerate(ops) if op.offset == caller.f_lasti), None)
+        if at is None or not (ops[at].opname == "BEFORE_WITH" or
+                              (ops[at].opname == "CALL" and any(op.opname == "LOAD_SPECIAL"
+                                                                for op in ops[max(0, at - 4):at]))):
+            why = f"{caller.f_code.co_name}() at line {caller.f_lineno} does not enter it with a `with` statement"
+    if why:
+        raise _errors.InvalidArgument(
+            f"capture_graph() must be entered directly by a `with` statement in a plain function or module (it skips "
+            f"that block's lines when replaying), but {why}: write `with capture_graph():` around the step itself")
+    return caller
+
+
+def _end_capture(end) -> None:
+    """Calls `end` (ends the capture: torch.cuda.graph's __exit__) and raises InvalidArgument where PyTorch warns
+    that the captured graph is empty (the block issued no CUDA work on the current stream and device: every replay
+    would do nothing); PyTorch's other warnings are passed on."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        end()
+    empty = [w for w in caught if "CUDA Graph is empty" in str(w.message)]
+    for w in caught:
+        if w not in empty:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if empty:
+        raise _errors.InvalidArgument(
+            f"capture_graph(): the captured CUDA graph is empty ({str(empty[0].message)[:200]}): the block issued no "
+            "CUDA work on the current stream and device, so replaying it would do nothing. Put the GPU work (on "
+            "torch.cuda.current_device()) inside the block, or run it without capture_graph()")
 
 
 class _GraphSite:
@@ -247,14 +306,18 @@ def capture_graph(warmup: int = 3) -> Iterator[dict]:
     updated in place by each replay). The block must therefore read its inputs from the same tensors each run
     (copy new data in with ``x.copy_(batch)``) and keep shapes fixed; ``.grad`` accumulates unless zeroed in
     place (``optimizer.zero_grad(set_to_none=False)``) outside the block. Without a CUDA device it raises
-    ``xrt.Unavailable`` instead of silently doing nothing."""
+    ``xrt.Unavailable`` instead of silently doing nothing. ``xrt.InvalidArgument`` where it cannot work as said:
+    the block does not start on its own line after the ``with`` line (its body would run and the graph replay too;
+    found at the first replay, after that body ran), the captured graph is empty (the block issued no CUDA work on
+    the current stream and device), or it is not entered directly by a ``with`` statement in a plain function or
+    module (through ExitStack, a wrapping context manager or a generator: the lines to skip are not known)."""
     if not _cuda():
         reason = ("capture_graph() needs a CUDA device: CUDA graphs replay GPU work, and torch.cuda.is_available() "
                   f"is False here (PyTorch {torch.__version__}). Run the block without capture_graph() on this "
                   "machine")
         _state["graphs"].append({"captured": False, "why": reason})
         raise _errors.Unavailable(reason)
-    caller = sys._getframe(2)  # the frame with the `with` statement (1 is contextmanager's __enter__)
+    caller = _with_caller()  # the frame with the `with` statement, checked
     where = f"{caller.f_code.co_filename}:{caller.f_lineno}"
     site = _sites.get(where)
     if site is None:
@@ -270,8 +333,18 @@ def capture_graph(warmup: int = 3) -> Iterator[dict]:
         return
     if site.graph is None:
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        capture = torch.cuda.graph(graph)
+        capture.__enter__()
+        try:
             yield site.record
+        except BaseException:
+            capture.__exit__(*sys.exc_info())  # ends the capture; the block's error goes on
+            raise
+        try:
+            _end_capture(lambda: capture.__exit__(None, None, None))
+        except _errors.InvalidArgument as err:
+            site.record.update(captured=False, why=str(err))
+            raise
         site.graph = graph
         site.record.update(captured=True, why=f"captured after {site.warmup} warm-up runs")
         graph.replay()  # capture records the work without running it

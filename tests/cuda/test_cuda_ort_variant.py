@@ -177,3 +177,37 @@ def test_bound_buffers_run_the_variant_like_a_plain_run(bert_bundle):
             assert g.shape == w.shape and np.array_equal(g, w)
     with pytest.raises(xrt.InvalidArgument, match=r"input 'input_ids' is int64 \[1, 16\].*captured for int64 \[2, 16\]"):
         bound.run(session, [np.zeros((1, 16), np.int64)] * 3)
+
+
+def _nonzero_model() -> bytes:
+    """x [2, 8] -> NonZero -> y int64 [2, n]: an output with a symbolic dim, which no buffer can be bound to."""
+    g = helper.make_graph([helper.make_node("NonZero", ["x"], ["y"])], "nz",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.INT64, [2, "n"])])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+
+
+def test_graph_variant_with_a_symbolic_output_runs_without_the_graph(monkeypatch):
+    """_init with enable_cuda_graph on a model whose output has a symbolic dim: binding fails, so the session is
+    recreated without the CUDA graph, with a RuntimeWarning, and runs. On ONNX Runtime's CPU provider standing in
+    for CUDA's (the providers' names and _Bound's device swapped; the options ONNX Runtime was given recorded)."""
+    from xpuruntime import _ort_backend
+
+    real_session, real_bound, given = ort.InferenceSession, _ort_backend._Bound, []
+
+    def session(model, so, providers):
+        given.append(providers)
+        return real_session(model, so, providers=["CPUExecutionProvider"])
+
+    monkeypatch.setattr(ort, "InferenceSession", session)
+    monkeypatch.setattr(_ort_backend, "_PROVIDERS", {"cpu": "CPUExecutionProvider", "cuda": "CPUExecutionProvider"})
+    monkeypatch.setattr(_ort_backend, "cuda_unavailable", lambda: None)
+    monkeypatch.setattr(_ort_backend, "_Bound", lambda s, device="cuda": real_bound(s, "cpu"))
+    with pytest.warns(RuntimeWarning, match=r"cannot replay a CUDA graph .*output 'y' is tensor\(int64\) \[2, 'n'\]"):
+        handle = _ort_backend._init("cuda", {"model": _nonzero_model()}, '{"enable_cuda_graph": "1"}')
+    assert handle.bound is None
+    assert [p[0][1]["enable_cuda_graph"] for p in given] == ["1", "0"]
+    x = np.zeros((2, 8), np.float32)
+    x[0, 3] = x[1, 5] = 1
+    (y,) = _ort_backend._execute(handle, [x])
+    assert y.tolist() == [[0, 1], [3, 5]]

@@ -297,3 +297,93 @@ def test_promised_example_npu_int8(tmp_path, monkeypatch):
     out = sess.run({"input": X})
     check_against_ort("model.onnx", out, {"input": X}, explain["decisions"]["variant"]["precision"],
                       "promised example (npu, int8 preferred)")
+
+
+def test_planted_cache_entry_is_not_used(tmp_path):
+    """An entry replaced by another model's bundle (or one compiled with another policy) opens fine (its digests
+    are its own) but is not the compile asked for: its manifest's source sha256 and policy say so; compiled again."""
+    model = mlp_file(tmp_path)
+    other_dir = tmp_path / "other"
+    other_dir.mkdir()
+    other = os.path.join(other_dir, "mlp.onnx")
+    onnx.save(models.mlp(batch=4, seed=7), other)  # same shapes, other weights
+    cache, elsewhere = str(tmp_path / "cache"), str(tmp_path / "elsewhere")
+    bundle = xrt.InferenceSession(model, cache_dir=cache).explain()["compile"]["bundle"]
+    assert os.stat(cache).st_mode & 0o777 == 0o700
+    original = open(bundle, "rb").read()
+    planted = [xrt.InferenceSession(other, cache_dir=elsewhere).explain()["compile"]["bundle"],
+               xrt.InferenceSession(model, cache_dir=elsewhere,
+                                    exec_policy=xrt.ExecutionPolicy(threads=1)).explain()["compile"]["bundle"]]
+    for source, why in zip(planted, ("compiled from another model", "compiled with policy")):
+        open(bundle, "wb").write(open(source, "rb").read())
+        before = _inference.compiles
+        sess = xrt.InferenceSession(model, cache_dir=cache)
+        info = sess.explain()["compile"]
+        assert info["cache"] == "rebuilt" and why in info["rebuilt"], info
+        assert _inference.compiles == before + 1
+        check_against_ort(model, sess.run({"x": X}), {"x": X}, "fp32", f"mlp (planted entry: {why})")
+        assert open(bundle, "rb").read() == original
+
+
+def test_cache_entry_of_another_user_is_refused(tmp_path, monkeypatch):
+    model = mlp_file(tmp_path)
+    cache = str(tmp_path / "cache")
+    bundle = xrt.InferenceSession(model, cache_dir=cache).explain()["compile"]["bundle"]
+    monkeypatch.setattr(_inference, "_owned", lambda path: False)
+    before = _inference.compiles
+    sess = xrt.InferenceSession(model, cache_dir=cache)
+    info = sess.explain()["compile"]
+    assert info["cache"] == "refused" and "not owned by this user" in info["refused"], info
+    assert _inference.compiles == before + 1 and sess.bundle_path is None
+    assert not os.path.exists(os.path.dirname(info["bundle"])) and os.path.isfile(bundle)
+    check_against_ort(model, sess.run({"x": X}), {"x": X}, "fp32", "mlp (entry of another user refused)")
+
+
+def test_cache_key_holds_the_compiler_and_the_engines(tmp_path, monkeypatch):
+    """The key changes with the installed compiler's sources, ONNX Runtime's version (either build) and, for any
+    target that includes cuda, triton's."""
+    import importlib.metadata
+    import types
+
+    from xpuruntime import _ort_backend
+
+    model = mlp_file(tmp_path)
+
+    def key(target="cpu"):
+        return _inference.InferenceSession._cache_key(types.SimpleNamespace(), model, xrt.Policy(), target, None)
+
+    base, base_cuda = key(), key("cuda,cpu")
+    assert len(_inference._compiler_digest()) == 64 and key() == base
+    monkeypatch.setattr(_inference, "_compiler_digest", lambda: "another compiler")
+    assert key() != base
+    monkeypatch.undo()
+    monkeypatch.setattr(_ort_backend, "_version", lambda: "0.0.1-gpu")
+    assert key() != base
+    monkeypatch.undo()
+    real = importlib.metadata.version
+    monkeypatch.setattr(importlib.metadata, "version", lambda d: "0.0.1" if d == "triton" else real(d))
+    assert key() == base and key("cuda,cpu") != base_cuda
+
+
+def test_compile_error_without_cache_leaves_no_folder(tmp_path, monkeypatch):
+    import tempfile
+
+    model = mlp_file(tmp_path)
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    with pytest.raises(xrt.InvalidArgument, match="compiling mlp.onnx for target cpu failed"):
+        xrt.InferenceSession(model, cache_dir=False, policy=xrt.Policy(shapes={"nope": [1, 2]}))
+    assert os.listdir(tmp_path / "tmp") == []
+
+
+def test_providers_and_device(tmp_path):
+    """A fixed device that providers= contradicts is InvalidArgument; a preferred one is overridden, recorded."""
+    model = mlp_file(tmp_path)
+    with pytest.raises(xrt.InvalidArgument, match="device 'cpu' is fixed, but providers= names device 'cuda'"):
+        xrt.InferenceSession(model, device=Knob("cpu", "fixed"), providers=["CUDAExecutionProvider"])
+    sess = xrt.InferenceSession(model, device=Knob("cpu", "fixed"), providers=["CPUExecutionProvider"])
+    assert sess.explain()["fallbacks"] == [] and sess.explain()["requested"]["device"]["mode"] == "fixed"
+    sess = xrt.InferenceSession(model, device="cuda", providers=["CPUExecutionProvider"])
+    (override,) = sess.explain()["fallbacks"]
+    assert (override["what"], override["asked"], override["used"]) == ("device", "cuda", "cpu"), override
+    assert "providers=" in override["reason"] and sess.explain()["device"] == "cpu"

@@ -140,3 +140,68 @@ def test_sample_trains_exports_compiles_and_matches(tmp_path):
     print(out.stdout[-1500:])
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     assert "bundle vs PyTorch: max abs err" in out.stdout and ": ok" in out.stdout
+
+
+def test_body_on_the_with_line_is_refused_when_replaying():
+    """A body on the `with` line fires no line event, so it runs: _SkipBlock refuses (the caller then does not
+    replay the graph on top of it), tracing restored."""
+    ran = []
+    with pytest.raises(xrt.InvalidArgument, match="on the `with` line itself .* its own line"):
+        with xrt_torch._SkipBlock(sys._getframe(0)): ran.append("body")  # noqa: E701
+    assert ran == ["body"] and sys.gettrace() is None
+
+
+def test_capture_graph_must_be_entered_by_a_with_statement():
+    """capture_graph() skips lines of the frame found 2 up: that frame must be the one whose `with` statement
+    entered it; ExitStack, a direct __enter__() and a wrapping context manager are refused, named."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def site():  # as capture_graph() calls it
+        yield xrt_torch._with_caller()
+
+    with site() as frame:
+        assert frame is sys._getframe(0)
+    with pytest.raises(xrt.InvalidArgument, match="does not enter it with a `with` statement"):
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(site())
+    with pytest.raises(xrt.InvalidArgument, match="does not enter it with a `with` statement"):
+        site().__enter__()
+
+    @contextlib.contextmanager
+    def wrapper():
+        with site():
+            yield
+
+    with pytest.raises(xrt.InvalidArgument, match=r"wrapper\(\), is a generator"):
+        with wrapper():
+            pass
+
+
+def test_empty_capture_is_refused():
+    """PyTorch only warns that a captured graph is empty: _end_capture turns that into InvalidArgument and passes
+    other warnings on."""
+    import warnings
+
+    def empty():
+        warnings.warn("The CUDA Graph is empty. This usually means that the graph was attempted to be captured on "
+                      "wrong device or stream.", UserWarning)
+
+    with pytest.raises(xrt.InvalidArgument, match="captured CUDA graph is empty"):
+        xrt_torch._end_capture(empty)
+    with pytest.warns(UserWarning, match="something else"):
+        xrt_torch._end_capture(lambda: warnings.warn("something else", UserWarning))
+
+
+@pytest.mark.skipif(not CUDA, reason="no CUDA device: capture and replay need one (the detection is tested above)")
+def test_capture_graph_refusals_on_a_gpu():
+    x = torch.ones(4, device="cuda")
+    ran = []
+    with pytest.raises(xrt.InvalidArgument, match="on the `with` line itself"):
+        for _ in range(3):
+            with xrt_torch.capture_graph(warmup=1): ran.append(x.mul_(2))  # noqa: E701
+    assert len(ran) == 3  # warm-up, capture, then the body ran at the first replay and was refused
+    with pytest.raises(xrt.InvalidArgument, match="captured CUDA graph is empty"):
+        for _ in range(2):
+            with xrt_torch.capture_graph(warmup=1):
+                ran.append(torch.ones(2) * 2)  # CPU work only: nothing for the graph
