@@ -211,3 +211,21 @@ def test_graph_variant_with_a_symbolic_output_runs_without_the_graph(monkeypatch
     x[0, 3] = x[1, 5] = 1
     (y,) = _ort_backend._execute(handle, [x])
     assert y.tolist() == [[0, 1], [3, 5]]
+
+
+def test_without_the_pinned_triton_the_ort_variant_is_built_with_the_reason(tmp_path, monkeypatch):
+    # The installed Triton is not the version the compiler pins (as on a machine without the [cuda-compile] extra's
+    # version): our engine cannot build its kernels, the ONNX Runtime CUDA variant still can.
+    from xrtc.targets.cuda import aot
+
+    monkeypatch.setattr(aot, "TRITON_VERSION", "0.0.0")
+    src = tmp_path / "mlp.onnx"
+    sys.path.insert(0, os.path.dirname(__file__))
+    import models
+
+    onnx.save(models.mlp(batch=4), str(src))
+    result = _compile(str(src), tmp_path / "m.xrtpkg")
+    assert [v["id"] for v in result.manifest["variants"]] == ["cuda-onnxruntime"]
+    (left,) = [e for e in result.manifest["excluded"] if e["engine"] == "cuda"]
+    print("excluded:", left["reason"])
+    assert "pinned to Triton 0.0.0" in left["reason"]

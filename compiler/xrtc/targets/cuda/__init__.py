@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import logging
 
-from ...errors import PolicyViolationError, UnsupportedModelError
+from ...errors import PolicyViolationError, UnsupportedError
 from ..base import BuildFailed, BuiltVariant, LeftOut, Lowering, Target, VariantRequest
 from ..engines import onnxruntime_cuda as ort_cuda
 from . import aot, emit
@@ -93,7 +93,7 @@ def lower(requests: list[VariantRequest], plan, workdir: str, clock, precompile:
     if request is not None:
         try:
             ours = _lower_ours(request, plan, clock, archs)
-        except UnsupportedModelError as err:
+        except UnsupportedError as err:  # the graph outside our patterns, or no (pinned) Triton to build kernels
             if "onnxruntime" not in requested:  # no variant to run it instead: the refusal is the answer
                 raise
             refused = str(err)
@@ -142,7 +142,8 @@ def _lower_ort(request: VariantRequest | None, clock, refused: str | None, prefe
 
 
 def _lower_ours(variant: VariantRequest, plan, clock, archs: list[str] | None) -> Lowering:
-    """The cuda-cuda variant; raises UnsupportedModelError where the graph is outside its patterns."""
+    """The cuda-cuda variant; raises UnsupportedModelError where the graph is outside its patterns, UnsupportedError
+    without the pinned Triton."""
     triton = aot.require_triton()
     archs = archs or aot.parse_archs((plan.policy.get("target_options") or {}).get("arch"))
     vid = variant.id

@@ -47,7 +47,11 @@ def stored_algorithms(plan: dict, gemm_algos: list[dict]) -> dict:
         if len(config) != 128 or any(c not in "0123456789abcdef" for c in config):
             raise XrtcError(f"the cuda engine reported GEMM {chosen.get('gemm')}'s algorithm as {config[:40]!r}, "
                             "not 64 bytes of hex")
-        source = "tuned" if str(chosen.get("algo", "")).startswith("tuned") else "heuristic"
+        how = str(chosen.get("algo", ""))
+        if how.startswith("stored ") and "accepted" in how:  # re-tuning a tuned bundle keeps where it came from
+            source = spec.get("algo", {}).get("source", "heuristic")
+        else:
+            source = "tuned" if how.startswith("tuned") else "heuristic"
         spec["algo"] = {"source": source, "config": config}
     return out
 
@@ -72,6 +76,12 @@ def tune_bundle(path: str, candidates: int = 16, variant_id: str | None = None) 
         raise UsageError(f"{path} has no cuda variant{' ' + variant_id if variant_id else ''} to tune (variants: "
                          f"{have}); `xrtc tune` tunes the GEMM algorithms of xpuruntime's cuda engine on a GPU")
     variant = cuda[0]
+    plan_section = variant["artifacts"]["plan"]
+    plan = json.loads(bundle.data(plan_section))
+    if plan.get("dims"):
+        # tuning runs on static plans; storing one shape's algorithms would pin them for every shape
+        raise UsageError(f"{variant['id']} has dynamic dims ({', '.join(sorted(plan['dims']))}): `xrtc tune` tunes "
+                         "static plans (compile with --shape for the shapes you deploy)")
     old = os.environ.get(TUNE_ENV)
     os.environ[TUNE_ENV] = str(candidates)
     try:
@@ -95,8 +105,11 @@ def tune_bundle(path: str, candidates: int = 16, variant_id: str | None = None) 
                 return {e["name"]: np.load(io.BytesIO(bundle.data(e["section"])), allow_pickle=False) for e in entries}
             feeds, reference = arrays(golden["inputs"]), arrays(golden["outputs"])
             got = session.run(feeds)
+            from xpuruntime.policy import DEFAULT_TOLERANCES
+
             acc = variant.get("accuracy") or {}
-            rtol, atol = acc.get("rtol", 1e-2), acc.get("atol", 5e-3)
+            default = DEFAULT_TOLERANCES.get(variant.get("precision", "fp32"), DEFAULT_TOLERANCES["fp32"])
+            rtol, atol = acc.get("rtol", default["rtol"]), acc.get("atol", default["atol"])
             failures = []
             for name, ref in reference.items():
                 c = compare(variant["id"], name, got[name], ref, rtol, atol)
@@ -106,8 +119,6 @@ def tune_bundle(path: str, candidates: int = 16, variant_id: str | None = None) 
             if failures:
                 raise VerifyMismatchError(f"{variant['id']} with tuned GEMM algorithms misses its tolerance on the "
                                           f"bundle's golden data ({'; '.join(failures)}); nothing written")
-    plan_section = variant["artifacts"]["plan"]
-    plan = json.loads(bundle.data(plan_section))
     tuned_plan = stored_algorithms(plan, gemm_algos)
     notes: dict[str, int] = {}
     for a in gemm_algos:
