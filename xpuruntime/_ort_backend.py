@@ -42,7 +42,7 @@ class _Bound:
     shape. So the inputs and outputs are bound once (IO binding) to buffers of the session's static shapes; each run
     copies the caller's arrays into them and the outputs out. One run at a time per session (the lock)."""
 
-    def __init__(self, session, device: str = "cuda"):
+    def __init__(self, session, device: str = "cuda", device_id: int = 0):
         import numpy as np
         import onnxruntime
 
@@ -56,7 +56,7 @@ class _Bound:
                         f"onnxruntime: enable_cuda_graph needs static tensor shapes, but {role} {spec.name!r} is "
                         f"{spec.type} {spec.shape}; rebuild the bundle with --shape (or without the CUDA graph)")
                 dtype = np.dtype(_NUMPY_OF[spec.type])
-                value = onnxruntime.OrtValue.ortvalue_from_shape_and_type(spec.shape, dtype, device, 0)
+                value = onnxruntime.OrtValue.ortvalue_from_shape_and_type(spec.shape, dtype, device, device_id)
                 (self.inputs if role == "input" else self.outputs).append((spec.name, value, dtype, list(spec.shape)))
                 if role == "input":
                     self.binding.bind_ortvalue_input(spec.name, value)
@@ -117,13 +117,21 @@ def cuda_unavailable() -> str | None:
             "NVIDIA GPU and driver")
 
 
+def _split_device(device: str) -> tuple[str, int] | None:
+    """"cuda:1" -> ("cuda", 1), "cpu" -> ("cpu", 0); None for a name this backend does not know."""
+    kind, sep, ordinal = device.partition(":")
+    if kind not in _PROVIDERS or (sep and not ordinal.isdigit()) or (kind == "cpu" and sep and ordinal != "0"):
+        return None
+    return kind, int(ordinal) if sep else 0
+
+
 def _has_device(device: str) -> bool:
-    """cpu: always. cuda: where the CUDA provider is here, or where an NVIDIA device is (then a variant's init fails
-    naming the missing provider, and the runtime records that as the reason it skipped it)."""
-    provider = _PROVIDERS.get(device)
-    if provider is None:
+    """cpu: always. cuda[:N]: where the CUDA provider is here, or where an NVIDIA device is (then a variant's init
+    fails naming the missing provider, and the runtime records that as the reason it skipped it)."""
+    split = _split_device(device)
+    if split is None:
         return False
-    if device == "cpu":
+    if split[0] == "cpu":
         return True
     return os.path.exists("/dev/nvidiactl") or cuda_unavailable() is None
 
@@ -201,9 +209,14 @@ def cuda_provider_options(options_json: str, device: str) -> dict[str, str]:
 def _init(device: str, artifacts: dict, options_json: str) -> _Handle:
     import onnxruntime
 
+    split = _split_device(device)
+    if split is None:
+        raise _errors.InvalidArgument(f"onnxruntime: unknown device {device!r} (known: cpu, cuda, cuda:N)")
+    device, device_id = split
     so = session_options(options_json)
     cuda_options = cuda_provider_options(options_json, device)
     if device == "cuda":
+        cuda_options["device_id"] = str(device_id)
         missing = cuda_unavailable()
         if missing:
             raise _errors.Unavailable(missing)
@@ -229,18 +242,18 @@ def _init(device: str, artifacts: dict, options_json: str) -> _Handle:
     if cuda_options.get("enable_cuda_graph") == "1":
         plain = dict(cuda_options, enable_cuda_graph="0")
         session, bound = _bind(session, lambda: onnxruntime.InferenceSession(
-            model, so, providers=[(_PROVIDERS[device], plain)]))
+            model, so, providers=[(_PROVIDERS[device], plain)]), device_id=device_id)
     handle = _Handle(session, [i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()], bound)
     _created.handle = handle
     return handle
 
 
-def _bind(session, plain, device: str = "cuda"):
+def _bind(session, plain, device: str = "cuda", device_id: int = 0):
     """(session, _Bound) for a CUDA-graph session; where its inputs or outputs cannot be bound (a symbolic dim, a
     type outside _NUMPY_OF), warns and returns (plain(), None): the session recreated without the CUDA graph, so
     the variant still runs."""
     try:
-        return session, _Bound(session, device)
+        return session, _Bound(session, device, device_id)
     except Exception as err:  # _Bound's InvalidArgument, or onnxruntime's untyped errors
         warnings.warn(f"onnxruntime: this variant cannot replay a CUDA graph ({str(err)[:300]}); running it without "
                       "(enable_cuda_graph off)", RuntimeWarning, stacklevel=3)

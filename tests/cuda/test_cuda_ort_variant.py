@@ -202,7 +202,7 @@ def test_graph_variant_with_a_symbolic_output_runs_without_the_graph(monkeypatch
     monkeypatch.setattr(ort, "InferenceSession", session)
     monkeypatch.setattr(_ort_backend, "_PROVIDERS", {"cpu": "CPUExecutionProvider", "cuda": "CPUExecutionProvider"})
     monkeypatch.setattr(_ort_backend, "cuda_unavailable", lambda: None)
-    monkeypatch.setattr(_ort_backend, "_Bound", lambda s, device="cuda": real_bound(s, "cpu"))
+    monkeypatch.setattr(_ort_backend, "_Bound", lambda s, device="cuda", device_id=0: real_bound(s, "cpu"))
     with pytest.warns(RuntimeWarning, match=r"cannot replay a CUDA graph .*output 'y' is tensor\(int64\) \[2, 'n'\]"):
         handle = _ort_backend._init("cuda", {"model": _nonzero_model()}, '{"enable_cuda_graph": "1"}')
     assert handle.bound is None
@@ -229,3 +229,13 @@ def test_without_the_pinned_triton_the_ort_variant_is_built_with_the_reason(tmp_
     (left,) = [e for e in result.manifest["excluded"] if e["engine"] == "cuda"]
     print("excluded:", left["reason"])
     assert "pinned to Triton 0.0.0" in left["reason"]
+
+
+def test_device_names_with_an_ordinal():
+    from xpuruntime import _ort_backend
+
+    assert _ort_backend._split_device("cuda:1") == ("cuda", 1)
+    assert _ort_backend._split_device("cuda") == ("cuda", 0)
+    assert _ort_backend._split_device("cpu") == ("cpu", 0)
+    assert _ort_backend._split_device("cuda:x") is None and _ort_backend._split_device("npu") is None
+    assert not _ort_backend._has_device("tpu:0")
