@@ -37,7 +37,7 @@ import time
 from typing import Any, Sequence
 
 from . import _errors
-from ._session import Session, default_cache_dir
+from ._session import Session, default_cache_dir, user_cache_dir
 from .policy import ExecutionPolicy, KernelPolicy, Knob, Policy, PolicyError
 
 log = logging.getLogger("xpuruntime")
@@ -55,11 +55,7 @@ compiles = 0  # compiles run by InferenceSession in this process (a cache hit le
 
 def bundle_cache_dir() -> str:
     """$XRT_BUNDLE_CACHE, else $XDG_CACHE_HOME/xpuruntime/bundles, else ~/.cache/xpuruntime/bundles."""
-    explicit = os.environ.get("XRT_BUNDLE_CACHE")
-    if explicit:
-        return explicit
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "xpuruntime", "bundles")
+    return user_cache_dir("XRT_BUNDLE_CACHE", "bundles")
 
 
 def cuda_device_count() -> tuple[int, str]:

@@ -439,13 +439,18 @@ def decisions_view(raw: bytes, variant_id: str, section: str = "decisions.json")
     return {"variant": chosen, "warnings": warnings, "nodes": nodes}
 
 
-def default_cache_dir() -> str:
-    """$XRT_CACHE_DIR, else $XDG_CACHE_HOME/xpuruntime/engine-cache, else ~/.cache/xpuruntime/engine-cache."""
-    explicit = os.environ.get("XRT_CACHE_DIR")
+def user_cache_dir(env: str, name: str) -> str:
+    """$`env`, else $XDG_CACHE_HOME/xpuruntime/`name`, else ~/.cache/xpuruntime/`name`."""
+    explicit = os.environ.get(env)
     if explicit:
         return explicit
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "xpuruntime", "engine-cache")
+    return os.path.join(base, "xpuruntime", name)
+
+
+def default_cache_dir() -> str:
+    """$XRT_CACHE_DIR, else $XDG_CACHE_HOME/xpuruntime/engine-cache, else ~/.cache/xpuruntime/engine-cache."""
+    return user_cache_dir("XRT_CACHE_DIR", "engine-cache")
 
 
 def _trusted_keys(trusted_keys) -> list[bytes]:

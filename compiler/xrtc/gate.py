@@ -529,6 +529,16 @@ def npy_bytes(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def golden_arrays(bundle, golden: dict) -> tuple[dict, dict]:
+    """The golden inputs and reference outputs a bundle carries (`golden`: its manifest's "golden" entry, the
+    .npy sections packaging wrote with npy_bytes), read back without unpickling."""
+
+    def arrays(entries):
+        return {e["name"]: np.load(io.BytesIO(bundle.data(e["section"])), allow_pickle=False) for e in entries}
+
+    return arrays(golden["inputs"]), arrays(golden["outputs"])
+
+
 def _encode_value(value):
     """Sequences (list), maps (dict) and optionals (None) as tagged JSON for the gate's child process (no pickles)."""
     if isinstance(value, list):

@@ -7,8 +7,6 @@ import logging
 import sys
 from dataclasses import asdict
 
-import numpy as np
-
 from ..errors import UsageError, XrtcError
 from .run import add_runtime_args, device_args, feeds_for, trust_args
 
@@ -107,8 +105,7 @@ class Verify:
 
 def _golden(path: str, manifest: dict) -> tuple[dict, dict]:
     """The bundle's golden inputs and reference outputs."""
-    import io
-
+    from ..gate import golden_arrays
     from .inspect import read_bundle
 
     golden = manifest.get("golden")
@@ -125,9 +122,4 @@ def _golden(path: str, manifest: dict) -> tuple[dict, dict]:
     if not golden:
         raise UsageError(f"{path} carries no golden data (compiled without samples: dynamic dims and no "
                          "--calibration/--shape, or by xrtc < 0.2); pass --model to compare with the source model")
-    bundle = read_bundle(path)
-
-    def arrays(entries):
-        return {e["name"]: np.load(io.BytesIO(bundle.data(e["section"])), allow_pickle=False) for e in entries}
-
-    return arrays(golden["inputs"]), arrays(golden["outputs"])
+    return golden_arrays(read_bundle(path), golden)

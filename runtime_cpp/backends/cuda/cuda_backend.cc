@@ -13,6 +13,7 @@
 // and its config).
 #include <chrono>
 #include <cstddef>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <exception>
@@ -47,6 +48,26 @@ const char* Version(void* /*self*/) {
   return version.c_str();
 }
 
+// The C boundary: no exception leaves an entry point. `call` names it in the message ("init", "execute"), `during`
+// says what ran out of host memory ("loading the variant", "running"). No std::string in the handlers: a bad_alloc
+// handler must not allocate more than the status itself.
+template <class Body>
+xrt_status_t Guarded(const char* call, const char* during, Body&& body) {
+  char message[512];
+  try {
+    return body();
+  } catch (const std::bad_alloc&) {
+    std::snprintf(message, sizeof message, "cuda: out of host memory while %s", during);
+    return xrt_status_make(XRT_STATUS_RESOURCE_EXHAUSTED, message);
+  } catch (const std::exception& e) {
+    std::snprintf(message, sizeof message, "cuda: %s failed: %s", call, e.what());
+    return xrt_status_make(XRT_STATUS_INTERNAL, message);
+  } catch (...) {
+    std::snprintf(message, sizeof message, "cuda: %s failed with an unknown exception", call);
+    return xrt_status_make(XRT_STATUS_INTERNAL, message);
+  }
+}
+
 // "cuda" or "cuda:N".
 bool ParseDevice(const char* device, int* ordinal) {
   if (device == nullptr) return false;
@@ -78,7 +99,7 @@ int HasDevice(void* /*self*/, const char* device) {
 
 xrt_status_t Init(void* /*self*/, const char* device, const xrt_backend_artifact_t* artifacts, size_t artifact_count,
                   const char* options_json, void** out_handle) {
-  try {
+  return Guarded("init", "loading the variant", [&]() -> xrt_status_t {
     if (out_handle == nullptr || (artifacts == nullptr && artifact_count != 0)) {
       return Make(XRT_STATUS_INVALID_ARGUMENT, "cuda: init called with NULL arguments");
     }
@@ -134,35 +155,23 @@ xrt_status_t Init(void* /*self*/, const char* device, const xrt_backend_artifact
     if (xrt_status_t s = Engine::Create(drv, lt, lt_error, a, options, &engine)) return s;
     *out_handle = engine.release();
     return nullptr;
-  } catch (const std::bad_alloc&) {
-    return Make(XRT_STATUS_RESOURCE_EXHAUSTED, "cuda: out of host memory while loading the variant");
-  } catch (const std::exception& e) {
-    return Make(XRT_STATUS_INTERNAL, std::string("cuda: init failed: ") + e.what());
-  } catch (...) {
-    return Make(XRT_STATUS_INTERNAL, "cuda: init failed with an unknown exception");
-  }
+  });
 }
 
 xrt_status_t Execute(void* /*self*/, void* handle, const xrt_tensor_view_t* inputs, size_t input_count,
                      xrt_backend_output_t* outputs, size_t output_count) {
-  try {
+  return Guarded("execute", "running", [&]() -> xrt_status_t {
     if (handle == nullptr || (inputs == nullptr && input_count) || (outputs == nullptr && output_count)) {
       return Make(XRT_STATUS_INVALID_ARGUMENT, "cuda: execute called with NULL arguments");
     }
     return static_cast<Engine*>(handle)->Execute(inputs, input_count, outputs, output_count);
-  } catch (const std::bad_alloc&) {
-    return Make(XRT_STATUS_RESOURCE_EXHAUSTED, "cuda: out of host memory while running");
-  } catch (const std::exception& e) {
-    return Make(XRT_STATUS_INTERNAL, std::string("cuda: execute failed: ") + e.what());
-  } catch (...) {
-    return Make(XRT_STATUS_INTERNAL, "cuda: execute failed with an unknown exception");
-  }
+  });
 }
 
 xrt_status_t ExecutePlaced(void* /*self*/, void* handle, const xrt_run_options_t* run, const xrt_tensor_view_t* inputs,
                            const xrt_placement_t* input_placements, size_t input_count, xrt_backend_output_t* outputs,
                            xrt_placement_t* output_placements, size_t output_count) {
-  try {
+  return Guarded("execute", "running", [&]() -> xrt_status_t {
     if (handle == nullptr || run == nullptr || (inputs == nullptr && input_count) ||
         (input_placements == nullptr && input_count) || (outputs == nullptr && output_count) ||
         (output_placements == nullptr && output_count)) {
@@ -177,13 +186,7 @@ xrt_status_t ExecutePlaced(void* /*self*/, void* handle, const xrt_run_options_t
     }
     return static_cast<Engine*>(handle)->ExecutePlaced(options, inputs, input_placements, input_count, outputs,
                                                        output_placements, output_count);
-  } catch (const std::bad_alloc&) {
-    return Make(XRT_STATUS_RESOURCE_EXHAUSTED, "cuda: out of host memory while running");
-  } catch (const std::exception& e) {
-    return Make(XRT_STATUS_INTERNAL, std::string("cuda: execute failed: ") + e.what());
-  } catch (...) {
-    return Make(XRT_STATUS_INTERNAL, "cuda: execute failed with an unknown exception");
-  }
+  });
 }
 
 void Destroy(void* /*self*/, void* handle) {

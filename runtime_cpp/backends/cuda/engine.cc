@@ -605,29 +605,36 @@ xrt_status_t Engine::Capture(Binding* b) {
   return Cu(inst, "cuGraphInstantiate");
 }
 
-xrt_status_t Engine::ReplayMedianMs(const Binding& b, int n, double* out) {
-  std::vector<CUevent> ev(2 * static_cast<size_t>(n), nullptr);
+// 3 warm-up replays, then n replays each between its own pair of events, plus one pair around all n: the times of
+// single replays (`each`) and the mean back to back. Every event call is checked: a failed one must not read as
+// 0 ms (the tuner would pick it).
+xrt_status_t Engine::ReplayTimes(const Binding& b, int n, std::vector<double>* each, double* back_to_back_ms) {
+  std::vector<CUevent> ev(2 * static_cast<size_t>(n) + 2, nullptr);
   xrt_status_t status = nullptr;
   for (auto& e : ev) {
     if (!status) status = Cu(drv_->cuEventCreate(&e, CU_EVENT_DEFAULT), "cuEventCreate");
   }
   for (int w = 0; !status && w < 3; ++w) status = Cu(drv_->cuGraphLaunch(b.exec, stream_), "cuGraphLaunch (warm-up)");
-  for (int i = 0; !status && i < n; ++i) {  // every event call checked: a failed one must not read as 0 ms and win
-    status = Cu(drv_->cuEventRecord(ev[2 * i], stream_), "cuEventRecord (tuning)");
-    if (!status) status = Cu(drv_->cuGraphLaunch(b.exec, stream_), "cuGraphLaunch (tuning)");
-    if (!status) status = Cu(drv_->cuEventRecord(ev[2 * i + 1], stream_), "cuEventRecord (tuning)");
+  if (!status) status = Cu(drv_->cuEventRecord(ev[2 * n], stream_), "cuEventRecord");
+  for (int i = 0; !status && i < n; ++i) {
+    status = Cu(drv_->cuEventRecord(ev[2 * i], stream_), "cuEventRecord");
+    if (!status) status = Cu(drv_->cuGraphLaunch(b.exec, stream_), "cuGraphLaunch (timed)");
+    if (!status) status = Cu(drv_->cuEventRecord(ev[2 * i + 1], stream_), "cuEventRecord");
   }
-  if (!status) status = Cu(drv_->cuStreamSynchronize(stream_), "timing graph replays (tuning)");
-  std::vector<double> times;
+  if (!status) status = Cu(drv_->cuEventRecord(ev[2 * n + 1], stream_), "cuEventRecord");
+  if (!status) status = Cu(drv_->cuStreamSynchronize(stream_), "timed graph replays");
+  each->clear();
   for (int i = 0; !status && i < n; ++i) {
     float ms = 0;
-    status = Cu(drv_->cuEventElapsedTime(&ms, ev[2 * i], ev[2 * i + 1]), "cuEventElapsedTime (tuning)");
-    times.push_back(ms);
+    status = Cu(drv_->cuEventElapsedTime(&ms, ev[2 * i], ev[2 * i + 1]), "cuEventElapsedTime");
+    each->push_back(ms);
   }
+  float all = 0;
+  if (!status) status = Cu(drv_->cuEventElapsedTime(&all, ev[2 * n], ev[2 * n + 1]), "cuEventElapsedTime");
   for (auto& e : ev) {
     if (e) drv_->cuEventDestroy(e);
   }
-  if (!status) *out = Median(times);
+  if (!status) *back_to_back_ms = n ? all / n : 0;
   return status;
 }
 
@@ -638,8 +645,10 @@ xrt_status_t Engine::ReplayMedianMs(const Binding& b, int n, double* out) {
 // than inside the model, where its weights come from HBM and split-K reductions add launches.
 xrt_status_t Engine::TuneInGraph(Binding* b) {
   constexpr int kReplays = 15;
-  double current = 0;
-  if (xrt_status_t s = ReplayMedianMs(*b, kReplays, &current)) return s;
+  std::vector<double> times;
+  double back_to_back = 0;
+  if (xrt_status_t s = ReplayTimes(*b, kReplays, &times, &back_to_back)) return s;
+  double current = Median(times);
   std::vector<std::string> order;
   for (const std::string& key : gemm_key_) {
     if (candidates_.count(key) && candidates_[key].size() > 1 &&
@@ -658,14 +667,13 @@ xrt_status_t Engine::TuneInGraph(Binding* b) {
     size_t best = 0;
     for (size_t c = 1; c < cands.size(); ++c) {
       use(c);
-      double ms = 0;
       xrt_status_t s = Capture(b);
-      if (!s) s = ReplayMedianMs(*b, kReplays, &ms);
+      if (!s) s = ReplayTimes(*b, kReplays, &times, &back_to_back);
       if (s) {  // a candidate that cannot be captured or replayed loses; the engine stays usable
         xrt_status_free(s);
         continue;
       }
-      if (ms < current) current = ms, best = c;
+      if (const double ms = Median(times); ms < current) current = ms, best = c;
     }
     use(best);
     heuristic_cache_[key] = cands[best];
@@ -798,41 +806,15 @@ xrt_status_t Engine::Profile(Binding* b) {
 
 xrt_status_t Engine::TimeReplays(const Binding& b) {
   const int n = options_.replay_timing;
-  std::vector<CUevent> ev(2 * static_cast<size_t>(n) + 2, nullptr);
-  xrt_status_t status = nullptr;
-  for (auto& e : ev) {
-    if (!status) status = Cu(drv_->cuEventCreate(&e, CU_EVENT_DEFAULT), "cuEventCreate");
-  }
-  for (int w = 0; !status && w < 3; ++w) status = Cu(drv_->cuGraphLaunch(b.exec, stream_), "cuGraphLaunch (warm-up)");
-  // Per replay: its own event pair (median of single replays), plus one pair around all (mean, back to back).
-  if (!status) drv_->cuEventRecord(ev[2 * n], stream_);
-  for (int i = 0; !status && i < n; ++i) {
-    drv_->cuEventRecord(ev[2 * i], stream_);
-    status = Cu(drv_->cuGraphLaunch(b.exec, stream_), "cuGraphLaunch (timed)");
-    drv_->cuEventRecord(ev[2 * i + 1], stream_);
-  }
-  if (!status) drv_->cuEventRecord(ev[2 * n + 1], stream_);
-  if (!status) status = Cu(drv_->cuStreamSynchronize(stream_), "timed graph replays");
   std::vector<double> times;
-  float all = 0;
-  if (!status) {
-    for (int i = 0; i < n; ++i) {
-      float ms = 0;
-      drv_->cuEventElapsedTime(&ms, ev[2 * i], ev[2 * i + 1]);
-      times.push_back(ms);
-    }
-    drv_->cuEventElapsedTime(&all, ev[2 * n], ev[2 * n + 1]);
-  }
-  for (auto& e : ev) {
-    if (e) drv_->cuEventDestroy(e);
-  }
-  if (status) return status;
+  double back_to_back = 0;
+  if (xrt_status_t s = ReplayTimes(b, n, &times, &back_to_back)) return s;
   nlohmann::json report = {{"event", "replay"},
                            {"dims", DimsKey(plan_, b.values)},
                            {"n", n},
                            {"median_ms", Median(times)},
                            {"min_ms", times.empty() ? 0 : *std::min_element(times.begin(), times.end())},
-                           {"mean_back_to_back_ms", n ? all / n : 0},
+                           {"mean_back_to_back_ms", back_to_back},
                            {"launches_per_replay", plan_.launches.size()}};
   WriteReport(report.dump());
   return nullptr;

@@ -111,7 +111,7 @@ class Engine {
   cublasLtHandle_t lt_handle_ = nullptr;
   std::vector<std::string> gemm_notes_;
   xrt_status_t Capture(Binding* binding);  // (re)captures the binding's graph from its GEMM states
-  xrt_status_t ReplayMedianMs(const Binding& binding, int replays, double* out);
+  xrt_status_t ReplayTimes(const Binding& binding, int replays, std::vector<double>* each, double* back_to_back_ms);
   xrt_status_t TuneInGraph(Binding* binding);
   std::map<std::string, std::vector<cublasLtMatmulAlgo_t>> candidates_;  // configuration -> candidates (tuning)
   std::vector<std::string> gemm_key_;     // per GEMM: its configuration

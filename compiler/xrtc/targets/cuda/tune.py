@@ -11,12 +11,9 @@ bit for bit across runs (timings decide); the manifest records how, where and wi
 
 from __future__ import annotations
 
-import io
 import json
 import os
 from dataclasses import dataclass, field
-
-import numpy as np
 
 from ...errors import UsageError, VerifyMismatchError, XrtcError
 
@@ -101,9 +98,9 @@ def tune_bundle(path: str, candidates: int = 16, variant_id: str | None = None) 
         errors: dict[str, float] = {}
         golden = manifest.get("golden")
         if golden:
-            def arrays(entries):
-                return {e["name"]: np.load(io.BytesIO(bundle.data(e["section"])), allow_pickle=False) for e in entries}
-            feeds, reference = arrays(golden["inputs"]), arrays(golden["outputs"])
+            from ...gate import golden_arrays
+
+            feeds, reference = golden_arrays(bundle, golden)
             got = session.run(feeds)
             from xpuruntime.policy import DEFAULT_TOLERANCES
 
