@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import importlib.util
 import json
 import logging
 import os
@@ -276,6 +277,18 @@ class InferenceSession:
         Unavailable when fixed; else cuda:0 when there is one, else the first fallback device (the CPU by
         default), recorded."""
         kind, index = _parse_device(text)
+        if kind == "npu" and importlib.util.find_spec("openvino") is None:
+            reason = ("OpenVINO is not installed, and the NPU is reached through it (pip install "
+                      "'xpuruntime[openvino]')")
+            if fixed:
+                raise _errors.Unavailable(f"device 'npu' is fixed, but {reason}")
+            chain = [d for d in (fallback or ["cpu"]) if not d.lower().startswith("npu")]
+            if not chain:
+                raise _errors.Unavailable(f"device 'npu': {reason}, and the fallback {fallback!r} names no other "
+                                          "device; add 'cpu'")
+            used, _ = _parse_device(chain[0])
+            self._fell_back("device", text, used, reason)
+            return self._resolve_device(used, fixed, fallback) if used == "cuda" else (used, used)
         if kind != "cuda":
             return kind, kind
         count, why = cuda_device_count()

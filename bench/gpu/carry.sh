@@ -20,6 +20,8 @@ pin() { grep -oE "\"$1==[^\"]+\"" "$2" | head -1 | tr -d '"'; }
 dl() { $X/pip download -q --disable-pip-version-check --no-deps --only-binary=:all: --python-version 3.12 \
          --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 -d "$@"; }
 dl .carry/whl "$(pin onnx-graphsurgeon pyproject.toml)" "$(pin zstandard pyproject.toml)" "$(pin cryptography pyproject.toml)"
+# pytest for `run.sh tests` (the GPU halves of tests/session, tests/torch, tests/cuda); pluggy/iniconfig as installed here
+dl .carry/whl "$(pin pytest pyproject.toml)" pluggy==1.7.0 iniconfig==2.3.1
 dl .carry/bt "$(pin scikit-build-core scripts/setup.sh)" "$(pin nanobind scripts/setup.sh)" "$(pin cmake scripts/setup.sh)" \
    "$(pin ninja scripts/setup.sh)" pathspec==0.12.1
 du -sh .carry/rt .carry/whl .carry/bt

@@ -54,7 +54,15 @@ for b in "$R"/b/*.xrtpkg; do
 done
 build_xrt || { echo "xpuruntime build FAILED"; exit 1; }
 (cd /tmp && python3 -c "import xpuruntime, xrtc; print('xpuruntime', xpuruntime.__version__, xpuruntime.__file__)")
-[ "$stage" = smoke ] && exit 0
+# tests: the GPU halves of the Python suites (InferenceSession on cuda:0, xpuruntime.pytorch's capture and refusals,
+# the cuda runtime's loads), run from /tmp so that the installed package, not the checkout, is imported
+if [ "$stage" = tests ] || [ -n "${WITH_TESTS:-}" ]; then
+  echo "== pytest on the GPU: tests/session tests/torch tests/cuda"
+  (cd /tmp && timeout 240 python3 -m pytest "$OLDPWD/tests/session" "$OLDPWD/tests/torch" "$OLDPWD/tests/cuda/test_cuda_runtime_load.py" -q -rs \
+      -p no:cacheprovider 2>&1) > "$OUT/pytest_gpu.txt"
+  echo "pytest rc=$?"; grep -E "passed|failed|SKIPPED|FAILED|Error" "$OUT/pytest_gpu.txt" | tail -25 | cut -c1-300
+fi
+[ "$stage" = smoke ] || [ "$stage" = tests ] && exit 0
 
 # ---- bert: export, compile (fp16, one bundle per shape: v1 plans are static), check, time, peers ----
 SHAPES=${SHAPES:-1x128 8x128 32x128 1x384}
@@ -157,6 +165,7 @@ PY
   done
 fi
 cp /tmp/bert/ours_*.json $OUT/ 2>/dev/null
+if [ -n "${NO_PEERS:-}" ]; then echo "peers skipped (NO_PEERS)"; python3 bench/gpu/bench_bert.py table $D | tee $OUT/table.md; exit 0; fi
 t0=$SECONDS
 python3 bench/gpu/bench_bert.py peers $D $SHAPES 2>&1 | grep -v Warning | tail -8
 echo "peers in $((SECONDS - t0)) s"

@@ -132,6 +132,7 @@ const CublasLtApi* LoadCublasLt(std::string* error) {
   api.f = reinterpret_cast<decltype(api.f)>(dlsym(lib, XRT_CUDA_STR(f)));                                \
   if (api.f == nullptr) missing += std::string(missing.empty() ? "" : ", ") + XRT_CUDA_STR(f);
   XRT_CUBLASLT_FUNCS(XRT_CUDA_LOAD)
+  XRT_CUBLASLT_TUNING_FUNCS(XRT_CUDA_LOAD)
 #undef XRT_CUDA_LOAD
   if (!missing.empty()) {
     if (error) *error = api.path + " lacks " + missing + " (need cuBLASLt 13)";

@@ -36,6 +36,8 @@ namespace cuda_backend {
   X(cublasLtMatrixLayoutDestroy) X(cublasLtMatmulPreferenceCreate) X(cublasLtMatmulPreferenceDestroy)                  \
   X(cublasLtMatmulPreferenceSetAttribute) X(cublasLtMatmulAlgoGetHeuristic) X(cublasLtMatmulAlgoCheck)                 \
   X(cublasLtMatmul)
+// Used by the GEMM tuner only (split-K variants of the heuristic's candidates); the fake table may leave them null.
+#define XRT_CUBLASLT_TUNING_FUNCS(X) X(cublasLtMatmulAlgoConfigGetAttribute) X(cublasLtMatmulAlgoConfigSetAttribute)
 
 #define XRT_CUDA_TABLE_MEMBER(f) decltype(&::f) f = nullptr;
 
@@ -47,6 +49,7 @@ struct DriverApi {
 
 struct CublasLtApi {
   XRT_CUBLASLT_FUNCS(XRT_CUDA_TABLE_MEMBER)
+  XRT_CUBLASLT_TUNING_FUNCS(XRT_CUDA_TABLE_MEMBER)
   std::string path;  // where it was loaded from (for describe())
 };
 

@@ -561,17 +561,60 @@ xrt_status_t Engine::PrepareGemm(int index, const std::vector<int64_t>& values, 
     heuristic_cache_[key] = st->algo;
     heuristic_note_[key] = "cuBLASLt heuristic (first candidate)";
     *note = fallback_note(heuristic_note_[key]);
-    if (found > 1) {  // the tuner (TuneInGraph) times them in the captured graph
+    if (wanted > 1) {  // the tuner (TuneInGraph) times them in the captured graph
       auto& list = candidates_[key];
       for (int i = 0; i < std::min(found, wanted); ++i) {
         if (results[static_cast<size_t>(i)].workspaceSize <= workspace) list.push_back(results[static_cast<size_t>(i)].algo);
       }
+      AddSplitKCandidates(*st, k, workspace, &list);
+      if (list.size() < 2) candidates_.erase(key);
     }
   }
   // the tuner leaves GEMMs with an accepted stored algorithm alone
   if (static_cast<size_t>(index) < gemm_key_.size()) gemm_key_[static_cast<size_t>(index)] = stored ? "" : key;
   *out = std::move(st);
   return nullptr;
+}
+
+// Split-K variants of the heuristic's first candidates, for the tuner. At small M (batch 1: M = 128 rows) a GEMM
+// fills only a few dozen of the 132 SMs and each CTA walks the whole K; splitting K over 2-8 CTAs trades a reduction
+// for parallelism. The heuristic rarely proposes it with a bias/GELU epilogue, so the tuner tries it and keeps it only
+// when the whole graph replays faster. Each variant must pass cublasLtMatmulAlgoCheck and fit the workspace.
+void Engine::AddSplitKCandidates(const GemmState& st, int64_t k, size_t workspace,
+                                 std::vector<cublasLtMatmulAlgo_t>* list) {
+  if (lt_->cublasLtMatmulAlgoConfigGetAttribute == nullptr || lt_->cublasLtMatmulAlgoConfigSetAttribute == nullptr) {
+    return;
+  }
+  const size_t bases = std::min<size_t>(list->size(), 4);
+  for (size_t i = 0; i < bases; ++i) {
+    uint32_t splits = 1;
+    size_t written = 0;
+    if (lt_->cublasLtMatmulAlgoConfigGetAttribute(&(*list)[i], CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &splits, sizeof splits,
+                                                   &written) != CUBLAS_STATUS_SUCCESS ||
+        splits > 1) {
+      continue;  // already split (or not configurable): the heuristic chose it as it is
+    }
+    for (uint32_t split : {2u, 3u, 4u, 6u, 8u}) {
+      if (k / split < 128) break;
+      for (uint32_t scheme : {static_cast<uint32_t>(CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE),
+                              static_cast<uint32_t>(CUBLASLT_REDUCTION_SCHEME_INPLACE)}) {
+        cublasLtMatmulAlgo_t algo = (*list)[i];
+        if (lt_->cublasLtMatmulAlgoConfigSetAttribute(&algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &split, sizeof split) !=
+                CUBLAS_STATUS_SUCCESS ||
+            lt_->cublasLtMatmulAlgoConfigSetAttribute(&algo, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME, &scheme,
+                                                      sizeof scheme) != CUBLAS_STATUS_SUCCESS) {
+          continue;
+        }
+        cublasLtMatmulHeuristicResult_t result{};
+        if (lt_->cublasLtMatmulAlgoCheck(lt_handle_, st.desc, st.la, st.lb, st.lc, st.lc, &algo, &result) ==
+                CUBLAS_STATUS_SUCCESS &&
+            result.workspaceSize <= workspace) {
+          list->push_back(algo);
+          break;  // one reduction scheme per split count is enough
+        }
+      }
+    }
+  }
 }
 
 xrt_status_t Engine::PrepareBinding(const std::vector<int64_t>& values, Binding* b, bool capture) {
@@ -677,10 +720,17 @@ xrt_status_t Engine::TuneInGraph(Binding* b) {
     }
     use(best);
     heuristic_cache_[key] = cands[best];
-    char text[200];
+    uint32_t splits = 1;
+    size_t written = 0;
+    if (lt_->cublasLtMatmulAlgoConfigGetAttribute != nullptr) {
+      lt_->cublasLtMatmulAlgoConfigGetAttribute(&cands[best], CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &splits, sizeof splits,
+                                                &written);
+    }
+    char text[240];
     std::snprintf(text, sizeof text,
-                  "tuned in the CUDA graph: candidate %zu of %zu, graph replay %.4f ms (first candidate: %.4f ms)",
-                  best + 1, cands.size(), current, first);
+                  "tuned in the CUDA graph: candidate %zu of %zu%s, graph replay %.4f ms (first candidate: %.4f ms)",
+                  best + 1, cands.size(), splits > 1 ? (" (split-K " + std::to_string(splits) + ")").c_str() : "",
+                  current, first);
     heuristic_note_[key] = text;
     for (size_t g = 0; g < gemm_key_.size(); ++g) {
       if (gemm_key_[g] == key) gemm_notes_[g] = text;

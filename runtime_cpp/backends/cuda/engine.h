@@ -81,6 +81,7 @@ class Engine {
   xrt_status_t Init(const EngineArtifacts& artifacts, const std::string& lt_error);
   xrt_status_t LoadModules(const EngineArtifacts& artifacts);
   xrt_status_t PrepareBinding(const std::vector<int64_t>& values, Binding* binding, bool capture);
+  void AddSplitKCandidates(const GemmState& st, int64_t k, size_t workspace, std::vector<cublasLtMatmulAlgo_t>* list);
   xrt_status_t PrepareGemm(int index, const std::vector<int64_t>& values, std::unique_ptr<GemmState>* out,
                            std::string* note);
   xrt_status_t Enqueue(const Binding& binding, std::vector<std::pair<CUevent, CUevent>>* events);
