@@ -62,6 +62,11 @@ if [ "$stage" = tests ] || [ -n "${WITH_TESTS:-}" ]; then
       -p no:cacheprovider 2>&1) > "$OUT/pytest_gpu.txt"
   echo "pytest rc=$?"; grep -E "passed|failed|SKIPPED|FAILED|Error" "$OUT/pytest_gpu.txt" | tail -25 | cut -c1-300
 fi
+if [ "$stage" = sweep ]; then  # the generated kernels' configurations (sets codegen's layernorm/attention rules)
+  (cd /tmp && timeout 400 python3 "$OLDPWD/bench/gpu/sweep_kernels.py" --json "$OUT/sweep.json" 2>&1) > "$OUT/sweep.txt"
+  echo "sweep rc=$?"; grep -E "^\||error|Error" "$OUT/sweep.txt" | tail -30 | cut -c1-300
+  exit 0
+fi
 [ "$stage" = smoke ] || [ "$stage" = tests ] && exit 0
 
 # ---- bert: export, compile (fp16, one bundle per shape: v1 plans are static), check, time, peers ----

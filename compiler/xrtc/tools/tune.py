@@ -55,8 +55,9 @@ class Tune:
         if result.dropped_signature:
             log.warning("%s was signed; the tuned bundle is not: sign it again (xrtc sign %s --key ...)",
                         args.bundle, out)
-        how = ", ".join(f"{n} {k}" for k, n in sorted(result.notes.items()))
         errs = ", ".join(f"{k} {v:g}" for k, v in result.errors.items()) or "no golden data to check"
-        print(f"{result.variant}: {result.gemms} GEMM algorithms stored ({how}); golden max abs err: {errs}")
+        print(f"{result.variant}: {result.gemms} GEMM algorithms stored; golden max abs err: {errs}")
+        for note, n in sorted(result.notes.items()):
+            print(f"  {n:3d} x {note}")
         print(f"PASSED xrtc tune: wrote {out} ({len(result.bundle)} bytes)")
         return 0

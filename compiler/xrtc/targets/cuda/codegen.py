@@ -197,42 +197,69 @@ def _store(value: str, src_dtype: str, out_dtype: str) -> str:
     return f"{value}.to({_TL[out_dtype]})"
 
 
+def layernorm_config(rows: int, n: int) -> tuple[int, int]:
+    """(rows per program, warps) for a LayerNorm over `rows` rows of `n`. Measured on the H200 (bench/gpu/
+    sweep_kernels.py): one row per program under-uses the memory system once there are thousands of rows."""
+    block = next_pow2(max(n, 16))
+    return 1, max(1, min(8, block // 256))
+
+
 def layernorm(expr, out_shape, gamma: View | None, beta: View | None, eps: float, out_buf: int, out_dtype: str,
-              stash: tuple | None = None):
-    """One program per row of the last dim: y = (x - mean) / sqrt(var + eps) * gamma + beta, x = `expr` (residual
-    adds, embedding gathers and the like fused in front). `stash` (buffer, dtype) also writes x (a pre-norm value a
-    later node reads)."""
+              stash: tuple | None = None, rows_per_program: int | None = None, warps: int | None = None):
+    """`rows_per_program` rows (default: `layernorm_config`) per program, normalised over the last dim:
+    y = (x - mean) / sqrt(var + eps) * gamma + beta, x = `expr` (residual adds, embedding gathers and the like fused
+    in front). `stash` (buffer, dtype) also writes x (a pre-norm value a later node reads)."""
     n = out_shape[-1]
     rows = 1
     for d in out_shape[:-1]:
         rows *= d
     block = next_pow2(max(n, 16))
+    r_default, w_default = layernorm_config(rows, n)
+    r = rows_per_program or r_default
+    warps = warps or (w_default if rows_per_program is None else max(1, min(8, block // 256)))
     bufs = [leaf[1].buf for leaf in expr_leaves(expr)]
     bufs += [v.buf for v in (gamma, beta) if v is not None]
     bufs += [out_buf] + ([stash[0]] if stash else [])
     params = _params(bufs)
     em = _Emitter(out_shape, lambda b: f"P{params.index(b)}", "m")
     x = em.emit(expr)
-    body = ["row = tl.program_id(0)", f"c = tl.arange(0, {block})", f"m = c < {n}", f"o = row * {n} + c",
-            *em.lines, f"x = tl.where(m, {x}, 0.0)"]
+    if r == 1:
+        body = ["row = tl.program_id(0)", f"c = tl.arange(0, {block})", "cm = c < " + str(n), "m = cm",
+                f"o = row * {n} + c", *em.lines, f"x = tl.where(m, {x}, 0.0)"]
+        red, col = "0", ""
+    else:
+        body = [f"row = tl.program_id(0) * {r} + tl.arange(0, {r})", f"c = tl.arange(0, {block})",
+                f"cm = c < {n}", f"m = (row[:, None] < {rows}) & cm[None, :]", f"o = row[:, None] * {n} + c[None, :]",
+                *em.lines, f"x = tl.where(m, {x}, 0.0)"]
+        red, col = "1", "[:, None]"
     if stash:
         body.append(f"tl.store(P{params.index(stash[0])} + o, x.to({_TL[stash[1]]}), mask=m)")
-    body += [f"mean = tl.sum(x, 0) / {n}", "d = tl.where(m, x - mean, 0.0)", f"var = tl.sum(d * d, 0) / {n}",
-             f"y = d * tl.rsqrt(var + {float(eps)!r})"]
+    body += [f"mean = tl.sum(x, {red}) / {n}", f"d = tl.where(m, x - mean{col}, 0.0)",
+             f"var = tl.sum(d * d, {red}) / {n}", f"y = d * tl.rsqrt(var + {float(eps)!r}){col}"]
     for v, op in ((gamma, "*"), (beta, "+")):
         if v is not None:
             off = offset_code(v, (n,), "c")
-            body.append(f"y = y {op} tl.load(P{params.index(v.buf)} + {off}, mask=m, other=0).to(tl.float32)")
+            load = f"tl.load(P{params.index(v.buf)} + {off}, mask=cm, other=0).to(tl.float32)"
+            body.append(f"y = y {op} {load}" + ("[None, :]" if r > 1 else ""))
     body.append(f"tl.store(P{params.index(out_buf)} + o, y.to({_TL[out_dtype]}), mask=m)")
-    warps = max(1, min(8, block // 256))
-    return _function(params, body), params, (rows, 1, 1), warps, {"block": block, "rows": rows, "n": n}
+    grid = (-(-rows // r), 1, 1)
+    return _function(params, body), params, grid, warps, {"block": block, "rows": rows, "n": n,
+                                                          **({"rows_per_program": r} if r > 1 else {})}
 
 
 MATH_MAX_KEYS = 1024
 
 
+def attention_config(sq: int, sk: int, d: int, math_softmax: bool) -> dict:
+    """Block sizes, warps and pipeline stages of the attention kernel for these sizes. Measured on the H200
+    (bench/gpu/sweep_kernels.py)."""
+    bm = min(32 if math_softmax else 64, next_pow2(max(sq, 16)))
+    bn = next_pow2(max(sk, 16)) if math_softmax else min(64, next_pow2(max(sk, 16)))
+    return {"BM": bm, "BN": bn, "warps": 4, "stages": 2}
+
+
 def attention(q: View, k: View, v: View, mask: View | None, out: View, scale: float, precision: str,
-              dtypes: dict, zero_masked_rows: bool = False, math_softmax: bool = False):
+              dtypes: dict, zero_masked_rows: bool = False, math_softmax: bool = False, config: dict | None = None):
     """Flash attention (online softmax, one pass over keys), static shapes; with `math_softmax` the policy's
     `attention = math` instead: every key in one block, the softmax normalised explicitly (max, exp, sum, divide)
     before P@V, like the unfused formula (keys <= MATH_MAX_KEYS). Views are 4-D [B, H, S, D] (k, v:
@@ -242,8 +269,8 @@ def attention(q: View, k: View, v: View, mask: View | None, out: View, scale: fl
     b_, h_, sq, d = q.shape
     sk = k.shape[2]
     bd = next_pow2(max(d, 16))
-    bm = min(32 if math_softmax else 64, next_pow2(max(sq, 16)))
-    bn = next_pow2(max(sk, 16)) if math_softmax else min(64, next_pow2(max(sk, 16)))
+    chosen = {**attention_config(sq, sk, d, math_softmax), **(config or {})}
+    bm, bn, warps, stages = chosen["BM"], chosen["BN"], chosen["warps"], chosen["stages"]
     if math_softmax and sk > MATH_MAX_KEYS:
         raise ValueError(f"attention=math holds every key of a row at once: {sk} keys > {MATH_MAX_KEYS}")
     bufs = [q.buf, k.buf, v.buf] + ([mask.buf] if mask is not None else []) + [out.buf]
@@ -283,8 +310,9 @@ def attention(q: View, k: View, v: View, mask: View | None, out: View, scale: fl
                  f"tl.store({p[out.buf]} + {base(out)} + om[:, None] * {out.strides[2]} + od[None, :] * "
                  f"{out.strides[3]}, acc.to({_TL[dtypes[out.buf]]}), mask=mq[:, None] & md[None, :])"]
         grid = (-(-sq // bm), b_ * h_, 1)
-        return _function(params, body), params, grid, 4, {"BM": bm, "BN": bn, "BD": bd, "B": b_, "H": h_, "Sq": sq,
-                                                          "Sk": sk, "D": d, "scale": scale, "softmax": "math"}
+        return _function(params, body), params, grid, warps, {"BM": bm, "BN": bn, "BD": bd, "B": b_, "H": h_,
+                                                              "Sq": sq, "Sk": sk, "D": d, "scale": scale,
+                                                              "softmax": "math", "stages": stages}
     body += ["    s = tl.where(mk[None, :], s, float(\"-inf\"))",
              "    m_new = tl.maximum(m_i, tl.max(s, 1))",
              "    m_use = tl.where(m_new == float(\"-inf\"), 0.0, m_new)", "    pr = tl.exp(s - m_use[:, None])",
@@ -297,8 +325,9 @@ def attention(q: View, k: View, v: View, mask: View | None, out: View, scale: fl
              f"tl.store({p[out.buf]} + {base(out)} + om[:, None] * {out.strides[2]} + od[None, :] * {out.strides[3]}, "
              f"acc.to({_TL[dtypes[out.buf]]}), mask=mq[:, None] & md[None, :])"]
     grid = (-(-sq // bm), b_ * h_, 1)
-    return _function(params, body), params, grid, 4, {"BM": bm, "BN": bn, "BD": bd, "B": b_, "H": h_, "Sq": sq,
-                                                      "Sk": sk, "D": d, "scale": scale, "softmax": "flash"}
+    return _function(params, body), params, grid, warps, {"BM": bm, "BN": bn, "BD": bd, "B": b_, "H": h_, "Sq": sq,
+                                                          "Sk": sk, "D": d, "scale": scale, "softmax": "flash",
+                                                          "stages": stages}
 
 
 def gemm(a: int, b: int, bias: int | None, c: int, m: int, n: int, k: int, epilogue: str, precision: str,

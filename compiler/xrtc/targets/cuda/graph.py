@@ -1012,7 +1012,7 @@ class _Lowerer:
             raise _Unsupported(f"{err}; use attention=flash") from err
         nodes = qn + kn + vn + [n.name for n in m["chain"]] + [m["softmax"].name, m["pv"].name]
         self.prog.steps.append(KernelStep("attention", src, params, [buf], [p for p in params if p != buf], grid,
-                                          warps, nodes, num_stages=2, config=cfg))
+                                          warps, nodes, num_stages=cfg["stages"], config=cfg))
         self.values[out_name] = out4 if len(out_shape) == 4 else View(buf, out_shape, out4.strides[1:], 0)
 
     # the dispatcher for matched anchors

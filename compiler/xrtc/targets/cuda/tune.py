@@ -118,8 +118,8 @@ def tune_bundle(path: str, candidates: int = 16, variant_id: str | None = None) 
                                           f"bundle's golden data ({'; '.join(failures)}); nothing written")
     tuned_plan = stored_algorithms(plan, gemm_algos)
     notes: dict[str, int] = {}
-    for a in gemm_algos:
-        how = str(a.get("algo", "")).split(":")[0]
+    for a in gemm_algos:  # one line per distinct outcome (a configuration's GEMMs share one)
+        how = str(a.get("algo", ""))
         notes[how] = notes.get(how, 0) + 1
     tuned = sum(1 for g in tuned_plan["gemms"] if g["algo"]["source"] == "tuned")
     variant["tuning"] = {
