@@ -222,6 +222,22 @@ TEST_F(CudaGpuTest, DeviceInputsAndOutputsOnTheCallersStreamMatchTheHostPath) {
   xrt_status_t s = e->Execute(&host_in, 1, &host_out, 1);
   ASSERT_EQ(s, nullptr) << xrt_status_message(s);
 
+  // The caller works in its own current context (as torch does); the engine pushes and pops its own around each
+  // call, so the caller's stays current.
+  CUdevice dev = 0;
+  CUcontext ctx = nullptr;
+  ASSERT_EQ(drv_->cuDeviceGet(&dev, 0), CUDA_SUCCESS);
+  ASSERT_EQ(drv_->cuDevicePrimaryCtxRetain(&ctx, dev), CUDA_SUCCESS);
+  ASSERT_EQ(drv_->cuCtxPushCurrent(ctx), CUDA_SUCCESS);
+  struct PopAtExit {
+    const DriverApi* drv;
+    CUdevice dev;
+    ~PopAtExit() {
+      CUcontext popped = nullptr;
+      drv->cuCtxPopCurrent(&popped);
+      drv->cuDevicePrimaryCtxRelease(dev);
+    }
+  } pop_at_exit{drv_, dev};
   CUdeviceptr dx = 0;
   CUstream stream = nullptr;
   ASSERT_EQ(drv_->cuMemAlloc(&dx, in_bytes), CUDA_SUCCESS);
