@@ -166,6 +166,10 @@ def test_dynamo_exported_bert_matches_ort(kind, precision):
     assert groups.count("add_layernorm") == 4
     gemms = [s.epilogue for s in prog.steps if isinstance(s, GemmStep)]
     assert len(gemms) == 9 and gemms.count("gelu_bias") == (2 if precision == "fp16" else 0)
+    # the [B, 1, S, S] mask is broadcast along the query axis: stored once as [B, 1, 1, S] (read with stride 0)
+    batch, seq = feeds["attention_mask"].shape
+    assert not [b for b in prog.buffers if tuple(b.shape) == (batch, 1, seq, seq)]
+    assert [b for b in prog.buffers if b.kind == "arena" and tuple(b.shape) == (batch, 1, 1, seq)]
     _check(got, _reference(model, feeds), precision, f"bert-{kind}-dynamo")
 
 

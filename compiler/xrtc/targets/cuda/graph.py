@@ -284,16 +284,22 @@ class _Lowerer:
         """The value of tensor `name` as an expression (leaf of a view, a lazy expression, or a constant)."""
         c = self.const(name)
         if c is not None:
-            if c.size == 1:
-                return ("const", c.reshape(()).item(), str(c.dtype))
+            # a constant of one repeated value (an all-true mask term folded from a Range comparison) is a scalar:
+            # it broadcasts with stride 0, so it never pins an axis a mask could otherwise be collapsed along
+            if c.size == 1 or (c.size <= 1 << 16 and bool((c == c.flat[0]).all())):
+                return ("const", c.flat[0].item(), str(c.dtype))
             return ("leaf", self.weight(name), str(c.dtype))
         v = self.values[name]
         if isinstance(v, Lazy):
             return v.expr
         return ("leaf", self.materialize(name), self.dtype(name))
 
-    def materialize(self, name: str, fp32: bool = False, dtype: str | None = None) -> View:
-        """A View holding tensor `name`: lazy expressions are written by an elementwise kernel."""
+    def materialize(self, name: str, fp32: bool = False, dtype: str | None = None,
+                    collapse_broadcast: bool = False) -> View:
+        """A View holding tensor `name`: lazy expressions are written by an elementwise kernel. With
+        `collapse_broadcast`, axes along which every input of the expression is broadcast (stride 0) are written
+        once and read back with stride 0: an attention mask expanded from [B, 1, 1, S] to [B, 1, S, S] stays
+        [B, 1, 1, S] in memory (S times fewer bytes written, and read by the attention kernel)."""
         c = self.const(name)
         if c is not None:
             return self.weight(name, dtype="float32" if fp32 and codegen.is_float(str(c.dtype)) else None)
@@ -305,9 +311,17 @@ class _Lowerer:
                                "not built)")
         shape = v.shape
         out_dtype = dtype or self.storage_dtype(codegen.dtype_of(v.expr), fp32)
-        buf = self.arena(name, out_dtype, shape)
-        self.emit_elementwise(v.expr, shape, buf, out_dtype, v.nodes)
-        view = View.whole(buf, shape)
+        collapsed = _collapse_broadcast(v.expr, shape) if collapse_broadcast else None
+        if collapsed is not None:
+            expr, stored, axes = collapsed
+            buf = self.arena(name, out_dtype, stored)
+            self.emit_elementwise(expr, stored, buf, out_dtype, v.nodes)
+            whole = View.whole(buf, stored)
+            view = View(buf, tuple(shape), tuple(0 if i in axes else st for i, st in enumerate(whole.strides)), 0)
+        else:
+            buf = self.arena(name, out_dtype, shape)
+            self.emit_elementwise(v.expr, shape, buf, out_dtype, v.nodes)
+            view = View.whole(buf, shape)
         self.values[name] = view
         return view
 
@@ -446,8 +460,8 @@ class _Lowerer:
         if fused:  # a LayerNorm reads x twice (decomposed form): one reader
             users = [u for u in users if u not in fused] + ["layernorm"]
         # written once when read by several nodes (recomputing is cheap but duplicates loads), or by a graph output
-        if len(users) > 1 or None in users:
-            self.materialize(out, fp32=out in self.keep_fp32)
+        if len(users) > 1 or None in users:  # broadcast axes stay stride 0 (a mask shared by every layer)
+            self.materialize(out, fp32=out in self.keep_fp32, collapse_broadcast=None not in users)
 
     def lower_view(self, node):
         op = node.op_type
@@ -981,7 +995,7 @@ class _Lowerer:
         scale = m["scale"] * sq_ * sk_
         mask = None
         if m["mask"] is not None:
-            mask = self.materialize(m["mask"], fp32=True)
+            mask = self.materialize(m["mask"], fp32=True, collapse_broadcast=True)
             if self.prog.buffers[mask.buf].dtype != "float32" and self.prog.buffers[mask.buf].dtype != \
                     self.prog.run_dtype:
                 raise _Unsupported("attention mask of a non-float dtype")
@@ -1103,3 +1117,33 @@ def _erf(x):
 
 class _Unsupported(Exception):
     pass
+
+
+def _collapse_broadcast(expr, shape):
+    """(expr, stored shape, axes) for an elementwise expression over `shape` whose every leaf is broadcast along
+    `axes` (stride 0 there): the same expression over `shape` with those axes set to 1. None when there is no such
+    axis or the expression has leaves other than strided views and constants (gathers)."""
+    if "gather" in repr(expr):
+        return None
+    shape = tuple(shape)
+    full = []
+    for leaf in expr_leaves(expr):
+        b = leaf[1].broadcast_to(shape)
+        if b is None:
+            return None
+        full.append(b)
+    axes = {i for i, d in enumerate(shape) if d > 1 and all(b.strides[i] == 0 for b in full)}
+    if not axes or not full:
+        return None
+    stored = tuple(1 if i in axes else d for i, d in enumerate(shape))
+
+    def rewrite(e):
+        if e[0] == "leaf":
+            b = e[1].broadcast_to(shape)
+            return ("leaf", View(b.buf, stored, tuple(0 if i in axes else st for i, st in enumerate(b.strides)),
+                                 b.offset), e[2])
+        if e[0] == "const":
+            return e
+        return (e[0], e[1], tuple(rewrite(a) for a in e[2]), *e[3:])
+
+    return rewrite(expr), stored, axes
