@@ -17,7 +17,7 @@ from .policy import ExecutionPolicy, KernelPolicy, Knob, Policy, PolicyError
 
 from ._version import VERSION as __version__
 
-_RUNTIME = ("load", "Session", "IOInfo", "InferenceSession")
+_RUNTIME = ("load", "Session", "IOInfo", "InferenceSession", "prune_bundle_cache")
 
 
 def __getattr__(name: str):
@@ -34,12 +34,12 @@ def __getattr__(name: str):
                           "the package (pip install .)")
     from . import _inference, _session
 
-    value = getattr(_inference if name == "InferenceSession" else _session, name)
+    value = getattr(_inference if name in ("InferenceSession", "prune_bundle_cache") else _session, name)
     globals()[name] = value
     return value
 
 
-__all__ = ["load", "Session", "IOInfo", "InferenceSession", "Error", "InvalidArgument", "NotFound", "FailedPrecondition",
+__all__ = ["load", "Session", "IOInfo", "InferenceSession", "prune_bundle_cache", "Error", "InvalidArgument", "NotFound", "FailedPrecondition",
            "ResourceExhausted", "Unavailable", "Incompatible", "DataCorrupt", "Unimplemented", "Internal",
            "IOFailure", "AlreadyExists", "PermissionDenied", "SignatureError", "KernelPolicy", "ExecutionPolicy", "Knob",
            "Policy", "PolicyError", "__version__"]

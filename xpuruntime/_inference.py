@@ -13,7 +13,8 @@ uses, a digest of the installed compiler's own sources, and the host CPU), so th
 loads it without compiling. The cache folder is created private (mode 0o700). A cached bundle is opened like any
 other (every digest verified): one that fails to open as corrupt or incompatible, or whose manifest records another
 model (`provenance.source.sha256`) or another policy than the one asked, is compiled again, never trusted; an entry
-owned by another user is not opened at all (the model is compiled into a private temporary folder instead). Given an
+owned by another user is not opened at all (the model is compiled into a private temporary folder instead). The
+folder is kept under a size cap by removing its least recently used entries (`prune_bundle_cache`). Given an
 `.xrtpkg`, it is loaded as by `xrt.load`.
 
 What the caller asks follows the policy model's modes. `engine=`/`backend=` and `device=` may be bare strings
@@ -33,6 +34,8 @@ import importlib.util
 import json
 import logging
 import os
+import re
+import stat
 import sys
 import time
 from typing import Any, Sequence
@@ -57,6 +60,65 @@ compiles = 0  # compiles run by InferenceSession in this process (a cache hit le
 def bundle_cache_dir() -> str:
     """$XRT_BUNDLE_CACHE, else $XDG_CACHE_HOME/xpuruntime/bundles, else ~/.cache/xpuruntime/bundles."""
     return user_cache_dir("XRT_BUNDLE_CACHE", "bundles")
+
+
+DEFAULT_CACHE_MAX_BYTES = 8 << 30  # a few large GPU bundles (BERT-base cuda: ~450 MB each); $XRT_BUNDLE_CACHE_MAX_BYTES
+_ENTRY = re.compile(r".+-[a-z0-9-]+-[0-9a-f]{32}\.xrtpkg")  # <model stem>-<target>-<key[:32]>.xrtpkg: ours only
+
+
+def bundle_cache_max_bytes() -> int | None:
+    """The bundle cache's size cap: $XRT_BUNDLE_CACHE_MAX_BYTES (bytes, or with a K/M/G suffix; 0: no cap), else
+    DEFAULT_CACHE_MAX_BYTES. A value that does not parse is an InvalidArgument naming it."""
+    raw = os.environ.get("XRT_BUNDLE_CACHE_MAX_BYTES", "").strip()
+    if not raw:
+        return DEFAULT_CACHE_MAX_BYTES
+    m = re.fullmatch(r"(\d+)\s*([KMG]?)i?B?", raw, re.IGNORECASE)
+    if not m:
+        raise _errors.InvalidArgument(f"XRT_BUNDLE_CACHE_MAX_BYTES={raw!r} is not a size: give bytes or a number "
+                                      "with K, M or G (e.g. 4G); 0 turns the cap off")
+    n = int(m.group(1)) << {"": 0, "K": 10, "M": 20, "G": 30}[m.group(2).upper()]
+    return n or None
+
+
+def prune_bundle_cache(folder: str | os.PathLike | None = None, max_bytes: int | None = None,
+                       keep: Sequence[str] = ()) -> list[str]:
+    """Removes the least recently used bundles of the cache `folder` (default bundle_cache_dir()) until the
+    entries' total size is at most `max_bytes` (default bundle_cache_max_bytes()); returns the paths removed.
+    Only files named as InferenceSession names its entries and owned by this user are counted and removed (nothing
+    else in the folder is touched), never those in `keep`. "Used" is the file's mtime: a cache hit refreshes it.
+    A bundle removed while a session holds it open stays valid for that session (the runtime reads the bytes it
+    verified into its own memory)."""
+    folder = os.fspath(folder) if folder else bundle_cache_dir()
+    cap = bundle_cache_max_bytes() if max_bytes is None else max_bytes
+    if not cap or not os.path.isdir(folder):
+        return []
+    keep = {os.path.abspath(k) for k in keep}
+    entries = []
+    for name in os.listdir(folder):
+        path = os.path.join(folder, name)
+        if not _ENTRY.fullmatch(name):
+            continue
+        try:
+            st = os.stat(path, follow_symlinks=False)
+        except OSError:
+            continue  # removed meanwhile (another process pruning)
+        if stat.S_ISREG(st.st_mode) and st.st_uid == os.getuid():
+            entries.append((st.st_mtime_ns, st.st_size, path))
+    total = sum(size for _, size, _ in entries)
+    removed = []
+    for _, size, path in sorted(entries):
+        if total <= cap:
+            break
+        if os.path.abspath(path) in keep:
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
+            removed.append(path)
+        total -= size
+    if removed:
+        log.info("InferenceSession: bundle cache over %d bytes: removed %d least recently used bundle(s)", cap,
+                 len(removed))
+    return removed
 
 
 def cuda_device_count() -> tuple[int, str]:
@@ -391,6 +453,12 @@ class InferenceSession:
             self._compile["refused"] = refused
         if state != "hit":
             self._run_compile(bundle)
+        if state in ("hit", "miss"):  # the entry is now the most recently used; the cache stays under its cap
+            with contextlib.suppress(OSError):
+                os.utime(bundle)
+            evicted = prune_bundle_cache(os.path.dirname(bundle), keep=[bundle])
+            if evicted:
+                self._compile["evicted"] = [os.path.basename(p) for p in evicted]
         return bundle
 
     def _run_compile(self, bundle: str) -> None:

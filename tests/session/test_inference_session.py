@@ -75,13 +75,14 @@ def test_second_start_loads_the_cached_bundle_without_compiling(tmp_path, monkey
     assert info["cache"] == "miss" and _inference.compiles == before + 1
     bundle = info["bundle"]
     assert os.path.dirname(bundle) == str(tmp_path / "cache")
-    mtime = os.stat(bundle).st_mtime_ns
+    written = os.stat(bundle)
     print(f"first start: compiled in {info['seconds']:.2f}s into {os.path.basename(bundle)}")
 
     second = xrt.InferenceSession(str(SAMPLE))
     assert second.explain()["compile"]["cache"] == "hit"
     assert _inference.compiles == before + 1, "the second start compiled again"
-    assert os.stat(bundle).st_mtime_ns == mtime
+    hit = os.stat(bundle)  # the same file (not rewritten); only its mtime moves: it marks the entry recently used
+    assert (hit.st_ino, hit.st_size) == (written.st_ino, written.st_size) and hit.st_mtime_ns >= written.st_mtime_ns
     feeds = {second.inputs[0].name: x}
     check_against_ort(str(SAMPLE), second.run(feeds), feeds, "fp32", "sample_cnn (cache hit)")
     np.testing.assert_array_equal(first.run(feeds)[second.outputs[0].name], second.run(feeds)[second.outputs[0].name])
@@ -408,3 +409,44 @@ def test_providers_and_device(tmp_path):
     (override,) = sess.explain()["fallbacks"]
     assert (override["what"], override["asked"], override["used"]) == ("device", "cuda", "cpu"), override
     assert "providers=" in override["reason"] and sess.explain()["device"] == "cpu"
+
+
+def test_cache_keeps_under_its_cap_removing_the_least_recently_used(tmp_path, monkeypatch):
+    """Three models into a cache capped at two entries' size: the least recently used entry goes (a hit refreshes
+    an entry), the one just compiled never does, and files of the folder that are not entries stay untouched."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "mine.xrtpkg").write_bytes(b"a user's own file")  # not named as an entry: never counted or removed
+    (cache / "notes.txt").write_text("kept")
+    paths = []
+    for i, name in enumerate(("a", "b", "c")):
+        model = models.mlp(batch=4, seed=i)  # a different model per name (its weights differ)
+        paths.append(str(tmp_path / f"{name}.onnx"))
+        onnx.save(model, paths[-1])
+    monkeypatch.setenv("XRT_BUNDLE_CACHE_MAX_BYTES", "0")  # no cap while the entries are made
+    a = xrt.InferenceSession(paths[0], cache_dir=cache).explain()["compile"]["bundle"]
+    b = xrt.InferenceSession(paths[1], cache_dir=cache).explain()["compile"]["bundle"]
+    os.utime(a, ns=(1, 1_000_000_000))  # a used long ago ...
+    os.utime(b, ns=(1, 2_000_000_000))
+    assert xrt.InferenceSession(paths[0], cache_dir=cache).explain()["compile"]["cache"] == "hit"  # ... until now
+    size = os.path.getsize(a)
+    monkeypatch.setenv("XRT_BUNDLE_CACHE_MAX_BYTES", str(2 * size + size // 2))
+    sess = xrt.InferenceSession(paths[2], cache_dir=cache)
+    info = sess.explain()["compile"]
+    print("evicted:", info.get("evicted"))
+    assert info["cache"] == "miss" and info["evicted"] == [os.path.basename(b)]
+    assert os.path.isfile(a) and os.path.isfile(info["bundle"]) and not os.path.exists(b)
+    assert (cache / "mine.xrtpkg").read_bytes() == b"a user's own file" and (cache / "notes.txt").read_text() == "kept"
+    feeds = {"x": X}
+    check_against_ort(paths[2], sess.run(feeds), feeds, "fp32", "mlp c after eviction")
+    # the public call: a cap below one entry empties the cache of entries, but never what is kept
+    removed = xrt.prune_bundle_cache(cache, max_bytes=1, keep=[info["bundle"]])
+    assert removed == [a] and os.path.isfile(info["bundle"])
+
+
+def test_bad_cache_cap_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("XRT_BUNDLE_CACHE_MAX_BYTES", "lots")
+    with pytest.raises(xrt.InvalidArgument, match="XRT_BUNDLE_CACHE_MAX_BYTES='lots' is not a size"):
+        xrt.InferenceSession(mlp_file(tmp_path), cache_dir=tmp_path / "cache")
+    monkeypatch.setenv("XRT_BUNDLE_CACHE_MAX_BYTES", "4G")
+    assert _inference.bundle_cache_max_bytes() == 4 << 30
