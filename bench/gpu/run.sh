@@ -3,6 +3,8 @@
 #   bash bench/gpu/run.sh smoke   the plugin's GPU tests and xrt-run on the bundles in .carry/rt/b
 #   bash bench/gpu/run.sh bert    + build xpuruntime there, export HF BertModel, compile it with --target cuda,
 #                                 check against ONNX Runtime CPU fp32, benchmark against the peers (bench_bert.py)
+#   bash bench/gpu/run.sh minilm  + all-MiniLM-L6-v2, a real checkpoint (minilm.py), after two calls that copied
+#                                 carry.sh --minilm's chunks .carry/m1, .carry/m2 to /tmp/parts
 # Inputs carried from the development machine (git-ignored, see README "Notes"): .carry/rt (libxrt.so,
 # libxrt_backend_cuda.so, xrt-run, cuda_gpu_test built on Debian 12; libzip/libbz2 the device lacks) and .carry/whl
 # (cp312 wheels the compiler needs there). Logs and tables go to $OUT.
@@ -65,6 +67,25 @@ fi
 if [ "$stage" = sweep ]; then  # the generated kernels' configurations (sets codegen's layernorm/attention rules)
   (cd /tmp && timeout 400 python3 "$OLDPWD/bench/gpu/sweep_kernels.py" --json "$OUT/sweep.json" 2>&1) > "$OUT/sweep.txt"
   echo "sweep rc=$?"; grep -E "^\||error|Error" "$OUT/sweep.txt" | tail -30 | cut -c1-300
+  exit 0
+fi
+# a real checkpoint (all-MiniLM-L6-v2, 6 layers, hidden 384): its model.zip joined from the chunks two earlier calls
+# left in /tmp/parts (carry.sh --minilm), exported, compiled per shape, checked against PyTorch and ORT, timed
+if [ "$stage" = minilm ]; then
+  M=/tmp/minilm; mkdir -p $M
+  cat /tmp/parts/minilm.part0 /tmp/parts/minilm.part1 > $M/model.zip && (cd $M && sha256sum -c /tmp/parts/minilm.SHA256) || exit 1
+  (cd /tmp && python3 $OLDPWD/bench/gpu/minilm.py export $M/model.zip $M 2>&1 | grep -v Warning | tail -3)
+  for sh in 1x128 8x128; do
+    b=${sh%x*}; s=${sh#*x}; k=b${b}s${s}
+    (cd /tmp && python3 -m xrtc compile $M/minilm.onnx --target cuda --precision fp16 --shape input_ids=$sh \
+        --shape attention_mask=$sh --shape token_type_ids=$sh -o $M/minilm_$k.xrtpkg --force > $OUT/minilm_compile_$k.log 2>&1)
+    echo "minilm compile $k: rc=$? $(tail -n 2 $OUT/minilm_compile_$k.log | cut -c1-300)"
+    XRT_CUDA_REPLAY_TIMING=300 XRT_CUDA_REPORT=$OUT/minilm_replay_$k.jsonl "$R/bin/xrt-run" $M/minilm_$k.xrtpkg --device cuda \
+        --inputs $M/in_$k.npz --quiet 2>&1 | tail -1
+    tail -1 $OUT/minilm_replay_$k.jsonl | cut -c1-300
+    (cd /tmp && python3 $OLDPWD/bench/gpu/minilm.py check $M $M/minilm_$k.xrtpkg $k 2>&1 | grep -v Warning | tail -2)
+    (cd /tmp && python3 $OLDPWD/bench/gpu/bench_bert.py coldstart $M/minilm_$k.xrtpkg $M/in_$k.npz 2>&1 | tail -1 | cut -c1-400)
+  done
   exit 0
 fi
 [ "$stage" = smoke ] || [ "$stage" = tests ] && exit 0
