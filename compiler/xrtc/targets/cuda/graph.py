@@ -379,6 +379,7 @@ class _Lowerer:
             expr = v.expr if isinstance(v, Lazy) else ("leaf", v, dt)
             self.emit_elementwise(expr, self.shape(name), buf, dt, v.nodes if isinstance(v, Lazy) else [],
                                   group="output")
+            prog.steps[-1].config["computes"] = expr[0] != "leaf"  # an expression, not a copy: never forwarded
             prog.outputs.append(buf)
         self._forward_outputs()
         return prog
@@ -391,7 +392,7 @@ class _Lowerer:
         for out in prog.outputs:
             step_i = next(i for i, s in enumerate(prog.steps) if isinstance(s, KernelStep) and out in s.writes)
             step = prog.steps[step_i]
-            if step.group != "output" or len(step.reads) != 1:
+            if step.group != "output" or len(step.reads) != 1 or step.config.get("computes"):
                 continue
             src = step.reads[0]
             sb, ob = prog.buffers[src], prog.buffers[out]
@@ -459,8 +460,9 @@ class _Lowerer:
         fused = self.ln_inputs.get(out)
         if fused:  # a LayerNorm reads x twice (decomposed form): one reader
             users = [u for u in users if u not in fused] + ["layernorm"]
-        # written once when read by several nodes (recomputing is cheap but duplicates loads), or by a graph output
-        if len(users) > 1 or None in users:  # broadcast axes stay stride 0 (a mask shared by every layer)
+        # written once when read by several nodes (recomputing is cheap but duplicates loads); a graph output (None)
+        # read by nothing else stays lazy: the output kernel computes it while writing the output (one launch less)
+        if len(users) > 1:  # broadcast axes stay stride 0 (a mask shared by every layer)
             self.materialize(out, fp32=out in self.keep_fp32, collapse_broadcast=None not in users)
 
     def lower_view(self, node):
