@@ -17,7 +17,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <future>
 #include <memory>
+#include <mutex>
 #include <new>
 #include <string>
 
@@ -86,6 +88,20 @@ bool ParseDevice(const char* device, int* ordinal) {
   return true;
 }
 
+// cuBLASLt's dlopen (~60 ms: a ~500 MB library mapped and relocated) started in the background once a device is
+// found: the host probes the device before it reads and verifies the variant's sections, so the two overlap and
+// Init only waits for what is left. The future is a function static: unloading the plugin waits for the thread.
+void PrefetchCublasLt() {
+  static std::once_flag once;
+  static std::future<void> prefetch;
+  std::call_once(once, [] {
+    prefetch = std::async(std::launch::async, [] {
+      std::string ignored;  // Init calls LoadCublasLt again and reports its error (the load is retried there)
+      LoadCublasLt(&ignored);
+    });
+  });
+}
+
 int HasDevice(void* /*self*/, const char* device) {
   int ordinal = 0;
   if (!ParseDevice(device, &ordinal)) return 0;
@@ -94,7 +110,9 @@ int HasDevice(void* /*self*/, const char* device) {
   if (drv == nullptr || drv->cuInit(0) != CUDA_SUCCESS) return 0;
   int count = 0;
   if (drv->cuDeviceGetCount(&count) != CUDA_SUCCESS) return 0;
-  return count > (ordinal < 0 ? 0 : ordinal) ? 1 : 0;
+  const bool present = count > (ordinal < 0 ? 0 : ordinal);
+  if (present && std::getenv("XRT_CUDA_NO_PREFETCH") == nullptr) PrefetchCublasLt();
+  return present ? 1 : 0;
 }
 
 xrt_status_t Init(void* /*self*/, const char* device, const xrt_backend_artifact_t* artifacts, size_t artifact_count,

@@ -329,6 +329,7 @@ xrt_status_t Engine::Init(const EngineArtifacts& a, const std::string& lt_error)
                          {"config", gemm_config_[i]}});
   }
   phases["total_engine_init"] = std::round(MsSince(t_start) * 100) / 100;
+  // the wait for cuBLASLt at init (its dlopen, started in the background when the device was probed)
   if (options_.cublaslt_load_ms >= 0) phases["dlopen_cublaslt_before_init"] = options_.cublaslt_load_ms;
   std::map<std::string, int> images;
   for (const auto& k : image_kind_) images[k]++;
