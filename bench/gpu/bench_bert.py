@@ -311,7 +311,8 @@ def coldstart(bundle, inputs_npz):
                       "load_ms": (t2 - t1) * 1e3, "first_run_ms": (t3 - t2) * 1e3,
                       "open_to_first_result_ms": (t3 - t1) * 1e3, "second_run_ms": (t4 - t3) * 1e3,
                       "outputs": {k: list(v.shape) for k, v in out.items()},
-                      "engine_info": desc.get("engine_info", {})}))
+                      "engine_info": desc.get("engine_info", {}),
+                      "load_profile": sess.load_profile() if hasattr(sess, "load_profile") else None}, default=str))
     del cu_keep
 
 

@@ -119,6 +119,8 @@ for k in $KEYS; do
   XRT_CUDA_REPLAY_TIMING=300 XRT_CUDA_REPORT=$OUT/replay_$k.jsonl "$R/bin/xrt-run" $B --device cuda --inputs $D/in_$shape.npz --quiet 2>&1 | tail -1
   XRT_CUDA_PROFILE=1 XRT_CUDA_REPORT=$OUT/profile_$k.jsonl "$R/bin/xrt-run" $B --device cuda --inputs $D/in_$shape.npz --quiet 2>&1 | tail -1
   (cd /tmp && python3 $OLDPWD/bench/gpu/bench_bert.py coldstart $B $D/in_$shape.npz) > $OUT/cold_$k.json 2>&1 || tail -5 $OUT/cold_$k.json
+  # the same without cuBLASLt's background load (what the prefetch saves)
+  (cd /tmp && XRT_CUDA_NO_PREFETCH=1 python3 $OLDPWD/bench/gpu/bench_bert.py coldstart $B $D/in_$shape.npz) > $OUT/cold_noprefetch_$k.json 2>&1 || tail -5 $OUT/cold_noprefetch_$k.json
   # xrtc tune: up to 16 cuBLASLt candidates per GEMM configuration, each tried in the captured graph, the fastest
   # stored in a new bundle (golden data rechecked); then the tuned bundle's replay time and cold start
   T=$D/bert_${k}_tuned.xrtpkg; t1=$SECONDS
@@ -144,6 +146,11 @@ try:
              gemm_algos=c["engine_info"].get("gemm_algos", [])[:2], init_ms=c["engine_info"].get("init_ms"),
              load_ms=c["load_ms"], first_run_ms=c["first_run_ms"], second_run_ms=c["second_run_ms"])
 except Exception as e: r["cold_error"] = str(e)
+try:
+    c = json.loads(open(f"{out}/cold_noprefetch_{k}.json").read().strip().splitlines()[-1])
+    r.update(cold_ms_no_prefetch=c["open_to_first_result_ms"], init_ms_no_prefetch=c["engine_info"].get("init_ms"),
+             load_profile=c.get("load_profile"))
+except Exception as e: r["cold_noprefetch_error"] = str(e)
 try:
     line = [l for l in open(f"{out}/compile_{k}.log") if l.startswith("PASSED xrtc compile")][-1]
     r["built"] = line.split("built ", 1)[1].strip()
