@@ -45,7 +45,8 @@ def test_profile_maps_every_node_and_sums_to_the_run(sample_bundle, tmp_path, en
     engine_ms = sum(e["ms"] for e in result["entries"] if e["kind"] != "overhead")
     assert 0.3 * result["run_ms"] <= engine_ms <= 1.05 * result["run_ms"], (engine_ms, result["run_ms"])
     assert sum(e["ms"] for e in result["entries"]) == pytest.approx(result["run_ms"], rel=1e-6)
-    assert sum(n["ms"] for n in nodes.values()) == pytest.approx(engine_ms, rel=1e-6)
+    named_ms = sum(e["ms"] for e in result["entries"] if e["onnx_nodes"])  # layout copies may name no node
+    assert sum(n["ms"] for n in nodes.values()) == pytest.approx(named_ms, rel=1e-6)
     events = json.loads(trace.read_text())["traceEvents"]
     tracks = {e["args"]["name"] for e in events if e.get("name") == "thread_name"}
     assert "host: runs" in tracks and any(engine in t or "openvino" in t for t in tracks), tracks

@@ -50,6 +50,10 @@ class Profile:
 
         if args.runs < 1:
             raise UsageError("--runs must be at least 1")
+        if args.json and not args.verbose:
+            import logging
+
+            logging.getLogger("xrtc").setLevel(logging.WARNING)  # --json: quiet unless -v
         clock = Clock()
         bundle = read_bundle(args.bundle)
         if args.cuda_report:
