@@ -83,10 +83,11 @@ def _bench(bundle, *extra):
 
 def test_bench_gates_on_baseline_both_ways(sample_bundle, tmp_path):
     base = tmp_path / "base.json"
-    proc = _bench(sample_bundle, "--json", base)
+    proc = _bench(sample_bundle, "--json", base, "--peers", "ort,openvino")
     assert proc.returncode == 0, proc.stderr
     result = json.loads(base.read_text())
     assert result["machine"]["fingerprint"] and result["versions"]["xrtc"]
+    assert sorted(result["peers"]) == ["openvino", "ort"] and result["peers"]["ort"]["latency_ms"]["runs"] >= 30
     assert result["latency_ms"]["runs"] >= 30 and result["load_ms"] > 0 and result["memory_mib"]["peak_rss"] > 0
     # Within budget: the same bundle on the same machine, with a budget no scheduler hiccup can exceed.
     proc = _bench(sample_bundle, "--baseline", base, "--max-regression", "1000%")
@@ -112,8 +113,10 @@ def test_bench_gates_on_baseline_both_ways(sample_bundle, tmp_path):
 
 
 def test_report_renders_in_headless_chromium(sample_bundle, tmp_path):
-    page = tmp_path / "report.html"
-    proc = run_tool("xrtc", "report", sample_bundle, "-o", page, *SHAPE, "--duration-s", "0.3", "--runs", "5")
+    page, bench = tmp_path / "report.html", tmp_path / "bench.json"
+    assert _bench(sample_bundle, "--json", bench).returncode == 0
+    proc = run_tool("xrtc", "report", sample_bundle, "-o", page, *SHAPE, "--runs", "5", "--bench", bench,
+                    "--baseline", bench)  # the profile is measured by the report itself
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert str(page) in proc.stdout
     text = page.read_text()
@@ -132,7 +135,8 @@ def test_report_renders_in_headless_chromium(sample_bundle, tmp_path):
     console = [line for line in dom.stderr.splitlines() if ":CONSOLE" in line]
     assert not console, console  # the page logs nothing: any console line is an error or a stray log
     assert 'data-ready="1"' in dom.stdout  # the inline script ran to its end
-    for element in ("variants", "accuracy", "latency-plot", "op-plot", "node-plot", "size-plot", "node-plan"):
+    for element in ("variants", "accuracy", "latency-plot", "baseline", "op-plot", "node-plot", "size-plot",
+                    "node-plan"):
         assert f'id="{element}"' in dom.stdout, element
     assert dom.stdout.count("<svg") >= 4
     assert "block1a/Conv" in dom.stdout and "cpu-openvino" in dom.stdout and "pass" in dom.stdout

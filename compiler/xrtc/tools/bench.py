@@ -91,6 +91,11 @@ class Bench:
                     baseline = json.load(f)
             except (OSError, ValueError) as err:
                 raise UsageError(f"--baseline {args.baseline}: cannot read it as JSON: {err}") from err
+            from .. import machine
+
+            # Same checks as after measuring, on an empty result: another machine's baseline is refused up front.
+            benchmark.compare({"machine": machine.describe(), "latency_ms": {"p50": 1.0}}, baseline, budget,
+                              args.allow_other_machine)
         peers = [p.strip() for p in (args.peers or "").split(",") if p.strip()]
         unknown = [p for p in peers if p not in PEERS]
         if unknown:
