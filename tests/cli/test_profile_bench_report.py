@@ -110,6 +110,10 @@ def test_bench_gates_on_baseline_both_ways(sample_bundle, tmp_path):
     assert proc.returncode == 0, proc.stderr
     proc = _bench(sample_bundle, "--max-regression", "lots")
     assert proc.returncode == 2 and "percentage" in proc.stderr
+    assert _bench(sample_bundle, "--json", base).returncode == 11  # refused before measuring: no --force
+    (tmp_path / "junk.json").write_text('{"p50": 1}')
+    proc = _bench(sample_bundle, "--baseline", tmp_path / "junk.json")
+    assert proc.returncode == 2 and "not an `xrtc bench --json` result" in proc.stderr
 
 
 def test_report_renders_in_headless_chromium(sample_bundle, tmp_path):
@@ -122,6 +126,8 @@ def test_report_renders_in_headless_chromium(sample_bundle, tmp_path):
     text = page.read_text()
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", text), "the report must fetch nothing"
     assert run_tool("xrtc", "report", sample_bundle, "-o", page).returncode == 11  # exists, no --force
+    proc = run_tool("xrtc", "report", sample_bundle, "-o", tmp_path / "other.html", "--no-measure", "--bench", page)
+    assert proc.returncode == 2 and "--bench" in proc.stderr  # HTML is not a bench result
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
         pytest.skip("chromium is not installed (Debian: apt-get install chromium): the page was not opened")

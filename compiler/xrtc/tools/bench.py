@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 
-from ..errors import UsageError, XrtcError
+from ..errors import OutputExistsError, UsageError, XrtcError
 
 log = logging.getLogger("xrtc.bench")
 
@@ -84,6 +85,8 @@ class Bench:
         if args.iterations < 1 or args.duration_s < 0 or args.warmup_s < 0 or args.concurrency < 1:
             raise UsageError("--iterations and --concurrency must be >= 1, --duration-s and --warmup-s >= 0")
         budget = benchmark.parse_budget(args.max_regression)
+        if args.json and os.path.exists(args.json) and not args.force:
+            raise OutputExistsError(f"{args.json} exists; pass --force to overwrite")
         baseline = None
         if args.baseline:  # read first: a bad baseline fails before minutes of measuring
             try:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 from ..errors import OutputExistsError
 
 
 def write_json(path: str, value, force: bool) -> None:
-    import os
-
     if os.path.exists(path) and not force:
         raise OutputExistsError(f"{path} exists; pass --force to overwrite")
     with open(path, "w", encoding="utf-8") as f:
@@ -50,6 +49,9 @@ class Profile:
 
         if args.runs < 1:
             raise UsageError("--runs must be at least 1")
+        for path in (args.trace, args.output):  # before minutes of profiling, not after
+            if path and os.path.exists(path) and not args.force:
+                raise OutputExistsError(f"{path} exists; pass --force to overwrite")
         if args.json and not args.verbose:
             import logging
 
@@ -61,8 +63,11 @@ class Profile:
                             and (not args.variant or v["id"] == args.variant)), None)
             if variant is None:
                 raise UsageError(f"{args.bundle} has no cuda variant to map --cuda-report to")
-            with open(args.cuda_report, encoding="utf-8") as f:
-                per_run, run_ms = profiling.from_cuda_report(f.read().splitlines())
+            try:
+                with open(args.cuda_report, encoding="utf-8") as f:
+                    per_run, run_ms = profiling.from_cuda_report(f.read().splitlines())
+            except (OSError, UnicodeDecodeError) as err:
+                raise UsageError(f"--cuda-report {args.cuda_report}: cannot read it: {err}") from err
             result = profiling.assemble(per_run, run_ms, profiling.graph_nodes(bundle, bundle.manifest, variant),
                                         {"bundle": args.bundle, "variant": variant["id"], "engine": "cuda",
                                          "device": "cuda"})

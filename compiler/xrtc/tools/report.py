@@ -59,6 +59,10 @@ class Report:
         decisions = load_decisions(bundle, args.bundle) if bundle.manifest.get("decisions") else None
         bench = report.load_json(args.bench, "--bench")
         prof = report.load_json(args.profile, "--profile")
+        for value, key, what in ((bench, "bench_format", "--bench: not an `xrtc bench --json` result"),
+                                 (prof, "profile_format", "--profile: not an `xrtc profile -o` result")):
+            if value is not None and (not isinstance(value, dict) or value.get(key) != 1):
+                raise UsageError(f"{what} ({key} 1)")
         if not args.no_measure and (bench is None or prof is None):
             from .bench import measure
             from .run import feeds_for, load_session
