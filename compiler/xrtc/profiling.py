@@ -422,12 +422,17 @@ def top_table(result: dict, top: int = 15) -> str:
     timed = len(result["nodes"]) - len(removed)
     lines.append(f"{timed} of {len(result['nodes'])} ONNX nodes timed"
                  + (f"; removed by the engine at load (no run time): {', '.join(removed)}" if removed else ""))
-    lines.append("time by ONNX op type: " + ", ".join(f"{op} {ms:.3f} ms" for op, ms in by_op(result)[:8]))
+    lines.append("time by ONNX op type (a fused entry under its first node's op): "
+                 + ", ".join(f"{op} {ms:.3f} ms" for op, ms in by_op(result)[:8]))
     return "\n".join(lines)
 
 
 def by_op(result: dict) -> list[tuple[str, float]]:
+    """Time per ONNX op type: a fused entry counts for the op of its first node (the Conv of a Conv+Relu), entries
+    that name no node under their kind ("(overhead)", "(copy)")."""
+    op_of = {n["name"]: n["op"] for n in result["nodes"]}
     totals: dict[str, float] = defaultdict(float)
-    for n in result["nodes"]:
-        totals[n["op"]] += n["ms"]
+    for e in result["entries"]:
+        key = op_of.get(e["onnx_nodes"][0], "?") if e["onnx_nodes"] else f"({e['kind']})"
+        totals[key] += e["ms"]
     return sorted(totals.items(), key=lambda kv: -kv[1])

@@ -174,8 +174,9 @@ def render(info: dict, decisions: dict | None, bench: dict | None, profile: dict
                      f"(engine-measured, mean of {profile['runs']}); engine overhead is the time no entry accounts "
                      "for.</p>")
         if ops:
-            parts.append("<div class=\"plot\" id=\"op-plot\">" + _barh(plt, [o for o, _ in ops], [t for _, t in ops],
-                                                                       "ms per run", "time by ONNX op type") + "</div>")
+            chart = _barh(plt, [o for o, _ in ops], [t for _, t in ops], "ms per run",
+                          "time by ONNX op type (a fused entry under its first node's op)")
+            parts.append(f"<div class=\"plot\" id=\"op-plot\">{chart}</div>")
         top_nodes = sorted((n for n in profile["nodes"] if n["ms"] > 0), key=lambda n: -n["ms"])[:25]
         if top_nodes:
             parts.append("<div class=\"plot\" id=\"node-plot\">" + _barh(
