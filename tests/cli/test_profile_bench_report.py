@@ -92,10 +92,6 @@ def test_bench_gates_on_baseline_both_ways(sample_bundle, tmp_path):
     assert result["machine"]["fingerprint"] and result["versions"]["xrtc"]
     assert sorted(result["peers"]) == ["openvino", "ort"] and result["peers"]["ort"]["latency_ms"]["runs"] >= 30
     assert result["latency_ms"]["runs"] >= 30 and result["load_ms"] > 0 and result["memory_mib"]["peak_rss"] > 0
-    # Within budget: the same bundle on the same machine, with a budget no scheduler hiccup can exceed.
-    proc = _bench(sample_bundle, "--baseline", base, "--max-regression", "1000%")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "vs baseline latency_ms.p50" in proc.stdout
     # A baseline 50x faster than this machine measured: the gate fails with the documented code.
     fast = dict(result, latency_ms=dict(result["latency_ms"], p50=result["latency_ms"]["p50"] / 50),
                 throughput=dict(result["throughput"], per_s=result["throughput"]["per_s"] * 50))
@@ -108,9 +104,11 @@ def test_bench_gates_on_baseline_both_ways(sample_bundle, tmp_path):
     (tmp_path / "other.json").write_text(json.dumps(other))
     proc = _bench(sample_bundle, "--baseline", tmp_path / "other.json")
     assert proc.returncode == 5 and "another machine" in proc.stderr, proc.stderr
+    # Allowed, and within budget: the same bundle's own numbers, with a budget no scheduler hiccup can exceed.
     proc = _bench(sample_bundle, "--baseline", tmp_path / "other.json", "--allow-other-machine",
                   "--max-regression", "1000%")
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "vs baseline latency_ms.p50" in proc.stdout and "PASSED xrtc bench" in proc.stderr
     proc = _bench(sample_bundle, "--max-regression", "lots")
     assert proc.returncode == 2 and "percentage" in proc.stderr
     assert _bench(sample_bundle, "--json", base).returncode == 11  # refused before measuring: no --force
