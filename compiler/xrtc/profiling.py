@@ -180,40 +180,43 @@ def _profile_openvino(bundle, variant, feeds, runs, nodes):
         names = info["originalLayersNames"].astype(str) if "originalLayersNames" in info else op.get_friendly_name()
         original[op.get_friendly_name()] = list(dict.fromkeys(
             found for found in (_onnx_name(n, known) for n in names.split(",")) if found))
-    # The CPU plugin's counters are running averages over every inference of the compiled model, so one run's
-    # time is k*avg_k - (k-1)*avg_(k-1) (microsecond-rounded: a few us of noise per run, which averages out: the
-    # mean over runs 2..K telescopes to (K*avg_K - avg_1)/(K-1)). Run 1 (weight packing, first allocations) is the
-    # warm-up and is left out.
+    # The CPU plugin's counters are running averages over every inference of the compiled model. Reading them
+    # between runs leaves gaps in which OpenVINO's threads go to sleep (waking them is then counted in the run), so
+    # the runs go back to back and the counters are read twice: after the warm-up run (avg_1, its weight packing and
+    # first allocations) and after the K timed runs; the timed runs' mean per layer is (avg_(K+1)*(K+1) - avg_1)/K.
+    # Each run of the trace shows those mean layer times, laid out from the run's start.
     import numpy as np
     import openvino as ov
 
     request = compiled.create_infer_request()
     for name, array in feeds.items():  # bound once, shared: the timed infer() converts nothing
         request.set_tensor(name, ov.Tensor(np.ascontiguousarray(array), shared_memory=True))
-    entries_per_run, run_times = [], []
-    previous: dict[str, float] = {}
-    layers: dict[str, tuple] = {}
-    for k in range(1, runs + 2):
+
+    def counters() -> dict[str, tuple]:
+        return {info.node_name: (info.real_time.total_seconds() * 1e3, info.node_type, info.exec_type)
+                for info in request.get_profiling_info() if not str(info.status).endswith("NOT_RUN")}
+
+    request.infer()
+    first = counters()
+    run_times, starts = [], []
+    origin = time.perf_counter()
+    for _ in range(runs):
         t0 = time.perf_counter()
         request.infer()
-        wall_ms = (time.perf_counter() - t0) * 1e3
-        averages = {}
-        for info in request.get_profiling_info():
-            if str(info.status).endswith("NOT_RUN"):
-                continue
-            averages[info.node_name] = info.real_time.total_seconds() * 1e3
-            layers[info.node_name] = (info.node_type, info.exec_type)
-        if k > 1:
-            run_times.append(wall_ms)
-            clock, run = sum(run_times[:-1]) * 1e3, []
-            for name, avg in averages.items():
-                ms = k * avg - (k - 1) * previous.get(name, avg)
-                op_type, exec_type = layers[name]
-                run.append({"name": name, "type": f"{op_type} ({exec_type})", "kind": _kind(op_type), "ms": ms,
-                            "stream": "openvino stream 0", "onnx_nodes": original.get(name, []), "ts_us": clock})
-                clock += max(ms, 0.0) * 1e3
-            entries_per_run.append(run)
-        previous = averages
+        run_times.append((time.perf_counter() - t0) * 1e3)
+        starts.append((t0 - origin) * 1e6)
+    layers = []
+    for name, (avg, op_type, exec_type) in counters().items():
+        ms = ((runs + 1) * avg - first.get(name, (avg,))[0]) / runs
+        layers.append({"name": name, "type": f"{op_type} ({exec_type})", "kind": _kind(op_type), "ms": ms,
+                       "stream": "openvino stream 0", "onnx_nodes": original.get(name, [])})
+    entries_per_run = []
+    for start in starts:
+        clock, run = start, []
+        for layer in layers:
+            run.append(dict(layer, onnx_nodes=list(layer["onnx_nodes"]), ts_us=clock))
+            clock += max(layer["ms"], 0.0) * 1e3
+        entries_per_run.append(run)
     return entries_per_run, run_times
 
 
@@ -383,17 +386,20 @@ def profile(session, bundle, feeds: dict, runs: int = 20) -> dict:
         raise UsageError(f"profiling {engine} on {device} is not supported (supported: openvino and onnxruntime "
                          "on cpu, cuda through its report)")
     return assemble(per_run, run_ms, nodes, {"bundle": str(getattr(bundle, "path", "")), "variant": variant["id"],
-                                              "engine": engine, "device": device}, wall)
+                                              "engine": engine, "device": device}, wall,
+                    drop_outliers=engine != "openvino")
 
 
 def assemble(per_run: list[list[dict]], run_ms: list[float], nodes: list[dict], meta: dict,
-             wall: list[float] | None = None) -> dict:
+             wall: list[float] | None = None, drop_outliers: bool = True) -> dict:
+    """The profile from per-run entries and run times. `drop_outliers`: leave out runs over twice the median run
+    (False where the entries are means over all runs already, as OpenVINO's are)."""
     import statistics
 
     if not per_run or not run_ms:
         raise XrtcError("the engine's profiler recorded no run")
     # A shared machine stalls now and then; a run over twice the median would swamp the mean of every node in it.
-    limit = 2 * statistics.median(run_ms)
+    limit = 2 * statistics.median(run_ms) if drop_outliers else float("inf")
     kept = [(r, ms) for r, ms in zip(per_run, run_ms) if ms <= limit]
     dropped = len(run_ms) - len(kept)
     per_run, run_ms = [r for r, _ in kept], [ms for _, ms in kept]
