@@ -2,8 +2,9 @@
 
 The variant is the one the runtime picks (xpuruntime.load with the caller's device/engine/variant); its artifacts
 are then run through the engine's Python API with profiling on, with the options the runtime uses:
-- OpenVINO: per-layer performance counters (`PERF_COUNT`); each executed layer names the ONNX nodes it came from
-  in the runtime model's `originalLayersNames` (a fused layer names all of them).
+- OpenVINO: per-layer performance counters (`PERF_COUNT`; running averages, read before and after the timed runs);
+  each executed layer names the ONNX nodes it came from in the runtime model's `originalLayersNames` (a fused layer
+  names all of them).
 - ONNX Runtime: its profiler (`enable_profiling`); the kernels' node names are matched against the graph ORT
   optimised at load (`optimized_model_filepath`), by name and by the tensors a fused node produces.
 - cuda (the C++ engine; needs an NVIDIA GPU, not run on CPU-only machines): its per-launch report
