@@ -31,6 +31,6 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$digest" ]; then
   .venv/bin/pip install -q --disable-pip-version-check "scikit-build-core==1.1.2" "nanobind==3.1.0" \
       "openvino==2026.4.1" "cmake==4.4.5" "ninja==1.13.2"
   # No build isolation: reuses the build folder (incremental rebuilds) and the openvino wheel installed above.
-  .venv/bin/pip install -q --disable-pip-version-check --no-build-isolation -Cbuild-dir=build/wheel ".[openvino,dev,cuda-compile]"
+  .venv/bin/pip install -q --disable-pip-version-check --no-build-isolation -Cbuild-dir=build/wheel ".[openvino,dev,cuda-compile,report]"
   echo "$digest" > "$stamp"
 fi

@@ -35,6 +35,9 @@ REGISTRY: tuple[tuple[str, str], ...] = (
     ("keygen", "xrtc.tools.keygen:Keygen"),
     ("sign", "xrtc.tools.sign:Sign"),
     ("tune", "xrtc.tools.tune:Tune"),
+    ("profile", "xrtc.tools.profile:Profile"),
+    ("bench", "xrtc.tools.bench:Bench"),
+    ("report", "xrtc.tools.report:Report"),
 )
 
 # Where a missing third-party module comes from, for the "how to fix" part of import errors. Never auto-install.

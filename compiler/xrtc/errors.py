@@ -6,7 +6,8 @@ stays visible with -v.
 
 Exit codes (also in `xrtc --help`):
     0 ok, 1 error, 2 usage, 3 verify mismatch / accuracy gate / pass validation, 4 unsupported op/target,
-    5 incompatible bundle/device, 6 a fixed policy cannot hold, 11 output exists.
+    5 incompatible bundle/device (or a bench baseline from another machine), 6 a fixed policy cannot hold,
+    7 bench regression beyond --max-regression, 11 output exists.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ EXIT_MISMATCH = 3
 EXIT_UNSUPPORTED = 4
 EXIT_INCOMPATIBLE = 5
 EXIT_POLICY = 6
+EXIT_REGRESSION = 7
 EXIT_OUTPUT_EXISTS = 11
 
 EXIT_CODES_HELP = """exit codes:
@@ -26,8 +28,9 @@ EXIT_CODES_HELP = """exit codes:
   2   usage error (bad arguments)
   3   verify, accuracy gate or --validate-passes: outputs differ beyond tolerance
   4   unsupported operator, data type or target
-  5   incompatible bundle (format version) or device
+  5   incompatible bundle (format version) or device; bench --baseline from another machine (--allow-other-machine)
   6   a policy knob in mode "fixed" cannot hold on this target/engine (the message names node and reason)
+  7   bench --baseline: slower than the baseline by more than --max-regression
   11  output exists (pass --force to overwrite)"""
 
 
@@ -83,6 +86,16 @@ class IncompatibleError(XrtcError):
     """A bundle of another format version, or for another device (exit code 5)."""
 
     exit_code = EXIT_INCOMPATIBLE
+
+
+class OtherMachineError(IncompatibleError):
+    """A bench baseline measured on another machine (fingerprint differs) and no --allow-other-machine (exit 5)."""
+
+
+class RegressionError(XrtcError):
+    """bench --baseline: a metric is worse than the baseline by more than --max-regression (exit code 7)."""
+
+    exit_code = EXIT_REGRESSION
 
 
 class OutputExistsError(XrtcError):
