@@ -35,6 +35,7 @@ REGISTRY: tuple[tuple[str, str], ...] = (
     ("keygen", "xrtc.tools.keygen:Keygen"),
     ("sign", "xrtc.tools.sign:Sign"),
     ("tune", "xrtc.tools.tune:Tune"),
+    ("tune-db", "xrtc.tools.tune_db:TuneDb"),
 )
 
 # Where a missing third-party module comes from, for the "how to fix" part of import errors. Never auto-install.
