@@ -103,3 +103,22 @@ def test_unverified_bundle_cannot_be_tuned(tmp_path, sample_bundle):
     pkg.write(no_golden, manifest, payloads)
     proc = run_tool("xrtc", "tune", no_golden, "--no-db")
     assert proc.returncode == 2 and "no golden data" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_winner_moves_ahead_of_cpu_variants_only(tmp_path, sample_bundle):
+    """npu-intel,cpu: tuning the CPU variants never puts one ahead of the NPU variant the user preferred."""
+    bundle = xrtpkg.read(sample_bundle)
+    manifest = json.loads(json.dumps(bundle.manifest))
+    ov = next(v for v in manifest["variants"] if v["engine"] == "openvino")
+    npu = dict(json.loads(json.dumps(ov)), id="npu-intel-openvino", target="npu-intel", device="npu")
+    manifest["variants"] = [npu] + manifest["variants"]
+    path = tmp_path / "npu_first.xrtpkg"
+    xrtpkg.write(path, manifest, [(s.name, bundle.data(s.name), s.compressed) for s in bundle.sections
+                                  if s.name != "manifest"])
+    last_cpu = manifest["variants"][-1]
+    record = {"mode": "fast", "winner": {"candidate": f"{last_cpu['id']}/threads=1", "variant": last_cpu["id"],
+                                         "options": dict(last_cpu["options"], x="1"), "median_ms": 1.0}}
+    tuned, _ = cpu.apply(xrtpkg.read(path), record)
+    assert [v["id"] for v in tuned["variants"]] == ["npu-intel-openvino", last_cpu["id"],
+                                                    manifest["variants"][1]["id"]]
+    assert tuned["variants"][1]["options"]["x"] == "1" and tuned["tuning"] is record

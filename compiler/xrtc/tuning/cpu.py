@@ -69,6 +69,10 @@ class CpuTuneResult:
     dropped_signature: bool = False
 
 
+def _tunable(variant: dict) -> bool:
+    return variant.get("target") == "cpu" and variant.get("engine") in _THREAD_KEYS
+
+
 def thread_counts(cpus: int) -> list[int]:
     """1, 2 and every usable CPU, without repeats."""
     return sorted({n for n in (1, 2, cpus) if n <= cpus})
@@ -173,7 +177,7 @@ def measure(bundle, mode: str) -> dict:
     from .. import gate
 
     manifest = bundle.manifest
-    variants = [v for v in manifest["variants"] if v.get("target") == "cpu" and v.get("engine") in _THREAD_KEYS]
+    variants = [v for v in manifest["variants"] if _tunable(v)]
     feeds, references = gate.golden_arrays(bundle, manifest["golden"])
     cpus = usable_cpus()
     cands = candidates(variants, mode, cpus)
@@ -252,7 +256,12 @@ def apply(bundle, record: dict) -> tuple[dict, list]:
     variants = manifest["variants"]
     first = next(v for v in variants if v["id"] == won["variant"])
     first["options"] = dict(won["options"])
-    manifest["variants"] = [first] + [v for v in variants if v is not first]
+    # The winner goes ahead of the other CPU variants only: another target's variants (npu-intel,cpu) keep their
+    # places in the preference order the user asked for.
+    slots = [i for i, v in enumerate(variants) if _tunable(v)]
+    order = [first] + [variants[i] for i in slots if variants[i] is not first]
+    for i, v in zip(slots, order):
+        variants[i] = v
     manifest["tuning"] = record
     payloads = []
     for section in bundle.sections:
@@ -292,7 +301,7 @@ def tune_cpu_bundle(path: str, mode: str = "fast", db_path: str | None = None, u
         raise UsageError(f"--tune {mode}: give off, fast or full")
     bundle = xrtpkg.read(path)
     manifest = bundle.manifest
-    if not any(v.get("target") == "cpu" and v.get("engine") in _THREAD_KEYS for v in manifest["variants"]):
+    if not any(_tunable(v) for v in manifest["variants"]):
         have = ", ".join(f"{v.get('id')} ({v.get('engine')})" for v in manifest["variants"])
         raise UsageError(f"{path} has no CPU variant to tune (variants: {have})")
     if not manifest.get("golden"):
