@@ -54,7 +54,7 @@ class TuneDb:
             if args.older_than is None and not args.stale:
                 raise UsageError("prune what? give --older-than DAYS and/or --stale")
             with TuningDB(path) as db:
-                versions = {k: v for k, v in cpu.versions().items()} if args.stale else None
+                versions = cpu.versions() if args.stale else None
                 gone = db.prune(None if args.older_than is None else args.older_than * 86400, versions)
                 left = len(db.entries())
                 where = db.path
