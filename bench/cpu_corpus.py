@@ -12,6 +12,10 @@ OpenVINO (compile_model) from the .onnx, the bundle through xrt.load().
 Ratios: to the best peer (ort, ov) and the runtime's overhead against the engine it ran on.
 
     python bench/cpu_corpus.py [--models a,b] [--seconds 2] [--json out.json]
+
+--tune fast|full: the bundle compiled with `xrtc compile --tune` (measured afresh: a private tuning DB unless
+--tuning-db) against the best untuned peer (ONNX Runtime default session, OpenVINO f32 default compile), per model
+and as a geometric mean, all timed side by side in one run.
 """
 
 from __future__ import annotations
@@ -100,13 +104,71 @@ def xrt_run_p50(bundle, inputs_npz, runs) -> float | None:
     return None if p50 is None else float(p50) / 1e3
 
 
+def tune_main(names, args) -> int:
+    """--tune: tuned bundle latency / best untuned peer per model, and the geometric mean."""
+    core = ov.Core()
+    workdir = Path(tempfile.mkdtemp(prefix="xrt-bench-tune-"))
+    db = args.tuning_db or str(workdir / "tuning.sqlite")
+    rows = []
+    for name in names:
+        model = CORPUS / "models" / f"{name}.onnx"
+        bundle = workdir / f"{name}.xrtpkg"
+        t0 = time.perf_counter()
+        command = [str(Path(sys.executable).parent / "xrtc"), "compile", str(model), "--target", "cpu", "-o",
+                   str(bundle), "-q", "--tune", args.tune, "--tuning-db", db]
+        proc = subprocess.run(command + ["--calibration", str(CORPUS / "inputs" / f"{name}.npz")],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:  # some models' gate fails on the corpus input (silero_vad_16k_op15): its own samples
+            proc = subprocess.run(command + ["--force"], capture_output=True, text=True)
+        tune_s = time.perf_counter() - t0
+        if proc.returncode != 0:
+            print(f"skip {name}: xrtc compile --tune failed: {proc.stderr.strip().splitlines()[-2:]}", file=sys.stderr)
+            continue
+        feeds = inputs_for(name)
+        ort_sess = onnxruntime.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+        runners = {"ort": lambda s=ort_sess: s.run(None, feeds)}
+        try:
+            runners["ov"] = ov_runner(core, model, feeds)
+        except RuntimeError:
+            pass  # OpenVINO cannot load it: no ov peer
+        sess = xrt.load(bundle)
+        runners["tuned"] = lambda s=sess: s.run(feeds)
+        med = timed_interleaved(runners, args.seconds)
+        peers = {k: med[k] for k in ("ort", "ov") if k in med}
+        best = min(peers, key=peers.get)
+        winner = sess.manifest.get("tuning", {}).get("winner", {})
+        rows.append({"model": name, "winner": winner.get("candidate", sess.variant), "tune_s": tune_s,
+                     **{f"{k}_ms": v * 1e3 for k, v in med.items()}, "best_peer": best,
+                     "ratio": med["tuned"] / peers[best]})
+        sess.close()
+        print(f"done {name}", file=sys.stderr, flush=True)
+    print(f"| model | tuned winner | ORT ms | OV f32 ms | tuned ms | tuned / best peer | compile+tune s |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        ov_ms = f"{r['ov_ms']:.3f}" if "ov_ms" in r else "-"
+        print(f"| {r['model']} | {r['winner']} | {r['ort_ms']:.3f} | {ov_ms} | {r['tuned_ms']:.3f} | "
+              f"{r['ratio']:.2f} ({r['best_peer']}) | {r['tune_s']:.0f} |")
+    if rows:
+        geomean = float(np.exp(np.mean(np.log([r["ratio"] for r in rows]))))
+        print(f"\ngeomean tuned / best peer: {geomean:.3f} over {len(rows)} models; worst "
+              f"{max(r['ratio'] for r in rows):.2f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2))
+    shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", help="comma-separated subset of the corpus")
     ap.add_argument("--seconds", type=float, default=2.0, help="approximate timed seconds per model (all peers)")
     ap.add_argument("--json", help="also write the results as JSON")
+    ap.add_argument("--tune", choices=("fast", "full"), help="bench the tuned bundle against the untuned peers")
+    ap.add_argument("--tuning-db", help="--tune: the tuning DB to use (default: a fresh private one)")
     args = ap.parse_args()
     names = args.models.split(",") if args.models else corpus_models()
+    if args.tune:
+        return tune_main(names, args)
     core = ov.Core()
     workdir = Path(tempfile.mkdtemp(prefix="xrt-bench-"))
     rows = []

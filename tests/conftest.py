@@ -40,13 +40,14 @@ def corpus_bundles(tmp_path_factory):
 
 @pytest.fixture(autouse=True, scope="session")
 def _private_engine_cache(tmp_path_factory):
-    """NPU loads cache compiled models, and xrt.InferenceSession compiled bundles, in the user's cache folder by
-    default: keep the tests' out of $HOME."""
+    """NPU loads cache compiled models, xrt.InferenceSession compiled bundles and xrtc --tune its measurements, in
+    the user's cache folder by default: keep the tests' out of $HOME."""
     import os
 
-    previous = {k: os.environ.get(k) for k in ("XRT_CACHE_DIR", "XRT_BUNDLE_CACHE")}
+    previous = {k: os.environ.get(k) for k in ("XRT_CACHE_DIR", "XRT_BUNDLE_CACHE", "XRT_TUNING_DB")}
     os.environ["XRT_CACHE_DIR"] = str(tmp_path_factory.mktemp("engine-cache"))
     os.environ["XRT_BUNDLE_CACHE"] = str(tmp_path_factory.mktemp("bundle-cache"))
+    os.environ["XRT_TUNING_DB"] = str(tmp_path_factory.mktemp("tuning-db") / "tuning.sqlite")  # xrtc --tune
     yield
     for key, value in previous.items():
         if value is None:

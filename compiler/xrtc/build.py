@@ -195,12 +195,13 @@ def compile_model(model_path: str, target: str, output: str | None = None, force
                   precompile: bool = True, policy=None, plan_path: str | None = None,
                   calibration_path: str | None = None, validate_passes: bool = False,
                   extra_passes: list | None = None, archs: list[str] | None = None,
-                  allow_unverified: bool = False) -> CompileResult:
+                  allow_unverified: bool = False, tune: str = "off", tuning_db: str | None = None) -> CompileResult:
     """Compiles `model_path` for `target` into the bundle `output` under `policy` (xpuruntime.policy.Policy) or the
     plan at `plan_path`. Raises XrtcError subclasses. `precompile` adds engine-compiled blobs (OpenVINO CPU).
     Every variant must run on samples and meet its tolerance; where the gate cannot check a variant (no samples the
     model accepts), the compile fails (gate.NoSamples / AccuracyGateError, exit 3) unless `allow_unverified`, which
-    writes the bundle with `manifest["unverified"]` saying why."""
+    writes the bundle with `manifest["unverified"]` saying why. `tune` fast|full then tunes the CPU variants on this
+    machine (xrtc.tuning.cpu; results kept in the tuning DB at `tuning_db`); "off" leaves the bundle as built."""
     from . import package
     from .settle import settle
 
@@ -219,8 +220,28 @@ def compile_model(model_path: str, target: str, output: str | None = None, force
     manifest, payloads = package.assemble(prep, target, settled, inputs, outputs, declared, precompile)
     with clock.stage("write-bundle", log):
         size = package.write_bundle(output, manifest, payloads, force)
+    if tune != "off":
+        manifest, size = _tune_written(output, manifest, tune, tuning_db, clock)
     return CompileResult(path=output, size=size, manifest=manifest,
                          summary=_built_summary(manifest, prep.policy, prep.plan.warnings + settled.warnings))
+
+
+def _tune_written(output: str, manifest: dict, tune: str, tuning_db: str | None, clock: Clock) -> tuple[dict, int]:
+    """--tune fast|full: the CPU tuner on the bundle just written, which it replaces (atomically)."""
+    import os
+
+    from . import package
+    from .tuning.cpu import tune_cpu_bundle
+
+    if not any(v.get("target") == "cpu" for v in manifest["variants"]):
+        log.warning("--tune %s: the bundle has no CPU variant; nothing tuned (cuda GEMMs: `xrtc tune BUNDLE` on the "
+                    "GPU)", tune)
+        return manifest, os.path.getsize(output)
+    with clock.stage("tune", log):
+        result = tune_cpu_bundle(output, tune, tuning_db)
+    size = package.write_bundle(output, result.manifest, result.payloads, force=True)
+    log.info("tuned: %s first, options %s", result.record["winner"]["variant"], result.record["winner"]["options"])
+    return result.manifest, size
 
 
 def _check_request(model_path: str, target: str, output: str | None, force: bool) -> tuple[list[str], str]:

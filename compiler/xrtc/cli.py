@@ -35,6 +35,7 @@ REGISTRY: tuple[tuple[str, str], ...] = (
     ("keygen", "xrtc.tools.keygen:Keygen"),
     ("sign", "xrtc.tools.sign:Sign"),
     ("tune", "xrtc.tools.tune:Tune"),
+    ("tune-db", "xrtc.tools.tune_db:TuneDb"),
     ("profile", "xrtc.tools.profile:Profile"),
     ("bench", "xrtc.tools.bench:Bench"),
     ("report", "xrtc.tools.report:Report"),

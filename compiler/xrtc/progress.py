@@ -113,3 +113,24 @@ def session_progress(enabled: bool, title: str) -> Iterator[None]:
         log.handlers[:] = saved[1]
         log.propagate = saved[2]
         root.setLevel(saved[3])
+
+
+class Progress:
+    """A counted progress bar for a long measurement (the tuner): each step logs `[####....] done/total what`
+    at INFO on the `xrtc` logger, so -q hides it and the output stays line-based (no terminal control)."""
+
+    WIDTH = 20
+
+    def __init__(self, title: str, total: int, logger: logging.Logger = log) -> None:
+        self.title, self.total, self.count, self.logger = title, max(1, total), 0, logger
+        self.start = time.perf_counter()
+
+    def step(self, what: str) -> None:
+        self.count = min(self.total, self.count + 1)
+        if what:
+            filled = self.WIDTH * self.count // self.total
+            self.logger.info("%s [%s%s] %d/%d %s (%.0fs)", self.title, "#" * filled, "." * (self.WIDTH - filled),
+                             self.count, self.total, what, time.perf_counter() - self.start)
+
+    def done(self) -> None:
+        self.logger.info("%s: done in %.1fs", self.title, time.perf_counter() - self.start)

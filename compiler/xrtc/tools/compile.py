@@ -83,6 +83,12 @@ class Compile:
         parser.add_argument("--arch", default=None, metavar="ARCHS",
                             help="--target cuda: cubin architectures, comma-separated (sm_90a, sm_89, sm_86, sm_80; "
                                  "default sm_90a); PTX for sm_80 is always added for newer GPUs")
+        parser.add_argument("--tune", choices=("off", "fast", "full"), default="off",
+                            help="measure the CPU variants' engine options on this machine and keep the fastest that "
+                                 "meets the accuracy gate (fast: about a minute; full: more candidates and runs). "
+                                 "Default off: the bundle is deterministic; a tuned one records its measurements")
+        parser.add_argument("--tuning-db", metavar="PATH", help="the tuning database (default $XRT_TUNING_DB, else "
+                            "~/.cache/xpuruntime/tuning.sqlite): same model and machine kind reuse its results")
         parser.add_argument("--no-precompile", dest="precompile", action="store_false",
                             help="leave out engine-compiled blobs (OpenVINO CPU): slower first load, but bytes that "
                                  "do not depend on this machine's CPU capabilities")
@@ -103,7 +109,7 @@ class Compile:
         result = compile_model(args.model, args.target, args.output, args.force, precompile=args.precompile,
                                policy=policy, plan_path=args.plan, calibration_path=args.calibration,
                                validate_passes=args.validate_passes, allow_unverified=args.allow_unverified,
-                               archs=archs)
+                               archs=archs, tune=args.tune, tuning_db=args.tuning_db)
         manifest = result.manifest
         order = ", ".join(f"{v['id']} ({v['precision']})" for v in manifest["variants"])
         print(f"wrote {result.path} ({result.size} bytes)")
@@ -120,6 +126,10 @@ class Compile:
                       f"{'ok' if acc['passed'] else 'OVER'}{where}")
             elif variant["engine"] == "cuda":
                 print("    accuracy: NOT MEASURED (no CUDA device here; see the warnings): run `xrtc verify` on a GPU")
+        if manifest.get("tuning"):
+            from ..tuning.cpu import table_lines
+
+            print("\n".join(table_lines(manifest["tuning"])))
         for item in manifest["excluded"]:
             print(f"excluded {item['target']}-{item['engine']}: {item['reason']}")
         rolled_back = [p for p in manifest["provenance"]["passes"] if p.get("rolled_back")]

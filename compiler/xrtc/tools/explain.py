@@ -56,6 +56,11 @@ def print_decisions(log: dict, variant: str | None = None, out=sys.stdout) -> No
             print(f"{'':<{width}}   rejected {r['alternative']}: {r['reason']}", file=out)
     for w in log.get("warnings", []):
         print(f"warning: {w}", file=out)
+    if log.get("tuning"):  # xrtc compile --tune / xrtc tune: the measured candidates
+        from ..tuning.cpu import table_lines
+
+        print("", file=out)
+        print("\n".join(table_lines(log["tuning"])), file=out)
 
 
 def cuda_kernels(bundle, variant: str | None = None) -> dict:

@@ -13,7 +13,13 @@ log = logging.getLogger("xrtc.tune")
 class Tune:
     """Tune BUNDLE on this machine and write the tuned bundle (BUNDLE is never modified).
 
-    Today: the GEMM algorithms of xpuruntime's cuda engine, on the GPU here. Every cuBLASLt candidate (up to
+    A bundle with CPU variants (and no cuda one): the CPU tuner (xrtc.tuning.cpu) measures each variant with engine
+    options (threads; OpenVINO performance hints with --mode full), gates every candidate on the golden data and
+    puts the fastest first with its options; the candidate table goes into the manifest's `tuning` entry and the
+    decision log (`xrtc explain`). Results are kept in the tuning DB (--tuning-db) and reused for the same bundle on
+    the same kind of machine and versions.
+
+    A bundle with a cuda variant: the GEMM algorithms of xpuruntime's cuda engine, on the GPU here. Every cuBLASLt candidate (up to
     --candidates per GEMM configuration) is tried in the captured CUDA graph and the whole graph's replay timed; the
     fastest stays. The tuned variant must still meet its accuracy tolerance on the bundle's golden data (else exit
     3, nothing written). The new bundle's plan stores each GEMM's algorithm, so loading it skips both cuBLASLt's
@@ -32,6 +38,12 @@ class Tune:
         parser.add_argument("--candidates", type=int, default=16, metavar="N",
                             help="cuBLASLt candidates tried per GEMM configuration, 2..64 (default 16)")
         parser.add_argument("--variant", metavar="ID", help="the cuda variant to tune (default: the first)")
+        parser.add_argument("--mode", choices=("fast", "full"), default="fast",
+                            help="CPU bundles: fast (about a minute) or full (more candidates and runs)")
+        parser.add_argument("--tuning-db", metavar="PATH", help="CPU bundles: the tuning database (default "
+                            "$XRT_TUNING_DB, else ~/.cache/xpuruntime/tuning.sqlite)")
+        parser.add_argument("--no-db", action="store_true", help="CPU bundles: measure even where the tuning DB "
+                            "has an entry, and store nothing")
 
     def run(self, args) -> int:
         from ..targets.cuda.tune import tune_bundle
@@ -45,6 +57,8 @@ class Tune:
             raise UsageError(f"-o {out} is the bundle being tuned; write the tuned bundle elsewhere")
         if not args.force and os.path.lexists(out):
             raise OutputExistsError(f"{out} already exists; pass --force to overwrite it")
+        if not self._has_cuda(args):
+            return self._tune_cpu(args, out)
         result = tune_bundle(args.bundle, args.candidates, args.variant)
         try:
             write_atomic(out, result.bundle, force=args.force)
@@ -60,4 +74,30 @@ class Tune:
         for note, n in sorted(result.notes.items()):
             print(f"  {n:3d} x {note}")
         print(f"PASSED xrtc tune: wrote {out} ({len(result.bundle)} bytes)")
+        return 0
+
+    @staticmethod
+    def _has_cuda(args) -> bool:
+        from .inspect import read_bundle
+
+        variants = read_bundle(args.bundle).manifest.get("variants", [])
+        return any(v.get("engine") == "cuda" for v in variants) or bool(args.variant)
+
+    @staticmethod
+    def _tune_cpu(args, out: str) -> int:
+        from ..tuning.cpu import table_lines, tune_cpu_bundle
+        from .sign import write_atomic
+
+        result = tune_cpu_bundle(args.bundle, args.mode, args.tuning_db, use_db=not args.no_db)
+        try:
+            write_atomic(out, result.bundle, force=args.force)
+        except FileExistsError as err:
+            raise OutputExistsError(f"{out} already exists; pass --force to overwrite it") from err
+        except OSError as err:
+            raise XrtcError(f"cannot write {out}: {err.strerror or err}") from err
+        if result.dropped_signature:
+            log.warning("%s was signed; the tuned bundle is not: sign it again (xrtc sign %s --key ...)",
+                        args.bundle, out)
+        print("\n".join(table_lines(result.record)))
+        print(f"wrote {out} ({len(result.bundle)} bytes)")
         return 0

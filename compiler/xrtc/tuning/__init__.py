@@ -1,0 +1,1 @@
+"""Tuning on the target: the CPU tuner (cpu.py) and the tuning database (db.py) shared by the tuners."""

@@ -1,0 +1,354 @@
+"""The CPU tuner: measures a bundle's CPU variants under engine options on this machine and keeps the fastest one
+that still meets its accuracy tolerance (`xrtc compile --tune fast|full`, `xrtc tune BUNDLE`).
+
+Candidates: each CPU variant (OpenVINO, ONNX Runtime) as built, and with the engine options the runtime honours
+(its allow-lists, SECURITY.md "The engine boundary"): threads 1, 2 and every usable CPU for both engines; `full`
+adds OpenVINO's PERFORMANCE_HINT LATENCY and THROUGHPUT at each thread count. Not candidates, and why: ONNX
+Runtime's graph optimisation level (the runtime always finishes the graph with ORT_ENABLE_ALL on the machine it
+runs on, so the bundle cannot choose it), ONNX Runtime's execution mode and OpenVINO's NUM_STREAMS / pinning
+(the runtime refuses those keys from a bundle), static-shape specialisation (a compile-time rebuild; not in this
+tuner).
+
+Each candidate is written as a one-variant bundle and loaded through the runtime (what users run). The accuracy
+gate (gate.measure) runs it on the bundle's golden sample against ONNX Runtime's reference outputs at the
+variant's own tolerance; a candidate that fails may not win. Timing: warm-up calls, then rounds in which every
+candidate runs one block in turn (a 50 ms pause and one untimed call before each block, so one engine's spinning
+thread pool does not slow the next), median of all timed calls. The winner's variant goes first in the bundle with
+the winner's options; the manifest's `tuning` entry and the decision log hold the whole candidate table.
+
+Results are stored in the tuning DB (db.py) and reused without measuring for the same bundle graphs, machine kind
+and versions.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+from ..errors import UsageError, VerifyMismatchError
+from ..progress import Progress
+from . import db as tuning_db
+
+log = logging.getLogger("xrtc.tune")
+
+TUNER = "cpu"
+TUNER_VERSION = "cpu-1"  # bump when candidates or timing change: old DB entries are then not reused
+MODES = ("fast", "full")
+# Seconds of timed calls over all candidates, and rounds (every candidate once per round).
+_BUDGET = {"fast": (12.0, 5), "full": (40.0, 8)}
+# A candidate replaces the bundle's own choice only when its median is this much faster: smaller gaps are within
+# the run-to-run noise of a shared machine, and a change that does not pay is not worth a non-default setting.
+MIN_GAIN = 0.02
+_THREAD_KEYS = {"openvino": "INFERENCE_NUM_THREADS", "onnxruntime": "intra_op_num_threads"}
+
+
+@dataclass
+class Candidate:
+    id: str
+    variant: dict  # the manifest entry, options set
+    label: str
+
+    @property
+    def engine(self) -> str:
+        return self.variant["engine"]
+
+
+@dataclass
+class CpuTuneResult:
+    bundle: bytes
+    manifest: dict
+    record: dict  # the manifest's `tuning` entry
+    reused: bool
+    payloads: list = field(default_factory=list)  # the tuned bundle's sections (name, bytes, compressed)
+    dropped_signature: bool = False
+
+
+def _tunable(variant: dict) -> bool:
+    return variant.get("target") == "cpu" and variant.get("engine") in _THREAD_KEYS
+
+
+def thread_counts(cpus: int) -> list[int]:
+    """1, 2 and every usable CPU, without repeats."""
+    return sorted({n for n in (1, 2, cpus) if n <= cpus})
+
+
+def candidates(variants: list[dict], mode: str, cpus: int) -> list[Candidate]:
+    """The candidates for the bundle's CPU variants, the variants as built first (the baselines)."""
+    out: list[Candidate] = []
+    seen: set[str] = set()
+
+    def add(variant: dict, changes: dict, label: str) -> None:
+        v = copy.deepcopy(variant)
+        v["options"] = dict(sorted({**v.get("options", {}), **changes}.items()))
+        fingerprint = json.dumps([v["id"], v["options"]], sort_keys=True)
+        if fingerprint not in seen:
+            seen.add(fingerprint)
+            out.append(Candidate(f"{v['id']}/{label}", v, label))
+
+    for v in variants:
+        add(v, {}, "as-built")
+    for v in variants:
+        key = _THREAD_KEYS[v["engine"]]
+        for n in thread_counts(cpus):
+            add(v, {key: str(n)}, f"threads={n}")
+        if v["engine"] == "openvino" and mode == "full":
+            for hint in ("LATENCY", "THROUGHPUT"):
+                for n in thread_counts(cpus):
+                    add(v, {key: str(n), "PERFORMANCE_HINT": hint}, f"threads={n},{hint.lower()}")
+    return out
+
+
+def versions() -> dict[str, str]:
+    """The engines and libraries whose behaviour decides a measurement."""
+    import onnxruntime
+
+    import xpuruntime
+
+    out = {"onnxruntime": onnxruntime.__version__, "xpuruntime": xpuruntime.__version__, "tuner": TUNER_VERSION}
+    try:
+        import openvino
+
+        out["openvino"] = openvino.get_version()
+    except ImportError:
+        out["openvino"] = "absent"
+    return out
+
+
+def key_for(bundle) -> tuning_db.Key:
+    hardware, desc = tuning_db.cpu_fingerprint()
+    model = bundle.manifest.get("provenance", {}).get("source", {}).get("name", "")
+    return tuning_db.Key(TUNER, tuning_db.graph_signature(bundle), hardware, versions(), desc, model)
+
+
+def _tolerance(variant: dict) -> tuple[float, float]:
+    from xpuruntime.policy import DEFAULT_TOLERANCES
+
+    acc = variant.get("accuracy") or {}
+    default = DEFAULT_TOLERANCES.get(variant.get("precision", "fp32"), DEFAULT_TOLERANCES["fp32"])
+    return float(acc.get("rtol", default["rtol"])), float(acc.get("atol", default["atol"]))
+
+
+def _write_candidate(bundle, candidate: Candidate, path: str) -> None:
+    """A one-variant bundle: the candidate's manifest entry and its artifact sections (as settle's gate bundles)."""
+    import xrtpkg
+
+    manifest = {k: v for k, v in bundle.manifest.items() if k not in ("plan", "decisions", "golden", "tuning")}
+    manifest["variants"] = [candidate.variant]
+    names = set(candidate.variant["artifacts"].values())
+    payloads = [(s.name, bundle.data(s.name), s.compressed) for s in bundle.sections if s.name in names]
+    xrtpkg.write(path, manifest, payloads, force=True)
+
+
+def _timed(sessions: dict, feeds: dict, mode: str, progress: Progress) -> dict[str, list[float]]:
+    """Seconds per call of each session: warm-up, then interleaved rounds of blocks (see the module docstring)."""
+    budget, rounds = _BUDGET[mode]
+    for key, session in sessions.items():
+        for _ in range(3):
+            session.run(feeds)
+        progress.step(f"warm-up {key}")
+    block = max(0.05, budget / (rounds * max(1, len(sessions))))
+    times: dict[str, list[float]] = {k: [] for k in sessions}
+    for r in range(rounds):
+        for key, session in sessions.items():
+            time.sleep(0.05)
+            session.run(feeds)
+            start = time.perf_counter()
+            n = 0
+            while n < 2 or time.perf_counter() - start < block:
+                t = time.perf_counter()
+                session.run(feeds)
+                times[key].append(time.perf_counter() - t)
+                n += 1
+        progress.step(f"timing round {r + 1}/{rounds}")
+    return times
+
+
+def measure(bundle, mode: str) -> dict:
+    """Gates and times every candidate; returns the tuning record (winner and candidate table)."""
+    import xpuruntime as xrt
+    from xpuruntime._ort_backend import usable_cpus
+
+    from .. import gate
+
+    manifest = bundle.manifest
+    variants = [v for v in manifest["variants"] if _tunable(v)]
+    feeds, references = gate.golden_arrays(bundle, manifest["golden"])
+    cpus = usable_cpus()
+    cands = candidates(variants, mode, cpus)
+    progress = Progress("tune", 2 * len(cands) + len(cands) + _BUDGET[mode][1])
+    rows: dict[str, dict] = {}
+    sessions = {}
+    with tempfile.TemporaryDirectory(prefix="xrtc-tune-") as workdir:
+        try:
+            for i, cand in enumerate(cands):
+                path = os.path.join(workdir, f"candidate-{i}.xrtpkg")
+                _write_candidate(bundle, cand, path)
+                rtol, atol = _tolerance(cand.variant)
+                row = {"id": cand.id, "variant": cand.variant["id"], "engine": cand.engine,
+                       "options": cand.variant["options"], "median_ms": None, "runs": 0}
+                rows[cand.id] = row
+                try:
+                    record = gate.measure(path, cand.variant["id"], [feeds], [references], rtol, atol)
+                except xrt.Error as err:
+                    row.update(accuracy=None, why=f"does not load: {gate._first_sentence(str(err), 200)}")
+                    progress.step(f"gate {cand.id}: does not load")
+                    progress.step("")
+                    continue
+                row["accuracy"] = {"passed": record["passed"], "rtol": rtol, "atol": atol,
+                                   "max_abs_err": record["max_abs_err"]}
+                progress.step(f"gate {cand.id}: {'ok' if record['passed'] else 'FAILED'}")
+                if not record["passed"]:
+                    row["why"] = "accuracy gate: " + "; ".join(record["failures"])
+                    progress.step("")
+                    continue
+                sessions[cand.id] = xrt.load(path, variant=cand.variant["id"])
+                progress.step(f"loaded {cand.id}")
+            if not sessions:
+                raise VerifyMismatchError("tuning: no candidate passed the accuracy gate on the bundle's golden data: "
+                                          + "; ".join(f"{r['id']}: {r.get('why')}" for r in rows.values()))
+            times = _timed(sessions, feeds, mode, progress)
+        finally:
+            for session in sessions.values():
+                session.close()
+    for key, samples in times.items():
+        rows[key].update(median_ms=round(statistics.median(samples) * 1e3, 4), runs=len(samples))
+    baseline_id = next(c.id for c in cands if c.variant["id"] == variants[0]["id"])  # the untuned bundle's choice
+    baseline = rows[baseline_id]["median_ms"]
+    fastest = min(times, key=lambda k: rows[k]["median_ms"])
+    winner = fastest
+    if baseline is not None and rows[fastest]["median_ms"] > baseline * (1 - MIN_GAIN):
+        winner = baseline_id  # not faster by MIN_GAIN: the bundle's own choice stays
+    best = rows[winner]["median_ms"]
+    for row in rows.values():
+        if row["id"] == winner:
+            row["outcome"] = "won"
+            row["why"] = ("fastest median among the candidates that passed the accuracy gate" if winner == fastest
+                          else f"as built: no candidate was {MIN_GAIN:.0%} faster (the fastest, {fastest}, "
+                               f"{rows[fastest]['median_ms'] / best:.3f}x)")
+        else:
+            row["outcome"] = "lost"
+            if row["median_ms"] is not None:
+                row["why"] = f"slower: {row['median_ms'] / best:.2f}x the winner's median" \
+                    if row["median_ms"] >= best else f"{row['median_ms'] / best:.3f}x: under the {MIN_GAIN:.0%} " \
+                                                    "needed to replace the bundle's own choice"
+    progress.done()
+    return {"tuner": TUNER, "tuner_version": TUNER_VERSION, "mode": mode,
+            "method": f"every candidate loaded through the runtime and gated on the golden sample; warm-up, then "
+                      f"{_BUDGET[mode][1]} interleaved rounds of timed blocks, median per candidate",
+            "winner": {"candidate": winner, "variant": rows[winner]["variant"], "options": rows[winner]["options"],
+                       "median_ms": best},
+            "baseline": {"candidate": baseline_id, "median_ms": baseline,
+                         "speedup": round(baseline / best, 3) if baseline else None},
+            "candidates": [rows[c.id] for c in cands]}
+
+
+def apply(bundle, record: dict) -> tuple[dict, list]:
+    """The tuned bundle's (manifest, payloads): the winner's variant first with the winner's options, the
+    manifest's `tuning` entry, the decision log's `tuning` and variant order."""
+    manifest = json.loads(json.dumps(bundle.manifest))
+    won = record["winner"]
+    variants = manifest["variants"]
+    first = next(v for v in variants if v["id"] == won["variant"])
+    first["options"] = dict(won["options"])
+    # The winner goes ahead of the other CPU variants only: another target's variants (npu-intel,cpu) keep their
+    # places in the preference order the user asked for.
+    slots = [i for i, v in enumerate(variants) if _tunable(v)]
+    order = [first] + [variants[i] for i in slots if variants[i] is not first]
+    for i, v in zip(slots, order):
+        variants[i] = v
+    manifest["tuning"] = record
+    payloads = []
+    for section in bundle.sections:
+        if section.name == "manifest":
+            continue
+        data = bundle.data(section.name)
+        if section.name == manifest.get("decisions"):
+            data = _tuned_decisions(json.loads(data), manifest, record)
+        payloads.append((section.name, data, section.compressed))
+    return manifest, payloads
+
+
+def _tuned_decisions(log_json: dict, manifest: dict, record: dict) -> bytes:
+    order = [v["id"] for v in manifest["variants"]]
+    built = {v["id"]: v for v in log_json["variants"] if v["status"] == "built"}
+    excluded = [v for v in log_json["variants"] if v["status"] != "built"]
+    for rank, vid in enumerate(order):
+        if vid in built:
+            built[vid]["rank"] = rank
+    won = built.get(record["winner"]["variant"])
+    if won is not None:
+        won["options"] = dict(record["winner"]["options"])
+        won["why"] = f"tuned ({record['mode']}): fastest gated candidate {record['winner']['candidate']} on this " \
+                     f"machine ({record['winner']['median_ms']:.3f} ms median); before tuning: {won['why']}"
+    log_json["variants"] = [built[v] for v in order if v in built] + excluded
+    log_json["tuning"] = record
+    return json.dumps(log_json, sort_keys=True, indent=1).encode()
+
+
+def tune_cpu_bundle(path: str, mode: str = "fast", db_path: str | None = None, use_db: bool = True) -> CpuTuneResult:
+    """Tunes the bundle at `path` on this machine (or reuses the tuning DB's entry for it); returns the tuned
+    bundle's bytes. Raises UsageError (no CPU variant, no golden data) and VerifyMismatchError (no candidate meets
+    its tolerance)."""
+    import xrtpkg
+
+    if mode not in MODES:
+        raise UsageError(f"--tune {mode}: give off, fast or full")
+    bundle = xrtpkg.read(path)
+    manifest = bundle.manifest
+    if not any(_tunable(v) for v in manifest["variants"]):
+        have = ", ".join(f"{v.get('id')} ({v.get('engine')})" for v in manifest["variants"])
+        raise UsageError(f"{path} has no CPU variant to tune (variants: {have})")
+    if not manifest.get("golden"):
+        raise UsageError(f"{path} has no golden data (an unverified bundle): the tuner's accuracy gate needs it; "
+                         "compile with --calibration or --shape so the gate can run")
+    key = key_for(bundle)
+    database = tuning_db.TuningDB(db_path) if use_db else None
+    try:
+        entry = database.get(key) if database else None
+        if entry is not None and (mode == "fast" or entry.mode == "full"):
+            record = dict(entry.result, reused_from_db={
+                "key": key.digest[:16], "measured_mode": entry.mode,
+                "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(entry.created))})
+            log.info("tuning DB %s: reusing entry %s (measured %s, %s); nothing measured", database.path,
+                     key.digest[:16], record["reused_from_db"]["measured_at"], entry.mode)
+            reused = True
+        else:
+            record = measure(bundle, mode)
+            record["hardware"] = key.hardware_desc
+            record["versions"] = key.versions
+            record["db_key"] = key.digest[:16]
+            if database:
+                database.put(key, mode, record)
+            reused = False
+    finally:
+        if database:
+            database.close()
+    new_manifest, payloads = apply(bundle, record)
+    return CpuTuneResult(xrtpkg.to_bytes(new_manifest, payloads), new_manifest, record, reused, payloads,
+                         dropped_signature=getattr(bundle, "signer", None) is not None)
+
+
+def table_lines(record: dict) -> list[str]:
+    """The candidate table as text (explain, tune, compile)."""
+    lines = [f"tuning ({record['mode']}, {record.get('hardware', 'this machine')}): winner "
+             f"{record['winner']['candidate']} {record['winner']['median_ms']:.3f} ms; as built "
+             f"{record['baseline']['candidate']} {record['baseline']['median_ms'] or float('nan'):.3f} ms "
+             f"(x{record['baseline']['speedup'] or float('nan'):.2f})"]
+    if record.get("reused_from_db"):
+        r = record["reused_from_db"]
+        lines.append(f"  reused from the tuning DB (entry {r['key']}, measured {r['measured_at']}, {r['measured_mode']})")
+    lines.append(f"  {'candidate':<40} {'median ms':>10} {'runs':>5}  {'accuracy':<22} outcome")
+    for row in record["candidates"]:
+        acc = row.get("accuracy")
+        acc_text = "-" if not acc else ("pass " if acc["passed"] else "FAIL ") + \
+            ",".join(f"{e:.2g}" for e in acc["max_abs_err"].values())
+        ms = "-" if row["median_ms"] is None else f"{row['median_ms']:.3f}"
+        lines.append(f"  {row['id'][:40]:<40} {ms:>10} {row['runs']:>5}  {acc_text[:22]:<22} "
+                     f"{row.get('outcome', 'lost')}: {row.get('why', '')}")
+    return lines
