@@ -83,6 +83,9 @@ class Compile:
         parser.add_argument("--arch", default=None, metavar="ARCHS",
                             help="--target cuda: cubin architectures, comma-separated (sm_90a, sm_89, sm_86, sm_80; "
                                  "default sm_90a); PTX for sm_80 is always added for newer GPUs")
+        parser.add_argument("--cpu-arch", default=None, metavar="ARCH",
+                            help="restrict the bundle to CPUs of this architecture, x86_64 or aarch64 "
+                                 "(requires.cpu_arch; runtimes elsewhere refuse it); default: any")
         parser.add_argument("--no-precompile", dest="precompile", action="store_false",
                             help="leave out engine-compiled blobs (OpenVINO CPU): slower first load, but bytes that "
                                  "do not depend on this machine's CPU capabilities")
@@ -103,7 +106,7 @@ class Compile:
         result = compile_model(args.model, args.target, args.output, args.force, precompile=args.precompile,
                                policy=policy, plan_path=args.plan, calibration_path=args.calibration,
                                validate_passes=args.validate_passes, allow_unverified=args.allow_unverified,
-                               archs=archs)
+                               archs=archs, cpu_arch=args.cpu_arch)
         manifest = result.manifest
         order = ", ".join(f"{v['id']} ({v['precision']})" for v in manifest["variants"])
         print(f"wrote {result.path} ({result.size} bytes)")
