@@ -104,14 +104,14 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 # A tiny model keeps OpenVINO's compile under emulation short; --no-precompile: the blob is x86-64 CPU specific.
 .venv/bin/xrtc compile -q samples/sample_cnn.onnx -o "$work/sample.xrtpkg" --no-precompile >/dev/null
-.venv/bin/xrt-run "$work/sample.xrtpkg" --engine openvino --seed 7 --quiet --save-outputs "$work/x86_64.npz" >/dev/null
+.venv/bin/xrt-run "$work/sample.xrtpkg" --engine openvino --shape image=1x3x64x64 --seed 7 --quiet --save-outputs "$work/x86_64.npz" >/dev/null
 export QEMU_LD_PREFIX=/usr/aarch64-linux-gnu
 guest_libs="$repo/$lib:$ovroot/openvino/libs:$sysroot/usr/lib/aarch64-linux-gnu:$sysroot/lib/aarch64-linux-gnu"
 echo "cross-arm64: xrt-run under qemu-aarch64 (timeout ${timeout_s}s)" >&2
 start=$(date +%s)
 set +e
 env LD_LIBRARY_PATH="$guest_libs" XRT_BACKEND_PATH="$repo/$lib" timeout "$timeout_s" \
-  qemu-aarch64 "$bin/xrt-run" "$work/sample.xrtpkg" --engine openvino --seed 7 \
+  qemu-aarch64 "$bin/xrt-run" "$work/sample.xrtpkg" --engine openvino --shape image=1x3x64x64 --seed 7 \
   --save-outputs "$work/aarch64.npz" >"$work/qemu.log" 2>&1
 rc=$?
 set -e
