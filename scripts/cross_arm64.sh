@@ -37,7 +37,7 @@ if [ "$(cat "$sysroot/.packages" 2>/dev/null)" != "$PKGS" ]; then
   dpkg --print-foreign-architectures | grep -qx arm64 || {
     echo "cross-arm64: apt does not list arm64 packages: run 'dpkg --add-architecture arm64 && apt-get update'" \
          "(this installs nothing)" >&2; exit 2; }
-  debs=$(mktemp -d) && rm -rf "$sysroot" && mkdir -p "$sysroot"
+  debs=$(mktemp -d) && chmod 755 "$debs" && rm -rf "$sysroot" && mkdir -p "$sysroot"  # _apt downloads into it
   (cd "$debs" && for p in $PKGS; do
      case $p in nlohmann-json3-dev) apt-get download -q "$p" ;; *) apt-get download -q "$p:arm64" ;; esac
    done) >/dev/null
@@ -107,6 +107,19 @@ trap 'rm -rf "$work"' EXIT
 .venv/bin/xrt-run "$work/sample.xrtpkg" --engine openvino --shape image=1x3x64x64 --seed 7 --quiet --save-outputs "$work/x86_64.npz" >/dev/null
 export QEMU_LD_PREFIX=/usr/aarch64-linux-gnu
 guest_libs="$repo/$lib:$ovroot/openvino/libs:$sysroot/usr/lib/aarch64-linux-gnu:$sysroot/lib/aarch64-linux-gnu"
+# The architecture check on the real aarch64 build (seconds: no engine is loaded): an x86-64-only bundle is refused.
+.venv/bin/xrtc compile -q samples/sample_cnn.onnx -o "$work/x86only.xrtpkg" --no-precompile --cpu-arch x86_64 \
+  >/dev/null 2>&1
+set +e
+refusal=$(env LD_LIBRARY_PATH="$guest_libs" XRT_BACKEND_PATH="$repo/$lib" timeout 600 \
+  qemu-aarch64 "$bin/xrt-run" "$work/x86only.xrtpkg" --shape image=1x3x64x64 2>&1)
+rc=$?
+set -e
+if [ $rc -ne 5 ] || ! grep -q "this machine is aarch64" <<<"$refusal"; then
+  echo "$refusal" >&2; echo "cross-arm64: FAILED: an x86_64-only bundle was not refused on aarch64 (exit $rc)"; exit 1
+fi
+echo "cross-arm64: an x86_64-only bundle is refused under qemu-aarch64 (exit 5):"
+grep "requires.cpu_arch" <<<"$refusal" | sed 's/^ */  /'
 echo "cross-arm64: xrt-run under qemu-aarch64 (timeout ${timeout_s}s)" >&2
 start=$(date +%s)
 set +e
