@@ -8,8 +8,12 @@ PY=${PYTHON:-python3}
 # C++ build dependencies from Debian (the runtime core: OpenSSL for SHA-256, zstd, nlohmann-json; the runner: libzip;
 # the C++ tests: GoogleTest; the fuzzers: clang with libFuzzer). OpenVINO's SDK comes from its PyPI wheel.
 missing=()
+arch=$(dpkg --print-architecture)
 for pkg in g++ libssl-dev libzstd-dev nlohmann-json3-dev libgtest-dev libzip-dev pkg-config clang libclang-rt-14-dev; do
-  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+  # This machine's architecture (or arch-independent): a foreign multiarch copy (e.g. arm64) does not count.
+  dpkg-query -W -f='${binary:Package} ${db:Status-Abbrev}\n' "$pkg" 2>/dev/null |
+    awk -v p="$pkg" -v a="$pkg:$arch" '($1 == p || $1 == a) && $2 == "ii" {found = 1} END {exit !found}' ||
+    missing+=("$pkg")
 done
 if ((${#missing[@]})); then
   sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo

@@ -195,18 +195,22 @@ def compile_model(model_path: str, target: str, output: str | None = None, force
                   precompile: bool = True, policy=None, plan_path: str | None = None,
                   calibration_path: str | None = None, validate_passes: bool = False,
                   extra_passes: list | None = None, archs: list[str] | None = None,
-                  allow_unverified: bool = False, tune: str = "off", tuning_db: str | None = None) -> CompileResult:
+                  allow_unverified: bool = False, tune: str = "off", tuning_db: str | None = None,
+                  cpu_arch: str | None = None) -> CompileResult:
     """Compiles `model_path` for `target` into the bundle `output` under `policy` (xpuruntime.policy.Policy) or the
     plan at `plan_path`. Raises XrtcError subclasses. `precompile` adds engine-compiled blobs (OpenVINO CPU).
     Every variant must run on samples and meet its tolerance; where the gate cannot check a variant (no samples the
     model accepts), the compile fails (gate.NoSamples / AccuracyGateError, exit 3) unless `allow_unverified`, which
     writes the bundle with `manifest["unverified"]` saying why. `tune` fast|full then tunes the CPU variants on this
-    machine (xrtc.tuning.cpu; results kept in the tuning DB at `tuning_db`); "off" leaves the bundle as built."""
+    machine (xrtc.tuning.cpu; results kept in the tuning DB at `tuning_db`); "off" leaves the bundle as built.
+    `cpu_arch` (x86_64, aarch64) restricts every variant to CPUs of that architecture (`requires.cpu_arch`); by
+    default none is recorded: the artifacts are portable."""
     from . import package
     from .settle import settle
 
     clock = clock or Clock()
     targets, output = _check_request(model_path, target, output, force)
+    cpu_arch = package.check_cpu_arch(cpu_arch) if cpu_arch else None
     target = ",".join(targets)
     prep = prepare(model_path, target, policy=policy, plan_path=plan_path, calibration_path=calibration_path,
                    validate_passes=validate_passes, clock=clock, extra_passes=extra_passes)
@@ -218,6 +222,8 @@ def compile_model(model_path: str, target: str, output: str | None = None, force
     settled = settle(prep, targets, inputs, outputs, samples, references, no_samples, clock, precompile, archs,
                      allow_unverified)
     manifest, payloads = package.assemble(prep, target, settled, inputs, outputs, declared, precompile)
+    if cpu_arch:
+        package.require_cpu_arch(manifest, cpu_arch)
     with clock.stage("write-bundle", log):
         size = package.write_bundle(output, manifest, payloads, force)
     if tune != "off":

@@ -78,6 +78,28 @@ def manifest_variants(settled) -> list[dict]:
     return entries
 
 
+# requires.cpu_arch spellings (the runtime's HostCpuArch()); Debian's and Go's names are accepted as aliases.
+CPU_ARCHS = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}
+
+
+def check_cpu_arch(cpu_arch: str) -> str:
+    """`--cpu-arch` in requires.cpu_arch spelling; UsageError names the choices."""
+    from .errors import UsageError
+
+    arch = CPU_ARCHS.get(cpu_arch.lower())
+    if arch is None:
+        raise UsageError(f"--cpu-arch {cpu_arch!r}: expected one of {', '.join(sorted(set(CPU_ARCHS.values())))}")
+    return arch
+
+
+def require_cpu_arch(manifest: dict, arch: str) -> None:
+    """Restricts every variant to CPUs of `arch` (`requires.cpu_arch`; the runtime refuses the variant elsewhere,
+    INCOMPATIBLE) and records the flag in provenance.command."""
+    for variant in manifest["variants"]:
+        variant.setdefault("requires", {})["cpu_arch"] = [arch]
+    manifest["provenance"]["command"] += f" --cpu-arch {arch}"
+
+
 def assemble(prep, target: str, settled, inputs: list[dict], outputs: list[dict], declared: list, precompile: bool):
     """The bundle's manifest and sections from what the compile decided: the built variants with their measured
     accuracy, golden data (the gate's first sample and ONNX Runtime's outputs on it), the plan, the decision log and

@@ -259,6 +259,30 @@ Result<Variant> ParseVariant(const json& v, const std::string& path, const forma
     }
   }
 
+  if (requires_it != v.end() && requires_it->is_object()) {
+    auto arch = requires_it->find("cpu_arch");
+    if (arch != requires_it->end() && !arch->is_null()) {
+      const std::string apath = path + ".requires.cpu_arch";
+      // One name or a list; the Debian/Go spellings amd64 and arm64 are taken as x86_64 and aarch64.
+      json names = arch->is_string() ? json::array({*arch}) : *arch;
+      if (!names.is_array() || names.empty() || names.size() > kMaxCpuArchs) {
+        return Bad(apath, Cat("must be an architecture or a list of 1 to ", kMaxCpuArchs,
+                              " architectures such as \"x86_64\" or \"aarch64\", is ", Show(*arch)));
+      }
+      for (const auto& n : names) {
+        const bool valid = n.is_string() && !n.get_ref<const std::string&>().empty() &&
+                           n.get_ref<const std::string&>().size() <= 32 &&
+                           std::all_of(n.get_ref<const std::string&>().begin(), n.get_ref<const std::string&>().end(),
+                                       [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_'; });
+        if (!valid) return Bad(apath, Cat("holds ", Show(n), "; each entry is an architecture such as \"aarch64\""));
+        std::string name = Lower(n.get<std::string>());
+        if (name == "amd64") name = "x86_64";
+        if (name == "arm64") name = "aarch64";
+        out.cpu_archs.push_back(std::move(name));
+      }
+    }
+  }
+
   auto fallback = v.find("fallback_devices");
   if (fallback != v.end() && !fallback->is_null()) {
     if (!fallback->is_array()) return Bad(path + ".fallback_devices", Cat("must be a list of devices, is ", Show(*fallback)));
@@ -372,6 +396,22 @@ Result<std::unique_ptr<Model>> ParseModel(const nlohmann::json& manifest, const 
 
 
 // A requirement is one or more comparisons joined by ',' (all must hold): ">=2026.0", ">=2024.4,<2027".
+const char* HostCpuArch() {
+#if defined(__x86_64__) || defined(_M_X64)
+  return "x86_64";
+#elif defined(__aarch64__) || defined(_M_ARM64)
+  return "aarch64";
+#elif defined(__arm__)
+  return "arm";
+#elif defined(__riscv) && __riscv_xlen == 64
+  return "riscv64";
+#elif defined(__powerpc64__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+  return "ppc64le";
+#else
+  return "unknown";
+#endif
+}
+
 bool VersionSatisfies(const std::string& version, const std::string& requirement, std::string* out_problem) {
   if (requirement.find(',') != std::string::npos) {
     for (const std::string& part : SplitRequirements(requirement)) {

@@ -46,6 +46,8 @@ struct Variant {
   std::vector<std::pair<std::string, std::string>> artifacts;  // role -> section name, sorted by role
   std::string options_json;                                    // the "options" object ("{}" when absent)
   std::string engine_version_requirement;                      // requires.engine_version ("" when absent)
+  // requires.cpu_arch: the CPU architectures ("x86_64", "aarch64") the variant's artifacts run on; empty: any.
+  std::vector<std::string> cpu_archs;
   std::vector<std::string> fallback_devices;  // lower-case devices this variant may also run on (e.g. an NPU IR on cpu)
 };
 
@@ -55,6 +57,7 @@ struct Variant {
 inline constexpr size_t kMaxVariants = 256;
 inline constexpr size_t kMaxFallbackDevices = 16;  // per variant
 inline constexpr size_t kMaxArtifacts = 16;        // per variant
+inline constexpr size_t kMaxCpuArchs = 16;         // per variant (requires.cpu_arch)
 inline constexpr size_t kMaxTensors = 4096;        // model inputs, and model outputs, each
 inline constexpr size_t kMaxTypeDepth = 8;         // nesting of a `type` (sequence<map<...>> is 2)
 // (a tensor's rank is capped at XRT_MAX_RANK)
@@ -75,6 +78,9 @@ Result<std::unique_ptr<Model>> ParseModel(const nlohmann::json& manifest, const 
 // Whether `version` (e.g. "2026.4.1-20512-abc") satisfies `requirement` (">=2026.0", ">1", "==1.20", "<=2", "<3",
 // or a bare version meaning ">="). Unparseable input gives an error message in *out_problem.
 bool VersionSatisfies(const std::string& version, const std::string& requirement, std::string* out_problem);
+
+// The CPU architecture this runtime was built for, in requires.cpu_arch spelling ("x86_64", "aarch64", ...).
+const char* HostCpuArch();
 
 }  // namespace xrt::core
 

@@ -308,6 +308,14 @@ Result<std::shared_ptr<Session>> Session::Create(std::shared_ptr<const Bundle> b
     }
     for (const Variant* v : order) {
       ++for_device;
+      // Before the engine: an artifact built for another CPU (e.g. an x86-64 blob on an Arm board) never loads.
+      if (!v->cpu_archs.empty() &&
+          std::find(v->cpu_archs.begin(), v->cpu_archs.end(), HostCpuArch()) == v->cpu_archs.end()) {
+        ++incompatible;
+        skip(*v, d, Cat("built for CPU architecture ", Join(v->cpu_archs, 0), " (requires.cpu_arch), this machine is ",
+                        HostCpuArch()));
+        continue;
+      }
       auto acquired = BackendRegistry::Get().Acquire(v->engine);
       if (!acquired.ok()) {
         skip(*v, d, acquired.status().message());

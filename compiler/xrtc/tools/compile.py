@@ -89,6 +89,9 @@ class Compile:
                                  "Default off: the bundle is deterministic; a tuned one records its measurements")
         parser.add_argument("--tuning-db", metavar="PATH", help="the tuning database (default $XRT_TUNING_DB, else "
                             "~/.cache/xpuruntime/tuning.sqlite): same model and machine kind reuse its results")
+        parser.add_argument("--cpu-arch", default=None, metavar="ARCH",
+                            help="restrict the bundle to CPUs of this architecture, x86_64 or aarch64 "
+                                 "(requires.cpu_arch; runtimes elsewhere refuse it); default: any")
         parser.add_argument("--no-precompile", dest="precompile", action="store_false",
                             help="leave out engine-compiled blobs (OpenVINO CPU): slower first load, but bytes that "
                                  "do not depend on this machine's CPU capabilities")
@@ -109,7 +112,7 @@ class Compile:
         result = compile_model(args.model, args.target, args.output, args.force, precompile=args.precompile,
                                policy=policy, plan_path=args.plan, calibration_path=args.calibration,
                                validate_passes=args.validate_passes, allow_unverified=args.allow_unverified,
-                               archs=archs, tune=args.tune, tuning_db=args.tuning_db)
+                               archs=archs, tune=args.tune, tuning_db=args.tuning_db, cpu_arch=args.cpu_arch)
         manifest = result.manifest
         order = ", ".join(f"{v['id']} ({v['precision']})" for v in manifest["variants"])
         print(f"wrote {result.path} ({result.size} bytes)")
