@@ -68,7 +68,8 @@ class Section:
 
 
 class Bundle:
-    """A fully verified bundle, as returned by :func:`read`.
+    """A verified bundle, as returned by :func:`read` (every section checked, or each on first use with
+    ``verify="on_use"``).
 
     Holds the whole file's bytes; :meth:`data` slices (uncompressed) or decompresses (zstd) a
     section on each call. Immutable after construction, so safe to share between threads.
