@@ -6,6 +6,7 @@
 #include <zstd.h>
 
 #include <openssl/evp.h>
+#include <sys/mman.h>
 
 #include <algorithm>
 #include <atomic>
@@ -238,7 +239,13 @@ const char* CodeName(Code code) {
   return "UNKNOWN";
 }
 
-void SectionBytes::AlignedDelete::operator()(uint8_t* p) const { ::operator delete[](p, std::align_val_t{64}); }
+void SectionBytes::AlignedDelete::operator()(uint8_t* p) const {
+  if (mapped != 0) {
+    ::munmap(p, mapped);
+  } else {
+    ::operator delete[](p, std::align_val_t{64});
+  }
+}
 
 SectionBytes SectionBytes::Borrowed(const uint8_t* data, uint64_t size) {
   SectionBytes b;
@@ -250,6 +257,17 @@ SectionBytes SectionBytes::Borrowed(const uint8_t* data, uint64_t size) {
 SectionBytes SectionBytes::Allocate(uint64_t size) {
   if (size > SIZE_MAX - 64) throw std::bad_alloc();
   SectionBytes b;
+  constexpr uint64_t kMapFrom = uint64_t{4} << 20;
+  if (size >= kMapFrom) {
+    const size_t length = static_cast<size_t>(size);
+    void* m = ::mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) throw std::bad_alloc();
+    ::madvise(m, length, MADV_HUGEPAGE);  // advice only: a refusal changes nothing but speed
+    b.owned_ = std::unique_ptr<uint8_t[], AlignedDelete>(static_cast<uint8_t*>(m), AlignedDelete{length});
+    b.data_ = b.owned_.get();
+    b.size_ = size;
+    return b;
+  }
   // One byte more than asked so a zero-size section still gets a unique, non-null pointer.
   b.owned_.reset(static_cast<uint8_t*>(::operator new[](static_cast<size_t>(size) + 1, std::align_val_t{64})));
   b.data_ = b.owned_.get();

@@ -131,7 +131,8 @@ class SectionBytes {
   SectionBytes& operator=(SectionBytes&&) noexcept = default;
 
   static SectionBytes Borrowed(const uint8_t* data, uint64_t size);
-  // Allocates `size` bytes, 64-byte aligned. Throws std::bad_alloc.
+  // Allocates `size` bytes, 64-byte aligned (large ones as an anonymous mapping advised to use huge pages: reading
+  // and verifying a 100 MB section then takes ~500x fewer page faults). Throws std::bad_alloc.
   static SectionBytes Allocate(uint64_t size);
 
   const uint8_t* data() const { return data_; }
@@ -142,6 +143,8 @@ class SectionBytes {
 
  private:
   struct AlignedDelete {
+    // 0 (value-initialised): from operator new[]; else the length of an anonymous mapping (large sections).
+    size_t mapped;
     void operator()(uint8_t* p) const;
   };
   const uint8_t* data_ = nullptr;
