@@ -90,10 +90,13 @@ def verdict(read) -> str:
 
 def check_on_use(buf: bytes) -> None:
     """verify="on_use", once every section has been asked for, reaches the full reader's verdict."""
+    skipped = []
+
     def read_all():
         bundle = xrtpkg.read(buf, verify="on_use")
         for s in bundle.sections:
             if s.size > _MATERIALISE_CAP:
+                skipped.append(s.name)  # not every section asked for: no verdict to compare
                 return
             bundle.data(s.name)
 
@@ -102,6 +105,8 @@ def check_on_use(buf: bytes) -> None:
     except Exception:  # noqa: BLE001 (check() reports it)
         return
     on_use = verdict(read_all)
+    if skipped:
+        return
     assert on_use == full, f"verify='on_use' gives {on_use}, the full reader {full}"
 
 
