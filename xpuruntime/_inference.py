@@ -491,7 +491,7 @@ class InferenceSession:
         touched."""
         bundle = self._bundle
         try:
-            manifest = _manifest(bundle)
+            manifest = _manifest(bundle, whole=from_onnx)
             why = self._not_this_compile(manifest) if from_onnx else None
         except (_errors.DataCorrupt, _errors.Incompatible) as err:
             if not from_onnx:
@@ -656,8 +656,18 @@ def _host_fingerprint() -> str:
     return platform.machine() + ":" + hashlib.sha256(" ".join(sorted(flags.split())).encode()).hexdigest()[:16]
 
 
-def _manifest(bundle: str) -> dict:
-    """The bundle's manifest, opened by the runtime (every digest verified; corrupt bytes raise DataCorrupt)."""
+def _manifest(bundle: str, whole: bool = False) -> dict:
+    """The bundle's manifest, opened by the runtime (corrupt bytes raise DataCorrupt). The runtime verifies sections
+    on first use (formats/xrtpkg.md); with ``whole`` (a cache entry, which is compiled again when damaged) every
+    section is verified now, by the Python reader."""
+    if whole:
+        import xrtpkg
+
+        try:
+            return xrtpkg.read(bundle).manifest
+        except xrtpkg.FormatError as err:
+            kind = _errors.Incompatible if err.status == "INCOMPATIBLE" else _errors.DataCorrupt
+            raise kind(str(err)) from err
     from . import _core
 
     return json.loads(_core.Bundle(bundle, [], False).manifest)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from typing import Any, Mapping, NamedTuple
 
 import numpy as np
@@ -42,7 +43,9 @@ class Session:
         keys = _trusted_keys(trusted_keys)
         _ort_backend.register()
         _ort_backend.take_created()
+        opened = time.perf_counter()
         self._bundle = _core.Bundle(os.fspath(path), keys, bool(require_signature))
+        creating = time.perf_counter()
         if cache_dir is None and device.lower() == "npu":
             cache_dir = default_cache_dir()  # NPU variants compile at load: keep that work by default
         self._session = _core.Session(self._bundle, device, engine or "", variant or "",
@@ -51,7 +54,9 @@ class Session:
         self.inputs = [IOInfo(*info) for info in self._session.inputs]
         self.outputs = [IOInfo(*info) for info in self._session.outputs]
         self._output_names = [o.name for o in self.outputs]
+        created_at = time.perf_counter()
         self._explain = json.loads(self._session.describe())
+        self._load = _load_profile(self._explain.pop("load", {}), creating - opened, created_at - creating)
         self._signer = self._bundle.signer
         self._values = None  # the ONNX Runtime handle, for bundles with sequences, maps or optionals
         created = _ort_backend.take_created()
@@ -201,6 +206,15 @@ class Session:
             raise _errors.InvalidArgument(f"input '{name}': arrays of Python objects are not tensors; pass a numeric "
                                           "or bool array")
         return array
+
+    def load_profile(self) -> dict:
+        """Where this session's load went, in seconds (``xrtc run --profile-load``): ``open_s`` (reading and
+        verifying the bundle's header, table and manifest; a signed bundle is read and verified whole here),
+        ``verify_s`` (reading and verifying the chosen variant's sections on first use, inside session creation),
+        ``engine_init_s`` (the engine's init of the chosen variant: import or compile), ``other_s`` (the rest of
+        session creation: variant choice, failed tries) and ``load_s`` (all of it). ``sections_verified_on_use``
+        says whether verification was deferred to first use (unsigned bundles opened from a file)."""
+        return dict(self._load)
 
     def explain(self) -> dict:
         """Which variant, engine and device run, and why; the variants skipped and why. With a decision log in the
@@ -467,6 +481,15 @@ def _trusted_keys(trusted_keys) -> list[bytes]:
     except OSError as err:
         raise _errors.IOFailure(f"trusted_keys: cannot read {err.filename}: {err.strerror}") from err
     return sorted(keys)
+
+
+def _load_profile(core: dict, open_s: float, create_s: float) -> dict:
+    """The stages of one load from the core's timings (describe()'s "load") and the wall times measured here."""
+    verify_s = float(core.get("section_verify_s", 0.0))
+    init_s = float(core.get("engine_init_s", 0.0))
+    return {"open_s": open_s, "verify_s": verify_s, "engine_init_s": init_s,
+            "other_s": max(0.0, create_s - verify_s - init_s), "load_s": open_s + create_s,
+            "sections_verified_on_use": bool(core.get("sections_verified_on_use", False))}
 
 
 def load(path: str | os.PathLike, device: str = "cpu", *, engine: str | None = None,

@@ -6,9 +6,11 @@
 #include <zstd.h>
 
 #include <openssl/evp.h>
+#include <sys/mman.h>
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstring>
 #include <new>
 #include <sstream>
@@ -237,7 +239,13 @@ const char* CodeName(Code code) {
   return "UNKNOWN";
 }
 
-void SectionBytes::AlignedDelete::operator()(uint8_t* p) const { ::operator delete[](p, std::align_val_t{64}); }
+void SectionBytes::AlignedDelete::operator()(uint8_t* p) const {
+  if (mapped != 0) {
+    ::munmap(p, mapped);
+  } else {
+    ::operator delete[](p, std::align_val_t{64});
+  }
+}
 
 SectionBytes SectionBytes::Borrowed(const uint8_t* data, uint64_t size) {
   SectionBytes b;
@@ -249,6 +257,17 @@ SectionBytes SectionBytes::Borrowed(const uint8_t* data, uint64_t size) {
 SectionBytes SectionBytes::Allocate(uint64_t size) {
   if (size > SIZE_MAX - 64) throw std::bad_alloc();
   SectionBytes b;
+  constexpr uint64_t kMapFrom = uint64_t{4} << 20;
+  if (size >= kMapFrom) {
+    const size_t length = static_cast<size_t>(size);
+    void* m = ::mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) throw std::bad_alloc();
+    ::madvise(m, length, MADV_HUGEPAGE);  // advice only: a refusal changes nothing but speed
+    b.owned_ = std::unique_ptr<uint8_t[], AlignedDelete>(static_cast<uint8_t*>(m), AlignedDelete{length});
+    b.data_ = b.owned_.get();
+    b.size_ = size;
+    return b;
+  }
   // One byte more than asked so a zero-size section still gets a unique, non-null pointer.
   b.owned_.reset(static_cast<uint8_t*>(::operator new[](static_cast<size_t>(size) + 1, std::align_val_t{64})));
   b.data_ = b.owned_.get();
@@ -393,7 +412,22 @@ Result<SectionBytes> Bundle::GetSection(size_t index) const {
     return Error{Code::kDataCorrupt, Cat("section index ", index, " out of range (", sections_.size(), " sections)")};
   }
   const SectionEntry& e = sections_[index];
-  const uint8_t* stored = data_ + e.offset;
+  const uint8_t* stored = nullptr;
+  std::shared_ptr<const SectionBytes> verified;  // a bundle verified on use: the section's verified private copy
+  if (lazy_) {
+    auto r = VerifiedStored(index);
+    if (!r.ok()) return std::move(r).error();
+    verified = std::move(r).value();
+    stored = verified->data();
+    // The frame's header is checked before the output is allocated (Verify() did this at open).
+    if (e.compressed()) {
+      if (auto err = CheckFrameHeader(stored, e.stored_size, e.size, SectionLabel(index, e.name))) {
+        return std::move(*err);
+      }
+    }
+  } else {
+    stored = data_ + e.offset;
+  }
   if (!e.compressed()) return SectionBytes::Borrowed(stored, e.size);
   try {
     SectionBytes out = SectionBytes::Allocate(e.size);
@@ -407,7 +441,21 @@ Result<SectionBytes> Bundle::GetSection(size_t index) const {
   }
 }
 
+struct Bundle::LazyState {
+  explicit LazyState(size_t n) : stored(n), locks(n) {}
+  std::vector<std::shared_ptr<const SectionBytes>> stored;  // verified stored bytes, per section, once read
+  std::vector<std::mutex> locks;                           // one per section: sections verify in parallel
+  std::atomic<uint64_t> verify_ns{0};
+};
+
 Result<Bundle> Bundle::Verify(const uint8_t* data, size_t size, const VerifyOptions& options) {
+  return VerifyImpl(data, size, options, nullptr);
+}
+
+// With `source`, `data` holds only the file's first min(size, table end) bytes (the header, then the table once it
+// is known to fit): the padding and the manifest are read from `source`, other sections are left to GetSection().
+Result<Bundle> Bundle::VerifyImpl(const uint8_t* data, size_t size, const VerifyOptions& options,
+                                  const ByteSource* source) {
   const size_t span_size = size;  // `size` becomes the header's file_size once a signature trailer is checked
   // 1. size >= 64
   if (data == nullptr || size < kHeaderSize) {
@@ -601,26 +649,48 @@ Result<Bundle> Bundle::Verify(const uint8_t* data, size_t size, const VerifyOpti
   // 13. padding: every byte between the table and section 0, and between sections, is zero
   {
     uint64_t gap_start = table_end;
+    uint8_t gap[64];  // a gap is alignment padding: at most 63 bytes
     for (size_t i = 0; i <= b.sections_.size(); ++i) {
       const uint64_t gap_end = i < b.sections_.size() ? b.sections_[i].offset : gap_start;
+      const uint8_t* bytes = data + gap_start;
+      if (source != nullptr && gap_end > gap_start) {
+        if (auto err = source->Read(gap_start, static_cast<size_t>(gap_end - gap_start), gap)) return std::move(*err);
+        bytes = gap;
+      }
       for (uint64_t k = gap_start; k < gap_end; ++k) {
-        if (data[k] != 0) {
-          return Corrupt(Cat("non-zero padding byte 0x", std::hex, static_cast<int>(data[k]), std::dec, " at offset ",
-                             k, i == 0 ? " (before section 0)" : Cat(" (after section ", i - 1, ")")));
+        if (bytes[k - gap_start] != 0) {
+          return Corrupt(Cat("non-zero padding byte 0x", std::hex, static_cast<int>(bytes[k - gap_start]), std::dec,
+                             " at offset ", k, i == 0 ? " (before section 0)" : Cat(" (after section ", i - 1, ")")));
         }
       }
       if (i < b.sections_.size()) gap_start = b.sections_[i].offset + b.sections_[i].stored_size;
     }
   }
   // 14. per section, in table order: sha256 of the stored bytes, then the zstd frame checks
+  std::shared_ptr<SectionBytes> manifest_stored;  // verified on use: the manifest's stored bytes, read from `source`
   try {
     std::unique_ptr<uint8_t[]> scratch;
     const size_t scratch_size = ZSTD_DStreamOutSize();
-    const SectionDigests digests = HashSections(data, b.sections_);
-    for (size_t i = 0; i < b.sections_.size(); ++i) {
+    // Verified on use: only the manifest here, read into private memory (kept: GetSection(0) lends it later).
+    if (source != nullptr) {
+      const SectionEntry& e = b.sections_[0];
+      manifest_stored = std::make_shared<SectionBytes>(SectionBytes::Allocate(e.stored_size));
+      if (auto err = source->Read(e.offset, static_cast<size_t>(e.stored_size), manifest_stored->mutable_data())) {
+        return std::move(*err);
+      }
+    }
+    SectionDigests digests;
+    if (source != nullptr) {
+      digests.digest.resize(1);
+      digests.ok.assign(1, Sha256(manifest_stored->data(), static_cast<size_t>(b.sections_[0].stored_size),
+                                  &digests.digest[0]));
+    } else {
+      digests = HashSections(data, b.sections_);
+    }
+    for (size_t i = 0; i < digests.digest.size(); ++i) {
       const SectionEntry& e = b.sections_[i];
       const std::string label = SectionLabel(i, e.name);
-      const uint8_t* stored = data + e.offset;
+      const uint8_t* stored = source != nullptr ? manifest_stored->data() : data + e.offset;
       const std::array<uint8_t, 32>& digest = digests.digest[i];
       if (!digests.ok[i]) return Exhausted("libcrypto could not compute SHA-256");
       if (digest != e.sha256) {
@@ -675,7 +745,136 @@ Result<Bundle> Bundle::Verify(const uint8_t* data, size_t size, const VerifyOpti
   }
   if (auto err = CheckNoNulStrings(*json)) return std::move(*err);
   b.manifest_ = std::move(json);
+  if (source != nullptr) {
+    b.data_ = nullptr;
+    b.lazy_ = std::make_shared<LazyState>(b.sections_.size());
+    b.lazy_->stored[0] = std::move(manifest_stored);
+  }
   return b;
 }
+
+// ---- Verification on use ----
+
+bool Bundle::NeedsWholeFile(const uint8_t* header, size_t size) {
+  return size < kHeaderSize || (LoadLe(header + 24, 8) & kHeaderFlagSigned) != 0;
+}
+
+Result<Bundle> Bundle::VerifyIndex(std::shared_ptr<const ByteSource> source, uint64_t size,
+                                   const VerifyOptions& options) {
+  if (size > SIZE_MAX) return Exhausted(Cat("the file is ", size, " bytes, more than this process can address"));
+  uint8_t header[kHeaderSize] = {};
+  const size_t head = static_cast<size_t>(std::min<uint64_t>(size, kHeaderSize));
+  if (auto err = source->Read(0, head, header)) return std::move(*err);
+  if (NeedsWholeFile(header, head)) {
+    // The signature covers every byte: verify the whole file, read into memory this Bundle keeps.
+    std::shared_ptr<SectionBytes> whole;
+    try {
+      whole = std::make_shared<SectionBytes>(SectionBytes::Allocate(size));
+    } catch (const std::bad_alloc&) {
+      return Exhausted(Cat("cannot allocate ", size, " bytes to read a signed bundle"));
+    }
+    if (auto err = source->Read(0, static_cast<size_t>(size), whole->mutable_data())) return std::move(*err);
+    auto verified = Verify(whole->data(), static_cast<size_t>(size), options);
+    if (!verified.ok()) return std::move(verified).error();
+    Bundle b = std::move(verified).value();
+    b.keep_alive_ = std::move(whole);
+    return b;
+  }
+  // The prefix VerifyImpl() interprets: the header, then the table when its entry count is within the cap and it
+  // fits in the file (otherwise VerifyImpl() rejects the bundle before it looks past the header).
+  const uint32_t count = static_cast<uint32_t>(LoadLe(header + 12, 4));
+  std::vector<uint8_t> prefix(header, header + kHeaderSize);
+  const uint64_t table_end = kHeaderSize + kEntrySize * std::min(count, kMaxSections);
+  if (count >= 1 && count <= kMaxSections && table_end <= size) {
+    prefix.resize(static_cast<size_t>(table_end));
+    if (auto err = source->Read(kHeaderSize, prefix.size() - kHeaderSize, prefix.data() + kHeaderSize)) {
+      return std::move(*err);
+    }
+  }
+  try {
+    auto verified = VerifyImpl(prefix.data(), static_cast<size_t>(size), options, source.get());
+    if (!verified.ok()) return verified;
+    Bundle b = std::move(verified).value();
+    b.source_ = std::move(source);
+    return b;
+  } catch (const std::bad_alloc&) {
+    return Exhausted("out of memory while verifying the bundle's index and manifest");
+  }
+}
+
+Result<std::shared_ptr<const SectionBytes>> Bundle::VerifiedStored(size_t index) const {
+  std::lock_guard<std::mutex> hold(lazy_->locks[index]);
+  if (lazy_->stored[index]) return lazy_->stored[index];
+  const auto start = std::chrono::steady_clock::now();
+  const SectionEntry& e = sections_[index];
+  const std::string label = SectionLabel(index, e.name);
+  std::shared_ptr<SectionBytes> bytes;
+  try {
+    bytes = std::make_shared<SectionBytes>(SectionBytes::Allocate(e.stored_size));
+  } catch (const std::bad_alloc&) {
+    return Exhausted(Cat(label, ": cannot allocate ", e.stored_size, " bytes to read it"));
+  }
+  // Read in bounded steps and hash each step while it is in cache; the copy is private, so what is verified here is
+  // what every later caller gets.
+  std::unique_ptr<EVP_MD_CTX, void (*)(EVP_MD_CTX*)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
+  if (!ctx || EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) != 1) {
+    return Exhausted("libcrypto could not compute SHA-256");
+  }
+  constexpr uint64_t kStep = uint64_t{8} << 20;
+  for (uint64_t done = 0; done < e.stored_size;) {
+    const size_t n = static_cast<size_t>(std::min(kStep, e.stored_size - done));
+    if (auto err = source_->Read(e.offset + done, n, bytes->mutable_data() + done)) {
+      return Error{err->code, Cat(label, ": ", err->message)};
+    }
+    if (EVP_DigestUpdate(ctx.get(), bytes->data() + done, n) != 1) return Exhausted("libcrypto could not compute SHA-256");
+    done += n;
+  }
+  std::array<uint8_t, 32> digest{};
+  unsigned int len = 0;
+  if (EVP_DigestFinal_ex(ctx.get(), digest.data(), &len) != 1 || len != 32) {
+    return Exhausted("libcrypto could not compute SHA-256");
+  }
+  if (digest != e.sha256) {
+    return Corrupt(Cat(label, ": sha256 mismatch: table says ", HexDigest(e.sha256), ", stored bytes hash to ",
+                       HexDigest(digest), " (checked on first use: the section is corrupt, or the file changed after "
+                       "it was opened)"));
+  }
+  lazy_->stored[index] = bytes;
+  lazy_->verify_ns += static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start).count());
+  return std::shared_ptr<const SectionBytes>(std::move(bytes));
+}
+
+std::optional<Error> Bundle::Prefetch(const std::vector<size_t>& indices) const {
+  if (!lazy_) return std::nullopt;
+  for (size_t i : indices) {
+    if (i >= sections_.size()) return Corrupt(Cat("section index ", i, " out of range (", sections_.size(), ")"));
+  }
+  std::vector<std::optional<Error>> errors(indices.size());
+  std::atomic<size_t> next{0};
+  auto work = [&] {
+    for (size_t k = next.fetch_add(1); k < indices.size(); k = next.fetch_add(1)) {
+      auto r = VerifiedStored(indices[k]);
+      if (!r.ok()) errors[k] = std::move(r).error();
+    }
+  };
+  const size_t threads = std::min<size_t>({4, indices.size(), std::max(1u, std::thread::hardware_concurrency())});
+  std::vector<std::thread> helpers;
+  for (size_t t = 1; t < threads; ++t) {
+    try {
+      helpers.emplace_back(work);
+    } catch (const std::system_error&) {
+      break;  // no thread to be had: this thread does the rest
+    }
+  }
+  work();
+  for (std::thread& helper : helpers) helper.join();
+  for (auto& err : errors) {
+    if (err) return std::move(*err);
+  }
+  return std::nullopt;
+}
+
+double Bundle::section_verify_seconds() const { return lazy_ ? static_cast<double>(lazy_->verify_ns) / 1e9 : 0.0; }
 
 }  // namespace xrt::format

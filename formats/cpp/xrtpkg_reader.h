@@ -13,6 +13,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -130,7 +131,8 @@ class SectionBytes {
   SectionBytes& operator=(SectionBytes&&) noexcept = default;
 
   static SectionBytes Borrowed(const uint8_t* data, uint64_t size);
-  // Allocates `size` bytes, 64-byte aligned. Throws std::bad_alloc.
+  // Allocates `size` bytes, 64-byte aligned (large ones as an anonymous mapping advised to use huge pages: reading
+  // and verifying a 100 MB section then takes ~500x fewer page faults). Throws std::bad_alloc.
   static SectionBytes Allocate(uint64_t size);
 
   const uint8_t* data() const { return data_; }
@@ -141,6 +143,8 @@ class SectionBytes {
 
  private:
   struct AlignedDelete {
+    // 0 (value-initialised): from operator new[]; else the length of an anonymous mapping (large sections).
+    size_t mapped;
     void operator()(uint8_t* p) const;
   };
   const uint8_t* data_ = nullptr;
@@ -148,13 +152,35 @@ class SectionBytes {
   std::unique_ptr<uint8_t[], AlignedDelete> owned_;
 };
 
-// A fully verified bundle over a borrowed span (the span must outlive the Bundle and every SectionBytes it lent).
+// Random access to a bundle's bytes for a reader that verifies sections on first use (Bundle::VerifyIndex), e.g. a
+// file read with pread. Read() may be called from several threads at once.
+class ByteSource {
+ public:
+  virtual ~ByteSource() = default;
+  // Fills out[0, n) with the bytes at [offset, offset + n). An Error (kDataCorrupt, naming what failed) when they
+  // cannot all be read: the file shrank or the OS refused.
+  virtual std::optional<Error> Read(uint64_t offset, size_t n, uint8_t* out) const = 0;
+};
+
+// A verified bundle. Either fully verified over a borrowed span (Verify(): the span must outlive the Bundle and every
+// SectionBytes it lent), or verified on use over a ByteSource (VerifyIndex(): header, table, padding and manifest at
+// open; each other section the first time GetSection() asks for it).
 class Bundle {
  public:
   // Runs every check of formats/xrtpkg.md, in the spec's order: structure, every section digest, every zstd
   // frame (decompressed once, into bounded scratch memory, and counted), the manifest's JSON.
   // Precondition: options.trusted_keys is non-null when options.trusted_key_count > 0 (callers check arguments).
   static Result<Bundle> Verify(const uint8_t* data, size_t size, const VerifyOptions& options = {});
+  // Verification on use (formats/xrtpkg.md, "Verification on use"): runs the checks of Verify() in the same order
+  // except the sha256 and zstd checks of sections other than the manifest, which GetSection() runs on each section
+  // before it first hands out its bytes. `size` is the file's length. Only for unsigned bundles: a signed bundle's
+  // signature covers every byte, so callers verify it whole with Verify() (see NeedsWholeFile()); given one anyway,
+  // this reads it whole into memory and verifies it so.
+  static Result<Bundle> VerifyIndex(std::shared_ptr<const ByteSource> source, uint64_t size,
+                                    const VerifyOptions& options = {});
+  // Whether a file whose first min(64, size) bytes are `header` must be verified whole with Verify(): signed bundles
+  // and files too short to hold a header (Verify() gives their verdict).
+  static bool NeedsWholeFile(const uint8_t* header, size_t size);
 
   Bundle(Bundle&&) noexcept = default;
   Bundle& operator=(Bundle&&) noexcept = default;
@@ -166,18 +192,33 @@ class Bundle {
   // Index of the section with this name, or nullopt.
   std::optional<size_t> Find(std::string_view name) const;
   // The decompressed bytes of section `index` (< sections().size()). For a zstd section this decompresses into a
-  // new buffer of exactly the declared size (RESOURCE_EXHAUSTED if it cannot be allocated).
+  // new buffer of exactly the declared size (RESOURCE_EXHAUSTED if it cannot be allocated). On a bundle verified on
+  // use, the first call for a section reads its stored bytes from the source into private memory (bounded steps),
+  // checks their sha256 and zstd frame there (DATA_CORRUPT naming the section: the bytes an engine reads are the
+  // bytes that were verified, whatever happens to the file later) and keeps them for the bundle's lifetime, which
+  // is then how long uncompressed bytes it lends stay valid.
   Result<SectionBytes> GetSection(size_t index) const;
+  // Verifies sections `indices` of a bundle verified on use now, on up to 4 threads (hashing is ~2 GB/s per core),
+  // so later GetSection() calls find them ready. The first failure in `indices` order; a no-op on a Verify()'d one.
+  std::optional<Error> Prefetch(const std::vector<size_t>& indices) const;
+  // Whether sections are verified on use (VerifyIndex()); and the time spent so far reading and verifying them.
+  bool verifies_on_use() const { return lazy_ != nullptr; }
+  double section_verify_seconds() const;
   // The manifest's UTF-8 JSON text (decompressed) and its parse (a JSON object).
   const std::string& manifest_text() const { return manifest_text_; }
   const nlohmann::json& manifest() const { return *manifest_; }
+  // The verified span (Verify()); nullptr on a bundle verified on use. size() is the file's length either way.
   const uint8_t* data() const { return data_; }
   size_t size() const { return size_; }
   // The raw Ed25519 public key whose valid signature the bundle carries, or nullopt when it is unsigned.
   const std::optional<std::array<uint8_t, 32>>& signer() const { return signer_; }
 
  private:
+  struct LazyState;
   Bundle() = default;
+  static Result<Bundle> VerifyImpl(const uint8_t* data, size_t size, const VerifyOptions& options,
+                                   const ByteSource* source);
+  Result<std::shared_ptr<const SectionBytes>> VerifiedStored(size_t index) const;
   const uint8_t* data_ = nullptr;
   size_t size_ = 0;
   Header header_;
@@ -185,6 +226,9 @@ class Bundle {
   std::string manifest_text_;
   std::unique_ptr<nlohmann::json> manifest_;  // heap: keeps Bundle cheap to move
   std::optional<std::array<uint8_t, 32>> signer_;
+  std::shared_ptr<const ByteSource> source_;  // set for a bundle verified on use
+  std::shared_ptr<LazyState> lazy_;           // its verified sections (heap: keeps Bundle movable)
+  std::shared_ptr<const void> keep_alive_;    // VerifyIndex() of a signed bundle: the whole file, read into memory
 };
 
 // Lower-case hex of a digest, for messages and tests.

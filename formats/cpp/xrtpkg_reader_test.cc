@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -589,6 +590,120 @@ TEST(XrtpkgReader, GoldenFiles) {
     EXPECT_EQ(HexDigest(digest), g.at("manifest_sha256").get<std::string>());
   }
   EXPECT_GT(ok_files, 0u);
+}
+
+
+// ---- Verification on use (VerifyIndex): the same verdicts, with non-manifest sections checked on first use ----
+
+// A file in memory, read a copy at a time (what the runtime's pread source does).
+class MemorySource final : public ByteSource {
+ public:
+  explicit MemorySource(std::vector<uint8_t> bytes) : bytes_(std::move(bytes)) {}
+  std::optional<Error> Read(uint64_t offset, size_t n, uint8_t* out) const override {
+    if (offset > bytes_.size() || n > bytes_.size() - offset) return Error{Code::kDataCorrupt, "short read"};
+    if (n) std::memcpy(out, bytes_.data() + offset, n);
+    return std::nullopt;
+  }
+  std::vector<uint8_t> bytes_;  // tests change it after open, as a writer to the file would
+};
+
+// The verdict of opening on use, then asking for every section in table order: the first failure's code. Equal to
+// the full reader's verdict code for every file (both report DATA_CORRUPT for every section check).
+Code OnUseVerdictOf(const std::vector<uint8_t>& file, std::string* message = nullptr) {
+  auto r = Bundle::VerifyIndex(std::make_shared<MemorySource>(file), file.size());
+  if (!r.ok()) {
+    if (message) *message = r.error().message;
+    return r.error().code;
+  }
+  for (size_t i = 0; i < r.value().sections().size(); ++i) {
+    auto bytes = r.value().GetSection(i);
+    if (!bytes.ok()) {
+      if (message) *message = bytes.error().message;
+      return bytes.error().code;
+    }
+    if (bytes.value().size() != r.value().sections()[i].size) return Code::kDataCorrupt;
+  }
+  return Code::kOk;
+}
+
+TEST(XrtpkgReaderOnUse, AnUnusedCorruptSectionDoesNotFailTheOpen) {
+  auto file = Build({Plain("manifest", kManifest), Plain("a.bin", Pattern(100)), Zstd("b.xml", Pattern(3000)),
+                     Plain("c.bin", Pattern(200))});
+  auto full = Bundle::Verify(file.data(), file.size());
+  ASSERT_TRUE(full.ok());
+  const uint64_t a_offset = full.value().sections()[1].offset;
+  file[a_offset + 5] ^= 0x10;  // corrupt section 1 ("a.bin") only
+  ASSERT_EQ(VerdictOf(file), Code::kDataCorrupt);
+  auto r = Bundle::VerifyIndex(std::make_shared<MemorySource>(file), file.size());
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  const Bundle& b = r.value();
+  EXPECT_TRUE(b.verifies_on_use());
+  EXPECT_EQ(b.data(), nullptr);
+  auto c = b.GetSection(3);
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  EXPECT_EQ(std::vector<uint8_t>(c.value().data(), c.value().data() + 200), Pattern(200));
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(c.value().data()) % 64, 0u);
+  auto xml = b.GetSection(2);
+  ASSERT_TRUE(xml.ok()) << xml.error().message;
+  EXPECT_EQ(std::vector<uint8_t>(xml.value().data(), xml.value().data() + 3000), Pattern(3000));
+  auto a = b.GetSection(1);
+  ASSERT_FALSE(a.ok());
+  EXPECT_EQ(a.error().code, Code::kDataCorrupt);
+  EXPECT_NE(a.error().message.find("section 1 (\"a.bin\"): sha256 mismatch"), std::string::npos) << a.error().message;
+  auto again = b.Prefetch({3, 1});
+  ASSERT_TRUE(again.has_value());
+  EXPECT_NE(again->message.find("a.bin"), std::string::npos);
+  EXPECT_GE(b.section_verify_seconds(), 0.0);
+}
+
+TEST(XrtpkgReaderOnUse, VerifiedBytesSurviveChangesToTheSource) {
+  auto file = Build({Plain("manifest", kManifest), Plain("a.bin", Pattern(100)), Plain("b.bin", Pattern(100))});
+  auto source = std::make_shared<MemorySource>(file);
+  auto r = Bundle::VerifyIndex(source, file.size());
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  ASSERT_FALSE(r.value().Prefetch({1}).has_value());
+  // The "file" changes after open: the section verified before keeps its bytes; the other fails its check.
+  std::fill(source->bytes_.begin() + 64, source->bytes_.end(), 0xA5);
+  auto a = r.value().GetSection(1);
+  ASSERT_TRUE(a.ok()) << a.error().message;
+  EXPECT_EQ(std::vector<uint8_t>(a.value().data(), a.value().data() + 100), Pattern(100));
+  auto b = r.value().GetSection(2);
+  ASSERT_FALSE(b.ok());
+  EXPECT_NE(b.error().message.find("b.bin"), std::string::npos) << b.error().message;
+  source->bytes_.resize(100);  // truncated: a clear error, not a crash
+  auto again = r.value().GetSection(2);
+  ASSERT_FALSE(again.ok());
+}
+
+TEST(XrtpkgReaderOnUse, SameVerdictsAsTheFullReaderOnSweepsAndGoldenFiles) {
+  const auto good = ValidBundle();
+  EXPECT_EQ(OnUseVerdictOf(good), Code::kOk);
+  for (size_t n = 0; n < good.size(); ++n) {
+    std::vector<uint8_t> f(good.begin(), good.begin() + n);
+    EXPECT_EQ(OnUseVerdictOf(f), VerdictOf(f)) << "truncated to " << n;
+  }
+  for (size_t i = 0; i < good.size(); ++i) {
+    for (int bit = 0; bit < 8; ++bit) {
+      auto f = good;
+      f[i] ^= static_cast<uint8_t>(1u << bit);
+      EXPECT_EQ(OnUseVerdictOf(f), VerdictOf(f)) << "byte " << i << " bit " << bit;
+      if (i < 64 || i >= 448) continue;  // resealed flips of the table (as ResealedBitFlipsOfTheTableNeverCrash)
+      Reseal(&f);
+      EXPECT_EQ(OnUseVerdictOf(f), VerdictOf(f)) << "resealed: byte " << i << " bit " << bit;
+    }
+  }
+  const std::filesystem::path dir = XRT_GOLDEN_DIR;
+  size_t files = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    if (entry.path().extension() != ".xrtpkg") continue;
+    const std::vector<uint8_t> file = ReadFile(entry.path());
+    std::string full_message, on_use_message;
+    const Code full = VerdictOf(file, &full_message);
+    EXPECT_EQ(OnUseVerdictOf(file, &on_use_message), full)
+        << entry.path().filename() << ": " << full_message << " / " << on_use_message;
+    ++files;
+  }
+  EXPECT_GT(files, 50u);
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 
 namespace xrt::core {
@@ -31,9 +32,47 @@ Result<const Model*> Bundle::model() const {
   return static_cast<const Model*>(model_.get());
 }
 
+namespace {
+
+// The bundle file, read with pread for verification on use. Owns the descriptor: a later rename over the path does
+// not change what it reads; a write or truncation in place does, and fails the section's check (or read).
+class FileSource final : public format::ByteSource {
+ public:
+  FileSource(int fd, std::string path) : fd_(fd), path_(std::move(path)) {}
+  ~FileSource() override { ::close(fd_); }
+  std::optional<format::Error> Read(uint64_t offset, size_t n, uint8_t* out) const override {
+    size_t done = 0;
+    while (done < n) {
+      const ssize_t r = ::pread(fd_, out + done, n - done, static_cast<off_t>(offset + done));
+      if (r < 0 && errno == EINTR) continue;
+      if (r < 0) {
+        return format::Error{format::Code::kDataCorrupt,
+                             Cat("cannot read bundle file ", path_, ": ", std::strerror(errno))};
+      }
+      if (r == 0) {
+        return format::Error{format::Code::kDataCorrupt,
+                             Cat("bundle file ", path_, " is shorter than when it was opened (read ", done, " of ", n,
+                                 " bytes at offset ", offset, "): it was changed in place after open; open it again")};
+      }
+      done += static_cast<size_t>(r);
+    }
+    return std::nullopt;
+  }
+
+ private:
+  int fd_;
+  std::string path_;
+};
+
+}  // namespace
+
 Result<std::shared_ptr<const Bundle>> Bundle::Finish(std::unique_ptr<Bundle> bundle, const uint8_t* data,
                                                      size_t size, const format::VerifyOptions& policy) {
-  auto verified = format::Bundle::Verify(data, size, policy);
+  return Finish(std::move(bundle), format::Bundle::Verify(data, size, policy));
+}
+
+Result<std::shared_ptr<const Bundle>> Bundle::Finish(std::unique_ptr<Bundle> bundle,
+                                                     format::Result<format::Bundle> verified) {
   if (!verified.ok()) return FromFormatError(verified.error()).WithContext(Cat("bundle ", bundle->origin_));
   bundle->reader_ = std::make_unique<format::Bundle>(std::move(verified).value());
   auto model = ParseModel(bundle->reader_->manifest(), *bundle->reader_);
@@ -69,11 +108,34 @@ Result<std::shared_ptr<const Bundle>> Bundle::OpenFile(const std::string& path,
     ::close(fd);
     return InvalidArgument(path, " is not a regular file; pass the path of a .xrtpkg file");
   }
+  // Unsigned bundles are verified on use (formats/xrtpkg.md, "Verification on use"): the header, table, padding and
+  // manifest now; each other section when a session first needs it, read with pread into private memory and
+  // verified there. Signed bundles are verified whole below: the signature covers every byte.
+  const size_t size = static_cast<size_t>(st.st_size);
+  if (size >= format::kHeaderSize) {
+    uint8_t header[format::kHeaderSize];
+    ssize_t n;
+    do {
+      n = ::pread(fd, header, sizeof(header), 0);
+    } while (n < 0 && errno == EINTR);
+    if (n == static_cast<ssize_t>(sizeof(header)) && !format::Bundle::NeedsWholeFile(header, sizeof(header))) {
+      std::shared_ptr<const format::ByteSource> source;
+      try {
+        source = std::make_shared<FileSource>(fd, path);  // owns fd from here
+      } catch (const std::bad_alloc&) {
+        ::close(fd);
+        return ResourceExhausted("cannot allocate the reader of bundle file ", path);
+      }
+      const auto start = std::chrono::steady_clock::now();
+      auto verified = format::Bundle::VerifyIndex(std::move(source), size, policy);
+      bundle->open_seconds_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      return Finish(std::move(bundle), std::move(verified));
+    }
+  }
   // Verified bytes must be the bytes used (SECURITY.md, "The bundle file after open"): the file is read into
   // private anonymous memory, verified there, and engines only ever see that copy. A file mapping would not do:
   // MAP_PRIVATE pages are shared with the page cache until written, so a later write to the file changes what the
   // engines read, and a truncation turns the next access into SIGBUS.
-  const size_t size = static_cast<size_t>(st.st_size);
   const uint8_t* data = nullptr;
   if (size > 0) {
     void* m = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <chrono>
 #include <cstring>
 #include <optional>
 #include <unordered_map>
@@ -230,12 +231,23 @@ Result<std::shared_ptr<Session>> Session::Create(std::shared_ptr<const Bundle> b
   // not read, an option only the caller may set) is final: *fatal is set. A failure of the backend's init is not:
   // the caller records it and tries the next variant.
   void* handle = nullptr;
+  const double verify_seconds_before = bundle->section_verify_seconds();
+  double init_seconds = 0.0;  // the engine's init() of the variant that initialised (load profile)
   auto try_init = [&](const Variant& v, const std::shared_ptr<const Backend>& b, const std::string& d,
                       bool* fatal) -> Status {
     *fatal = true;
     session->artifact_bytes_.clear();
     std::vector<xrt_backend_artifact_t> artifacts;
     const format::Bundle& reader = bundle->reader();
+    if (reader.verifies_on_use()) {  // the variant's sections are read and verified in parallel, before any is used
+      std::vector<size_t> indices;
+      for (const auto& [role, section] : v.artifacts) {
+        if (const auto index = reader.Find(section)) indices.push_back(*index);
+      }
+      if (auto err = reader.Prefetch(indices)) {
+        return FromFormatError(*err).WithContext(Cat("variant ", v.id, ": artifacts"));
+      }
+    }
     for (const auto& [role, section] : v.artifacts) {
       const auto index = reader.Find(section);
       if (!index) return Internal("variant ", v.id, ": section ", section, " vanished");
@@ -274,8 +286,10 @@ Result<std::shared_ptr<Session>> Session::Create(std::shared_ptr<const Bundle> b
     *fatal = false;
     const auto& vt = b->vtable;
     handle = nullptr;
+    const auto init_start = std::chrono::steady_clock::now();
     Status init = Status::FromC(vt.init(vt.self, d.c_str(), artifacts.data(), artifacts.size(),
                                         options_json.c_str(), &handle));
+    init_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - init_start).count();
     if (!init.ok()) {
       session->artifact_bytes_.clear();
       return std::move(init).WithContext(
@@ -396,6 +410,12 @@ Result<std::shared_ptr<Session>> Session::Create(std::shared_ptr<const Bundle> b
                              {"reason", reason},
                              {"skipped", std::move(skipped)}};
   if (!fallback_reason.empty()) describe["fallback"] = fallback_reason;
+  // Where session creation's time went (xrtc run --profile-load): reading and verifying sections on first use
+  // (0 when they were verified at open, or by an earlier session), and the engine's init of the chosen variant.
+  describe["load"] = {{"sections_verified_on_use", bundle->reader().verifies_on_use()},
+                      {"section_verify_s", bundle->section_verify_seconds() - verify_seconds_before},
+                      {"open_verify_s", bundle->open_verify_seconds()},
+                      {"engine_init_s", init_seconds}};
   if (vt.describe != nullptr) {
     const char* info = vt.describe(vt.self, handle);
     nlohmann::json parsed = nlohmann::json::parse(info ? info : "", nullptr, /*allow_exceptions=*/false);

@@ -5,6 +5,8 @@ Run through scripts/fuzz.sh, or by hand with the *installed* package (repository
 Each input is read twice: as given, and with its digests repaired (as formats/cpp/xrtpkg_fuzz_repair.h does) so
 mutations reach the layout, zstd and JSON checks behind them. A rejection must be xrtpkg.FormatError with one of
 the spec's statuses; any other exception, a hang or an OOM is a finding. Crashers go to tests/security/regressions/.
+Both are read again with ``verify="on_use"``: once every section has been asked for, the verdict must be the full
+reader's.
 
 Second surface: the decision log `Session.explain()` parses (xpuruntime._session.decisions_view). Each input is
 also given to it as a decisions.json, and a verified bundle's own decisions section is; a rejection must be
@@ -78,9 +80,41 @@ def check_decisions(raw: bytes, variant_id: str) -> None:
     assert isinstance(view, dict) and isinstance(view["nodes"], list)
 
 
+def verdict(read) -> str:
+    try:
+        read()
+    except xrtpkg.FormatError as err:
+        return err.status
+    return "OK"
+
+
+def check_on_use(buf: bytes) -> None:
+    """verify="on_use", once every section has been asked for, reaches the full reader's verdict."""
+    skipped = []
+
+    def read_all():
+        bundle = xrtpkg.read(buf, verify="on_use")
+        for s in bundle.sections:
+            if s.size > _MATERIALISE_CAP:
+                skipped.append(s.name)  # not every section asked for: no verdict to compare
+                return
+            bundle.data(s.name)
+
+    try:
+        full = verdict(lambda: xrtpkg.read(buf))
+    except Exception:  # noqa: BLE001 (check() reports it)
+        return
+    on_use = verdict(read_all)
+    if skipped:
+        return
+    assert on_use == full, f"verify='on_use' gives {on_use}, the full reader {full}"
+
+
 def TestOneInput(data: bytes) -> None:  # noqa: N802 (atheris' name)
     check(data)
     check(repair_digests(data))
+    check_on_use(data)
+    check_on_use(repair_digests(data))
     check_decisions(data, "cpu-openvino")
 
 

@@ -84,6 +84,8 @@ class Run:
         parser.add_argument("--bench", type=int, default=0, metavar="N", help="time N runs and print percentiles")
         parser.add_argument("--warmup", type=int, default=10, metavar="N", help="warm-up runs before --bench")
         parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+        parser.add_argument("--profile-load", action="store_true",
+                            help="break the load into stages (open, verify, engine init, first run) with times")
 
     def run(self, args) -> int:
         t0 = time.perf_counter()
@@ -95,6 +97,11 @@ class Run:
         report = {"bundle": args.bundle, "explain": session.explain(),
                   "load_ms": (t1 - t0) * 1e3, "first_run_ms": (t2 - t1) * 1e3,
                   "outputs": {k: {"dtype": str(v.dtype), "shape": list(v.shape)} for k, v in outputs.items()}}
+        if args.profile_load:
+            stages = session.load_profile()
+            stages["first_run_s"] = t2 - t1
+            stages["load_to_first_result_s"] = stages["load_s"] + stages["first_run_s"]
+            report["load_profile"] = stages
         if args.bench > 0:
             for _ in range(args.warmup):
                 session.run(feeds)
@@ -126,6 +133,8 @@ class Run:
         for skipped in ex.get("skipped", []):
             print(f"  skipped {skipped}")
         print(f"load {report['load_ms']:.1f} ms, first run {report['first_run_ms']:.2f} ms")
+        if "load_profile" in report:
+            print(format_load_profile(report["load_profile"]))
         for name, value in outputs.items():
             print(f"  {name}: {_data.describe_array(value)}")
         if "bench_ms" in report:
@@ -136,3 +145,19 @@ class Run:
             print(f"outputs written to {args.save_outputs}")
         sys.stdout.flush()
         return 0
+
+
+# (key, label) of the stages `--profile-load` prints, in load order.
+LOAD_STAGES = [("open_s", "open (header, table, manifest)"), ("verify_s", "verify (sections, on first use)"),
+               ("engine_init_s", "engine init"), ("other_s", "other (variant choice)"), ("first_run_s", "first run")]
+
+
+def format_load_profile(stages: dict) -> str:
+    """The --profile-load table: one line per stage, its time and share of load-to-first-result."""
+    total = stages["load_to_first_result_s"]
+    lines = [f"load profile ({'sections verified on first use' if stages['sections_verified_on_use'] else 'verified whole at open'}):"]
+    for key, label in LOAD_STAGES:
+        share = 100.0 * stages[key] / total if total > 0 else 0.0
+        lines.append(f"  {label:<34} {stages[key] * 1e3:9.2f} ms  {share:5.1f}%")
+    lines.append(f"  {'load to first result':<34} {total * 1e3:9.2f} ms")
+    return "\n".join(lines)

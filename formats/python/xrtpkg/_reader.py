@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 import os
+import threading
 from dataclasses import dataclass
 from typing import Union
 
@@ -67,7 +68,8 @@ class Section:
 
 
 class Bundle:
-    """A fully verified bundle, as returned by :func:`read`.
+    """A verified bundle, as returned by :func:`read` (every section checked, or each on first use with
+    ``verify="on_use"``).
 
     Holds the whole file's bytes; :meth:`data` slices (uncompressed) or decompresses (zstd) a
     section on each call. Immutable after construction, so safe to share between threads.
@@ -96,6 +98,10 @@ class Bundle:
         self.manifest_bytes = manifest_bytes
         self.sections = sections
         self._by_name = {s.name: s for s in sections}
+        # Verification on use (read(..., verify="on_use")): names of the sections whose digest and zstd frame are
+        # still to be checked, each before data() first returns it. Empty for a fully verified bundle.
+        self._unverified: set[str] = set()
+        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         names = ", ".join(s.name for s in self.sections)
@@ -114,6 +120,11 @@ class Bundle:
         """The payload of section ``name``, decompressed (bytes were verified by :func:`read`)."""
         s = self.section(name)
         stored = self._buf[s.offset : s.offset + s.stored_size]
+        if name in self._unverified:
+            with self._lock:
+                if name in self._unverified:
+                    _check_section(self.sections.index(s), s, memoryview(self._buf)[s.offset : s.offset + s.stored_size])
+                    self._unverified.discard(name)
         if not s.compressed:
             return stored
         return _decompress(stored, s.size)
@@ -137,8 +148,17 @@ def _load(source: Union[str, "os.PathLike[str]", bytes]) -> bytes:
     raise TypeError(f"xrtpkg.read() takes a path or bytes, not {type(source).__name__}")
 
 
-def read(source: Union[str, "os.PathLike[str]", bytes], trusted_keys=None, require_signature: bool = False) -> Bundle:
-    """Read and fully verify a bundle from a path or from its bytes.
+VERIFY_MODES = ("all", "on_use")
+
+
+def read(source: Union[str, "os.PathLike[str]", bytes], trusted_keys=None, require_signature: bool = False,
+         verify: str = "all") -> Bundle:
+    """Read and verify a bundle from a path or from its bytes.
+
+    ``verify="all"`` (default) checks every section before returning. ``verify="on_use"`` (formats/xrtpkg.md,
+    "Verification on use") checks the header, table, padding and manifest now and each other section's sha256 and
+    zstd frame the first time :meth:`Bundle.data` returns it (FormatError naming the section), so a damaged section
+    nobody reads does not fail the read. A signed bundle is always verified whole: its signature covers every byte.
 
     A signed bundle's signature is always verified (before anything past the 64-byte header is
     parsed). That proves the bytes are what the embedded key signed, not who holds that key: to
@@ -151,11 +171,14 @@ def read(source: Union[str, "os.PathLike[str]", bytes], trusted_keys=None, requi
     PERMISSION_DENIED) for any bundle that breaks formats/xrtpkg.md or the policy; OSError if the
     path cannot be read; ValueError/TypeError for a malformed or empty ``trusted_keys``.
     """
+    if verify not in VERIFY_MODES:
+        raise ValueError(f"verify must be one of {VERIFY_MODES}, not {verify!r}")
     trusted = _signing.trusted_key_set(trusted_keys)
-    return _verify(_load(source), trusted, bool(require_signature))
+    return _verify(_load(source), trusted, bool(require_signature), on_use=verify == "on_use")
 
 
-def _verify(buf: bytes, trusted: frozenset[bytes] | None = None, require_signature: bool = False) -> Bundle:
+def _verify(buf: bytes, trusted: frozenset[bytes] | None = None, require_signature: bool = False,
+            on_use: bool = False) -> Bundle:
     n = len(buf)
 
     # 1. size >= 64
@@ -321,27 +344,34 @@ def _verify(buf: bytes, trusted: frozenset[bytes] | None = None, require_signatu
             raise _corrupt("padding", f"non-zero padding bytes in [{gap_start}, {s.offset}) before section {s.name!r}")
         gap_start = s.offset + s.stored_size
 
-    # 14. per section, in table order: sha256, then the zstd frame checks
-    manifest_bytes = b""
+    # 14. per section, in table order: sha256, then the zstd frame checks (on use: the manifest only; the others
+    # when Bundle.data() first returns them)
     view = memoryview(buf)  # slices without copying (weights sections can be large)
-    for i, s in enumerate(entries):
-        where = f"section {i} ({s.name!r})"
-        stored = view[s.offset : s.offset + s.stored_size]
-        if hashlib.sha256(stored).hexdigest() != s.sha256:
-            raise _corrupt("sha256", f"{where}: sha256 of the stored bytes does not match the table")
-        if not s.compressed:
-            if i == 0:
-                manifest_bytes = bytes(stored)
-            continue
-        # The manifest (<= 16 MiB) is kept; other sections are only checked, through bounded memory, and
-        # decompressed again by Bundle.data() when asked for (so verifying never holds more than one section).
-        payload = _check_frame(where, stored, s.size, keep=(i == 0))
+    lazy = on_use and not signed
+    manifest_bytes = b""
+    for i, s in enumerate(entries[:1] if lazy else entries):
+        payload = _check_section(i, s, view[s.offset : s.offset + s.stored_size])
         if i == 0:
             manifest_bytes = payload
 
     # 15. the manifest's JSON
     manifest = _parse_manifest(manifest_bytes)
-    return Bundle(buf, major, minor, manifest, manifest_bytes, entries, signer, file_size)
+    bundle = Bundle(buf, major, minor, manifest, manifest_bytes, entries, signer, file_size)
+    if lazy:
+        bundle._unverified = {s.name for s in entries[1:]}
+    return bundle
+
+
+def _check_section(i: int, s: Section, stored: memoryview) -> bytes:
+    """Checks section ``i``'s sha256, then its zstd frame. Returns the manifest's payload (i == 0), else b""."""
+    where = f"section {i} ({s.name!r})"
+    if hashlib.sha256(stored).hexdigest() != s.sha256:
+        raise _corrupt("sha256", f"{where}: sha256 of the stored bytes does not match the table")
+    if not s.compressed:
+        return bytes(stored) if i == 0 else b""
+    # The manifest (<= 16 MiB) is kept; other sections are only checked, through bounded memory, and
+    # decompressed again by Bundle.data() when asked for (so verifying never holds more than one section).
+    return _check_frame(where, stored, s.size, keep=(i == 0))
 
 
 def _check_signature(buf: bytes, file_size: int) -> bytes:

@@ -177,9 +177,12 @@ typedef struct xrt_bundle_open_options_t {
 
 XRT_API void xrt_bundle_open_options_initialize(xrt_bundle_open_options_t* out_options);
 
-/* Opens a bundle file and verifies it fully (formats/xrtpkg.md: signature, structure, every digest, the manifest).
- * The file is read into private memory and verified there: later writes, truncation or replacement of the file do
- * not reach the bundle or its sessions (deploy a new bundle by writing it elsewhere and renaming it over the old
+/* Opens a bundle file and verifies it (formats/xrtpkg.md). A signed bundle is read whole into private memory and
+ * verified there (signature, structure, every digest, the manifest). An unsigned one is verified on use: structure
+ * and manifest now, each other section when it is first needed (a session's variant, xrt_bundle_read_section), read
+ * into private memory and verified there first (DATA_CORRUPT naming the section). Either way later writes,
+ * truncation or replacement of the file never reach an engine: verified sections are kept; a section first needed
+ * after an in-place change fails its check (deploy a new bundle by writing it elsewhere and renaming it over the old
  * one). options may be NULL (no signature policy). On success the caller owns *out_bundle:
  * xrt_bundle_release(). Errors: INVALID_ARGUMENT (NULL, or trusted_keys NULL with a non-zero count), NOT_FOUND /
  * IO (file), DATA_CORRUPT / INCOMPATIBLE / RESOURCE_EXHAUSTED (bytes), PERMISSION_DENIED (signature policy). */
@@ -202,9 +205,10 @@ XRT_API int xrt_bundle_signer(const xrt_bundle_t* bundle, uint8_t* out_public_ke
 /* One section's bytes, decompressed (xrt_bundle_read_section). Owned by the caller: xrt_section_release(). */
 typedef struct xrt_section_s xrt_section_t;
 /* Reads section `name` (formats/xrtpkg.md; e.g. "decisions.json", "plan.json", golden data "golden.in.0.npy" as the
- * manifest names them). Its digest was verified at open; a compressed section is decompressed into a new buffer,
- * an uncompressed one is borrowed from the bundle (kept alive by the section). Errors: INVALID_ARGUMENT (NULL),
- * NOT_FOUND (no such section), RESOURCE_EXHAUSTED (cannot allocate). */
+ * manifest names them). Its digest is verified before its bytes are returned (at open, or on its first read); a
+ * compressed section is decompressed into a new buffer, an uncompressed one is borrowed from the bundle (kept alive
+ * by the section). Errors: INVALID_ARGUMENT (NULL), NOT_FOUND (no such section), RESOURCE_EXHAUSTED (cannot
+ * allocate), DATA_CORRUPT (the section fails its check on first read). */
 XRT_API xrt_status_t xrt_bundle_read_section(const xrt_bundle_t* bundle, const char* name,
                                              xrt_section_t** out_section);
 XRT_API const void* xrt_section_data(const xrt_section_t* section);
