@@ -47,7 +47,6 @@ class Tune:
 
     def run(self, args) -> int:
         from ..targets.cuda.tune import tune_bundle
-        from .sign import write_atomic
 
         if not os.path.isfile(args.bundle):
             raise UsageError(f"{args.bundle}: no such bundle file")
@@ -60,6 +59,19 @@ class Tune:
         if not self._has_cuda(args):
             return self._tune_cpu(args, out)
         result = tune_bundle(args.bundle, args.candidates, args.variant)
+        self._write(args, out, result)
+        errs = ", ".join(f"{k} {v:g}" for k, v in result.errors.items()) or "no golden data to check"
+        print(f"{result.variant}: {result.gemms} GEMM algorithms stored; golden max abs err: {errs}")
+        for note, n in sorted(result.notes.items()):
+            print(f"  {n:3d} x {note}")
+        print(f"PASSED xrtc tune: wrote {out} ({len(result.bundle)} bytes)")
+        return 0
+
+    @staticmethod
+    def _write(args, out: str, result) -> None:
+        """The tuned bundle (`result.bundle`) written atomically to `out`; a signature the tuning dropped is said."""
+        from .sign import write_atomic
+
         try:
             write_atomic(out, result.bundle, force=args.force)
         except FileExistsError as err:
@@ -69,12 +81,6 @@ class Tune:
         if result.dropped_signature:
             log.warning("%s was signed; the tuned bundle is not: sign it again (xrtc sign %s --key ...)",
                         args.bundle, out)
-        errs = ", ".join(f"{k} {v:g}" for k, v in result.errors.items()) or "no golden data to check"
-        print(f"{result.variant}: {result.gemms} GEMM algorithms stored; golden max abs err: {errs}")
-        for note, n in sorted(result.notes.items()):
-            print(f"  {n:3d} x {note}")
-        print(f"PASSED xrtc tune: wrote {out} ({len(result.bundle)} bytes)")
-        return 0
 
     @staticmethod
     def _has_cuda(args) -> bool:
@@ -86,18 +92,9 @@ class Tune:
     @staticmethod
     def _tune_cpu(args, out: str) -> int:
         from ..tuning.cpu import table_lines, tune_cpu_bundle
-        from .sign import write_atomic
 
         result = tune_cpu_bundle(args.bundle, args.mode, args.tuning_db, use_db=not args.no_db)
-        try:
-            write_atomic(out, result.bundle, force=args.force)
-        except FileExistsError as err:
-            raise OutputExistsError(f"{out} already exists; pass --force to overwrite it") from err
-        except OSError as err:
-            raise XrtcError(f"cannot write {out}: {err.strerror or err}") from err
-        if result.dropped_signature:
-            log.warning("%s was signed; the tuned bundle is not: sign it again (xrtc sign %s --key ...)",
-                        args.bundle, out)
+        Tune._write(args, out, result)
         print("\n".join(table_lines(result.record)))
         print(f"wrote {out} ({len(result.bundle)} bytes)")
         return 0
