@@ -69,6 +69,17 @@ if [ "$stage" = sweep ]; then  # the generated kernels' configurations (sets cod
   echo "sweep rc=$?"; grep -E "^\||error|Error" "$OUT/sweep.txt" | tail -30 | cut -c1-300
   exit 0
 fi
+# xrtc profile on a cuda bundle (issue 17): the engine's own per-launch report mapped to ONNX nodes, and its trace
+if [ "$stage" = profile ]; then
+  P=/tmp/prof; mkdir -p $P; sh=2x16
+  (cd /tmp && python3 -m xrtc compile $OLDPWD/tests/cuda/data/tiny_bert_sdpa_dynamo.onnx --target cuda --precision fp16 \
+      --shape input_ids=$sh --shape attention_mask=$sh --shape token_type_ids=$sh -o $P/tiny.xrtpkg --force 2>&1 | tail -2)
+  XRT_CUDA_PROFILE=1 XRT_CUDA_REPORT=$P/report.jsonl "$R/bin/xrt-run" $P/tiny.xrtpkg --device cuda --quiet 2>&1 | tail -1
+  (cd /tmp && python3 -m xrtc profile $P/tiny.xrtpkg --cuda-report $P/report.jsonl --trace $OUT/trace.json \
+      -o $OUT/profile.json 2>&1 | tail -30)
+  echo "profile rc=$?"; python3 -c "import json; t=json.load(open('$OUT/trace.json')); ev=t['traceEvents'] if isinstance(t, dict) else t; print(len(ev), 'trace events;', sorted({str(e.get('tid')) for e in ev if isinstance(e, dict)}))"
+  exit 0
+fi
 # a real checkpoint (all-MiniLM-L6-v2, 6 layers, hidden 384): its model.zip joined from the chunks two earlier calls
 # left in /tmp/parts (carry.sh --minilm), exported, compiled per shape, checked against PyTorch and ORT, timed
 if [ "$stage" = minilm ]; then
