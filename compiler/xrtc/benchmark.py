@@ -120,8 +120,8 @@ def compare(result: dict, baseline: dict, budget: float, allow_other_machine: bo
     if ours != theirs and not allow_other_machine:
         raise OtherMachineError(
             f"the baseline was measured on another machine (fingerprint {theirs}: "
-            f"{baseline.get('machine', {}).get('cpu', '?')}, {baseline.get('machine', {}).get('usable_cpus', '?')} "
-            f"usable CPUs; this one is {ours}: {result['machine']['cpu']}, {result['machine']['usable_cpus']}); "
+            f"{baseline.get('machine', {}).get('cpu_model', '?')}, {baseline.get('machine', {}).get('usable_cpus', '?')} "
+            f"usable CPUs; this one is {ours}: {result['machine']['cpu_model']}, {result['machine']['usable_cpus']}); "
             "timings are not comparable across machines: measure a baseline here, or pass --allow-other-machine")
     rows = []
     for path, higher_better in COMPARED:

@@ -239,7 +239,7 @@ def _tune_written(output: str, manifest: dict, tune: str, tuning_db: str | None,
     from . import package
     from .tuning.cpu import tune_cpu_bundle
 
-    if not any(v.get("target") == "cpu" for v in manifest["variants"]):
+    if not any(v.get("device") == "cpu" for v in manifest["variants"]):
         log.warning("--tune %s: the bundle has no CPU variant; nothing tuned (cuda GEMMs: `xrtc tune BUNDLE` on the "
                     "GPU)", tune)
         return manifest, os.path.getsize(output)

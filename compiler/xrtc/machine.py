@@ -48,9 +48,9 @@ def _gpus() -> list[str]:
 
 
 def describe() -> dict:
-    """{"fingerprint": 16 hex digits, "cpu", "cpus", "usable_cpus", "memory_gib", "arch", "os", "gpus"}."""
+    """{"fingerprint": 16 hex digits, "cpu_model", "cpus", "usable_cpus", "memory_gib", "arch", "os", "gpus"}."""
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 0
-    facts = {"cpu": _cpu_model(), "cpus": os.cpu_count() or 0, "usable_cpus": usable, "memory_gib": _memory_gib(),
+    facts = {"cpu_model": _cpu_model(), "cpus": os.cpu_count() or 0, "usable_cpus": usable, "memory_gib": _memory_gib(),
              "arch": platform.machine(), "os": f"{platform.system()} {platform.release()}", "gpus": _gpus()}
     digest = hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:16]
     return {"fingerprint": digest, **facts}

@@ -99,7 +99,7 @@ def render(info: dict, decisions: dict | None, bench: dict | None, profile: dict
              + "</p>"]
     if bench:
         mach = bench["machine"]
-        parts.append(f"<p class=\"muted\">Measured on {_e(mach['cpu'])}, {mach['usable_cpus']} usable CPUs, "
+        parts.append(f"<p class=\"muted\">Measured on {_e(mach.get('cpu_model', '?'))}, {mach['usable_cpus']} usable CPUs, "
                      f"{mach['memory_gib']} GiB (fingerprint {_e(mach['fingerprint'])}); "
                      + _e(", ".join(f"{k} {v}" for k, v in sorted(bench["versions"].items()))) + "</p>")
 

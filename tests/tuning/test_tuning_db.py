@@ -28,7 +28,7 @@ def second_bundle(tmp_path_factory):
 
 
 def _key(graph: str, hardware: str = "hw", versions: dict | None = None) -> Key:
-    return Key("cpu", graph, hardware, versions or {"onnxruntime": "1", "tuner": cpu.TUNER_VERSION})
+    return Key(cpu.TUNER, graph, hardware, versions or {"onnxruntime": "1", "tuner": cpu.TUNER_VERSION})
 
 
 def test_same_model_and_machine_reuse_other_machine_version_or_model_never(tmp_path, sample_bundle, second_bundle):

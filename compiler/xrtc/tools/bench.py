@@ -182,7 +182,7 @@ def measure(args, peers: list[str] = ()) -> dict:
 def render(result: dict) -> str:
     lat = result["latency_ms"]
     m = result["machine"]
-    lines = [f"variant {result['variant']} (engine {result['engine']}, device {result['device']}) on {m['cpu']}, "
+    lines = [f"variant {result['variant']} (engine {result['engine']}, device {result['device']}) on {m['cpu_model']}, "
              f"{m['usable_cpus']} usable CPUs (fingerprint {m['fingerprint']})",
              f"load {result['load_ms']:.1f} ms, first run {result['first_run_ms']:.2f} ms, peak RSS "
              f"{result['memory_mib']['peak_rss']:.0f} MiB",

@@ -37,7 +37,7 @@ from . import db as tuning_db
 
 log = logging.getLogger("xrtc.tune")
 
-TUNER = "cpu"
+TUNER = "cpu-engine-options"  # the DB's tuner column: this tuner's entries
 TUNER_VERSION = "cpu-1"  # bump when candidates or timing change: old DB entries are then not reused
 MODES = ("fast", "full")
 # Seconds of timed calls over all candidates, and rounds (every candidate once per round).
@@ -70,7 +70,7 @@ class CpuTuneResult:
 
 
 def _tunable(variant: dict) -> bool:
-    return variant.get("target") == "cpu" and variant.get("engine") in _THREAD_KEYS
+    return variant.get("device") == "cpu" and variant.get("engine") in _THREAD_KEYS
 
 
 def thread_counts(cpus: int) -> list[int]:

@@ -33,7 +33,7 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS entries (
     key TEXT PRIMARY KEY,       -- sha256 of graph | hardware | versions | tuner
-    tuner TEXT NOT NULL,        -- which tuner wrote it ("cpu", "cuda-gemm")
+    tuner TEXT NOT NULL,        -- which tuner wrote it ("cpu-engine-options", ...)
     graph TEXT NOT NULL,
     hardware TEXT NOT NULL,
     versions TEXT NOT NULL,     -- canonical JSON {name: version}
@@ -79,7 +79,7 @@ def cpu_fingerprint() -> tuple[str, str]:
         pass
     cpus = usable_cpus()
     flags_digest = hashlib.sha256(flags.encode()).hexdigest()[:16]
-    return _digest("cpu", model, flags_digest, str(cpus)), f"{model} (flags {flags_digest}), {cpus} CPUs"
+    return _digest("host-cpu", model, flags_digest, str(cpus)), f"{model} (flags {flags_digest}), {cpus} CPUs"
 
 
 def graph_signature(bundle) -> str:
