@@ -293,6 +293,26 @@ bool Sha256(const void* data, size_t size, std::array<uint8_t, 32>* out_digest) 
 
 namespace {
 
+// body(k) for every k in [0, n), spread over up to `threads` threads (this one included) that take the next k in
+// turn; where no thread can be had, this thread does the rest.
+template <typename Body>
+void ForEachOnThreads(size_t n, size_t threads, const Body& body) {
+  std::atomic<size_t> next{0};
+  auto work = [&] {
+    for (size_t k = next.fetch_add(1); k < n; k = next.fetch_add(1)) body(k);
+  };
+  std::vector<std::thread> helpers;
+  for (size_t t = 1; t < threads; ++t) {
+    try {
+      helpers.emplace_back(work);
+    } catch (const std::system_error&) {
+      break;
+    }
+  }
+  work();
+  for (std::thread& helper : helpers) helper.join();
+}
+
 // The SHA-256 of every section's stored bytes (ok[i] false where libcrypto failed). Hashing is most of a load's
 // time on large bundles (~2 GB/s per core), so sections are hashed on up to 4 threads, largest first, when there is
 // enough to share (>= 4 MiB); the caller then checks them in table order, so the verdict does not depend on this.
@@ -312,26 +332,13 @@ SectionDigests HashSections(const uint8_t* data, const std::vector<SectionEntry>
   }
   std::stable_sort(order.begin(), order.end(),
                    [&](size_t a, size_t b) { return sections[a].stored_size > sections[b].stored_size; });
-  std::atomic<size_t> next{0};
-  auto work = [&] {
-    for (size_t k = next.fetch_add(1); k < n; k = next.fetch_add(1)) {
-      const SectionEntry& e = sections[order[k]];
-      out.ok[order[k]] = Sha256(data + e.offset, static_cast<size_t>(e.stored_size), &out.digest[order[k]]);
-    }
-  };
   constexpr uint64_t kParallelFrom = uint64_t{4} << 20;
   const size_t threads =
       total < kParallelFrom ? 1 : std::min<size_t>({4, n, std::max(1u, std::thread::hardware_concurrency())});
-  std::vector<std::thread> helpers;
-  for (size_t t = 1; t < threads; ++t) {
-    try {
-      helpers.emplace_back(work);
-    } catch (const std::system_error&) {
-      break;  // no thread to be had: this thread does the rest
-    }
-  }
-  work();
-  for (std::thread& helper : helpers) helper.join();
+  ForEachOnThreads(n, threads, [&](size_t k) {
+    const SectionEntry& e = sections[order[k]];
+    out.ok[order[k]] = Sha256(data + e.offset, static_cast<size_t>(e.stored_size), &out.digest[order[k]]);
+  });
   return out;
 }
 
@@ -851,24 +858,11 @@ std::optional<Error> Bundle::Prefetch(const std::vector<size_t>& indices) const 
     if (i >= sections_.size()) return Corrupt(Cat("section index ", i, " out of range (", sections_.size(), ")"));
   }
   std::vector<std::optional<Error>> errors(indices.size());
-  std::atomic<size_t> next{0};
-  auto work = [&] {
-    for (size_t k = next.fetch_add(1); k < indices.size(); k = next.fetch_add(1)) {
-      auto r = VerifiedStored(indices[k]);
-      if (!r.ok()) errors[k] = std::move(r).error();
-    }
-  };
   const size_t threads = std::min<size_t>({4, indices.size(), std::max(1u, std::thread::hardware_concurrency())});
-  std::vector<std::thread> helpers;
-  for (size_t t = 1; t < threads; ++t) {
-    try {
-      helpers.emplace_back(work);
-    } catch (const std::system_error&) {
-      break;  // no thread to be had: this thread does the rest
-    }
-  }
-  work();
-  for (std::thread& helper : helpers) helper.join();
+  ForEachOnThreads(indices.size(), threads, [&](size_t k) {
+    auto r = VerifiedStored(indices[k]);
+    if (!r.ok()) errors[k] = std::move(r).error();
+  });
   for (auto& err : errors) {
     if (err) return std::move(*err);
   }
