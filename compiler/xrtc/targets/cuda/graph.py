@@ -24,7 +24,7 @@ from onnx import helper, numpy_helper
 
 from ...errors import UnsupportedModelError, UsageError
 from . import codegen
-from .ir import Buffer, GemmStep, KernelStep, Lazy, View, expr_leaves, map_leaves
+from .ir import Buffer, GemmStep, KernelStep, Lazy, View, expr_leaves, has_gather, map_leaves
 
 log = logging.getLogger("xrtc.targets.cuda")
 
@@ -1125,7 +1125,7 @@ def _collapse_broadcast(expr, shape):
     """(expr, stored shape, axes) for an elementwise expression over `shape` whose every leaf is broadcast along
     `axes` (stride 0 there): the same expression over `shape` with those axes set to 1. None when there is no such
     axis or the expression has leaves other than strided views and constants (gathers)."""
-    if "gather" in repr(expr):
+    if has_gather(expr):
         return None
     shape = tuple(shape)
     full = []

@@ -114,6 +114,13 @@ def expr_leaves(e) -> list:
     return [leaf for a in e[2] for leaf in expr_leaves(a)]
 
 
+def has_gather(e) -> bool:
+    """Whether the expression reads through a gather (an index computed per element, not a strided view)."""
+    if e[0] == "gather":
+        return True
+    return e[0] == "op" and any(has_gather(a) for a in e[2])
+
+
 def map_leaves(e, fn):
     """The expression with each leaf's view replaced by fn(view) (None from fn: returns None)."""
     if e[0] == "leaf":
