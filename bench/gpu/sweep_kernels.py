@@ -69,7 +69,7 @@ def sweep_layernorm(rows: int, n: int = 768) -> list[dict]:
                                                       "float16", None, rows_per_program=rpp, warps=warps)
         kernel = aot.load_kernel(src)
         args = [bufs[p] for p in params]
-        launch = lambda: kernel[grid](*args, num_warps=w, num_stages=1)  # noqa: E731
+        launch = lambda: kernel[grid](*args, GDC=False, num_warps=w, num_stages=1)  # noqa: E731
         out.zero_()
         launch()
         torch.cuda.synchronize()
@@ -108,7 +108,7 @@ def sweep_attention(b: int, s: int, h: int = 12, d: int = 64) -> list[dict]:
         src, params, grid, w, c = codegen.attention(q, k, v, mv, o, scale, "fp16", dtypes, config=cfg)
         kernel = aot.load_kernel(src)
         args = [bufs[p] for p in params]
-        launch = lambda: kernel[grid](*args, num_warps=w, num_stages=stages)  # noqa: E731
+        launch = lambda: kernel[grid](*args, GDC=False, num_warps=w, num_stages=stages)  # noqa: E731
         try:
             out.zero_()
             launch()

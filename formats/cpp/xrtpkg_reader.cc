@@ -293,6 +293,10 @@ bool Sha256(const void* data, size_t size, std::array<uint8_t, 32>* out_digest) 
 
 namespace {
 
+// Hashing runs at ~1-2 GB/s per core and is most of a large bundle's load: sections are hashed on up to this many
+// threads (a cuda variant stores its weights as 16 MiB parts so that they spread over them).
+constexpr size_t kMaxVerifyThreads = 8;
+
 // body(k) for every k in [0, n), spread over up to `threads` threads (this one included) that take the next k in
 // turn; where no thread can be had, this thread does the rest.
 template <typename Body>
@@ -313,9 +317,9 @@ void ForEachOnThreads(size_t n, size_t threads, const Body& body) {
   for (std::thread& helper : helpers) helper.join();
 }
 
-// The SHA-256 of every section's stored bytes (ok[i] false where libcrypto failed). Hashing is most of a load's
-// time on large bundles (~2 GB/s per core), so sections are hashed on up to 4 threads, largest first, when there is
-// enough to share (>= 4 MiB); the caller then checks them in table order, so the verdict does not depend on this.
+// The SHA-256 of every section's stored bytes (ok[i] false where libcrypto failed), on up to kMaxVerifyThreads
+// threads, largest first, when there is enough to share (>= 4 MiB); the caller then checks them in table order, so
+// the verdict does not depend on this.
 struct SectionDigests {
   std::vector<std::array<uint8_t, 32>> digest;
   std::vector<char> ok;
@@ -334,7 +338,8 @@ SectionDigests HashSections(const uint8_t* data, const std::vector<SectionEntry>
                    [&](size_t a, size_t b) { return sections[a].stored_size > sections[b].stored_size; });
   constexpr uint64_t kParallelFrom = uint64_t{4} << 20;
   const size_t threads =
-      total < kParallelFrom ? 1 : std::min<size_t>({4, n, std::max(1u, std::thread::hardware_concurrency())});
+      total < kParallelFrom ? 1
+                            : std::min<size_t>({kMaxVerifyThreads, n, std::max(1u, std::thread::hardware_concurrency())});
   ForEachOnThreads(n, threads, [&](size_t k) {
     const SectionEntry& e = sections[order[k]];
     out.ok[order[k]] = Sha256(data + e.offset, static_cast<size_t>(e.stored_size), &out.digest[order[k]]);
@@ -858,7 +863,8 @@ std::optional<Error> Bundle::Prefetch(const std::vector<size_t>& indices) const 
     if (i >= sections_.size()) return Corrupt(Cat("section index ", i, " out of range (", sections_.size(), ")"));
   }
   std::vector<std::optional<Error>> errors(indices.size());
-  const size_t threads = std::min<size_t>({4, indices.size(), std::max(1u, std::thread::hardware_concurrency())});
+  const size_t threads =
+      std::min<size_t>({kMaxVerifyThreads, indices.size(), std::max(1u, std::thread::hardware_concurrency())});
   ForEachOnThreads(indices.size(), threads, [&](size_t k) {
     auto r = VerifiedStored(indices[k]);
     if (!r.ok()) errors[k] = std::move(r).error();

@@ -128,10 +128,14 @@ def test_compiled_plans_pass_the_plugins_validation(tmp_path, name, precision):
     bundle = xrtpkg.read(str(tmp_path / "m.xrtpkg"))
     variant = next(v for v in bundle.manifest["variants"] if v["engine"] == "cuda")
     paths = []
+    from xrtc.targets.cuda import emit
+
+    arts = variant["artifacts"]
+    data = {"plan": bundle.data(arts["plan"]), "kernels": bundle.data(arts["kernels"]) if "kernels" in arts else b"",
+            "weights": emit.join_weights({r: bundle.data(s) for r, s in arts.items() if r.startswith("weights")})}
     for role in ("plan", "weights", "kernels"):
         p = tmp_path / role
-        section = variant["artifacts"].get(role)
-        p.write_bytes(bundle.data(section) if section else b"")
+        p.write_bytes(data[role])
         paths.append(str(p))
     r = subprocess.run([check, *paths], capture_output=True, text=True, timeout=60)
     print(r.stdout.strip())

@@ -28,7 +28,7 @@ namespace cuda_backend {
   X(cuFuncSetAttribute) X(cuLaunchKernel) X(cuMemcpyDtoDAsync) X(cuStreamWaitEvent) X(cuPointerGetAttribute)       \
   X(cuCtxPushCurrent) X(cuCtxPopCurrent)
 // Optional: absent in older drivers; the engine skips the check it serves.
-#define XRT_CUDA_DRIVER_OPTIONAL_FUNCS(X) X(cuFuncGetParamInfo)
+#define XRT_CUDA_DRIVER_OPTIONAL_FUNCS(X) X(cuFuncGetParamInfo) X(cuLaunchKernelEx)
 
 #define XRT_CUBLASLT_FUNCS(X)                                                                                         \
   X(cublasLtCreate) X(cublasLtDestroy) X(cublasLtGetVersion) X(cublasLtGetStatusString) X(cublasLtMatmulDescCreate)    \

@@ -5,9 +5,9 @@
 // variant. Loading stays cheap: libcuda is dlopened (no cuInit) in plugin_get; cuBLASLt (~540 MB) only when a plan
 // has GEMMs.
 //
-// Variant artifacts: "plan" (JSON, PLAN.md), "weights", "kernels". Variant options (JSON object):
+// Variant artifacts: "plan" (JSON, PLAN.md), "weights" (and "weights.1", ...: parts, concatenated), "kernels". Variant options (JSON object):
 //   "device_id": N (default 0), "xrt.profile": "1" (also env XRT_CUDA_PROFILE=1).
-// Env: XRT_CUDA_REPLAY_TIMING=N times N graph replays after each run; XRT_CUDA_REPORT=FILE receives the reports;
+// Env: XRT_CUDA_NO_PDL=1 launches every kernel without programmatic dependent launch; XRT_CUDA_REPLAY_TIMING=N times N graph replays after each run; XRT_CUDA_REPORT=FILE receives the reports;
 // XRT_CUDA_TUNE_GEMMS=N (2..64): static plans try up to N cuBLASLt candidates per GEMM configuration in the captured
 // graph at init and keep the fastest, for GEMMs without an accepted stored algorithm (describe() gives each choice
 // and its config).
@@ -18,6 +18,7 @@
 #include <cstring>
 #include <exception>
 #include <future>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <new>
@@ -70,6 +71,22 @@ xrt_status_t Guarded(const char* call, const char* during, Body&& body) {
   }
 }
 
+// "weights.N" with N a decimal >= 1 (no sign, no leading zero), at most kMaxWeightParts.
+bool ParseWeightsPart(const char* role, size_t* part) {
+  static constexpr char kPrefix[] = "weights.";
+  if (std::strncmp(role, kPrefix, sizeof kPrefix - 1) != 0) return false;
+  const char* digits = role + sizeof kPrefix - 1;
+  if (digits[0] < '1' || digits[0] > '9') return false;
+  size_t v = 0;
+  for (const char* c = digits; *c; ++c) {
+    if (*c < '0' || *c > '9' || v > kMaxWeightParts) return false;
+    v = v * 10 + static_cast<size_t>(*c - '0');
+  }
+  if (v >= kMaxWeightParts) return false;
+  *part = v;
+  return true;
+}
+
 // "cuda" or "cuda:N".
 bool ParseDevice(const char* device, int* ordinal) {
   if (device == nullptr) return false;
@@ -88,18 +105,103 @@ bool ParseDevice(const char* device, int* ordinal) {
   return true;
 }
 
-// cuBLASLt's dlopen (~60 ms: a ~500 MB library mapped and relocated) started in the background once a device is
-// found: the host probes the device before it reads and verifies the variant's sections, so the two overlap and
-// Init only waits for what is left. The future is a function static: unloading the plugin waits for the thread.
-void PrefetchCublasLt() {
-  static std::once_flag once;
-  static std::future<void> prefetch;
-  std::call_once(once, [] {
-    prefetch = std::async(std::launch::async, [] {
+// cuBLASLt's first use, started in the background once a device is found: the host probes the device before it
+// reads and verifies the variant's sections, so the two overlap and Init only waits for what is left. It is the
+// dlopen (~60 ms: a ~500 MB library mapped and relocated), then a handle created on the device's primary context
+// and one heuristic query (~90 ms the first time in a process: cuBLASLt loads its tables); the first engine on that
+// device adopts the handle. State lives in a function static: unloading the plugin waits for the thread.
+struct CublasLtPrefetch {
+  std::once_flag once;
+  std::shared_future<void> done;
+  std::mutex mu;                     // guards the fields below
+  int ordinal = -1;
+  CUdevice device = 0;
+  cublasLtHandle_t handle = nullptr;  // until an engine adopts it (a handle never adopted lives until exit)
+  double warm_ms = -1;
+};
+
+CublasLtPrefetch& Prefetch() {
+  static CublasLtPrefetch p;
+  return p;
+}
+
+// One heuristic query for an fp16 GEMM with a bias epilogue: the first query in a process is what costs.
+void WarmUpCublasLt(const CublasLtApi* lt, cublasLtHandle_t handle) {
+  cublasLtMatmulDesc_t desc = nullptr;
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+  cublasLtMatmulPreference_t pref = nullptr;
+  if (lt->cublasLtMatmulDescCreate(&desc, CUBLAS_COMPUTE_32F, CUDA_R_32F) == CUBLAS_STATUS_SUCCESS &&
+      lt->cublasLtMatrixLayoutCreate(&a, CUDA_R_16F, 768, 768, 768) == CUBLAS_STATUS_SUCCESS &&
+      lt->cublasLtMatrixLayoutCreate(&b, CUDA_R_16F, 768, 128, 768) == CUBLAS_STATUS_SUCCESS &&
+      lt->cublasLtMatrixLayoutCreate(&c, CUDA_R_16F, 768, 128, 768) == CUBLAS_STATUS_SUCCESS &&
+      lt->cublasLtMatmulPreferenceCreate(&pref) == CUBLAS_STATUS_SUCCESS) {
+    const uint64_t workspace = 32u << 20;
+    lt->cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace,
+                                             sizeof workspace);
+    cublasLtMatmulHeuristicResult_t result{};
+    int found = 0;
+    lt->cublasLtMatmulAlgoGetHeuristic(handle, desc, a, b, c, c, pref, 1, &result, &found);
+  }
+  if (pref) lt->cublasLtMatmulPreferenceDestroy(pref);
+  for (cublasLtMatrixLayout_t l : {a, b, c}) {
+    if (l) lt->cublasLtMatrixLayoutDestroy(l);
+  }
+  if (desc) lt->cublasLtMatmulDescDestroy(desc);
+}
+
+void PrefetchCublasLt(int ordinal) {
+  CublasLtPrefetch& p = Prefetch();
+  std::call_once(p.once, [&p, ordinal] {
+    std::shared_future<void> started = std::async(std::launch::async, [&p, ordinal] {
       std::string ignored;  // Init calls LoadCublasLt again and reports its error (the load is retried there)
-      LoadCublasLt(&ignored);
-    });
+      const CublasLtApi* lt = LoadCublasLt(&ignored);
+      const DriverApi* drv = LoadDriver(&ignored);
+      if (lt == nullptr || drv == nullptr) return;
+      const auto t0 = std::chrono::steady_clock::now();
+      CUdevice device = 0;
+      CUcontext context = nullptr;
+      if (drv->cuDeviceGet(&device, ordinal) != CUDA_SUCCESS ||
+          drv->cuDevicePrimaryCtxRetain(&context, device) != CUDA_SUCCESS) {
+        return;
+      }
+      cublasLtHandle_t handle = nullptr;
+      if (drv->cuCtxPushCurrent(context) == CUDA_SUCCESS) {
+        if (lt->cublasLtCreate(&handle) == CUBLAS_STATUS_SUCCESS) WarmUpCublasLt(lt, handle);
+        CUcontext popped = nullptr;
+        drv->cuCtxPopCurrent(&popped);
+      }
+      if (handle == nullptr) {
+        drv->cuDevicePrimaryCtxRelease(device);
+        return;
+      }
+      std::lock_guard<std::mutex> lock(p.mu);  // the retain is kept while the handle waits for its engine
+      p.ordinal = ordinal, p.device = device, p.handle = handle;
+      p.warm_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    }).share();
+    std::lock_guard<std::mutex> lock(p.mu);  // TakeWarmCublasLt may read it from another thread
+    p.done = std::move(started);
   });
+}
+
+// The warmed handle for `ordinal`, if the background warm-up made one and no engine took it (waits for the
+// warm-up to finish: what is left of it would be paid by Init anyway). The caller's engine must have retained the
+// device's primary context before ReleaseWarmContext drops the warm-up's retain.
+cublasLtHandle_t TakeWarmCublasLt(int ordinal, double* warm_ms, CUdevice* device) {
+  CublasLtPrefetch& p = Prefetch();
+  std::shared_future<void> done;
+  {
+    std::lock_guard<std::mutex> lock(p.mu);
+    done = p.done;
+  }
+  if (!done.valid()) return nullptr;
+  done.wait();
+  std::lock_guard<std::mutex> lock(p.mu);
+  if (p.handle == nullptr || p.ordinal != ordinal) return nullptr;
+  cublasLtHandle_t h = p.handle;
+  p.handle = nullptr;
+  *warm_ms = p.warm_ms;
+  *device = p.device;
+  return h;
 }
 
 int HasDevice(void* /*self*/, const char* device) {
@@ -111,7 +213,7 @@ int HasDevice(void* /*self*/, const char* device) {
   int count = 0;
   if (drv->cuDeviceGetCount(&count) != CUDA_SUCCESS) return 0;
   const bool present = count > (ordinal < 0 ? 0 : ordinal);
-  if (present && std::getenv("XRT_CUDA_NO_PREFETCH") == nullptr) PrefetchCublasLt();
+  if (present && std::getenv("XRT_CUDA_NO_PREFETCH") == nullptr) PrefetchCublasLt(ordinal < 0 ? 0 : ordinal);
   return present ? 1 : 0;
 }
 
@@ -149,17 +251,29 @@ xrt_status_t Init(void* /*self*/, const char* device, const xrt_backend_artifact
       options.replay_timing = n < 0 ? 0 : n > 100000 ? 100000 : static_cast<int>(n);
     }
     if (const char* f = std::getenv("XRT_CUDA_REPORT")) options.report_path = f;
+    if (const char* n = std::getenv("XRT_CUDA_NO_PDL")) options.pdl = std::strcmp(n, "1") != 0;
     if (const char* t = std::getenv("XRT_CUDA_TUNE_GEMMS")) {
       const long n = std::strtol(t, nullptr, 10);
       options.tune_gemms = n < 0 ? 0 : n > 64 ? 64 : static_cast<int>(n);
     }
 
     EngineArtifacts a;
+    std::map<size_t, ByteSpan> parts;  // "weights.N" by N
     for (size_t i = 0; i < artifact_count; ++i) {
       const char* role = artifacts[i].role ? artifacts[i].role : "";
       if (std::strcmp(role, "plan") == 0) a.plan = artifacts[i].data, a.plan_size = artifacts[i].size;
       if (std::strcmp(role, "weights") == 0) a.weights = artifacts[i].data, a.weights_size = artifacts[i].size;
       if (std::strcmp(role, "kernels") == 0) a.kernels = artifacts[i].data, a.kernels_size = artifacts[i].size;
+      size_t part = 0;
+      if (ParseWeightsPart(role, &part)) parts[part] = ByteSpan{artifacts[i].data, artifacts[i].size};
+    }
+    for (const auto& [n, span] : parts) {  // 1, 2, ... with no gap: a missing part would shift every offset after it
+      if (n != a.more_weights.size() + 1) {
+        return Make(XRT_STATUS_DATA_CORRUPT, "cuda: the variant has artifact weights." + std::to_string(n) +
+                                                 " but not weights." + std::to_string(a.more_weights.size() + 1) +
+                                                 " (a malformed bundle: rebuild it with xrtc)");
+      }
+      a.more_weights.push_back(span);
     }
     std::string error;
     const DriverApi* drv = LoadDriver(&error);
@@ -169,8 +283,14 @@ xrt_status_t Init(void* /*self*/, const char* device, const xrt_backend_artifact
     const CublasLtApi* lt = LoadCublasLt(&lt_error);
     options.cublaslt_load_ms =
         std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    CUdevice warm_device = 0;
+    if (lt != nullptr) options.warm_lt_handle = TakeWarmCublasLt(options.device_ordinal, &options.cublaslt_warm_ms,
+                                                                 &warm_device);
     std::unique_ptr<Engine> engine;
-    if (xrt_status_t s = Engine::Create(drv, lt, lt_error, a, options, &engine)) return s;
+    xrt_status_t created = Engine::Create(drv, lt, lt_error, a, options, &engine);
+    // the engine retained the primary context itself (or failed and destroyed the handle): drop the warm-up's retain
+    if (options.warm_lt_handle != nullptr) drv->cuDevicePrimaryCtxRelease(warm_device);
+    if (created) return created;
     *out_handle = engine.release();
     return nullptr;
   });

@@ -190,8 +190,16 @@ double MsSince(std::chrono::steady_clock::time_point t0) {
 }
 }  // namespace
 
+std::vector<ByteSpan> Engine::WeightParts(const EngineArtifacts& a) {
+  std::vector<ByteSpan> parts = {ByteSpan{a.weights, a.weights_size}};
+  parts.insert(parts.end(), a.more_weights.begin(), a.more_weights.end());
+  return parts;
+}
+
 xrt_status_t Engine::Init(const EngineArtifacts& a, const std::string& lt_error) {
   const auto t_start = std::chrono::steady_clock::now();
+  lt_handle_ = options_.warm_lt_handle;  // owned from here on: the destructor destroys it, also if Init fails
+  options_.warm_lt_handle = nullptr;
   nlohmann::json phases = nlohmann::json::object();
   auto t = t_start;
   const auto phase = [&](const char* name) {
@@ -204,9 +212,25 @@ xrt_status_t Engine::Init(const EngineArtifacts& a, const std::string& lt_error)
   if ((a.weights == nullptr && a.weights_size) || (a.kernels == nullptr && a.kernels_size)) {
     return Make(XRT_STATUS_INVALID_ARGUMENT, "cuda: an artifact has a size but no data");
   }
-  const PlanError pe = ParsePlan(std::string(static_cast<const char*>(a.plan), a.plan_size), a.weights_size,
+  uint64_t weights_bytes = a.weights_size;
+  for (const ByteSpan& p : a.more_weights) {
+    if (p.data == nullptr && p.size) return Make(XRT_STATUS_INVALID_ARGUMENT, "cuda: a weights part has no data");
+    if (__builtin_add_overflow(weights_bytes, p.size, &weights_bytes)) {
+      return Make(XRT_STATUS_DATA_CORRUPT, "cuda: the weights parts' sizes overflow 64 bits (a malformed bundle)");
+    }
+  }
+  const PlanError pe = ParsePlan(std::string(static_cast<const char*>(a.plan), a.plan_size), weights_bytes,
                                  a.kernels_size, &plan_);
   if (!pe.ok()) return Make(pe.code, pe.message);
+  if (!plan_.weights_parts.empty()) {  // declared parts: the variant must give exactly these, in this order
+    std::vector<uint64_t> given = {a.weights_size};
+    for (const ByteSpan& p : a.more_weights) given.push_back(p.size);
+    if (given != plan_.weights_parts) {
+      return Make(XRT_STATUS_DATA_CORRUPT, "cuda: the plan declares " + std::to_string(plan_.weights_parts.size()) +
+                                               " weights parts but the variant gives " +
+                                               std::to_string(given.size()) + " of other sizes (a malformed bundle)");
+    }
+  }
   phase("parse_plan");
   if (!plan_.gemms.empty() && lt_ == nullptr) {
     return Make(XRT_STATUS_UNAVAILABLE, "cuda: the plan has " + std::to_string(plan_.gemms.size()) +
@@ -250,7 +274,7 @@ xrt_status_t Engine::Init(const EngineArtifacts& a, const std::string& lt_error)
     overflow = overflow || bytes > UINT64_MAX - kAlign || __builtin_add_overflow(off, aligned, &off);
   };
   weights_off_ = off;
-  add(a.weights_size);
+  add(weights_bytes);
   arena_off_ = off;
   add(plan_.arena_bytes);
   const uint64_t io_start = off;
@@ -270,10 +294,11 @@ xrt_status_t Engine::Init(const EngineArtifacts& a, const std::string& lt_error)
   }
   // Zeroed once so that no run can ever observe another process's or an earlier bundle's bytes.
   if (xrt_status_t s = Cu(drv_->cuMemsetD8(base_, 0, total_bytes_), "cuMemsetD8")) return s;
-  if (a.weights_size != 0) {
-    if (xrt_status_t s = Cu(drv_->cuMemcpyHtoD(base_ + weights_off_, a.weights, a.weights_size), "uploading weights")) {
-      return s;
-    }
+  uint64_t at = weights_off_;
+  for (const ByteSpan& part : WeightParts(a)) {
+    if (part.size == 0) continue;
+    if (xrt_status_t s = Cu(drv_->cuMemcpyHtoD(base_ + at, part.data, part.size), "uploading weights")) return s;
+    at += part.size;
   }
 
   phase("allocate_and_upload_weights");
@@ -281,7 +306,7 @@ xrt_status_t Engine::Init(const EngineArtifacts& a, const std::string& lt_error)
   nlohmann::json gemm_info = nlohmann::json::array();
   int lt_version = 0;
   if (!plan_.gemms.empty()) {
-    cublasStatus_t st = lt_->cublasLtCreate(&lt_handle_);
+    cublasStatus_t st = lt_handle_ != nullptr ? CUBLAS_STATUS_SUCCESS : lt_->cublasLtCreate(&lt_handle_);
     if (st != CUBLAS_STATUS_SUCCESS) {
       return Make(XRT_STATUS_INTERNAL, "cuda: cublasLtCreate failed: " + LtStatus(lt_, st));
     }
@@ -331,6 +356,9 @@ xrt_status_t Engine::Init(const EngineArtifacts& a, const std::string& lt_error)
   phases["total_engine_init"] = std::round(MsSince(t_start) * 100) / 100;
   // the wait for cuBLASLt at init (its dlopen, started in the background when the device was probed)
   if (options_.cublaslt_load_ms >= 0) phases["dlopen_cublaslt_before_init"] = options_.cublaslt_load_ms;
+  // cuBLASLt's first use (handle + one heuristic query), done in the background before init when the device was
+  // probed; its handle is the one used above
+  if (options_.cublaslt_warm_ms >= 0) phases["cublaslt_warm_up_in_background"] = options_.cublaslt_warm_ms;
   std::map<std::string, int> images;
   for (const auto& k : image_kind_) images[k]++;
   nlohmann::json info = {
@@ -342,6 +370,7 @@ xrt_status_t Engine::Init(const EngineArtifacts& a, const std::string& lt_error)
       {"kernels", plan_.kernels.size()},
       {"gemms", plan_.gemms.size()},
       {"launches_per_run", plan_.launches.size()},
+      {"kernels_with_pdl", std::count(pdl_.begin(), pdl_.end(), true)},
       {"triton_version", plan_.triton_version},
       {"execution", options_.profile ? "profiling: launches run one by one without a graph, each timed with CUDA "
                                        "events"
@@ -350,7 +379,7 @@ xrt_status_t Engine::Init(const EngineArtifacts& a, const std::string& lt_error)
                  "(cuda) inputs are copied device->device into the graph's input buffers; with outputs_on_device each "
                  "output is copied device->device into its own allocation (no host copy)"},
       {"init_ms", phases},
-      {"device_bytes", {{"total", total_bytes_}, {"weights", a.weights_size}, {"arena", plan_.arena_bytes},
+      {"device_bytes", {{"total", total_bytes_}, {"weights", weights_bytes}, {"weights_parts", 1 + a.more_weights.size()}, {"arena", plan_.arena_bytes},
                         {"io", io_bytes}, {"cublaslt_workspace", workspace}}},
   };
   if (!plan_.gemms.empty()) {
@@ -409,6 +438,9 @@ xrt_status_t Engine::LoadModules(const EngineArtifacts& a) {
       modules_.push_back(module);
       loaded_images_[{offset, size}] = module;
     }
+    // programmatic dependent launch where the image waits for the previous grid itself (and the driver has the call)
+    pdl_.push_back(options_.pdl && drv_->cuLaunchKernelEx != nullptr &&
+                   std::find(k.pdl_archs.begin(), k.pdl_archs.end(), key) != k.pdl_archs.end());
     CUfunction fn = nullptr;
     if (xrt_status_t s = Cu(drv_->cuModuleGetFunction(&fn, module, k.entry.c_str()),
                             what + ": finding entry " + k.entry + " in its image")) {
@@ -780,11 +812,29 @@ xrt_status_t Engine::Enqueue(const Binding& b, std::vector<std::pair<CUevent, CU
       }
       int64_t grid[3] = {1, 1, 1};
       for (int d = 0; d < 3; ++d) Eval(l.grid[d], b.values, &grid[d]);  // in range: CheckBinding
-      const CUresult r = drv_->cuLaunchKernel(functions_[l.index], static_cast<unsigned>(grid[0]),
-                                              static_cast<unsigned>(grid[1]), static_cast<unsigned>(grid[2]),
-                                              static_cast<unsigned>(k.num_warps * 32), 1, 1,
-                                              static_cast<unsigned>(k.shared_mem), stream_,
-                                              args.empty() ? nullptr : args.data(), nullptr);
+      CUresult r = CUDA_SUCCESS;
+      if (pdl_[l.index]) {
+        // The kernel starts with griddepcontrol.wait: its launch may overlap the previous kernel's tail.
+        CUlaunchAttribute attr{};
+        attr.id = CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+        attr.value.programmaticStreamSerializationAllowed = 1;
+        CUlaunchConfig config{};
+        config.gridDimX = static_cast<unsigned>(grid[0]);
+        config.gridDimY = static_cast<unsigned>(grid[1]);
+        config.gridDimZ = static_cast<unsigned>(grid[2]);
+        config.blockDimX = static_cast<unsigned>(k.num_warps * 32);
+        config.blockDimY = config.blockDimZ = 1;
+        config.sharedMemBytes = static_cast<unsigned>(k.shared_mem);
+        config.hStream = stream_;
+        config.attrs = &attr;
+        config.numAttrs = 1;
+        r = drv_->cuLaunchKernelEx(&config, functions_[l.index], args.empty() ? nullptr : args.data(), nullptr);
+      } else {
+        r = drv_->cuLaunchKernel(functions_[l.index], static_cast<unsigned>(grid[0]), static_cast<unsigned>(grid[1]),
+                                 static_cast<unsigned>(grid[2]), static_cast<unsigned>(k.num_warps * 32), 1, 1,
+                                 static_cast<unsigned>(k.shared_mem), stream_, args.empty() ? nullptr : args.data(),
+                                 nullptr);
+      }
       if (xrt_status_t s = Cu(r, "launch " + std::to_string(li) + " (kernel " + k.entry + ")")) return s;
     } else {
       const GemmSpec& g = plan_.gemms[l.index];
@@ -1115,7 +1165,7 @@ Engine::~Engine() {
   if (engine_done_ != nullptr) drv_->cuEventDestroy(engine_done_);
   for (auto& b : graphs_) ReleaseBinding(&b);
   graphs_.clear();
-  if (lt_handle_ != nullptr) lt_->cublasLtDestroy(lt_handle_);
+  if (lt_handle_ != nullptr && lt_ != nullptr) lt_->cublasLtDestroy(lt_handle_);
   for (CUmodule m : modules_) drv_->cuModuleUnload(m);
   if (base_ != 0) drv_->cuMemFree(base_);
   if (stream_ != nullptr) drv_->cuStreamDestroy(stream_);

@@ -28,7 +28,17 @@ struct EngineOptions {
                                // in the captured graph at init and keep the fastest (stored algorithms accepted by
                                // cublasLtMatmulAlgoCheck are used as they are); <= 1: the heuristic's first
   size_t max_graphs = 64;
-  double cublaslt_load_ms = -1;  // reported in describe() when >= 0 (the plugin dlopens cuBLASLt before init)      // captured graphs kept (one per input shape); the oldest is dropped beyond this
+  bool pdl = true;  // programmatic dependent launch for kernels whose image allows it (env XRT_CUDA_NO_PDL=1: off)
+  double cublaslt_load_ms = -1;  // reported in describe() when >= 0 (the plugin dlopens cuBLASLt before init)
+  // A cuBLASLt handle created (and its heuristics warmed) in the background while the host verified the variant's
+  // sections, on this device's primary context; the engine owns it from Create on (destroys it, also on failure).
+  cublasLtHandle_t warm_lt_handle = nullptr;
+  double cublaslt_warm_ms = -1;  // how long that warm-up took, in the background (describe())
+};
+
+struct ByteSpan {
+  const void* data = nullptr;
+  uint64_t size = 0;
 };
 
 // Artifacts by role, borrowed for the engine's lifetime (the core keeps them alive until destroy()).
@@ -39,6 +49,14 @@ struct EngineArtifacts {
   uint64_t weights_size = 0;
   const void* kernels = nullptr;
   uint64_t kernels_size = 0;
+  // "weights.1", "weights.2", ...: the parts after "weights" (above), in order; the weights space the plan's offsets
+  // address is their concatenation (PLAN.md). Empty for a variant stored as one "weights" section.
+  std::vector<ByteSpan> more_weights;
+  uint64_t WeightsBytes() const {
+    uint64_t total = weights_size;
+    for (const ByteSpan& p : more_weights) total += p.size;  // the caller checks the sum (cuda_backend.cc)
+    return total;
+  }
 };
 
 class Engine {
@@ -80,6 +98,7 @@ class Engine {
   Engine(const DriverApi* drv, const CublasLtApi* lt, EngineOptions options);
   xrt_status_t Init(const EngineArtifacts& artifacts, const std::string& lt_error);
   xrt_status_t LoadModules(const EngineArtifacts& artifacts);
+  static std::vector<ByteSpan> WeightParts(const EngineArtifacts& artifacts);  // "weights", "weights.1", ...
   xrt_status_t PrepareBinding(const std::vector<int64_t>& values, Binding* binding, bool capture);
   void AddSplitKCandidates(const GemmState& st, int64_t k, size_t workspace, std::vector<cublasLtMatmulAlgo_t>* list);
   xrt_status_t PrepareGemm(int index, const std::vector<int64_t>& values, std::unique_ptr<GemmState>* out,
@@ -105,6 +124,7 @@ class Engine {
   std::map<std::pair<uint64_t, uint64_t>, CUmodule> loaded_images_;  // image [offset, size] -> module
   std::vector<CUfunction> functions_;
   std::vector<std::string> image_kind_;  // per kernel: the image key loaded
+  std::vector<bool> pdl_;                // per kernel: launched with programmatic dependent launch
   CUdeviceptr base_ = 0;             // the one allocation
   uint64_t total_bytes_ = 0;
   uint64_t weights_off_ = 0, arena_off_ = 0, workspace_off_ = 0;

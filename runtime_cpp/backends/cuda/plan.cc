@@ -168,6 +168,21 @@ void ParseInto(const json& j, uint64_t weights_size, uint64_t kernels_size, Plan
     plan->tensors.push_back(std::move(s));
   }
   plan->arena_bytes = U64(Field(j, "arena_bytes", "plan"), "plan.arena_bytes");
+  // Optional: the sizes of the weights parts ("weights", "weights.1", ...) whose concatenation is the weights space.
+  if (j.contains("weights_parts")) {
+    const json& parts = Array(j["weights_parts"], "plan.weights_parts", kMaxWeightParts);
+    uint64_t sum = 0;
+    for (size_t i = 0; i < parts.size(); ++i) {
+      const uint64_t bytes = U64(parts[i], "plan.weights_parts[" + std::to_string(i) + "]");
+      if (__builtin_add_overflow(sum, bytes, &sum)) Fail("plan.weights_parts", "overflows 64 bits");
+      plan->weights_parts.push_back(bytes);
+    }
+    if (parts.empty()) Fail("plan.weights_parts", "is empty (one part at least: \"weights\")");
+    if (sum != weights_size) {
+      Fail("plan.weights_parts", "sums to " + std::to_string(sum) + " bytes but the variant's weights parts hold " +
+                                     std::to_string(weights_size));
+    }
+  }
 
   // Every tensor's bytes at the dims' max values must fit its region, and the region its buffer.
   std::vector<int64_t> max_values;
@@ -267,6 +282,10 @@ void ParseInto(const json& j, uint64_t weights_size, uint64_t kernels_size, Plan
       if (size == 0) Fail(ip, "is empty");
       CheckRegion(off, size, kernels_size, ip, "kernels artifact");
       s.images[arch] = {off, size};
+    }
+    s.pdl_archs = k.contains("pdl_archs") ? Strings(k["pdl_archs"], path + ".pdl_archs") : s.pdl_archs;
+    for (const auto& arch : s.pdl_archs) {
+      if (arch == "ptx" || !s.images.count(arch)) Fail(path + ".pdl_archs", "names " + arch + ", not a cubin image");
     }
     s.group = k.contains("group") ? Str(k["group"], path + ".group") : "";
     s.onnx_nodes = k.contains("onnx_nodes") ? Strings(k["onnx_nodes"], path + ".onnx_nodes") : s.onnx_nodes;

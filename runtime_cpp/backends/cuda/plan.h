@@ -58,6 +58,9 @@ struct KernelSpec {
   int shared_mem = 0;
   std::vector<ParamSpec> params;
   std::map<std::string, std::pair<uint64_t, uint64_t>> images;  // arch ("sm_90a", "ptx") -> [offset, size]
+  // images (archs) whose kernel waits for the previous grid first (griddepcontrol.wait): launched from one of them,
+  // the kernel may use programmatic dependent launch
+  std::vector<std::string> pdl_archs;
   std::string group;
   std::vector<std::string> onnx_nodes;
   std::string source_sha256;
@@ -95,6 +98,7 @@ struct Plan {
   std::vector<TensorSpec> tensors;
   std::vector<int> inputs, outputs;  // tensor ids in the manifest's order
   uint64_t arena_bytes = 0;
+  std::vector<uint64_t> weights_parts;  // sizes of "weights", "weights.1", ... when the plan declares them
   std::vector<KernelSpec> kernels;
   std::vector<GemmSpec> gemms;
   std::vector<LaunchSpec> launches;
@@ -103,6 +107,7 @@ struct Plan {
 // Caps on what a plan may ask for (a hostile plan must not make init allocate or loop without bound).
 constexpr size_t kMaxPlanItems = 1 << 20;      // tensors, kernels, gemms, launches, params each
 constexpr int kMaxExprDepth = 16;
+constexpr size_t kMaxWeightParts = 4096;         // "weights", "weights.1", ... (16 MiB each: 64 GiB)
 constexpr int64_t kMaxDimValue = int64_t{1} << 31;
 
 // Parses and validates the plan JSON against the sizes of the weights and kernels artifacts.

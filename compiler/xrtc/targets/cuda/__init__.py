@@ -10,7 +10,8 @@ Preference rule: ours first when its patterns cover the graph; where the lowerin
 its patterns), ours is left out with that reason and the ONNX Runtime variant runs, its `why` saying so. Where
 onnxruntime has no CUDAExecutionProvider at run time, the runtime skips the variant and records why.
 
-Sections of the variant: `<id>.plan.json` (the plan), `<id>.weights`, `<id>.kernels` (images), `<id>.sources.json`
+Sections of the variant: `<id>.plan.json` (the plan), `<id>.weights` (`<id>.weights.1`, ... : parts of at most 16 MiB,
+verified in parallel), `<id>.kernels` (images), `<id>.sources.json`
 (the Triton source of every kernel, by sha256: what `explain` shows and what the plan interpreter runs on the CPU).
 
 Importable with only onnx, numpy, onnxruntime and triton (plus xrtc): no torch, no CUDA libraries.
@@ -160,11 +161,15 @@ def _lower_ours(variant: VariantRequest, plan, clock, archs: list[str] | None) -
     log.info("%s: %d launches (%d cuBLASLt GEMMs, %d Triton kernels, %d distinct), arena %d bytes (sum of buffers "
              "%d), weights %d bytes, archs %s", vid, len(prog.steps), n_gemm, n_kern, len(sources), stats["peak_bytes"],
              stats["sum_bytes"], len(weights), ",".join(archs))
-    names = {"plan": f"{vid}.plan.json", "weights": f"{vid}.weights", "kernels": f"{vid}.kernels",
+    parts = emit.split_weights(weights)
+    plan_json["weights_parts"] = [len(p) for p in parts]
+    weight_names = {role: f"{vid}.{role}" for role in emit.weight_roles(len(parts))}
+    names = {"plan": f"{vid}.plan.json", **weight_names, "kernels": f"{vid}.kernels",
              "sources": f"{vid}.sources.json"}
     # weights stored uncompressed: fp16/fp32 weights barely compress and zstd-decoding them dominated the plugin's
     # cold start; an empty kernels section (a plan of GEMMs only) must be stored uncompressed
-    payloads = [(names["plan"], emit.plan_bytes(plan_json), True), (names["weights"], weights, False),
+    payloads = [(names["plan"], emit.plan_bytes(plan_json), True),
+                *[(section, part, False) for section, part in zip(weight_names.values(), parts)],
                 (names["kernels"], kernels, bool(kernels)),
                 (names["sources"], json.dumps(sources, sort_keys=True).encode(), True)]
     why = (f"target cuda: xpuruntime's CUDA engine, {len(prog.steps)} launches ({n_gemm} cuBLASLt GEMMs, {n_kern} "
@@ -189,7 +194,8 @@ def gate_record(bundle_sections: dict, variant: dict, samples: list[dict], refer
     from . import interp
 
     plan = json.loads(bundle_sections["plan"])
-    size = plan["arena_bytes"] + len(bundle_sections["weights"])
+    weights = emit.join_weights(bundle_sections)
+    size = plan["arena_bytes"] + len(weights)
     base = {"rtol": rtol, "atol": atol, "samples": len(samples), "not_run_on_device": "no CUDA device here"}
     if size > INTERPRET_MAX_BYTES:
         return dict(base, passed=None, not_run=f"no CUDA device here, and the model ({size >> 20} MiB of weights "
@@ -198,7 +204,7 @@ def gate_record(bundle_sections: dict, variant: dict, samples: list[dict], refer
     worst: dict[str, float] = {}
     failures = []
     for feeds, ref in zip(samples, references):
-        got = interp.run(plan, bundle_sections["weights"], bundle_sections["sources"], feeds)
+        got = interp.run(plan, weights, bundle_sections["sources"], feeds)
         for name, expected in ref.items():
             c = compare(variant["id"], name, got[name], expected, rtol, atol)
             worst[name] = max(worst.get(name, 0.0), c.max_abs_err)

@@ -89,6 +89,12 @@ def load_kernel(source: str, interpret: bool = False):
         return module.kernel
 
 
+def waits_for_prior_grid(arch: str) -> bool:
+    """Whether a kernel image for `arch` starts with griddepcontrol.wait (codegen's GDC): sm_90 and newer have
+    programmatic dependent launch; the PTX image (sm_80) does not, so the driver's JIT of it never does."""
+    return ARCHS[arch] >= 90
+
+
 def compile_kernel(source: str, param_dtypes: list[str], arch: str, num_warps: int, num_stages: int) -> dict:
     """{"cubin": bytes, "ptx": str, "name", "shared", "num_warps", "params": int} for one architecture. Every pointer
     is declared 16-byte aligned (tt.divisibility 16): the plan places every buffer at a 256-byte boundary and the
@@ -103,8 +109,10 @@ def compile_kernel(source: str, param_dtypes: list[str], arch: str, num_warps: i
             return _compiled[key]
     fn = load_kernel(source)
     signature = {f"P{i}": "*" + _TT[d] for i, d in enumerate(param_dtypes)}
+    signature["GDC"] = "constexpr"
     attrs = {(i,): [["tt.divisibility", 16]] for i in range(len(param_dtypes))}
-    k = triton.compile(ASTSource(fn=fn, signature=signature, attrs=attrs),
+    k = triton.compile(ASTSource(fn=fn, signature=signature, constexprs={"GDC": waits_for_prior_grid(arch)},
+                                 attrs=attrs),
                        target=GPUTarget("cuda", ARCHS[arch], 32),
                        options={"num_warps": num_warps, "num_stages": num_stages})
     if k.metadata.global_scratch_size or k.metadata.profile_scratch_size:

@@ -381,7 +381,11 @@ def _params(bufs: list[int]) -> list[int]:
 
 
 def _function(params: list[int], body: list[str]) -> str:
-    args = ", ".join(f"P{i}" for i in range(len(params)))
-    lines = ["import triton", "import triton.language as tl", "", "", "@triton.jit", f"def kernel({args}):"]
+    """The kernel's source. `GDC` (a constexpr, true in the sm_90+ cubins, false in the PTX and the interpreter)
+    makes the kernel wait for the grid before it (griddepcontrol.wait) before anything else: such a kernel may be
+    launched with programmatic dependent launch (PLAN.md), so its launch overlaps the previous kernel's tail."""
+    args = ", ".join([f"P{i}" for i in range(len(params))] + ["GDC: tl.constexpr"])
+    lines = ["import triton", "import triton.language as tl", "from triton.language.extra.cuda import gdc_wait", "",
+             "", "@triton.jit", f"def kernel({args}):", "    if GDC:", "        gdc_wait()"]
     lines += ["    " + line for line in body]
     return "\n".join(lines) + "\n"

@@ -114,6 +114,7 @@ def emit(prog, archs: list[str]) -> tuple[dict, bytes, bytes, list[dict]]:
                         "params": [{"tensor": p} for p in step.params] + [{"scratch": "global"},
                                                                           {"scratch": "profile"}],
                         "images": imgs, "source_sha256": sha, "onnx_nodes": list(step.nodes),
+                        "pdl_archs": sorted(a for a in imgs if a != "ptx" and aot.waits_for_prior_grid(a)),
                         "group": step.group, "config": dict(step.config)})
         launches.append({"kernel": len(kernels) - 1, "grid": list(step.grid)})
         records.append({"group": step.group, "sha": sha[:12], "config": step.config, "warps": meta["num_warps"],
@@ -122,6 +123,32 @@ def emit(prog, archs: list[str]) -> tuple[dict, bytes, bytes, list[dict]]:
             "dims": {}, "tensors": tensors, "inputs": list(prog.inputs), "outputs": list(prog.outputs),
             "arena_bytes": peak, "kernels": kernels, "gemms": gemms, "launches": launches}
     return plan, bytes(weights), bytes(images), [stats] + records
+
+
+# The core verifies a variant's sections on several threads before the engine sees them, and one section's SHA-256
+# cannot be split: weights are stored as parts of at most this size ("weights", "weights.1", ...), so a BERT-base
+# (218 MB) hashes on every verifying thread instead of one (~240 ms -> ~40 ms on 8 cores). Parts are cut at
+# WEIGHT_ALIGN, so each tensor's device address keeps its alignment and the plugin concatenates them unchanged.
+WEIGHT_PART_BYTES = 16 << 20
+
+
+def weight_roles(count: int) -> list[str]:
+    """The artifact roles of `count` weight parts, in order: "weights", "weights.1", ... (PLAN.md)."""
+    return ["weights"] + [f"weights.{i}" for i in range(1, count)]
+
+
+def split_weights(weights: bytes) -> list[bytes]:
+    """`weights` as consecutive parts of WEIGHT_PART_BYTES; one (possibly empty) part at least, so every variant has a
+    "weights" artifact."""
+    part_bytes = WEIGHT_PART_BYTES
+    assert part_bytes % WEIGHT_ALIGN == 0
+    return [weights[i:i + part_bytes] for i in range(0, len(weights), part_bytes)] or [b""]
+
+
+def join_weights(by_role: dict) -> bytes:
+    """The weights of a variant's artifacts by role (bytes values), parts concatenated in order."""
+    count = sum(1 for role in by_role if role == "weights" or role.startswith("weights."))
+    return b"".join(by_role[role] for role in weight_roles(count)) if count else b""
 
 
 def plan_bytes(plan: dict) -> bytes:

@@ -161,7 +161,7 @@ def _run(plan, weights, sources, feeds) -> dict:
             fn = aot.load_kernel(sources[kern["source_sha256"]], interpret=True)
             args = [_Ptr(arrays[p["tensor"]], plan["tensors"][p["tensor"]]["dtype"]) for p in kern["params"]
                     if "tensor" in p]
-            fn[tuple(launch["grid"])](*args)
+            fn[tuple(launch["grid"])](*args, GDC=False)
     return {plan["tensors"][i]["name"]: arrays[i].reshape(plan["tensors"][i]["shape"]).copy()
             for i in plan["outputs"]}
 

@@ -42,7 +42,7 @@ struct Fake {
   std::map<CUevent, double> event_clock;
   uintptr_t events_created = 0;
   std::vector<size_t> allocs;
-  int sync_uploads = 0, async_h2d = 0, async_d2h = 0;
+  int sync_uploads = 0, async_h2d = 0, async_d2h = 0, pdl_launches = 0;
   bool capturing = false;
   std::vector<std::function<void()>> captured;
   std::vector<std::vector<std::function<void()>>> graphs;
@@ -224,6 +224,18 @@ CUresult FLaunchKernel(CUfunction fn, unsigned gx, unsigned, unsigned, unsigned,
     Run([=] { g->launched.push_back(entry); });
   }
   return CUDA_SUCCESS;
+}
+
+// cuLaunchKernelEx: records the programmatic-serialization attribute, then runs the kernel like cuLaunchKernel.
+CUresult FLaunchKernelEx(const CUlaunchConfig* config, CUfunction fn, void** args, void** extra) {
+  for (unsigned a = 0; a < config->numAttrs; ++a) {
+    if (config->attrs[a].id == CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION &&
+        config->attrs[a].value.programmaticStreamSerializationAllowed) {
+      ++g->pdl_launches;
+    }
+  }
+  return FLaunchKernel(fn, config->gridDimX, config->gridDimY, config->gridDimZ, config->blockDimX,
+                       config->blockDimY, config->blockDimZ, config->sharedMemBytes, config->hStream, args, extra);
 }
 
 cublasStatus_t LCreate(cublasLtHandle_t* h) { *h = reinterpret_cast<cublasLtHandle_t>(0x4); return CUBLAS_STATUS_SUCCESS; }
@@ -434,7 +446,22 @@ class CudaEngineTest : public ::testing::Test {
                            EngineOptions options = {}) {
     plan_text_ = plan.dump();
     EngineArtifacts a{plan_text_.data(), plan_text_.size(), weights.data(), weights.size(), kernels.data(),
-                      kernels.size()};
+                      kernels.size(), {}};
+    return CreateFrom(a, out, message, with_lt, options);
+  }
+
+  // Creates an engine whose weights come as parts: "weights" = parts[0], "weights.1" = parts[1], ...
+  xrt_status_code_t CreateParts(const json& plan, const std::vector<std::string>& parts, const std::string& kernels,
+                                std::unique_ptr<Engine>* out, std::string* message = nullptr) {
+    plan_text_ = plan.dump();
+    EngineArtifacts a{plan_text_.data(), plan_text_.size(), parts[0].data(), parts[0].size(), kernels.data(),
+                      kernels.size(), {}};
+    for (size_t i = 1; i < parts.size(); ++i) a.more_weights.push_back(ByteSpan{parts[i].data(), parts[i].size()});
+    return CreateFrom(a, out, message, true, {});
+  }
+
+  xrt_status_code_t CreateFrom(const EngineArtifacts& a, std::unique_ptr<Engine>* out, std::string* message,
+                               bool with_lt, EngineOptions options) {
     options.workspace_bytes = 1024;
     options.report_path = ::testing::TempDir() + "cuda_engine_test_report.jsonl";
     xrt_status_t s = Engine::Create(&drv_, with_lt ? &lt_ : nullptr, "libcublasLt.so.13 not found (fake)", a,
@@ -509,6 +536,75 @@ TEST_F(CudaEngineTest, MlpRunsThroughOneGraphPerShapeAndMatchesTheHostReference)
   EXPECT_EQ(info["device_bytes"]["arena"], 512);
   EXPECT_NE(info["copies"].get<std::string>().find("host->device"), std::string::npos);
   EXPECT_EQ(info["gemm_algos"][0]["algo"], "cuBLASLt heuristic (first candidate)");
+}
+
+TEST_F(CudaEngineTest, WeightsStoredAsPartsAreUploadedBackToBackAndRunAsOne) {
+  Mlp mlp;
+  // cut at arbitrary bytes: the parts' concatenation is the weights space, whatever the cut points
+  const std::string& w = mlp.weights;
+  ASSERT_GT(w.size(), 40u);
+  const std::vector<std::string> parts = {w.substr(0, 7), w.substr(7, 33), "", w.substr(40)};
+  json plan = mlp.plan;
+  plan["weights_parts"] = {7, 33, 0, w.size() - 40};
+  std::unique_ptr<Engine> e;
+  std::string msg;
+  ASSERT_EQ(CreateParts(plan, parts, mlp.kernels, &e, &msg), XRT_STATUS_OK) << msg;
+  EXPECT_EQ(g->sync_uploads, 3) << "one upload per non-empty part";
+  const std::vector<float> x = Inputs(5, 0.5f);
+  const std::vector<float> y = RunMlp(*e, x, 5);
+  const std::vector<float> ref = mlp.Reference(x, 5);
+  ASSERT_EQ(y.size(), ref.size());
+  for (size_t i = 0; i < y.size(); ++i) EXPECT_NEAR(y[i], ref[i], 1e-5);
+  const json info = json::parse(e->Describe());
+  EXPECT_EQ(info["device_bytes"]["weights"], w.size());
+  EXPECT_EQ(info["device_bytes"]["weights_parts"], 4);
+  e.reset();
+
+  // the plan's declared parts must be what the variant gives: a missing or resized part shifts every offset after it
+  plan["weights_parts"] = {7, 33, w.size() - 40};
+  EXPECT_EQ(CreateParts(plan, parts, mlp.kernels, &e, &msg), XRT_STATUS_DATA_CORRUPT);
+  EXPECT_NE(msg.find("declares 3 weights parts but the variant gives 4"), std::string::npos) << msg;
+  plan["weights_parts"] = {7, 33, w.size() - 30};
+  EXPECT_EQ(CreateParts(plan, parts, mlp.kernels, &e, &msg), XRT_STATUS_DATA_CORRUPT);
+  EXPECT_NE(msg.find("plan.weights_parts: sums to"), std::string::npos) << msg;
+  plan["weights_parts"] = json::array();
+  EXPECT_EQ(CreateParts(plan, parts, mlp.kernels, &e, &msg), XRT_STATUS_DATA_CORRUPT);
+  EXPECT_NE(msg.find("is empty"), std::string::npos) << msg;
+}
+
+TEST_F(CudaEngineTest, KernelsWhoseImageWaitsForThePriorGridUseProgrammaticDependentLaunch) {
+  Mlp mlp;
+  drv_.cuLaunchKernelEx = FLaunchKernelEx;
+  json plan = mlp.plan;
+  plan["kernels"][0]["pdl_archs"] = {"sm_90a"};
+  std::unique_ptr<Engine> e;
+  std::string msg;
+  ASSERT_EQ(Create(plan, mlp.weights, mlp.kernels, &e, &msg), XRT_STATUS_OK) << msg;
+  const std::vector<float> x = Inputs(3, 0.25f);
+  const std::vector<float> y = RunMlp(*e, x, 3);
+  const std::vector<float> ref = mlp.Reference(x, 3);
+  for (size_t i = 0; i < y.size(); ++i) EXPECT_NEAR(y[i], ref[i], 1e-5);
+  EXPECT_EQ(g->pdl_launches, 1) << "the relu kernel, captured once";
+  EXPECT_EQ(json::parse(e->Describe())["kernels_with_pdl"], 1);
+  e.reset();
+
+  EngineOptions off;  // XRT_CUDA_NO_PDL=1
+  off.pdl = false;
+  g->pdl_launches = 0;
+  ASSERT_EQ(Create(plan, mlp.weights, mlp.kernels, &e, &msg, true, off), XRT_STATUS_OK) << msg;
+  RunMlp(*e, x, 3);
+  EXPECT_EQ(g->pdl_launches, 0);
+  e.reset();
+
+  plan["kernels"][0].erase("pdl_archs");  // an image that does not wait: never launched early
+  ASSERT_EQ(Create(plan, mlp.weights, mlp.kernels, &e, &msg), XRT_STATUS_OK) << msg;
+  RunMlp(*e, x, 3);
+  EXPECT_EQ(g->pdl_launches, 0);
+  e.reset();
+
+  plan["kernels"][0]["pdl_archs"] = {"ptx"};
+  EXPECT_EQ(Create(plan, mlp.weights, mlp.kernels, &e, &msg), XRT_STATUS_DATA_CORRUPT);
+  EXPECT_NE(msg.find("pdl_archs"), std::string::npos) << msg;
 }
 
 // What the engine did after init (the log without init's own allocation, upload and capture).

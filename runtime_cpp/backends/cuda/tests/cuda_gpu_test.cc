@@ -93,7 +93,7 @@ class CudaGpuTest : public ::testing::Test {
   std::unique_ptr<Engine> Create(const json& plan, const std::string& weights, const std::string& kernels,
                                  EngineOptions o = {}) {
     text_ = plan.dump();
-    EngineArtifacts a{text_.data(), text_.size(), weights.data(), weights.size(), kernels.data(), kernels.size()};
+    EngineArtifacts a{text_.data(), text_.size(), weights.data(), weights.size(), kernels.data(), kernels.size(), {}};
     std::unique_ptr<Engine> e;
     xrt_status_t s = Engine::Create(drv_, lt_, lt_error_, a, o, &e);
     EXPECT_EQ(s, nullptr) << xrt_status_message(s);
