@@ -128,6 +128,10 @@ for k in $KEYS; do
   python3 bench/gpu/compare.py $D/bert.onnx $D/in_$shape.npz $D/out_$k.npz --rtol $rtol --label "$k" | tee $OUT/cmp_$k.txt
   rm -f $OUT/replay_$k.jsonl $OUT/profile_$k.jsonl
   XRT_CUDA_REPLAY_TIMING=300 XRT_CUDA_REPORT=$OUT/replay_$k.jsonl "$R/bin/xrt-run" $B --device cuda --inputs $D/in_$shape.npz --quiet 2>&1 | tail -1
+  # programmatic dependent launch off, then on again (A B A: drift hits both)
+  rm -f $OUT/replay_nopdl_$k.jsonl $OUT/replay_pdl2_$k.jsonl
+  XRT_CUDA_NO_PDL=1 XRT_CUDA_REPLAY_TIMING=300 XRT_CUDA_REPORT=$OUT/replay_nopdl_$k.jsonl "$R/bin/xrt-run" $B --device cuda --inputs $D/in_$shape.npz --quiet 2>&1 | tail -1
+  XRT_CUDA_REPLAY_TIMING=300 XRT_CUDA_REPORT=$OUT/replay_pdl2_$k.jsonl "$R/bin/xrt-run" $B --device cuda --inputs $D/in_$shape.npz --quiet 2>&1 | tail -1
   XRT_CUDA_PROFILE=1 XRT_CUDA_REPORT=$OUT/profile_$k.jsonl "$R/bin/xrt-run" $B --device cuda --inputs $D/in_$shape.npz --quiet 2>&1 | tail -1
   (cd /tmp && python3 $OLDPWD/bench/gpu/bench_bert.py coldstart $B $D/in_$shape.npz) > $OUT/cold_$k.json 2>&1 || tail -5 $OUT/cold_$k.json
   # the same without cuBLASLt's background load (what the prefetch saves)
@@ -147,6 +151,11 @@ try:
     rep = [json.loads(l) for l in open(f"{out}/replay_{k}.jsonl")][-1]
     r.update(median_ms=rep["median_ms"], min_ms=rep["min_ms"], launches=rep["launches_per_replay"])
 except Exception as e: r["replay_error"] = str(e)
+for tag in ("nopdl", "pdl2"):
+    try:
+        rep = [json.loads(l) for l in open(f"{out}/replay_{tag}_{k}.jsonl")][-1]
+        r[f"median_ms_{tag}"] = rep["median_ms"]
+    except Exception as e: r[f"replay_{tag}_error"] = str(e)
 try:
     m = re.search(r"rel_err ([0-9.e+-]+)", open(f"{out}/cmp_{k}.txt").read()); r["rel_err"] = float(m.group(1))
 except Exception as e: r["rel_err_error"] = str(e)
@@ -155,7 +164,8 @@ try:
     r.update(cold_ms=c["open_to_first_result_ms"], cuda_init_ms=c["cuda_init_ms"],
              arena_bytes=c["engine_info"].get("device_bytes", {}).get("arena"), device_bytes=c["engine_info"].get("device_bytes"),
              gemm_algos=c["engine_info"].get("gemm_algos", [])[:2], init_ms=c["engine_info"].get("init_ms"),
-             load_ms=c["load_ms"], first_run_ms=c["first_run_ms"], second_run_ms=c["second_run_ms"])
+             load_ms=c["load_ms"], first_run_ms=c["first_run_ms"], second_run_ms=c["second_run_ms"],
+             load_profile_cold=c.get("load_profile"), kernels_with_pdl=c["engine_info"].get("kernels_with_pdl"))
 except Exception as e: r["cold_error"] = str(e)
 try:
     c = json.loads(open(f"{out}/cold_noprefetch_{k}.json").read().strip().splitlines()[-1])
@@ -229,6 +239,17 @@ for f in sorted(glob.glob(sys.argv[1] + "/ours_*.json")):
     init = r.get("init_ms") or {}
     print(f"| {r['shape']} | {r.get('built', '-')[:40]} | {fmt(h)} | {fmt(t)} | {ratio} | {fmt(init.get('cublaslt_algorithms'), 1)} / "
           f"{fmt(r.get('tuned_cublaslt_init_ms'), 1)} | {fmt(r.get('cold_ms'), 1)} / {fmt(r.get('tuned_cold_ms'), 1)} |")
+print("\n| bundle | graph replay ms: PDL / no PDL / PDL again | PDL gain | kernels with PDL | cold start ms | verify ms | engine init ms | init phases (ms) |")
+print("|---|---|---|---|---|---|---|---|")
+for f in sorted(glob.glob(sys.argv[1] + "/ours_*.json")):
+    r = json.load(open(f)); fmt = lambda v, nd=3: f"{v:.{nd}f}" if isinstance(v, (int, float)) else "-"
+    a, b, c = r.get("median_ms"), r.get("median_ms_nopdl"), r.get("median_ms_pdl2")
+    gain = f"{(a + c) / 2 / b:.3f}" if a and b and c else "-"
+    lp = r.get("load_profile_cold") or {}
+    ph = {k: v for k, v in (r.get("init_ms") or {}).items() if isinstance(v, (int, float)) and v >= 1}
+    print(f"| {r['shape']} | {fmt(a)} / {fmt(b)} / {fmt(c)} | {gain} | {r.get('kernels_with_pdl', '-')} | "
+          f"{fmt(r.get('cold_ms'), 1)} | {fmt(lp.get('verify_s', 0) * 1e3, 1)} | {fmt(lp.get('engine_init_s', 0) * 1e3, 1)} | "
+          f"{', '.join(f'{k} {v:.0f}' for k, v in ph.items())} |")
 PY
 
 # issue 14's GPU part: xpuruntime.pytorch (kernel policy, autocast, capture_graph) on a 6-layer transformer's
