@@ -126,10 +126,12 @@ def emit(prog, archs: list[str]) -> tuple[dict, bytes, bytes, list[dict]]:
 
 
 # The core verifies a variant's sections on several threads before the engine sees them, and one section's SHA-256
-# cannot be split: weights are stored as parts of at most this size ("weights", "weights.1", ...), so a BERT-base
-# (218 MB) hashes on every verifying thread instead of one (~240 ms -> ~40 ms on 8 cores). Parts are cut at
-# WEIGHT_ALIGN, so each tensor's device address keeps its alignment and the plugin concatenates them unchanged.
-WEIGHT_PART_BYTES = 16 << 20
+# cannot be split: weights larger than WEIGHT_PART_MIN_BYTES are stored as up to WEIGHT_PARTS_MAX parts ("weights",
+# "weights.1", ...) of equal size, so a BERT-base (218 MB) hashes on 8 threads instead of one (~240 ms -> ~40 ms).
+# At most 8: the runtime's verifier uses up to 8 threads, and a variant has at most 16 artifact roles (formats/
+# xrtpkg.md). Parts are cut at WEIGHT_ALIGN, so each tensor keeps its alignment and the plugin concatenates them.
+WEIGHT_PART_MIN_BYTES = 16 << 20
+WEIGHT_PARTS_MAX = 8
 
 
 def weight_roles(count: int) -> list[str]:
@@ -138,11 +140,12 @@ def weight_roles(count: int) -> list[str]:
 
 
 def split_weights(weights: bytes) -> list[bytes]:
-    """`weights` as consecutive parts of WEIGHT_PART_BYTES; one (possibly empty) part at least, so every variant has a
+    """`weights` as 1..WEIGHT_PARTS_MAX consecutive parts of equal size (a multiple of WEIGHT_ALIGN; the last one
+    shorter), parts of WEIGHT_PART_MIN_BYTES or more; one (possibly empty) part at least, so every variant has a
     "weights" artifact."""
-    part_bytes = WEIGHT_PART_BYTES
-    assert part_bytes % WEIGHT_ALIGN == 0
-    return [weights[i:i + part_bytes] for i in range(0, len(weights), part_bytes)] or [b""]
+    count = max(1, min(WEIGHT_PARTS_MAX, -(-len(weights) // WEIGHT_PART_MIN_BYTES)))
+    size = max(WEIGHT_ALIGN, _align(-(-len(weights) // count), WEIGHT_ALIGN))
+    return [weights[i:i + size] for i in range(0, len(weights), size)] or [b""]
 
 
 def join_weights(by_role: dict) -> bytes:
