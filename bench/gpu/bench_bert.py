@@ -327,7 +327,7 @@ def table(d):
 
     def f(v, nd=3):
         return f"{v:.{nd}f}" if isinstance(v, (int, float)) else (str(v) if v is not None else "-")
-    order = sorted({k for k in ours if not k.startswith("tf32_")} | set(peers), key=lambda k: (int(k.split("s")[1]), int(k[1:].split("s")[0])))
+    order = sorted({k for k in ours if "_" not in k} | set(peers), key=lambda k: (int(k.split("s")[1]), int(k[1:].split("s")[0])))
     rows.append("| BERT-base | ours fp16 (graph replay) | torch.compile r-o fp16 | HF fp16 in one CUDA graph | "
                 "ORT CUDA fp16 (optimised, CUDA graph) | torch eager fp32 | torch eager fp16 | ours: rel err vs ORT "
                 "fp32 | ORT CUDA fp16: rel err | cuda-onnxruntime via xrt: rel err | kernels/inference | arena MiB | "

@@ -109,29 +109,34 @@ python3 bench/gpu/bench_bert.py export $D && python3 bench/gpu/bench_bert.py inp
 echo "exported bert.onnx in $((SECONDS - t0)) s"
 t0=$SECONDS
 TF32_SHAPES=${TF32_SHAPES:-1x128 32x128}
+# fp16 with the policy's matmul = triton (GEMMs as Triton kernels: no cuBLASLt, so none of its start-up cost)
+TRITON_SHAPES=${TRITON_SHAPES:-}
+printf '[kernel]\nmatmul = "triton"\n' > $D/matmul_triton.toml
 KEYS=""
-for job in $(for sh in $SHAPES; do echo fp16:$sh; done; for sh in $TF32_SHAPES; do echo tf32:$sh; done); do
+for job in $(for sh in $SHAPES; do echo fp16:$sh; done; for sh in $TF32_SHAPES; do echo tf32:$sh; done;
+             for sh in $TRITON_SHAPES; do echo tritonmm:$sh; done); do
   prec=${job%%:*}; sh=${job#*:}; b=${sh%x*}; s=${sh#*x}
   k=b${b}s${s}; [ $prec = fp16 ] || k=${prec}_$k
   KEYS="$KEYS $k"
-  (cd /tmp && python3 -m xrtc compile $D/bert.onnx --target cuda --precision $prec --shape input_ids=${b}x${s} \
+  policy=""; [ $prec = tritonmm ] && { prec=fp16; policy="--policy $D/matmul_triton.toml"; }
+  (cd /tmp && python3 -m xrtc compile $D/bert.onnx --target cuda --precision $prec $policy --shape input_ids=${b}x${s} \
       --shape attention_mask=${b}x${s} --shape token_type_ids=${b}x${s} -o $D/bert_$k.xrtpkg --force > $OUT/compile_$k.log 2>&1;
    echo "compile $k: rc=$? $(tail -n 3 $OUT/compile_$k.log | cut -c1-300)") &
 done
 wait
 echo "compiled ${SHAPES} in parallel in $((SECONDS - t0)) s"
 for k in $KEYS; do
-  B=$D/bert_$k.xrtpkg; shape=${k#tf32_}; rtol=5e-3; [ $k = $shape ] || rtol=1e-2
+  B=$D/bert_$k.xrtpkg; shape=${k##*_}; rtol=5e-3; [ ${k%%_*} = tf32 ] && rtol=1e-2
   [ -f $B ] || { echo "$k: no bundle"; continue; }
   "$R/bin/xrt-run" $B --device cuda --inputs $D/in_$shape.npz --save-outputs $D/out_$k.npz --force --json > $OUT/run_$k.json 2> $OUT/run_$k.err
   echo "$k: xrt-run rc=$? $(tail -c 400 $OUT/run_$k.err)"
   python3 bench/gpu/compare.py $D/bert.onnx $D/in_$shape.npz $D/out_$k.npz --rtol $rtol --label "$k" | tee $OUT/cmp_$k.txt
   rm -f $OUT/replay_$k.jsonl $OUT/profile_$k.jsonl
   XRT_CUDA_REPLAY_TIMING=300 XRT_CUDA_REPORT=$OUT/replay_$k.jsonl "$R/bin/xrt-run" $B --device cuda --inputs $D/in_$shape.npz --quiet 2>&1 | tail -1
-  # programmatic dependent launch off, then on again (A B A: drift hits both)
-  rm -f $OUT/replay_nopdl_$k.jsonl $OUT/replay_pdl2_$k.jsonl
-  XRT_CUDA_NO_PDL=1 XRT_CUDA_REPLAY_TIMING=300 XRT_CUDA_REPORT=$OUT/replay_nopdl_$k.jsonl "$R/bin/xrt-run" $B --device cuda --inputs $D/in_$shape.npz --quiet 2>&1 | tail -1
-  XRT_CUDA_REPLAY_TIMING=300 XRT_CUDA_REPORT=$OUT/replay_pdl2_$k.jsonl "$R/bin/xrt-run" $B --device cuda --inputs $D/in_$shape.npz --quiet 2>&1 | tail -1
+  # programmatic dependent launch (XRT_CUDA_PDL=1) between two runs without it (A B A: drift hits both)
+  rm -f $OUT/replay_pdl_$k.jsonl $OUT/replay_again_$k.jsonl
+  XRT_CUDA_PDL=1 XRT_CUDA_REPLAY_TIMING=300 XRT_CUDA_REPORT=$OUT/replay_pdl_$k.jsonl "$R/bin/xrt-run" $B --device cuda --inputs $D/in_$shape.npz --quiet 2>&1 | tail -1
+  XRT_CUDA_REPLAY_TIMING=300 XRT_CUDA_REPORT=$OUT/replay_again_$k.jsonl "$R/bin/xrt-run" $B --device cuda --inputs $D/in_$shape.npz --quiet 2>&1 | tail -1
   XRT_CUDA_PROFILE=1 XRT_CUDA_REPORT=$OUT/profile_$k.jsonl "$R/bin/xrt-run" $B --device cuda --inputs $D/in_$shape.npz --quiet 2>&1 | tail -1
   (cd /tmp && python3 $OLDPWD/bench/gpu/bench_bert.py coldstart $B $D/in_$shape.npz) > $OUT/cold_$k.json 2>&1 || tail -5 $OUT/cold_$k.json
   # the same without cuBLASLt's background load (what the prefetch saves)
@@ -151,7 +156,7 @@ try:
     rep = [json.loads(l) for l in open(f"{out}/replay_{k}.jsonl")][-1]
     r.update(median_ms=rep["median_ms"], min_ms=rep["min_ms"], launches=rep["launches_per_replay"])
 except Exception as e: r["replay_error"] = str(e)
-for tag in ("nopdl", "pdl2"):
+for tag in ("pdl", "again"):
     try:
         rep = [json.loads(l) for l in open(f"{out}/replay_{tag}_{k}.jsonl")][-1]
         r[f"median_ms_{tag}"] = rep["median_ms"]
@@ -200,7 +205,7 @@ if [ -n "$ORT_MISSING" ]; then
   echo "cuda-onnxruntime via xrt SKIPPED: $ORT_MISSING"
 else
   for k in $KEYS; do
-    B=$D/bert_$k.xrtpkg; shape=${k#tf32_}; rtol=5e-3; [ $k = $shape ] || rtol=1e-2
+    B=$D/bert_$k.xrtpkg; shape=${k##*_}; rtol=5e-3; [ ${k%%_*} = tf32 ] && rtol=1e-2
     [ -f $B ] || continue
     (cd /tmp && python3 -m xrtc run $B --device cuda --variant cuda-onnxruntime --inputs $D/in_$shape.npz \
         --save-outputs $D/out_ort_$k.npz --force) > $OUT/run_ort_$k.log 2>&1
@@ -219,14 +224,17 @@ PY
   done
 fi
 cp /tmp/bert/ours_*.json $OUT/ 2>/dev/null
-if [ -n "${NO_PEERS:-}" ]; then echo "peers skipped (NO_PEERS)"; python3 bench/gpu/bench_bert.py table $D | tee $OUT/table.md; exit 0; fi
-t0=$SECONDS
-python3 bench/gpu/bench_bert.py peers $D $SHAPES 2>&1 | grep -v Warning | tail -8
-echo "peers in $((SECONDS - t0)) s"
-t0=$SECONDS
-python3 bench/gpu/bench_bert.py ortpeers $D $SHAPES 2>&1 | grep -v Warning | tail -8
-echo "ORT CUDA peer in $((SECONDS - t0)) s"
-cp $D/peers.json $OUT/ 2>/dev/null
+if [ -n "${NO_PEERS:-}" ]; then
+  echo "peers skipped (NO_PEERS)"
+else
+  t0=$SECONDS
+  python3 bench/gpu/bench_bert.py peers $D $SHAPES 2>&1 | grep -v Warning | tail -8
+  echo "peers in $((SECONDS - t0)) s"
+  t0=$SECONDS
+  python3 bench/gpu/bench_bert.py ortpeers $D $SHAPES 2>&1 | grep -v Warning | tail -8
+  echo "ORT CUDA peer in $((SECONDS - t0)) s"
+  cp $D/peers.json $OUT/ 2>/dev/null
+fi
 python3 bench/gpu/bench_bert.py table $D | tee $OUT/table.md
 python3 - $D <<'PY' | tee -a $OUT/table.md
 import glob, json, sys
@@ -239,12 +247,12 @@ for f in sorted(glob.glob(sys.argv[1] + "/ours_*.json")):
     init = r.get("init_ms") or {}
     print(f"| {r['shape']} | {r.get('built', '-')[:40]} | {fmt(h)} | {fmt(t)} | {ratio} | {fmt(init.get('cublaslt_algorithms'), 1)} / "
           f"{fmt(r.get('tuned_cublaslt_init_ms'), 1)} | {fmt(r.get('cold_ms'), 1)} / {fmt(r.get('tuned_cold_ms'), 1)} |")
-print("\n| bundle | graph replay ms: PDL / no PDL / PDL again | PDL gain | kernels with PDL | cold start ms | verify ms | engine init ms | init phases (ms) |")
+print("\n| bundle | graph replay ms: default / XRT_CUDA_PDL=1 / default again | PDL / default | kernels with PDL | cold start ms | verify ms | engine init ms | init phases (ms) |")
 print("|---|---|---|---|---|---|---|---|")
 for f in sorted(glob.glob(sys.argv[1] + "/ours_*.json")):
     r = json.load(open(f)); fmt = lambda v, nd=3: f"{v:.{nd}f}" if isinstance(v, (int, float)) else "-"
-    a, b, c = r.get("median_ms"), r.get("median_ms_nopdl"), r.get("median_ms_pdl2")
-    gain = f"{(a + c) / 2 / b:.3f}" if a and b and c else "-"
+    a, b, c = r.get("median_ms"), r.get("median_ms_pdl"), r.get("median_ms_again")
+    gain = f"{2 * b / (a + c):.3f}" if a and b and c else "-"
     lp = r.get("load_profile_cold") or {}
     ph = {k: v for k, v in (r.get("init_ms") or {}).items() if isinstance(v, (int, float)) and v >= 1}
     print(f"| {r['shape']} | {fmt(a)} / {fmt(b)} / {fmt(c)} | {gain} | {r.get('kernels_with_pdl', '-')} | "

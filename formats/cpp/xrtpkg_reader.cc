@@ -865,10 +865,15 @@ std::optional<Error> Bundle::Prefetch(const std::vector<size_t>& indices) const 
   std::vector<std::optional<Error>> errors(indices.size());
   const size_t threads =
       std::min<size_t>({kMaxVerifyThreads, indices.size(), std::max(1u, std::thread::hardware_concurrency())});
+  const auto start = std::chrono::steady_clock::now();
+  const uint64_t before = lazy_->verify_ns;
   ForEachOnThreads(indices.size(), threads, [&](size_t k) {
     auto r = VerifiedStored(indices[k]);
     if (!r.ok()) errors[k] = std::move(r).error();
   });
+  // the time it took (wall), not the sum over the threads that each section's verification added
+  lazy_->verify_ns = before + static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start).count());
   for (auto& err : errors) {
     if (err) return std::move(*err);
   }

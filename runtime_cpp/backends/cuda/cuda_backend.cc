@@ -5,9 +5,12 @@
 // variant. Loading stays cheap: libcuda is dlopened (no cuInit) in plugin_get; cuBLASLt (~540 MB) only when a plan
 // has GEMMs.
 //
-// Variant artifacts: "plan" (JSON, PLAN.md), "weights" (and "weights.1", ...: parts, concatenated), "kernels". Variant options (JSON object):
+// Variant artifacts: "plan" (JSON, PLAN.md), "weights" (and "weights.1", ...: parts, concatenated), "kernels".
+// Variant options (JSON object):
 //   "device_id": N (default 0), "xrt.profile": "1" (also env XRT_CUDA_PROFILE=1).
-// Env: XRT_CUDA_NO_PDL=1 launches every kernel without programmatic dependent launch; XRT_CUDA_REPLAY_TIMING=N times N graph replays after each run; XRT_CUDA_REPORT=FILE receives the reports;
+// Env: XRT_CUDA_PDL=1 launches kernels whose image allows it with programmatic dependent launch (off by default: it
+// measured 3.5% slower at BERT-base batch 1 on the H200); XRT_CUDA_REPLAY_TIMING=N times N graph replays after each
+// run; XRT_CUDA_REPORT=FILE receives the reports;
 // XRT_CUDA_TUNE_GEMMS=N (2..64): static plans try up to N cuBLASLt candidates per GEMM configuration in the captured
 // graph at init and keep the fastest, for GEMMs without an accepted stored algorithm (describe() gives each choice
 // and its config).
@@ -184,9 +187,9 @@ void PrefetchCublasLt(int ordinal) {
 }
 
 // The warmed handle for `ordinal`, if the background warm-up made one and no engine took it (waits for the
-// warm-up to finish: what is left of it would be paid by Init anyway). The caller's engine must have retained the
-// device's primary context before ReleaseWarmContext drops the warm-up's retain.
-cublasLtHandle_t TakeWarmCublasLt(int ordinal, double* warm_ms, CUdevice* device) {
+// warm-up to finish: what is left of it would be paid by init anyway). The caller's engine holds the device's
+// primary context already, so the warm-up's own retain is dropped here.
+cublasLtHandle_t TakeWarmCublasLt(int ordinal, double* warm_ms) {
   CublasLtPrefetch& p = Prefetch();
   std::shared_future<void> done;
   {
@@ -200,7 +203,8 @@ cublasLtHandle_t TakeWarmCublasLt(int ordinal, double* warm_ms, CUdevice* device
   cublasLtHandle_t h = p.handle;
   p.handle = nullptr;
   *warm_ms = p.warm_ms;
-  *device = p.device;
+  std::string ignored;
+  if (const DriverApi* drv = LoadDriver(&ignored)) drv->cuDevicePrimaryCtxRelease(p.device);
   return h;
 }
 
@@ -251,7 +255,7 @@ xrt_status_t Init(void* /*self*/, const char* device, const xrt_backend_artifact
       options.replay_timing = n < 0 ? 0 : n > 100000 ? 100000 : static_cast<int>(n);
     }
     if (const char* f = std::getenv("XRT_CUDA_REPORT")) options.report_path = f;
-    if (const char* n = std::getenv("XRT_CUDA_NO_PDL")) options.pdl = std::strcmp(n, "1") != 0;
+    if (const char* n = std::getenv("XRT_CUDA_PDL")) options.pdl = std::strcmp(n, "1") == 0;
     if (const char* t = std::getenv("XRT_CUDA_TUNE_GEMMS")) {
       const long n = std::strtol(t, nullptr, 10);
       options.tune_gemms = n < 0 ? 0 : n > 64 ? 64 : static_cast<int>(n);
@@ -278,19 +282,13 @@ xrt_status_t Init(void* /*self*/, const char* device, const xrt_backend_artifact
     std::string error;
     const DriverApi* drv = LoadDriver(&error);
     if (drv == nullptr) return Make(XRT_STATUS_UNAVAILABLE, "cuda: " + error);
-    std::string lt_error;
-    const auto t0 = std::chrono::steady_clock::now();
-    const CublasLtApi* lt = LoadCublasLt(&lt_error);
-    options.cublaslt_load_ms =
-        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-    CUdevice warm_device = 0;
-    if (lt != nullptr) options.warm_lt_handle = TakeWarmCublasLt(options.device_ordinal, &options.cublaslt_warm_ms,
-                                                                 &warm_device);
+    // cuBLASLt (its dlopen and first use may still run in the background, PrefetchCublasLt) is waited for only when
+    // the plan's GEMMs need it, after the engine has uploaded the weights.
+    options.load_cublaslt = [](std::string* error) { return LoadCublasLt(error); };
+    const int ordinal_used = options.device_ordinal;
+    options.take_warm_cublaslt = [ordinal_used](double* warm_ms) { return TakeWarmCublasLt(ordinal_used, warm_ms); };
     std::unique_ptr<Engine> engine;
-    xrt_status_t created = Engine::Create(drv, lt, lt_error, a, options, &engine);
-    // the engine retained the primary context itself (or failed and destroyed the handle): drop the warm-up's retain
-    if (options.warm_lt_handle != nullptr) drv->cuDevicePrimaryCtxRelease(warm_device);
-    if (created) return created;
+    if (xrt_status_t s = Engine::Create(drv, nullptr, "", a, options, &engine)) return s;
     *out_handle = engine.release();
     return nullptr;
   });

@@ -198,8 +198,6 @@ std::vector<ByteSpan> Engine::WeightParts(const EngineArtifacts& a) {
 
 xrt_status_t Engine::Init(const EngineArtifacts& a, const std::string& lt_error) {
   const auto t_start = std::chrono::steady_clock::now();
-  lt_handle_ = options_.warm_lt_handle;  // owned from here on: the destructor destroys it, also if Init fails
-  options_.warm_lt_handle = nullptr;
   nlohmann::json phases = nlohmann::json::object();
   auto t = t_start;
   const auto phase = [&](const char* name) {
@@ -232,10 +230,6 @@ xrt_status_t Engine::Init(const EngineArtifacts& a, const std::string& lt_error)
     }
   }
   phase("parse_plan");
-  if (!plan_.gemms.empty() && lt_ == nullptr) {
-    return Make(XRT_STATUS_UNAVAILABLE, "cuda: the plan has " + std::to_string(plan_.gemms.size()) +
-                                            " cuBLASLt GEMMs but cuBLASLt is unavailable: " + lt_error);
-  }
 
   // Device and its primary context (shared with cudart users in the process, e.g. cuBLASLt, torch).
   if (xrt_status_t s = Cu(drv_->cuInit(0), "cuInit")) return s;
@@ -302,6 +296,22 @@ xrt_status_t Engine::Init(const EngineArtifacts& a, const std::string& lt_error)
   }
 
   phase("allocate_and_upload_weights");
+  if (!plan_.gemms.empty() && lt_ == nullptr) {
+    std::string error = lt_error;
+    if (options_.load_cublaslt) {
+      lt_ = options_.load_cublaslt(&error);  // what is left of the plugin's background dlopen
+      phase("wait_for_cublaslt_dlopen");
+    }
+    if (lt_ == nullptr) {
+      return Make(XRT_STATUS_UNAVAILABLE, "cuda: the plan has " + std::to_string(plan_.gemms.size()) +
+                                              " cuBLASLt GEMMs but cuBLASLt is unavailable: " + error);
+    }
+  }
+  double warm_ms = -1;
+  if (!plan_.gemms.empty() && options_.take_warm_cublaslt) {
+    lt_handle_ = options_.take_warm_cublaslt(&warm_ms);  // owned from here on: the destructor destroys it
+    phase("wait_for_cublaslt_warm_up");
+  }
   // cuBLASLt: one handle; each stored algorithm checked at the max dims (again per shape at capture).
   nlohmann::json gemm_info = nlohmann::json::array();
   int lt_version = 0;
@@ -355,10 +365,9 @@ xrt_status_t Engine::Init(const EngineArtifacts& a, const std::string& lt_error)
   }
   phases["total_engine_init"] = std::round(MsSince(t_start) * 100) / 100;
   // the wait for cuBLASLt at init (its dlopen, started in the background when the device was probed)
-  if (options_.cublaslt_load_ms >= 0) phases["dlopen_cublaslt_before_init"] = options_.cublaslt_load_ms;
-  // cuBLASLt's first use (handle + one heuristic query), done in the background before init when the device was
-  // probed; its handle is the one used above
-  if (options_.cublaslt_warm_ms >= 0) phases["cublaslt_warm_up_in_background"] = options_.cublaslt_warm_ms;
+  // cuBLASLt's first use (dlopen, handle, one heuristic query), started in the background when the device was
+  // probed; its handle is the one used above (the waits for it are the wait_for_cublaslt_* phases)
+  if (warm_ms >= 0) phases["cublaslt_warm_up_in_background"] = warm_ms;
   std::map<std::string, int> images;
   for (const auto& k : image_kind_) images[k]++;
   nlohmann::json info = {

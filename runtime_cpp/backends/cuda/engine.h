@@ -5,6 +5,7 @@
 #define XRT_BACKENDS_CUDA_ENGINE_H_
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -28,12 +29,16 @@ struct EngineOptions {
                                // in the captured graph at init and keep the fastest (stored algorithms accepted by
                                // cublasLtMatmulAlgoCheck are used as they are); <= 1: the heuristic's first
   size_t max_graphs = 64;
-  bool pdl = true;  // programmatic dependent launch for kernels whose image allows it (env XRT_CUDA_NO_PDL=1: off)
-  double cublaslt_load_ms = -1;  // reported in describe() when >= 0 (the plugin dlopens cuBLASLt before init)
+  // programmatic dependent launch for kernels whose image allows it (env XRT_CUDA_PDL=1). Off by default: on the
+  // H200 it made BERT-base b1s128 slower (0.384 ms against 0.371 without; bench/gpu/RESULTS.md)
+  bool pdl = false;
+  // Where Create was given no cuBLASLt table: loads it (the plugin's dlopen, maybe still running in the background)
+  // when the plan's GEMMs first need it, after the weights are uploaded, so that the upload overlaps the load.
+  std::function<const CublasLtApi*(std::string* error)> load_cublaslt;
   // A cuBLASLt handle created (and its heuristics warmed) in the background while the host verified the variant's
-  // sections, on this device's primary context; the engine owns it from Create on (destroys it, also on failure).
-  cublasLtHandle_t warm_lt_handle = nullptr;
-  double cublaslt_warm_ms = -1;  // how long that warm-up took, in the background (describe())
+  // sections, on this device's primary context, or null; asked for once the engine holds that context, and owned by
+  // the engine from then on. *warm_ms: how long the warm-up took (describe()).
+  std::function<cublasLtHandle_t(double* warm_ms)> take_warm_cublaslt;
 };
 
 struct ByteSpan {
@@ -61,7 +66,8 @@ struct EngineArtifacts {
 
 class Engine {
  public:
-  // lt may be null: then a plan with GEMMs fails with lt_error in the message.
+  // lt may be null: then options.load_cublaslt loads it when the GEMMs need it, or a plan with GEMMs fails with
+  // lt_error in the message.
   static xrt_status_t Create(const DriverApi* drv, const CublasLtApi* lt, const std::string& lt_error,
                              const EngineArtifacts& artifacts, const EngineOptions& options,
                              std::unique_ptr<Engine>* out);

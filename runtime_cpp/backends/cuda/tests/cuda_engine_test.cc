@@ -579,7 +579,9 @@ TEST_F(CudaEngineTest, KernelsWhoseImageWaitsForThePriorGridUseProgrammaticDepen
   plan["kernels"][0]["pdl_archs"] = {"sm_90a"};
   std::unique_ptr<Engine> e;
   std::string msg;
-  ASSERT_EQ(Create(plan, mlp.weights, mlp.kernels, &e, &msg), XRT_STATUS_OK) << msg;
+  EngineOptions on;  // XRT_CUDA_PDL=1
+  on.pdl = true;
+  ASSERT_EQ(Create(plan, mlp.weights, mlp.kernels, &e, &msg, true, on), XRT_STATUS_OK) << msg;
   const std::vector<float> x = Inputs(3, 0.25f);
   const std::vector<float> y = RunMlp(*e, x, 3);
   const std::vector<float> ref = mlp.Reference(x, 3);
@@ -588,16 +590,14 @@ TEST_F(CudaEngineTest, KernelsWhoseImageWaitsForThePriorGridUseProgrammaticDepen
   EXPECT_EQ(json::parse(e->Describe())["kernels_with_pdl"], 1);
   e.reset();
 
-  EngineOptions off;  // XRT_CUDA_NO_PDL=1
-  off.pdl = false;
-  g->pdl_launches = 0;
-  ASSERT_EQ(Create(plan, mlp.weights, mlp.kernels, &e, &msg, true, off), XRT_STATUS_OK) << msg;
+  g->pdl_launches = 0;  // the default: off
+  ASSERT_EQ(Create(plan, mlp.weights, mlp.kernels, &e, &msg), XRT_STATUS_OK) << msg;
   RunMlp(*e, x, 3);
   EXPECT_EQ(g->pdl_launches, 0);
   e.reset();
 
   plan["kernels"][0].erase("pdl_archs");  // an image that does not wait: never launched early
-  ASSERT_EQ(Create(plan, mlp.weights, mlp.kernels, &e, &msg), XRT_STATUS_OK) << msg;
+  ASSERT_EQ(Create(plan, mlp.weights, mlp.kernels, &e, &msg, true, on), XRT_STATUS_OK) << msg;
   RunMlp(*e, x, 3);
   EXPECT_EQ(g->pdl_launches, 0);
   e.reset();
