@@ -170,7 +170,8 @@ try:
              arena_bytes=c["engine_info"].get("device_bytes", {}).get("arena"), device_bytes=c["engine_info"].get("device_bytes"),
              gemm_algos=c["engine_info"].get("gemm_algos", [])[:2], init_ms=c["engine_info"].get("init_ms"),
              load_ms=c["load_ms"], first_run_ms=c["first_run_ms"], second_run_ms=c["second_run_ms"],
-             load_profile_cold=c.get("load_profile"), kernels_with_pdl=c["engine_info"].get("kernels_with_pdl"))
+             load_profile_cold=c.get("load_profile"), kernels_with_pdl=c["engine_info"].get("kernels_with_pdl"),
+             ort_version_lookup_ms=c.get("ort_version_lookup_ms"))
 except Exception as e: r["cold_error"] = str(e)
 try:
     c = json.loads(open(f"{out}/cold_noprefetch_{k}.json").read().strip().splitlines()[-1])
