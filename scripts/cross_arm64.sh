@@ -24,6 +24,9 @@ sysroot=$cache/sysroot-arm64
 ovroot=$cache/openvino-$OV_VERSION-aarch64
 build=build/cross-arm64
 timeout_s=${XRT_QEMU_TIMEOUT:-600}
+# MinSizeRel (-Os): the device build favours size (libxrt core goal <= 500 kB stripped); Release (-O3) also works.
+build_type=${XRT_CROSS_BUILD_TYPE:-MinSizeRel}
+CORE_GOAL_BYTES=500000
 mkdir -p "$cache"
 
 for tool in aarch64-linux-gnu-g++ qemu-aarch64; do
@@ -62,7 +65,8 @@ if [ ! -f "$ovroot/openvino/cmake/OpenVINOConfig.cmake" ]; then
 fi
 
 # ---- 3. cross build
-cat > "$cache/aarch64-toolchain.cmake" <<TC
+toolchain=$cache/aarch64-toolchain.cmake
+cat > "$toolchain.new" <<TC
 set(CMAKE_SYSTEM_NAME Linux)
 set(CMAKE_SYSTEM_PROCESSOR aarch64)
 set(CMAKE_C_COMPILER aarch64-linux-gnu-gcc)
@@ -73,17 +77,26 @@ set(CMAKE_FIND_ROOT_PATH_MODE_LIBRARY ONLY)
 set(CMAKE_FIND_ROOT_PATH_MODE_INCLUDE ONLY)
 set(CMAKE_FIND_ROOT_PATH_MODE_PACKAGE ONLY)
 set(CMAKE_LIBRARY_ARCHITECTURE aarch64-linux-gnu)
+# A device build is sized for the device: each function and object in its own section, unreferenced ones dropped.
+set(CMAKE_C_FLAGS_INIT "-ffunction-sections -fdata-sections")
+set(CMAKE_CXX_FLAGS_INIT "-ffunction-sections -fdata-sections")
 # libzip.so's own dependencies (libz, libbz2) are resolved in the sysroot at link time.
-set(CMAKE_EXE_LINKER_FLAGS_INIT "-Wl,-rpath-link,$sysroot/usr/lib/aarch64-linux-gnu:$sysroot/lib/aarch64-linux-gnu")
-set(CMAKE_SHARED_LINKER_FLAGS_INIT "-Wl,-rpath-link,$sysroot/usr/lib/aarch64-linux-gnu:$sysroot/lib/aarch64-linux-gnu")
-set(CMAKE_MODULE_LINKER_FLAGS_INIT "-Wl,-rpath-link,$sysroot/usr/lib/aarch64-linux-gnu:$sysroot/lib/aarch64-linux-gnu")
+set(CMAKE_EXE_LINKER_FLAGS_INIT "-Wl,--gc-sections -Wl,-rpath-link,$sysroot/usr/lib/aarch64-linux-gnu:$sysroot/lib/aarch64-linux-gnu")
+set(CMAKE_SHARED_LINKER_FLAGS_INIT "-Wl,--gc-sections -Wl,-rpath-link,$sysroot/usr/lib/aarch64-linux-gnu:$sysroot/lib/aarch64-linux-gnu")
+set(CMAKE_MODULE_LINKER_FLAGS_INIT "-Wl,--gc-sections -Wl,-rpath-link,$sysroot/usr/lib/aarch64-linux-gnu:$sysroot/lib/aarch64-linux-gnu")
 TC
+# CMake caches the flags of its first configure: a changed toolchain file starts the build folder afresh.
+if ! cmp -s "$toolchain.new" "$toolchain" || [ "$(cat "$build.toolchain" 2>/dev/null)" != "$(sha256sum < "$toolchain.new")" ]; then
+  rm -rf "$build"
+fi
+mv "$toolchain.new" "$toolchain"
+mkdir -p "$build" && sha256sum < "$toolchain" > "$build.toolchain"
 export PKG_CONFIG_LIBDIR="$sysroot/usr/lib/aarch64-linux-gnu/pkgconfig:$sysroot/usr/share/pkgconfig"
 export PKG_CONFIG_SYSROOT_DIR="$sysroot"
 cmake=.venv/bin/cmake; [ -x "$cmake" ] || cmake=cmake
 echo "cross-arm64: configure + build ($build)" >&2
 "$cmake" -S . -B "$build" -G Ninja -DCMAKE_MAKE_PROGRAM="$repo/.venv/bin/ninja" \
-  -DCMAKE_TOOLCHAIN_FILE="$cache/aarch64-toolchain.cmake" -DCMAKE_BUILD_TYPE=Release \
+  -DCMAKE_TOOLCHAIN_FILE="$toolchain" -DCMAKE_BUILD_TYPE="$build_type" \
   -DXRT_BUILD_TESTS=OFF -DXRT_BUILD_CUDA=OFF -DXRT_BUILD_OPENVINO=ON \
   -DOpenVINO_DIR="$ovroot/openvino/cmake" -DCMAKE_INSTALL_PREFIX="$repo/$build/install" >"$build.configure.log" 2>&1 \
   || { tail -30 "$build.configure.log" >&2; exit 1; }
@@ -99,6 +112,12 @@ for f in "$lib/libxrt.so" "$lib/libxrt_backend_openvino.so" "$bin/xrt-run"; do
   n=$(stat -c %s "$f"); echo "| $(basename "$f") | $n | $((n / 1024)) |"
 done
 echo
+core=$(stat -c %s "$lib/libxrt.so")
+if [ "$core" -le $CORE_GOAL_BYTES ]; then
+  echo "cross-arm64: libxrt.so (the core, no engine; $build_type) $core bytes <= goal $CORE_GOAL_BYTES"
+else
+  echo "cross-arm64: libxrt.so (the core, no engine; $build_type) $core bytes OVER the goal $CORE_GOAL_BYTES"
+fi
 
 # ---- 4. the same bundle on x86-64 and under qemu-aarch64
 work=$(mktemp -d)
