@@ -68,7 +68,7 @@ class _Bound:
 
         with self.lock:
             for (name, value, dtype, shape), array in zip(self.inputs, arrays):
-                array = np.ascontiguousarray(array)
+                array = np.asarray(array, order="C")  # a scalar input stays 0-d
                 if list(array.shape) != shape or array.dtype != dtype:
                     raise _errors.InvalidArgument(
                         f"onnxruntime: input {name!r} is {array.dtype} {list(array.shape)}, but this variant replays a "

@@ -198,7 +198,7 @@ class Session:
                 raise _errors.InvalidArgument(
                     f"input '{name}' expects {spec.dtype}{list(spec.shape)}, got {value.dtype.name}{list(shape)}")
         try:
-            array = np.ascontiguousarray(value)
+            array = np.asarray(value, order="C")  # not ascontiguousarray: it makes a scalar [1]
         except (MemoryError, ValueError) as err:
             raise _errors.ResourceExhausted(
                 f"input '{name}': cannot make a C-contiguous copy ({err}); pass a C-contiguous array") from None

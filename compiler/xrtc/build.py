@@ -43,7 +43,7 @@ def _digest_samples(samples: list[dict]) -> str:
     h = hashlib.sha256()
     for sample in samples:
         for name in sorted(sample):
-            a = np.ascontiguousarray(storable(sample[name]))  # strings: by their characters, not pointers
+            a = np.asarray(storable(sample[name]), order="C")  # strings: by their characters; 0-d stays 0-d
             h.update(f"{name}:{a.dtype.str}:{a.shape};".encode())
             h.update(a.tobytes())
     return h.hexdigest()

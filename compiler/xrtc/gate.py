@@ -109,7 +109,8 @@ def load_calibration(path: str, inputs: list[dict]) -> list[dict]:
     if len(set(counts.values())) != 1 or not next(iter(counts.values())):
         raise UsageError(f"--calibration: every input needs the same, non-zero number of samples; got {counts}")
     count = min(next(iter(counts.values())), CALIBRATION_SAMPLES_MAX)
-    return [{n: np.ascontiguousarray(a[i]) for n, a in per_input.items()} for i in range(count)]
+    # np.asarray(order="C"), not np.ascontiguousarray: that one turns a 0-d sample (a scalar input) into [1].
+    return [{n: np.asarray(a[i], order="C") for n, a in per_input.items()} for i in range(count)]
 
 
 def _fits(dims, shape) -> bool:
@@ -525,7 +526,7 @@ def storable(array: np.ndarray) -> np.ndarray:
 def npy_bytes(array: np.ndarray) -> bytes:
     """The .npy encoding (deterministic: header from dtype and shape only). String tensors as unicode arrays."""
     buf = io.BytesIO()
-    np.save(buf, np.ascontiguousarray(storable(array)), allow_pickle=False)
+    np.save(buf, np.asarray(storable(array), order="C"), allow_pickle=False)  # keeps 0-d arrays 0-d
     return buf.getvalue()
 
 

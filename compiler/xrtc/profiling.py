@@ -191,7 +191,7 @@ def _profile_openvino(bundle, variant, feeds, runs, nodes):
 
     request = compiled.create_infer_request()
     for name, array in feeds.items():  # bound once, shared: the timed infer() converts nothing
-        request.set_tensor(name, ov.Tensor(np.ascontiguousarray(array), shared_memory=True))
+        request.set_tensor(name, ov.Tensor(np.asarray(array, order="C"), shared_memory=True))
 
     def counters() -> dict[str, tuple]:
         return {info.node_name: (info.real_time.total_seconds() * 1e3, info.node_type, info.exec_type)
