@@ -31,7 +31,7 @@ struct ProfileRuns {
 nlohmann::ordered_json BuildProfile(const ProfileRuns& runs, const std::vector<PlanNode>& nodes);
 
 // The top `top` entries by time with the ONNX nodes each ran, the nodes-timed line and the time per ONNX op type
-// (compiler/xrtc/profiling.py top_table, line for line).
+// (compiler/xrtc/profiling.py top_table, line for line but the first, which says how xrt-run timed the runs).
 std::string TopTable(const nlohmann::ordered_json& profile, size_t top);
 
 // The plan's nodes from a decisions.json section's bytes; empty when it has none.
