@@ -8,7 +8,8 @@ are then run through the engine's Python API with profiling on, with the options
 - ONNX Runtime: its profiler (`enable_profiling`); the kernels' node names are matched against the graph ORT
   optimised at load (`optimized_model_filepath`), by name and by the tensors a fused node produces.
 - cuda (the C++ engine; needs an NVIDIA GPU, not run on CPU-only machines): its per-launch report
-  (`XRT_CUDA_PROFILE=1`, `XRT_CUDA_REPORT=FILE`), whose launches name their ONNX nodes; `from_cuda_report` maps it.
+  (`XRT_CUDA_PROFILE=1`, `XRT_CUDA_REPORT=FILE`), whose launches name their ONNX nodes, with the run's input upload,
+  output download and final synchronisation timed as their own entries; `from_cuda_report` maps it.
 
 Result (profile_format 1), per-run times in ms averaged over `runs`:
     {"profile_format": 1, "bundle", "variant", "engine", "device", "runs", "run_ms" (engine-measured time of one
@@ -325,8 +326,11 @@ def _profile_onnxruntime(bundle, variant, feeds, runs, nodes):
 
 def from_cuda_report(report_lines: list[str]) -> tuple[list[list[dict]], list[float]]:
     """Entries per run from the cuda engine's JSON-lines report (XRT_CUDA_PROFILE=1): each {"event": "profile"}
-    line is one run whose launches (kernel or GEMM, timed with CUDA events one by one) name their ONNX nodes.
-    Not exercised on CPU-only machines; the format is runtime_cpp/backends/cuda/engine.cc, Engine::Profile."""
+    line is one run whose launches (kernel or GEMM, timed with CUDA events one by one) name their ONNX nodes; its
+    "copies" (the input upload before the launches, the output download after them) and "syncs" (the run's final
+    synchronisation) are entries of kind copy / sync, on the stream's "copies and syncs" track.
+    Not exercised on CPU-only machines; the format is runtime_cpp/backends/cuda/engine.cc, Engine::Profile and
+    ExecutePlaced."""
     entries_per_run, run_ms, clock = [], [], 0.0
     for line in report_lines:
         try:
@@ -335,15 +339,24 @@ def from_cuda_report(report_lines: list[str]) -> tuple[list[list[dict]], list[fl
             continue
         if not isinstance(record, dict) or record.get("event") != "profile":
             continue
+        copies = record.get("copies", [])
+        before = [c for c in copies if c.get("name") == "input upload"]
+        after = [c for c in copies if c.get("name") != "input upload"]
+        items = [(c, "copy") for c in before] + [(launch, "compute") for launch in record.get("launches", [])] + \
+                [(c, "copy") for c in after] + [(c, "sync") for c in record.get("syncs", [])]
         run = []
-        for launch in record.get("launches", []):
-            ms = float(launch.get("ms", 0.0))
-            run.append({"name": f"{launch.get('launch')}: {launch.get('name')}",
-                        "type": f"{launch.get('kind')} {launch.get('group')}", "kind": "compute", "ms": ms,
-                        "stream": "cuda stream 0", "onnx_nodes": list(launch.get("onnx_nodes", [])), "ts_us": clock})
+        for item, kind in items:
+            ms = float(item.get("ms", 0.0))
+            if kind == "compute":
+                entry = {"name": f"{item.get('launch')}: {item.get('name')}",
+                         "type": f"{item.get('kind')} {item.get('group')}", "onnx_nodes": list(item.get("onnx_nodes", []))}
+            else:
+                entry = {"name": str(item.get("name")), "type": str(item.get("type", kind)), "onnx_nodes": []}
+            run.append(dict(entry, kind=kind, ms=ms, stream="cuda stream 0", ts_us=clock))
             clock += ms * 1e3
         entries_per_run.append(run)
-        run_ms.append(float(record.get("total_ms", sum(e["ms"] for e in run))))
+        launches_ms = float(record.get("total_ms", sum(e["ms"] for e in run if e["kind"] == "compute")))
+        run_ms.append(launches_ms + sum(e["ms"] for e in run if e["kind"] != "compute"))
     return entries_per_run, run_ms
 
 

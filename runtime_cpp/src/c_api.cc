@@ -30,6 +30,9 @@ struct xrt_section_s {
 struct xrt_outputs_s {
   std::unique_ptr<xrt::core::Outputs> impl;
 };
+struct xrt_profile_s {
+  std::string json;
+};
 
 namespace {
 
@@ -348,6 +351,9 @@ XRT_API xrt_status_t xrt_session_create(xrt_bundle_t* bundle, const xrt_session_
       }
       if (options->cache_dir) opts.cache_dir = options->cache_dir;
     }
+    if (options->struct_size >= offsetof(xrt_session_options_t, profile) + sizeof(uint32_t)) {
+      opts.profile = options->profile != 0;
+    }
   }
   auto created = xrt::core::Session::Create(bundle->impl, opts);
   if (!created.ok()) return created.status().ToC();
@@ -363,6 +369,25 @@ XRT_API void xrt_session_release(xrt_session_t* session) { delete session; }  //
 XRT_API const char* xrt_session_describe(const xrt_session_t* session) {
   return session == nullptr ? "" : session->impl->describe().c_str();
 }
+
+XRT_API xrt_status_t xrt_session_profile(const xrt_session_t* session, xrt_profile_t** out_profile) {
+  XRT_C_TRY
+  XRT_CHECK_ARG(session);
+  XRT_CHECK_ARG(out_profile);
+  *out_profile = nullptr;
+  auto json = session->impl->Profile();
+  if (!json.ok()) return json.status().ToC();
+  *out_profile = new xrt_profile_s{std::move(json).value()};
+  return nullptr;
+  XRT_C_CATCH
+}
+
+XRT_API const char* xrt_profile_json(const xrt_profile_t* profile, size_t* out_size) {
+  if (out_size != nullptr) *out_size = profile == nullptr ? 0 : profile->json.size();
+  return profile == nullptr ? "" : profile->json.c_str();
+}
+
+XRT_API void xrt_profile_release(xrt_profile_t* profile) { delete profile; }
 
 XRT_API size_t xrt_session_input_count(const xrt_session_t* session) {
   return session == nullptr ? 0 : session->impl->model().inputs.size();

@@ -283,6 +283,12 @@ Result<std::shared_ptr<Session>> Session::Create(std::shared_ptr<const Bundle> b
       o[kCallerCacheDirKey] = options.cache_dir;
       options_json = o.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
     }
+    // Profiling: only to engines with the profile hook (a plugin built before it may refuse the unknown key);
+    // xrt_session_profile() then says the engine does not profile.
+    if (options.profile && b->vtable.profile != nullptr && o.is_object()) {
+      o["xrt.profile"] = "1";
+      options_json = o.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    }
     *fatal = false;
     const auto& vt = b->vtable;
     handle = nullptr;
@@ -397,6 +403,7 @@ Result<std::shared_ptr<Session>> Session::Create(std::shared_ptr<const Bundle> b
   }
 
   session->variant_ = chosen;
+  session->profiling_ = options.profile;
   session->backend_ = backend;
   session->device_ = device;
   const auto& vt = backend->vtable;
@@ -527,6 +534,30 @@ Result<std::unique_ptr<Outputs>> Session::RunPlaced(const xrt_run_options_t& opt
                                     variant_->engine), "");
   }
   return outputs;  // on the error returns above, ~Outputs releases what the engine produced
+}
+
+Result<std::string> Session::Profile() const {
+  if (!profiling_) {
+    return FailedPrecondition("session of variant ", variant_->id, " was created without profiling: create it with "
+                              "xrt_session_options_t.profile = 1 (xrt-run --profile)");
+  }
+  const auto& vt = backend_->vtable;
+  if (vt.profile == nullptr) {
+    return Unimplemented("engine ", variant_->engine, " (", backend_->origin, ") does not profile: its plugin has no "
+                         "profile hook (plugins built before xpuruntime 0.5); rebuild or update the plugin");
+  }
+  std::string text;
+  Status s = Status::FromC(vt.profile(vt.self, handle_, [](void* context, const char* json, size_t size) {
+    if (json != nullptr) static_cast<std::string*>(context)->assign(json, size);
+  }, &text));
+  if (!s.ok()) return std::move(s).WithContext(Cat("engine ", variant_->engine, " profiling variant ", variant_->id));
+  nlohmann::json parsed = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (!parsed.is_object() || !parsed.contains("records") || !parsed["records"].is_array()) {
+    return Internal("engine ", variant_->engine, " returned a profile that is not a records object (a backend bug)");
+  }
+  parsed["variant"] = variant_->id;
+  parsed["device"] = device_;
+  return parsed.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 Outputs::Outputs(std::shared_ptr<const Session> session, size_t count)

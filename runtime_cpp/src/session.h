@@ -23,6 +23,7 @@ struct SessionOptions {
   bool fallback_given = false;        // false: the bundle's chain (the variants' fallback_devices)
   std::vector<std::string> fallback;  // devices to try after `device`, in order
   std::string cache_dir;              // "" = no engine compile cache
+  bool profile = false;               // turn the engine's per-node profiler on (xrt_session_options_t.profile)
 };
 
 class Outputs;
@@ -53,6 +54,10 @@ class Session : public std::enable_shared_from_this<Session> {
                                              const xrt_tensor_view_t* inputs, const xrt_placement_t* placements,
                                              size_t input_count) const;
 
+  // The engine's profile records (xrt.h, xrt_backend_vtable_t.profile) with "variant" and "device" added.
+  // FAILED_PRECONDITION without SessionOptions::profile; UNIMPLEMENTED when the engine has no profile hook.
+  Result<std::string> Profile() const;
+
  private:
   Session() = default;
   bool HasExecutePlaced() const { return backend_->vtable.execute_placed != nullptr; }
@@ -65,6 +70,7 @@ class Session : public std::enable_shared_from_this<Session> {
   std::vector<format::SectionBytes> artifact_bytes_;  // what init() was given; outlives the handle
   void* handle_ = nullptr;
   std::string describe_;
+  bool profiling_ = false;  // created with SessionOptions::profile
 };
 
 // The outputs of one run, in the model's output order. Calls each output's release(owner) exactly once.

@@ -598,7 +598,7 @@ void TestDestroy(void*, void*) {}
 
 TEST(BackendRegister, ValidatesTheVtable) {
   xrt_backend_vtable_t v{sizeof(xrt_backend_vtable_t), XRT_ABI_VERSION, "regtest", nullptr, TestVersion,
-                         TestHasDevice, TestInit, TestExecute, TestDestroy, nullptr, nullptr};
+                         TestHasDevice, TestInit, TestExecute, TestDestroy, nullptr, nullptr, nullptr};
   auto with = [&](auto edit) {
     xrt_backend_vtable_t copy = v;
     edit(copy);
@@ -627,7 +627,7 @@ int TestHasCpu(void*, const char* device) { return std::strcmp(device, "cpu") ==
 TEST(BackendRegister, EngineVersionRequirements) {
   // This vtable is never run: every variant below fails its version requirement before init().
   xrt_backend_vtable_t v{sizeof(xrt_backend_vtable_t), XRT_ABI_VERSION, "vertest", nullptr, TestVersion,
-                         TestHasCpu, TestInit, TestExecute, TestDestroy, nullptr, nullptr};
+                         TestHasCpu, TestInit, TestExecute, TestDestroy, nullptr, nullptr, nullptr};
   ASSERT_OK(xrt_backend_register(&v));
   auto manifest = Manifest({{"a", "vertest"}, {"b", "vertest"}});
   manifest["variants"][0]["requires"] = {{"engine_version", ">=2.0"}};
@@ -657,7 +657,7 @@ const char* TestDescribe(void*, void*) { return "{\"compiled_from\":\"test\"}"; 
 TEST(SessionCreate, DeviceFallbackChainsAndVersionRanges) {
   // "fbtest" has only a cpu; variant "n" is built for npu and declares cpu as its fallback device.
   xrt_backend_vtable_t v{sizeof(xrt_backend_vtable_t), XRT_ABI_VERSION, "fbtest", nullptr, TestVersion,
-                         TestHasCpu, TestInit, TestExecute, TestDestroy, TestDescribe, nullptr};
+                         TestHasCpu, TestInit, TestExecute, TestDestroy, TestDescribe, nullptr, nullptr};
   ASSERT_OK(xrt_backend_register(&v));
   auto manifest = Manifest({{"n", "fbtest"}});
   manifest["variants"][0]["device"] = "npu";
@@ -717,7 +717,7 @@ TEST(SessionCreate, ADeviceWithAnOrdinalMatchesVariantsBuiltForItsKind) {
   // Variants are built for a device kind ("cuda"); callers name a device ("cuda:1"): the variant is chosen and the
   // engine gets the full name, so it can pick the ordinal.
   xrt_backend_vtable_t v{sizeof(xrt_backend_vtable_t), XRT_ABI_VERSION, "ordtest", nullptr, TestVersion,
-                         HasNpuOrdinals, InitRecordingDevice, TestExecute, TestDestroy, nullptr, nullptr};
+                         HasNpuOrdinals, InitRecordingDevice, TestExecute, TestDestroy, nullptr, nullptr, nullptr};
   ASSERT_OK(xrt_backend_register(&v));
   auto manifest = Manifest({{"n", "ordtest"}});
   manifest["variants"][0]["device"] = "npu";
@@ -738,9 +738,9 @@ TEST(SessionCreate, AVariantWhoseInitFailsIsSkippedAndTheNextTried) {
   // "initfail" has a cpu but refuses every variant at init (a driver or plugin problem on this machine);
   // "initok" starts. The first variant is skipped with init's reason recorded, the second one runs.
   xrt_backend_vtable_t bad{sizeof(xrt_backend_vtable_t), XRT_ABI_VERSION, "initfail", nullptr, TestVersion,
-                           TestHasCpu, TestInit, TestExecute, TestDestroy, nullptr, nullptr};
+                           TestHasCpu, TestInit, TestExecute, TestDestroy, nullptr, nullptr, nullptr};
   xrt_backend_vtable_t good{sizeof(xrt_backend_vtable_t), XRT_ABI_VERSION, "initok", nullptr, TestVersion,
-                            TestHasCpu, InitOk, TestExecute, TestDestroy, nullptr, nullptr};
+                            TestHasCpu, InitOk, TestExecute, TestDestroy, nullptr, nullptr, nullptr};
   ASSERT_OK(xrt_backend_register(&bad));
   ASSERT_OK(xrt_backend_register(&good));
   auto bytes = BundleBytes(Manifest({{"first", "initfail"}, {"second", "initok"}}));
@@ -771,7 +771,7 @@ TEST(SessionCreate, AVariantWhoseInitFailsIsSkippedAndTheNextTried) {
 TEST(BackendRegister, VtablesWithoutDescribeAreAccepted) {
   xrt_backend_vtable_t v{offsetof(xrt_backend_vtable_t, describe), XRT_ABI_VERSION, "olddesc", nullptr,
                          TestVersion, TestHasDevice, TestInit, TestExecute, TestDestroy,
-                         TestDescribe /* past struct_size: must not be read */, nullptr};
+                         TestDescribe /* past struct_size: must not be read */, nullptr, nullptr};
   ASSERT_OK(xrt_backend_register(&v));
   v.struct_size = offsetof(xrt_backend_vtable_t, destroy);
   EXPECT_STATUS(xrt_backend_register(&v), "INCOMPATIBLE", "struct_size is");
@@ -797,7 +797,7 @@ TEST(BundleSection, ReadsVerifiedSectionsAndNamesMissingOnes) {
 TEST(BackendList, TruncatesAndReportsTheFullLength) {
   std::string name = "listtest_long_name";  // the registry copies the name: this string may die after the call
   xrt_backend_vtable_t v{sizeof(xrt_backend_vtable_t), XRT_ABI_VERSION, name.c_str(), nullptr, TestVersion,
-                         TestHasDevice, TestInit, TestExecute, TestDestroy, nullptr, nullptr};
+                         TestHasDevice, TestInit, TestExecute, TestDestroy, nullptr, nullptr, nullptr};
   ASSERT_OK(xrt_backend_register(&v));
   name.assign(name.size(), 'z');
   size_t full = 0;
@@ -1123,4 +1123,116 @@ TEST(BackendPlugin, VtableCopyOutNeverWritesPastTheHostsStruct) {
   xrt_backend_vtable_copy_out(&plugin, &current);
   EXPECT_EQ(current.struct_size, sizeof(current));
   EXPECT_EQ(current.execute_placed, plugin.execute_placed);
+}
+
+// ---- Profiles (xrt_session_profile): the optional profile hook at the end of the vtable, versioned by struct_size.
+// "profiletest" has the hook and returns what init saw; "noprofile" is registered as built before the hook existed.
+namespace profiled {
+
+std::string g_init_options;
+
+xrt_status_t Init(void*, const char*, const xrt_backend_artifact_t*, size_t, const char* options_json, void** out) {
+  g_init_options = options_json ? options_json : "";
+  *out = &placed::g_handle;
+  return nullptr;
+}
+
+xrt_status_t Profile(void*, void*, void (*sink)(void*, const char*, size_t), void* context) {
+  const std::string json = R"({"records_format": 1, "engine": "profiletest", "window": "since_init", "runs": 1,
+      "records": [{"name": "double", "type": "Mul", "kind": "compute", "stream": "s", "ms": 0.25,
+                   "onnx_nodes": ["n0"]}], "init_options": )" +
+                           std::string(g_init_options.empty() ? "null" : g_init_options) + "}";
+  sink(context, json.data(), json.size());
+  return nullptr;
+}
+
+xrt_backend_vtable_t Vtable(const char* name, size_t struct_size) {
+  xrt_backend_vtable_t v{};
+  v.struct_size = static_cast<uint32_t>(struct_size);
+  v.abi_version = XRT_ABI_VERSION;
+  v.name = name;
+  v.version = TestVersion;
+  v.has_device = TestHasCpu;
+  v.init = Init;
+  v.execute = placed::Execute;
+  v.destroy = TestDestroy;
+  v.profile = Profile;  // past struct_size for an old vtable: must never be read
+  return v;
+}
+
+void Open(const char* engine, bool profile, BundlePtr* b, placed::SessionPtr* s) {
+  static std::vector<std::vector<uint8_t>> keep;
+  keep.push_back(BundleBytes(Manifest({{"v", engine}})));
+  ASSERT_OK(xrt_bundle_open_memory(keep.back().data(), keep.back().size(), nullptr, &b->b));
+  xrt_session_options_t options;
+  xrt_session_options_initialize(&options);
+  options.profile = profile ? 1u : 0u;
+  ASSERT_OK(xrt_session_create(b->b, &options, &s->s));
+}
+
+}  // namespace profiled
+
+TEST(Profile, TheHookGetsXrtProfileAndItsRecordsComeBackWithTheVariant) {
+  const xrt_backend_vtable_t v = profiled::Vtable("profiletest", sizeof(xrt_backend_vtable_t));
+  ASSERT_OK(xrt_backend_register(&v));
+  BundlePtr b;
+  placed::SessionPtr s;
+  profiled::Open("profiletest", true, &b, &s);
+  EXPECT_NE(profiled::g_init_options.find("\"xrt.profile\":\"1\""), std::string::npos) << profiled::g_init_options;
+  xrt_profile_t* p = nullptr;
+  ASSERT_OK(xrt_session_profile(s.s, &p));
+  size_t size = 0;
+  const std::string json = xrt_profile_json(p, &size);
+  EXPECT_EQ(size, json.size());
+  xrt_profile_release(p);
+  EXPECT_NE(json.find("\"variant\":\"v\""), std::string::npos) << json;
+  EXPECT_NE(json.find("\"device\":\"cpu\""), std::string::npos) << json;
+  EXPECT_NE(json.find("\"onnx_nodes\":[\"n0\"]"), std::string::npos) << json;
+  xrt_profile_release(nullptr);  // a no-op
+  EXPECT_STREQ(xrt_profile_json(nullptr, &size), "");
+  EXPECT_EQ(size, 0u);
+}
+
+TEST(Profile, ASessionWithoutProfilingIsAFailedPreconditionAndTheEngineGetsNoProfileOption) {
+  const xrt_backend_vtable_t v = profiled::Vtable("profiletest2", sizeof(xrt_backend_vtable_t));
+  ASSERT_OK(xrt_backend_register(&v));
+  BundlePtr b;
+  placed::SessionPtr s;
+  profiled::Open("profiletest2", false, &b, &s);
+  EXPECT_EQ(profiled::g_init_options.find("xrt.profile"), std::string::npos) << profiled::g_init_options;
+  xrt_profile_t* p = nullptr;
+  EXPECT_STATUS(xrt_session_profile(s.s, &p), "FAILED_PRECONDITION", "was created without profiling");
+  EXPECT_EQ(p, nullptr);
+  EXPECT_STATUS(xrt_session_profile(nullptr, &p), "INVALID_ARGUMENT", "");
+  EXPECT_STATUS(xrt_session_profile(s.s, nullptr), "INVALID_ARGUMENT", "");
+}
+
+TEST(Profile, AnOldVtableWithoutTheHookLoadsAndSaysTheEngineDoesNotProfile) {
+  const xrt_backend_vtable_t v = profiled::Vtable("noprofile", offsetof(xrt_backend_vtable_t, profile));
+  ASSERT_OK(xrt_backend_register(&v));
+  BundlePtr b;
+  placed::SessionPtr s;
+  profiled::Open("noprofile", true, &b, &s);  // the session loads and runs; only the profile is refused
+  // A plugin built before the hook may refuse unknown options: it never gets "xrt.profile".
+  EXPECT_EQ(profiled::g_init_options.find("xrt.profile"), std::string::npos) << profiled::g_init_options;
+  xrt_profile_t* p = nullptr;
+  EXPECT_STATUS(xrt_session_profile(s.s, &p), "UNIMPLEMENTED",
+                "engine noprofile (registered by the host) does not profile: its plugin has no profile hook");
+}
+
+TEST(Profile, OldCallersSessionOptionsEndBeforeProfile) {
+  // A caller built before the field: its struct_size ends at `profile`; the core must not read past it.
+  const xrt_backend_vtable_t v = profiled::Vtable("profiletest3", sizeof(xrt_backend_vtable_t));
+  ASSERT_OK(xrt_backend_register(&v));
+  static std::vector<uint8_t> bytes = BundleBytes(Manifest({{"v", "profiletest3"}}));
+  BundlePtr b;
+  ASSERT_OK(xrt_bundle_open_memory(bytes.data(), bytes.size(), nullptr, &b.b));
+  xrt_session_options_t options;
+  xrt_session_options_initialize(&options);
+  options.struct_size = offsetof(xrt_session_options_t, profile);
+  options.profile = 1;  // past struct_size: ignored
+  placed::SessionPtr s;
+  ASSERT_OK(xrt_session_create(b.b, &options, &s.s));
+  xrt_profile_t* p = nullptr;
+  EXPECT_STATUS(xrt_session_profile(s.s, &p), "FAILED_PRECONDITION", "without profiling");
 }

@@ -109,7 +109,7 @@ void Load(const std::string& manifest_text, Loaded* l, bool session = true) {
 void RegisterOnce() {
   static const bool done = [] {
     xrt_backend_vtable_t v{sizeof(xrt_backend_vtable_t), XRT_ABI_VERSION, "strtest", nullptr, Version, HasCpu,
-                           Init, Execute, Destroy, nullptr, nullptr};
+                           Init, Execute, Destroy, nullptr, nullptr, nullptr};
     StatusHolder h(xrt_backend_register(&v));
     return h.code() == "OK";
   }();

@@ -22,6 +22,7 @@
 #include <nlohmann/json.hpp>
 
 #include "npy_io.h"
+#include "profile_report.h"
 #include "xrt/xrt.h"
 
 namespace xrt {
@@ -67,6 +68,12 @@ const char kUsage[] =
     "benchmark:\n"
     "  --bench N                after the first run, N timed runs: p50/p90/p99/min/mean in ms\n"
     "  --warmup N               untimed runs before the timed ones (default 10; needs --bench)\n"
+    "profile (the engine's own profiler: OpenVINO per-layer counters, cuda per-launch events; it slows runs):\n"
+    "  --profile TRACE.json     after the first run, --profile-runs runs with the engine's profiler: prints the\n"
+    "                           top entries with the ONNX nodes each ran (as `xrtc profile`) and writes a Chrome\n"
+    "                           trace (ui.perfetto.dev, chrome://tracing); --json adds the profile to the report\n"
+    "  --profile-runs N         profiled runs to average (default 20)\n"
+    "  --top N                  entries in the table (default 15)\n"
     "reporting:\n"
     "  --quiet                  print only errors and the final PASSED/FAILED line\n"
     "  --json                   print one JSON object on stdout (PASSED/FAILED goes to stderr)\n"
@@ -150,6 +157,9 @@ struct Options {
   bool help = false;
   int64_t bench = 0;
   int64_t warmup = 10;
+  std::string profile;  // the trace file of --profile; "" = no profiling
+  int64_t profile_runs = 20;
+  int64_t top = 15;
   bool warmup_given = false;
   uint64_t seed = 0;
   uint64_t max_input_bytes = kDefaultMaxNpzBytes;
@@ -234,7 +244,8 @@ Options ParseArgs(int argc, char** argv) {
   Options o;
   const std::vector<std::string> valued = {"--inputs", "--input",        "--shape", "--device", "--engine",
                                            "--variant", "--save-outputs", "--bench", "--warmup", "--seed",
-                                           "--trusted-key", "--fallback", "--cache-dir", "--max-input-bytes"};
+                                           "--trusted-key", "--fallback", "--cache-dir", "--max-input-bytes",
+                                           "--profile", "--profile-runs", "--top"};
   const std::vector<std::string> boolean = {"--force", "--quiet", "--json", "--help", "--require-signature"};
   bool positional_only = false;
   for (int i = 1; i < argc; ++i) {
@@ -288,6 +299,14 @@ Options ParseArgs(int argc, char** argv) {
       o.fallback_given = true;
     } else if (flag == "--cache-dir") {
       o.cache_dir = v;
+    } else if (flag == "--profile") {
+      if (v.empty()) throw UsageError("--profile expects a trace file name");
+      o.profile = v;
+    } else if (flag == "--profile-runs") {
+      o.profile_runs = static_cast<int64_t>(ParseUnsigned(flag, v, 1000000));
+      if (o.profile_runs < 1) throw UsageError("--profile-runs must be at least 1");
+    } else if (flag == "--top") {
+      o.top = static_cast<int64_t>(ParseUnsigned(flag, v, 1000000));
     } else if (flag == "--engine") {
       o.engine = v;
     } else if (flag == "--variant") {
@@ -717,10 +736,11 @@ class Runner {
     if (!random) inputs = ReadInputFiles(o_);
 
     // Refuse an existing output path before doing any work (WriteNpz checks again, atomically, at the end).
-    if (!o_.save_outputs.empty() && !o_.force) {
-      if (FILE* f = std::fopen(o_.save_outputs.c_str(), "rb")) {
+    for (const std::string& path : {o_.save_outputs, o_.profile}) {
+      if (path.empty() || o_.force) continue;
+      if (FILE* f = std::fopen(path.c_str(), "rb")) {
         std::fclose(f);
-        throw ToolError(XRT_STATUS_ALREADY_EXISTS, o_.save_outputs + " exists; pass --force to overwrite it");
+        throw ToolError(XRT_STATUS_ALREADY_EXISTS, path + " exists; pass --force to overwrite it");
       }
     }
 
@@ -742,6 +762,7 @@ class Runner {
     session_options.variant = o_.variant.empty() ? nullptr : o_.variant.c_str();
     session_options.fallback = o_.fallback_given ? o_.fallback.c_str() : nullptr;
     session_options.cache_dir = o_.cache_dir.empty() ? nullptr : o_.cache_dir.c_str();
+    session_options.profile = o_.profile.empty() ? 0u : 1u;
     const Clock::time_point t_session = Clock::now();
     xrt_session_t* raw_session = nullptr;
     Check(xrt_session_create(bundle.get(), &session_options, &raw_session));
@@ -776,6 +797,7 @@ class Runner {
       }
     }
     ReportSession(session.get(), report);
+    if (!o_.profile.empty()) ReadProfile(session.get());  // an engine that does not profile fails here, before runs
 
     // Inputs. xrt-run reads and writes numeric .npy/.npz only: a string tensor or a sequence/map/optional
     // (XRT_DTYPE_INVALID in the io info) is refused by name before anything runs.
@@ -878,6 +900,7 @@ class Runner {
     outputs.reset();
 
     if (o_.bench > 0) (*report)["bench"] = Bench(run_once);
+    if (!o_.profile.empty()) Profile(bundle.get(), session.get(), run_once, report);
 
     if (!o_.save_outputs.empty()) {
       try {
@@ -940,6 +963,77 @@ class Runner {
         (*report)["python_runs"] = python_runs;
         break;
       }
+    }
+  }
+
+  static Json ReadProfile(const xrt_session_t* session) {
+    xrt_profile_t* raw = nullptr;
+    Check(xrt_session_profile(session, &raw), "--profile");
+    size_t size = 0;
+    const char* text = xrt_profile_json(raw, &size);
+    Json parsed = Json::parse(text, text + size, nullptr, /*allow_exceptions=*/false);
+    xrt_profile_release(raw);
+    if (!parsed.is_object()) throw ToolError(XRT_STATUS_INTERNAL, "--profile: the engine's profile is not JSON");
+    return parsed;
+  }
+
+  // --profile: profiled runs back to back (the records are read before and after them: reading between runs
+  // would leave gaps in which engine threads fall asleep), mapped to the plan's ONNX nodes (decisions.json).
+  template <typename RunOnce>
+  void Profile(const xrt_bundle_t* bundle, const xrt_session_t* session, RunOnce& run_once, Json* report) {
+    ProfileRuns runs;
+    runs.bundle = o_.bundle;
+    runs.before = ReadProfile(session);
+    const Clock::time_point origin = Clock::now();
+    for (int64_t i = 0; i < o_.profile_runs; ++i) {
+      const Clock::time_point t = Clock::now();
+      OutputsPtr out = run_once();
+      runs.run_ms.push_back(MsSince(t));
+      runs.run_start_us.push_back(std::chrono::duration<double, std::micro>(t - origin).count());
+    }
+    runs.after = ReadProfile(session);
+    runs.variant = runs.after.value("variant", "");
+    runs.device = runs.after.value("device", "");
+    runs.engine = runs.after.value("engine", "");
+    std::vector<PlanNode> nodes;
+    size_t size = 0;
+    const char* text = xrt_bundle_manifest(bundle, &size);
+    const Json manifest = text ? Json::parse(text, text + size, nullptr, false) : Json();
+    if (manifest.is_object() && manifest.contains("decisions") && manifest["decisions"].is_string()) {
+      xrt_section_t* section = nullptr;
+      Check(xrt_bundle_read_section(bundle, manifest["decisions"].get<std::string>().c_str(), &section),
+            "--profile: the decision log");
+      nodes = PlanNodes(std::string(static_cast<const char*>(xrt_section_data(section)),
+                                    static_cast<size_t>(xrt_section_size(section))));
+      xrt_section_release(section);
+    }
+    Json profile;
+    try {
+      profile = BuildProfile(runs, nodes);
+    } catch (const std::runtime_error& e) {
+      throw ToolError(XRT_STATUS_INTERNAL, std::string("--profile: ") + e.what());
+    }
+    if (nodes.empty()) {
+      Say("profile: the bundle has no decision log: entries name the engine's source nodes as it knows them");
+    }
+    Say(TopTable(profile, static_cast<size_t>(o_.top)));
+    WriteTrace(o_.profile, Json{{"traceEvents", profile["trace"]}, {"displayTimeUnit", "ms"}});
+    Say("trace written to " + o_.profile + " (open in ui.perfetto.dev or chrome://tracing)");
+    profile.erase("trace");
+    (*report)["profile"] = std::move(profile);
+    (*report)["profile_trace"] = o_.profile;
+  }
+
+  // Written whole to a temporary file next to it, then renamed over it (--force was checked up front).
+  void WriteTrace(const std::string& path, const Json& trace) const {
+    const std::string temporary = path + ".tmp-xrt-run";
+    FILE* f = std::fopen(temporary.c_str(), "wb");
+    if (f == nullptr) throw ToolError(XRT_STATUS_IO, "--profile " + path + ": cannot write: " + std::strerror(errno));
+    const std::string text = trace.dump(1);
+    const bool ok = std::fwrite(text.data(), 1, text.size(), f) == text.size();
+    if (std::fclose(f) != 0 || !ok || std::rename(temporary.c_str(), path.c_str()) != 0) {
+      std::remove(temporary.c_str());
+      throw ToolError(XRT_STATUS_IO, "--profile " + path + ": cannot write: " + std::strerror(errno));
     }
   }
 

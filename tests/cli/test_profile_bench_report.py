@@ -79,6 +79,33 @@ def test_cuda_report_maps_launches_to_nodes():
     assert next(e for e in result["entries"] if e["kind"] == "overhead")["ms"] == pytest.approx(0.1)
 
 
+def test_cuda_report_copies_and_syncs_are_their_own_entries():
+    """The cuda engine's profiling mode times the run's input upload, output download and final synchronisation on
+    their own (engine.cc, ExecutePlaced; checked against the fake driver in cuda_engine_test.cc): the reader puts
+    them on the stream's "copies and syncs" track, the upload before the launches, and counts them in the run."""
+    from xrtc import profiling
+
+    line = json.dumps({"event": "profile", "dims": "", "total_ms": 0.4, "groups": {}, "launches": [
+        {"launch": 0, "kind": "kernel", "name": "k", "group": "relu", "onnx_nodes": ["relu"], "ms": 0.4}],
+        "copies": [{"name": "input upload", "type": "memcpy HtoD", "kind": "copy", "bytes": 64, "ms": 0.2},
+                   {"name": "output download", "type": "memcpy DtoH", "kind": "copy", "bytes": 64, "ms": 0.1}],
+        "syncs": [{"name": "stream synchronize (run end)", "type": "cuStreamSynchronize", "kind": "sync",
+                   "ms": 0.05}]})
+    per_run, run_ms = profiling.from_cuda_report([line])
+    assert [e["kind"] for e in per_run[0]] == ["copy", "compute", "copy", "sync"]
+    assert run_ms == [pytest.approx(0.75)]
+    result = profiling.assemble(per_run, run_ms, [{"name": "relu", "op": "Relu"}],
+                                {"bundle": "b", "variant": "cuda", "engine": "cuda", "device": "cuda"})
+    assert result["nodes"][0]["status"] == "timed" and result["nodes"][0]["ms"] == pytest.approx(0.4)
+    tracks = {e["tid"]: e["args"]["name"] for e in result["trace"] if e.get("name") == "thread_name"}
+    by_name = {e["name"]: tracks[e["tid"]] for e in result["trace"] if e.get("ph") == "X" and e.get("cat") != "run"}
+    assert by_name["input upload"] == by_name["output download"] == "cuda stream 0: copies and syncs"
+    assert by_name["stream synchronize (run end)"] == "cuda stream 0: copies and syncs"
+    assert by_name["0: k"] == "cuda stream 0"
+    upload, kernel = (next(e for e in result["trace"] if e.get("name") == n) for n in ("input upload", "0: k"))
+    assert upload["ts"] + upload["dur"] <= kernel["ts"] + 1e-6
+
+
 def _bench(bundle, *extra):
     return run_tool("xrtc", "bench", bundle, *SHAPE, "--duration-s", "0.3", "--iterations", "30", "--warmup-s",
                     "0.05", *extra)

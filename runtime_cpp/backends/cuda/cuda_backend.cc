@@ -336,6 +336,17 @@ const char* Describe(void* /*self*/, void* handle) {
   return handle ? static_cast<Engine*>(handle)->Describe().c_str() : "{}";
 }
 
+// The last profiled run's records (xrt.h, xrt_backend_vtable_t.profile; the core's "xrt.profile" turns it on).
+xrt_status_t Profile(void* /*self*/, void* handle, void (*sink)(void*, const char*, size_t), void* context) {
+  if (handle == nullptr || sink == nullptr) return Make(XRT_STATUS_INVALID_ARGUMENT, "cuda: profile: NULL argument");
+  return Guarded("profile", "reading the profile", [&]() -> xrt_status_t {
+    std::string json;
+    if (xrt_status_t s = static_cast<Engine*>(handle)->ProfileRecords(&json)) return s;
+    sink(context, json.c_str(), json.size());
+    return nullptr;
+  });
+}
+
 }  // namespace
 }  // namespace cuda_backend
 }  // namespace xrt
@@ -365,6 +376,7 @@ extern "C" XRT_API xrt_status_t xrt_backend_plugin_get(uint32_t host_abi_version
   vtable.destroy = &cb::Destroy;
   vtable.describe = &cb::Describe;
   vtable.execute_placed = &cb::ExecutePlaced;
+  vtable.profile = &cb::Profile;
   xrt_backend_vtable_copy_out(&vtable, out_vtable);
   return nullptr;
 }

@@ -873,7 +873,7 @@ void Engine::WriteReport(const std::string& line) {
   out << line << "\n";
 }
 
-xrt_status_t Engine::Profile(Binding* b) {
+xrt_status_t Engine::Profile(Binding* b, std::string* report_text) {
   std::vector<std::pair<CUevent, CUevent>> events(plan_.launches.size(), {nullptr, nullptr});
   xrt_status_t status = nullptr;
   for (auto& [start, end] : events) {
@@ -910,7 +910,36 @@ xrt_status_t Engine::Profile(Binding* b) {
   if (status) return status;
   nlohmann::json report = {{"event", "profile"}, {"dims", DimsKey(plan_, b->values)}, {"total_ms", total},
                            {"groups", groups}, {"launches", launches}};
-  WriteReport(report.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+  *report_text = report.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  return nullptr;
+}
+
+xrt_status_t Engine::ProfileRecords(std::string* out_json) {
+  std::lock_guard<std::mutex> lock(mu_);
+  const nlohmann::json report = nlohmann::json::parse(last_report_, nullptr, /*allow_exceptions=*/false);
+  if (!options_.profile || !report.is_object() || report.value("event", "") != "profile") {
+    return Make(XRT_STATUS_FAILED_PRECONDITION, options_.profile ? "cuda: no profiled run yet"
+                                                                 : "cuda: the variant was loaded without profiling");
+  }
+  nlohmann::json records = nlohmann::json::array();
+  for (const auto& l : report["launches"]) {
+    records.push_back({{"name", std::to_string(l.value("launch", 0)) + ": " + l.value("name", "")},
+                       {"type", l.value("kind", "") + " " + l.value("group", "")},
+                       {"kind", "compute"},
+                       {"stream", "cuda stream 0"},
+                       {"ms", l.value("ms", 0.0)},
+                       {"onnx_nodes", l.value("onnx_nodes", nlohmann::json::array())}});
+  }
+  for (const char* list : {"copies", "syncs"}) {
+    for (const auto& c : report.value(list, nlohmann::json::array())) {
+      records.push_back({{"name", c.value("name", "")}, {"type", c.value("type", "")}, {"kind", c.value("kind", "")},
+                         {"stream", "cuda stream 0"}, {"ms", c.value("ms", 0.0)},
+                         {"onnx_nodes", nlohmann::json::array()}});
+    }
+  }
+  nlohmann::json out = {{"records_format", 1}, {"engine", "cuda"}, {"window", "last_run"}, {"runs", 1},
+                        {"records", std::move(records)}};
+  *out_json = out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   return nullptr;
 }
 
@@ -937,6 +966,20 @@ void Engine::ReleaseBinding(Binding* b) {
 }
 
 namespace {
+// Profiling mode: CUDA events around the input upload and the output download of a run, destroyed with it.
+struct CopyEvents {
+  const DriverApi* drv;
+  CUevent e[4] = {nullptr, nullptr, nullptr, nullptr};  // upload start, upload end, download start, download end
+  ~CopyEvents() {
+    for (CUevent x : e) {
+      if (x) drv->cuEventDestroy(x);
+    }
+  }
+  float Ms(int from, int to) const {
+    float ms = 0;
+    return e[from] && e[to] && drv->cuEventElapsedTime(&ms, e[from], e[to]) == CUDA_SUCCESS ? ms : 0.0f;
+  }
+};
 // A device output's memory: freed by the output's release, in the engine's context (release may run on any thread).
 struct DeviceBuffer {
   const DriverApi* drv;
@@ -1059,6 +1102,16 @@ xrt_status_t Engine::ExecutePlaced(const xrt_run_options_t& run, const xrt_tenso
     binding = &graphs_.back();
   }
   binding->last_use = ++use_clock_;
+  // Profiling: the input upload and the output download timed with events on the engine's stream, and the run's
+  // final synchronisation (a host wait) with the host clock; each is its own entry of the run's report.
+  CopyEvents copy_events{drv_};
+  uint64_t upload_bytes = 0, download_bytes = 0;
+  if (options_.profile) {
+    for (CUevent& e : copy_events.e) {
+      if (xrt_status_t s = Cu(drv_->cuEventCreate(&e, CU_EVENT_DEFAULT), "cuEventCreate")) return s;
+    }
+    if (xrt_status_t s = Cu(drv_->cuEventRecord(copy_events.e[0], stream_), "recording the upload's start")) return s;
+  }
 
   if (joined) {
     if (xrt_status_t s = Cu(drv_->cuEventRecord(caller_ready_, caller), "recording an event on the caller's stream")) {
@@ -1079,8 +1132,14 @@ xrt_status_t Engine::ExecutePlaced(const xrt_run_options_t& run, const xrt_tenso
       return s;
     }
   }
+  std::string profile_report;
   if (options_.profile) {
-    if (xrt_status_t s = Profile(binding)) return s;
+    for (size_t i = 0; i < input_count; ++i) upload_bytes += inputs[i].byte_size;
+    if (xrt_status_t s = Cu(drv_->cuEventRecord(copy_events.e[1], stream_), "recording the upload's end")) return s;
+    if (xrt_status_t s = Profile(binding, &profile_report)) return s;
+    if (xrt_status_t s = Cu(drv_->cuEventRecord(copy_events.e[2], stream_), "recording the download's start")) {
+      return s;
+    }
   } else {
     if (xrt_status_t s = Cu(drv_->cuGraphLaunch(binding->exec, stream_), "cuGraphLaunch")) return s;
     if (options_.replay_timing > 0) {
@@ -1154,6 +1213,26 @@ xrt_status_t Engine::ExecutePlaced(const xrt_run_options_t& run, const xrt_tenso
       ++filled;
       return fail(s);
     }
+  }
+  if (options_.profile) {
+    for (size_t i = 0; i < output_count; ++i) download_bytes += outputs[i].byte_size;
+    if (xrt_status_t s = Cu(drv_->cuEventRecord(copy_events.e[3], stream_), "recording the download's end")) {
+      return fail(s);
+    }
+    const auto sync_start = std::chrono::steady_clock::now();
+    if (xrt_status_t s = Cu(drv_->cuStreamSynchronize(stream_), "running the plan (profiling)")) return fail(s);
+    const double sync_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - sync_start)
+                               .count();
+    nlohmann::json report = nlohmann::json::parse(profile_report, nullptr, /*allow_exceptions=*/false);
+    const bool on_device = outputs_on_device;
+    report["copies"] = {{{"name", "input upload"}, {"type", "memcpy HtoD"}, {"kind", "copy"},
+                         {"bytes", upload_bytes}, {"ms", copy_events.Ms(0, 1)}},
+                        {{"name", on_device ? "output copy (device)" : "output download"},
+                         {"type", on_device ? "memcpy DtoD" : "memcpy DtoH"}, {"kind", "copy"},
+                         {"bytes", download_bytes}, {"ms", copy_events.Ms(2, 3)}}};
+    report["syncs"] = {{{"name", "stream synchronize (run end)"}, {"type", "cuStreamSynchronize"}, {"kind", "sync"},
+                        {"ms", sync_ms}}};
+    WriteReport(report.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
   }
   if (joined) {
     xrt_status_t s = Cu(drv_->cuEventRecord(engine_done_, stream_), "recording the run's end");

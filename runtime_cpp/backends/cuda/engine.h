@@ -90,6 +90,9 @@ class Engine {
 
   const std::string& Describe() const { return describe_; }
   const std::string& LastReport() const { return last_report_; }  // the last profile / replay report (JSON)
+  // The last profiled run as profile records (xrt.h, xrt_backend_vtable_t.profile; window "last_run"): its launches,
+  // input upload, output download and synchronisation. FAILED_PRECONDITION without options.profile or before a run.
+  xrt_status_t ProfileRecords(std::string* out_json);
   size_t GraphCount() const { return graphs_.size(); }
 
  private:
@@ -110,7 +113,7 @@ class Engine {
   xrt_status_t PrepareGemm(int index, const std::vector<int64_t>& values, std::unique_ptr<GemmState>* out,
                            std::string* note);
   xrt_status_t Enqueue(const Binding& binding, std::vector<std::pair<CUevent, CUevent>>* events);
-  xrt_status_t Profile(Binding* binding);
+  xrt_status_t Profile(Binding* binding, std::string* report);  // the launches' report, written by the caller
   xrt_status_t TimeReplays(const Binding& binding);
   void WriteReport(const std::string& line);
   void ReleaseBinding(Binding* binding);

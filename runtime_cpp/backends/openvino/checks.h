@@ -142,6 +142,9 @@ inline std::string ParseOptions(const char* options_json, unsigned cpus, ParsedO
     }
     if (key == "xrt.cache_dir") {
       out->xrt[key] = text;
+    } else if (key == "xrt.profile") {  // the core's (xrt_session_options_t.profile): PERF_COUNT on
+      if (text != "0" && text != "1") return "openvino: option xrt.profile is " + shown(value) + "; allowed: 0, 1";
+      out->xrt[key] = text;
     } else if (key == "xrt.compiled_device" || key == "xrt.compiled_build" || key == "xrt.compiled_capabilities") {
       if (text.size() > 4096) return "openvino: option '" + key + "' is over 4096 characters";
       out->xrt[key] = text;

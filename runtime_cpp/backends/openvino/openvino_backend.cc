@@ -10,6 +10,7 @@
 //
 // No C++ exception crosses the C boundary: every vtable entry catches everything and returns an xrt_status_t.
 
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -110,6 +111,12 @@ xrt_dtype_t FromOvType(const ov::element::Type& type) {
   return XRT_DTYPE_INVALID;
 }
 
+// A pooled infer request and the runs it completed (its PERF_COUNT counters are running means over those runs).
+struct PooledRequest {
+  ov::InferRequest request;
+  uint64_t runs = 0;
+};
+
 // A compiled variant. Requests are pooled so concurrent execute() calls each get their own ov::InferRequest
 // (an InferRequest is not safe for concurrent use) without paying create_infer_request() on every run.
 class Handle {
@@ -120,6 +127,59 @@ class Handle {
         input_count_(compiled_.inputs().size()),
         output_count_(compiled_.outputs().size()) {}
 
+  // Profiling (PERF_COUNT was on at compile): each runtime layer's source (IR / ONNX) node names, from the runtime
+  // model's "originalLayersNames" (a fused layer names all of them).
+  void EnableProfiling() {
+    profiling_ = true;
+    for (const auto& op : compiled_.get_runtime_model()->get_ordered_ops()) {
+      std::vector<std::string> names;
+      const auto& info = op->get_rt_info();
+      const auto found = info.find("originalLayersNames");
+      std::string list = found != info.end() ? found->second.as<std::string>() : op->get_friendly_name();
+      std::stringstream stream(list);
+      for (std::string name; std::getline(stream, name, ',');) {
+        if (!name.empty()) names.push_back(name);
+      }
+      original_names_[op->get_friendly_name()] = std::move(names);
+    }
+  }
+  bool profiling() const { return profiling_; }
+
+  // Profile records over every completed run since init (xrt.h, "profile records"): per layer, its running mean
+  // times the runs of each idle request. Requests running now are left out.
+  std::string ProfileJson() {
+    nlohmann::json records = nlohmann::json::array();
+    std::map<std::string, size_t> index;  // layer name -> record, in order of first appearance
+    uint64_t runs = 0;
+    std::lock_guard<std::mutex> lock(mu_);
+    for (PooledRequest& pooled : idle_) {
+      if (pooled.runs == 0) continue;
+      runs += pooled.runs;
+      for (const ov::ProfilingInfo& layer : pooled.request.get_profiling_info()) {
+        if (layer.status == ov::ProfilingInfo::Status::NOT_RUN) continue;
+        const double ms = std::chrono::duration<double, std::milli>(layer.real_time).count() *
+                          static_cast<double>(pooled.runs);
+        auto [it, added] = index.emplace(layer.node_name, records.size());
+        if (added) {
+          const std::string type = layer.node_type;
+          const bool copy = type == "Reorder" || type == "Convert" || type == "Transpose";
+          const auto names = original_names_.find(layer.node_name);
+          records.push_back({{"name", layer.node_name},
+                             {"type", type + " (" + layer.exec_type + ")"},
+                             {"kind", copy ? "copy" : (type == "Parameter" || type == "Result") ? "io" : "compute"},
+                             {"stream", "openvino stream 0"},
+                             {"ms", 0.0},
+                             {"onnx_nodes", names != original_names_.end() ? names->second
+                                                                           : std::vector<std::string>{}}});
+        }
+        records[it->second]["ms"] = records[it->second]["ms"].get<double>() + ms;
+      }
+    }
+    nlohmann::json out = {{"records_format", 1}, {"engine", kEngineName}, {"window", "since_init"},
+                          {"runs", runs}, {"records", std::move(records)}};
+    return out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  }
+
   // What init did, as JSON for the session's describe() ("engine_info"); set once, right after construction.
   void set_info(std::string info) { info_ = std::move(info); }
   const std::string& info() const { return info_; }
@@ -127,19 +187,19 @@ class Handle {
   size_t input_count() const { return input_count_; }
   size_t output_count() const { return output_count_; }
 
-  ov::InferRequest Acquire() {
+  PooledRequest Acquire() {
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (!idle_.empty()) {
-        ov::InferRequest request = std::move(idle_.back());
+        PooledRequest request = std::move(idle_.back());
         idle_.pop_back();
         return request;
       }
     }
-    return compiled_.create_infer_request();  // Thread-safe on a CompiledModel; done outside the lock.
+    return PooledRequest{compiled_.create_infer_request(), 0};  // Thread-safe on a CompiledModel; outside the lock.
   }
 
-  void Release(ov::InferRequest request) {
+  void Release(PooledRequest request) {
     std::lock_guard<std::mutex> lock(mu_);
     idle_.push_back(std::move(request));
   }
@@ -153,7 +213,9 @@ class Handle {
   const size_t input_count_;
   const size_t output_count_;
   std::mutex mu_;
-  std::vector<ov::InferRequest> idle_;
+  std::vector<PooledRequest> idle_;
+  bool profiling_ = false;
+  std::map<std::string, std::vector<std::string>> original_names_;  // runtime layer -> source node names
 };
 
 // Returns a request to its pool on scope exit. A request whose infer() threw is dropped, not reused.
@@ -170,12 +232,15 @@ class RequestLease {
   RequestLease(const RequestLease&) = delete;
   RequestLease& operator=(const RequestLease&) = delete;
 
-  ov::InferRequest& request() { return request_; }
-  void set_ok() { ok_ = true; }
+  ov::InferRequest& request() { return request_.request; }
+  void set_ok() {
+    ok_ = true;
+    ++request_.runs;
+  }
 
  private:
   Handle* handle_;
-  ov::InferRequest request_;
+  PooledRequest request_;
   bool ok_ = false;
 };
 
@@ -318,11 +383,15 @@ xrt_status_t Init(void* /*self*/, const char* device, const xrt_backend_artifact
     }
     const std::string xml(static_cast<const char*>(model->data), static_cast<size_t>(model->size));
 
+    // Profiling (the core's xrt.profile): per-layer counters cost time on every run, so only when asked.
+    const bool profile = xrt_options.count("xrt.profile") && xrt_options["xrt.profile"] == "1";
+    if (profile) properties[ov::enable_profiling.name()] = true;
     ov::Core& core = GetCore();
     // Ahead-of-time path: a blob exported by xrtc (compiled_model.export_model) imports ~10x faster than compiling
     // the IR, but only the exact OpenVINO build on a CPU with the same capabilities may use it. Anything else (or an
     // import failure) falls back to compiling the IR below, which is always correct.
-    if (precompiled != nullptr && precompiled->data != nullptr && precompiled->size != 0 &&
+    // Profiling compiles the IR: PERF_COUNT is a compile-time property the exported blob was built without.
+    if (!profile && precompiled != nullptr && precompiled->data != nullptr && precompiled->size != 0 &&
         BlobModelIsIr(static_cast<const uint8_t*>(precompiled->data), static_cast<size_t>(precompiled->size)) &&
         xrt_options["xrt.compiled_device"] == ov_device &&
         xrt_options["xrt.compiled_build"] == ov::get_openvino_version().buildNumber &&
@@ -382,6 +451,10 @@ xrt_status_t Init(void* /*self*/, const char* device, const xrt_backend_artifact
       if (f16_unsupported) info["inference_precision_note"] = "f16 asked; this CPU has no fp16 units: f32 instead";
     }
     auto* handle = new Handle(std::move(weights_tensor), std::move(compiled));
+    if (profile) {
+      handle->EnableProfiling();
+      info["profiling"] = "PERF_COUNT";
+    }
     if (!parsed.notes.empty()) info["options"] = parsed.notes;
     if (!cache_dir.empty()) {
       const bool hit = CountFiles(cache_dir) == cache_files_before && cache_files_before > 0;
@@ -499,6 +572,29 @@ xrt_status_t Execute(void* /*self*/, void* handle_ptr, const xrt_tensor_view_t* 
   }
 }
 
+xrt_status_t Profile(void* /*self*/, void* handle_ptr, void (*sink)(void*, const char*, size_t), void* context) {
+  try {
+    if (handle_ptr == nullptr || sink == nullptr) {
+      return MakeStatus(XRT_STATUS_INVALID_ARGUMENT, "openvino: profile called with NULL arguments");
+    }
+    Handle* handle = static_cast<Handle*>(handle_ptr);
+    if (!handle->profiling()) {
+      return MakeStatus(XRT_STATUS_FAILED_PRECONDITION,
+                        "openvino: the variant was loaded without profiling (PERF_COUNT is off)");
+    }
+    const std::string json = handle->ProfileJson();
+    sink(context, json.c_str(), json.size());
+    return nullptr;
+  } catch (const std::bad_alloc&) {
+    return MakeStatus(XRT_STATUS_RESOURCE_EXHAUSTED, "openvino: out of memory while reading the profile");
+  } catch (const std::exception& e) {
+    return MakeStatus(XRT_STATUS_INTERNAL, std::string("openvino: reading the profile failed: ") +
+                                               CleanOvMessage(e.what()));
+  } catch (...) {
+    return MakeStatus(XRT_STATUS_INTERNAL, "openvino: reading the profile failed with an unknown exception");
+  }
+}
+
 void Destroy(void* /*self*/, void* handle) {
   try {
     delete static_cast<Handle*>(handle);
@@ -535,6 +631,7 @@ extern "C" XRT_API xrt_status_t xrt_backend_plugin_get(uint32_t host_abi_version
   vtable.execute = &ovb::Execute;
   vtable.destroy = &ovb::Destroy;
   vtable.describe = &ovb::Describe;
+  vtable.profile = &ovb::Profile;
   xrt_backend_vtable_copy_out(&vtable, out_vtable);
   return nullptr;
 }

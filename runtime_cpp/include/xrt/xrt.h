@@ -284,6 +284,19 @@ typedef struct xrt_backend_vtable_t {
                                  const xrt_tensor_view_t* inputs, const xrt_placement_t* input_placements,
                                  size_t input_count, xrt_backend_output_t* outputs, xrt_placement_t* output_placements,
                                  size_t output_count);
+  /* Optional (added in 0.5; may be NULL; absent in vtables whose struct_size ends before it): the per-node profile
+   * of the runs so far, for a handle whose init() options carried "xrt.profile": "1" (the core adds it when the
+   * session was created with xrt_session_options_t.profile; engines turn their profiler on only then: it costs).
+   * The backend calls sink(context, json, size) once with a JSON object ("profile records", format 1):
+   *   {"records_format": 1, "engine": "...", "window": "since_init" | "last_run", "runs": N,
+   *    "records": [{"name": engine's layer or launch, "type": op / kernel type, "kind": "compute" | "copy" | "sync",
+   *                 "stream": track name, "ms": total milliseconds over the window's runs,
+   *                 "onnx_nodes": [source (ONNX) node names this record ran, as the engine knows them]}]}
+   * "since_init": totals over every completed run since init (take the difference of two calls for a window);
+   * "last_run": the last run only. The json is borrowed for the call. A handle created without "xrt.profile" returns
+   * FAILED_PRECONDITION. Must be safe to call concurrently with execute(); runs still in flight may be left out. */
+  xrt_status_t (*profile)(void* self, void* handle, void (*sink)(void* context, const char* json, size_t size),
+                          void* context);
 } xrt_backend_vtable_t;
 
 /* For plugins: copies `vtable` into the host's *out without writing past the host's struct (see "Backends"); the
@@ -319,6 +332,11 @@ typedef struct xrt_session_options_t {
                              "": no fallback (a missing device is an error naming the devices present) */
   const char* cache_dir;  /* folder for engine compile caches (OpenVINO CACHE_DIR) of variants compiled at load;
                              NULL or "": no cache. The session's describe() says whether the cache was hit */
+  /* Added in 0.5 (callers built before get 0): non-zero turns the engine's per-node profiler on, for
+   * xrt_session_profile(). It slows runs down (OpenVINO PERF_COUNT; the cuda engine runs its launches one by one,
+   * each timed with CUDA events, instead of its CUDA graph). */
+  uint32_t profile;
+  uint32_t reserved2;     /* 0 */
 } xrt_session_options_t;
 
 XRT_API void xrt_session_options_initialize(xrt_session_options_t* out_options);
@@ -375,6 +393,18 @@ XRT_API void xrt_run_options_initialize(xrt_run_options_t* out_options);
 XRT_API xrt_status_t xrt_session_run_placed(xrt_session_t* session, const xrt_run_options_t* options,
                                             const char* const* names, const xrt_placed_view_t* inputs,
                                             size_t input_count, xrt_outputs_t** out_outputs);
+
+/* ---- Profiles (added in 0.5) ---------------------------------------------------------------------------------------
+ * The engine's per-node profile of a session created with xrt_session_options_t.profile: the JSON object of the
+ * backend's profile hook ("profile records", see xrt_backend_vtable_t.profile), with "variant" and "device" added.
+ * Owned by the caller: xrt_profile_release(). Errors: INVALID_ARGUMENT (NULL), FAILED_PRECONDITION (the session was
+ * created without profile), UNIMPLEMENTED (this engine does not profile: its plugin has no profile hook). */
+typedef struct xrt_profile_s xrt_profile_t;
+XRT_API xrt_status_t xrt_session_profile(const xrt_session_t* session, xrt_profile_t** out_profile);
+/* The JSON text (NUL-terminated; *out_size, optional, receives its length). Borrowed from the profile. */
+XRT_API const char* xrt_profile_json(const xrt_profile_t* profile, size_t* out_size);
+/* NULL is a no-op. */
+XRT_API void xrt_profile_release(xrt_profile_t* profile);
 
 XRT_API size_t xrt_outputs_count(const xrt_outputs_t* outputs);
 /* out_view's shape and data are borrowed from outputs; out_name (optional) from the session. An output left on a

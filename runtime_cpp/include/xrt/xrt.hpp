@@ -235,6 +235,7 @@ struct SessionOptions {
   std::string variant;  // "" = pick
   std::optional<std::vector<std::string>> fallback;  // nullopt = the bundle's chain; {} = none
   std::string cache_dir;                              // "" = no engine compile cache
+  bool profile = false;                               // the engine's per-node profiler on: profile() (it costs)
 };
 
 class Session {
@@ -251,6 +252,7 @@ class Session {
     }
     o.fallback = options.fallback ? fallback.c_str() : nullptr;
     o.cache_dir = options.cache_dir.empty() ? nullptr : options.cache_dir.c_str();
+    o.profile = options.profile ? 1u : 0u;
     Check(xrt_session_create(bundle.get(), &o, &handle_));
   }
   Session(Session&& other) noexcept : handle_(std::exchange(other.handle_, nullptr)) {}
@@ -267,6 +269,14 @@ class Session {
 
   // JSON: which variant runs and why.
   std::string describe() const { return xrt_session_describe(handle_); }
+  // The engine's profile records as JSON (xrt_session_profile); needs SessionOptions::profile.
+  std::string profile() const {
+    xrt_profile_t* p = nullptr;
+    Check(xrt_session_profile(handle_, &p));
+    std::string json = xrt_profile_json(p, nullptr);
+    xrt_profile_release(p);
+    return json;
+  }
   std::vector<IoInfo> inputs() const { return Infos(xrt_session_input_count(handle_), xrt_session_input_info); }
   std::vector<IoInfo> outputs() const { return Infos(xrt_session_output_count(handle_), xrt_session_output_info); }
 

@@ -774,7 +774,7 @@ TEST_F(CudaEngineTest, ProfilingRunsWithoutAGraphAndReportsPerGroup) {
   const std::vector<float> ref = mlp.Reference(x, 3);
   for (size_t i = 0; i < y.size(); ++i) EXPECT_NEAR(y[i], ref[i], 1e-5);
   EXPECT_EQ(g->instantiated, 0);
-  EXPECT_EQ(g->events_recorded, 6);
+  EXPECT_EQ(g->events_recorded, 6 + 4) << "3 launches x 2, then the upload's and the download's start and end";
   EXPECT_EQ(g->launched.size(), 6u) << "an untimed warm-up pass, then the timed one";
   const json report = json::parse(e->LastReport());
   EXPECT_EQ(report["event"], "profile");
@@ -782,6 +782,59 @@ TEST_F(CudaEngineTest, ProfilingRunsWithoutAGraphAndReportsPerGroup) {
   EXPECT_DOUBLE_EQ(report["groups"]["relu"].get<double>(), 0.5);
   EXPECT_DOUBLE_EQ(report["groups"]["gemm_bias"].get<double>(), 1.0);
   EXPECT_EQ(report["launches"][1]["onnx_nodes"], json({"Relu_0"}));
+}
+
+TEST_F(CudaEngineTest, ProfilingTimesCopiesAndSyncsAsTheirOwnRecords) {
+  Mlp mlp;
+  std::unique_ptr<Engine> e;
+  EngineOptions o;
+  o.profile = true;
+  ASSERT_EQ(Create(mlp.plan, mlp.weights, mlp.kernels, &e, nullptr, true, o), XRT_STATUS_OK);
+  std::string records;
+  xrt_status_t before = e->ProfileRecords(&records);
+  ASSERT_NE(before, nullptr) << "no profiled run yet";
+  EXPECT_EQ(xrt_status_code(before), XRT_STATUS_FAILED_PRECONDITION);
+  xrt_status_free(before);
+  RunMlp(*e, Inputs(2, 0), 2);
+  // Events on the engine's stream frame the upload (before its first copy, after its last) and the download.
+  const auto at = [](const std::string& prefix) {
+    return std::find_if(g->log.begin(), g->log.end(), [&](const std::string& l) { return l.rfind(prefix, 0) == 0; }) -
+           g->log.begin();
+  };
+  const auto first_record = at("record"), upload = at("HtoD@"), download = at("DtoH@");
+  EXPECT_LT(first_record, upload);
+  EXPECT_LT(upload, download);
+  EXPECT_EQ(g->log[download - 1].rfind("record", 0), 0u) << "the download's start event";
+  const json report = json::parse(e->LastReport());
+  ASSERT_EQ(report["copies"].size(), 2u) << report.dump();
+  EXPECT_EQ(report["copies"][0]["type"], "memcpy HtoD");
+  EXPECT_EQ(report["copies"][0]["bytes"], 2 * 4 * 4);
+  EXPECT_DOUBLE_EQ(report["copies"][0]["ms"].get<double>(), 0.5);  // the fake driver's event time
+  EXPECT_EQ(report["copies"][1]["type"], "memcpy DtoH");
+  EXPECT_EQ(report["syncs"][0]["kind"], "sync");
+  ASSERT_EQ(e->ProfileRecords(&records), nullptr);
+  const json r = json::parse(records);
+  EXPECT_EQ(r["records_format"], 1);
+  EXPECT_EQ(r["window"], "last_run");
+  std::map<std::string, int> kinds;
+  for (const auto& rec : r["records"]) ++kinds[rec["kind"].get<std::string>()];
+  EXPECT_EQ(kinds["compute"], 3);
+  EXPECT_EQ(kinds["copy"], 2);
+  EXPECT_EQ(kinds["sync"], 1);
+  EXPECT_EQ(r["records"][1]["onnx_nodes"], json({"Relu_0"}));
+}
+
+TEST_F(CudaEngineTest, ProfileRecordsNeedProfilingMode) {
+  Mlp mlp;
+  std::unique_ptr<Engine> e;
+  ASSERT_EQ(Create(mlp.plan, mlp.weights, mlp.kernels, &e), XRT_STATUS_OK);
+  RunMlp(*e, Inputs(1, 0), 1);
+  std::string records;
+  xrt_status_t s = e->ProfileRecords(&records);
+  ASSERT_NE(s, nullptr);
+  EXPECT_EQ(xrt_status_code(s), XRT_STATUS_FAILED_PRECONDITION);
+  EXPECT_NE(std::string(xrt_status_message(s)).find("without profiling"), std::string::npos);
+  xrt_status_free(s);
 }
 
 TEST_F(CudaEngineTest, ReplayTimingReportsTheMedianOfGraphReplays) {

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <map>
 #include <memory>
 #include <random>
 #include <string>
@@ -201,6 +202,45 @@ TEST_F(CudaGpuTest, PtxKernelBetweenTwoGemmsMatchesFloat64Reference) {
       out.release(out.owner);
     }
   }
+}
+
+// Profiling mode on the GPU: the launches, the input upload and the output download timed with CUDA events, the
+// final synchronisation with the host clock; the profile records (the plugin's hook) carry each as its own record.
+TEST_F(CudaGpuTest, ProfiledRunTimesLaunchesCopiesAndTheSync) {
+  constexpr int K = ReluMlp::K, batch = 64;
+  std::mt19937 rng(5);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  const ReluMlp mlp(rng);
+  EngineOptions o;
+  o.profile = true;
+  std::unique_ptr<Engine> e = Create(mlp.plan, mlp.weights, mlp.kernels, o);
+  ASSERT_NE(e, nullptr);
+  std::vector<float> x(batch * K);
+  for (float& f : x) f = nd(rng);
+  const int64_t shape[2] = {batch, K};
+  xrt_tensor_view_t in{XRT_DTYPE_FLOAT32, 2, shape, x.data(), x.size() * 4};
+  for (int run = 0; run < 3; ++run) {
+    xrt_backend_output_t out{};
+    xrt_status_t s = e->Execute(&in, 1, &out, 1);
+    ASSERT_EQ(s, nullptr) << xrt_status_message(s);
+    EXPECT_LT(mlp.RelErr(x, static_cast<const float*>(out.data), batch), 5e-3);
+    out.release(out.owner);
+  }
+  const json report = json::parse(e->LastReport());
+  std::printf("profiled run: %s\n", report.dump().c_str());
+  ASSERT_EQ(report["copies"].size(), 2u);
+  EXPECT_EQ(report["copies"][0]["bytes"], batch * K * 4);
+  EXPECT_GT(report["copies"][0]["ms"].get<double>(), 0.0);
+  EXPECT_GT(report["copies"][1]["ms"].get<double>(), 0.0);
+  EXPECT_GE(report["syncs"][0]["ms"].get<double>(), 0.0);
+  for (const auto& l : report["launches"]) EXPECT_GT(l["ms"].get<double>(), 0.0) << l.dump();
+  std::string records;
+  ASSERT_EQ(e->ProfileRecords(&records), nullptr);
+  std::map<std::string, int> kinds;
+  for (const auto& r : json::parse(records)["records"]) ++kinds[r["kind"].get<std::string>()];
+  EXPECT_EQ(kinds["compute"], static_cast<int>(report["launches"].size()));
+  EXPECT_EQ(kinds["copy"], 2);
+  EXPECT_EQ(kinds["sync"], 1);
 }
 
 // The data plane on the GPU: an input in device memory, the run ordered on the caller's own stream, the output
