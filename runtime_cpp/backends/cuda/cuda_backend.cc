@@ -108,26 +108,6 @@ bool ParseDevice(const char* device, int* ordinal) {
   return true;
 }
 
-// cuBLASLt's first use, started in the background once a device is found: the host probes the device before it
-// reads and verifies the variant's sections, so the two overlap and Init only waits for what is left. It is the
-// dlopen (~60 ms: a ~500 MB library mapped and relocated), then a handle created on the device's primary context
-// and one heuristic query (~90 ms the first time in a process: cuBLASLt loads its tables); the first engine on that
-// device adopts the handle. State lives in a function static: unloading the plugin waits for the thread.
-struct CublasLtPrefetch {
-  std::once_flag once;
-  std::shared_future<void> done;
-  std::mutex mu;                     // guards the fields below
-  int ordinal = -1;
-  CUdevice device = 0;
-  cublasLtHandle_t handle = nullptr;  // until an engine adopts it (a handle never adopted lives until exit)
-  double warm_ms = -1;
-};
-
-CublasLtPrefetch& Prefetch() {
-  static CublasLtPrefetch p;
-  return p;
-}
-
 // One heuristic query for an fp16 GEMM with a bias epilogue: the first query in a process is what costs.
 void WarmUpCublasLt(const CublasLtApi* lt, cublasLtHandle_t handle) {
   cublasLtMatmulDesc_t desc = nullptr;
@@ -152,60 +132,34 @@ void WarmUpCublasLt(const CublasLtApi* lt, cublasLtHandle_t handle) {
   if (desc) lt->cublasLtMatmulDescDestroy(desc);
 }
 
-void PrefetchCublasLt(int ordinal) {
-  CublasLtPrefetch& p = Prefetch();
-  std::call_once(p.once, [&p, ordinal] {
-    std::shared_future<void> started = std::async(std::launch::async, [&p, ordinal] {
-      std::string ignored;  // Init calls LoadCublasLt again and reports its error (the load is retried there)
-      const CublasLtApi* lt = LoadCublasLt(&ignored);
-      const DriverApi* drv = LoadDriver(&ignored);
-      if (lt == nullptr || drv == nullptr) return;
-      const auto t0 = std::chrono::steady_clock::now();
-      CUdevice device = 0;
-      CUcontext context = nullptr;
-      if (drv->cuDeviceGet(&device, ordinal) != CUDA_SUCCESS ||
-          drv->cuDevicePrimaryCtxRetain(&context, device) != CUDA_SUCCESS) {
-        return;
-      }
-      cublasLtHandle_t handle = nullptr;
-      if (drv->cuCtxPushCurrent(context) == CUDA_SUCCESS) {
-        if (lt->cublasLtCreate(&handle) == CUBLAS_STATUS_SUCCESS) WarmUpCublasLt(lt, handle);
-        CUcontext popped = nullptr;
-        drv->cuCtxPopCurrent(&popped);
-      }
-      if (handle == nullptr) {
-        drv->cuDevicePrimaryCtxRelease(device);
-        return;
-      }
-      std::lock_guard<std::mutex> lock(p.mu);  // the retain is kept while the handle waits for its engine
-      p.ordinal = ordinal, p.device = device, p.handle = handle;
-      p.warm_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-    }).share();
-    std::lock_guard<std::mutex> lock(p.mu);  // TakeWarmCublasLt may read it from another thread
-    p.done = std::move(started);
-  });
+// A warmed cuBLASLt handle for the engine (its context current on this thread), or null where cuBLASLt is missing.
+// Only ever called inside init, which joins it: no cuBLASLt call outlives init, so a process that exits right after
+// never races cuBLASLt's own exit-time destructors (a background warm-up started when the device was probed did:
+// a process that probed the device and exited within ~200 ms crashed).
+cublasLtHandle_t CreateWarmCublasLt(double* warm_ms) {
+  std::string ignored;
+  const CublasLtApi* lt = LoadCublasLt(&ignored);
+  if (lt == nullptr) return nullptr;
+  const auto t0 = std::chrono::steady_clock::now();
+  cublasLtHandle_t handle = nullptr;
+  if (lt->cublasLtCreate(&handle) != CUBLAS_STATUS_SUCCESS) return nullptr;
+  WarmUpCublasLt(lt, handle);
+  *warm_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  return handle;
 }
 
-// The warmed handle for `ordinal`, if the background warm-up made one and no engine took it (waits for the
-// warm-up to finish: what is left of it would be paid by init anyway). The caller's engine holds the device's
-// primary context already, so the warm-up's own retain is dropped here.
-cublasLtHandle_t TakeWarmCublasLt(int ordinal, double* warm_ms) {
-  CublasLtPrefetch& p = Prefetch();
-  std::shared_future<void> done;
-  {
-    std::lock_guard<std::mutex> lock(p.mu);
-    done = p.done;
-  }
-  if (!done.valid()) return nullptr;
-  done.wait();
-  std::lock_guard<std::mutex> lock(p.mu);
-  if (p.handle == nullptr || p.ordinal != ordinal) return nullptr;
-  cublasLtHandle_t h = p.handle;
-  p.handle = nullptr;
-  *warm_ms = p.warm_ms;
-  std::string ignored;
-  if (const DriverApi* drv = LoadDriver(&ignored)) drv->cuDevicePrimaryCtxRelease(p.device);
-  return h;
+// cuBLASLt's dlopen (~60 ms: a ~500 MB library mapped and relocated) started in the background once a device is
+// found: the host probes the device before it reads and verifies the variant's sections, so the two overlap and
+// init only waits for what is left. The future is a function static: unloading the plugin waits for the thread.
+void PrefetchCublasLt() {
+  static std::once_flag once;
+  static std::future<void> prefetch;
+  std::call_once(once, [] {
+    prefetch = std::async(std::launch::async, [] {
+      std::string ignored;  // init calls LoadCublasLt again and reports its error (the load is retried there)
+      LoadCublasLt(&ignored);
+    });
+  });
 }
 
 int HasDevice(void* /*self*/, const char* device) {
@@ -217,7 +171,7 @@ int HasDevice(void* /*self*/, const char* device) {
   int count = 0;
   if (drv->cuDeviceGetCount(&count) != CUDA_SUCCESS) return 0;
   const bool present = count > (ordinal < 0 ? 0 : ordinal);
-  if (present && std::getenv("XRT_CUDA_NO_PREFETCH") == nullptr) PrefetchCublasLt(ordinal < 0 ? 0 : ordinal);
+  if (present && std::getenv("XRT_CUDA_NO_PREFETCH") == nullptr) PrefetchCublasLt();
   return present ? 1 : 0;
 }
 
@@ -282,11 +236,10 @@ xrt_status_t Init(void* /*self*/, const char* device, const xrt_backend_artifact
     std::string error;
     const DriverApi* drv = LoadDriver(&error);
     if (drv == nullptr) return Make(XRT_STATUS_UNAVAILABLE, "cuda: " + error);
-    // cuBLASLt (its dlopen and first use may still run in the background, PrefetchCublasLt) is waited for only when
-    // the plan's GEMMs need it, after the engine has uploaded the weights.
+    // cuBLASLt (its dlopen may still run in the background, PrefetchCublasLt) is waited for only when the plan's
+    // GEMMs need it, after the engine has uploaded the weights; its first use runs beside the upload.
     options.load_cublaslt = [](std::string* error) { return LoadCublasLt(error); };
-    const int ordinal_used = options.device_ordinal;
-    options.take_warm_cublaslt = [ordinal_used](double* warm_ms) { return TakeWarmCublasLt(ordinal_used, warm_ms); };
+    options.take_warm_cublaslt = [](double* warm_ms) { return CreateWarmCublasLt(warm_ms); };
     std::unique_ptr<Engine> engine;
     if (xrt_status_t s = Engine::Create(drv, nullptr, "", a, options, &engine)) return s;
     *out_handle = engine.release();

@@ -35,9 +35,8 @@ struct EngineOptions {
   // Where Create was given no cuBLASLt table: loads it (the plugin's dlopen, maybe still running in the background)
   // when the plan's GEMMs first need it, after the weights are uploaded, so that the upload overlaps the load.
   std::function<const CublasLtApi*(std::string* error)> load_cublaslt;
-  // A cuBLASLt handle created (and its heuristics warmed) in the background while the host verified the variant's
-  // sections, on this device's primary context, or null; asked for once the engine holds that context, and owned by
-  // the engine from then on. *warm_ms: how long the warm-up took (describe()).
+  // Creates a cuBLASLt handle and warms its heuristics (one query) with the engine's context current, or returns
+  // null; called on a helper thread while the weights upload, and owned by the engine. *warm_ms: how long it took.
   std::function<cublasLtHandle_t(double* warm_ms)> take_warm_cublaslt;
 };
 

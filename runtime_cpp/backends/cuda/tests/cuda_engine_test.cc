@@ -607,6 +607,26 @@ TEST_F(CudaEngineTest, KernelsWhoseImageWaitsForThePriorGridUseProgrammaticDepen
   EXPECT_NE(msg.find("pdl_archs"), std::string::npos) << msg;
 }
 
+TEST_F(CudaEngineTest, APlanWithoutGemmsNeverTouchesCublasLt) {
+  // matmul = triton: every GEMM is a kernel. cuBLASLt is neither loaded nor asked for its warm handle.
+  Mlp mlp;
+  json plan = mlp.plan;
+  plan["gemms"] = json::array();
+  plan["launches"] = {{{"kernel", 0}, {"grid", {{{"cdiv", {{{"mul", {"batch", 6}}}, 64}}}, 1, 1}}}};
+  EngineOptions o;
+  bool loaded = false, asked = false;
+  o.load_cublaslt = [&](std::string*) -> const CublasLtApi* { loaded = true; return nullptr; };
+  o.take_warm_cublaslt = [&](double*) -> cublasLtHandle_t { asked = true; return nullptr; };
+  std::unique_ptr<Engine> e;
+  std::string msg;
+  ASSERT_EQ(Create(plan, mlp.weights, mlp.kernels, &e, &msg, /*with_lt=*/false, o), XRT_STATUS_OK) << msg;
+  RunMlp(*e, Inputs(2, 1.0f), 2);
+  EXPECT_FALSE(loaded);
+  EXPECT_FALSE(asked);
+  const json info = json::parse(e->Describe());
+  EXPECT_FALSE(info.contains("cublaslt"));
+}
+
 // What the engine did after init (the log without init's own allocation, upload and capture).
 std::vector<std::string> RunLog(size_t from) { return std::vector<std::string>(g->log.begin() + from, g->log.end()); }
 
