@@ -185,6 +185,8 @@ def main() -> int:
     ap.add_argument("--tuning-db", help="--tune: the tuning DB to use (default: a fresh private one)")
     ap.add_argument("--load-only", action="store_true",
                     help="only the load table (load-to-first-result by stage against ONNX Runtime and OpenVINO)")
+    ap.add_argument("--compile-args", default="",
+                    help="extra xrtc compile arguments, space-separated (e.g. --no-precompile: bundles without blobs)")
     args = ap.parse_args()
     names = args.models.split(",") if args.models else corpus_models()
     if args.tune:
@@ -200,7 +202,8 @@ def main() -> int:
         # The corpus input as the gate's sample: a model whose dynamic dims the gate cannot size by itself
         # (ppocrv4_rec) is then checked at the shape it is benchmarked at, instead of failing to compile.
         built = subprocess.run([str(Path(sys.executable).parent / "xrtc"), "compile", str(model), "--target", "cpu",
-                                "-o", str(bundle), "-q", "--calibration", str(CORPUS / "inputs" / f"{name}.npz")],
+                                "-o", str(bundle), "-q", "--calibration", str(CORPUS / "inputs" / f"{name}.npz"),
+                                *args.compile_args.split()],
                                capture_output=True, text=True)
         if built.returncode != 0:  # stated under the tables, not hidden
             errors = [line for line in built.stderr.splitlines() if line.startswith("[E]")] or [built.stderr[-300:]]

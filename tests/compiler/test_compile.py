@@ -123,7 +123,7 @@ def test_corpus_model_compiles_and_matches_onnxruntime(name, compiled):
     path, bundle, source_sha = compiled(name)
     m = bundle.manifest
     assert MANIFEST_KEYS <= set(m) <= MANIFEST_KEYS | OPTIONAL_MANIFEST_KEYS
-    assert m["format"] == {"name": "xrtpkg", "version": "1.0"}
+    assert m["format"] == {"name": "xrtpkg", "version": "1.2"}  # 1.2: the weight store
     assert sha256(MODELS / f"{name}.onnx") == source_sha, "the source model was modified"
 
     # Model I/O as the source declares it (names, numpy dtypes, shapes with ints / strings / null).
@@ -146,7 +146,7 @@ def test_corpus_model_compiles_and_matches_onnxruntime(name, compiled):
         assert all(s in sections for s in v["artifacts"].values())
         assert v["why"]
     if "cpu-openvino.xml" in sections:
-        assert sections["cpu-openvino.xml"].compressed and not sections["cpu-openvino.bin"].compressed
+        assert sections["cpu-openvino.xml"].compressed and not sections["shared.weights"].compressed
     if "cpu-onnxruntime.onnx" in sections:
         assert not sections["cpu-onnxruntime.onnx"].compressed
 
@@ -264,19 +264,19 @@ def test_tiny_model_compiles_runs_and_inspects(tmp_path, capsys):
     x = np.ones((3, 4), np.float32)
     expected = x + np.arange(4, dtype=np.float32)
     np.testing.assert_array_equal(run_onnxruntime(bundle.data("cpu-onnxruntime.onnx"), {"x": x})["y"], expected)
-    got = run_openvino(bundle.data("cpu-openvino.xml"), bundle.data("cpu-openvino.bin"), {"x": x}, ["y"])["y"]
+    got = run_openvino(bundle.data("cpu-openvino.xml"), bundle.data("shared.weights"), {"x": x}, ["y"])["y"]
     np.testing.assert_array_equal(got, expected)
 
     code, stdout, stderr = run_cli(capsys, "inspect", out)
     assert code == 0 and stderr.strip().endswith("PASSED xrtc inspect")
-    for text in ("xrtpkg 1.0", "cpu-onnxruntime.onnx", "1. cpu-onnxruntime", "2. cpu-openvino", "why: preferred",
+    for text in ("xrtpkg 1.2", "cpu-onnxruntime.onnx", "1. cpu-onnxruntime", "2. cpu-openvino", "why: preferred",
                  "xrtc compile tiny.onnx --target cpu", "pass     fold-constants"):
         assert text in stdout, text
     code, stdout, _ = run_cli(capsys, "inspect", out, "--json")
     info = json.loads(stdout)
     assert code == 0 and info["manifest"] == m and info["file_size"] == out.stat().st_size
-    assert [s["name"] for s in info["sections"]][:5] == ["manifest", "cpu-onnxruntime.onnx", "cpu-openvino.xml",
-                                                         "cpu-openvino.bin", "cpu-openvino.blob"]
+    assert [s["name"] for s in info["sections"]][:5] == ["manifest", "shared.weights", "cpu-onnxruntime.onnx",
+                                                         "cpu-openvino.xml", "cpu-openvino.blob"]
     assert {s["name"] for s in info["sections"][5:]} >= {"plan.json", "decisions.json", "golden.in.0.npy",
                                                          "golden.out.0.npy"}
 
