@@ -163,3 +163,23 @@ def _store_position(payloads: list, variants: list[dict]) -> int:
         if name in names:
             return i
     return len(payloads)
+
+
+def describe(manifest: dict, sections: list[dict]) -> list[str]:
+    """`xrtc inspect`'s lines on the weight store and on compiled blobs (which hold the weights again)."""
+    sizes = {s["name"]: s["stored_size"] for s in sections}
+    lines = []
+    store = manifest.get("weight_store")
+    if isinstance(store, dict) and store.get("section") in sizes:
+        held = store.get("referenced_bytes", 0)
+        lines.append(f"weights  store {store['section']}: {store.get('entries')} entries, {sizes[store['section']]} "
+                     f"bytes, shared by {', '.join(store.get('variants', []))} ({held} bytes without sharing)")
+    else:
+        lines.append("weights  no shared store: each variant holds its own weights")
+    for v in manifest.get("variants", []):
+        blob = v.get("artifacts", {}).get("compiled")
+        if blob in sizes:
+            lines.append(f"compiled {v.get('id')}: {blob} kept ({sizes[blob]} bytes, weights included again): imported "
+                         "instead of compiling the IR only on OpenVINO "
+                         f"{v.get('options', {}).get('xrt.compiled_build', '?')} with the same CPU capabilities")
+    return lines

@@ -85,6 +85,12 @@ def test_store_layout_is_content_addressed_and_aligned():
     assert store.referenced_bytes == 210
 
 
+def test_inspect_states_the_store_and_the_blob(sample_bundle):
+    out = run_tool("xrtc", "inspect", sample_bundle, check=True).stdout
+    assert re.search(rf"weights  store {STORE}: \d+ entries, \d+ bytes, shared by cpu-onnxruntime, cpu-openvino", out)
+    assert "compiled cpu-openvino: cpu-openvino.blob kept" in out
+
+
 def test_compile_is_reproducible_with_the_store(sample_bundle, tmp_path):
     again = tmp_path / "again.xrtpkg"
     run_tool("xrtc", "compile", SAMPLE, "--target", "cpu", "-o", again, check=True)
