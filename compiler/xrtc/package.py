@@ -166,4 +166,5 @@ def assemble(prep, target: str, settled, inputs: list[dict], outputs: list[dict]
     if prep.calibration:
         manifest["provenance"]["calibration"] = {"samples": len(prep.calibration), "sha256": prep.calibration_digest}
     payloads = weight_store.share(manifest, payloads)  # weights once, shared by the variants (1.2)
+    payloads = weight_store.drop_unpicked_blobs(manifest, payloads)  # blobs only where they pay at load
     return manifest, payloads

@@ -26,6 +26,7 @@ from xrtc import cli
 from xrtc.errors import (ExternalDataError, ModelCheckError, ModelLoadError, OutputExistsError,
                          UnsupportedModelError, UnsupportedTargetError, UsageError)
 from xrtc.tools.compile import compile_model
+from xpuruntime.onnx_tensors import check_inline, store_arrays
 from xpuruntime.policy import Policy
 from xrt_testutil import GATE_SHAPES, gate_shape_args
 
@@ -42,7 +43,9 @@ OPENVINO_FIRST = {"ppocrv4_det", "ppocrv4_rec", "light_resnet50", "light_incepti
 ONNXRUNTIME_FIRST = {"oww_hey_mycroft", "silero_vad_openvino_16k", "silero_vad_16k_op15"}
 
 MANIFEST_KEYS = {"format", "model", "variants", "excluded", "provenance", "plan", "decisions"}
-OPTIONAL_MANIFEST_KEYS = {"golden"}  # absent when the accuracy gate had no samples (dynamic dims, no data)
+# golden: absent when the accuracy gate had no samples (dynamic dims, no data); weight_store: absent when no variant
+# has weights to share
+OPTIONAL_MANIFEST_KEYS = {"golden", "weight_store"}
 VARIANT_KEYS = {"id", "target", "device", "engine", "precision", "artifacts", "options", "requires", "why"}
 
 
@@ -97,9 +100,13 @@ def compare(name: str, engine: str, got: dict, ref: dict) -> list[str]:
     return lines
 
 
-def run_onnxruntime(model_bytes: bytes, feeds: dict) -> dict:
+def run_onnxruntime(model_bytes: bytes, feeds: dict, store: bytes | None = None) -> dict:
+    """ONNX Runtime on `model_bytes`; `store`: the bundle's weight store its initializers reference."""
     so = onnxruntime.SessionOptions()
     so.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    if store is not None:
+        names, arrays = store_arrays(check_inline(model_bytes, len(store)), store)
+        so.add_external_initializers(names, [onnxruntime.OrtValue.ortvalue_from_numpy(a) for a in arrays])
     sess = onnxruntime.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
     return dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feeds)))
 
@@ -186,7 +193,8 @@ def test_corpus_model_compiles_and_matches_onnxruntime(name, compiled):
     report = []
     for v in m["variants"]:
         if v["engine"] == "onnxruntime":
-            got = run_onnxruntime(bundle.data(v["artifacts"]["model"]), feeds)
+            store = bundle.data(v["artifacts"]["weights"]) if "weights" in v["artifacts"] else None
+            got = run_onnxruntime(bundle.data(v["artifacts"]["model"]), feeds, store)
         else:
             got = run_openvino(bundle.data(v["artifacts"]["model"]), bundle.data(v["artifacts"]["weights"]), feeds,
                                list(ref))
@@ -275,9 +283,10 @@ def test_tiny_model_compiles_runs_and_inspects(tmp_path, capsys):
     code, stdout, _ = run_cli(capsys, "inspect", out, "--json")
     info = json.loads(stdout)
     assert code == 0 and info["manifest"] == m and info["file_size"] == out.stat().st_size
-    assert [s["name"] for s in info["sections"]][:5] == ["manifest", "shared.weights", "cpu-onnxruntime.onnx",
-                                                         "cpu-openvino.xml", "cpu-openvino.blob"]
-    assert {s["name"] for s in info["sections"][5:]} >= {"plan.json", "decisions.json", "golden.in.0.npy",
+    # No blob: OpenVINO is this model's second choice (blobs only on the first variant).
+    assert [s["name"] for s in info["sections"]][:4] == ["manifest", "shared.weights", "cpu-onnxruntime.onnx",
+                                                         "cpu-openvino.xml"]
+    assert {s["name"] for s in info["sections"][4:]} == {"plan.json", "decisions.json", "golden.in.0.npy",
                                                          "golden.out.0.npy"}
 
 

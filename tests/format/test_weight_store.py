@@ -85,9 +85,11 @@ def test_store_layout_is_content_addressed_and_aligned():
     assert store.referenced_bytes == 210
 
 
-def test_inspect_states_the_store_and_the_blob(sample_bundle):
+def test_inspect_states_the_store_and_the_blobs(sample_bundle, openvino_first_bundle):
     out = run_tool("xrtc", "inspect", sample_bundle, check=True).stdout
     assert re.search(rf"weights  store {STORE}: \d+ entries, \d+ bytes, shared by cpu-onnxruntime, cpu-openvino", out)
+    assert "compiled cpu-openvino.blob dropped: its variant is not the runtime's first choice" in out
+    out = run_tool("xrtc", "inspect", openvino_first_bundle[1], check=True).stdout
     assert "compiled cpu-openvino: cpu-openvino.blob kept" in out
 
 
