@@ -371,10 +371,10 @@ def test_corrupt_truncated_and_missing_bundles(xrt_run, bundles, tmp_path):
     flipped = bytearray(good)
     # Inside the weights of the variant xrt-run runs (sections are verified on first use: formats/xrtpkg.md), so
     # its sha256 no longer matches when the session reads it.
-    weights = xrtpkg.read(good).section("shared.weights")  # the weight store both variants read
+    weights = xrtpkg.read(good).section("cpu-openvino.bin")
     flipped[weights.offset + weights.stored_size // 2] ^= 0xFF
     (tmp_path / "flipped.xrtpkg").write_bytes(bytes(flipped))
-    assert_failed(run(xrt_run, tmp_path / "flipped.xrtpkg"), EXIT_RUNTIME, "DATA_CORRUPT", "shared.weights")
+    assert_failed(run(xrt_run, tmp_path / "flipped.xrtpkg"), EXIT_RUNTIME, "DATA_CORRUPT", "cpu-openvino.bin")
     (tmp_path / "truncated.xrtpkg").write_bytes(good[: len(good) - 100])
     assert_failed(run(xrt_run, tmp_path / "truncated.xrtpkg"), EXIT_RUNTIME, "DATA_CORRUPT")
     assert_failed(run(xrt_run, tmp_path / "nope.xrtpkg"), EXIT_RUNTIME, "NOT_FOUND", "nope.xrtpkg")
