@@ -4,15 +4,16 @@ and ONNX Runtime variants stored once, in one uncompressed section, each entry a
 - OpenVINO IR: the store *is* the IR's weights file. Each `Const` layer's `offset`/`size` in the XML is rewritten to
   its bytes' place in the store, so the runtime hands the store to `read_model(xml, weights)` as it did the `.bin`
   (no runtime change, zero copy).
-- ONNX Runtime: each graph initializer of at least MIN_EXTERNAL_BYTES becomes external data with
-  `location` = "xrt:weights" (the variant's `weights` artifact: a role, never a path) and `offset`/`length` into it; the runtime gives ONNX Runtime those
-  tensors from the verified store in memory (`SessionOptions.add_external_initializers`), never a file.
+- ONNX Runtime: each graph initializer of at least MIN_EXTERNAL_BYTES becomes external data with `location` =
+  "xrt:weights" (the variant's `weights` artifact: a role, never a path) and `offset`/`length` into it; the runtime
+  gives ONNX Runtime those tensors from the verified store in memory (`add_external_initializers`), never a file.
 - Entries are keyed by their bytes (SHA-256): a tensor that two variants hold with the same bytes is stored once;
   bytes only one variant has (OpenVINO's folded constants, fp16 or int8 weights) are added once each.
 
 How a target declares its variants' entries: a variant whose `target` is in STORE_TARGETS and whose engine has an
 adapter in `_ADAPTERS` (OpenVINO: `model` XML + `weights` bin; ONNX Runtime: `model` ONNX) has its weights moved to
 the store, and its `weights` artifact names the store. Other targets (cuda) keep their own sections untouched.
+Compiled blobs hold the weights again: drop_unpicked_blobs keeps one only on the runtime's first variant.
 
 Deterministic: entries are laid out in the order the variants and their tensors come (manifest order, then graph
 order), so the same variants give the same store bytes.
