@@ -185,6 +185,8 @@ def main() -> int:
     ap.add_argument("--tuning-db", help="--tune: the tuning DB to use (default: a fresh private one)")
     ap.add_argument("--load-only", action="store_true",
                     help="only the load table (load-to-first-result by stage against ONNX Runtime and OpenVINO)")
+    ap.add_argument("--compile-args", default="",
+                    help="extra xrtc compile arguments, space-separated (e.g. --no-precompile: bundles without blobs)")
     args = ap.parse_args()
     names = args.models.split(",") if args.models else corpus_models()
     if args.tune:
@@ -200,7 +202,8 @@ def main() -> int:
         # The corpus input as the gate's sample: a model whose dynamic dims the gate cannot size by itself
         # (ppocrv4_rec) is then checked at the shape it is benchmarked at, instead of failing to compile.
         built = subprocess.run([str(Path(sys.executable).parent / "xrtc"), "compile", str(model), "--target", "cpu",
-                                "-o", str(bundle), "-q", "--calibration", str(CORPUS / "inputs" / f"{name}.npz")],
+                                "-o", str(bundle), "-q", "--calibration", str(CORPUS / "inputs" / f"{name}.npz"),
+                                *args.compile_args.split()],
                                capture_output=True, text=True)
         if built.returncode != 0:  # stated under the tables, not hidden
             errors = [line for line in built.stderr.splitlines() if line.startswith("[E]")] or [built.stderr[-300:]]
@@ -208,7 +211,8 @@ def main() -> int:
             print(f"skipped {name}: xrtc compile failed", file=sys.stderr, flush=True)
             continue
         feeds = inputs_for(name)
-        load_row = {"model": name, "onnx_mb": model.stat().st_size / 1e6, "bundle_mb": bundle.stat().st_size / 1e6}
+        load_row = {"model": name, "onnx_mb": model.stat().st_size / 1e6, "bundle_mb": bundle.stat().st_size / 1e6,
+                    "sections_mb": section_sizes(bundle)}
         profile = xrt_load_profile(bundle, feeds)
         load_row.update(xrt=profile, ort_s=load_to_first(lambda: (lambda s=onnxruntime.InferenceSession(
             str(model), providers=["CPUExecutionProvider"]): s.run(None, feeds))))
@@ -284,6 +288,33 @@ def main() -> int:
     return 0
 
 
+def section_sizes(bundle) -> dict:
+    """Stored MB per kind of section: the weight store, compiled blobs, golden data, the rest (graphs, manifest,
+    plan, decision log; a pre-1.2 bundle's per-variant weights)."""
+    import xrtpkg
+
+    sizes = {"store": 0.0, "blobs": 0.0, "golden": 0.0, "rest": 0.0}
+    parsed = xrtpkg.read(bundle, verify="on_use")
+    store = (parsed.manifest.get("weight_store") or {}).get("section")
+    for s in parsed.sections:
+        kind = ("store" if s.name == store else "blobs" if s.name.endswith(".blob")
+                else "golden" if s.name.startswith("golden.") else "rest")
+        sizes[kind] += s.stored_size / 1e6
+    return sizes
+
+
+def print_size_table(load_rows) -> None:
+    """Where a bundle's bytes are, against the source model."""
+    print("\n| model | onnx MB | bundle MB | store MB | blobs MB | golden MB | rest MB | bundle / onnx | "
+          "(bundle - blobs - golden) / onnx |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in load_rows:
+        z = r["sections_mb"]
+        print(f"| {r['model']} | {r['onnx_mb']:.2f} | {r['bundle_mb']:.2f} | {z['store']:.2f} | {z['blobs']:.2f} | "
+              f"{z['golden']:.2f} | {z['rest']:.2f} | {r['bundle_mb'] / r['onnx_mb']:.2f} | "
+              f"{(r['bundle_mb'] - z['blobs'] - z['golden']) / r['onnx_mb']:.2f} |")
+
+
 def print_load_table(load_rows) -> None:
     """Load-to-first-result per model: the bundle's stages (Session.load_profile()), its total against ONNX Runtime
     (session from the .onnx + first run) and OpenVINO (compile_model of the .onnx + first run), and the sizes."""
@@ -308,6 +339,7 @@ def print_load_table(load_rows) -> None:
               f"{ms(r['ort_s'])} | {ms(r.get('ov_s'))} | {vs_ort:.2f} | {'-' if vs_ov is None else f'{vs_ov:.2f}'} |")
     print(f"\nload goal (xrt <= 1.0x ORT load+1st): met on {met_ort}/{len(load_rows)} models; "
           f"OpenVINO variants no slower than OpenVINO's own compile: {met_ov}/{ov_rows}")
+    print_size_table(load_rows)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,39 @@ def sample_bundle(tmp_path_factory) -> Path:
     return out
 
 
+def openvino_first_model(path: Path) -> Path:
+    """A two-conv model over 300 MFLOP (the CPU target's rule puts OpenVINO first, so it keeps its compiled blob):
+    image [batch, 3, 64, 64] -> probabilities [batch, 64], seeded weights."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(7)
+    w1 = numpy_helper.from_array((rng.standard_normal((64, 3, 3, 3)) * 0.2).astype(np.float32), "w1")
+    w2 = numpy_helper.from_array((rng.standard_normal((64, 64, 3, 3)) * 0.05).astype(np.float32), "w2")
+    nodes = [helper.make_node("Conv", ["image", "w1"], ["c1"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "w2"], ["c2"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c2"], ["r2"]),
+             helper.make_node("GlobalAveragePool", ["r2"], ["g"]),
+             helper.make_node("Flatten", ["g"], ["probabilities"])]
+    graph = helper.make_graph(nodes, "openvino_first", [helper.make_tensor_value_info(
+        "image", TensorProto.FLOAT, ["batch", 3, 64, 64])], [helper.make_tensor_value_info(
+            "probabilities", TensorProto.FLOAT, ["batch", 64])], [w1, w2])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def openvino_first_bundle(tmp_path_factory) -> tuple[Path, Path]:
+    """(model, bundle) of openvino_first_model: its OpenVINO variant is first and carries a compiled blob."""
+    folder = tmp_path_factory.mktemp("openvino_first")
+    model = openvino_first_model(folder / "openvino_first.onnx")
+    out = folder / "openvino_first.xrtpkg"
+    run_tool("xrtc", "compile", model, "--target", "cpu", "-o", out, check=True)
+    return model, out
+
+
 @pytest.fixture(scope="session")
 def corpus_bundles(tmp_path_factory):
     """Compiles a corpus model once per test session: corpus_bundles(name) -> path."""

@@ -14,7 +14,7 @@ import threading
 import warnings
 
 from . import _core, _errors
-from .onnx_tensors import ExternalDataError, check_inline
+from .onnx_tensors import ExternalDataError, check_inline, store_arrays
 
 _lock = threading.Lock()
 _registered = False
@@ -27,13 +27,14 @@ _PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
 
 class _Handle:
-    __slots__ = ("session", "input_names", "output_names", "bound")
+    __slots__ = ("session", "input_names", "output_names", "bound", "store_values")
 
-    def __init__(self, session, input_names, output_names, bound=None):
+    def __init__(self, session, input_names, output_names, bound=None, store_values=()):
         self.session = session
         self.input_names = input_names
         self.output_names = output_names
         self.bound = bound  # _Bound where the variant replays a CUDA graph
+        self.store_values = store_values  # OrtValues over the weight store: ONNX Runtime uses them, never copies
 
 
 class _Bound:
@@ -223,10 +224,18 @@ def _init(device: str, artifacts: dict, options_json: str) -> _Handle:
     if "model" not in artifacts:
         raise _errors.InvalidArgument("onnxruntime: the variant has no 'model' artifact; rebuild the bundle with xrtc")
     model = bytes(artifacts["model"])  # private: ONNX Runtime never sees the bundle's own memory
+    store = artifacts.get("weights")  # the verified weight store (private memory the session keeps alive)
     try:
-        check_inline(model)  # the one external-data walk (xpuruntime.onnx_tensors), shared with xrtc
+        # The one external-data walk (xpuruntime.onnx_tensors), shared with xrtc; store references are checked
+        # against the store, anything else external is refused.
+        parsed = check_inline(model, None if store is None else len(store))
+        store_values = store_arrays(parsed, store) if store is not None else ([], [])
     except ExternalDataError as err:
         raise _errors.DataCorrupt(f"onnxruntime: {err}") from None
+    ort_values = [onnxruntime.OrtValue.ortvalue_from_numpy(a) for a in store_values[1]]
+    if ort_values:
+        # Zero copy: OrtValues over the store's bytes; ONNX Runtime takes them instead of reading external data.
+        so.add_external_initializers(store_values[0], ort_values)
     provider = (_PROVIDERS[device], cuda_options) if device == "cuda" else _PROVIDERS[device]
     try:
         session = onnxruntime.InferenceSession(model, so, providers=[provider])
@@ -243,7 +252,8 @@ def _init(device: str, artifacts: dict, options_json: str) -> _Handle:
         plain = dict(cuda_options, enable_cuda_graph="0")
         session, bound = _bind(session, lambda: onnxruntime.InferenceSession(
             model, so, providers=[(_PROVIDERS[device], plain)]), device_id=device_id)
-    handle = _Handle(session, [i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()], bound)
+    handle = _Handle(session, [i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()], bound,
+                     tuple(ort_values))
     _created.handle = handle
     return handle
 

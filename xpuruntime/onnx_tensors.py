@@ -94,10 +94,14 @@ def _has_unknown_fields(root) -> bool:
     return False
 
 
-def check_inline(model_bytes: bytes):
+def check_inline(model_bytes: bytes, store_size: int | None = None):
     """Parses an ONNX artifact and refuses it (ExternalDataError) unless it is a plain ONNX model holding every
     tensor inline: any tensor with external data, anywhere; fields this onnx package does not know (an engine with
-    a newer schema could read a tensor from them); a model without a graph. Returns the parsed ModelProto."""
+    a newer schema could read a tensor from them); a model without a graph. Returns the parsed ModelProto.
+
+    With `store_size` (the variant has a weight store, formats/xrtpkg.md "Weight store"), top-level graph
+    initializers may instead reference the store (store_refs checks each reference); any other external data is
+    still refused."""
     import onnx
     from google.protobuf.message import DecodeError
 
@@ -111,7 +115,81 @@ def check_inline(model_bytes: bytes):
         raise ExternalDataError(f"the ONNX artifact holds fields onnx {onnx.__version__} does not know; the "
                                 "runtime cannot check them (rebuild the bundle with xrtc, or update onnx)")
     external = [t.name or "(unnamed)" for t in iter_tensors(model) if uses_external_data(t)]
+    if store_size is not None and external:
+        # iter_tensors yields each top-level initializer once; store_refs accepts only those, each checked.
+        refs = store_refs(model, STORE_LOCATION, store_size)
+        if len(refs) == len(external):
+            return model
+        top = {t.name for t, _, _ in refs}
+        external = [name for name in external if name not in top] or external
     if external:
         raise ExternalDataError(f"the ONNX artifact stores tensor(s) {external[:5]} as external data (a file "
                                 "path); bundles carry every tensor inline: rebuild the bundle with xrtc compile")
     return model
+
+
+# Fixed-size ONNX element types a store entry may hold, with their byte widths (TensorProto.DataType numbers).
+# (bfloat16 has no NumPy type to hand ONNX Runtime, so it stays inline.)
+STORE_NUMPY_TYPES = {1: "<f4", 2: "u1", 3: "i1", 4: "<u2", 5: "<i2", 6: "<i4", 7: "<i8", 9: "?", 10: "<f2",
+                     11: "<f8", 12: "<u4", 13: "<u8"}
+# The external data location of a store reference: the variant's `weights` artifact (a role, never a path).
+STORE_LOCATION = "xrt:weights"
+
+
+def store_arrays(model, store) -> tuple[list[str], list]:
+    """(names, arrays): NumPy views (no copy) into `store` (the verified weight store, any buffer) for the
+    initializers of `model` that reference it, after store_refs checked every reference."""
+    import numpy as np
+
+    names, arrays = [], []
+    for tensor, offset, length in store_refs(model, STORE_LOCATION, len(store)):
+        dtype = np.dtype(STORE_NUMPY_TYPES[tensor.data_type])
+        array = np.frombuffer(store, dtype=dtype, count=length // dtype.itemsize, offset=offset)
+        names.append(tensor.name)
+        arrays.append(array.reshape(tuple(tensor.dims)))
+    return names, arrays
+
+
+def np_width(data_type: int) -> int | None:
+    import numpy as np
+
+    name = STORE_NUMPY_TYPES.get(data_type)
+    return None if name is None else np.dtype(name).itemsize
+
+
+def store_refs(model, store_name: str, store_size: int) -> list[tuple]:
+    """[(initializer, offset, length)] for the top-level initializers of `model` that reference the weight store.
+    Refuses (ExternalDataError) a reference that is not exactly {location: store_name, offset, length} with
+    decimal integers, that reads past `store_size`, whose length is not the tensor's element count times its
+    element width, that names a type without a fixed width, or that also carries inline data: the bytes ONNX
+    Runtime gets are exactly the store's, and it never opens a file."""
+    refs = []
+    for tensor in model.graph.initializer:
+        if not uses_external_data(tensor):
+            continue
+        name = tensor.name or "(unnamed)"
+        entries = {e.key: e.value for e in tensor.external_data}
+        if tensor.data_location != 1 or len(entries) != len(tensor.external_data) or \
+                set(entries) != {"location", "offset", "length"} or entries["location"] != store_name:
+            raise ExternalDataError(f"initializer {name!r}: external data other than the bundle's weight store "
+                                    f"{store_name!r} ({sorted(entries.items())[:3]})")
+        if not all(v.isdigit() and len(v) <= 19 for v in (entries["offset"], entries["length"])):
+            raise ExternalDataError(f"initializer {name!r}: weight store offset/length are not integers")
+        offset, length = int(entries["offset"]), int(entries["length"])
+        if offset + length > store_size:
+            raise ExternalDataError(f"initializer {name!r}: reads [{offset}, {offset + length}) past the "
+                                    f"{store_size}-byte weight store")
+        width = np_width(tensor.data_type)
+        count = 1
+        for dim in tensor.dims:
+            if dim < 0:
+                raise ExternalDataError(f"initializer {name!r}: negative dimension {dim}")
+            count *= dim
+        if width is None or count * width != length:
+            raise ExternalDataError(f"initializer {name!r}: {length} store bytes do not hold dims {list(tensor.dims)} "
+                                    f"of data type {tensor.data_type}")
+        if tensor.raw_data or any(len(getattr(tensor, f)) for f in (
+                "float_data", "int32_data", "int64_data", "double_data", "uint64_data", "string_data")):
+            raise ExternalDataError(f"initializer {name!r}: both inline data and a weight store reference")
+        refs.append((tensor, offset, length))
+    return refs

@@ -12,7 +12,7 @@ from typing import Any
 
 import xrtpkg
 
-from . import __version__
+from . import __version__, weight_store
 from .errors import OutputExistsError, UsageError, XrtcError
 
 
@@ -165,4 +165,6 @@ def assemble(prep, target: str, settled, inputs: list[dict], outputs: list[dict]
         next(o for o in manifest["model"]["outputs"] if o["name"] == name)["declared_shape"] = shape
     if prep.calibration:
         manifest["provenance"]["calibration"] = {"samples": len(prep.calibration), "sha256": prep.calibration_digest}
+    payloads = weight_store.share(manifest, payloads)  # weights once, shared by the variants (1.2)
+    payloads = weight_store.drop_unpicked_blobs(manifest, payloads)  # blobs only where they pay at load
     return manifest, payloads

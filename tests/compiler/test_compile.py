@@ -26,6 +26,7 @@ from xrtc import cli
 from xrtc.errors import (ExternalDataError, ModelCheckError, ModelLoadError, OutputExistsError,
                          UnsupportedModelError, UnsupportedTargetError, UsageError)
 from xrtc.tools.compile import compile_model
+from xpuruntime.onnx_tensors import check_inline, store_arrays
 from xpuruntime.policy import Policy
 from xrt_testutil import GATE_SHAPES, gate_shape_args
 
@@ -42,7 +43,9 @@ OPENVINO_FIRST = {"ppocrv4_det", "ppocrv4_rec", "light_resnet50", "light_incepti
 ONNXRUNTIME_FIRST = {"oww_hey_mycroft", "silero_vad_openvino_16k", "silero_vad_16k_op15"}
 
 MANIFEST_KEYS = {"format", "model", "variants", "excluded", "provenance", "plan", "decisions"}
-OPTIONAL_MANIFEST_KEYS = {"golden"}  # absent when the accuracy gate had no samples (dynamic dims, no data)
+# golden: absent when the accuracy gate had no samples (dynamic dims, no data); weight_store: absent when no variant
+# has weights to share
+OPTIONAL_MANIFEST_KEYS = {"golden", "weight_store"}
 VARIANT_KEYS = {"id", "target", "device", "engine", "precision", "artifacts", "options", "requires", "why"}
 
 
@@ -97,9 +100,13 @@ def compare(name: str, engine: str, got: dict, ref: dict) -> list[str]:
     return lines
 
 
-def run_onnxruntime(model_bytes: bytes, feeds: dict) -> dict:
+def run_onnxruntime(model_bytes: bytes, feeds: dict, store: bytes | None = None) -> dict:
+    """ONNX Runtime on `model_bytes`; `store`: the bundle's weight store its initializers reference."""
     so = onnxruntime.SessionOptions()
     so.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    if store is not None:
+        names, arrays = store_arrays(check_inline(model_bytes, len(store)), store)
+        so.add_external_initializers(names, [onnxruntime.OrtValue.ortvalue_from_numpy(a) for a in arrays])
     sess = onnxruntime.InferenceSession(model_bytes, so, providers=["CPUExecutionProvider"])
     return dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feeds)))
 
@@ -123,7 +130,7 @@ def test_corpus_model_compiles_and_matches_onnxruntime(name, compiled):
     path, bundle, source_sha = compiled(name)
     m = bundle.manifest
     assert MANIFEST_KEYS <= set(m) <= MANIFEST_KEYS | OPTIONAL_MANIFEST_KEYS
-    assert m["format"] == {"name": "xrtpkg", "version": "1.0"}
+    assert m["format"] == {"name": "xrtpkg", "version": "1.2"}  # 1.2: the weight store
     assert sha256(MODELS / f"{name}.onnx") == source_sha, "the source model was modified"
 
     # Model I/O as the source declares it (names, numpy dtypes, shapes with ints / strings / null).
@@ -146,7 +153,7 @@ def test_corpus_model_compiles_and_matches_onnxruntime(name, compiled):
         assert all(s in sections for s in v["artifacts"].values())
         assert v["why"]
     if "cpu-openvino.xml" in sections:
-        assert sections["cpu-openvino.xml"].compressed and not sections["cpu-openvino.bin"].compressed
+        assert sections["cpu-openvino.xml"].compressed and not sections["shared.weights"].compressed
     if "cpu-onnxruntime.onnx" in sections:
         assert not sections["cpu-onnxruntime.onnx"].compressed
 
@@ -186,7 +193,8 @@ def test_corpus_model_compiles_and_matches_onnxruntime(name, compiled):
     report = []
     for v in m["variants"]:
         if v["engine"] == "onnxruntime":
-            got = run_onnxruntime(bundle.data(v["artifacts"]["model"]), feeds)
+            store = bundle.data(v["artifacts"]["weights"]) if "weights" in v["artifacts"] else None
+            got = run_onnxruntime(bundle.data(v["artifacts"]["model"]), feeds, store)
         else:
             got = run_openvino(bundle.data(v["artifacts"]["model"]), bundle.data(v["artifacts"]["weights"]), feeds,
                                list(ref))
@@ -264,20 +272,21 @@ def test_tiny_model_compiles_runs_and_inspects(tmp_path, capsys):
     x = np.ones((3, 4), np.float32)
     expected = x + np.arange(4, dtype=np.float32)
     np.testing.assert_array_equal(run_onnxruntime(bundle.data("cpu-onnxruntime.onnx"), {"x": x})["y"], expected)
-    got = run_openvino(bundle.data("cpu-openvino.xml"), bundle.data("cpu-openvino.bin"), {"x": x}, ["y"])["y"]
+    got = run_openvino(bundle.data("cpu-openvino.xml"), bundle.data("shared.weights"), {"x": x}, ["y"])["y"]
     np.testing.assert_array_equal(got, expected)
 
     code, stdout, stderr = run_cli(capsys, "inspect", out)
     assert code == 0 and stderr.strip().endswith("PASSED xrtc inspect")
-    for text in ("xrtpkg 1.0", "cpu-onnxruntime.onnx", "1. cpu-onnxruntime", "2. cpu-openvino", "why: preferred",
+    for text in ("xrtpkg 1.2", "cpu-onnxruntime.onnx", "1. cpu-onnxruntime", "2. cpu-openvino", "why: preferred",
                  "xrtc compile tiny.onnx --target cpu", "pass     fold-constants"):
         assert text in stdout, text
     code, stdout, _ = run_cli(capsys, "inspect", out, "--json")
     info = json.loads(stdout)
     assert code == 0 and info["manifest"] == m and info["file_size"] == out.stat().st_size
-    assert [s["name"] for s in info["sections"]][:5] == ["manifest", "cpu-onnxruntime.onnx", "cpu-openvino.xml",
-                                                         "cpu-openvino.bin", "cpu-openvino.blob"]
-    assert {s["name"] for s in info["sections"][5:]} >= {"plan.json", "decisions.json", "golden.in.0.npy",
+    # No blob: OpenVINO is this model's second choice (blobs only on the first variant).
+    assert [s["name"] for s in info["sections"]][:4] == ["manifest", "shared.weights", "cpu-onnxruntime.onnx",
+                                                         "cpu-openvino.xml"]
+    assert {s["name"] for s in info["sections"][4:]} == {"plan.json", "decisions.json", "golden.in.0.npy",
                                                          "golden.out.0.npy"}
 
 

@@ -20,11 +20,19 @@ with atheris.instrument_imports():
     from xpuruntime import _ort_backend, onnx_tensors
 
 _CPUS = _ort_backend.usable_cpus()
+_STORE = bytes(4096)
 
 
 def TestOneInput(data: bytes) -> None:  # noqa: N802 (atheris' name)
     try:
         onnx_tensors.check_inline(data)
+    except onnx_tensors.ExternalDataError as err:
+        assert str(err), "a refusal says why"
+    # With a weight store (format 1.2): accepted references give in-bounds views of exactly `length` bytes.
+    try:
+        model = onnx_tensors.check_inline(data, len(_STORE))
+        names, arrays = onnx_tensors.store_arrays(model, _STORE)
+        assert len(names) == len(arrays) and all(a.nbytes <= len(_STORE) for a in arrays)
     except onnx_tensors.ExternalDataError as err:
         assert str(err), "a refusal says why"
     text = data.decode("utf-8", "replace")

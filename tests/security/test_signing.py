@@ -195,7 +195,7 @@ def test_xrt_run_accepts_trusted_and_reports_signer(variants, keys):
                     keys / "a.pub", "--require-signature", "--json", *SHAPE)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
-    assert report["signer"] == PUB_A.hex() and report["format_version"] == "1.1"
+    assert report["signer"] == PUB_A.hex() and report["format_version"] == "1.2"  # 1.2: weight store
     proc = run_tool("xrt-run", variants["unsigned"], "--json", *SHAPE)
     assert proc.returncode == 0 and json.loads(proc.stdout)["signer"] is None
     proc = run_tool("xrt-run", variants["signed_a"], "--trusted-key", keys / "a.pub", *SHAPE)
@@ -234,7 +234,7 @@ def test_keygen_sign_inspect_run_round_trip(sample_bundle, tmp_path):
     assert xrtpkg.read(signed, trusted_keys=[pub]).signer.hex() == text.strip()
 
     info = json.loads(run_tool("xrtc", "inspect", bundle, "--json", check=True).stdout)
-    assert info["signer"] == text.strip() and info["version"] == "1.1"
+    assert info["signer"] == text.strip() and info["version"] == "1.2"  # 1.2: weight store
     assert f"ed25519 key {text.strip()}" in run_tool("xrtc", "inspect", bundle, check=True).stdout
     assert json.loads(run_tool("xrtc", "inspect", sample_bundle, "--json", check=True).stdout)["signer"] is None
 
@@ -295,8 +295,12 @@ def test_sign_api_is_deterministic_and_versioned(sample_bundle):
     a1, a2 = xrtpkg.sign(plain, SEED_A), xrtpkg.sign(plain, SEED_A)
     assert a1 == a2 and a1[: len(plain)] != plain
     b = xrtpkg.read(a1)
-    assert (b.major, b.minor, b.file_size, b.signer) == (1, 1, len(plain), PUB_A)
-    assert xrtpkg.read(plain).minor == 0  # unsigned bundles stay 1.0: 1.0 readers keep reading them
+    # sample_cnn's bundle has a weight store (1.2); signing keeps its minor (1.2 includes 1.1's flag).
+    assert (b.major, b.minor, b.file_size, b.signer) == (1, 2, len(plain), PUB_A)
+    assert xrtpkg.read(plain).minor == 2
+    bare = xrtpkg.to_bytes({"format": {"name": "xrtpkg", "version": "1.0"}}, [("w.bin", b"w", False)])
+    assert xrtpkg.read(bare).minor == 0  # bundles without a store stay 1.0: 1.0 readers keep reading them
+    assert xrtpkg.read(xrtpkg.sign(bare, SEED_A)).minor == 1
     assert xrtpkg.sign(xrtpkg.sign(plain, SEED_B), SEED_A) == a1  # re-signing replaces the signature
     with pytest.raises(xrtpkg.FormatError) as info:
         xrtpkg.sign(a1[:-1], SEED_A)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
+from .. import weight_store
 from ..errors import IncompatibleError, XrtcError
 
 
@@ -77,6 +78,7 @@ def render_text(info: dict) -> str:
     for s in info["sections"]:
         lines.append(f"  {s['name']:<28} {'yes' if s['compressed'] else 'no':<4} {s['stored_size']:>12} "
                      f"{s['size']:>12}  {s['sha256'][:16]}")
+    lines.extend(weight_store.describe(m, info["sections"]))
     lines.append("variants (preference order)")
     for i, v in enumerate(m.get("variants", []), 1):
         req = v.get("requires", {})

@@ -1,4 +1,4 @@
-"""Constants and layout rules of the .xrtpkg format, version 1.1 (formats/xrtpkg.md).
+"""Constants and layout rules of the .xrtpkg format, version 1.2 (formats/xrtpkg.md).
 
 Shared by the reader and the writer so both apply the same rules.
 """
@@ -14,6 +14,10 @@ FORMAT_MINOR = 0
 # ones 1.1 (xrtpkg.sign). Readers accept any 1.x.
 UNSIGNED_MINOR = FORMAT_MINOR
 SIGNED_MINOR = 1
+# 1.2: a manifest `weight_store` section shared by several variants ("Weight store"). Bundles with one are 1.2
+# (signed too: 1.2 includes 1.1's flag).
+STORE_MINOR = 2
+STORE_KEY = "weight_store"
 
 MAGIC = b"\x89XRT\r\n\x1a\n"
 HEADER_SIZE = 64

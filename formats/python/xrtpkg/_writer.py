@@ -17,6 +17,8 @@ from ._format import (
     ENTRY_STRUCT,
     FLAG_ZSTD,
     FORMAT_MAJOR,
+    STORE_KEY,
+    STORE_MINOR,
     UNSIGNED_MINOR,
     HEADER_STRUCT,
     MAGIC,
@@ -132,10 +134,12 @@ def to_bytes(manifest: dict, payloads: Iterable[tuple[str, bytes, bool]]) -> byt
         ENTRY_STRUCT.pack(raw_name, flags, 0, off, len(stored), size, hashlib.sha256(stored).digest())
         for (raw_name, flags, stored, size), off in zip(sections, offsets)
     )
-    # An unsigned bundle uses no 1.1 feature: it is written as 1.0 (xrtpkg.sign() makes it 1.1).
-    head32 = HEADER_STRUCT.pack(MAGIC, FORMAT_MAJOR, UNSIGNED_MINOR, count, file_size, 0, bytes(32))[:32]
+    # The lowest minor whose features the bundle uses: 1.2 with a weight store, else 1.0 (xrtpkg.sign() makes a
+    # 1.0 bundle 1.1).
+    minor = STORE_MINOR if STORE_KEY in manifest else UNSIGNED_MINOR
+    head32 = HEADER_STRUCT.pack(MAGIC, FORMAT_MAJOR, minor, count, file_size, 0, bytes(32))[:32]
     index_sha = hashlib.sha256(head32 + table).digest()
-    out = bytearray(HEADER_STRUCT.pack(MAGIC, FORMAT_MAJOR, UNSIGNED_MINOR, count, file_size, 0, index_sha))
+    out = bytearray(HEADER_STRUCT.pack(MAGIC, FORMAT_MAJOR, minor, count, file_size, 0, index_sha))
     out += table
     for (_, _, stored, _), off in zip(sections, offsets):
         out += bytes(off - len(out))  # zero padding up to the 64-byte aligned offset
