@@ -61,6 +61,7 @@ def test_explain_and_decision_log_show_the_table(tuned):
     shown = run_tool("xrtc", "explain", out, check=True).stdout
     record = xrtpkg.read(out).manifest["tuning"]
     assert "tuning (fast" in shown and record["winner"]["candidate"] in shown
+    assert record["static_shape"]["why"].startswith("static shape:") and record["static_shape"]["why"] in shown
     for row in record["candidates"]:
         assert row["id"][:40] in shown
     log = json.loads(run_tool("xrtc", "explain", out, "--json", check=True).stdout)

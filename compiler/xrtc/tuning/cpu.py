@@ -6,8 +6,8 @@ Candidates: each CPU variant (OpenVINO, ONNX Runtime) as built, and with the eng
 adds OpenVINO's PERFORMANCE_HINT LATENCY and THROUGHPUT at each thread count. Not candidates, and why: ONNX
 Runtime's graph optimisation level (the runtime always finishes the graph with ORT_ENABLE_ALL on the machine it
 runs on, so the bundle cannot choose it), ONNX Runtime's execution mode and OpenVINO's NUM_STREAMS / pinning
-(the runtime refuses those keys from a bundle), static-shape specialisation (a compile-time rebuild; not in this
-tuner).
+(the runtime refuses those keys from a bundle). Static shapes: see static_shape_status (the compile specialises
+when the user binds shapes; the record says which).
 
 Each candidate is written as a one-variant bundle and loaded through the runtime (what users run). The accuracy
 gate (gate.measure) runs it on the bundle's golden sample against ONNX Runtime's reference outputs at the
@@ -38,7 +38,7 @@ from . import db as tuning_db
 log = logging.getLogger("xrtc.tune")
 
 TUNER = "cpu-engine-options"  # the DB's tuner column: this tuner's entries
-TUNER_VERSION = "cpu-1"  # bump when candidates or timing change: old DB entries are then not reused
+TUNER_VERSION = "cpu-2"  # bump when candidates or timing change: old DB entries are then not reused
 MODES = ("fast", "full")
 # Seconds of timed calls over all candidates, and rounds (every candidate once per round).
 _BUDGET = {"fast": (12.0, 5), "full": (40.0, 8)}
@@ -102,6 +102,35 @@ def candidates(variants: list[dict], mode: str, cpus: int) -> list[Candidate]:
                 for n in thread_counts(cpus):
                     add(v, {key: str(n), "PERFORMANCE_HINT": hint}, f"threads={n},{hint.lower()}")
     return out
+
+
+STATIC_NOT_ALLOWED = ("static shape: not allowed by policy (set execution.static_shape = {choice=true, mode=auto} "
+                      "or pass --shape)")
+
+
+def static_shape_status(manifest: dict) -> dict:
+    """Whether the bundle runs specialised for static input shapes, and why (the tuning record's `static_shape`).
+
+    A bundle specialised for one shape refuses every other shape: a contract change, so it is never made silently.
+    The compile specialises when the user bound the shapes (--shape / [shapes]: bind-shapes, then shape inference
+    and folding run on the static graph, and each engine compiles that static graph) or when the model's inputs are
+    static already. The tuner itself does not rebuild the graph: with dynamic inputs the candidates keep them, and
+    the record says what would allow the specialisation. Returns {"static": bool, "why": text}."""
+    policy = manifest.get("provenance", {}).get("policy", {}) or {}
+    dynamic = [f"{i['name']}[{k}]" for i in manifest["model"]["inputs"]
+               for k, d in enumerate(i.get("shape") or []) if not isinstance(d, int)]
+    if not dynamic:
+        bound = policy.get("shapes") or {}
+        if bound:
+            dims = ", ".join(f"{n}={'x'.join(map(str, d))}" for n, d in sorted(bound.items()))
+            return {"static": True, "why": f"static shape: inputs bound at compile ({dims}); every variant and "
+                                           "candidate is specialised for these shapes, other shapes are refused"}
+        return {"static": True, "why": "static shape: the model's inputs are static"}
+    knob = (policy.get("execution") or {}).get("static_shape") or {}
+    if knob.get("mode") == "auto" and knob.get("choice") is not False:
+        return {"static": False, "why": f"static shape: allowed by policy (auto), but dims {', '.join(dynamic)} have "
+                                        "no size to specialise for: bind the sizes you deploy with --shape"}
+    return {"static": False, "why": f"{STATIC_NOT_ALLOWED}; dynamic dims: {', '.join(dynamic)}"}
 
 
 def versions() -> dict[str, str]:
@@ -239,6 +268,7 @@ def measure(bundle, mode: str) -> dict:
                                                     "needed to replace the bundle's own choice"
     progress.done()
     return {"tuner": TUNER, "tuner_version": TUNER_VERSION, "mode": mode,
+            "static_shape": static_shape_status(manifest),
             "method": f"every candidate loaded through the runtime and gated on the golden sample; warm-up, then "
                       f"{_BUDGET[mode][1]} interleaved rounds of timed blocks, median per candidate",
             "winner": {"candidate": winner, "variant": rows[winner]["variant"], "options": rows[winner]["options"],
@@ -343,6 +373,8 @@ def table_lines(record: dict) -> list[str]:
     if record.get("reused_from_db"):
         r = record["reused_from_db"]
         lines.append(f"  reused from the tuning DB (entry {r['key']}, measured {r['measured_at']}, {r['measured_mode']})")
+    if record.get("static_shape"):
+        lines.append(f"  {record['static_shape']['why']}")
     lines.append(f"  {'candidate':<40} {'median ms':>10} {'runs':>5}  {'accuracy':<22} outcome")
     for row in record["candidates"]:
         acc = row.get("accuracy")
