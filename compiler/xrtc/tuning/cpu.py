@@ -14,7 +14,8 @@ gate (gate.measure) runs it on the bundle's golden sample against ONNX Runtime's
 variant's own tolerance; a candidate that fails may not win. Timing: warm-up calls, then rounds in which every
 candidate runs one block in turn (a 50 ms pause and one untimed call before each block, so one engine's spinning
 thread pool does not slow the next); the score is the median of the candidate's slowest round (see measure). The
-winner's variant goes first in the bundle with the winner's options; the manifest's `tuning` entry and the decision log hold the whole candidate table.
+winner's variant goes first in the bundle with the winner's options; the manifest's `tuning` entry and the decision
+log hold the whole candidate table.
 
 Results are stored in the tuning DB (db.py) and reused without measuring for the same bundle graphs, machine kind
 and versions.
