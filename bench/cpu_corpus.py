@@ -134,7 +134,10 @@ def tune_main(names, args) -> int:
         t0 = time.perf_counter()
         command = [str(Path(sys.executable).parent / "xrtc"), "compile", str(model), "--target", "cpu", "-o",
                    str(bundle), "-q", "--tune", args.tune, "--tuning-db", db]
-        proc = subprocess.run(command + ["--calibration", str(CORPUS / "inputs" / f"{name}.npz")],
+        # The corpus inputs' shapes bound with --shape: the user's statement that the bundle runs at these shapes,
+        # which lets the compile and the tuner specialise for them (static shapes; the peers get the model as is).
+        shapes = [f"--shape={n}={'x'.join(map(str, a.shape))}" for n, a in inputs_for(name).items() if a.ndim]
+        proc = subprocess.run(command + shapes + ["--calibration", str(CORPUS / "inputs" / f"{name}.npz")],
                               capture_output=True, text=True)
         if proc.returncode != 0:  # some models' gate fails on the corpus input (silero_vad_16k_op15): its own samples
             proc = subprocess.run(command + ["--force"], capture_output=True, text=True)
