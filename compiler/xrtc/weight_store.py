@@ -10,7 +10,7 @@ and ONNX Runtime variants stored once, in one uncompressed section, each entry a
 - Entries are keyed by their bytes (SHA-256): a tensor that two variants hold with the same bytes is stored once;
   bytes only one variant has (OpenVINO's folded constants, fp16 or int8 weights) are added once each.
 
-How a target declares its variants' entries: a variant whose `target` is in STORE_TARGETS and whose engine has an
+How a target declares its variants' entries: a variant for the host CPU (`_shares_store`) whose engine has an
 adapter in `_ADAPTERS` (OpenVINO: `model` XML + `weights` bin; ONNX Runtime: `model` ONNX) has its weights moved to
 the store, and its `weights` artifact names the store. Other targets (cuda) keep their own sections untouched.
 Compiled blobs hold the weights again: drop_unpicked_blobs keeps one only on the runtime's first variant.
@@ -33,13 +33,18 @@ ALIGNMENT = 64
 # Smaller initializers (shapes, axes, scalars) stay inline: ONNX Runtime folds them at load, and moving them saves
 # nothing measurable.
 MIN_EXTERNAL_BYTES = 1024
-STORE_TARGETS = frozenset({"cpu"})
 STORE_MINOR = 2  # the format minor that gives a store section its meaning
 
 # One IR Const layer's <data .../> element: the offset/size pair is rewritten, everything else is kept byte for byte.
 _CONST_DATA = re.compile(rb'(<layer\b[^>]*\btype="Const"[^>]*>\s*<data\b)([^>]*?)(/?>)')
 _OFFSET = re.compile(rb'\boffset="(\d+)"')
 _SIZE = re.compile(rb'\bsize="(\d+)"')
+
+
+def _shares_store(variant: dict) -> bool:
+    """Variants for the host CPU share the store (chosen by device, like the tuner: target names stay inside
+    xrtc.targets)."""
+    return variant.get("device") == "cpu"
 
 
 class Store:
@@ -126,11 +131,11 @@ _ADAPTERS = {"openvino": _openvino, "onnxruntime": _onnxruntime}
 
 
 def share(manifest: dict, payloads: list[tuple[str, bytes, bool]]) -> list[tuple[str, bytes, bool]]:
-    """Moves the weights of the manifest's store variants (STORE_TARGETS x _ADAPTERS) into one store section and
+    """Moves the weights of the manifest's store variants (host CPU variants x _ADAPTERS) into one store section and
     points their artifacts at it; records `weight_store` in the manifest. Returns the new payloads (unchanged when
     no variant qualifies). Sections no variant references any more (an IR's old .bin) are dropped."""
     variants = [v for v in manifest["variants"]
-                if v.get("target") in STORE_TARGETS and v.get("engine") in _ADAPTERS]
+                if _shares_store(v) and v.get("engine") in _ADAPTERS]
     if not variants:
         return payloads
     sections = {name: data for name, data, _ in payloads}
@@ -175,7 +180,7 @@ def drop_unpicked_blobs(manifest: dict, payloads: list[tuple[str, bytes, bool]])
     dropped = []
     for variant in manifest["variants"][1:]:
         arts = variant.get("artifacts", {})
-        if variant.get("target") in STORE_TARGETS and "compiled" in arts:
+        if _shares_store(variant) and "compiled" in arts:
             dropped.append(arts.pop("compiled"))
             for key in [k for k in variant.get("options", {}) if k.startswith("xrt.compiled_")]:
                 del variant["options"][key]
