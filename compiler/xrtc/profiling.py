@@ -283,7 +283,11 @@ def _profile_onnxruntime(bundle, variant, feeds, runs, nodes):
     import onnxruntime as ort
     from xpuruntime._ort_backend import session_options
 
-    model_bytes = bundle.data(variant["artifacts"]["model"])
+    from .weight_store import standalone_model
+
+    arts = variant["artifacts"]
+    model_bytes = standalone_model(bundle.data(arts["model"]), bundle.data(arts["weights"]) if "weights" in arts
+                                   else None)
     with tempfile.TemporaryDirectory(prefix="xrtc-profile-") as tmp:
         so = session_options(json.dumps(variant.get("options", {})))
         so.enable_profiling = True

@@ -213,3 +213,24 @@ def describe(manifest: dict, sections: list[dict]) -> list[str]:
         lines.append(f"compiled {blob} dropped: its variant is not the runtime's first choice (it compiles its IR "
                      "from the store when it runs)")
     return lines
+
+
+def standalone_model(model_bytes: bytes, store: bytes | None) -> bytes:
+    """An ONNX Runtime variant's graph with its weight-store references inlined: a model that stands alone, for the
+    tools that hand a variant's graph to ONNX Runtime themselves (xrtc profile, xrtc bench --peers). The runtime
+    never does this: it gives ONNX Runtime the verified store's bytes without a copy (xpuruntime._ort_backend)."""
+    if store is None:
+        return model_bytes
+    import onnx
+
+    from xpuruntime.onnx_tensors import store_refs
+
+    model = onnx.load_from_string(model_bytes)
+    refs = store_refs(model, STORE_LOCATION, len(store))
+    if not refs:
+        return model_bytes
+    for tensor, offset, length in refs:
+        tensor.raw_data = bytes(store[offset:offset + length])
+        del tensor.external_data[:]
+        tensor.data_location = onnx.TensorProto.DEFAULT
+    return model.SerializeToString()

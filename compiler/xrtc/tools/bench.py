@@ -129,7 +129,11 @@ def _peer_model(args) -> bytes:
     for v in bundle.manifest.get("variants", []):
         if v.get("engine") == "onnxruntime" and "model" in v.get("artifacts", {}):
             log.info("peers run the bundle's ONNX Runtime variant's graph (%s); --model picks another", v["id"])
-            return bundle.data(v["artifacts"]["model"])
+            from ..weight_store import standalone_model
+
+            arts = v["artifacts"]
+            return standalone_model(bundle.data(arts["model"]), bundle.data(arts["weights"]) if "weights" in arts
+                                    else None)
     raise UsageError("--peers: the bundle has no ONNX graph (no ONNX Runtime variant); pass --model MODEL.onnx")
 
 
