@@ -172,7 +172,7 @@ def store_refs(model, store_name: str, store_size: int) -> list[tuple]:
         if tensor.data_location != 1 or len(entries) != len(tensor.external_data) or \
                 set(entries) != {"location", "offset", "length"} or entries["location"] != store_name:
             raise ExternalDataError(f"initializer {name!r}: external data other than the bundle's weight store "
-                                    f"{store_name!r} ({sorted(entries.items())[:3]})")
+                                    f"{store_name!r} ({sorted(entries.items(), key=repr)[:3]})")  # keys may be bytes (not UTF-8)
         if not all(v.isdigit() and len(v) <= 19 for v in (entries["offset"], entries["length"])):
             raise ExternalDataError(f"initializer {name!r}: weight store offset/length are not integers")
         offset, length = int(entries["offset"]), int(entries["length"])

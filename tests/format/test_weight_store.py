@@ -158,3 +158,17 @@ def test_store_references_need_a_store(bundle):
     with pytest.raises(ExternalDataError, match="external data"):
         check_inline(bundle.data("cpu-onnxruntime.onnx"))
     assert check_inline(bundle.data("cpu-onnxruntime.onnx"), len(bundle.data(STORE))) is not None
+
+
+def test_an_external_data_key_that_is_not_utf8_is_refused_cleanly():
+    """Found by the engine-boundary fuzzer (tests/security/fuzz_engine_boundary.py): an external-data key with a
+    byte that is not UTF-8 reaches Python as bytes, and the refusal's message sorted str and bytes keys together
+    (TypeError) instead of refusing with ExternalDataError."""
+    import base64
+
+    from xpuruntime.onnx_tensors import ExternalDataError, check_inline
+
+    data = base64.b64decode("CAg6cwoOCgF4CgF3EgF5IgNBZGQSAWcqPAgEEAFCAXdqFgoIbG9jYXRpb/USCnNlY3JldC5iaW5qCwoGb2Zmc2V0EgEw"
+                            "agwKBmxlbmd0aBICMTZwAVoPCgF4EgoKCAgBEgQKAggEYg8KAXkSCgoICAESBAoCCARCBAoAEBE=")
+    with pytest.raises(ExternalDataError, match="external data other than the bundle's weight store"):
+        check_inline(data, 4096)
