@@ -260,6 +260,7 @@ xrt_status_t Engine::Init(const EngineArtifacts& a, const std::string& lt_error)
   // cuBLASLt's first use (a handle and one heuristic query, ~125 ms the first time in a process) runs on a helper
   // thread while the modules load and the weights upload; it is joined below, and on every early return (the
   // future's destructor waits; a handle nobody took is destroyed by WarmHandle).
+  double warm_ms = -1;  // declared before `warm`: the helper thread writes it until warm's destructor has joined
   struct WarmHandle {
     std::future<cublasLtHandle_t> future;
     std::function<void(cublasLtHandle_t)> destroy;
@@ -270,7 +271,6 @@ xrt_status_t Engine::Init(const EngineArtifacts& a, const std::string& lt_error)
       }
     }
   } warm;
-  double warm_ms = -1;
   if (!plan_.gemms.empty() && options_.take_warm_cublaslt) {
     warm.future = std::async(std::launch::async, [this, &warm_ms] {
       const ContextScope in_context(drv_, context_);

@@ -56,11 +56,6 @@ struct EngineArtifacts {
   // "weights.1", "weights.2", ...: the parts after "weights" (above), in order; the weights space the plan's offsets
   // address is their concatenation (PLAN.md). Empty for a variant stored as one "weights" section.
   std::vector<ByteSpan> more_weights;
-  uint64_t WeightsBytes() const {
-    uint64_t total = weights_size;
-    for (const ByteSpan& p : more_weights) total += p.size;  // the caller checks the sum (cuda_backend.cc)
-    return total;
-  }
 };
 
 class Engine {
