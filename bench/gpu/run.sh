@@ -65,8 +65,9 @@ if [ "$stage" = tests ] || [ -n "${WITH_TESTS:-}" ]; then
   echo "pytest rc=$?"; grep -E "passed|failed|SKIPPED|FAILED|Error" "$OUT/pytest_gpu.txt" | tail -25 | cut -c1-300
 fi
 if [ "$stage" = sweep ]; then  # the generated kernels' configurations (sets codegen's layernorm/attention rules)
-  (cd /tmp && timeout 400 python3 "$OLDPWD/bench/gpu/sweep_kernels.py" --json "$OUT/sweep.json" 2>&1) > "$OUT/sweep.txt"
-  echo "sweep rc=$?"; grep -E "^\||error|Error" "$OUT/sweep.txt" | tail -30 | cut -c1-300
+  (cd /tmp && timeout 400 python3 "$OLDPWD/bench/gpu/sweep_kernels.py" --kernels "${SWEEP_KERNELS:-layernorm,attention,gemm}" \
+      --json "$OUT/sweep.json" 2>&1) > "$OUT/sweep.txt"
+  echo "sweep rc=$?"; grep -E "^\||error|Error" "$OUT/sweep.txt" | tail -40 | cut -c1-300
   exit 0
 fi
 # xrtc profile on a cuda bundle (issue 17): the engine's own per-launch report mapped to ONNX nodes, and its trace
@@ -144,9 +145,10 @@ for k in $KEYS; do
   # xrtc tune: up to 16 cuBLASLt candidates per GEMM configuration, each tried in the captured graph, the fastest
   # stored in a new bundle (golden data rechecked); then the tuned bundle's replay time and cold start
   T=$D/bert_${k}_tuned.xrtpkg; t1=$SECONDS
-  if [ -z "${NO_TUNE:-}" ]; then  # NO_TUNE=1: skip (a short run)
+  if [ -z "${NO_TUNE:-}" ] && [ "${k%%_*}" != tritonmm ]; then  # NO_TUNE=1: skip (a short run); matmul=triton: no cuBLASLt
   (cd /tmp && python3 -m xrtc tune $B -o $T --force > $OUT/tune_$k.log 2>&1)
   echo "tune $k: rc=$? in $((SECONDS - t1)) s: $(tail -n 2 $OUT/tune_$k.log | cut -c1-400)"
+  grep -E "^\|" $OUT/tune_$k.log | cut -c1-200
   XRT_CUDA_REPLAY_TIMING=300 XRT_CUDA_REPORT=$OUT/replay_tuned_$k.jsonl "$R/bin/xrt-run" $T --device cuda --inputs $D/in_$shape.npz --quiet 2>&1 | tail -1
   (cd /tmp && python3 $OLDPWD/bench/gpu/bench_bert.py coldstart $T $D/in_$shape.npz) > $OUT/cold_tuned_$k.json 2>&1 || tail -5 $OUT/cold_tuned_$k.json
   fi

@@ -304,6 +304,19 @@ def test_matmul_triton_policy_matches_ort(precision):
     _check(interp.run(plan, weights, sources, feeds), _reference(model, feeds), precision, "bert-triton-gemm")
 
 
+def test_matmul_triton_large_m_groups_tiles_along_m():
+    """Past 256 rows the Triton GEMM takes 128-row tiles in groups of 8 along M (codegen.gemm_config): 1100 rows are
+    9 row tiles, a full group and a group of one; every tile must land where it belongs."""
+    model = models.mlp(batch=1100, act="Relu")
+    x = np.random.default_rng(3).standard_normal((1100, 32)).astype(np.float32)
+    prog = lower_graph(model, "fp32", matmul="triton")
+    gemms = [s for s in prog.steps if isinstance(s, KernelStep) and s.group == "gemm"]
+    assert [g.config["group_m"] for g in gemms] == [8, 8, 8] and gemms[0].grid[0] == 9
+    plan, weights, _, _ = emit.emit(prog, ["sm_90a"])
+    sources = {aot.sha256(s.source): s.source for s in prog.steps if isinstance(s, KernelStep)}
+    _check(interp.run(plan, weights, sources, {"x": x}), _reference(model, {"x": x}), "fp32", "mlp-triton-grouped")
+
+
 def test_gemm_only_plan_writes_and_weights_are_stored_uncompressed(tmp_path):
     """An fp32 ReLU MLP is 3 GEMMs and no Triton kernel: the bundle still writes (empty kernels section), and the
     weights section is stored raw (fp16/fp32 weights barely compress; decoding them dominated the plugin's load)."""

@@ -172,6 +172,21 @@ def test_stored_algorithms_puts_each_engine_choice_into_the_plan(mlp_bundle):
         stored_algorithms(plan, [dict(r, config="zz") for r in reported])
 
 
+def test_tuning_gains_are_reported_per_gemm_configuration(mlp_bundle):
+    """The plugin's per-GEMM tuning numbers (describe(): gemm_algos[i].tuning) grouped by configuration, with the gain
+    over the heuristic's first; GEMMs the tuning did not time have no row."""
+    from xrtc.targets.cuda.tune import gains_by_configuration
+
+    _, bundle = mlp_bundle
+    plan = _plan_of(bundle)
+    reported = [{"gemm": 0, "tuning": {"candidates": 9, "chosen": 3, "heuristic_graph_ms": 0.5,
+                                       "tuned_graph_ms": 0.45}}] + [{"gemm": i} for i in range(1, len(plan["gemms"]))]
+    (row,) = gains_by_configuration(plan, reported)
+    g = plan["gemms"][0]
+    assert row == {"shape": f"{g['m']}x{g['n']}x{g['k']}", "epilogue": g["epilogue"], "gemms": 1, "candidates": 9,
+                   "chosen": 3, "heuristic_graph_ms": 0.5, "tuned_graph_ms": 0.45, "gain_pct": 10.0}
+
+
 def test_tune_runs_on_a_gpu_or_says_where_to_run_it(mlp_bundle, tmp_path, capsys):
     from xrtc.cli import main
 
@@ -190,5 +205,10 @@ def test_tune_runs_on_a_gpu_or_says_where_to_run_it(mlp_bundle, tmp_path, capsys
     plan = _plan_of(out)
     assert all(len(g["algo"]["config"]) == 128 for g in plan["gemms"])
     sess = xrt.load(str(out), device="cuda", fallback=[])
+    rows = [line for line in text.out.splitlines() if line.startswith("| ") and "%" in line]
+    assert rows, "xrtc tune prints the gain of each GEMM configuration"
+    for line in rows:  # the A B A B A B re-check keeps a candidate only where it beat the heuristic's first
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert float(cells[6]) <= float(cells[5]), line
     notes = [a["algo"] for a in sess.explain()["engine_info"]["gemm_algos"]]
     assert all(n.startswith("stored ") and "accepted by cublasLtMatmulAlgoCheck" in n for n in notes), notes

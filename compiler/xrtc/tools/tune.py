@@ -64,6 +64,12 @@ class Tune:
         print(f"{result.variant}: {result.gemms} GEMM algorithms stored; golden max abs err: {errs}")
         for note, n in sorted(result.notes.items()):
             print(f"  {n:3d} x {note}")
+        if result.per_configuration:  # the gain of each GEMM configuration over the cuBLASLt heuristic's first
+            print("| GEMM m x n x k | epilogue | GEMMs | candidates | chosen | graph ms: heuristic | tuned | gain |")
+            print("|---|---|---|---|---|---|---|---|")
+            for r in result.per_configuration:
+                print(f"| {r['shape']} | {r['epilogue']} | {r['gemms']} | {r['candidates']} | {r['chosen']} | "
+                      f"{r['heuristic_graph_ms']:.4f} | {r['tuned_graph_ms']:.4f} | {r['gain_pct']:.2f}% |")
         print(f"PASSED xrtc tune: wrote {out} ({len(result.bundle)} bytes)")
         return 0
 

@@ -388,6 +388,12 @@ xrt_status_t Engine::Init(const EngineArtifacts& a, const std::string& lt_error)
                          {"epilogue", spec.epilogue},
                          {"algo", gemm_notes_[i]},
                          {"config", gemm_config_[i]}});
+    if (auto t = tuning_.find(gemm_key_[i]); t != tuning_.end()) {
+      gemm_info.back()["tuning"] = {{"candidates", t->second.candidates},
+                                    {"chosen", t->second.chosen + 1},
+                                    {"heuristic_graph_ms", t->second.heuristic_ms},
+                                    {"tuned_graph_ms", t->second.tuned_ms}};
+    }
   }
   phases["total_engine_init"] = std::round(MsSince(t_start) * 100) / 100;
   // the wait for cuBLASLt at init (its dlopen, started in the background when the device was probed)
@@ -786,6 +792,32 @@ xrt_status_t Engine::TuneInGraph(Binding* b) {
       }
       if (const double ms = Median(times); ms < current) current = ms, best = c;
     }
+    // The search's minimum is biased low (the fastest of many noisy medians): a candidate that beat the heuristic's
+    // first is kept only if it still wins when the two are timed again, alternately (A B A B A B, median of each).
+    double first_ms = first, best_ms = current;
+    if (best != 0) {
+      std::vector<double> heuristic, chosen;
+      for (int round = 0; round < 3 && best != 0; ++round) {
+        for (const size_t c : {size_t{0}, best}) {
+          use(c);
+          xrt_status_t s = Capture(b);
+          if (!s) s = ReplayTimes(*b, kReplays, &times, &back_to_back);
+          if (s) {  // the chosen one cannot be re-run: the heuristic's first stays
+            xrt_status_free(s);
+            best = 0;
+            break;
+          }
+          (c == 0 ? heuristic : chosen).push_back(Median(times));
+        }
+      }
+      if (best != 0) {
+        first_ms = Median(heuristic), best_ms = Median(chosen);
+        if (best_ms >= first_ms) best = 0;
+      }
+      if (best == 0) best_ms = first_ms;
+      current = best_ms;
+    }
+    tuning_[key] = {cands.size(), best, first_ms, best_ms};
     use(best);
     heuristic_cache_[key] = cands[best];
     uint32_t splits = 1;
@@ -798,7 +830,7 @@ xrt_status_t Engine::TuneInGraph(Binding* b) {
     std::snprintf(text, sizeof text,
                   "tuned in the CUDA graph: candidate %zu of %zu%s, graph replay %.4f ms (first candidate: %.4f ms)",
                   best + 1, cands.size(), splits > 1 ? (" (split-K " + std::to_string(splits) + ")").c_str() : "",
-                  current, first);
+                  best_ms, first_ms);
     heuristic_note_[key] = text;
     for (size_t g = 0; g < gemm_key_.size(); ++g) {
       if (gemm_key_[g] == key) gemm_notes_[g] = text;

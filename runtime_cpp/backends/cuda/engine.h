@@ -141,6 +141,11 @@ class Engine {
   std::vector<std::string> gemm_key_;     // per GEMM: its configuration
   std::vector<std::string> gemm_config_;  // per GEMM: the chosen algorithm as hex (describe())
   std::map<std::string, std::string> heuristic_note_;  // GEMM configuration -> how its algorithm was chosen
+  struct TuneOutcome {
+    size_t candidates = 0, chosen = 0;        // chosen: index into the candidates (0 = the heuristic's first)
+    double heuristic_ms = 0, tuned_ms = 0;    // whole-graph replay medians, heuristic's first vs the chosen one
+  };
+  std::map<std::string, TuneOutcome> tuning_;  // GEMM configuration -> what the in-graph tuning found
   std::map<std::string, cublasLtMatmulAlgo_t> heuristic_cache_;  // GEMM configuration -> heuristic's algorithm  // per GEMM: stored algo accepted / fallback reason
   std::vector<Binding> graphs_;
   uint64_t use_clock_ = 0;

@@ -260,10 +260,11 @@ def attention_config(sq: int, sk: int, d: int, math_softmax: bool) -> dict:
     used before: B=1 S=128 3.61 us (was 6.97), B=32 S=128 13.3 us (was 27.8), B=1 S=384 8.93 us (was 23.9)."""
     bd = next_pow2(max(d, 16))
     if math_softmax:
-        return {"BM": min(32, next_pow2(max(sq, 16))), "BN": next_pow2(max(sk, 16)), "warps": 4, "stages": 2}
+        return {"BM": min(32, next_pow2(max(sq, 16))), "BN": next_pow2(max(sk, 16)), "warps": 4, "stages": 2,
+                "preload": True}
     bn = min(128 if bd <= 128 else 64, next_pow2(max(sk, 16)))
     stages = 3 if sk > bn and bd <= 64 else 2
-    return {"BM": min(64, next_pow2(max(sq, 16))), "BN": bn, "warps": 4, "stages": stages}
+    return {"BM": min(64, next_pow2(max(sq, 16))), "BN": bn, "warps": 4, "stages": stages, "preload": sk <= bn}
 
 
 def attention(q: View, k: View, v: View, mask: View | None, out: View, scale: float, precision: str,
@@ -279,6 +280,9 @@ def attention(q: View, k: View, v: View, mask: View | None, out: View, scale: fl
     bd = next_pow2(max(d, 16))
     chosen = {**attention_config(sq, sk, d, math_softmax), **(config or {})}
     bm, bn, warps, stages = chosen["BM"], chosen["BN"], chosen["warps"], chosen["stages"]
+    # every key in one block: no loop, and K, V and the mask are loaded before the first dot, so their latencies
+    # overlap instead of V's load waiting behind QK^T and the softmax (the kernel is latency-bound at S <= 128)
+    preload = bool(chosen.get("preload")) and sk <= bn
     if math_softmax and sk > MATH_MAX_KEYS:
         raise ValueError(f"attention=math holds every key of a row at once: {sk} keys > {MATH_MAX_KEYS}")
     bufs = [q.buf, k.buf, v.buf] + ([mask.buf] if mask is not None else []) + [out.buf]
@@ -297,68 +301,87 @@ def attention(q: View, k: View, v: View, mask: View | None, out: View, scale: fl
             f"q = tl.load({p[q.buf]} + {base(q)} + om[:, None] * {q.strides[2]} + od[None, :] * {q.strides[3]}, "
             f"mask=mq[:, None] & md[None, :], other=0).to({dot_t})",
             f"m_i = tl.full([{bm}], float(\"-inf\"), tl.float32)", f"l_i = tl.zeros([{bm}], tl.float32)",
-            f"acc = tl.zeros([{bm}, {bd}], tl.float32)",
-            f"for start in range(0, {sk}, {bn}):",
-            "    kn = start + on", f"    mk = kn < {sk}",
-            f"    kt = tl.load({p[k.buf]} + {base(k)} + kn[None, :] * {k.strides[2]} + od[:, None] * {k.strides[3]}, "
-            f"mask=mk[None, :] & md[:, None], other=0).to({dot_t})",
-            f"    s = tl.dot(q, kt{dot_kw}) * {float(scale)!r}"]
+            f"acc = tl.zeros([{bm}, {bd}], tl.float32)"]
+    # one step over a block of keys (the loop body; with `preload`, the whole computation, run once)
+    load_k = (f"kt = tl.load({p[k.buf]} + {base(k)} + kn[None, :] * {k.strides[2]} + od[:, None] * {k.strides[3]}, "
+              f"mask=mk[None, :] & md[:, None], other=0).to({dot_t})")
+    load_v = (f"vv = tl.load({p[v.buf]} + {base(v)} + kn[:, None] * {v.strides[2]} + od[None, :] * {v.strides[3]}, "
+              f"mask=mk[:, None] & md[None, :], other=0).to({dot_t})")
+    load_mask = ""
     if mask is not None:
         mv = mask.broadcast_to((b_, h_, sq, sk))
-        body.append(f"    s = s + tl.load({p[mask.buf]} + {base(mv)} + om[:, None] * {mv.strides[2]} + kn[None, :] * "
-                    f"{mv.strides[3]}, mask=mq[:, None] & mk[None, :], other=0).to(tl.float32)")
+        load_mask = (f"am = tl.load({p[mask.buf]} + {base(mv)} + om[:, None] * {mv.strides[2]} + kn[None, :] * "
+                     f"{mv.strides[3]}, mask=mq[:, None] & mk[None, :], other=0).to(tl.float32)")
+    step = ["kn = start + on", f"mk = kn < {sk}", load_k] + ([load_v] if preload else []) + \
+        ([load_mask] if load_mask and preload else []) + [f"s = tl.dot(q, kt{dot_kw}) * {float(scale)!r}"]
+    if load_mask:
+        step += ([] if preload else [load_mask]) + ["s = s + am"]
+    step.append("s = tl.where(mk[None, :], s, float(\"-inf\"))")
     if math_softmax:
-        body += ["    s = tl.where(mk[None, :], s, float(\"-inf\"))", "    m = tl.max(s, 1)",
-                 "    e = tl.exp(s - tl.where(m == float(\"-inf\"), 0.0, m)[:, None])", "    l_i = tl.sum(e, 1)",
-                 "    pr = tl.where(l_i[:, None] > 0, e / l_i[:, None], 0.0)" if zero_masked_rows else
-                 "    pr = e / l_i[:, None]",
-                 f"    vv = tl.load({p[v.buf]} + {base(v)} + kn[:, None] * {v.strides[2]} + od[None, :] * "
-                 f"{v.strides[3]}, mask=mk[:, None] & md[None, :], other=0).to({dot_t})",
-                 f"    acc = tl.dot(pr.to({dot_t}), vv{dot_kw})",
-                 f"tl.store({p[out.buf]} + {base(out)} + om[:, None] * {out.strides[2]} + od[None, :] * "
-                 f"{out.strides[3]}, acc.to({_TL[dtypes[out.buf]]}), mask=mq[:, None] & md[None, :])"]
-        grid = (-(-sq // bm), b_ * h_, 1)
-        return _function(params, body), params, grid, warps, {"BM": bm, "BN": bn, "BD": bd, "B": b_, "H": h_,
-                                                              "Sq": sq, "Sk": sk, "D": d, "scale": scale,
-                                                              "softmax": "math", "stages": stages}
-    body += ["    s = tl.where(mk[None, :], s, float(\"-inf\"))",
-             "    m_new = tl.maximum(m_i, tl.max(s, 1))",
-             "    m_use = tl.where(m_new == float(\"-inf\"), 0.0, m_new)", "    pr = tl.exp(s - m_use[:, None])",
-             "    alpha = tl.exp(m_i - m_use)", "    l_i = l_i * alpha + tl.sum(pr, 1)",
-             f"    vv = tl.load({p[v.buf]} + {base(v)} + kn[:, None] * {v.strides[2]} + od[None, :] * {v.strides[3]}, "
-             f"mask=mk[:, None] & md[None, :], other=0).to({dot_t})",
-             f"    acc = acc * alpha[:, None] + tl.dot(pr.to({dot_t}), vv{dot_kw})", "    m_i = m_new",
-             "acc = tl.where(l_i[:, None] > 0, acc / l_i[:, None], 0.0)" if zero_masked_rows else
-             "acc = acc / l_i[:, None]",
-             f"tl.store({p[out.buf]} + {base(out)} + om[:, None] * {out.strides[2]} + od[None, :] * {out.strides[3]}, "
-             f"acc.to({_TL[dtypes[out.buf]]}), mask=mq[:, None] & md[None, :])"]
+        step += ["m = tl.max(s, 1)", "e = tl.exp(s - tl.where(m == float(\"-inf\"), 0.0, m)[:, None])",
+                 "l_i = tl.sum(e, 1)",
+                 "pr = tl.where(l_i[:, None] > 0, e / l_i[:, None], 0.0)" if zero_masked_rows else "pr = e / l_i[:, None]"]
+        step += ([] if preload else [load_v]) + [f"acc = tl.dot(pr.to({dot_t}), vv{dot_kw})"]
+        tail = []
+    else:
+        step += ["m_new = tl.maximum(m_i, tl.max(s, 1))", "m_use = tl.where(m_new == float(\"-inf\"), 0.0, m_new)",
+                 "pr = tl.exp(s - m_use[:, None])", "alpha = tl.exp(m_i - m_use)", "l_i = l_i * alpha + tl.sum(pr, 1)"]
+        step += ([] if preload else [load_v]) + [f"acc = acc * alpha[:, None] + tl.dot(pr.to({dot_t}), vv{dot_kw})",
+                                                 "m_i = m_new"]
+        tail = ["acc = tl.where(l_i[:, None] > 0, acc / l_i[:, None], 0.0)" if zero_masked_rows else
+                "acc = acc / l_i[:, None]"]
+    if preload:
+        body += ["start = 0"] + step
+    else:
+        body += [f"for start in range(0, {sk}, {bn}):"] + ["    " + line for line in step]
+    body += tail + [f"tl.store({p[out.buf]} + {base(out)} + om[:, None] * {out.strides[2]} + od[None, :] * "
+                    f"{out.strides[3]}, acc.to({_TL[dtypes[out.buf]]}), mask=mq[:, None] & md[None, :])"]
     grid = (-(-sq // bm), b_ * h_, 1)
     return _function(params, body), params, grid, warps, {"BM": bm, "BN": bn, "BD": bd, "B": b_, "H": h_, "Sq": sq,
-                                                          "Sk": sk, "D": d, "scale": scale, "softmax": "flash",
-                                                          "stages": stages}
+                                                          "Sk": sk, "D": d, "scale": scale,
+                                                          "softmax": "math" if math_softmax else "flash",
+                                                          "stages": stages, "preload": preload}
+
+
+def gemm_config(m: int, n: int, k: int, dtype: str) -> dict:
+    """Tile sizes, warps, pipeline stages and the M-grouping of the Triton GEMM (`matmul = triton`). Small M (batch 1
+    of a transformer: M = 128 rows) takes 64 x 64 tiles so the grid fills more SMs; larger M takes 128 x 128 tiles
+    with 8 warps, grouped 8 tiles along M so neighbouring programs share B's tiles in L2."""
+    bk = min(64 if dtype == "float16" else 32, next_pow2(max(k, 16)))
+    if m <= 256:
+        return {"BM": min(64, next_pow2(max(m, 16))), "BN": min(64, next_pow2(max(n, 16))), "BK": bk, "warps": 4,
+                "stages": 4, "group_m": 1}
+    return {"BM": 128, "BN": min(128, next_pow2(max(n, 16))), "BK": bk, "warps": 8, "stages": 3, "group_m": 8}
 
 
 def gemm(a: int, b: int, bias: int | None, c: int, m: int, n: int, k: int, epilogue: str, precision: str,
-         dtypes: dict):
+         dtypes: dict, config: dict | None = None):
     """C[m, n] = A[m, k] @ B[k, n] (+ bias[n]) (then relu or erf-GELU), all contiguous: the policy's
-    `matmul = triton`. Tiles of BM x BN accumulated in fp32 over BK-wide slices of k; tails masked."""
-    bm = min(128, next_pow2(max(m, 16)))
-    bn = min(128, next_pow2(max(n, 16)))
-    bk = min(64 if dtypes[a] == "float16" else 32, next_pow2(max(k, 16)))
+    `matmul = triton`. Tiles of BM x BN accumulated in fp32 over BK-wide slices of k; tails masked; programs grouped
+    `group_m` tiles along M (`gemm_config`, or `config` to override). Returns (source, params, grid, warps, config:
+    its "stages" are the pipeline stages to compile with)."""
+    cfg = {**gemm_config(m, n, k, dtypes[a]), **(config or {})}
+    bm, bn, bk, gm = cfg["BM"], cfg["BN"], cfg["BK"], max(1, cfg["group_m"])
+    tiles_m, tiles_n = -(-m // bm), -(-n // bn)
     bufs = [a, b] + ([bias] if bias is not None else []) + [c]
     params = _params(bufs)
     p = {x: f"P{params.index(x)}" for x in bufs}
     ip = {"fp32": "ieee", "tf32": "tf32"}.get(precision)
     dot_kw = f", input_precision=\"{ip}\"" if ip else ""
-    body = ["pid = tl.program_id(0)", f"pm = pid // {-(-n // bn)}", f"pn = pid % {-(-n // bn)}",
-            f"om = pm * {bm} + tl.arange(0, {bm})", f"on = pn * {bn} + tl.arange(0, {bn})",
-            f"ok = tl.arange(0, {bk})", f"mm = om < {m}", f"mn = on < {n}",
-            f"acc = tl.zeros([{bm}, {bn}], tl.float32)",
-            f"for start in range(0, {k}, {bk}):",
-            "    kk = start + ok", f"    mk = kk < {k}",
-            f"    x = tl.load({p[a]} + om[:, None] * {k} + kk[None, :], mask=mm[:, None] & mk[None, :], other=0)",
-            f"    w = tl.load({p[b]} + kk[:, None] * {n} + on[None, :], mask=mk[:, None] & mn[None, :], other=0)",
-            f"    acc += tl.dot(x, w{dot_kw})"]
+    if gm == 1:
+        body = ["pid = tl.program_id(0)", f"pm = pid // {tiles_n}", f"pn = pid % {tiles_n}"]
+    else:  # consecutive programs walk down `gm` tiles of M before moving along N: B's tiles stay in L2
+        body = ["pid = tl.program_id(0)", f"group = pid // {gm * tiles_n}", f"first_m = group * {gm}",
+                f"rows = tl.minimum({tiles_m} - first_m, {gm})", f"pm = first_m + (pid % {gm * tiles_n}) % rows",
+                f"pn = (pid % {gm * tiles_n}) // rows"]
+    body += [f"om = pm * {bm} + tl.arange(0, {bm})", f"on = pn * {bn} + tl.arange(0, {bn})",
+             f"ok = tl.arange(0, {bk})", f"mm = om < {m}", f"mn = on < {n}",
+             f"acc = tl.zeros([{bm}, {bn}], tl.float32)",
+             f"for start in range(0, {k}, {bk}):",
+             "    kk = start + ok", f"    mk = kk < {k}",
+             f"    x = tl.load({p[a]} + om[:, None] * {k} + kk[None, :], mask=mm[:, None] & mk[None, :], other=0)",
+             f"    w = tl.load({p[b]} + kk[:, None] * {n} + on[None, :], mask=mk[:, None] & mn[None, :], other=0)",
+             f"    acc += tl.dot(x, w{dot_kw})"]
     if bias is not None:
         body.append(f"acc += tl.load({p[bias]} + on, mask=mn, other=0).to(tl.float32)[None, :]")
     if epilogue in ("relu", "relu_bias"):
@@ -367,9 +390,10 @@ def gemm(a: int, b: int, bias: int | None, c: int, m: int, n: int, k: int, epilo
         body.append("acc = 0.5 * acc * (1.0 + tl.math.erf(acc * 0.7071067811865476))")
     body.append(f"tl.store({p[c]} + om[:, None] * {n} + on[None, :], acc.to({_TL[dtypes[c]]}), "
                 "mask=mm[:, None] & mn[None, :])")
-    grid = (-(-m // bm) * -(-n // bn), 1, 1)
-    return _function(params, body), params, grid, 4, {"BM": bm, "BN": bn, "BK": bk, "m": m, "n": n, "k": k,
-                                                      "epilogue": epilogue}
+    grid = (tiles_m * tiles_n, 1, 1)
+    return _function(params, body), params, grid, cfg["warps"], {"BM": bm, "BN": bn, "BK": bk, "m": m, "n": n,
+                                                                 "k": k, "epilogue": epilogue,
+                                                                 "stages": cfg["stages"], "group_m": gm}
 
 
 def _params(bufs: list[int]) -> list[int]:

@@ -636,7 +636,7 @@ class _Lowerer:
             src, params, grid, warps, cfg = codegen.gemm(a.buf, wb.buf, bias, c, m, total, k, "bias",
                                                          self.prog.precision, self.prog.dtypes())
             self.prog.steps.append(KernelStep("gemm", src, params, [c], [p for p in params if p != c], grid, warps,
-                                              nodes, num_stages=3, config=cfg))
+                                              nodes, num_stages=cfg["stages"], config=cfg))
         else:
             self.prog.steps.append(GemmStep(a.buf, wb.buf, c, bias, m, total, k, "bias", nodes))
         whole = View.whole(c, out_shape)
@@ -723,7 +723,7 @@ class _Lowerer:
             src, params, grid, warps, cfg = codegen.gemm(a.buf, wb.buf, bias, c, m, n, k, epilogue,
                                                          self.prog.precision, self.prog.dtypes())
             self.prog.steps.append(KernelStep("gemm", src, params, [c], [p for p in params if p != c], grid, warps,
-                                              nodes, num_stages=3, config=cfg))
+                                              nodes, num_stages=cfg["stages"], config=cfg))
         else:
             self.prog.steps.append(GemmStep(a.buf, wb.buf, c, bias, m, n, k, epilogue, nodes))
         self.values[out] = View.whole(c, tuple(a.shape[:-1]) + (n,))

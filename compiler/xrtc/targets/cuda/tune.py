@@ -29,6 +29,30 @@ class TuneResult:
     notes: dict[str, int] = field(default_factory=dict)   # how each GEMM's algorithm was chosen -> count
     errors: dict[str, float] = field(default_factory=dict)  # golden output -> max abs err of the tuned variant
     dropped_signature: bool = False
+    per_configuration: list[dict] = field(default_factory=list)  # gains_by_configuration()
+
+
+def gains_by_configuration(plan: dict, gemm_algos: list[dict]) -> list[dict]:
+    """One row per tuned GEMM configuration (the GEMMs that share shapes, epilogue and so one algorithm), in plan
+    order: its GEMMs, the candidates tried, the one chosen (1 = the heuristic's first) and the whole-graph replay
+    time with the heuristic's first against the chosen one (the plugin's describe(): `gemm_algos[i].tuning`, after
+    its A B A B A B re-check, so `tuned_graph_ms <= heuristic_graph_ms` by construction)."""
+    rows: dict[tuple, dict] = {}
+    for spec, a in zip(plan.get("gemms", []), gemm_algos):
+        t = a.get("tuning")
+        if not isinstance(t, dict):
+            continue
+        key = (spec.get("m"), spec.get("n"), spec.get("k"), spec.get("epilogue"))
+        row = rows.setdefault(key, {"shape": f"{spec.get('m')}x{spec.get('n')}x{spec.get('k')}",
+                                    "epilogue": spec.get("epilogue"), "gemms": 0,
+                                    "candidates": t.get("candidates"), "chosen": t.get("chosen"),
+                                    "heuristic_graph_ms": round(float(t.get("heuristic_graph_ms", 0)), 4),
+                                    "tuned_graph_ms": round(float(t.get("tuned_graph_ms", 0)), 4)})
+        row["gemms"] += 1
+    for row in rows.values():
+        h, t = row["heuristic_graph_ms"], row["tuned_graph_ms"]
+        row["gain_pct"] = round(100 * (h - t) / h, 2) if h > 0 else 0.0
+    return list(rows.values())
 
 
 def stored_algorithms(plan: dict, gemm_algos: list[dict]) -> dict:
@@ -130,7 +154,8 @@ def tune_bundle(path: str, candidates: int = 16, variant_id: str | None = None) 
                             "device": info.get("device_name"), "arch": info.get("arch"),
                             "driver_version": info.get("driver_version"),
                             "cublaslt_version": (info.get("cublaslt") or {}).get("version"),
-                            "golden_max_abs_err": errors or None},
+                            "golden_max_abs_err": errors or None,
+                            "per_configuration": gains_by_configuration(plan, gemm_algos)},
     }
     payloads = []
     for section in bundle.sections:
@@ -139,4 +164,5 @@ def tune_bundle(path: str, candidates: int = 16, variant_id: str | None = None) 
         data = xrtpkg.canonical_json(tuned_plan) if section.name == plan_section else bundle.data(section.name)
         payloads.append((section.name, data, section.compressed))
     out = xrtpkg.to_bytes(manifest, payloads)
-    return TuneResult(out, variant["id"], len(gemm_algos), tuned, notes, errors, bundle.signer is not None)
+    return TuneResult(out, variant["id"], len(gemm_algos), tuned, notes, errors, bundle.signer is not None,
+                      variant["tuning"]["gemm_algorithms"]["per_configuration"])

@@ -906,6 +906,14 @@ TEST_F(CudaEngineTest, TuningTriesTheCandidatesInTheCapturedGraphAndKeepsTheFast
   EXPECT_NE(info["gemm_algos"][1]["algo"].get<std::string>().find(
                 "candidate 2 of 3, graph replay 0.4000 ms (first candidate: 1.1000 ms)"),
             std::string::npos) << info["gemm_algos"][1]["algo"];
+  // what the tuning found per GEMM, as numbers (xrtc tune prints the gain): confirmed by the A B A B A B re-timing
+  EXPECT_EQ(info["gemm_algos"][0]["tuning"]["candidates"], 3);
+  EXPECT_EQ(info["gemm_algos"][0]["tuning"]["chosen"], 2);
+  EXPECT_NEAR(info["gemm_algos"][0]["tuning"]["heuristic_graph_ms"].get<double>(), 1.8, 1e-5);
+  EXPECT_NEAR(info["gemm_algos"][0]["tuning"]["tuned_graph_ms"].get<double>(), 1.1, 1e-5);
+  EXPECT_EQ(info["gemm_algos"][1]["tuning"]["chosen"], 2);
+  EXPECT_NEAR(info["gemm_algos"][1]["tuning"]["heuristic_graph_ms"].get<double>(), 1.1, 1e-5);
+  EXPECT_NEAR(info["gemm_algos"][1]["tuning"]["tuned_graph_ms"].get<double>(), 0.4, 1e-5);
   for (const json& a : info["gemm_algos"]) {
     EXPECT_EQ(a["config"].get<std::string>().substr(0, 2), "2b") << "algo.data[0] = 43, as PLAN.md's hex";
     EXPECT_EQ(a["config"].get<std::string>().size(), 128u);
