@@ -235,7 +235,7 @@ def main() -> int:
             for lib in (r for r in rs if r["impl"] != "triton"):
                 print(f"| gemm | {shape} | {lib['impl']} | {lib['us']:.2f} us | {lib['TFLOP/s']} TFLOP/s | | | |")
         else:
-            dc = codegen.attention_config(rs[0]["S"], rs[0]["S"], 64, False)
+            dc = codegen.attention_config(rs[0]["S"], rs[0]["S"], 64, False, rs[0]["B"] * 12)
             default = next((r for r in rs if all(r[k] == dc[k] for k in ("BM", "BN", "warps", "stages", "preload"))),
                            None)
             fmt = lambda r: (f"BM {r['BM']}, BN {r['BN']}, warps {r['warps']}, stages {r['stages']}"  # noqa: E731

@@ -253,18 +253,23 @@ def layernorm(expr, out_shape, gamma: View | None, beta: View | None, eps: float
 MATH_MAX_KEYS = 1024
 
 
-def attention_config(sq: int, sk: int, d: int, math_softmax: bool) -> dict:
+def attention_config(sq: int, sk: int, d: int, math_softmax: bool, batch_heads: int = 0) -> dict:
     """Block sizes, warps and pipeline stages of the attention kernel. Flash: 64 queries x 128 keys per step, 4
     warps, 3 stages where there are several key blocks (and shared memory allows). Measured on the H200
     (bench/gpu/sweep_kernels.py, BERT-base heads, fp16 with a mask, in a CUDA graph), against the 64 x 64 blocks
-    used before: B=1 S=128 3.61 us (was 6.97), B=32 S=128 13.3 us (was 27.8), B=1 S=384 8.93 us (was 23.9)."""
+    used before: B=1 S=128 3.61 us (was 6.97), B=32 S=128 13.3 us (was 27.8), B=1 S=384 8.93 us (was 23.9).
+    `preload` where every key fits one block (no loop: K, V and the mask loaded up front): B=32 S=128 12.05 us
+    (13.28 without). `batch_heads` (B x H) picks 32-query blocks for small grids."""
     bd = next_pow2(max(d, 16))
     if math_softmax:
         return {"BM": min(32, next_pow2(max(sq, 16))), "BN": next_pow2(max(sk, 16)), "warps": 4, "stages": 2,
                 "preload": True}
     bn = min(128 if bd <= 128 else 64, next_pow2(max(sk, 16)))
     stages = 3 if sk > bn and bd <= 64 else 2
-    return {"BM": min(64, next_pow2(max(sq, 16))), "BN": bn, "warps": 4, "stages": stages, "preload": sk <= bn}
+    # 32-query blocks where 64-query blocks would leave most SMs idle (fewer than 128 programs): B=1 S=128 3.24 us
+    # against 3.69 (bench/gpu/sweep_kernels.py, H200, with preload); B=32 S=128 keeps 64 (12.05 us against 17.3)
+    bm = 32 if 0 < batch_heads * -(-sq // 64) < 128 else 64
+    return {"BM": min(bm, next_pow2(max(sq, 16))), "BN": bn, "warps": 4, "stages": stages, "preload": sk <= bn}
 
 
 def attention(q: View, k: View, v: View, mask: View | None, out: View, scale: float, precision: str,
@@ -278,7 +283,7 @@ def attention(q: View, k: View, v: View, mask: View | None, out: View, scale: fl
     b_, h_, sq, d = q.shape
     sk = k.shape[2]
     bd = next_pow2(max(d, 16))
-    chosen = {**attention_config(sq, sk, d, math_softmax), **(config or {})}
+    chosen = {**attention_config(sq, sk, d, math_softmax, b_ * h_), **(config or {})}
     bm, bn, warps, stages = chosen["BM"], chosen["BN"], chosen["warps"], chosen["stages"]
     # every key in one block: no loop, and K, V and the mask are loaded before the first dot, so their latencies
     # overlap instead of V's load waiting behind QK^T and the softmax (the kernel is latency-bound at S <= 128)
