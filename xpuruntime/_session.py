@@ -224,6 +224,11 @@ class Session:
         ``--allow-unverified`` (the accuracy gate could not check it) adds ``unverified``: the reason."""
         bundle = self._open_bundle("explain()")
         out = dict(self._explain)
+        # the engine's own record as it is now: an engine may add to it after load (the cuda engine once its GEMMs
+        # leave their stand-ins for cuBLASLt)
+        engine_info = json.loads(self._session.describe()).get("engine_info")
+        if engine_info is not None:
+            out["engine_info"] = engine_info
         unverified = self.manifest.get("unverified")
         if unverified:
             out["unverified"] = unverified.get("reason", "") if isinstance(unverified, dict) else str(unverified)

@@ -406,7 +406,6 @@ Result<std::shared_ptr<Session>> Session::Create(std::shared_ptr<const Bundle> b
   session->profiling_ = options.profile;
   session->backend_ = backend;
   session->device_ = device;
-  const auto& vt = backend->vtable;
   session->handle_ = handle;
 
   nlohmann::json describe = {{"variant", chosen->id},
@@ -423,13 +422,25 @@ Result<std::shared_ptr<Session>> Session::Create(std::shared_ptr<const Bundle> b
                       {"section_verify_s", bundle->section_verify_seconds() - verify_seconds_before},
                       {"open_verify_s", bundle->open_verify_seconds()},
                       {"engine_init_s", init_seconds}};
-  if (vt.describe != nullptr) {
-    const char* info = vt.describe(vt.self, handle);
-    nlohmann::json parsed = nlohmann::json::parse(info ? info : "", nullptr, /*allow_exceptions=*/false);
-    if (parsed.is_object()) describe["engine_info"] = std::move(parsed);
-  }
   session->describe_ = describe.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  session->describe();  // the first text, with the engine's describe() as of init
   return session;
+}
+
+const std::string& Session::describe() const {
+  std::lock_guard<std::mutex> lock(describe_mu_);
+  const xrt_backend_vtable_t& vt = backend_->vtable;
+  const char* info = vt.describe != nullptr && handle_ != nullptr ? vt.describe(vt.self, handle_) : nullptr;
+  if (described_.empty() || info != engine_info_seen_) {  // a backend returns a new pointer when its text changes
+    nlohmann::json out = nlohmann::json::parse(describe_, nullptr, /*allow_exceptions=*/false);
+    nlohmann::json parsed = nlohmann::json::parse(info ? info : "", nullptr, /*allow_exceptions=*/false);
+    if (out.is_object() && parsed.is_object()) out["engine_info"] = std::move(parsed);
+    std::string text = out.is_object() ? out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)
+                                       : describe_;
+    if (described_.empty() || text != described_.back()) described_.push_back(std::move(text));
+    engine_info_seen_ = info;
+  }
+  return described_.back();
 }
 
 Session::~Session() {

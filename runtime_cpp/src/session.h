@@ -5,7 +5,9 @@
 #ifndef XRT_RUNTIME_SRC_SESSION_H_
 #define XRT_RUNTIME_SRC_SESSION_H_
 
+#include <deque>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -37,8 +39,10 @@ class Session : public std::enable_shared_from_this<Session> {
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
 
-  // JSON object: variant, engine, engine_version, device, reason, skipped[] (each: variant, engine, device, reason).
-  const std::string& describe() const { return describe_; }
+  // JSON object: variant, engine, engine_version, device, reason, skipped[] (each: variant, engine, device, reason),
+  // and the engine's own "engine_info" as it is now (an engine may change it after init, e.g. the cuda engine once
+  // its GEMMs leave their stand-ins). Each distinct text lives as long as the session (xrt_session_describe).
+  const std::string& describe() const;
   const Model& model() const { return *model_; }
   const Variant& variant() const { return *variant_; }
 
@@ -69,7 +73,10 @@ class Session : public std::enable_shared_from_this<Session> {
   std::string device_;
   std::vector<format::SectionBytes> artifact_bytes_;  // what init() was given; outlives the handle
   void* handle_ = nullptr;
-  std::string describe_;
+  std::string describe_;                        // without engine_info
+  mutable std::mutex describe_mu_;
+  mutable const char* engine_info_seen_ = nullptr;  // the backend's describe() text the last one was made from
+  mutable std::deque<std::string> described_;     // every describe() text handed out (stable addresses)
   bool profiling_ = false;  // created with SessionOptions::profile
 };
 

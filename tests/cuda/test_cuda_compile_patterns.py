@@ -304,6 +304,23 @@ def test_matmul_triton_policy_matches_ort(precision):
     _check(interp.run(plan, weights, sources, feeds), _reference(model, feeds), precision, "bert-triton-gemm")
 
 
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_gemm_stand_ins_match_ort(precision):
+    """Each cuBLASLt GEMM's stand-in (its Triton twin, which the plugin runs until cuBLASLt has loaded) computes
+    the same outputs: the plan run with the stand-ins in place of the GEMMs against ONNX Runtime."""
+    model, feeds = _dynamo_bert("eager")
+    prog = lower_graph(model, precision, stand_ins=True)
+    gemms = [s for s in prog.steps if isinstance(s, GemmStep)]
+    assert gemms and all(g.stand_in is not None and g.stand_in.group == "gemm_stand_in" for g in gemms)
+    plan, weights, _, _ = emit.emit(prog, ["sm_90a"])
+    assert [g["stand_in"]["kernel"] for g in plan["gemms"]] == list(range(len(plan["kernels"]) - len(gemms),
+                                                                           len(plan["kernels"])))
+    assert all("kernel" not in launch or plan["kernels"][launch["kernel"]]["group"] != "gemm_stand_in"
+               for launch in plan["launches"]), "stand-ins are not launched by the plan itself"
+    _check(interp.run(plan, weights, emit.kernel_sources(prog), feeds, stand_ins=True), _reference(model, feeds),
+           precision, "bert-stand-ins")
+
+
 def test_matmul_triton_large_m_groups_tiles_along_m():
     """Past 256 rows the Triton GEMM takes 128-row tiles in groups of 8 along M (codegen.gemm_config): 1100 rows are
     9 row tiles, a full group and a group of one; every tile must land where it belongs."""
@@ -318,10 +335,13 @@ def test_matmul_triton_large_m_groups_tiles_along_m():
 
 
 def test_gemm_only_plan_writes_and_weights_are_stored_uncompressed(tmp_path):
-    """An fp32 ReLU MLP is 3 GEMMs and no Triton kernel: the bundle still writes (empty kernels section), and the
-    weights section is stored raw (fp16/fp32 weights barely compress; decoding them dominated the plugin's load)."""
+    """An fp32 ReLU MLP is 3 GEMM launches and no other kernel: the bundle's kernels are only the GEMMs' stand-ins
+    (their Triton twins, PLAN.md), and the weights section is stored raw (fp16/fp32 weights barely compress;
+    decoding them dominated the plugin's load)."""
+    import json
     import subprocess
 
+    import xrtpkg
     from xrtc.tools.inspect import read_bundle
 
     src = tmp_path / "mlp.onnx"
@@ -331,7 +351,10 @@ def test_gemm_only_plan_writes_and_weights_are_stored_uncompressed(tmp_path):
                            "-o", str(out)], capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-800:]
     sections = {s.name: s for s in read_bundle(str(out)).sections}
-    assert sections["cuda-cuda.kernels"].size == 0
+    plan = json.loads(xrtpkg.read(str(out)).data("cuda-cuda.plan.json"))
+    assert [launch.get("gemm") for launch in plan["launches"]] == [0, 1, 2]
+    assert [k["group"] for k in plan["kernels"]] == ["gemm_stand_in"] * 3
+    assert [g["stand_in"]["kernel"] for g in plan["gemms"]] == [0, 1, 2]
     assert not sections["cuda-cuda.weights"].compressed and sections["cuda-cuda.plan.json"].compressed
 
 

@@ -13,7 +13,8 @@
 // run; XRT_CUDA_REPORT=FILE receives the reports;
 // XRT_CUDA_TUNE_GEMMS=N (2..64): static plans try up to N cuBLASLt candidates per GEMM configuration in the captured
 // graph at init and keep the fastest, for GEMMs without an accepted stored algorithm (describe() gives each choice
-// and its config).
+// and its config); XRT_CUDA_STAND_INS=0: a static plan whose GEMMs have Triton stand-ins waits for cuBLASLt at init
+// instead of running the stand-ins until cuBLASLt has loaded (PLAN.md).
 #include <chrono>
 #include <cstddef>
 #include <cstdio>
@@ -210,6 +211,7 @@ xrt_status_t Init(void* /*self*/, const char* device, const xrt_backend_artifact
     }
     if (const char* f = std::getenv("XRT_CUDA_REPORT")) options.report_path = f;
     if (const char* n = std::getenv("XRT_CUDA_PDL")) options.pdl = std::strcmp(n, "1") == 0;
+    if (const char* n = std::getenv("XRT_CUDA_STAND_INS")) options.stand_ins = std::strcmp(n, "0") != 0;
     if (const char* t = std::getenv("XRT_CUDA_TUNE_GEMMS")) {
       const long n = std::strtol(t, nullptr, 10);
       options.tune_gemms = n < 0 ? 0 : n > 64 ? 64 : static_cast<int>(n);
@@ -286,7 +288,7 @@ void Destroy(void* /*self*/, void* handle) {
 }
 
 const char* Describe(void* /*self*/, void* handle) {
-  return handle ? static_cast<Engine*>(handle)->Describe().c_str() : "{}";
+  return handle ? static_cast<Engine*>(handle)->PublishedDescribe() : "{}";
 }
 
 // The last profiled run's records (xrt.h, xrt_backend_vtable_t.profile; the core's "xrt.profile" turns it on).

@@ -198,8 +198,27 @@ std::vector<ByteSpan> Engine::WeightParts(const EngineArtifacts& a) {
   return parts;
 }
 
+namespace {
+// Engines whose helper thread may still be inside cuBLASLt, joined by an atexit handler registered once cuBLASLt
+// has loaded: handlers run in reverse order of registration, so it runs before cuBLASLt's own static destructors.
+// Leaked on purpose: usable while the process exits.
+std::mutex& HelperEnginesMutex() {
+  static auto* m = new std::mutex;
+  return *m;
+}
+std::vector<Engine*>& HelperEngines() {
+  static auto* v = new std::vector<Engine*>;
+  return *v;
+}
+void JoinHelpersAtExit() {
+  std::lock_guard<std::mutex> lock(HelperEnginesMutex());
+  for (Engine* e : HelperEngines()) e->JoinHelperThread();
+}
+}  // namespace
+
 xrt_status_t Engine::Init(const EngineArtifacts& a, const std::string& lt_error) {
   const auto t_start = std::chrono::steady_clock::now();
+  init_start_ = t_start;
   nlohmann::json phases = nlohmann::json::object();
   auto t = t_start;
   const auto phase = [&](const char* name) {
@@ -259,8 +278,8 @@ xrt_status_t Engine::Init(const EngineArtifacts& a, const std::string& lt_error)
   phase("context");
   // cuBLASLt's first use (a handle and one heuristic query, ~125 ms the first time in a process) runs on a helper
   // thread while the modules load and the weights upload; it is joined below, and on every early return (the
-  // future's destructor waits; a handle nobody took is destroyed by WarmHandle).
-  double warm_ms = -1;  // declared before `warm`: the helper thread writes it until warm's destructor has joined
+  // future's destructor waits; a handle nobody took is destroyed by WarmHandle). It writes warm_ms_ (a member: with
+  // stand-ins the future moves to the GEMMs' helper thread and outlives this function).
   struct WarmHandle {
     std::future<cublasLtHandle_t> future;
     std::function<void(cublasLtHandle_t)> destroy;
@@ -272,9 +291,9 @@ xrt_status_t Engine::Init(const EngineArtifacts& a, const std::string& lt_error)
     }
   } warm;
   if (!plan_.gemms.empty() && options_.take_warm_cublaslt) {
-    warm.future = std::async(std::launch::async, [this, &warm_ms] {
+    warm.future = std::async(std::launch::async, [this] {
       const ContextScope in_context(drv_, context_);
-      return in_context.result() == CUDA_SUCCESS ? options_.take_warm_cublaslt(&warm_ms) : nullptr;
+      return in_context.result() == CUDA_SUCCESS ? options_.take_warm_cublaslt(&warm_ms_) : nullptr;
     });
     warm.destroy = [this](cublasLtHandle_t h) {
       std::string ignored;
@@ -321,85 +340,75 @@ xrt_status_t Engine::Init(const EngineArtifacts& a, const std::string& lt_error)
     if (xrt_status_t s = Cu(drv_->cuMemcpyHtoD(base_ + at, part.data, part.size), "uploading weights")) return s;
     at += part.size;
   }
-
   phase("allocate_and_upload_weights");
-  if (!plan_.gemms.empty() && lt_ == nullptr) {
-    std::string error = lt_error;
-    if (options_.load_cublaslt) {
-      lt_ = options_.load_cublaslt(&error);  // what is left of the plugin's background dlopen
-      phase("wait_for_cublaslt_dlopen");
-    }
-    if (lt_ == nullptr) {
-      return Make(XRT_STATUS_UNAVAILABLE, "cuda: the plan has " + std::to_string(plan_.gemms.size()) +
-                                              " cuBLASLt GEMMs but cuBLASLt is unavailable: " + error);
-    }
-  }
-  if (warm.future.valid()) {
-    lt_handle_ = warm.future.get();  // owned from here on: the destructor destroys it
-    phase("wait_for_cublaslt_warm_up");
-  }
-  // cuBLASLt: one handle; each stored algorithm checked at the max dims (again per shape at capture).
-  nlohmann::json gemm_info = nlohmann::json::array();
-  int lt_version = 0;
-  if (!plan_.gemms.empty()) {
-    cublasStatus_t st = lt_handle_ != nullptr ? CUBLAS_STATUS_SUCCESS : lt_->cublasLtCreate(&lt_handle_);
-    if (st != CUBLAS_STATUS_SUCCESS) {
-      return Make(XRT_STATUS_INTERNAL, "cuda: cublasLtCreate failed: " + LtStatus(lt_, st));
-    }
-    lt_version = static_cast<int>(lt_->cublasLtGetVersion());
-    std::vector<int64_t> max_values;
-    for (const auto& d : plan_.dims) max_values.push_back(d.max);
-    gemm_notes_.resize(plan_.gemms.size());
-    gemm_config_.resize(plan_.gemms.size());
-    gemm_key_.resize(plan_.gemms.size());
-    for (size_t i = 0; i < plan_.gemms.size(); ++i) {
-      std::unique_ptr<GemmState> g;
-      if (xrt_status_t s = PrepareGemm(static_cast<int>(i), max_values, &g, &gemm_notes_[i])) return s;
-      gemm_config_[i] = ToHex(&g->algo, sizeof g->algo);
-    }
-  }
 
-  phase("cublaslt_algorithms");
-  // A static plan (no dims) has one input shape: capture its graph now, so the first run is a replay.
-  if (plan_.dims.empty()) {
+  // GEMM stand-ins (PLAN.md): the first runs do not wait for cuBLASLt. Static plans only (one graph to switch).
+  const bool stand_ins = options_.stand_ins && !options_.profile && options_.tune_gemms <= 1 && plan_.dims.empty() &&
+                         !plan_.gemms.empty() && plan_.gemms[0].stand_in >= 0 && lt_ == nullptr &&
+                         options_.load_cublaslt != nullptr;
+  if (stand_ins) {
     const PlanError checked = CheckBinding(plan_, {});
     if (!checked.ok()) return Make(checked.code, checked.message);
     Binding b;
-    if (xrt_status_t s = PrepareBinding({}, &b, !options_.profile)) {
+    b.stand_ins = true;
+    if (xrt_status_t s = Capture(&b, stream_)) {
       ReleaseBinding(&b);
       return s;
     }
     graphs_.push_back(std::move(b));
-    phase(options_.profile ? "prepare_static_shape" : "capture_graph");
-    if (options_.tune_gemms > 1 && !options_.profile && !candidates_.empty()) {
-      if (xrt_status_t s = TuneInGraph(&graphs_.back())) return s;
-      for (size_t i = 0; i < plan_.gemms.size(); ++i) {
-        gemm_config_[i] = ToHex(&graphs_.back().gemms[i]->algo, sizeof(cublasLtMatmulAlgo_t));
-      }
-      phase("tune_gemms_in_graph");
+    phase("capture_graph_with_gemm_stand_ins");
+    gemms_path_ = "Triton stand-ins while cuBLASLt loads (a helper thread)";
+    {  // joined at the process's exit if still running then (never takes this lock itself: no deadlock)
+      std::lock_guard<std::mutex> lock(HelperEnginesMutex());
+      HelperEngines().push_back(this);
     }
-  } else if (options_.tune_gemms > 1) {
-    for (auto& note : gemm_notes_) note += " (not tuned: the plan has dynamic dims; tuning runs on static plans)";
-  }
-  for (size_t i = 0; i < plan_.gemms.size(); ++i) {
-    const GemmSpec& spec = plan_.gemms[i];
-    gemm_info.push_back({{"gemm", i},
-                         {"onnx_nodes", spec.onnx_nodes},
-                         {"epilogue", spec.epilogue},
-                         {"algo", gemm_notes_[i]},
-                         {"config", gemm_config_[i]}});
-    if (auto t = tuning_.find(gemm_key_[i]); t != tuning_.end()) {
-      gemm_info.back()["tuning"] = {{"candidates", t->second.candidates},
-                                    {"chosen", t->second.chosen + 1},
-                                    {"heuristic_graph_ms", t->second.heuristic_ms},
-                                    {"tuned_graph_ms", t->second.tuned_ms}};
+    helper_ = std::async(std::launch::async, [this, f = std::move(warm.future)]() mutable { UpgradeGemms(std::move(f)); });
+  } else {
+    if (!plan_.gemms.empty() && lt_ == nullptr) {
+      std::string error = lt_error;
+      if (options_.load_cublaslt) {
+        lt_ = options_.load_cublaslt(&error);  // what is left of the plugin's background dlopen
+        phase("wait_for_cublaslt_dlopen");
+      }
+      if (lt_ == nullptr) {
+        return Make(XRT_STATUS_UNAVAILABLE, "cuda: the plan has " + std::to_string(plan_.gemms.size()) +
+                                                " cuBLASLt GEMMs but cuBLASLt is unavailable: " + error);
+      }
+    }
+    if (warm.future.valid()) {
+      lt_handle_ = warm.future.get();  // owned from here on: the destructor destroys it
+      phase("wait_for_cublaslt_warm_up");
+    }
+    if (xrt_status_t s = PrepareGemmAlgorithms()) return s;
+    phase("cublaslt_algorithms");
+    if (!plan_.gemms.empty()) gemms_path_ = "cuBLASLt";
+    // A static plan (no dims) has one input shape: capture its graph now, so the first run is a replay.
+    if (plan_.dims.empty()) {
+      const PlanError checked = CheckBinding(plan_, {});
+      if (!checked.ok()) return Make(checked.code, checked.message);
+      Binding b;
+      if (xrt_status_t s = PrepareBinding({}, &b, !options_.profile)) {
+        ReleaseBinding(&b);
+        return s;
+      }
+      graphs_.push_back(std::move(b));
+      phase(options_.profile ? "prepare_static_shape" : "capture_graph");
+      if (options_.tune_gemms > 1 && !options_.profile && !candidates_.empty()) {
+        if (xrt_status_t s = TuneInGraph(&graphs_.back())) return s;
+        for (size_t i = 0; i < plan_.gemms.size(); ++i) {
+          gemm_config_[i] = ToHex(&graphs_.back().gemms[i]->algo, sizeof(cublasLtMatmulAlgo_t));
+        }
+        phase("tune_gemms_in_graph");
+      }
+    } else if (options_.tune_gemms > 1) {
+      for (auto& note : gemm_notes_) note += " (not tuned: the plan has dynamic dims; tuning runs on static plans)";
     }
   }
   phases["total_engine_init"] = std::round(MsSince(t_start) * 100) / 100;
   // the wait for cuBLASLt at init (its dlopen, started in the background when the device was probed)
   // cuBLASLt's first use (handle, one heuristic query) on the helper thread, overlapping the upload; its handle is
   // the one used above (the waits for it and for the dlopen are the wait_for_cublaslt_* phases)
-  if (warm_ms >= 0) phases["cublaslt_warm_up_beside_upload"] = warm_ms;
+  if (!stand_ins && warm_ms_ >= 0) phases["cublaslt_warm_up_beside_upload"] = warm_ms_;
   std::map<std::string, int> images;
   for (const auto& k : image_kind_) images[k]++;
   nlohmann::json info = {
@@ -423,12 +432,153 @@ xrt_status_t Engine::Init(const EngineArtifacts& a, const std::string& lt_error)
       {"device_bytes", {{"total", total_bytes_}, {"weights", weights_bytes}, {"weights_parts", 1 + a.more_weights.size()}, {"arena", plan_.arena_bytes},
                         {"io", io_bytes}, {"cublaslt_workspace", workspace}}},
   };
+  {
+    std::lock_guard<std::mutex> lock(describe_mu_);  // the helper thread may be rebuilding it already
+    if (!stand_ins) gemms_prepared_ = !plan_.gemms.empty();
+    info_base_ = info.dump();
+    BuildDescribe();
+  }
+  return nullptr;
+}
+
+// describe(): init's record, and the GEMMs as they run now (their algorithms once cuBLASLt has them). Called with
+// describe_mu_ held.
+void Engine::BuildDescribe() {
+  nlohmann::json info = nlohmann::json::parse(info_base_, nullptr, /*allow_exceptions=*/false);
+  if (!info.is_object()) return;
   if (!plan_.gemms.empty()) {
-    info["cublaslt"] = {{"path", lt_->path}, {"version", lt_version}};
+    info["gemms_path"] = gemms_path_;
+    if (switch_ready_ms_ >= 0) {
+      info["init_ms"]["cublaslt_graph_ready_after_init_start"] = std::round(switch_ready_ms_ * 100) / 100;
+      if (warm_ms_ >= 0) info["init_ms"]["cublaslt_warm_up_on_the_helper_thread"] = warm_ms_;
+    }
+  }
+  if (gemms_prepared_) {
+    nlohmann::json gemm_info = nlohmann::json::array();
+    for (size_t i = 0; i < plan_.gemms.size() && i < gemm_notes_.size(); ++i) {
+      const GemmSpec& spec = plan_.gemms[i];
+      gemm_info.push_back({{"gemm", i},
+                           {"onnx_nodes", spec.onnx_nodes},
+                           {"epilogue", spec.epilogue},
+                           {"algo", gemm_notes_[i]},
+                           {"config", gemm_config_[i]}});
+      if (auto t = tuning_.find(gemm_key_[i]); t != tuning_.end()) {
+        gemm_info.back()["tuning"] = {{"candidates", t->second.candidates},
+                                      {"chosen", t->second.chosen + 1},
+                                      {"heuristic_graph_ms", t->second.heuristic_ms},
+                                      {"tuned_graph_ms", t->second.tuned_ms}};
+      }
+    }
+    info["cublaslt"] = {{"path", lt_->path}, {"version", lt_version_}};
     info["gemm_algos"] = gemm_info;
   }
   describe_ = info.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+std::string Engine::Describe() const {
+  std::lock_guard<std::mutex> lock(describe_mu_);
+  return describe_;
+}
+
+const char* Engine::PublishedDescribe() {
+  std::lock_guard<std::mutex> lock(describe_mu_);
+  if (published_.empty() || published_.back() != describe_) published_.push_back(describe_);
+  return published_.back().c_str();
+}
+
+// A handle (the warm one if the helper made it) and each GEMM's algorithm at the max dims: stored ones checked,
+// otherwise the heuristic's (asked once per configuration).
+xrt_status_t Engine::PrepareGemmAlgorithms() {
+  if (plan_.gemms.empty()) return nullptr;
+  cublasStatus_t st = lt_handle_ != nullptr ? CUBLAS_STATUS_SUCCESS : lt_->cublasLtCreate(&lt_handle_);
+  if (st != CUBLAS_STATUS_SUCCESS) {
+    return Make(XRT_STATUS_INTERNAL, "cuda: cublasLtCreate failed: " + LtStatus(lt_, st));
+  }
+  lt_version_ = static_cast<int>(lt_->cublasLtGetVersion());
+  std::vector<int64_t> max_values;
+  for (const auto& d : plan_.dims) max_values.push_back(d.max);
+  gemm_notes_.resize(plan_.gemms.size());
+  gemm_config_.resize(plan_.gemms.size());
+  gemm_key_.resize(plan_.gemms.size());
+  for (size_t i = 0; i < plan_.gemms.size(); ++i) {
+    std::unique_ptr<GemmState> g;
+    if (xrt_status_t s = PrepareGemm(static_cast<int>(i), max_values, &g, &gemm_notes_[i])) return s;
+    gemm_config_[i] = ToHex(&g->algo, sizeof g->algo);
+  }
   return nullptr;
+}
+
+void Engine::JoinHelperThread() {
+  if (helper_.valid()) helper_.wait();
+}
+
+// The helper thread of a plan on stand-ins: waits for cuBLASLt (the plugin's background dlopen and the warm-up
+// thread's handle), prepares every GEMM and captures the cuBLASLt graph on its own stream. Touches only what the
+// runs on the stand-ins' graph never read (cuBLASLt state, upgraded_); SwitchGraphs hands the graph over under mu_.
+void Engine::UpgradeGemms(std::future<cublasLtHandle_t> warm) {
+  std::string error = "not loaded";
+  const CublasLtApi* lt = options_.load_cublaslt(&error);
+  if (lt != nullptr) {
+    static std::once_flag registered;
+    std::call_once(registered, [] { std::atexit(JoinHelpersAtExit); });
+  }
+  cublasLtHandle_t handle = warm.valid() ? warm.get() : nullptr;
+  const ContextScope scope(drv_, context_);  // after the waits: until here nothing touches the driver
+  xrt_status_t s = nullptr;
+  if (scope.result() != CUDA_SUCCESS) {
+    s = Make(XRT_STATUS_INTERNAL, "cuda: cuCtxPushCurrent failed on the GEMMs' helper thread");
+  } else if (lt == nullptr) {
+    s = Make(XRT_STATUS_UNAVAILABLE, "cuda: cuBLASLt is unavailable: " + error);
+  }
+  if (s == nullptr) {
+    lt_ = lt;
+    lt_handle_ = handle;
+    handle = nullptr;
+    s = PrepareGemmAlgorithms();
+    if (s == nullptr) s = Cu(drv_->cuStreamCreate(&helper_stream_, CU_STREAM_NON_BLOCKING), "cuStreamCreate");
+    if (s == nullptr) s = PrepareBinding({}, &upgraded_, false);
+    if (s == nullptr) s = Capture(&upgraded_, helper_stream_);
+    if (s != nullptr) ReleaseBinding(&upgraded_);
+  }
+  if (handle != nullptr && lt != nullptr) lt->cublasLtDestroy(handle);
+  {
+    std::lock_guard<std::mutex> lock(describe_mu_);
+    switch_ready_ms_ = MsSince(init_start_);
+    gemms_path_ = s == nullptr ? "cuBLASLt, after the first runs on Triton stand-ins while it loaded"
+                               : std::string("Triton stand-ins for good: ") + xrt_status_message(s);
+    gemms_prepared_ = s == nullptr;  // the GEMM vectors are complete: describe may read them from here on
+    BuildDescribe();
+  }
+  xrt_status_free(s);
+  helper_done_.store(true, std::memory_order_release);
+}
+
+// Called with mu_ held, at every run: once the helper has finished, its graph (if it made one) replaces the
+// stand-ins' graph. A graph still executing is freed by CUDA when it completes (cuGraphExecDestroy).
+void Engine::SwitchGraphs() {
+  if (!helper_.valid() || !helper_done_.load(std::memory_order_acquire)) return;
+  helper_.get();
+  if (upgraded_.exec == nullptr) return;  // cuBLASLt unavailable: the stand-ins stay
+  for (Binding& b : graphs_) {
+    if (!b.stand_ins) continue;
+    ReleaseBinding(&b);
+    b.exec = upgraded_.exec;
+    b.gemms = std::move(upgraded_.gemms);
+    b.stand_ins = false;
+    upgraded_.exec = nullptr;
+    upgraded_.gemms.clear();
+    break;
+  }
+}
+
+void Engine::WaitAndSwitch() {
+  if (helper_.valid()) helper_.wait();
+  SwitchGraphs();
+}
+
+void Engine::WaitForGemms() {
+  std::lock_guard<std::mutex> lock(mu_);
+  WaitAndSwitch();
 }
 
 xrt_status_t Engine::LoadModules(const EngineArtifacts& a) {
@@ -700,18 +850,18 @@ xrt_status_t Engine::PrepareBinding(const std::vector<int64_t>& values, Binding*
     b->gemms.push_back(std::move(g));
   }
   if (!capture) return nullptr;
-  return Capture(b);
+  return Capture(b, stream_);
 }
 
-xrt_status_t Engine::Capture(Binding* b) {
+xrt_status_t Engine::Capture(Binding* b, CUstream stream) {
   if (b->exec) drv_->cuGraphExecDestroy(b->exec), b->exec = nullptr;
-  if (xrt_status_t s = Cu(drv_->cuStreamBeginCapture(stream_, CU_STREAM_CAPTURE_MODE_THREAD_LOCAL),
+  if (xrt_status_t s = Cu(drv_->cuStreamBeginCapture(stream, CU_STREAM_CAPTURE_MODE_THREAD_LOCAL),
                           "cuStreamBeginCapture")) {
     return s;
   }
-  xrt_status_t enqueued = Enqueue(*b, nullptr);
+  xrt_status_t enqueued = Enqueue(*b, nullptr, stream);
   CUgraph graph = nullptr;
-  const CUresult ended = drv_->cuStreamEndCapture(stream_, &graph);
+  const CUresult ended = drv_->cuStreamEndCapture(stream, &graph);
   if (enqueued != nullptr) {
     if (graph) drv_->cuGraphDestroy(graph);
     return enqueued;
@@ -784,7 +934,7 @@ xrt_status_t Engine::TuneInGraph(Binding* b) {
     size_t best = 0;
     for (size_t c = 1; c < cands.size(); ++c) {
       use(c);
-      xrt_status_t s = Capture(b);
+      xrt_status_t s = Capture(b, stream_);
       if (!s) s = ReplayTimes(*b, kReplays, &times, &back_to_back);
       if (s) {  // a candidate that cannot be captured or replayed loses; the engine stays usable
         xrt_status_free(s);
@@ -800,7 +950,7 @@ xrt_status_t Engine::TuneInGraph(Binding* b) {
       for (int round = 0; round < 3 && best != 0; ++round) {
         for (const size_t c : {size_t{0}, best}) {
           use(c);
-          xrt_status_t s = Capture(b);
+          xrt_status_t s = Capture(b, stream_);
           if (!s) s = ReplayTimes(*b, kReplays, &times, &back_to_back);
           if (s) {  // the chosen one cannot be re-run: the heuristic's first stays
             xrt_status_free(s);
@@ -836,73 +986,85 @@ xrt_status_t Engine::TuneInGraph(Binding* b) {
       if (gemm_key_[g] == key) gemm_notes_[g] = text;
     }
   }
-  return Capture(b);
+  return Capture(b, stream_);
 }
 
-xrt_status_t Engine::Enqueue(const Binding& b, std::vector<std::pair<CUevent, CUevent>>* events) {
+xrt_status_t Engine::LaunchKernel(int index, const int64_t grid[3], const std::vector<int64_t>& values,
+                                  CUstream stream, const std::string& what) {
+  const KernelSpec& k = plan_.kernels[index];
+  std::vector<uint64_t> storage(k.params.size(), 0);
+  std::vector<void*> args(k.params.size());
+  for (size_t p = 0; p < k.params.size(); ++p) {
+    const ParamSpec& ps = k.params[p];
+    void* slot = &storage[p];
+    switch (ps.kind) {
+      case ParamSpec::kTensor: storage[p] = TensorPtr(ps.tensor); break;
+      case ParamSpec::kScratch: storage[p] = 0; break;
+      case ParamSpec::kDim: {
+        int64_t v = 0;
+        Eval(ps.dim, values, &v);  // in int32 range: CheckBinding
+        const int32_t v32 = static_cast<int32_t>(v);
+        std::memcpy(slot, &v32, 4);
+        break;
+      }
+      case ParamSpec::kScalar:
+        if (ps.scalar_dtype == XRT_DTYPE_FLOAT32) {
+          const float f = static_cast<float>(ps.scalar_value);
+          std::memcpy(slot, &f, 4);
+        } else if (ps.scalar_dtype == XRT_DTYPE_FLOAT64) {
+          std::memcpy(slot, &ps.scalar_value, 8);
+        } else if (ps.scalar_dtype == XRT_DTYPE_INT32) {
+          const int32_t i = static_cast<int32_t>(ps.scalar_int);
+          std::memcpy(slot, &i, 4);
+        } else {
+          std::memcpy(slot, &ps.scalar_int, 8);
+        }
+        break;
+    }
+    args[p] = slot;
+  }
+  CUresult r = CUDA_SUCCESS;
+  if (pdl_[index]) {
+    // The kernel starts with griddepcontrol.wait: its launch may overlap the previous kernel's tail.
+    CUlaunchAttribute attr{};
+    attr.id = CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+    attr.value.programmaticStreamSerializationAllowed = 1;
+    CUlaunchConfig config{};
+    config.gridDimX = static_cast<unsigned>(grid[0]);
+    config.gridDimY = static_cast<unsigned>(grid[1]);
+    config.gridDimZ = static_cast<unsigned>(grid[2]);
+    config.blockDimX = static_cast<unsigned>(k.num_warps * 32);
+    config.blockDimY = config.blockDimZ = 1;
+    config.sharedMemBytes = static_cast<unsigned>(k.shared_mem);
+    config.hStream = stream;
+    config.attrs = &attr;
+    config.numAttrs = 1;
+    r = drv_->cuLaunchKernelEx(&config, functions_[index], args.empty() ? nullptr : args.data(), nullptr);
+  } else {
+    r = drv_->cuLaunchKernel(functions_[index], static_cast<unsigned>(grid[0]), static_cast<unsigned>(grid[1]),
+                             static_cast<unsigned>(grid[2]), static_cast<unsigned>(k.num_warps * 32), 1, 1,
+                             static_cast<unsigned>(k.shared_mem), stream, args.empty() ? nullptr : args.data(),
+                             nullptr);
+  }
+  return Cu(r, what + " (kernel " + k.entry + ")");
+}
+
+xrt_status_t Engine::Enqueue(const Binding& b, std::vector<std::pair<CUevent, CUevent>>* events, CUstream stream) {
   const CUdeviceptr workspace = base_ + workspace_off_;
   for (size_t li = 0; li < plan_.launches.size(); ++li) {
     const LaunchSpec& l = plan_.launches[li];
-    if (events) drv_->cuEventRecord((*events)[li].first, stream_);
+    if (events) drv_->cuEventRecord((*events)[li].first, stream);
     if (l.is_kernel) {
-      const KernelSpec& k = plan_.kernels[l.index];
-      std::vector<uint64_t> storage(k.params.size(), 0);
-      std::vector<void*> args(k.params.size());
-      for (size_t p = 0; p < k.params.size(); ++p) {
-        const ParamSpec& ps = k.params[p];
-        void* slot = &storage[p];
-        switch (ps.kind) {
-          case ParamSpec::kTensor: storage[p] = TensorPtr(ps.tensor); break;
-          case ParamSpec::kScratch: storage[p] = 0; break;
-          case ParamSpec::kDim: {
-            int64_t v = 0;
-            Eval(ps.dim, b.values, &v);  // in int32 range: CheckBinding
-            const int32_t v32 = static_cast<int32_t>(v);
-            std::memcpy(slot, &v32, 4);
-            break;
-          }
-          case ParamSpec::kScalar:
-            if (ps.scalar_dtype == XRT_DTYPE_FLOAT32) {
-              const float f = static_cast<float>(ps.scalar_value);
-              std::memcpy(slot, &f, 4);
-            } else if (ps.scalar_dtype == XRT_DTYPE_FLOAT64) {
-              std::memcpy(slot, &ps.scalar_value, 8);
-            } else if (ps.scalar_dtype == XRT_DTYPE_INT32) {
-              const int32_t i = static_cast<int32_t>(ps.scalar_int);
-              std::memcpy(slot, &i, 4);
-            } else {
-              std::memcpy(slot, &ps.scalar_int, 8);
-            }
-            break;
-        }
-        args[p] = slot;
-      }
       int64_t grid[3] = {1, 1, 1};
       for (int d = 0; d < 3; ++d) Eval(l.grid[d], b.values, &grid[d]);  // in range: CheckBinding
-      CUresult r = CUDA_SUCCESS;
-      if (pdl_[l.index]) {
-        // The kernel starts with griddepcontrol.wait: its launch may overlap the previous kernel's tail.
-        CUlaunchAttribute attr{};
-        attr.id = CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
-        attr.value.programmaticStreamSerializationAllowed = 1;
-        CUlaunchConfig config{};
-        config.gridDimX = static_cast<unsigned>(grid[0]);
-        config.gridDimY = static_cast<unsigned>(grid[1]);
-        config.gridDimZ = static_cast<unsigned>(grid[2]);
-        config.blockDimX = static_cast<unsigned>(k.num_warps * 32);
-        config.blockDimY = config.blockDimZ = 1;
-        config.sharedMemBytes = static_cast<unsigned>(k.shared_mem);
-        config.hStream = stream_;
-        config.attrs = &attr;
-        config.numAttrs = 1;
-        r = drv_->cuLaunchKernelEx(&config, functions_[l.index], args.empty() ? nullptr : args.data(), nullptr);
-      } else {
-        r = drv_->cuLaunchKernel(functions_[l.index], static_cast<unsigned>(grid[0]), static_cast<unsigned>(grid[1]),
-                                 static_cast<unsigned>(grid[2]), static_cast<unsigned>(k.num_warps * 32), 1, 1,
-                                 static_cast<unsigned>(k.shared_mem), stream_, args.empty() ? nullptr : args.data(),
-                                 nullptr);
+      if (xrt_status_t s = LaunchKernel(l.index, grid, b.values, stream, "launch " + std::to_string(li))) return s;
+    } else if (b.stand_ins) {  // the GEMM's Triton twin (static: its grid is plain numbers, checked by the parser)
+      const GemmSpec& g = plan_.gemms[l.index];
+      if (xrt_status_t s = LaunchKernel(g.stand_in, g.stand_in_grid, b.values, stream,
+                                        "launch " + std::to_string(li) + " (gemm " + std::to_string(l.index) +
+                                            "'s stand-in)")) {
+        return s;
       }
-      if (xrt_status_t s = Cu(r, "launch " + std::to_string(li) + " (kernel " + k.entry + ")")) return s;
     } else {
       const GemmSpec& g = plan_.gemms[l.index];
       const GemmState& st = *b.gemms[l.index];
@@ -910,13 +1072,13 @@ xrt_status_t Engine::Enqueue(const Binding& b, std::vector<std::pair<CUevent, CU
       void* c = ptr(g.c);
       const cublasStatus_t s = lt_->cublasLtMatmul(
           lt_handle_, st.desc, st.alpha, ptr(g.b), st.la, ptr(g.a), st.lb, st.beta, c, st.lc, c, st.lc, &st.algo,
-          reinterpret_cast<void*>(static_cast<uintptr_t>(workspace)), options_.workspace_bytes, stream_);
+          reinterpret_cast<void*>(static_cast<uintptr_t>(workspace)), options_.workspace_bytes, stream);
       if (s != CUBLAS_STATUS_SUCCESS) {
         return Make(XRT_STATUS_INTERNAL, "cuda: launch " + std::to_string(li) + " (gemm " + std::to_string(l.index) +
                                              "): cublasLtMatmul failed: " + LtStatus(lt_, s));
       }
     }
-    if (events) drv_->cuEventRecord((*events)[li].second, stream_);
+    if (events) drv_->cuEventRecord((*events)[li].second, stream);
   }
   return nullptr;
 }
@@ -940,8 +1102,8 @@ xrt_status_t Engine::Profile(Binding* b, std::string* report_text) {
   }
   // One untimed pass first: cuBLASLt and the driver load kernels lazily on first use, which would land in the
   // first launch's time.
-  if (!status) status = Enqueue(*b, nullptr);
-  if (!status) status = Enqueue(*b, &events);
+  if (!status) status = Enqueue(*b, nullptr, stream_);
+  if (!status) status = Enqueue(*b, &events, stream_);
   if (!status) status = Cu(drv_->cuStreamSynchronize(stream_), "running the plan (profiling)");
   nlohmann::json launches = nlohmann::json::array();
   std::map<std::string, double> groups;
@@ -1138,6 +1300,7 @@ xrt_status_t Engine::ExecutePlaced(const xrt_run_options_t& run, const xrt_tenso
     }
   }
 
+  SwitchGraphs();  // the GEMMs' helper thread is done: its cuBLASLt graph replaces the stand-ins' from this run on
   Binding* binding = nullptr;
   for (auto& g : graphs_) {
     if (g.values == values) binding = &g;
@@ -1201,6 +1364,7 @@ xrt_status_t Engine::ExecutePlaced(const xrt_run_options_t& run, const xrt_tenso
   } else {
     if (xrt_status_t s = Cu(drv_->cuGraphLaunch(binding->exec, stream_), "cuGraphLaunch")) return s;
     if (options_.replay_timing > 0) {
+      WaitAndSwitch();  // time the graph that later runs replay (cuBLASLt's, not the stand-ins')
       if (xrt_status_t s = TimeReplays(*binding)) return s;
     }
   }
@@ -1305,8 +1469,16 @@ xrt_status_t Engine::ExecutePlaced(const xrt_run_options_t& run, const xrt_tenso
 }
 
 Engine::~Engine() {
+  if (helper_.valid()) helper_.wait();  // it uses the context, the allocation and cuBLASLt
+  {
+    std::lock_guard<std::mutex> lock(HelperEnginesMutex());
+    auto& engines = HelperEngines();
+    engines.erase(std::remove(engines.begin(), engines.end(), this), engines.end());
+  }
   const ContextScope scope(drv_, context_);  // no context (init failed early): the push fails, nothing is popped
   if (stream_ != nullptr) drv_->cuStreamSynchronize(stream_);
+  if (helper_stream_ != nullptr) drv_->cuStreamSynchronize(helper_stream_);
+  ReleaseBinding(&upgraded_);  // a cuBLASLt graph no run switched to
   if (caller_ready_ != nullptr) drv_->cuEventDestroy(caller_ready_);
   if (engine_done_ != nullptr) drv_->cuEventDestroy(engine_done_);
   for (auto& b : graphs_) ReleaseBinding(&b);
@@ -1315,6 +1487,7 @@ Engine::~Engine() {
   for (CUmodule m : modules_) drv_->cuModuleUnload(m);
   if (base_ != 0) drv_->cuMemFree(base_);
   if (stream_ != nullptr) drv_->cuStreamDestroy(stream_);
+  if (helper_stream_ != nullptr) drv_->cuStreamDestroy(helper_stream_);
   if (context_retained_) drv_->cuDevicePrimaryCtxRelease(device_);
 }
 

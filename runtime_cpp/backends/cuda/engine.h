@@ -4,8 +4,12 @@
 #ifndef XRT_BACKENDS_CUDA_ENGINE_H_
 #define XRT_BACKENDS_CUDA_ENGINE_H_
 
+#include <atomic>
+#include <chrono>
 #include <cstdint>
+#include <deque>
 #include <functional>
+#include <future>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -38,6 +42,11 @@ struct EngineOptions {
   // Creates a cuBLASLt handle and warms its heuristics (one query) with the engine's context current, or returns
   // null; called on a helper thread while the weights upload, and owned by the engine. *warm_ms: how long it took.
   std::function<cublasLtHandle_t(double* warm_ms)> take_warm_cublaslt;
+  // A static plan whose GEMMs have Triton stand-ins (PLAN.md) does not wait for cuBLASLt: its graph is captured with
+  // the stand-ins and runs while a helper thread loads cuBLASLt and captures the cuBLASLt graph, which later runs
+  // switch to. Only where cuBLASLt comes through load_cublaslt, never when profiling or tuning (env
+  // XRT_CUDA_STAND_INS=0 turns it off: init then waits for cuBLASLt as before).
+  bool stand_ins = true;
 };
 
 struct ByteSpan {
@@ -82,7 +91,15 @@ class Engine {
                              const xrt_placement_t* input_placements, size_t input_count,
                              xrt_backend_output_t* outputs, xrt_placement_t* output_placements, size_t output_count);
 
-  const std::string& Describe() const { return describe_; }
+  std::string Describe() const;  // JSON; a copy: the switch from the GEMMs' stand-ins to cuBLASLt rewrites it
+  // Describe() for the core (xrt.h vtable describe): each distinct text is kept until the engine is destroyed.
+  const char* PublishedDescribe();
+  // Blocks until the GEMMs have left their stand-ins (or stay on them for good: cuBLASLt unavailable) and switches
+  // the graph. Replay timing calls it, so that it times the graph later runs replay. No-op without stand-ins.
+  void WaitForGemms();
+  // For the process's exit (an atexit handler joins every engine's helper thread before cuBLASLt's own static
+  // destructors run: a thread still inside cuBLASLt then would crash the exit).
+  void JoinHelperThread();
   const std::string& LastReport() const { return last_report_; }  // the last profile / replay report (JSON)
   // The last profiled run as profile records (xrt.h, xrt_backend_vtable_t.profile; window "last_run"): its launches,
   // input upload, output download and synchronisation. FAILED_PRECONDITION without options.profile or before a run.
@@ -96,6 +113,7 @@ class Engine {
     std::vector<std::unique_ptr<GemmState>> gemms;
     CUgraphExec exec = nullptr;
     uint64_t last_use = 0;
+    bool stand_ins = false;  // captured with the GEMMs' Triton stand-ins (no GemmState)
   };
 
   Engine(const DriverApi* drv, const CublasLtApi* lt, EngineOptions options);
@@ -106,7 +124,14 @@ class Engine {
   void AddSplitKCandidates(const GemmState& st, int64_t k, size_t workspace, std::vector<cublasLtMatmulAlgo_t>* list);
   xrt_status_t PrepareGemm(int index, const std::vector<int64_t>& values, std::unique_ptr<GemmState>* out,
                            std::string* note);
-  xrt_status_t Enqueue(const Binding& binding, std::vector<std::pair<CUevent, CUevent>>* events);
+  xrt_status_t Enqueue(const Binding& binding, std::vector<std::pair<CUevent, CUevent>>* events, CUstream stream);
+  xrt_status_t LaunchKernel(int kernel, const int64_t grid[3], const std::vector<int64_t>& values, CUstream stream,
+                            const std::string& what);
+  xrt_status_t PrepareGemmAlgorithms();  // a handle, and every GEMM's algorithm at the max dims (notes, configs)
+  void UpgradeGemms(std::future<cublasLtHandle_t> warm);  // the helper thread of a plan on stand-ins
+  void SwitchGraphs();  // under mu_: once the helper is done, its cuBLASLt graph replaces the stand-ins' graph
+  void WaitAndSwitch();  // under mu_
+  void BuildDescribe();
   xrt_status_t Profile(Binding* binding, std::string* report);  // the launches' report, written by the caller
   xrt_status_t TimeReplays(const Binding& binding);
   void WriteReport(const std::string& line);
@@ -134,7 +159,7 @@ class Engine {
   std::vector<uint64_t> io_off_;     // per tensor id: offset of an io tensor's region in the allocation
   cublasLtHandle_t lt_handle_ = nullptr;
   std::vector<std::string> gemm_notes_;
-  xrt_status_t Capture(Binding* binding);  // (re)captures the binding's graph from its GEMM states
+  xrt_status_t Capture(Binding* binding, CUstream stream);  // (re)captures the binding's graph on `stream`
   xrt_status_t ReplayTimes(const Binding& binding, int replays, std::vector<double>* each, double* back_to_back_ms);
   xrt_status_t TuneInGraph(Binding* binding);
   std::map<std::string, std::vector<cublasLtMatmulAlgo_t>> candidates_;  // configuration -> candidates (tuning)
@@ -149,7 +174,22 @@ class Engine {
   std::map<std::string, cublasLtMatmulAlgo_t> heuristic_cache_;  // GEMM configuration -> heuristic's algorithm  // per GEMM: stored algo accepted / fallback reason
   std::vector<Binding> graphs_;
   uint64_t use_clock_ = 0;
+  // the GEMMs' stand-ins: the helper thread (loads cuBLASLt, prepares the GEMMs, captures upgraded_ on
+  // helper_stream_), done_ set when it has finished either way; the switch happens under mu_ on the next run
+  std::future<void> helper_;
+  std::atomic<bool> helper_done_{false};
+  Binding upgraded_;
+  CUstream helper_stream_ = nullptr;
+  std::string gemms_path_;       // how the GEMMs run (describe)
+  double switch_ready_ms_ = -1;  // from init's start to the cuBLASLt graph being ready
+  double warm_ms_ = -1;          // cuBLASLt's warm-up on its helper thread
+  int lt_version_ = 0;
+  bool gemms_prepared_ = false;  // gemm_notes_ / gemm_config_ complete (under describe_mu_ where a helper writes)
+  std::string info_base_;        // describe() without the GEMM part (JSON), from init
+  std::chrono::steady_clock::time_point init_start_;
+  mutable std::mutex describe_mu_;
   std::string describe_;
+  std::deque<std::string> published_;  // PublishedDescribe()'s texts (stable addresses)
   std::string last_report_;
   CUevent caller_ready_ = nullptr;  // recorded on the caller's stream, waited for by stream_ (created on first use)
   CUevent engine_done_ = nullptr;   // recorded on stream_, waited for by the caller's stream

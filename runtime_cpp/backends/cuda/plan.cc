@@ -345,6 +345,29 @@ void ParseInto(const json& j, uint64_t weights_size, uint64_t kernels_size, Plan
       }
     }
     s.onnx_nodes = g.contains("onnx_nodes") ? Strings(g["onnx_nodes"], path + ".onnx_nodes") : s.onnx_nodes;
+    if (g.contains("stand_in")) {  // its Triton twin: static plans only, reading and writing only the operands
+      const json& si = g["stand_in"];
+      const std::string sp = path + ".stand_in";
+      if (!plan->dims.empty()) Fail(sp, "is only allowed in a static plan (no dims)");
+      if (!si.is_object()) Fail(sp, "must be {\"kernel\": i, \"grid\": [x, y, z]}");
+      s.stand_in = static_cast<int>(Int(Field(si, "kernel", sp), sp + ".kernel", 0,
+                                        static_cast<int64_t>(plan->kernels.size()) - 1));
+      const json& grid = Field(si, "grid", sp);
+      if (!grid.is_array() || grid.size() != 3) Fail(sp + ".grid", "must be [x, y, z]");
+      for (int d = 0; d < 3; ++d) {
+        s.stand_in_grid[d] = Int(grid[d], sp + ".grid[" + std::to_string(d) + "]", 1, d == 0 ? INT32_MAX : 65535);
+      }
+      for (const ParamSpec& p : plan->kernels[s.stand_in].params) {
+        if (p.kind == ParamSpec::kDim) Fail(sp, "its kernel takes a dim parameter (stand-ins are static)");
+        if (p.kind == ParamSpec::kTensor && p.tensor != s.a && p.tensor != s.b && p.tensor != s.c &&
+            p.tensor != s.bias) {
+          Fail(sp, "its kernel touches tensor " + std::to_string(p.tensor) + ", not one of the GEMM's operands");
+        }
+      }
+    }
+    if (i > 0 && (s.stand_in >= 0) != (plan->gemms[0].stand_in >= 0)) {
+      Fail(path + ".stand_in", "is given for some GEMMs and not others (one for every GEMM or none)");
+    }
     plan->gemms.push_back(std::move(s));
   }
 

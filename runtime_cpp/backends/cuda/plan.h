@@ -78,6 +78,10 @@ struct GemmSpec {
   std::string algo_source = "heuristic";  // heuristic | tuned
   std::vector<uint8_t> algo_config;       // 64 bytes (cublasLtMatmulAlgo_t) or empty
   std::vector<std::string> onnx_nodes;
+  // The same GEMM as a Triton kernel (an index into Plan::kernels, launched on stand_in_grid): the engine runs it
+  // until cuBLASLt has loaded (PLAN.md "stand-in kernels"). -1: none. A plan gives one for every GEMM or none.
+  int stand_in = -1;
+  int64_t stand_in_grid[3] = {1, 1, 1};
 };
 
 struct LaunchSpec {

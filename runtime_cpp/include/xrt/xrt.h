@@ -271,7 +271,9 @@ typedef struct xrt_backend_vtable_t {
   void (*destroy)(void* self, void* handle);
   /* Optional (may be NULL; absent in vtables whose struct_size ends before it): a JSON object describing what the
    * engine did at init (e.g. {"compiled_from": "cache", "cache_dir": ...}), merged into the session's describe()
-   * as "engine_info". Owned by the handle, valid until destroy(). */
+   * as "engine_info". Owned by the handle, valid until destroy(). The core asks again at each
+   * xrt_session_describe: an engine whose description changes after init returns a new pointer (the old text must
+   * stay valid until destroy() too). */
   const char* (*describe)(void* self, void* handle);
   /* Optional (added in 0.4; may be NULL; absent in vtables whose struct_size ends before it): execute() for tensors
    * that may live on a device. input_placements[i] says where inputs[i] lives (the core has checked the views as for
@@ -349,8 +351,8 @@ XRT_API xrt_status_t xrt_session_create(xrt_bundle_t* bundle, const xrt_session_
                                         xrt_session_t** out_session);
 XRT_API void xrt_session_release(xrt_session_t* session);
 
-/* Which variant runs and why (JSON object: variant, engine, engine_version, device, reason, skipped[]). Borrowed:
- * lives as long as the session. */
+/* Which variant runs and why (JSON object: variant, engine, engine_version, device, reason, skipped[], and the
+ * engine's engine_info as it is now: it may change after init). Borrowed: lives as long as the session. */
 XRT_API const char* xrt_session_describe(const xrt_session_t* session);
 
 /* Input/output metadata from the manifest. Strings and arrays are borrowed from the session. A dynamic dim is -1

@@ -86,14 +86,8 @@ def emit(prog, archs: list[str]) -> tuple[dict, bytes, bytes, list[dict]]:
     kernels, gemms, launches, records = [], [], [], []
     dtypes = prog.dtypes()
     compute = {"fp16": "32F", "fp32": "32F", "tf32": "32F_FAST_TF32"}[prog.precision]
-    for step in prog.steps:
-        if isinstance(step, GemmStep):
-            gemms.append({"m": step.m, "n": step.n, "k": step.k, "a": step.a, "b": step.b, "c": step.c,
-                          "bias": step.bias, "trans_a": False, "trans_b": False, "dtype": prog.run_dtype,
-                          "compute": compute, "alpha": 1.0, "epilogue": step.epilogue,
-                          "algo": {"source": "heuristic"}, "onnx_nodes": list(step.nodes)})
-            launches.append({"gemm": len(gemms) - 1})
-            continue
+
+    def add_kernel(step) -> int:
         pdt = [dtypes[p] for p in step.params]
         imgs, meta = {}, None
         for arch in sorted(set(archs) | {aot.PTX_ARCH}):
@@ -116,9 +110,24 @@ def emit(prog, archs: list[str]) -> tuple[dict, bytes, bytes, list[dict]]:
                         "images": imgs, "source_sha256": sha, "onnx_nodes": list(step.nodes),
                         "pdl_archs": sorted(a for a in imgs if a != "ptx" and aot.waits_for_prior_grid(a)),
                         "group": step.group, "config": dict(step.config)})
-        launches.append({"kernel": len(kernels) - 1, "grid": list(step.grid)})
         records.append({"group": step.group, "sha": sha[:12], "config": step.config, "warps": meta["num_warps"],
                         "shared": meta["shared"]})
+        return len(kernels) - 1
+
+    for step in prog.steps:
+        if isinstance(step, GemmStep):
+            gemms.append({"m": step.m, "n": step.n, "k": step.k, "a": step.a, "b": step.b, "c": step.c,
+                          "bias": step.bias, "trans_a": False, "trans_b": False, "dtype": prog.run_dtype,
+                          "compute": compute, "alpha": 1.0, "epilogue": step.epilogue,
+                          "algo": {"source": "heuristic"}, "onnx_nodes": list(step.nodes)})
+            launches.append({"gemm": len(gemms) - 1})
+            continue
+        launches.append({"kernel": add_kernel(step), "grid": list(step.grid)})
+    # stand-in kernels after the plan's own (their indices never shift a launch's): one per GEMM, or none
+    stand_ins = [s for s in prog.steps if isinstance(s, GemmStep)]
+    if stand_ins and all(s.stand_in is not None for s in stand_ins):
+        for spec, step in zip(gemms, stand_ins):
+            spec["stand_in"] = {"kernel": add_kernel(step.stand_in), "grid": list(step.stand_in.grid)}
     plan = {"format": "xrt-cuda-plan", "version": 1, "triton_version": aot.TRITON_VERSION, "archs": list(archs),
             "dims": {}, "tensors": tensors, "inputs": list(prog.inputs), "outputs": list(prog.outputs),
             "arena_bytes": peak, "kernels": kernels, "gemms": gemms, "launches": launches}
@@ -156,3 +165,10 @@ def join_weights(by_role: dict) -> bytes:
 
 def plan_bytes(plan: dict) -> bytes:
     return json.dumps(plan, sort_keys=True, separators=(",", ":")).encode()
+
+
+def kernel_sources(prog) -> dict:
+    """sha256 -> Triton source of every kernel the plan holds (the launches' and the GEMMs' stand-ins)."""
+    steps = [s for s in prog.steps if isinstance(s, KernelStep)]
+    steps += [s.stand_in for s in prog.steps if isinstance(s, GemmStep) and s.stand_in is not None]
+    return {aot.sha256(s.source): s.source for s in steps}

@@ -205,10 +205,15 @@ def _probe_feeds(model: onnx.ModelProto) -> dict:
 
 
 def lower_graph(model: onnx.ModelProto, precision: str, gelu_epilogue: bool = True,
-                attention: str = "flash", matmul: str = "cublasLt", fuse_siblings: bool = True) -> Program:
+                attention: str = "flash", matmul: str = "cublasLt", fuse_siblings: bool = True,
+                stand_ins: bool = False) -> Program:
     """The cuda program for `model` (after xrtc's graph passes) at `precision` (fp16 | fp32 | tf32); `attention`:
-    flash (online softmax) | math (explicit softmax over all keys at once); `matmul`: cublasLt | triton."""
-    return _Lowerer(model, precision, gelu_epilogue, attention, matmul, fuse_siblings).run()
+    flash (online softmax) | math (explicit softmax over all keys at once); `matmul`: cublasLt | triton. With
+    `stand_ins`, each cuBLASLt GEMM also gets its Triton twin (GemmStep.stand_in) for the runs before cuBLASLt has
+    loaded."""
+    lowerer = _Lowerer(model, precision, gelu_epilogue, attention, matmul, fuse_siblings)
+    lowerer.stand_ins = stand_ins
+    return lowerer.run()
 
 
 class _Lowerer:
@@ -638,7 +643,7 @@ class _Lowerer:
             self.prog.steps.append(KernelStep("gemm", src, params, [c], [p for p in params if p != c], grid, warps,
                                               nodes, num_stages=cfg["stages"], config=cfg))
         else:
-            self.prog.steps.append(GemmStep(a.buf, wb.buf, c, bias, m, total, k, "bias", nodes))
+            self.prog.steps.append(self.gemm_step(a.buf, wb.buf, c, bias, m, total, k, "bias", nodes))
         whole = View.whole(c, out_shape)
         col = 0
         for (mm, _, add, _), width in zip(sibs, widths):
@@ -725,9 +730,20 @@ class _Lowerer:
             self.prog.steps.append(KernelStep("gemm", src, params, [c], [p for p in params if p != c], grid, warps,
                                               nodes, num_stages=cfg["stages"], config=cfg))
         else:
-            self.prog.steps.append(GemmStep(a.buf, wb.buf, c, bias, m, n, k, epilogue, nodes))
+            self.prog.steps.append(self.gemm_step(a.buf, wb.buf, c, bias, m, n, k, epilogue, nodes))
         self.values[out] = View.whole(c, tuple(a.shape[:-1]) + (n,))
         return True
+
+    def gemm_step(self, a, b, c, bias, m, n, k, epilogue, nodes) -> GemmStep:
+        """A cuBLASLt GEMM; with stand-ins, its Triton twin too (exact erf GELU where cuBLASLt's epilogue takes the
+        tanh form: both within the precision's tolerance, checked by the tests of both paths)."""
+        step = GemmStep(a, b, c, bias, m, n, k, epilogue, nodes)
+        if getattr(self, "stand_ins", False) and isinstance(m, int):
+            src, params, grid, warps, cfg = codegen.gemm(a, b, bias, c, m, n, k, epilogue, self.prog.precision,
+                                                         self.prog.dtypes())
+            step.stand_in = KernelStep("gemm_stand_in", src, params, [c], [p for p in params if p != c], grid,
+                                       warps, nodes, num_stages=cfg["stages"], config=cfg)
+        return step
 
     def index_of(self, node) -> int:
         return self._index[id(node)]
@@ -1104,6 +1120,8 @@ def _rename(step, old: int, new: int) -> None:
     if isinstance(step, GemmStep):
         if step.c == old:
             step.c = new
+        if step.stand_in is not None:  # its Triton twin writes the same buffer
+            _rename(step.stand_in, old, new)
         return
     if old in step.params:
         step.params = [new if p == old else p for p in step.params]

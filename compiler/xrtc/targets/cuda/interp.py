@@ -77,8 +77,9 @@ def _gelu_tanh(x):
     return 0.5 * x * (1.0 + np.tanh(0.7978845608028654 * (x + 0.044715 * x * x * x)))
 
 
-def run(plan: dict | bytes, weights: bytes, sources: dict | bytes, feeds: dict) -> dict:
-    """Outputs (name -> array) of the plan on `feeds` (input name -> array of the planned shape).
+def run(plan: dict | bytes, weights: bytes, sources: dict | bytes, feeds: dict, stand_ins: bool = False) -> dict:
+    """Outputs (name -> array) of the plan on `feeds` (input name -> array of the planned shape). With `stand_ins`,
+    each GEMM runs its stand-in Triton kernel (the plugin's path while cuBLASLt loads) instead of numpy.
 
     Triton's interpreter must be on before `triton` is first imported (its own library functions are decorated at
     import): when this process imported triton without it (the compiler did, to build cubins), the plan runs in a
@@ -87,11 +88,11 @@ def run(plan: dict | bytes, weights: bytes, sources: dict | bytes, feeds: dict) 
     import sys
 
     if "triton" in sys.modules and os.environ.get("TRITON_INTERPRET") != "1":
-        return _run_child(plan, weights, sources, feeds)
-    return _run(plan, weights, sources, feeds)
+        return _run_child(plan, weights, sources, feeds, stand_ins)
+    return _run(plan, weights, sources, feeds, stand_ins)
 
 
-def _run_child(plan, weights, sources, feeds) -> dict:
+def _run_child(plan, weights, sources, feeds, stand_ins=False) -> dict:
     import os
     import subprocess
     import sys
@@ -109,15 +110,15 @@ def _run_child(plan, weights, sources, feeds) -> dict:
         package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
         env = dict(os.environ, TRITON_INTERPRET="1")
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
-        proc = subprocess.run([sys.executable, "-m", "xrtc.targets.cuda.interp", d], env=env, capture_output=True,
-                              text=True, check=False)
+        argv = [sys.executable, "-m", "xrtc.targets.cuda.interp", d] + (["--stand-ins"] if stand_ins else [])
+        proc = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             raise RuntimeError(f"plan interpreter failed: {proc.stderr.strip()[-1500:]}")
         with np.load(os.path.join(d, "outputs.npz"), allow_pickle=False) as out:
             return {k: out[k] for k in out.files}
 
 
-def _run(plan, weights, sources, feeds) -> dict:
+def _run(plan, weights, sources, feeds, stand_ins=False) -> dict:
     if isinstance(plan, (bytes, bytearray)):
         plan = json.loads(plan)
     if isinstance(sources, (bytes, bytearray)):
@@ -142,6 +143,10 @@ def _run(plan, weights, sources, feeds) -> dict:
         arrays.append(a)
     with _lock, _host_arguments():
         for launch in plan["launches"]:
+            if "gemm" in launch and stand_ins:
+                if "stand_in" not in plan["gemms"][launch["gemm"]]:
+                    raise ValueError(f"gemm {launch['gemm']} has no stand-in kernel")
+                launch = plan["gemms"][launch["gemm"]]["stand_in"]
             if "gemm" in launch:
                 g = plan["gemms"][launch["gemm"]]
                 m, n, k = g["m"], g["n"], g["k"]
@@ -179,4 +184,5 @@ if __name__ == "__main__":
         source_bytes = f.read()
     with np.load(os.path.join(folder, "feeds.npz"), allow_pickle=False) as data:
         inputs = {k: data[k] for k in data.files}
-    np.savez(os.path.join(folder, "outputs.npz"), **_run(plan_bytes, weight_bytes, source_bytes, inputs))
+    np.savez(os.path.join(folder, "outputs.npz"), **_run(plan_bytes, weight_bytes, source_bytes, inputs,
+                                                         "--stand-ins" in sys.argv[2:]))

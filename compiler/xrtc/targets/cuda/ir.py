@@ -159,6 +159,9 @@ class GemmStep:
     k: int
     epilogue: str  # none | bias | gelu_bias | relu_bias | relu
     nodes: list
+    # the same GEMM as a generated Triton kernel (matmul = triton's codegen): the plugin runs it while cuBLASLt is
+    # still loading, so the first results do not wait for cuBLASLt's start-up (PLAN.md "stand-in kernels")
+    stand_in: "KernelStep | None" = None
 
 
 @dataclass

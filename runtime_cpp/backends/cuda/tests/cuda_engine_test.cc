@@ -5,7 +5,9 @@
 #include <elf.h>
 
 #include <cmath>
+#include <cstdio>
 #include <cstring>
+#include <future>
 #include <functional>
 #include <map>
 #include <memory>
@@ -220,6 +222,24 @@ CUresult FLaunchKernel(CUfunction fn, unsigned gx, unsigned, unsigned, unsigned,
     const int n = *static_cast<int*>(args[2]);
     EXPECT_GE(static_cast<int>(gx) * 64, n);
     Run([=] { g->launched.push_back(entry); for (int i = 0; i < n; ++i) y[i] = x[i] > 0 ? x[i] : 0; });
+  } else if (entry.rfind("fake_gemm:", 0) == 0) {
+    // "fake_gemm:m:n:k:trans_b:bias"(a, b, [bias], c): a GEMM stand-in, computed like the fake cuBLASLt
+    int m = 0, n = 0, k = 0, trans = 0, with_bias = 0;
+    EXPECT_EQ(std::sscanf(entry.c_str(), "fake_gemm:%d:%d:%d:%d:%d", &m, &n, &k, &trans, &with_bias), 5);
+    const float* a = *static_cast<float**>(args[0]);
+    const float* b = *static_cast<float**>(args[1]);
+    const float* bias = with_bias ? *static_cast<float**>(args[2]) : nullptr;
+    float* c = *static_cast<float**>(args[with_bias ? 3 : 2]);
+    Run([=] {
+      g->launched.push_back(entry);
+      for (int i = 0; i < m; ++i) {
+        for (int j = 0; j < n; ++j) {
+          double acc = bias ? bias[j] : 0;
+          for (int x = 0; x < k; ++x) acc += double(a[i * k + x]) * (trans ? b[j * k + x] : b[x * n + j]);
+          c[i * n + j] = static_cast<float>(acc);
+        }
+      }
+    });
   } else {
     Run([=] { g->launched.push_back(entry); });
   }
@@ -933,6 +953,116 @@ TEST_F(CudaEngineTest, TuningTriesTheCandidatesInTheCapturedGraphAndKeepsTheFast
   EXPECT_NE(json::parse(e->Describe())["gemm_algos"][0]["algo"].get<std::string>().find("not tuned: the plan has "
                                                                                         "dynamic dims"),
             std::string::npos);
+}
+
+// The MLP made static (batch 3) with a stand-in kernel per GEMM (fake GEMMs computed like the fake cuBLASLt).
+json WithStandIns(Mlp* mlp) {
+  mlp->plan["dims"] = json::object();
+  for (const char* key : {"tensors", "kernels", "gemms", "launches"}) MakeStatic(mlp->plan[key], 3);
+  const std::vector<std::pair<std::string, std::vector<int>>> stand_ins = {{"fake_gemm:3:6:4:0:1", {0, 1, 2, 3}},
+                                                                           {"fake_gemm:3:3:6:1:1", {4, 5, 6, 7}}};
+  for (size_t i = 0; i < stand_ins.size(); ++i) {
+    const std::string cubin = FakeCubin(stand_ins[i].first);
+    const size_t off = mlp->kernels.size();
+    mlp->kernels += cubin;
+    json params = json::array();
+    for (int t : stand_ins[i].second) params.push_back({{"tensor", t}});
+    params.push_back({{"scratch", "global"}});
+    params.push_back({{"scratch", "profile"}});
+    mlp->plan["kernels"].push_back({{"entry", stand_ins[i].first}, {"num_warps", 4}, {"shared_mem", 0},
+                                    {"params", params}, {"images", {{"sm_90a", {off, cubin.size()}}}},
+                                    {"group", "gemm_stand_in"}});
+    mlp->plan["gemms"][i]["stand_in"] = {{"kernel", 1 + i}, {"grid", {1, 1, 1}}};
+    g->param_sizes[stand_ins[i].first] = {8, 8, 8, 8, 8, 8};
+  }
+  return mlp->plan;
+}
+
+TEST_F(CudaEngineTest, GemmStandInsRunUntilCublasLtHasLoadedThenTheGraphSwitches) {
+  Mlp mlp;
+  const json plan = WithStandIns(&mlp);
+  const std::vector<std::string> stand_in_order = {"fake_gemm:3:6:4:0:1", "fake_relu", "fake_gemm:3:3:6:1:1"};
+  const std::vector<std::string> cublaslt_order = {"gemm", "fake_relu", "gemm"};
+  const auto close = [&](const std::vector<float>& x, const std::vector<float>& y) {
+    const std::vector<float> ref = mlp.Reference(x, 3);
+    ASSERT_EQ(y.size(), ref.size());
+    for (size_t i = 0; i < y.size(); ++i) EXPECT_NEAR(y[i], ref[i], 1e-5) << i;
+  };
+  std::promise<void> release;
+  std::shared_future<void> released = release.get_future().share();
+  EngineOptions o;
+  o.load_cublaslt = [this, released](std::string*) -> const CublasLtApi* {
+    released.wait();  // cuBLASLt still loading until the test says
+    return &lt_;
+  };
+  std::unique_ptr<Engine> e;
+  std::string msg;
+  ASSERT_EQ(Create(plan, mlp.weights, mlp.kernels, &e, &msg, /*with_lt=*/false, o), XRT_STATUS_OK) << msg;
+  json info = json::parse(e->Describe());
+  EXPECT_TRUE(info["init_ms"].contains("capture_graph_with_gemm_stand_ins")) << info["init_ms"];
+  EXPECT_NE(info["gemms_path"].get<std::string>().find("stand-ins while cuBLASLt loads"), std::string::npos);
+  EXPECT_FALSE(info.contains("gemm_algos")) << "no algorithm chosen yet";
+  const char* first_text = e->PublishedDescribe();
+  std::vector<float> x = Inputs(3, 1);
+  close(x, RunMlp(*e, x, 3));
+  EXPECT_EQ(g->launched, stand_in_order) << "the first run did not wait for cuBLASLt";
+
+  release.set_value();
+  e->WaitForGemms();
+  g->launched.clear();
+  x = Inputs(3, 2);
+  close(x, RunMlp(*e, x, 3));
+  EXPECT_EQ(g->launched, cublaslt_order) << "after the switch the runs replay cuBLASLt's graph";
+  info = json::parse(e->Describe());
+  EXPECT_NE(info["gemms_path"].get<std::string>().find("cuBLASLt, after the first runs"), std::string::npos);
+  EXPECT_EQ(info["gemm_algos"].size(), 2u);
+  EXPECT_TRUE(info["init_ms"].contains("cublaslt_graph_ready_after_init_start"));
+  EXPECT_NE(e->PublishedDescribe(), first_text) << "a new text for the core; the old one stays valid";
+  EXPECT_NE(std::string(first_text).find("stand-ins while"), std::string::npos);
+
+  // cuBLASLt that never loads: the stand-ins stay for good, every run correct
+  o.load_cublaslt = [](std::string* error) -> const CublasLtApi* {
+    *error = "libcublasLt.so.13 not found (fake)";
+    return nullptr;
+  };
+  ASSERT_EQ(Create(plan, mlp.weights, mlp.kernels, &e, &msg, false, o), XRT_STATUS_OK) << msg;
+  e->WaitForGemms();
+  g->launched.clear();
+  close(x, RunMlp(*e, x, 3));
+  EXPECT_EQ(g->launched, stand_in_order);
+  const std::string path = json::parse(e->Describe())["gemms_path"];
+  EXPECT_NE(path.find("stand-ins for good"), std::string::npos) << path;
+  EXPECT_NE(path.find("not found (fake)"), std::string::npos) << path;
+
+  // XRT_CUDA_STAND_INS=0: init waits for cuBLASLt, the first run is already cuBLASLt's
+  o = {};
+  o.stand_ins = false;
+  o.load_cublaslt = [this](std::string*) -> const CublasLtApi* { return &lt_; };
+  ASSERT_EQ(Create(plan, mlp.weights, mlp.kernels, &e, &msg, false, o), XRT_STATUS_OK) << msg;
+  g->launched.clear();
+  close(x, RunMlp(*e, x, 3));
+  EXPECT_EQ(g->launched, cublaslt_order);
+  EXPECT_EQ(json::parse(e->Describe())["gemms_path"], "cuBLASLt");
+}
+
+TEST_F(CudaEngineTest, StandInsThatTouchOtherTensorsOrOnlySomeGemmsAreRefused) {
+  Mlp mlp;
+  json plan = WithStandIns(&mlp);
+  std::unique_ptr<Engine> e;
+  std::string msg;
+  json bad = plan;
+  bad["kernels"][1]["params"][0] = {{"tensor", 4}};  // GEMM 0's stand-in reading GEMM 1's operand
+  EXPECT_EQ(Create(bad, mlp.weights, mlp.kernels, &e, &msg), XRT_STATUS_DATA_CORRUPT);
+  EXPECT_NE(msg.find("not one of the GEMM's operands"), std::string::npos) << msg;
+  bad = plan;
+  bad["gemms"][1].erase("stand_in");
+  EXPECT_EQ(Create(bad, mlp.weights, mlp.kernels, &e, &msg), XRT_STATUS_DATA_CORRUPT);
+  EXPECT_NE(msg.find("one for every GEMM or none"), std::string::npos) << msg;
+  Mlp dynamic;
+  bad = dynamic.plan;
+  bad["gemms"][0]["stand_in"] = {{"kernel", 0}, {"grid", {1, 1, 1}}};
+  EXPECT_EQ(Create(bad, dynamic.weights, dynamic.kernels, &e, &msg), XRT_STATUS_DATA_CORRUPT);
+  EXPECT_NE(msg.find("only allowed in a static plan"), std::string::npos) << msg;
 }
 
 TEST_F(CudaEngineTest, PicksPtxWhenNoCubinMatchesAndNamesTheArchitecturesOtherwise) {

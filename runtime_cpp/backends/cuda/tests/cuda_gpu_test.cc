@@ -237,7 +237,8 @@ TEST_F(CudaGpuTest, ProfiledRunTimesLaunchesCopiesAndTheSync) {
   std::string records;
   ASSERT_EQ(e->ProfileRecords(&records), nullptr);
   std::map<std::string, int> kinds;
-  for (const auto& r : json::parse(records)["records"]) ++kinds[r["kind"].get<std::string>()];
+  const json parsed = json::parse(records);  // not a range over a temporary's member: it would dangle
+  for (const auto& r : parsed["records"]) ++kinds[r["kind"].get<std::string>()];
   EXPECT_EQ(kinds["compute"], static_cast<int>(report["launches"].size()));
   EXPECT_EQ(kinds["copy"], 2);
   EXPECT_EQ(kinds["sync"], 1);
