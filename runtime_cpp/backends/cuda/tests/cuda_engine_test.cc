@@ -4,6 +4,7 @@
 // fake cuBLASLt computes fp32 column-major GEMMs for real, so the row-major mapping is checked numerically.
 #include <elf.h>
 
+#include <atomic>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -36,7 +37,7 @@ struct Fake {
   int cc_major = 9, cc_minor = 0;
   std::map<std::string, std::vector<size_t>> param_sizes;  // kernel entry -> parameter sizes
   bool refuse_algo = false;
-  int context_depth = 0;                      // pushes minus pops: 0 whenever the engine returns to its caller
+  std::atomic<int> context_depth{0};                   // pushes minus pops: 0 whenever the engine returns to its caller
   int heuristic_candidates = 1;               // candidates the fake heuristic offers (algo.data[0] = 42, 43, ...)
   std::map<uint64_t, float> algo_ms;          // tuning: a fake clock advances by this per cublasLtMatmul of an algo
   uint64_t last_algo = 0;
@@ -788,9 +789,9 @@ TEST_F(CudaEngineTest, StaticPlanCapturesItsGraphAtInitAndAsksTheHeuristicOncePe
   for (size_t i = 0; i < y.size(); ++i) EXPECT_NEAR(y[i], ref[i], 1e-5);
   EXPECT_EQ(g->instantiated, 1);
   EXPECT_EQ(g->graph_launches, 1);
-  EXPECT_EQ(g->context_depth, 0) << "init and runs restore the caller's current context";
+  EXPECT_EQ(g->context_depth.load(), 0) << "init and runs restore the caller's current context";
   e.reset();
-  EXPECT_EQ(g->context_depth, 0);
+  EXPECT_EQ(g->context_depth.load(), 0);
 }
 
 TEST_F(CudaEngineTest, GraphCacheIsBounded) {
