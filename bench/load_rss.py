@@ -10,7 +10,9 @@ initialises on first use counts; bench/cpu_corpus.py --load-only times warm load
 
     python bench/load_rss.py [--models a,b] [--compile-args=--no-precompile] [--json out.json]
 
-Goal: xrt load peak <= 1.1 x (bundle size + the engine's overhead on the tiny model through xrt).
+Goal: xrt load peak <= 1.1 x (bundle size + overhead), the overhead being the tiny model loaded by the engine
+directly (strict: the runtime's own libraries count against the bundle) or through xrt (the runtime's fixed cost
+counted as overhead); both are printed.
 """
 
 from __future__ import annotations
@@ -168,23 +170,28 @@ def main() -> int:
 
     print("engine overhead (tiny Conv model), peak MB load / +first run: " + ", ".join(
         f"{k} {mb(v, 'load')} / {mb(v, 'first')}" for k, v in overhead.items()))
-    print("\n| model | variant used | onnx MB | bundle MB | xrt load peak MB | xrt +1st run MB | engine overhead MB | "
-          "xrt load / (bundle + overhead) | ORT load peak MB | ORT +1st MB | OV load peak MB | OV +1st MB | "
-          "xrt load / ORT load | xrt cold load+1st ms | ORT cold load+1st ms | xrt / ORT cold |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    met = 0
+    print("\n| model | variant used | onnx MB | bundle MB | xrt load peak MB | xrt +1st run MB | engine tiny MB | "
+          "xrt tiny MB | xrt / (bundle + engine tiny) | xrt / (bundle + xrt tiny) | ORT load peak MB | ORT +1st MB | "
+          "OV load peak MB | OV +1st MB | xrt load / its engine's from .onnx | xrt cold load+1st ms | "
+          "ORT cold load+1st ms | xrt / ORT cold |")
+    print("|" + "---|" * 18)
+    met_engine = met_xrt = 0
     for r in rows:
-        x, eng = r["xrt"], overhead.get(r["engine"])
-        budget = r["bundle"] + (eng["load"] if eng else 0)
-        ratio = x["load"] / budget if x else None
-        met += ratio is not None and ratio <= 1.1
-        vs_ort = x["load"] / r["ort"]["load"] if x and r["ort"] else None
+        x = r["xrt"]
+        direct = overhead.get("ov-direct" if r["engine"] == "openvino" else "ort-direct")
+        tiny_xrt = overhead.get(r["engine"])
+        ratios = [x["load"] / (r["bundle"] + t["load"]) if x and t else None for t in (direct, tiny_xrt)]
+        met_engine += ratios[0] is not None and ratios[0] <= 1.1
+        met_xrt += ratios[1] is not None and ratios[1] <= 1.1
+        own = r["ov" if r["engine"] == "openvino" else "ort"]
+        vs_own = x["load"] / own["load"] if x and own else None
         print(f"| {r['model']} | {r['variant']} | {r['onnx'] / MB:.1f} | {r['bundle'] / MB:.1f} | {mb(x, 'load')} | "
-              f"{mb(x, 'first')} | {mb(eng, 'load')} | {'-' if ratio is None else f'{ratio:.2f}'} | "
+              f"{mb(x, 'first')} | {mb(direct, 'load')} | {mb(tiny_xrt, 'load')} | "
+              + " | ".join("-" if v is None else f"{v:.2f}" for v in ratios) + " | "
               f"{mb(r['ort'], 'load')} | {mb(r['ort'], 'first')} | {mb(r['ov'], 'load')} | {mb(r['ov'], 'first')} | "
-              f"{'-' if vs_ort is None else f'{vs_ort:.2f}'} | {ms(x)} | {ms(r['ort'])} | "
-              f"{cold_ratio(x, r['ort'])} |")
-    print(f"\npeak RSS goal (xrt load peak <= 1.1x bundle + engine overhead): met on {met}/{len(rows)} models")
+              f"{'-' if vs_own is None else f'{vs_own:.2f}'} | {ms(x)} | {ms(r['ort'])} | {cold_ratio(x, r['ort'])} |")
+    print(f"\npeak RSS goal (xrt load peak <= 1.1x bundle + overhead): met on {met_engine}/{len(rows)} models with the "
+          f"engine's own overhead (tiny model loaded directly), {met_xrt}/{len(rows)} with the tiny model through xrt")
     for name, error in not_compiled:
         print(f"not compiled: {name}: {error}")
     if args.json:
