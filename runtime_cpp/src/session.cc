@@ -233,8 +233,9 @@ Result<std::shared_ptr<Session>> Session::Create(std::shared_ptr<const Bundle> b
   void* handle = nullptr;
   const double verify_seconds_before = bundle->section_verify_seconds();
   double init_seconds = 0.0;  // the engine's init() of the variant that initialised (load profile)
+  // without_weights: the variant's "weights" artifact is left out (neither read nor verified); see its caller.
   auto try_init = [&](const Variant& v, const std::shared_ptr<const Backend>& b, const std::string& d,
-                      bool* fatal) -> Status {
+                      bool* fatal, bool without_weights) -> Status {
     *fatal = true;
     session->artifact_bytes_.clear();
     std::vector<xrt_backend_artifact_t> artifacts;
@@ -242,6 +243,7 @@ Result<std::shared_ptr<Session>> Session::Create(std::shared_ptr<const Bundle> b
     if (reader.verifies_on_use()) {  // the variant's sections are read and verified in parallel, before any is used
       std::vector<size_t> indices;
       for (const auto& [role, section] : v.artifacts) {
+        if (without_weights && role == "weights") continue;
         if (const auto index = reader.Find(section)) indices.push_back(*index);
       }
       if (auto err = reader.Prefetch(indices)) {
@@ -249,6 +251,7 @@ Result<std::shared_ptr<Session>> Session::Create(std::shared_ptr<const Bundle> b
       }
     }
     for (const auto& [role, section] : v.artifacts) {
+      if (without_weights && role == "weights") continue;
       const auto index = reader.Find(section);
       if (!index) return Internal("variant ", v.id, ": section ", section, " vanished");
       auto bytes = reader.GetSection(*index);
@@ -355,7 +358,16 @@ Result<std::shared_ptr<Session>> Session::Create(std::shared_ptr<const Bundle> b
         }
       }
       bool fatal = false;
-      Status init = try_init(*v, b, d, &fatal);
+      // A variant with a compiled artifact (an OpenVINO blob holds its weights) is first offered without its
+      // "weights" (the shared weight store, issue 16): when the engine imports the blob, the store is neither read
+      // nor kept (load time and peak memory). An engine that cannot use the blob here (another build, another CPU)
+      // fails for want of weights and gets the variant again, whole.
+      auto has_role = [&](const char* role) {
+        return std::any_of(v->artifacts.begin(), v->artifacts.end(), [&](const auto& a) { return a.first == role; });
+      };
+      const bool blob_first = !options.profile && has_role("compiled") && has_role("weights");
+      Status init = try_init(*v, b, d, &fatal, blob_first);
+      if (!init.ok() && !fatal && blob_first) init = try_init(*v, b, d, &fatal, false);
       if (!init.ok()) {
         if (fatal) return init;
         // The engine is present but refused this variant (a driver, a plugin or memory): try the next one.

@@ -84,3 +84,27 @@ def test_other_cpu_or_broken_blob_falls_back_to_ir(sample_bundle, tmp_path):
                  rewrite(sample_bundle, tmp_path / "garbage.xrtpkg", edit_payload=garbage)):
         got = xrt.load(path, engine="openvino").run({"image": image()})["probabilities"]
         assert np.array_equal(got, expected), path
+
+
+def test_an_imported_blob_never_reads_the_weight_store(sample_bundle, tmp_path):
+    """The core offers the blob first, without the store (xrt.h, init): a store damaged after writing goes
+    unnoticed while the blob imports (nothing reads it), and is caught before use when the blob cannot be used."""
+    data = bytearray(open(sample_bundle, "rb").read())
+    store = xrtpkg.read(bytes(data)).section("shared.weights")
+    data[store.offset + store.stored_size // 2] ^= 0x04  # the table (and so its digest) unchanged
+    damaged = tmp_path / "damaged-store.xrtpkg"
+    damaged.write_bytes(bytes(data))
+    expected = xrt.load(sample_bundle, engine="openvino").run({"image": image()})["probabilities"]
+    with xrt.load(damaged, engine="openvino") as s:
+        assert s.explain()["engine_info"]["compiled_from"] == "precompiled blob"
+        assert np.array_equal(s.run({"image": image()})["probabilities"], expected)
+
+    def other_cpu(m):
+        openvino_variant(m)["options"]["xrt.compiled_capabilities"] = "SOME_OTHER_CPU"
+
+    no_blob_here = bytearray(rewrite(sample_bundle, tmp_path / "other.xrtpkg", edit_manifest=other_cpu).read_bytes())
+    store = xrtpkg.read(bytes(no_blob_here)).section("shared.weights")
+    no_blob_here[store.offset + store.stored_size // 2] ^= 0x04
+    (tmp_path / "other-damaged.xrtpkg").write_bytes(bytes(no_blob_here))
+    with pytest.raises(xrt.DataCorrupt, match="shared.weights"):
+        xrt.load(tmp_path / "other-damaged.xrtpkg", engine="openvino")

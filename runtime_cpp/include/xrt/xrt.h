@@ -260,7 +260,9 @@ typedef struct xrt_backend_vtable_t {
    * (untrusted: allow-list its keys, bound its values, never take a path or host resource from it) plus the
    * "xrt.cache_dir" the caller gave, the only key the core adds (a bundle that sets it is refused before init).
    * Check that each artifact is the type the manifest promises before handing it to the engine. On success
-   * *out_handle is owned by the backend until destroy(). */
+   * *out_handle is owned by the backend until destroy(). A variant with both "compiled" and "weights" artifacts is
+   * first offered without "weights" (the compiled form carries them): a backend that cannot use the compiled
+   * artifact must then fail (not crash) for want of weights; the core calls init again with every artifact. */
   xrt_status_t (*init)(void* self, const char* device, const xrt_backend_artifact_t* artifacts, size_t artifact_count,
                        const char* options_json, void** out_handle);
   /* Runs once. inputs are in the manifest's input order, already checked against it. Fills outputs[0..output_count)
