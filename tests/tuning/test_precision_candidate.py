@@ -88,3 +88,4 @@ def test_bf16_candidate_is_gated_at_bf16_tolerance_and_can_win(auto_tuned, tmp_p
         assert err <= 1e-2 * max(1.0, float(abs(ref).max())) + 5e-2 * float(abs(ref).max()), err
     log = json.loads(dict((n, d) for n, d, _ in payloads)[manifest["decisions"]])
     assert log["tuning"]["winner"]["changes"]["precision"] == "bf16"
+    assert next(v for v in log["variants"] if v["id"] == "cpu-openvino")["precision"] == "bf16"

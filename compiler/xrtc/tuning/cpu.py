@@ -423,6 +423,8 @@ def _tuned_decisions(log_json: dict, manifest: dict, record: dict) -> bytes:
     won = built.get(record["winner"]["variant"])
     if won is not None:
         won["options"] = dict(record["winner"]["options"])
+        if "precision" in record["winner"].get("changes", {}):  # the log says what runs: a bf16 winner is bf16
+            won["precision"] = record["winner"]["changes"]["precision"]
         won["why"] = f"tuned ({record['mode']}): fastest gated candidate {record['winner']['candidate']} on this " \
                      f"machine ({record['winner']['median_ms']:.3f} ms median); before tuning: {won['why']}"
     log_json["variants"] = [built[v] for v in order if v in built] + excluded
