@@ -24,8 +24,10 @@ class Tune:
     fastest stays. The tuned variant must still meet its accuracy tolerance on the bundle's golden data (else exit
     3, nothing written). The new bundle's plan stores each GEMM's algorithm, so loading it skips both cuBLASLt's
     heuristic queries and the tuning (a stored algorithm the installed cuBLASLt refuses falls back to the heuristic,
-    recorded). The manifest records the device, driver and cuBLASLt it was tuned with. A signed bundle's signature
-    does not carry over: sign the tuned bundle again (`xrtc sign`).
+    recorded). The manifest records the device, driver and cuBLASLt it was tuned with. Each measured GEMM
+    configuration goes into the tuning DB (keyed by its shape, layout, epilogue and precision, the GPU, driver and
+    cuBLASLt): a later `xrtc tune` of any bundle with that GEMM on the same kind of GPU reuses it without measuring.
+    A signed bundle's signature does not carry over: sign the tuned bundle again (`xrtc sign`).
     """
 
     name = "tune"
@@ -40,10 +42,10 @@ class Tune:
         parser.add_argument("--variant", metavar="ID", help="the cuda variant to tune (default: the first)")
         parser.add_argument("--mode", choices=("fast", "full"), default="fast",
                             help="CPU bundles: fast (about a minute) or full (more candidates and runs)")
-        parser.add_argument("--tuning-db", metavar="PATH", help="CPU bundles: the tuning database (default "
+        parser.add_argument("--tuning-db", metavar="PATH", help="the tuning database (default "
                             "$XRT_TUNING_DB, else ~/.cache/xpuruntime/tuning.sqlite)")
-        parser.add_argument("--no-db", action="store_true", help="CPU bundles: measure even where the tuning DB "
-                            "has an entry, and store nothing")
+        parser.add_argument("--no-db", action="store_true", help="measure even where the tuning DB has an entry, "
+                            "and store nothing")
 
     def run(self, args) -> int:
         from ..targets.cuda.tune import tune_bundle
@@ -58,7 +60,7 @@ class Tune:
             raise OutputExistsError(f"{out} already exists; pass --force to overwrite it")
         if not self._has_cuda(args):
             return self._tune_cpu(args, out)
-        result = tune_bundle(args.bundle, args.candidates, args.variant)
+        result = tune_bundle(args.bundle, args.candidates, args.variant, args.tuning_db, use_db=not args.no_db)
         self._write(args, out, result)
         errs = ", ".join(f"{k} {v:g}" for k, v in result.errors.items()) or "no golden data to check"
         print(f"{result.variant}: {result.gemms} GEMM algorithms stored; golden max abs err: {errs}")
@@ -70,6 +72,9 @@ class Tune:
             for r in result.per_configuration:
                 print(f"| {r['shape']} | {r['epilogue']} | {r['gemms']} | {r['candidates']} | {r['chosen']} | "
                       f"{r['heuristic_graph_ms']:.4f} | {r['tuned_graph_ms']:.4f} | {r['gain_pct']:.2f}% |")
+        if result.db_path:
+            print(f"tuning DB {result.db_path}: {result.reused} GEMMs reused without measuring, {result.stored} "
+                  "GEMM configurations stored")
         print(f"PASSED xrtc tune: wrote {out} ({len(result.bundle)} bytes)")
         return 0
 

@@ -31,7 +31,7 @@ class TuneDb:
         parser.add_argument("--stale", action="store_true", help="prune: entries of other engine versions")
 
     def run(self, args) -> int:
-        from ..tuning import cpu
+        from ..tuning import cpu, gpu
         from ..tuning.db import TuningDB, cpu_fingerprint
 
         if args.action == "merge":
@@ -67,6 +67,13 @@ class TuneDb:
         ours = cpu.versions()
         print(f"{where}: {len(entries)} entries")
         for e in entries:
+            when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(e.created))
+            versions = ", ".join(f"{k} {v}" for k, v in sorted(e.versions.items()))
+            if e.tuner == gpu.TUNER:  # GPU entries: this machine's GPU is only known to a loaded cuda engine
+                reuse = "GPU entry" if e.versions.get("cuda-tuner") == gpu.TUNER_VERSION else "other versions"
+                print(f"  {e.key[:16]} {e.model:<28} {e.tuner}/{e.mode:<4} {when}  {reuse:<14} "
+                      f"{gpu.show_line(e)}  [{e.hardware_desc}; {versions}]")
+                continue
             win = e.result.get("winner", {})
             if e.hardware != here:
                 reuse = "other machine"
@@ -74,9 +81,7 @@ class TuneDb:
                 reuse = "other versions"
             else:
                 reuse = "reusable here"
-            when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(e.created))
             print(f"  {e.key[:16]} {e.model:<28} {e.tuner}/{e.mode:<4} {when}  {reuse:<14} winner "
-                  f"{win.get('candidate')} {win.get('median_ms')} ms  [{e.hardware_desc}; "
-                  + ", ".join(f"{k} {v}" for k, v in sorted(e.versions.items())) + "]")
+                  f"{win.get('candidate')} {win.get('median_ms')} ms  [{e.hardware_desc}; {versions}]")
         sys.stdout.flush()
         return 0

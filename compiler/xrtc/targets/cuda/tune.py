@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from ...errors import UsageError, VerifyMismatchError, XrtcError
 
 TUNE_ENV = "XRT_CUDA_TUNE_GEMMS"
+STAND_INS_ENV = "XRT_CUDA_STAND_INS"
 
 
 @dataclass
@@ -29,6 +30,9 @@ class TuneResult:
     notes: dict[str, int] = field(default_factory=dict)   # how each GEMM's algorithm was chosen -> count
     errors: dict[str, float] = field(default_factory=dict)  # golden output -> max abs err of the tuned variant
     dropped_signature: bool = False
+    reused: int = 0                    # GEMMs whose algorithm came from the tuning DB (not measured)
+    stored: int = 0                    # tuning DB entries written (one per measured GEMM configuration)
+    db_path: str | None = None
     per_configuration: list[dict] = field(default_factory=list)  # gains_by_configuration()
 
 
@@ -77,14 +81,51 @@ def stored_algorithms(plan: dict, gemm_algos: list[dict]) -> dict:
     return out
 
 
-def tune_bundle(path: str, candidates: int = 16, variant_id: str | None = None) -> TuneResult:
-    """Loads `path`'s cuda variant on this machine's GPU with GEMM tuning on and returns the tuned bundle's bytes.
-    Raises UsageError (no cuda variant, no GPU), VerifyMismatchError (the tuned variant misses its tolerance on the
-    golden data: nothing is written)."""
+def _load(path: str, variant_id: str, candidates: int | None):
+    """A session of `path`'s cuda variant, with GEMM tuning at `candidates` per configuration (None: off). Without
+    the GEMMs' stand-ins (PLAN.md): the engine has chosen, and described, every GEMM's algorithm when load returns."""
     import xpuruntime as xrt
+
+    saved = {k: os.environ.pop(k, None) for k in (TUNE_ENV, STAND_INS_ENV)}
+    os.environ[STAND_INS_ENV] = "0"
+    if candidates is not None:
+        os.environ[TUNE_ENV] = str(candidates)
+    try:
+        return xrt.load(path, device="cuda", variant=variant_id)
+    except (xrt.Unavailable, xrt.NotFound) as err:
+        raise UsageError(f"cannot load {variant_id} on a GPU here: {err}. Run `xrtc tune` on the machine (GPU, "
+                         "driver, cuBLASLt) the bundle will run on") from err
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k, None)
+            if v is not None:
+                os.environ[k] = v
+
+
+def _with_plan(bundle, manifest: dict, plan_section: str, plan: dict) -> bytes:
     import xrtpkg
 
-    from ...numeric import compare
+    payloads = []
+    for section in bundle.sections:
+        if section.name == "manifest":
+            continue
+        data = xrtpkg.canonical_json(plan) if section.name == plan_section else bundle.data(section.name)
+        payloads.append((section.name, data, section.compressed))
+    return xrtpkg.to_bytes(manifest, payloads)
+
+
+def tune_bundle(path: str, candidates: int = 16, variant_id: str | None = None, db_path: str | None = None,
+                use_db: bool = True) -> TuneResult:
+    """Loads `path`'s cuda variant on this machine's GPU with GEMM tuning on and returns the tuned bundle's bytes.
+    With the tuning DB (tuning/gpu.py), GEMMs measured before on this kind of GPU with these versions take the
+    stored algorithm without measuring; the others are measured and stored. Raises UsageError (no cuda variant, no
+    GPU), VerifyMismatchError (the tuned variant misses its tolerance on the golden data: nothing is written)."""
+    import tempfile
+
+    import xrtpkg
+
+    from ...tuning import db as tuning_db
+    from ...tuning import gpu as tuning_gpu
 
     if not 2 <= candidates <= 64:
         raise UsageError(f"--candidates {candidates}: give 2..64 cuBLASLt candidates per GEMM configuration")
@@ -103,47 +144,36 @@ def tune_bundle(path: str, candidates: int = 16, variant_id: str | None = None) 
         # tuning runs on static plans; storing one shape's algorithms would pin them for every shape
         raise UsageError(f"{variant['id']} has dynamic dims ({', '.join(sorted(plan['dims']))}): `xrtc tune` tunes "
                          "static plans (compile with --shape for the shapes you deploy)")
-    old = os.environ.get(TUNE_ENV)
-    os.environ[TUNE_ENV] = str(candidates)
+    model = manifest.get("provenance", {}).get("source", {}).get("name", "") or os.path.basename(path)
+    database = tuning_db.TuningDB(db_path) if use_db and plan.get("gemms") else None
+    hits: dict = {}
     try:
-        try:
-            session = xrt.load(path, device="cuda", variant=variant["id"])
-        except (xrt.Unavailable, xrt.NotFound) as err:
-            raise UsageError(f"cannot load {variant['id']} on a GPU here: {err}. Run `xrtc tune` on the machine (GPU, "
-                             "driver, cuBLASLt) the bundle will run on") from err
+        with tempfile.TemporaryDirectory(prefix="xrtc-tune-cuda-") as workdir:
+            load_path = path
+            if database is not None:
+                # The DB key needs the GPU, driver and cuBLASLt as the engine reports them: one load without tuning.
+                with _load(path, variant["id"], None) as probe:
+                    probe_info = probe.explain().get("engine_info", {})
+                hits = tuning_gpu.lookup(database, plan, probe_info, candidates)
+                if hits:
+                    plan = tuning_gpu.prefill(plan, hits)
+                    load_path = os.path.join(workdir, "prefilled.xrtpkg")
+                    with open(load_path, "wb") as f:
+                        f.write(_with_plan(bundle, manifest, plan_section, plan))
+            measure = len(hits) < len(plan.get("gemms", []))  # every GEMM from the DB: nothing measured
+            with _load(load_path, variant["id"], candidates if measure else None) as session:
+                info, errors = _describe_and_check(session, bundle, manifest, variant)
+        stored = tuning_gpu.record(database, plan, info, candidates, model) if database is not None else 0
     finally:
-        if old is None:
-            os.environ.pop(TUNE_ENV, None)
-        else:
-            os.environ[TUNE_ENV] = old
-    with session:
-        info = session.explain().get("engine_info", {})
-        gemm_algos = info.get("gemm_algos", [])
-        errors: dict[str, float] = {}
-        golden = manifest.get("golden")
-        if golden:
-            from ...gate import golden_arrays
-
-            feeds, reference = golden_arrays(bundle, golden)
-            got = session.run(feeds)
-            from xpuruntime.policy import DEFAULT_TOLERANCES
-
-            acc = variant.get("accuracy") or {}
-            default = DEFAULT_TOLERANCES.get(variant.get("precision", "fp32"), DEFAULT_TOLERANCES["fp32"])
-            rtol, atol = acc.get("rtol", default["rtol"]), acc.get("atol", default["atol"])
-            failures = []
-            for name, ref in reference.items():
-                c = compare(variant["id"], name, got[name], ref, rtol, atol)
-                errors[name] = float(f"{c.max_abs_err:.3g}")
-                if not c.passed:
-                    failures.append(f"{name}: max abs err {c.max_abs_err:.3g} (rtol {rtol:g}, atol {atol:g})")
-            if failures:
-                raise VerifyMismatchError(f"{variant['id']} with tuned GEMM algorithms misses its tolerance on the "
-                                          f"bundle's golden data ({'; '.join(failures)}); nothing written")
+        if database is not None:
+            database.close()
+    gemm_algos = info.get("gemm_algos", [])
     tuned_plan = stored_algorithms(plan, gemm_algos)
     notes: dict[str, int] = {}
     for a in gemm_algos:  # one line per distinct outcome (a configuration's GEMMs share one)
         how = str(a.get("algo", ""))
+        if a.get("gemm") in hits and how.startswith("stored ") and "accepted" in how:
+            how = "from the tuning DB (measured before on this GPU kind and versions), " + how
         notes[how] = notes.get(how, 0) + 1
     tuned = sum(1 for g in tuned_plan["gemms"] if g["algo"]["source"] == "tuned")
     variant["tuning"] = {
@@ -151,18 +181,44 @@ def tune_bundle(path: str, candidates: int = 16, variant_id: str | None = None) 
                                       "tried in the captured CUDA graph, whole-graph replay timed (median of 15); "
                                       "configurations one after the other",
                             "gemms": len(gemm_algos), "tuned": tuned,
+                            "from_tuning_db": len(hits),
                             "device": info.get("device_name"), "arch": info.get("arch"),
                             "driver_version": info.get("driver_version"),
                             "cublaslt_version": (info.get("cublaslt") or {}).get("version"),
                             "golden_max_abs_err": errors or None,
                             "per_configuration": gains_by_configuration(plan, gemm_algos)},
     }
-    payloads = []
-    for section in bundle.sections:
-        if section.name == "manifest":
-            continue
-        data = xrtpkg.canonical_json(tuned_plan) if section.name == plan_section else bundle.data(section.name)
-        payloads.append((section.name, data, section.compressed))
-    out = xrtpkg.to_bytes(manifest, payloads)
+    out = _with_plan(bundle, manifest, plan_section, tuned_plan)
     return TuneResult(out, variant["id"], len(gemm_algos), tuned, notes, errors, bundle.signer is not None,
-                      variant["tuning"]["gemm_algorithms"]["per_configuration"])
+                      reused=len(hits), stored=stored, db_path=database.path if database is not None else None,
+                      per_configuration=variant["tuning"]["gemm_algorithms"]["per_configuration"])
+
+
+def _describe_and_check(session, bundle, manifest: dict, variant: dict) -> tuple[dict, dict[str, float]]:
+    """The engine's describe() and the golden outputs' max abs errors; VerifyMismatchError when the variant misses
+    its tolerance (nothing is written then)."""
+    from ...numeric import compare
+
+    info = session.explain().get("engine_info", {})
+    errors: dict[str, float] = {}
+    golden = manifest.get("golden")
+    if golden:
+        from ...gate import golden_arrays
+
+        feeds, reference = golden_arrays(bundle, golden)
+        got = session.run(feeds)
+        from xpuruntime.policy import DEFAULT_TOLERANCES
+
+        acc = variant.get("accuracy") or {}
+        default = DEFAULT_TOLERANCES.get(variant.get("precision", "fp32"), DEFAULT_TOLERANCES["fp32"])
+        rtol, atol = acc.get("rtol", default["rtol"]), acc.get("atol", default["atol"])
+        failures = []
+        for name, ref in reference.items():
+            c = compare(variant["id"], name, got[name], ref, rtol, atol)
+            errors[name] = float(f"{c.max_abs_err:.3g}")
+            if not c.passed:
+                failures.append(f"{name}: max abs err {c.max_abs_err:.3g} (rtol {rtol:g}, atol {atol:g})")
+        if failures:
+            raise VerifyMismatchError(f"{variant['id']} with tuned GEMM algorithms misses its tolerance on the "
+                                      f"bundle's golden data ({'; '.join(failures)}); nothing written")
+    return info, errors
