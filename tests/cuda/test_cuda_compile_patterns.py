@@ -321,6 +321,14 @@ def test_gemm_stand_ins_match_ort(precision):
            precision, "bert-stand-ins")
 
 
+def test_a_fixed_cublaslt_matmul_knob_has_no_stand_ins():
+    """matmul = cublasLt fixed holds from the first run on: no Triton stand-ins then; preferred or absent: stand-ins."""
+    from xrtc.targets.cuda import stand_ins_allowed
+
+    assert stand_ins_allowed({}) and stand_ins_allowed({"kernel": {"matmul": {"choice": "cublasLt", "mode": "prefer"}}})
+    assert not stand_ins_allowed({"kernel": {"matmul": {"choice": "cublasLt", "mode": "fixed"}}})
+
+
 def test_matmul_triton_large_m_groups_tiles_along_m():
     """Past 256 rows the Triton GEMM takes 128-row tiles in groups of 8 along M (codegen.gemm_config): 1100 rows are
     9 row tiles, a full group and a group of one; every tile must land where it belongs."""

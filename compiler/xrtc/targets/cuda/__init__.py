@@ -55,6 +55,14 @@ def attention_choice(policy: dict) -> str:
 def matmul_choice(policy: dict) -> str:
     """"triton" when the policy asks for matmul=triton, else "cublasLt"."""
     return "triton" if _choice(policy, "matmul") == "triton" else "cublasLt"
+
+
+def stand_ins_allowed(policy: dict) -> bool:
+    """The GEMMs get Triton stand-ins for the runs before cuBLASLt has loaded (PLAN.md) unless the policy fixes
+    matmul = cublasLt: a fixed knob holds from the first run on."""
+    knob = (policy.get("kernel", {}) if isinstance(policy, dict) else {}).get("matmul")
+    return not (isinstance(knob, dict) and knob.get("mode") == "fixed" and
+                str(knob.get("choice", "")).lower() == "cublaslt")
 # Largest model (weights + arena bytes) the plan interpreter checks at compile when no GPU is present.
 INTERPRET_MAX_BYTES = 64 << 20
 
@@ -152,7 +160,7 @@ def _lower_ours(variant: VariantRequest, plan, clock, archs: list[str] | None) -
     with clock.stage(f"lower-{vid}", log):
         # stand-ins: each cuBLASLt GEMM's Triton twin, run until cuBLASLt has loaded (PLAN.md)
         prog = lower_graph(variant.model, precision, attention=attention_choice(plan.policy),
-                           matmul=matmul_choice(plan.policy), stand_ins=True)
+                           matmul=matmul_choice(plan.policy), stand_ins=stand_ins_allowed(plan.policy))
         warnings = kernel_policy(plan.policy, prog)
         plan_json, weights, kernels, records = emit.emit(prog, archs)
     sources = emit.kernel_sources(prog)
