@@ -578,6 +578,7 @@ void Engine::WaitAndSwitch() {
 
 void Engine::WaitForGemms() {
   std::lock_guard<std::mutex> lock(mu_);
+  const ContextScope scope(drv_, context_);  // the switch frees the stand-ins' graph
   WaitAndSwitch();
 }
 
