@@ -931,17 +931,20 @@ xrt_status_t Engine::TuneInGraph(Binding* b) {
         if (gemm_key_[g] == key) b->gemms[g]->algo = cands[c];
       }
     };
-    const double first = current;
-    size_t best = 0;
-    for (size_t c = 1; c < cands.size(); ++c) {
+    // Candidate c in every GEMM of the configuration, the graph re-captured and its replay timed (median); false
+    // where it cannot be captured or replayed (it loses; the engine stays usable).
+    const auto timed = [&](size_t c, double* ms) {
       use(c);
       xrt_status_t s = Capture(b, stream_);
       if (!s) s = ReplayTimes(*b, kReplays, &times, &back_to_back);
-      if (s) {  // a candidate that cannot be captured or replayed loses; the engine stays usable
-        xrt_status_free(s);
-        continue;
-      }
-      if (const double ms = Median(times); ms < current) current = ms, best = c;
+      if (s) return xrt_status_free(s), false;
+      *ms = Median(times);
+      return true;
+    };
+    const double first = current;
+    size_t best = 0;
+    for (size_t c = 1; c < cands.size(); ++c) {
+      if (double ms = 0; timed(c, &ms) && ms < current) current = ms, best = c;
     }
     // The search's minimum is biased low (the fastest of many noisy medians): a candidate that beat the heuristic's
     // first is kept only if it still wins when the two are timed again, alternately (A B A B A B, median of each).
@@ -950,15 +953,12 @@ xrt_status_t Engine::TuneInGraph(Binding* b) {
       std::vector<double> heuristic, chosen;
       for (int round = 0; round < 3 && best != 0; ++round) {
         for (const size_t c : {size_t{0}, best}) {
-          use(c);
-          xrt_status_t s = Capture(b, stream_);
-          if (!s) s = ReplayTimes(*b, kReplays, &times, &back_to_back);
-          if (s) {  // the chosen one cannot be re-run: the heuristic's first stays
-            xrt_status_free(s);
+          double ms = 0;
+          if (!timed(c, &ms)) {  // cannot be re-run: the heuristic's first stays
             best = 0;
             break;
           }
-          (c == 0 ? heuristic : chosen).push_back(Median(times));
+          (c == 0 ? heuristic : chosen).push_back(ms);
         }
       }
       if (best != 0) {

@@ -40,10 +40,15 @@ NOT_BUILT = {"cublas": "is not in the cuda plan: every GEMM is a cuBLASLt call (
 NOT_BUILT_OTHER = "is not built in xrtc's cuda engine (built: matmul=cublasLt|triton, attention=flash|math)"
 
 
+def _knob(policy: dict, family: str) -> tuple:
+    """(choice, mode) of the policy's kernel knob for `family`; (None, "prefer") when absent."""
+    knob = (policy.get("kernel", {}) if isinstance(policy, dict) else {}).get(family)
+    return (knob.get("choice"), knob.get("mode", "prefer")) if isinstance(knob, dict) else (knob, "prefer")
+
+
 def _choice(policy: dict, family: str) -> str | None:
     """The knob's choice unless it is absent or mode auto."""
-    knob = (policy.get("kernel", {}) if isinstance(policy, dict) else {}).get(family)
-    choice, mode = (knob.get("choice"), knob.get("mode", "prefer")) if isinstance(knob, dict) else (knob, "prefer")
+    choice, mode = _knob(policy, family)
     return None if mode == "auto" else choice
 
 
@@ -60,9 +65,8 @@ def matmul_choice(policy: dict) -> str:
 def stand_ins_allowed(policy: dict) -> bool:
     """The GEMMs get Triton stand-ins for the runs before cuBLASLt has loaded (PLAN.md) unless the policy fixes
     matmul = cublasLt: a fixed knob holds from the first run on."""
-    knob = (policy.get("kernel", {}) if isinstance(policy, dict) else {}).get("matmul")
-    return not (isinstance(knob, dict) and knob.get("mode") == "fixed" and
-                str(knob.get("choice", "")).lower() == "cublaslt")
+    choice, mode = _knob(policy, "matmul")
+    return not (mode == "fixed" and str(choice).lower() == "cublaslt")
 # Largest model (weights + arena bytes) the plan interpreter checks at compile when no GPU is present.
 INTERPRET_MAX_BYTES = 64 << 20
 
@@ -71,17 +75,13 @@ def kernel_policy(policy: dict, prog) -> list[str]:
     """Checks the matmul / attention knobs against what the program uses; a fixed knob that cannot hold raises
     PolicyViolationError naming the nodes; a preferred one returns a warning."""
     warnings = []
-    knobs = policy.get("kernel", {}) if isinstance(policy, dict) else {}
     uses = {"matmul": [n for s in prog.steps if isinstance(s, emit.GemmStep) or getattr(s, "group", "") == "gemm"
                        for n in s.nodes[:1]],
             "attention": [s.nodes[-1] for s in prog.steps if isinstance(s, emit.KernelStep) and s.group == "attention"]}
     built = {"matmul": MATMUL_BUILT, "attention": ATTENTION_BUILT}
     for family in ("matmul", "attention"):
-        knob = knobs.get(family)
-        if not knob:
-            continue
-        choice, mode = (knob.get("choice"), knob.get("mode", "prefer")) if isinstance(knob, dict) else (knob, "prefer")
-        if choice in built[family] or mode == "auto" or choice is None or not uses[family]:
+        choice, mode = _knob(policy, family)
+        if not choice or choice in built[family] or mode == "auto" or not uses[family]:
             continue
         nodes = uses[family]
         text = (f"{family}={choice} {NOT_BUILT.get(choice, NOT_BUILT_OTHER)}; nodes {', '.join(nodes[:6])}"

@@ -124,9 +124,9 @@ def emit(prog, archs: list[str]) -> tuple[dict, bytes, bytes, list[dict]]:
             continue
         launches.append({"kernel": add_kernel(step), "grid": list(step.grid)})
     # stand-in kernels after the plan's own (their indices never shift a launch's): one per GEMM, or none
-    stand_ins = [s for s in prog.steps if isinstance(s, GemmStep)]
-    if stand_ins and all(s.stand_in is not None for s in stand_ins):
-        for spec, step in zip(gemms, stand_ins):
+    gemm_steps = [s for s in prog.steps if isinstance(s, GemmStep)]
+    if gemm_steps and all(s.stand_in is not None for s in gemm_steps):
+        for spec, step in zip(gemms, gemm_steps):
             spec["stand_in"] = {"kernel": add_kernel(step.stand_in), "grid": list(step.stand_in.grid)}
     plan = {"format": "xrt-cuda-plan", "version": 1, "triton_version": aot.TRITON_VERSION, "archs": list(archs),
             "dims": {}, "tensors": tensors, "inputs": list(prog.inputs), "outputs": list(prog.outputs),

@@ -211,14 +211,14 @@ def lower_graph(model: onnx.ModelProto, precision: str, gelu_epilogue: bool = Tr
     flash (online softmax) | math (explicit softmax over all keys at once); `matmul`: cublasLt | triton. With
     `stand_ins`, each cuBLASLt GEMM also gets its Triton twin (GemmStep.stand_in) for the runs before cuBLASLt has
     loaded."""
-    lowerer = _Lowerer(model, precision, gelu_epilogue, attention, matmul, fuse_siblings)
-    lowerer.stand_ins = stand_ins
-    return lowerer.run()
+    return _Lowerer(model, precision, gelu_epilogue, attention, matmul, fuse_siblings, stand_ins).run()
 
 
 class _Lowerer:
-    def __init__(self, model, precision, gelu_epilogue, attention="flash", matmul="cublasLt", fuse_siblings=True):
+    def __init__(self, model, precision, gelu_epilogue, attention="flash", matmul="cublasLt", fuse_siblings=True,
+                 stand_ins=False):
         self.fuse_siblings = fuse_siblings
+        self.stand_ins = stand_ins
         self.attention_impl = attention
         self.matmul_impl = matmul
         self.model = model
@@ -738,7 +738,7 @@ class _Lowerer:
         """A cuBLASLt GEMM; with stand-ins, its Triton twin too (exact erf GELU where cuBLASLt's epilogue takes the
         tanh form: both within the precision's tolerance, checked by the tests of both paths)."""
         step = GemmStep(a, b, c, bias, m, n, k, epilogue, nodes)
-        if getattr(self, "stand_ins", False) and isinstance(m, int):
+        if self.stand_ins and isinstance(m, int):
             src, params, grid, warps, cfg = codegen.gemm(a, b, bias, c, m, n, k, epilogue, self.prog.precision,
                                                          self.prog.dtypes())
             step.stand_in = KernelStep("gemm_stand_in", src, params, [c], [p for p in params if p != c], grid,
