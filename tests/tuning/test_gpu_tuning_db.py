@@ -25,6 +25,13 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "cuda"))
 import models  # noqa: E402
 
 TUNED_NOTE = "tuned in the CUDA graph: candidate 3 of 8 (split-K 2), graph replay 0.0123 ms (first candidate: 0.0150 ms)"
+REFUSED_NOTE = ("stored tuned algorithm refused (CUBLAS_STATUS_INVALID_VALUE); fell back to tuned in the CUDA graph: "
+                "candidate 1 of 4, graph replay 0.0100 ms (first candidate: 0.0100 ms)")
+# The structured record the plugin writes beside each note of a GEMM its in-graph tuning decided.
+TUNING_RECORDS = {TUNED_NOTE: {"candidates": 8, "chosen": 3, "heuristic_graph_ms": 0.015, "tuned_graph_ms": 0.0123,
+                               "split_k": 2},
+                  REFUSED_NOTE: {"candidates": 4, "chosen": 1, "heuristic_graph_ms": 0.01, "tuned_graph_ms": 0.01,
+                                 "split_k": 1}}
 CONFIG_A = "ab" * 64
 CONFIG_B = "cd" * 64
 
@@ -57,6 +64,9 @@ def _describe(plan: dict, notes: list[str], configs: list[str], **gpu_fields) ->
             "gemm_algos": [{"gemm": i, "onnx_nodes": g.get("onnx_nodes", []), "epilogue": g.get("epilogue"),
                             "algo": note, "config": config}
                            for i, (g, note, config) in enumerate(zip(plan["gemms"], notes, configs))]}
+    for entry in info["gemm_algos"]:
+        if entry["algo"] in TUNING_RECORDS:
+            entry["tuning"] = TUNING_RECORDS[entry["algo"]]
     for key, value in gpu_fields.items():
         if key == "cublaslt_version":
             info["cublaslt"] = dict(info["cublaslt"], version=value)
@@ -110,14 +120,13 @@ def test_measured_gemms_are_reused_by_another_bundle_on_the_same_gpu_kind_only(t
 def test_a_refused_stored_algorithm_measured_again_replaces_the_entry(tmp_path, plans):
     plan_a, _ = plans
     n_a = len(plan_a["gemms"])
-    refused = ("stored tuned algorithm refused (CUBLAS_STATUS_INVALID_VALUE); fell back to tuned in the CUDA graph: "
-               "candidate 1 of 4, graph replay 0.0100 ms (first candidate: 0.0100 ms)")
-    assert gpu.parse_tuned_note(refused) == {"candidate": 1, "candidates": 4, "split_k": 1, "graph_replay_ms": 0.01,
-                                             "first_candidate_ms": 0.01, "gain_ms": 0.0}
-    assert gpu.parse_tuned_note("cuBLASLt heuristic (first candidate)") is None
+    refused = _describe(plan_a, [REFUSED_NOTE], [CONFIG_B])["gemm_algos"][0]
+    assert gpu.tuned_timing(refused) == {"candidate": 1, "candidates": 4, "split_k": 1, "graph_replay_ms": 0.01,
+                                         "first_candidate_ms": 0.01, "gain_ms": 0.0}
+    assert gpu.tuned_timing({"gemm": 0, "algo": "cuBLASLt heuristic (first candidate)"}) is None
     with TuningDB(str(tmp_path / "t.sqlite")) as db:
         gpu.record(db, plan_a, _describe(plan_a, [TUNED_NOTE] * n_a, [CONFIG_A] * n_a), 8, "a.onnx")
-        gpu.record(db, plan_a, _describe(plan_a, [refused] * n_a, [CONFIG_B] * n_a), 8, "a.onnx")
+        gpu.record(db, plan_a, _describe(plan_a, [REFUSED_NOTE] * n_a, [CONFIG_B] * n_a), 8, "a.onnx")
         assert {e.result["config"] for e in db.entries()} == {CONFIG_B}
         assert len(db.entries()) == len({json.dumps(gpu.gemm_signature(g), sort_keys=True)
                                          for g in plan_a["gemms"]})

@@ -25,15 +25,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 
 from . import db as tuning_db
 
 TUNER = "cuda-gemm-algo"
 TUNER_VERSION = "cuda-2"  # bump when the plugin's tuning method changes: old entries are then not reused
 # (cuda-2: a pick is re-timed against the heuristic's first, A B A B A B, and kept only if it still wins)
-_TUNED = re.compile(r"tuned in the CUDA graph: candidate (\d+) of (\d+)(?: \(split-K (\d+)\))?, graph replay "
-                    r"([0-9.]+) ms \(first candidate: ([0-9.]+) ms\)")
+
 
 
 def gemm_signature(spec: dict) -> dict:
@@ -82,27 +80,15 @@ def key_for(spec: dict, info: dict, model: str = "") -> tuning_db.Key:
 
 
 def tuned_timing(chosen: dict) -> dict | None:
-    """The timings of one describe() gemm_algos entry the in-graph tuning decided: its structured `tuning` record
-    where the plugin gives one, else parsed from its note; None for a GEMM the tuning did not decide."""
+    """The timings of one describe() gemm_algos entry the in-graph tuning decided, from the plugin's structured
+    `tuning` record (engine.cc BuildDescribe); None for a GEMM the tuning did not decide (the heuristic's choice, or
+    a stored algorithm accepted without measuring)."""
     t = chosen.get("tuning")
-    note = parse_tuned_note(str(chosen.get("algo", "")))
-    if not isinstance(t, dict) or note is None:
-        return note
-    first, best = float(t.get("heuristic_graph_ms", 0)), float(t.get("tuned_graph_ms", 0))
-    return {**note, "candidate": int(t.get("chosen", note["candidate"])),
-            "candidates": int(t.get("candidates", note["candidates"])), "graph_replay_ms": best,
-            "first_candidate_ms": first, "gain_ms": round(first - best, 4)}
-
-
-def parse_tuned_note(note: str) -> dict | None:
-    """The timings in a GEMM note the engine's in-graph tuning wrote; None for any other note."""
-    match = _TUNED.search(note)  # also after "stored ... refused; fell back to"
-    if not match:
+    if not isinstance(t, dict):
         return None
-    best, of, splits, replay, first = match.groups()
-    return {"candidate": int(best), "candidates": int(of), "split_k": int(splits or 1),
-            "graph_replay_ms": float(replay), "first_candidate_ms": float(first),
-            "gain_ms": round(float(first) - float(replay), 4)}
+    first, best = float(t["heuristic_graph_ms"]), float(t["tuned_graph_ms"])
+    return {"candidate": int(t["chosen"]), "candidates": int(t["candidates"]), "split_k": int(t.get("split_k", 1)),
+            "graph_replay_ms": best, "first_candidate_ms": first, "gain_ms": round(first - best, 4)}
 
 
 def lookup(database: tuning_db.TuningDB, plan: dict, info: dict, candidates: int) -> dict[int, tuning_db.Entry]:

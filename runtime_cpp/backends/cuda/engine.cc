@@ -466,7 +466,8 @@ void Engine::BuildDescribe() {
         gemm_info.back()["tuning"] = {{"candidates", t->second.candidates},
                                       {"chosen", t->second.chosen + 1},
                                       {"heuristic_graph_ms", t->second.heuristic_ms},
-                                      {"tuned_graph_ms", t->second.tuned_ms}};
+                                      {"tuned_graph_ms", t->second.tuned_ms},
+                                      {"split_k", t->second.split_k}};
       }
     }
     info["cublaslt"] = {{"path", lt_->path}, {"version", lt_version_}};
@@ -968,7 +969,6 @@ xrt_status_t Engine::TuneInGraph(Binding* b) {
       if (best == 0) best_ms = first_ms;
       current = best_ms;
     }
-    tuning_[key] = {cands.size(), best, first_ms, best_ms};
     use(best);
     heuristic_cache_[key] = cands[best];
     uint32_t splits = 1;
@@ -977,6 +977,7 @@ xrt_status_t Engine::TuneInGraph(Binding* b) {
       lt_->cublasLtMatmulAlgoConfigGetAttribute(&cands[best], CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &splits, sizeof splits,
                                                 &written);
     }
+    tuning_[key] = {cands.size(), best, first_ms, best_ms, splits > 1 ? splits : 1};
     char text[240];
     std::snprintf(text, sizeof text,
                   "tuned in the CUDA graph: candidate %zu of %zu%s, graph replay %.4f ms (first candidate: %.4f ms)",

@@ -169,6 +169,7 @@ class Engine {
   struct TuneOutcome {
     size_t candidates = 0, chosen = 0;        // chosen: index into the candidates (0 = the heuristic's first)
     double heuristic_ms = 0, tuned_ms = 0;    // whole-graph replay medians, heuristic's first vs the chosen one
+    uint32_t split_k = 1;                     // the chosen algorithm's split-K count (1 = not split)
   };
   std::map<std::string, TuneOutcome> tuning_;  // GEMM configuration -> what the in-graph tuning found
   std::map<std::string, cublasLtMatmulAlgo_t> heuristic_cache_;  // GEMM configuration -> heuristic's algorithm  // per GEMM: stored algo accepted / fallback reason
