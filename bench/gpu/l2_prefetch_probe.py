@@ -12,7 +12,7 @@ The chain per layer is BERT-base's GEMMs through torch (cuBLASLt with bias epilo
 Triton kernels between them (an elementwise op for attention, layer_norm for add + LayerNorm). Variants, one CUDA graph
 each, timed interleaved (A B C ... A B C ..., 30 rounds x 20 replays, median per replay):
   cold      distinct weights per layer (the real case)
-  pf-N      cold + a Triton prefetch kernel of N CTAs per layer on a side stream (fork at the layer's start, join at
+  pf-NxL    cold + a Triton prefetch kernel of N CTAs (L lines per step) per layer on a side stream (fork at the layer's start, join at
             the end of the graph), fetching the next layer's weights
   hot       every layer shares one layer's weights (the upper bound for what L2 residency can give)
 
@@ -111,6 +111,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, nargs="+", default=[128, 512, 4096])
     ap.add_argument("--ctas", type=int, nargs="+", default=[4, 8, 16, 32])
+    ap.add_argument("--lines", type=int, nargs="+", default=[256, 1024], help="cache lines per program per step")
     ap.add_argument("--rounds", type=int, default=30)
     ap.add_argument("--json")
     args = ap.parse_args()
@@ -123,7 +124,8 @@ def main() -> None:
         x0 = torch.randn(rows, H, device="cuda", dtype=torch.float16)
         variants = {"cold": capture(x0, cold, 0)}
         for n in args.ctas:
-            variants[f"pf-{n}"] = capture(x0, cold, n)
+            for lines in args.lines:
+                variants[f"pf-{n}x{lines}"] = capture(x0, cold, n, lines)
         variants["hot"] = capture(x0, hot, 0)
         # the prefetch must not change results
         for g, _ in variants.values():
