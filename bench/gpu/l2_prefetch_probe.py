@@ -45,6 +45,17 @@ def prefetch_l2(base, n_bytes, LINES: tl.constexpr):
                                   is_pure=False, pack=1)
 
 
+@triton.jit
+def prefetch_lines(base, n_bytes, DO: tl.constexpr):
+    """In-stream: every program issues one prefetch per line of its 128-line slice and exits (DO=0: the same launch
+    doing nothing, the control)."""
+    if DO:
+        offs = tl.program_id(0) * 128 * 128 + tl.arange(0, 128) * 128
+        p = base + tl.minimum(offs, n_bytes - 1)
+        tl.inline_asm_elementwise("prefetch.global.L2 [$1];\n\tmov.u32 $0, 0;", "=r,l", [p], dtype=tl.int32,
+                                  is_pure=False, pack=1)
+
+
 def make_layers(shared: bool):
     """Per layer: one contiguous fp16 buffer holding Wqkv, Wo, W1, W2 (torch's [out, in] layout) and the biases."""
     sizes = [3 * H * H, H * H, F * H, H * F]
@@ -69,10 +80,24 @@ def make_layers(shared: bool):
     return layers
 
 
-def layer(x, ws, bs):
+def inline_prefetch(ws, do: int):
+    """One in-stream launch covering the given weights (what a preceding Triton kernel would issue itself)."""
+    for w in ws:
+        n = w.numel() * 2
+        prefetch_lines[(-(-n // (128 * 128)),)](w.view(torch.int8), n, DO=do)
+
+
+def layer(x, ws, bs, inline: int = -1, nxt=None):
+    """`inline` 1: prefetch each GEMM's weights just before the kernel that precedes it; 0: the same launches empty."""
+    if inline >= 0:
+        inline_prefetch([ws[0]], inline)
     qkv = torch.nn.functional.linear(x, ws[0], bs[0])
+    if inline >= 0:
+        inline_prefetch([ws[1]], inline)
     a = qkv[:, :H] * 1.0001  # stands in for the attention kernel (one light launch)
     o = torch.nn.functional.linear(a, ws[1], bs[1])
+    if inline >= 0:
+        inline_prefetch([ws[2], ws[3]], inline)
     h = torch.nn.functional.layer_norm(o + x, (H,))
     f = torch.nn.functional.linear(h, ws[2], bs[2])
     f = torch.nn.functional.gelu(f)
@@ -80,14 +105,14 @@ def layer(x, ws, bs):
     return torch.nn.functional.layer_norm(y + h, (H,))
 
 
-def capture(x0, layers, prefetch_ctas: int, lines: int = 8):
+def capture(x0, layers, prefetch_ctas: int, lines: int = 8, inline: int = -1):
     side = torch.cuda.Stream()
     main = torch.cuda.Stream()
     with torch.cuda.stream(main):  # warm-up (cuBLASLt workspaces, Triton compile)
         for _ in range(2):
             x = x0
             for buf, ws, bs in layers:
-                x = layer(x, ws, bs)
+                x = layer(x, ws, bs, inline)
             if prefetch_ctas:
                 prefetch_l2[(prefetch_ctas,)](layers[0][0].view(torch.int8), layers[0][0].numel() * 2, LINES=lines)
     torch.cuda.synchronize()
@@ -100,7 +125,7 @@ def capture(x0, layers, prefetch_ctas: int, lines: int = 8):
                 with torch.cuda.stream(side):
                     nxt = layers[i + 1][0]
                     prefetch_l2[(prefetch_ctas,)](nxt.view(torch.int8), nxt.numel() * 2, LINES=lines)
-            x = layer(x, ws, bs)
+            x = layer(x, ws, bs, inline)
         if prefetch_ctas:
             main.wait_stream(side)
         out = x
@@ -126,6 +151,8 @@ def main() -> None:
         for n in args.ctas:
             for lines in args.lines:
                 variants[f"pf-{n}x{lines}"] = capture(x0, cold, n, lines)
+        variants["inline-empty"] = capture(x0, cold, 0, inline=0)
+        variants["inline-prefetch"] = capture(x0, cold, 0, inline=1)
         variants["hot"] = capture(x0, hot, 0)
         # the prefetch must not change results
         for g, _ in variants.values():
@@ -133,7 +160,7 @@ def main() -> None:
         torch.cuda.synchronize()
         ref = variants["cold"][1].float()
         for name, (g, out) in variants.items():
-            if name != "hot":
+            if name != "hot" and not name.startswith("inline"):
                 err = (out.float() - ref).abs().max().item()
                 assert err == 0.0, f"{name}: output differs from cold by {err}"
         times = {name: [] for name in variants}
