@@ -56,6 +56,15 @@ def prefetch_lines(base, n_bytes, DO: tl.constexpr):
                                   is_pure=False, pack=1)
 
 
+@triton.jit
+def prefetch_bulk(base, n_bytes):
+    """In-stream: each thread asks the copy engine for one 4 KiB chunk into L2 (cp.async.bulk.prefetch.L2, sm_90)."""
+    offs = tl.program_id(0) * 128 * 4096 + tl.arange(0, 128) * 4096
+    p = base + tl.minimum(offs, n_bytes - 4096)
+    tl.inline_asm_elementwise("cp.async.bulk.prefetch.L2.global [$1], 4096;\n\tmov.u32 $0, 0;", "=r,l", [p],
+                              dtype=tl.int32, is_pure=False, pack=1)
+
+
 def make_layers(shared: bool):
     """Per layer: one contiguous fp16 buffer holding Wqkv, Wo, W1, W2 (torch's [out, in] layout) and the biases."""
     sizes = [3 * H * H, H * H, F * H, H * F]
@@ -84,7 +93,10 @@ def inline_prefetch(ws, do: int):
     """One in-stream launch covering the given weights (what a preceding Triton kernel would issue itself)."""
     for w in ws:
         n = w.numel() * 2
-        prefetch_lines[(-(-n // (128 * 128)),)](w.view(torch.int8), n, DO=do)
+        if do == 2:
+            prefetch_bulk[(-(-n // (128 * 4096)),)](w.view(torch.int8), n)
+        else:
+            prefetch_lines[(-(-n // (128 * 128)),)](w.view(torch.int8), n, DO=do)
 
 
 def layer(x, ws, bs, inline: int = -1, nxt=None):
@@ -153,6 +165,7 @@ def main() -> None:
                 variants[f"pf-{n}x{lines}"] = capture(x0, cold, n, lines)
         variants["inline-empty"] = capture(x0, cold, 0, inline=0)
         variants["inline-prefetch"] = capture(x0, cold, 0, inline=1)
+        variants["inline-bulk"] = capture(x0, cold, 0, inline=2)
         variants["hot"] = capture(x0, hot, 0)
         # the prefetch must not change results
         for g, _ in variants.values():
