@@ -156,9 +156,10 @@ def _dynamo_bert(kind, batch=2, seq=16):
 @pytest.mark.parametrize("kind", ["eager", "sdpa"])
 def test_dynamo_exported_bert_matches_ort(kind, precision):
     """The real torch.onnx.export (dynamo) BertModel graphs: the mask built by Where/And/GreaterOrEqual/GatherND/
-    Expand (and SDPA's IsNaN guard) folds into one small mask kernel, K's Reshape/Transpose/Reshape head split is a
-    free view, and the encoder lowers to the same 2 attention + 5 LayerNorm kernels and 9 GEMMs (Q, K, V as one) as
-    the hand-built model; outputs match ORT at a padded mask."""
+    Expand (and SDPA's IsNaN guard) is computed inside each attention kernel from the int64 input (no mask kernel,
+    no mask buffer), K's Reshape/Transpose/Reshape head split is a free view, and the encoder lowers to the same
+    2 attention + 5 LayerNorm kernels and 9 GEMMs (Q, K, V as one) as the hand-built model; outputs match ORT at a
+    padded mask."""
     model, feeds = _dynamo_bert(kind)
     prog, plan, got = _run(model, feeds, precision)
     groups = [s.group for s in prog.steps if isinstance(s, KernelStep)]
@@ -166,10 +167,14 @@ def test_dynamo_exported_bert_matches_ort(kind, precision):
     assert groups.count("add_layernorm") == 4
     gemms = [s.epilogue for s in prog.steps if isinstance(s, GemmStep)]
     assert len(gemms) == 9 and gemms.count("gelu_bias") == (2 if precision == "fp16" else 0)
-    # the [B, 1, S, S] mask is broadcast along the query axis: stored once as [B, 1, 1, S] (read with stride 0)
+    # the [B, 1, S, S] mask is the same for every query and head: each attention kernel computes one row of keys of
+    # it per batch from attention_mask, so it is never written to memory
     batch, seq = feeds["attention_mask"].shape
-    assert not [b for b in prog.buffers if tuple(b.shape) == (batch, 1, seq, seq)]
-    assert [b for b in prog.buffers if b.kind == "arena" and tuple(b.shape) == (batch, 1, 1, seq)]
+    assert not [b for b in prog.buffers if tuple(b.shape) in ((batch, 1, seq, seq), (batch, 1, 1, seq))]
+    mask_in = next(b for b in prog.inputs if prog.buffers[b].name == "attention_mask")
+    readers = [s for s in prog.steps if isinstance(s, KernelStep) and mask_in in s.reads]
+    assert [s.group for s in readers] == ["attention", "attention"]
+    assert all(s.config.get("mask") == "computed" for s in readers)
     _check(got, _reference(model, feeds), precision, f"bert-{kind}-dynamo")
 
 

@@ -273,13 +273,19 @@ def attention_config(sq: int, sk: int, d: int, math_softmax: bool, batch_heads: 
 
 
 def attention(q: View, k: View, v: View, mask: View | None, out: View, scale: float, precision: str,
-              dtypes: dict, zero_masked_rows: bool = False, math_softmax: bool = False, config: dict | None = None):
+              dtypes: dict, zero_masked_rows: bool = False, math_softmax: bool = False, config: dict | None = None,
+              mask_expr: tuple | None = None):
     """Flash attention (online softmax, one pass over keys), static shapes; with `math_softmax` the policy's
     `attention = math` instead: every key in one block, the softmax normalised explicitly (max, exp, sum, divide)
     before P@V, like the unfused formula (keys <= MATH_MAX_KEYS). Views are 4-D [B, H, S, D] (k, v:
     [B, H, Sk, D]); mask broadcast to [B, H, Sq, Sk], added after scaling; keys past Sk get -inf. The exponent is
     taken against a finite max (0 while every key so far is -inf), so -inf mask entries never make NaN mid-row;
-    a row whose every key is -inf ends with sum 0: NaN like Softmax, or 0 with `zero_masked_rows` (SDPA's guard)."""
+    a row whose every key is -inf ends with sum 0: NaN like Softmax, or 0 with `zero_masked_rows` (SDPA's guard).
+
+    `mask_expr` (expression, (B or 1, 1, 1, Sk)), instead of `mask`: the mask as the elementwise expression that
+    computes it (BERT's `(1 - attention_mask) * min` from the int64 input), evaluated per key block inside the kernel
+    over one row of keys and broadcast to every head and query: the kernel that wrote the mask to memory, and its
+    launch, go away."""
     b_, h_, sq, d = q.shape
     sk = k.shape[2]
     bd = next_pow2(max(d, 16))
@@ -290,7 +296,10 @@ def attention(q: View, k: View, v: View, mask: View | None, out: View, scale: fl
     preload = bool(chosen.get("preload")) and sk <= bn
     if math_softmax and sk > MATH_MAX_KEYS:
         raise ValueError(f"attention=math holds every key of a row at once: {sk} keys > {MATH_MAX_KEYS}")
-    bufs = [q.buf, k.buf, v.buf] + ([mask.buf] if mask is not None else []) + [out.buf]
+    if mask is not None and mask_expr is not None:
+        raise ValueError("attention takes a mask view or a mask expression, not both")
+    mask_leaves = [leaf[1].buf for leaf in expr_leaves(mask_expr[0])] if mask_expr is not None else []
+    bufs = [q.buf, k.buf, v.buf] + ([mask.buf] if mask is not None else []) + mask_leaves + [out.buf]
     params = _params(bufs)
     p = {b: f"P{params.index(b)}" for b in bufs}
     ip = {"fp32": "ieee", "tf32": "tf32"}.get(precision)
@@ -312,15 +321,23 @@ def attention(q: View, k: View, v: View, mask: View | None, out: View, scale: fl
               f"mask=mk[None, :] & md[:, None], other=0).to({dot_t})")
     load_v = (f"vv = tl.load({p[v.buf]} + {base(v)} + kn[:, None] * {v.strides[2]} + od[None, :] * {v.strides[3]}, "
               f"mask=mk[:, None] & md[None, :], other=0).to({dot_t})")
-    load_mask = ""
+    load_mask: list[str] = []
     if mask is not None:
         mv = mask.broadcast_to((b_, h_, sq, sk))
-        load_mask = (f"am = tl.load({p[mask.buf]} + {base(mv)} + om[:, None] * {mv.strides[2]} + kn[None, :] * "
-                     f"{mv.strides[3]}, mask=mq[:, None] & mk[None, :], other=0).to(tl.float32)")
+        load_mask = [f"am = tl.load({p[mask.buf]} + {base(mv)} + om[:, None] * {mv.strides[2]} + kn[None, :] * "
+                     f"{mv.strides[3]}, mask=mq[:, None] & mk[None, :], other=0).to(tl.float32)"]
+    elif mask_expr is not None:
+        expr, stored = mask_expr
+        if len(stored) != 4 or stored[1:3] != (1, 1) or stored[3] != sk or stored[0] not in (1, b_):
+            raise ValueError(f"a mask expression over {tuple(stored)} is not one row of keys per batch")
+        em = _Emitter(stored, lambda buf: p[buf], "mk", "mo")
+        value = em.emit(expr)
+        load_mask = [f"mo = b * {sk} + kn" if stored[0] > 1 else "mo = kn", *em.lines,
+                     f"am = (tl.zeros([{bn}], tl.float32) + {value})[None, :]"]
     step = ["kn = start + on", f"mk = kn < {sk}", load_k] + ([load_v] if preload else []) + \
-        ([load_mask] if load_mask and preload else []) + [f"s = tl.dot(q, kt{dot_kw}) * {float(scale)!r}"]
+        (load_mask if preload else []) + [f"s = tl.dot(q, kt{dot_kw}) * {float(scale)!r}"]
     if load_mask:
-        step += ([] if preload else [load_mask]) + ["s = s + am"]
+        step += ([] if preload else load_mask) + ["s = s + am"]
     step.append("s = tl.where(mk[None, :], s, float(\"-inf\"))")
     if math_softmax:
         step += ["m = tl.max(s, 1)", "e = tl.exp(s - tl.where(m == float(\"-inf\"), 0.0, m)[:, None])",
@@ -345,7 +362,8 @@ def attention(q: View, k: View, v: View, mask: View | None, out: View, scale: fl
     return _function(params, body), params, grid, warps, {"BM": bm, "BN": bn, "BD": bd, "B": b_, "H": h_, "Sq": sq,
                                                           "Sk": sk, "D": d, "scale": scale,
                                                           "softmax": "math" if math_softmax else "flash",
-                                                          "stages": stages, "preload": preload}
+                                                          "stages": stages, "preload": preload,
+                                                          **({"mask": "computed"} if mask_expr is not None else {})}
 
 
 def gemm_config(m: int, n: int, k: int, dtype: str) -> dict:

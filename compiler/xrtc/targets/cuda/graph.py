@@ -467,7 +467,11 @@ class _Lowerer:
             users = [u for u in users if u not in fused] + ["layernorm"]
         # written once when read by several nodes (recomputing is cheap but duplicates loads); a graph output (None)
         # read by nothing else stays lazy: the output kernel computes it while writing the output (one launch less)
-        if len(users) > 1:  # broadcast axes stay stride 0 (a mask shared by every layer)
+        # an attention mask read only by attention kernels stays lazy: each computes it from the model's input
+        # (lower_attention), so no kernel writes it to memory
+        if len(users) > 1 and not (out in self.keep_fp32 and all(u is not None and self.index_of(u) in self.done
+                                                                 for u in users)):
+            # broadcast axes stay stride 0 (a mask shared by every layer)
             self.materialize(out, fp32=out in self.keep_fp32, collapse_broadcast=None not in users)
 
     def lower_view(self, node):
@@ -997,6 +1001,23 @@ class _Lowerer:
         view = self.materialize(name)
         return self._as4d(view), scale, []
 
+    def mask_expression(self, name: str, sk: int):
+        """(expression, stored shape (B or 1, 1, 1, Sk)) for an attention mask still lazy, when it is the same for
+        every head and query (BERT's padding mask), so the attention kernel can compute one row of it per key block;
+        None otherwise (the mask is then written to memory once and read)."""
+        v = self.values.get(name)
+        if not isinstance(v, Lazy) or has_gather(v.expr) or not codegen.is_float(codegen.dtype_of(v.expr)) or \
+                len(v.shape) > 4:
+            return None
+        shape4 = (1,) * (4 - len(v.shape)) + tuple(v.shape)
+        if any(leaf[1].broadcast_to(shape4) is None for leaf in expr_leaves(v.expr)):
+            return None
+        collapsed = _collapse_broadcast(v.expr, shape4)
+        expr, stored = (collapsed[0], collapsed[1]) if collapsed else (v.expr, shape4)
+        if stored[1:3] != (1, 1) or stored[3] != sk or not expr_leaves(expr):
+            return None
+        return expr, tuple(stored)
+
     @staticmethod
     def _as4d(v: View) -> View:
         if len(v.shape) == 4:
@@ -1011,8 +1032,12 @@ class _Lowerer:
             raise _Unsupported("a scale on V")
         k = kt.transpose((0, 1, 3, 2))
         scale = m["scale"] * sq_ * sk_
-        mask = None
+        mask, mask_expr, mask_nodes = None, None, []
         if m["mask"] is not None:
+            mask_expr = self.mask_expression(m["mask"], k.shape[2])
+            if mask_expr is not None:
+                mask_nodes = self.values[m["mask"]].nodes
+        if m["mask"] is not None and mask_expr is None:
             mask = self.materialize(m["mask"], fp32=True, collapse_broadcast=True)
             if self.prog.buffers[mask.buf].dtype != "float32" and self.prog.buffers[mask.buf].dtype != \
                     self.prog.run_dtype:
@@ -1039,10 +1064,10 @@ class _Lowerer:
         try:
             src, params, grid, warps, cfg = codegen.attention(q, k, v, mask, out4, scale, self.prog.precision,
                                                               self.prog.dtypes(), m.get("zero_masked_rows", False),
-                                                              self.attention_impl == "math")
+                                                              self.attention_impl == "math", mask_expr=mask_expr)
         except ValueError as err:
             raise _Unsupported(f"{err}; use attention=flash") from err
-        nodes = qn + kn + vn + [n.name for n in m["chain"]] + [m["softmax"].name, m["pv"].name]
+        nodes = mask_nodes + qn + kn + vn + [n.name for n in m["chain"]] + [m["softmax"].name, m["pv"].name]
         self.prog.steps.append(KernelStep("attention", src, params, [buf], [p for p in params if p != buf], grid,
                                           warps, nodes, num_stages=cfg["stages"], config=cfg))
         self.values[out_name] = out4 if len(out_shape) == 4 else View(buf, out_shape, out4.strides[1:], 0)
