@@ -175,6 +175,9 @@ def test_dynamo_exported_bert_matches_ort(kind, precision):
     readers = [s for s in prog.steps if isinstance(s, KernelStep) and mask_in in s.reads]
     assert [s.group for s in readers] == ["attention", "attention"]
     assert all(s.config.get("mask") == "computed" for s in readers)
+    # the last LayerNorm writes last_hidden_state itself, in fp32, beside the run-dtype copy the pooler reads
+    writers = [s for s in prog.steps if isinstance(s, KernelStep) and prog.outputs[0] in s.writes]
+    assert [s.group for s in writers] == ["add_layernorm"] and len(writers[0].writes) == 2
     _check(got, _reference(model, feeds), precision, f"bert-{kind}-dynamo")
 
 

@@ -208,10 +208,12 @@ def layernorm_config(rows: int, n: int) -> tuple[int, int]:
 
 
 def layernorm(expr, out_shape, gamma: View | None, beta: View | None, eps: float, out_buf: int, out_dtype: str,
-              stash: tuple | None = None, rows_per_program: int | None = None, warps: int | None = None):
+              stash: tuple | None = None, rows_per_program: int | None = None, warps: int | None = None,
+              also: tuple | None = None):
     """`rows_per_program` rows (default: `layernorm_config`) per program, normalised over the last dim:
     y = (x - mean) / sqrt(var + eps) * gamma + beta, x = `expr` (residual adds, embedding gathers and the like fused
-    in front). `stash` (buffer, dtype) also writes x (a pre-norm value a later node reads)."""
+    in front). `stash` (buffer, dtype) also writes x (a pre-norm value a later node reads); `also` (buffer, dtype)
+    writes y a second time (a graph output in its own dtype, beside the run-dtype copy later kernels read)."""
     n = out_shape[-1]
     rows = 1
     for d in out_shape[:-1]:
@@ -222,7 +224,7 @@ def layernorm(expr, out_shape, gamma: View | None, beta: View | None, eps: float
     warps = warps or (w_default if rows_per_program is None else max(1, min(8, block // 256)))
     bufs = [leaf[1].buf for leaf in expr_leaves(expr)]
     bufs += [v.buf for v in (gamma, beta) if v is not None]
-    bufs += [out_buf] + ([stash[0]] if stash else [])
+    bufs += [out_buf] + ([stash[0]] if stash else []) + ([also[0]] if also else [])
     params = _params(bufs)
     em = _Emitter(out_shape, lambda b: f"P{params.index(b)}", "m")
     x = em.emit(expr)
@@ -245,6 +247,8 @@ def layernorm(expr, out_shape, gamma: View | None, beta: View | None, eps: float
             load = f"tl.load(P{params.index(v.buf)} + {off}, mask=cm, other=0).to(tl.float32)"
             body.append(f"y = y {op} {load}" + ("[None, :]" if r > 1 else ""))
     body.append(f"tl.store(P{params.index(out_buf)} + o, y.to({_TL[out_dtype]}), mask=m)")
+    if also:
+        body.append(f"tl.store(P{params.index(also[0])} + o, y.to({_TL[also[1]]}), mask=m)")
     grid = (-(-rows // r), 1, 1)
     return _function(params, body), params, grid, warps, {"block": block, "rows": rows, "n": n,
                                                           **({"rows_per_program": r} if r > 1 else {})}

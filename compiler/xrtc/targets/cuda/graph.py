@@ -241,6 +241,7 @@ class _Lowerer:
         self.values: dict = {}
         self.done: set[int] = set()
         self.weight_cache: dict = {}
+        self.direct_outputs: dict[str, int] = {}  # graph output -> its buffer, written by the kernel computing it
 
     # ---- helpers -------------------------------------------------------------------------------------------
     def dtype(self, name: str) -> str:
@@ -379,6 +380,9 @@ class _Lowerer:
             if name in self.static:
                 raise UnsupportedModelError(f"--target cuda: output {name!r} is a constant of the graph; the cuda "
                                             "target needs outputs computed from inputs")
+            if name in self.direct_outputs:  # written by the kernel that computes it (lower_layernorm)
+                prog.outputs.append(self.direct_outputs[name])
+                continue
             v = self.values[name]
             buf = prog.add(Buffer(name, dt, self.shape(name), "output"))
             expr = v.expr if isinstance(v, Lazy) else ("leaf", v, dt)
@@ -895,15 +899,29 @@ class _Lowerer:
         beta = self.weight(m["beta"], array=self.const(m["beta"]).reshape(n)) if m["beta"] else None
         out = m["out"]
         dt = self.storage_dtype(self.dtype(out))
-        buf = self.arena(out, dt, shape)
+        # a graph output: the kernel writes the output buffer itself, in the output's dtype (no output kernel
+        # copying or converting it afterwards); beside the run-dtype copy where other kernels read the result
+        also = None
+        users = self.consumers.get(out, [])
+        if None in users and out not in self.direct_outputs:
+            obuf = self.prog.add(Buffer(out, self.dtype(out), shape, "output"))
+            self.direct_outputs[out] = obuf
+            if any(u is not None for u in users):
+                also = (obuf, self.dtype(out))
+                buf = self.arena(out, dt, shape)
+            else:
+                buf, dt = obuf, self.dtype(out)
+        else:
+            buf = self.arena(out, dt, shape)
         # x itself is read elsewhere (decomposed form with other readers) and is still lazy: the kernel stores it
         stash = None
         if isinstance(v, Lazy) and m.get("x_other_users"):
             sbuf = self.arena(x, self.storage_dtype(self.dtype(x)), shape)
             stash = (sbuf, self.prog.buffers[sbuf].dtype)
             self.values[x] = View.whole(sbuf, shape)
-        src, params, grid, warps, cfg = codegen.layernorm(expr, shape, gamma, beta, m["eps"], buf, dt, stash)
-        writes = [buf] + ([stash[0]] if stash else [])
+        src, params, grid, warps, cfg = codegen.layernorm(expr, shape, gamma, beta, m["eps"], buf, dt, stash,
+                                                          also=also)
+        writes = [buf] + ([stash[0]] if stash else []) + ([also[0]] if also else [])
         nodes = (v.nodes if isinstance(v, Lazy) else []) + [nd.name for nd in m["nodes"]]
         group = "add_layernorm" if any(l[1] for l in expr_leaves(expr)[1:]) and isinstance(v, Lazy) else "layernorm"
         if isinstance(v, Lazy) and v.expr[0] == "gather" or "gather" in repr(expr)[:2000]:
