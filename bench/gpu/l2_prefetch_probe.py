@@ -46,6 +46,18 @@ def prefetch_l2(base, n_bytes, LINES: tl.constexpr):
 
 
 @triton.jit
+def prefetch_load(base, sink, n_words, BLOCK: tl.constexpr):
+    """Side branch, real loads: each program reads its share of the int32 words [base, base + n_words) marked
+    evict_last (kept in L2 over evict_normal data), and stores their sum to `sink` so the loads are not removed."""
+    pid = tl.program_id(0)
+    acc = tl.zeros([BLOCK], tl.int32)
+    for start in range(pid * BLOCK, n_words, tl.num_programs(0) * BLOCK):
+        o = start + tl.arange(0, BLOCK)
+        acc += tl.load(base + o, mask=o < n_words, other=0, eviction_policy="evict_last")
+    tl.store(sink + pid, tl.sum(acc, 0))
+
+
+@triton.jit
 def prefetch_lines(base, n_bytes, DO: tl.constexpr):
     """In-stream: every program issues one prefetch per line of its 128-line slice and exits (DO=0: the same launch
     doing nothing, the control)."""
@@ -117,7 +129,21 @@ def layer(x, ws, bs, inline: int = -1, nxt=None):
     return torch.nn.functional.layer_norm(y + h, (H,))
 
 
+SINK = None
+
+
+def side_prefetch(buf, ctas: int, lines: int):
+    """lines > 0: prefetch instructions (prefetch_l2); lines == 0: real loads (prefetch_load)."""
+    if lines:
+        prefetch_l2[(ctas,)](buf.view(torch.int8), buf.numel() * 2, LINES=lines)
+    else:
+        prefetch_load[(ctas,)](buf.view(torch.int32), SINK, buf.numel() // 2, BLOCK=1024)
+
+
 def capture(x0, layers, prefetch_ctas: int, lines: int = 8, inline: int = -1):
+    global SINK
+    if SINK is None:
+        SINK = torch.zeros(1024, device="cuda", dtype=torch.int32)
     side = torch.cuda.Stream()
     main = torch.cuda.Stream()
     with torch.cuda.stream(main):  # warm-up (cuBLASLt workspaces, Triton compile)
@@ -126,7 +152,7 @@ def capture(x0, layers, prefetch_ctas: int, lines: int = 8, inline: int = -1):
             for buf, ws, bs in layers:
                 x = layer(x, ws, bs, inline)
             if prefetch_ctas:
-                prefetch_l2[(prefetch_ctas,)](layers[0][0].view(torch.int8), layers[0][0].numel() * 2, LINES=lines)
+                side_prefetch(layers[0][0], prefetch_ctas, lines)
     torch.cuda.synchronize()
     g = torch.cuda.CUDAGraph()
     with torch.cuda.graph(g, stream=main):
@@ -135,8 +161,7 @@ def capture(x0, layers, prefetch_ctas: int, lines: int = 8, inline: int = -1):
             if prefetch_ctas and i + 1 < len(layers):
                 side.wait_stream(main)
                 with torch.cuda.stream(side):
-                    nxt = layers[i + 1][0]
-                    prefetch_l2[(prefetch_ctas,)](nxt.view(torch.int8), nxt.numel() * 2, LINES=lines)
+                    side_prefetch(layers[i + 1][0], prefetch_ctas, lines)
             x = layer(x, ws, bs, inline)
         if prefetch_ctas:
             main.wait_stream(side)
@@ -148,7 +173,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, nargs="+", default=[128, 512, 4096])
     ap.add_argument("--ctas", type=int, nargs="+", default=[4, 8, 16, 32])
-    ap.add_argument("--lines", type=int, nargs="+", default=[256, 1024], help="cache lines per program per step")
+    ap.add_argument("--lines", type=int, nargs="+", default=[256, 1024], help="cache lines per program per step (0: real loads instead of prefetches)")
     ap.add_argument("--rounds", type=int, default=30)
     ap.add_argument("--json")
     args = ap.parse_args()
@@ -162,7 +187,7 @@ def main() -> None:
         variants = {"cold": capture(x0, cold, 0)}
         for n in args.ctas:
             for lines in args.lines:
-                variants[f"pf-{n}x{lines}"] = capture(x0, cold, n, lines)
+                variants[f"pf-{n}x{lines}" if lines else f"pf-load-{n}"] = capture(x0, cold, n, lines)
         variants["inline-empty"] = capture(x0, cold, 0, inline=0)
         variants["inline-prefetch"] = capture(x0, cold, 0, inline=1)
         variants["inline-bulk"] = capture(x0, cold, 0, inline=2)
