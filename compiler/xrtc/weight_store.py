@@ -206,7 +206,10 @@ def describe(manifest: dict, sections: list[dict]) -> list[str]:
     for v in manifest.get("variants", []):
         blob = v.get("artifacts", {}).get("compiled")
         if blob in sizes:
-            lines.append(f"compiled {v.get('id')}: {blob} kept ({sizes[blob]} bytes, weights included again): imported "
+            # xrt.compiled_weights (targets/engines/openvino_weightless.py): the blob reads the store at import
+            kind = (f"no weights: read from {v['artifacts'].get('weights')} at import"
+                    if v.get("options", {}).get("xrt.compiled_weights") == "store" else "weights included again")
+            lines.append(f"compiled {v.get('id')}: {blob} kept ({sizes[blob]} bytes, {kind}): imported "
                          "instead of compiling the IR only on OpenVINO "
                          f"{v.get('options', {}).get('xrt.compiled_build', '?')} with the same CPU capabilities")
     for blob in store.get("dropped_blobs", []) if isinstance(store, dict) else []:
