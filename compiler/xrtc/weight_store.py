@@ -13,7 +13,8 @@ and ONNX Runtime variants stored once, in one uncompressed section, each entry a
 How a target declares its variants' entries: a variant for the host CPU (`_shares_store`) whose engine has an
 adapter in `_ADAPTERS` (OpenVINO: `model` XML + `weights` bin; ONNX Runtime: `model` ONNX) has its weights moved to
 the store, and its `weights` artifact names the store. Other targets (cuda) keep their own sections untouched.
-Compiled blobs hold the weights again: drop_unpicked_blobs keeps one only on the runtime's first variant.
+Compiled blobs: drop_unpicked_blobs keeps one only on the runtime's first variant, and that blob is then exported
+without weights over the store (targets/engines/openvino_weightless.py; a whole blob stays where that fails).
 
 Deterministic: entries are laid out in the order the variants and their tensors come (manifest order, then graph
 order), so the same variants give the same store bytes.

@@ -152,3 +152,13 @@ def test_an_imported_whole_blob_never_reads_the_weight_store(sample_bundle, tmp_
     (tmp_path / "other-damaged.xrtpkg").write_bytes(bytes(no_blob_here))
     with pytest.raises(xrt.DataCorrupt, match="shared.weights"):
         xrt.load(tmp_path / "other-damaged.xrtpkg", engine="openvino")
+
+
+def test_an_unknown_compiled_weights_value_is_refused(sample_bundle, tmp_path):
+    """xrt.compiled_weights takes "store" only (checks.h): any other value is the bundle's error, named."""
+    def elsewhere(m):
+        openvino_variant(m)["options"]["xrt.compiled_weights"] = "/etc/weights.bin"
+
+    path = rewrite(sample_bundle, tmp_path / "elsewhere.xrtpkg", edit_manifest=elsewhere)
+    with pytest.raises(xrt.InvalidArgument, match="xrt.compiled_weights"):
+        xrt.load(path, engine="openvino")
