@@ -167,4 +167,8 @@ def assemble(prep, target: str, settled, inputs: list[dict], outputs: list[dict]
         manifest["provenance"]["calibration"] = {"samples": len(prep.calibration), "sha256": prep.calibration_digest}
     payloads = weight_store.share(manifest, payloads)  # weights once, shared by the variants (1.2)
     payloads = weight_store.drop_unpicked_blobs(manifest, payloads)  # blobs only where they pay at load
+    from .targets.engines.openvino_weightless import make_blobs_weightless
+
+    # The kept blob without its weights again (they are read from the store at import)
+    payloads = make_blobs_weightless(manifest, payloads, [*gate.DYNAMIC_FILLS, *gate.graph_sizes(source.model)])
     return manifest, payloads

@@ -13,7 +13,8 @@ and ONNX Runtime variants stored once, in one uncompressed section, each entry a
 How a target declares its variants' entries: a variant for the host CPU (`_shares_store`) whose engine has an
 adapter in `_ADAPTERS` (OpenVINO: `model` XML + `weights` bin; ONNX Runtime: `model` ONNX) has its weights moved to
 the store, and its `weights` artifact names the store. Other targets (cuda) keep their own sections untouched.
-Compiled blobs hold the weights again: drop_unpicked_blobs keeps one only on the runtime's first variant.
+Compiled blobs: drop_unpicked_blobs keeps one only on the runtime's first variant, and that blob is then exported
+without weights over the store (targets/engines/openvino_weightless.py; a whole blob stays where that fails).
 
 Deterministic: entries are laid out in the order the variants and their tensors come (manifest order, then graph
 order), so the same variants give the same store bytes.
@@ -206,7 +207,10 @@ def describe(manifest: dict, sections: list[dict]) -> list[str]:
     for v in manifest.get("variants", []):
         blob = v.get("artifacts", {}).get("compiled")
         if blob in sizes:
-            lines.append(f"compiled {v.get('id')}: {blob} kept ({sizes[blob]} bytes, weights included again): imported "
+            # xrt.compiled_weights (targets/engines/openvino_weightless.py): the blob reads the store at import
+            kind = (f"no weights: read from {v['artifacts'].get('weights')} at import"
+                    if v.get("options", {}).get("xrt.compiled_weights") == "store" else "weights included again")
+            lines.append(f"compiled {v.get('id')}: {blob} kept ({sizes[blob]} bytes, {kind}): imported "
                          "instead of compiling the IR only on OpenVINO "
                          f"{v.get('options', {}).get('xrt.compiled_build', '?')} with the same CPU capabilities")
     for blob in store.get("dropped_blobs", []) if isinstance(store, dict) else []:

@@ -86,9 +86,53 @@ def test_other_cpu_or_broken_blob_falls_back_to_ir(sample_bundle, tmp_path):
         assert np.array_equal(got, expected), path
 
 
-def test_an_imported_blob_never_reads_the_weight_store(sample_bundle, tmp_path):
-    """The core offers the blob first, without the store (xrt.h, init): a store damaged after writing goes
-    unnoticed while the blob imports (nothing reads it), and is caught before use when the blob cannot be used."""
+def whole_blob_bundle(src, dst):
+    """The bundle as xrtc wrote it before weightless blobs: its blob holds the weights (exported by OpenVINO from
+    the variant's IR over the store) and the variant has no xrt.compiled_weights option."""
+    import openvino as ov
+
+    bundle = xrtpkg.read(src)
+    v = openvino_variant(bundle.manifest)
+    core = ov.Core()
+    model = core.read_model(bundle.data(v["artifacts"]["model"]).decode(),
+                            ov.Tensor(np.frombuffer(bundle.data("shared.weights"), dtype=np.uint8)))
+    whole = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"}).export_model().getvalue()
+    assert len(whole) > len(bundle.data(v["artifacts"]["compiled"]))
+    del v["options"]["xrt.compiled_weights"]
+    return rewrite(src, dst, edit_manifest=lambda m: m.update(variants=bundle.manifest["variants"]),
+                   edit_payload=lambda name, data: whole if name == v["artifacts"]["compiled"] else data)
+
+
+def test_the_blob_holds_no_weights_and_reads_the_verified_store(sample_bundle, openvino_first_bundle, tmp_path):
+    """xrtc exports the blob without weights (xrt.compiled_weights = store, a fraction of the store's size); the
+    plugin imports it over the verified store, with the outputs of the IR compiled without a blob, and a store
+    damaged after writing is caught before the engine reads it."""
+    bundle = xrtpkg.read(sample_bundle)
+    v = openvino_variant(bundle.manifest)
+    assert v["options"]["xrt.compiled_weights"] == "store"
+    assert len(bundle.data("cpu-openvino.blob")) < len(bundle.data("shared.weights")) / 2
+    assert "cpu-openvino.blob kept" in (out := run_tool("xrtc", "inspect", sample_bundle, check=True).stdout)
+    assert "no weights: read from shared.weights at import" in out
+    plain = tmp_path / "plain.xrtpkg"
+    run_tool("xrtc", "compile", openvino_first_bundle[0], "-o", plain, "--no-precompile", check=True)
+    expected = xrt.load(plain, engine="openvino").run({"image": image()})["probabilities"]
+    with xrt.load(sample_bundle, engine="openvino") as s:
+        info = s.explain()["engine_info"]
+        assert info["compiled_from"] == "precompiled blob" and info["blob_weights"] == "from the weights artifact"
+        assert np.array_equal(s.run({"image": image()})["probabilities"], expected)
+    data = bytearray(open(sample_bundle, "rb").read())
+    store = bundle.section("shared.weights")
+    data[store.offset + store.stored_size // 2] ^= 0x04  # the table (and so its digest) unchanged
+    (tmp_path / "damaged-store.xrtpkg").write_bytes(bytes(data))
+    with pytest.raises(xrt.DataCorrupt, match="shared.weights"):
+        xrt.load(tmp_path / "damaged-store.xrtpkg", engine="openvino")
+
+
+def test_an_imported_whole_blob_never_reads_the_weight_store(sample_bundle, tmp_path):
+    """Bundles whose blob holds its weights (xrtc before weightless blobs) still load from the blob. The core offers
+    the blob first, without the store (xrt.h, init): a store damaged after writing goes unnoticed while the blob
+    imports (nothing reads it), and is caught before use when the blob cannot be used."""
+    sample_bundle = whole_blob_bundle(sample_bundle, tmp_path / "whole-blob.xrtpkg")
     data = bytearray(open(sample_bundle, "rb").read())
     store = xrtpkg.read(bytes(data)).section("shared.weights")
     data[store.offset + store.stored_size // 2] ^= 0x04  # the table (and so its digest) unchanged
@@ -108,3 +152,13 @@ def test_an_imported_blob_never_reads_the_weight_store(sample_bundle, tmp_path):
     (tmp_path / "other-damaged.xrtpkg").write_bytes(bytes(no_blob_here))
     with pytest.raises(xrt.DataCorrupt, match="shared.weights"):
         xrt.load(tmp_path / "other-damaged.xrtpkg", engine="openvino")
+
+
+def test_an_unknown_compiled_weights_value_is_refused(sample_bundle, tmp_path):
+    """xrt.compiled_weights takes "store" only (checks.h): any other value is the bundle's error, named."""
+    def elsewhere(m):
+        openvino_variant(m)["options"]["xrt.compiled_weights"] = "/etc/weights.bin"
+
+    path = rewrite(sample_bundle, tmp_path / "elsewhere.xrtpkg", edit_manifest=elsewhere)
+    with pytest.raises(xrt.InvalidArgument, match="xrt.compiled_weights"):
+        xrt.load(path, engine="openvino")

@@ -14,6 +14,13 @@ Writes OUTDIR/model.xml, OUTDIR/model.bin, with --precompile OUTDIR/model.blob (
     {"ok": bool, "stage": "import|convert|save|compile|done", "error": str, "version": str,
      "capabilities": str, "export_error": str (only when --precompile failed)}   # the CPU's OPTIMIZATION_CAPABILITIES, space-separated (what the blob was compiled for)
 Exit status 0 when result.json was written (whatever `ok` says); anything else means the child died.
+
+Second mode, `python -m xrtc.targets._openvino_worker --weightless XML WEIGHTS OUTDIR [--hint H] [--fills 224,...]`:
+compiles the IR (XML over the WEIGHTS file: the bundle's weight store, offsets already pointing into it) and exports
+a blob *without* weights (`CACHE_MODE=OPTIMIZE_SIZE` + `ENABLE_WEIGHTLESS`: the blob records each constant's offset
+into WEIGHTS; importing it takes `ENABLE_WEIGHTLESS` + `WEIGHTS_PATH`). Writes OUTDIR/weightless.blob after checking
+that the blob imported over WEIGHTS computes exactly what the compiled IR computes, and OUTDIR/result.json:
+    {"ok": bool, "error": str, "capabilities": str}
 """
 
 from __future__ import annotations
@@ -54,7 +61,8 @@ def _require_same_io(model, model_path: str) -> None:
         raise ValueError(f"OpenVINO's IR has outputs {shown}, the ONNX model {onnx_out}")
 
 
-def _require_same_results(core, compiled, blob: bytes, hint: str, fills=(224, 256, 640, 32)) -> None:
+def _require_same_results(core, compiled, blob: bytes, hint: str, fills=(224, 256, 640, 32),
+                          import_properties: dict | None = None) -> None:
     """Raises ValueError saying why unless the imported blob computes exactly what the compiled IR computes on
     seeded inputs.
     Guards against export/import bugs (seen: fused RoPE subgraphs come back wrong). Dynamic dims: the first (batch)
@@ -64,7 +72,8 @@ def _require_same_results(core, compiled, blob: bytes, hint: str, fills=(224, 25
 
     import numpy as np
 
-    imported = core.import_model(io.BytesIO(blob), "CPU", {"INFERENCE_PRECISION_HINT": hint})
+    imported = core.import_model(io.BytesIO(blob), "CPU",
+                                 {"INFERENCE_PRECISION_HINT": hint, **(import_properties or {})})
     last_error = ""
     for fill in fills:
         rng = np.random.default_rng(0)
@@ -92,8 +101,45 @@ def _require_same_results(core, compiled, blob: bytes, hint: str, fills=(224, 25
     raise ValueError(f"no generated input shape runs the model to compare the blob with the IR ({last_error})")
 
 
+def weightless_main(argv: list[str]) -> int:
+    """The --weightless mode (module docstring)."""
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("xml")
+    parser.add_argument("weights")
+    parser.add_argument("outdir")
+    parser.add_argument("--hint", default="f32")
+    parser.add_argument("--fills", default="224,256,640,32", help="dynamic dimension sizes to try, comma-separated")
+    args = parser.parse_args(argv)
+    result = {"ok": False, "error": "", "capabilities": ""}
+    sys.modules["openvino_telemetry"] = None  # type: ignore[assignment]  # as in main()
+    try:
+        import openvino as ov
+
+        core = ov.Core()
+        compiled = core.compile_model(core.read_model(args.xml, args.weights), "CPU",
+                                      {"INFERENCE_PRECISION_HINT": args.hint, "CACHE_MODE": "OPTIMIZE_SIZE",
+                                       "ENABLE_WEIGHTLESS": True})
+        blob = compiled.export_model().getvalue()
+        fills = tuple(int(f) for f in args.fills.split(",") if f)
+        _require_same_results(core, compiled, blob, args.hint, fills,
+                              {"ENABLE_WEIGHTLESS": True, "WEIGHTS_PATH": os.path.abspath(args.weights)})
+        result["capabilities"] = " ".join(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+        with open(os.path.join(args.outdir, "weightless.blob"), "wb") as f:
+            f.write(blob)
+        result["ok"] = True
+    except Exception as err:  # any OpenVINO failure is reported, not raised: the caller keeps the whole blob
+        result["error"] = f"{type(err).__name__}: {err}"
+    _write(args.outdir, result)
+    return 0
+
+
 def main(argv: list[str]) -> int:
     import argparse
+
+    if argv[:1] == ["--weightless"]:
+        return weightless_main(argv[1:])
 
     parser = argparse.ArgumentParser()
     parser.add_argument("model")

@@ -117,7 +117,7 @@ struct ParsedOptions {
 
 inline const char* AllowedOptionsText() {
   return "INFERENCE_NUM_THREADS, INFERENCE_PRECISION_HINT, PERFORMANCE_HINT, xrt.compiled_build, "
-         "xrt.compiled_capabilities, xrt.compiled_device";
+         "xrt.compiled_capabilities, xrt.compiled_device, xrt.compiled_weights";
 }
 
 // Returns "" when the options are acceptable, else the message (INVALID_ARGUMENT).
@@ -147,6 +147,9 @@ inline std::string ParseOptions(const char* options_json, unsigned cpus, ParsedO
       out->xrt[key] = text;
     } else if (key == "xrt.compiled_device" || key == "xrt.compiled_build" || key == "xrt.compiled_capabilities") {
       if (text.size() > 4096) return "openvino: option '" + key + "' is over 4096 characters";
+      out->xrt[key] = text;
+    } else if (key == "xrt.compiled_weights") {  // "store": the blob holds no weights (formats/xrtpkg.md)
+      if (text != "store") return "openvino: option xrt.compiled_weights is " + shown(value) + "; allowed: store";
       out->xrt[key] = text;
     } else if (key == "INFERENCE_PRECISION_HINT") {
       if (text != "f32" && text != "f16" && text != "bf16") {

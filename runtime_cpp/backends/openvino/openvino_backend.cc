@@ -10,6 +10,7 @@
 //
 // No C++ exception crosses the C boundary: every vtable entry catches everything and returns an xrt_status_t.
 
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -21,6 +22,7 @@
 #include <mutex>
 #include <new>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
@@ -31,7 +33,10 @@
 #include "checks.h"
 #include "xrt/xrt.h"
 
+#include <fcntl.h>
 #include <sched.h>
+#include <sys/mman.h>
+#include <unistd.h>
 #include <thread>
 
 namespace xrt {
@@ -289,6 +294,35 @@ std::string DeviceCapabilities(const std::string& ov_device) {
   }
 }
 
+// A sealed in-memory file holding `size` bytes from `data`, for OpenVINO properties that take a path (WEIGHTS_PATH):
+// the engine reads "/proc/self/fd/<fd>", whose bytes are the (verified) bytes given and can no longer change (no
+// write, grow or shrink by anyone: SECURITY.md, "the bytes an engine reads are the bytes that were verified").
+// Returns the descriptor (the caller closes it) or -1 with *error set.
+int SealedMemoryFile(const void* data, size_t size, std::string* error) {
+  const int fd = memfd_create("xrt-weights", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  if (fd < 0) {
+    *error = std::string("memfd_create: ") + std::strerror(errno);
+    return -1;
+  }
+  const auto* p = static_cast<const char*>(data);
+  for (size_t done = 0; done < size;) {
+    const ssize_t n = write(fd, p + done, size - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      *error = std::string("write: ") + std::strerror(errno);
+      close(fd);
+      return -1;
+    }
+    done += static_cast<size_t>(n);
+  }
+  if (fcntl(fd, F_ADD_SEALS, F_SEAL_WRITE | F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_SEAL) != 0) {
+    *error = std::string("sealing: ") + std::strerror(errno);
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
 // Regular files in `dir` (0 when it does not exist yet: OpenVINO creates it).
 size_t CountFiles(const std::string& dir) {
   std::error_code ec;
@@ -396,18 +430,39 @@ xrt_status_t Init(void* /*self*/, const char* device, const xrt_backend_artifact
         xrt_options["xrt.compiled_device"] == ov_device &&
         xrt_options["xrt.compiled_build"] == ov::get_openvino_version().buildNumber &&
         xrt_options["xrt.compiled_capabilities"] == DeviceCapabilities(ov_device)) {
+      // A weightless blob (xrt.compiled_weights = "store") reads its constants from the variant's weights, which
+      // OpenVINO's CPU plugin takes only as a file (WEIGHTS_PATH): a sealed in-memory copy of the verified bytes.
+      const bool weightless = xrt_options.count("xrt.compiled_weights") != 0;
+      if (weightless && weights_tensor.get_byte_size() == 0) {
+        // The core first offers a blob variant without its weights (xrt.h, init): say so at once, no import tried.
+        return MakeStatus(XRT_STATUS_INVALID_ARGUMENT, "openvino: the variant's compiled blob holds no weights "
+                                                       "(xrt.compiled_weights): its 'weights' artifact is needed");
+      }
+      int weights_fd = -1;
       try {
+        ov::AnyMap import_properties = properties;
+        std::string memfd_error;
+        if (weightless) {
+          weights_fd = SealedMemoryFile(weights->data, static_cast<size_t>(weights->size), &memfd_error);
+          if (weights_fd < 0) throw std::runtime_error(memfd_error);
+          import_properties[ov::enable_weightless.name()] = true;
+          import_properties[ov::weights_path.name()] = "/proc/self/fd/" + std::to_string(weights_fd);
+        }
         ov::Tensor blob(ov::element::u8, ov::Shape{static_cast<size_t>(precompiled->size)},
                         static_cast<const void*>(precompiled->data));
-        ov::CompiledModel imported = core.import_model(blob, ov_device, properties);
+        ov::CompiledModel imported = core.import_model(blob, ov_device, import_properties);
+        if (weights_fd >= 0) close(weights_fd);  // OpenVINO has read (or mapped) what it keeps
+        weights_fd = -1;
         auto* handle = new Handle(std::move(blob), std::move(imported));  // the handle keeps the blob view alive
         nlohmann::json info = {{"ov_device", ov_device}, {"compiled_from", "precompiled blob"}};
+        if (weightless) info["blob_weights"] = "from the weights artifact";
         if (!parsed.notes.empty()) info["options"] = parsed.notes;
         handle->set_info(info.dump());
         *out_handle = handle;
         return nullptr;
       } catch (const std::exception&) {
         // NOTE: deliberately silent fallback to the IR; the IR is the variant's source of truth.
+        if (weights_fd >= 0) close(weights_fd);
       }
     }
     std::shared_ptr<ov::Model> ov_model;
