@@ -932,6 +932,7 @@ TEST_F(CudaEngineTest, TuningTriesTheCandidatesInTheCapturedGraphAndKeepsTheFast
   EXPECT_EQ(info["gemm_algos"][0]["tuning"]["chosen"], 2);
   EXPECT_NEAR(info["gemm_algos"][0]["tuning"]["heuristic_graph_ms"].get<double>(), 1.8, 1e-5);
   EXPECT_NEAR(info["gemm_algos"][0]["tuning"]["tuned_graph_ms"].get<double>(), 1.1, 1e-5);
+  EXPECT_EQ(info["gemm_algos"][0]["tuning"]["split_k"], 1) << "the fake's candidates are not split";
   EXPECT_EQ(info["gemm_algos"][1]["tuning"]["chosen"], 2);
   EXPECT_NEAR(info["gemm_algos"][1]["tuning"]["heuristic_graph_ms"].get<double>(), 1.1, 1e-5);
   EXPECT_NEAR(info["gemm_algos"][1]["tuning"]["tuned_graph_ms"].get<double>(), 0.4, 1e-5);
