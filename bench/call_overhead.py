@@ -7,12 +7,15 @@ per CPU variant of the bundle:
   ONNX Runtime  xrt.load(bundle, variant=...).run(feeds)  against  InferenceSession.run(output_names, feeds) on a
                 session created from the variant's own artifact bytes and options by the backend's own code
                 (xpuruntime._ort_backend: same SessionOptions, same zero-copy weight store)
-  OpenVINO      xrt.load(bundle, variant=...).run(feeds)  against  InferRequest.infer(feeds, share_inputs=True) on
-                the variant's own precompiled blob (Core.import_model) with the variant's options and f32 hint
-Both sides run with the same inputs, interleaved: rounds in which each side runs one block of calls in turn (a
-pause and one untimed call before each block, so a thread pool's spinning does not slow the other side). Reported:
+  OpenVINO      xrt.load(bundle, variant=...).run(feeds)  against  InferRequest.infer(feeds, share_inputs=True) of
+                OpenVINO's Python API on the variant's own blob (or IR over the weight store) with the variant's
+                options and the f32 hint (the bundle runs it through the C++ plugin: no Python in its call)
+For ONNX Runtime variants a third runner, "xrt via core", passes the same arrays in a read-only mapping, which takes
+the path through the C++ core and the backend's callback that run() took before it called ONNX Runtime directly.
+All sides run with the same inputs, interleaved call by call in rotating order, in rounds (see interleaved). Reported:
 the median per call of each side over all calls, their ratio (xrt / bare), the median of the per-round ratios, and
-the overhead in microseconds. The load average is printed with the table: the machine is shared.
+the overhead in microseconds (and the same for the core's path). The load average is printed with the table: the
+machine is shared.
 
     python bench/call_overhead.py [--models a,b] [--rounds 9] [--block 0.2] [--json out.json]
 """
@@ -27,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -81,22 +85,27 @@ def bare_openvino(bundle, variant: dict):
 
 
 def interleaved(runners: dict, feeds: dict, rounds: int, block: float) -> dict[str, list[list[float]]]:
-    """Seconds per call of each runner, per round (every runner one block per round, in turn)."""
+    """Seconds per call of each runner, per round. Within a round the runners take turns call by call, the order
+    rotating each time (A B C, B C A, ...), for `block` seconds x runners: each call follows each other runner's
+    call equally often, so drift, cache and thread-pool effects hit all alike (blocks of one runner's calls measured
+    the sessions' thread pools more than the call path: the same call differed by 15 % between two blocks)."""
+    keys = list(runners)
     for fn in runners.values():
         for _ in range(20):
             fn(feeds)
     times = {k: [] for k in runners}
     for _ in range(rounds):
-        for key, fn in runners.items():
-            time.sleep(0.03)
-            fn(feeds)
-            samples = []
-            start = time.perf_counter()
-            while len(samples) < 20 or time.perf_counter() - start < block:
+        got = {k: [] for k in keys}
+        start = time.perf_counter()
+        i = 0
+        while i < 20 or time.perf_counter() - start < block * len(keys):
+            for key in keys[i % len(keys):] + keys[:i % len(keys)]:
                 t = time.perf_counter()
-                fn(feeds)
-                samples.append(time.perf_counter() - t)
-            times[key].append(samples)
+                runners[key](feeds)
+                got[key].append(time.perf_counter() - t)
+            i += 1
+        for key in keys:
+            times[key].append(got[key])
     return times
 
 
@@ -114,15 +123,23 @@ def measure(name: str, workdir: Path, rounds: int, block: float) -> list[dict]:
             continue
         session = xrt.load(path, variant=variant["id"])
         bare = bare_onnxruntime(bundle, variant) if engine == "onnxruntime" else bare_openvino(bundle, variant)
-        times = interleaved({"xrt": session.run, "bare": bare}, feeds, rounds, block)
+        runners = {"xrt": session.run, "bare": bare}
+        if engine == "onnxruntime":
+            runners["core"] = lambda f, s=session: s.run(types.MappingProxyType(f))
+        times = interleaved(runners, feeds, rounds, block)
         session.close()
         med = {k: statistics.median(s for blk in v for s in blk) for k, v in times.items()}
         per_round = [statistics.median(x) / statistics.median(b) for x, b in zip(times["xrt"], times["bare"])]
-        rows.append({"model": name, "variant": variant["id"], "engine": engine,
-                     "bare_us": med["bare"] * 1e6, "xrt_us": med["xrt"] * 1e6, "ratio": med["xrt"] / med["bare"],
-                     "round_ratio_median": statistics.median(per_round),
-                     "rounds_xrt_slower": sum(r > 1.0 for r in per_round), "rounds": rounds,
-                     "calls": sum(len(blk) for blk in times["xrt"]), "overhead_us": (med["xrt"] - med["bare"]) * 1e6})
+        row = {"model": name, "variant": variant["id"], "engine": engine,
+               "bare_us": med["bare"] * 1e6, "xrt_us": med["xrt"] * 1e6, "ratio": med["xrt"] / med["bare"],
+               "round_ratio_median": statistics.median(per_round),
+               "rounds_xrt_slower": sum(r > 1.0 for r in per_round), "rounds": rounds,
+               "calls": sum(len(blk) for blk in times["xrt"]), "overhead_us": (med["xrt"] - med["bare"]) * 1e6}
+        if "core" in med:
+            core_rounds = [statistics.median(c) / statistics.median(b) for c, b in zip(times["core"], times["bare"])]
+            row.update(core_us=med["core"] * 1e6, core_ratio=med["core"] / med["bare"],
+                       core_round_ratio_median=statistics.median(core_rounds))
+        rows.append(row)
         print(f"done {name} {variant['id']}", file=sys.stderr, flush=True)
     return rows
 
@@ -131,7 +148,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", help=f"comma-separated corpus models (default: {','.join(TINY)})")
     ap.add_argument("--rounds", type=int, default=9, help="interleaved rounds (each side one block per round)")
-    ap.add_argument("--block", type=float, default=0.2, help="seconds per block")
+    ap.add_argument("--block", type=float, default=0.2, help="seconds per round and runner")
     ap.add_argument("--json", help="also write the rows as JSON")
     args = ap.parse_args()
     names = args.models.split(",") if args.models else list(TINY)
@@ -144,11 +161,14 @@ def main() -> int:
     print(f"load average (1/5/15 min) before {'/'.join(f'{x:.2f}' for x in load_before)}, "
           f"after {'/'.join(f'{x:.2f}' for x in load_after)}")
     print("| model | variant | bare engine us | xrt us | xrt / bare | per-round ratio (median) | rounds xrt slower |"
-          " overhead us |")
-    print("|---|---|---|---|---|---|---|---|")
+          " overhead us | xrt via core us | via core / bare (per-round) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
+        core = f"{r['core_us']:.1f} | {r['core_ratio']:.3f} ({r['core_round_ratio_median']:.3f})" if "core_us" in r \
+            else "- | -"
         print(f"| {r['model']} | {r['variant']} | {r['bare_us']:.1f} | {r['xrt_us']:.1f} | {r['ratio']:.3f} | "
-              f"{r['round_ratio_median']:.3f} | {r['rounds_xrt_slower']}/{r['rounds']} | {r['overhead_us']:+.1f} |")
+              f"{r['round_ratio_median']:.3f} | {r['rounds_xrt_slower']}/{r['rounds']} | {r['overhead_us']:+.1f} | "
+              f"{core} |")
     if args.json:
         Path(args.json).write_text(json.dumps({"load_before": load_before, "load_after": load_after, "rows": rows},
                                               indent=2))
