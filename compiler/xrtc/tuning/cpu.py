@@ -24,9 +24,13 @@ Each candidate is written as a one-variant bundle and loaded through the runtime
 gate (gate.measure) runs it on the bundle's golden sample against ONNX Runtime's reference outputs at the
 variant's own tolerance; a candidate that fails may not win. Timing: warm-up calls, then rounds in which every
 candidate runs one block in turn (a 50 ms pause and one untimed call before each block, so one engine's spinning
-thread pool does not slow the next); the score is the median of the candidate's slowest round (see measure). The
-winner's variant goes first in the bundle with the winner's options; the manifest's `tuning` entry and the decision
-log hold the whole candidate table.
+thread pool does not slow the next); the score is the median of the candidate's slowest round (see _decide). Load:
+the tuner measures what other processes take from the machine while it times (LoadMeter); under load, candidates
+with fewer threads than the bundle's own choice may not replace it (their gain is the other tenants' CPU, which a
+quiet machine gives back) and the others need LOADED_MIN_GAIN. A winner other than the bundle's own choice must then
+hold up in a final A/B re-check against it (_recheck), else the own choice stays. The winner's variant goes first
+in the bundle with the winner's options; the manifest's `tuning` entry and the decision log hold the whole
+candidate table, the load and the re-check.
 
 Results are stored in the tuning DB (db.py) and reused without measuring for the same bundle graphs, machine kind
 and versions.
