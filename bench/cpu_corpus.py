@@ -158,17 +158,23 @@ def tune_main(names, args) -> int:
         peers = {k: med[k] for k in ("ort", "ov") if k in med}
         best = min(peers, key=peers.get)
         winner = sess.manifest.get("tuning", {}).get("winner", {})
+        tune_load = (sess.manifest.get("tuning", {}).get("machine_load") or {}).get("other_cpu_share")
         rows.append({"model": name, "winner": winner.get("candidate", sess.variant), "tune_s": tune_s,
+                     "tune_other_cpu": tune_load, "loadavg": os.getloadavg()[0],
                      **{f"{k}_ms": v * 1e3 for k, v in med.items()}, "best_peer": best,
                      "ratio": med["tuned"] / peers[best]})
         sess.close()
         print(f"done {name}", file=sys.stderr, flush=True)
-    print(f"| model | tuned winner | ORT ms | OV f32 ms | tuned ms | tuned / best peer | compile+tune s |")
-    print("|---|---|---|---|---|---|---|")
+    # load: the 1-minute load average when the model's timing ended; others' CPU while tuning: the tuner's own
+    # measurement (the tuning record's machine_load), "-" where the tuner does not record it
+    print(f"| model | tuned winner | ORT ms | OV f32 ms | tuned ms | tuned / best peer | compile+tune s | load | "
+          f"others' CPU while tuning |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         ov_ms = f"{r['ov_ms']:.3f}" if "ov_ms" in r else "-"
+        other = "-" if r["tune_other_cpu"] is None else f"{r['tune_other_cpu']:.0%}"
         print(f"| {r['model']} | {r['winner']} | {r['ort_ms']:.3f} | {ov_ms} | {r['tuned_ms']:.3f} | "
-              f"{r['ratio']:.2f} ({r['best_peer']}) | {r['tune_s']:.0f} |")
+              f"{r['ratio']:.2f} ({r['best_peer']}) | {r['tune_s']:.0f} | {r['loadavg']:.1f} | {other} |")
     if rows:
         geomean = float(np.exp(np.mean(np.log([r["ratio"] for r in rows]))))
         print(f"\ngeomean tuned / best peer: {geomean:.3f} over {len(rows)} models; worst "
