@@ -329,6 +329,25 @@ def coldstart(bundle, inputs_npz):
     del cu_keep
 
 
+def gemm_rates(plan: dict, profile: dict) -> list[dict]:
+    """Per GEMM configuration (m x n x k, epilogue) of a plan: how many, and the median time and TFLOP/s of its
+    launches in the engine's profiling mode (each launch timed alone with CUDA events, outside the graph: an upper
+    bound on its time inside the graph)."""
+    by: dict = {}
+    for launch in profile.get("launches", []):
+        if launch.get("kind") != "gemm":
+            continue
+        g = plan["gemms"][int(launch["name"].split()[-1])]
+        key = (int(g["m"]), int(g["n"]), int(g["k"]), g.get("epilogue", "none"))
+        by.setdefault(key, []).append(float(launch["ms"]))
+    rows = []
+    for (m, n, k, epilogue), times in sorted(by.items(), key=lambda kv: -sum(kv[1])):
+        us = statistics.median(times) * 1000
+        rows.append({"gemm": f"{m}x{n}x{k}", "epilogue": epilogue, "count": len(times), "median_us": round(us, 2),
+                     "tflops": round(2 * m * n * k / (us * 1e-6) / 1e12, 1)})
+    return rows
+
+
 def table(d):
     rows = []
     ours = {}
@@ -366,6 +385,12 @@ def table(d):
                     f"{f(p.get('torch_tf32_cuda_graph'))} | {f(p.get('ort_cuda_fp32'))} | "
                     f"{f(p.get('torch_eager_fp32'))} | "
                     f"{f(o.get('rel_err'), 5) if 'rel_err' in o else '-'} |")
+    per_gemm = [(k, r) for k in order for r in ours.get(k, {}).get("profile_gemms", [])]
+    if per_gemm:
+        rows += ["", "| shape | GEMM m x n x k | epilogue | GEMMs | median us (profiling mode, each launch alone) | "
+                 "TFLOP/s |", "|---|---|---|---|---|---|"]
+        rows += [f"| {k} | {r['gemm']} | {r['epilogue']} | {r['count']} | {r['median_us']:.1f} | {r['tflops']:.0f} |"
+                 for k, r in per_gemm]
     print("\n".join(rows))
 
 

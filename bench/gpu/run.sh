@@ -202,6 +202,10 @@ except Exception as e: r["tuned_error"] = str(e)
 try:
     p = [json.loads(l) for l in open(f"{out}/profile_{k}.jsonl")][-1]
     r["profile_groups_ms"] = {g: round(v, 4) for g, v in p["groups"].items()}; r["profile_total_ms"] = p["total_ms"]
+    sys.path.insert(0, "bench/gpu"); import bench_bert, xrtpkg
+    bundle = xrtpkg.read(f"/tmp/bert/bert_{k}.xrtpkg")
+    variant = next(v for v in bundle.manifest["variants"] if v["engine"] == "cuda")
+    r["profile_gemms"] = bench_bert.gemm_rates(json.loads(bundle.data(variant["artifacts"]["plan"])), p)
 except Exception as e: r["profile_error"] = str(e)
 json.dump(r, open(f"/tmp/bert/ours_{k}.json", "w"), indent=1)
 print("ours", json.dumps(r)[:900])
