@@ -9,8 +9,9 @@
    reshapes/transposes as free views and a scalar Mul on Q or K folded into the scale); LayerNormalization (the op, or
    ReduceMean/Sub/Pow/ReduceMean/Add/Sqrt/Div/Mul/Add as torch exports it) with the elementwise producers of its input
    (residual Add, embedding Gathers) fused in front; GEMM = MatMul/Gemm with a constant weight, + bias Add, + Relu or
-   Gelu (op or erf form) as the cuBLASLt epilogue; everything else elementwise is fused into lazy expressions that are
-   written once, where a consumer needs memory. Reshape/Unsqueeze/Squeeze/Flatten/Transpose/Expand/Slice are views.
+   Gelu (op or erf form) as the cuBLASLt epilogue (matmul = cublas: a plain cuBLAS GEMM, then the bias and activation
+   in an elementwise Triton kernel; matmul = triton: a generated Triton GEMM); everything else elementwise is fused
+   into lazy expressions that are written once, where a consumer needs memory. Reshape/Unsqueeze/Squeeze/Flatten/Transpose/Expand/Slice are views.
 3. Any other node: UnsupportedModelError naming the nodes.
 """
 
