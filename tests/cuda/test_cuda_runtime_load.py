@@ -6,6 +6,7 @@ xrtc writes also go through the plugin's validation (cuda_plan_check), so the tw
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import subprocess
 import sys
@@ -112,8 +113,9 @@ def test_runner_exit_code_and_reason_without_a_gpu(mlp_bundle):
     assert "libcuda.so.1 not found: no NVIDIA driver; this variant needs a CUDA GPU" in r.stderr
 
 
-@pytest.mark.parametrize("name,precision", [("mlp", "fp16"), ("mlp", "fp32"), ("bert", "fp16"), ("bert", "tf32")])
-def test_compiled_plans_pass_the_plugins_validation(tmp_path, name, precision):
+@pytest.mark.parametrize("name,precision,matmul", [("mlp", "fp16", None), ("mlp", "fp32", None), ("bert", "fp16", None),
+                                                  ("bert", "tf32", None), ("bert", "tf32", "cublas")])
+def test_compiled_plans_pass_the_plugins_validation(tmp_path, name, precision, matmul):
     runner = os.environ.get("XRT_RUN")
     check = runner and os.path.join(os.path.dirname(runner), "cuda_plan_check")
     if not check or not os.path.exists(check):
@@ -122,8 +124,12 @@ def test_compiled_plans_pass_the_plugins_validation(tmp_path, name, precision):
 
     model = models.mlp(batch=4) if name == "mlp" else models.bert()
     onnx.save(model, str(tmp_path / "m.onnx"))
+    policy = []
+    if matmul:  # the policy's GEMM library (matmul = cublas: plan GEMMs with "library": "cublas")
+        (tmp_path / "p.toml").write_text(f'[kernel]\nmatmul = {{ choice = "{matmul}", mode = "fixed" }}\n')
+        policy = ["--policy", "p.toml"]
     c = subprocess.run([sys.executable, "-m", "xrtc", "compile", "m.onnx", "--target", "cuda", "--precision", precision,
-                        "-o", "m.xrtpkg"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+                        *policy, "-o", "m.xrtpkg"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert c.returncode == 0, c.stdout[-2000:] + c.stderr[-2000:]
     bundle = xrtpkg.read(str(tmp_path / "m.xrtpkg"))
     variant = next(v for v in bundle.manifest["variants"] if v["engine"] == "cuda")
@@ -133,6 +139,9 @@ def test_compiled_plans_pass_the_plugins_validation(tmp_path, name, precision):
     arts = variant["artifacts"]
     data = {"plan": bundle.data(arts["plan"]), "kernels": bundle.data(arts["kernels"]) if "kernels" in arts else b"",
             "weights": emit.join_weights({r: bundle.data(s) for r, s in arts.items() if r.startswith("weights")})}
+    if matmul == "cublas":
+        gemms = json.loads(data["plan"])["gemms"]
+        assert gemms and all(g["library"] == "cublas" and g["compute"] == "32F_FAST_TF32" for g in gemms)
     for role in ("plan", "weights", "kernels"):
         p = tmp_path / role
         p.write_bytes(data[role])

@@ -1,4 +1,4 @@
-// cuda_api.cc - dlopen of libcuda.so.1 and libcublasLt.so.13 into the function tables of cuda_api.h.
+// cuda_api.cc - dlopen of libcuda.so.1, libcublasLt.so.13 and libcublas.so.13 into the function tables of cuda_api.h.
 #include "cuda_api.h"
 
 #include <dlfcn.h>
@@ -17,6 +17,7 @@ namespace {
 #define XRT_CUDA_STR(x) XRT_CUDA_STR2(x)  // expands cuda.h's versioned-name macros first
 
 constexpr char kCublasLtSoname[] = "libcublasLt.so.13";
+constexpr char kCublasSoname[] = "libcublas.so.13";
 
 // The directory holding this plugin (dladdr of a symbol inside it).
 std::string PluginDir() {
@@ -94,39 +95,46 @@ const DriverApi* LoadDriver(std::string* error) {
   return &api;
 }
 
+namespace {
+
+// dlopens `soname` from: the file in env `file_env`, the folders of $XRT_CUDA_LIB_PATH, the dynamic loader's own
+// search (LD_LIBRARY_PATH, rpath, ld.so.cache), the nvidia/cu13/lib folder of the Python installation next to this
+// plugin, and of any site-packages folder this process has mapped. nullptr with *error listing where it looked.
+void* OpenCudaLibrary(const char* soname, const char* file_env, std::string* path, std::string* error) {
+  std::vector<std::string> candidates;
+  if (const char* file = std::getenv(file_env)) candidates.push_back(file);
+  std::vector<std::string> dirs;
+  AppendDirs(std::getenv("XRT_CUDA_LIB_PATH"), &dirs);
+  for (const auto& d : dirs) candidates.push_back(d + "/" + soname);
+  candidates.push_back(soname);  // the loader's own search: LD_LIBRARY_PATH, rpath, ld.so.cache
+  const std::string here = PluginDir();
+  if (!here.empty()) candidates.push_back(here + "/../nvidia/cu13/lib/" + soname);  // wheel layout
+  for (const auto& sp : MappedSitePackages()) candidates.push_back(sp + "/nvidia/cu13/lib/" + soname);
+  std::string tried;
+  for (const auto& c : candidates) {
+    if (void* lib = dlopen(c.c_str(), RTLD_NOW | RTLD_LOCAL)) {
+      *path = c;
+      return lib;
+    }
+    tried += "\n  " + c;
+  }
+  if (error) {
+    *error = std::string(soname) + " not found (pip install nvidia-cublas, or set " + file_env +
+             " to the file or XRT_CUDA_LIB_PATH to its folder); tried:" + tried;
+  }
+  return nullptr;
+}
+
+}  // namespace
+
 const CublasLtApi* LoadCublasLt(std::string* error) {
   static std::mutex mu;
   static CublasLtApi api;
   static bool ok = false;
   std::lock_guard<std::mutex> lock(mu);  // retried on failure: a later Python import may map the wheel's folder
   if (ok) return &api;
-  std::vector<std::string> candidates;
-  if (const char* file = std::getenv("XRT_CUBLASLT")) candidates.push_back(file);
-  std::vector<std::string> dirs;
-  AppendDirs(std::getenv("XRT_CUDA_LIB_PATH"), &dirs);
-  for (const auto& d : dirs) candidates.push_back(d + "/" + kCublasLtSoname);
-  candidates.push_back(kCublasLtSoname);  // the loader's own search: LD_LIBRARY_PATH, rpath, ld.so.cache
-  const std::string here = PluginDir();
-  if (!here.empty()) candidates.push_back(here + "/../nvidia/cu13/lib/" + kCublasLtSoname);  // wheel layout
-  for (const auto& sp : MappedSitePackages()) candidates.push_back(sp + "/nvidia/cu13/lib/" + kCublasLtSoname);
-
-  std::string tried;
-  void* lib = nullptr;
-  for (const auto& c : candidates) {
-    lib = dlopen(c.c_str(), RTLD_NOW | RTLD_LOCAL);
-    if (lib != nullptr) {
-      api.path = c;
-      break;
-    }
-    tried += "\n  " + c;
-  }
-  if (lib == nullptr) {
-    if (error) {
-      *error = std::string(kCublasLtSoname) + " not found (pip install nvidia-cublas, or set XRT_CUBLASLT to the "
-               "file or XRT_CUDA_LIB_PATH to its folder); tried:" + tried;
-    }
-    return nullptr;
-  }
+  void* lib = OpenCudaLibrary(kCublasLtSoname, "XRT_CUBLASLT", &api.path, error);
+  if (lib == nullptr) return nullptr;
   std::string missing;
 #define XRT_CUDA_LOAD(f)                                                                                 \
   api.f = reinterpret_cast<decltype(api.f)>(dlsym(lib, XRT_CUDA_STR(f)));                                \
@@ -136,6 +144,29 @@ const CublasLtApi* LoadCublasLt(std::string* error) {
 #undef XRT_CUDA_LOAD
   if (!missing.empty()) {
     if (error) *error = api.path + " lacks " + missing + " (need cuBLASLt 13)";
+    return nullptr;
+  }
+  ok = true;
+  return &api;
+}
+
+const CublasApi* LoadCublas(std::string* error) {
+  static std::mutex mu;
+  static CublasApi api;
+  static bool ok = false;
+  std::lock_guard<std::mutex> lock(mu);  // retried on failure, like cuBLASLt
+  if (ok) return &api;
+  void* lib = OpenCudaLibrary(kCublasSoname, "XRT_CUBLAS", &api.path, error);
+  if (lib == nullptr) return nullptr;
+  std::string missing;
+#define XRT_CUDA_LOAD(f)                                                                                 \
+  api.f = reinterpret_cast<decltype(api.f)>(dlsym(lib, XRT_CUDA_STR(f)));                                \
+  if (api.f == nullptr) missing += std::string(missing.empty() ? "" : ", ") + XRT_CUDA_STR(f);
+  XRT_CUBLAS_FUNCS(XRT_CUDA_LOAD)
+  XRT_CUDA_LOAD(cublasGemmEx)
+#undef XRT_CUDA_LOAD
+  if (!missing.empty()) {
+    if (error) *error = api.path + " lacks " + missing + " (need cuBLAS 13: pip install nvidia-cublas)";
     return nullptr;
   }
   ok = true;

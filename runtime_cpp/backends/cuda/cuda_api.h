@@ -39,6 +39,11 @@ namespace cuda_backend {
 // Used by the GEMM tuner only (split-K variants of the heuristic's candidates); the fake table may leave them null.
 #define XRT_CUBLASLT_TUNING_FUNCS(X) X(cublasLtMatmulAlgoConfigGetAttribute) X(cublasLtMatmulAlgoConfigSetAttribute)
 
+// cuBLAS (libcublas.so.13), for plans whose GEMMs the policy gave to cuBLAS (matmul = cublas): loaded only then.
+#define XRT_CUBLAS_FUNCS(X)                                                                                           \
+  X(cublasCreate_v2) X(cublasDestroy_v2) X(cublasSetStream_v2) X(cublasSetWorkspace_v2) X(cublasSetMathMode)          \
+  X(cublasGetVersion_v2) X(cublasGetStatusString)
+
 #define XRT_CUDA_TABLE_MEMBER(f) decltype(&::f) f = nullptr;
 
 // The driver. Loaded once per process (LoadDriver); the fake in the tests is another instance.
@@ -53,6 +58,16 @@ struct CublasLtApi {
   std::string path;  // where it was loaded from (for describe())
 };
 
+struct CublasApi {
+  XRT_CUBLAS_FUNCS(XRT_CUDA_TABLE_MEMBER)
+  // cublas_api.h overloads cublasGemmEx in C++ (a cudaDataType compute-type wrapper): the C entry point's type.
+  using GemmExFn = cublasStatus_t (*)(cublasHandle_t, cublasOperation_t, cublasOperation_t, int, int, int,
+                                      const void*, const void*, cudaDataType, int, const void*, cudaDataType, int,
+                                      const void*, void*, cudaDataType, int, cublasComputeType_t, cublasGemmAlgo_t);
+  GemmExFn cublasGemmEx = nullptr;
+  std::string path;  // where it was loaded from (for describe())
+};
+
 #undef XRT_CUDA_TABLE_MEMBER
 
 // The process's real driver table, dlopened from libcuda.so.1 on first call. Returns nullptr and sets *error
@@ -64,6 +79,10 @@ const DriverApi* LoadDriver(std::string* error);
 // folder of the Python installation next to this plugin, and of any site-packages folder this process has mapped
 // (a Python process that imported torch or the nvidia wheels). nullptr with *error listing where it looked.
 const CublasLtApi* LoadCublasLt(std::string* error);
+
+// The process's real cuBLAS (libcublas.so.13), searched like cuBLASLt ($XRT_CUBLAS names the file). nullptr with
+// *error naming the library, what to install and where it looked.
+const CublasApi* LoadCublas(std::string* error);
 
 // "CUDA_ERROR_OUT_OF_MEMORY (out of memory)"-style text for a driver result.
 std::string DriverErrorText(const DriverApi& api, CUresult result);

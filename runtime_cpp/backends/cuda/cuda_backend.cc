@@ -242,6 +242,7 @@ xrt_status_t Init(void* /*self*/, const char* device, const xrt_backend_artifact
     // GEMMs need it, after the engine has uploaded the weights; its first use runs beside the upload.
     options.load_cublaslt = [](std::string* error) { return LoadCublasLt(error); };
     options.take_warm_cublaslt = [](double* warm_ms) { return CreateWarmCublasLt(warm_ms); };
+    options.load_cublas = [](std::string* error) { return LoadCublas(error); };
     std::unique_ptr<Engine> engine;
     if (xrt_status_t s = Engine::Create(drv, nullptr, "", a, options, &engine)) return s;
     *out_handle = engine.release();

@@ -241,6 +241,7 @@ xrt_status_t Engine::Init(const EngineArtifacts& a, const std::string& lt_error)
   const PlanError pe = ParsePlan(std::string(static_cast<const char*>(a.plan), a.plan_size), weights_bytes,
                                  a.kernels_size, &plan_);
   if (!pe.ok()) return Make(pe.code, pe.message);
+  cublas_plan_ = !plan_.gemms.empty() && plan_.gemms[0].library == "cublas";  // the parser: one library per plan
   if (!plan_.weights_parts.empty()) {  // declared parts: the variant must give exactly these, in this order
     std::vector<uint64_t> given = {a.weights_size};
     for (const ByteSpan& p : a.more_weights) given.push_back(p.size);
@@ -290,7 +291,7 @@ xrt_status_t Engine::Init(const EngineArtifacts& a, const std::string& lt_error)
       }
     }
   } warm;
-  if (!plan_.gemms.empty() && options_.take_warm_cublaslt) {
+  if (!plan_.gemms.empty() && !cublas_plan_ && options_.take_warm_cublaslt) {
     warm.future = std::async(std::launch::async, [this] {
       const ContextScope in_context(drv_, context_);
       return in_context.result() == CUDA_SUCCESS ? options_.take_warm_cublaslt(&warm_ms_) : nullptr;
@@ -344,7 +345,7 @@ xrt_status_t Engine::Init(const EngineArtifacts& a, const std::string& lt_error)
 
   // GEMM stand-ins (PLAN.md): the first runs do not wait for cuBLASLt. Static plans only (one graph to switch).
   const bool stand_ins = options_.stand_ins && !options_.profile && options_.tune_gemms <= 1 && plan_.dims.empty() &&
-                         !plan_.gemms.empty() && plan_.gemms[0].stand_in >= 0 && lt_ == nullptr &&
+                         !cublas_plan_ && !plan_.gemms.empty() && plan_.gemms[0].stand_in >= 0 && lt_ == nullptr &&
                          options_.load_cublaslt != nullptr;
   if (stand_ins) {
     const PlanError checked = CheckBinding(plan_, {});
@@ -363,6 +364,10 @@ xrt_status_t Engine::Init(const EngineArtifacts& a, const std::string& lt_error)
       HelperEngines().push_back(this);
     }
     helper_ = std::async(std::launch::async, [this, f = std::move(warm.future)]() mutable { UpgradeGemms(std::move(f)); });
+  } else if (cublas_plan_) {
+    if (xrt_status_t s = PrepareCublas()) return s;
+    phase("load_cublas");
+    gemms_path_ = "cuBLAS (matmul = cublas)";
   } else {
     if (!plan_.gemms.empty() && lt_ == nullptr) {
       std::string error = lt_error;
@@ -382,6 +387,8 @@ xrt_status_t Engine::Init(const EngineArtifacts& a, const std::string& lt_error)
     if (xrt_status_t s = PrepareGemmAlgorithms()) return s;
     phase("cublaslt_algorithms");
     if (!plan_.gemms.empty()) gemms_path_ = "cuBLASLt";
+  }
+  if (!stand_ins) {
     // A static plan (no dims) has one input shape: capture its graph now, so the first run is a replay.
     if (plan_.dims.empty()) {
       const PlanError checked = CheckBinding(plan_, {});
@@ -434,7 +441,7 @@ xrt_status_t Engine::Init(const EngineArtifacts& a, const std::string& lt_error)
   };
   {
     std::lock_guard<std::mutex> lock(describe_mu_);  // the helper thread may be rebuilding it already
-    if (!stand_ins) gemms_prepared_ = !plan_.gemms.empty();
+    if (!stand_ins) gemms_prepared_ = !plan_.gemms.empty();  // cublas plans: PrepareCublas wrote the notes
     info_base_ = info.dump();
     BuildDescribe();
   }
@@ -458,6 +465,7 @@ void Engine::BuildDescribe() {
     for (size_t i = 0; i < plan_.gemms.size() && i < gemm_notes_.size(); ++i) {
       const GemmSpec& spec = plan_.gemms[i];
       gemm_info.push_back({{"gemm", i},
+                           {"library", spec.library},
                            {"onnx_nodes", spec.onnx_nodes},
                            {"epilogue", spec.epilogue},
                            {"algo", gemm_notes_[i]},
@@ -470,7 +478,11 @@ void Engine::BuildDescribe() {
                                       {"split_k", t->second.split_k}};
       }
     }
-    info["cublaslt"] = {{"path", lt_->path}, {"version", lt_version_}};
+    if (cublas_plan_) {
+      info["cublas"] = {{"path", cublas_->path}, {"version", cublas_version_}};
+    } else {
+      info["cublaslt"] = {{"path", lt_->path}, {"version", lt_version_}};
+    }
     info["gemm_algos"] = gemm_info;
   }
   describe_ = info.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
@@ -485,6 +497,77 @@ const char* Engine::PublishedDescribe() {
   std::lock_guard<std::mutex> lock(describe_mu_);
   if (published_.empty() || published_.back() != describe_) published_.push_back(describe_);
   return published_.back().c_str();
+}
+
+// matmul = cublas: loads cuBLAS, makes the handle (default math mode: the compute type of each GEMM says fp32 or
+// TF32), sets the engine's stream and gives it the allocation's workspace, so that no GEMM allocates while the graph
+// is captured.
+xrt_status_t Engine::PrepareCublas() {
+  std::string error = "no cuBLAS loader was given";
+  cublas_ = options_.load_cublas ? options_.load_cublas(&error) : nullptr;
+  if (cublas_ == nullptr) {
+    return Make(XRT_STATUS_UNAVAILABLE, "cuda: the plan has " + std::to_string(plan_.gemms.size()) +
+                                            " cuBLAS GEMMs (policy matmul = cublas) but cuBLAS is unavailable: " +
+                                            error);
+  }
+  const auto failed = [&](const char* call, cublasStatus_t st) {
+    return Make(XRT_STATUS_INTERNAL, std::string("cuda: ") + call + " failed: " + cublas_->cublasGetStatusString(st) +
+                                         " (" + std::to_string(static_cast<int>(st)) + ")");
+  };
+  if (cublasStatus_t st = cublas_->cublasCreate_v2(&cublas_handle_)) return failed("cublasCreate_v2", st);
+  if (cublasStatus_t st = cublas_->cublasSetMathMode(cublas_handle_, CUBLAS_DEFAULT_MATH)) {
+    return failed("cublasSetMathMode", st);
+  }
+  if (cublasStatus_t st = cublas_->cublasGetVersion_v2(cublas_handle_, &cublas_version_)) {
+    return failed("cublasGetVersion_v2", st);
+  }
+  // the engine's stream and the allocation's workspace now, before any capture: cuBLAS must not allocate its own
+  // workspace inside a captured graph (CublasGemm sets both again only for another stream)
+  if (cublasStatus_t st = cublas_->cublasSetStream_v2(cublas_handle_, stream_)) return failed("cublasSetStream_v2", st);
+  void* workspace = reinterpret_cast<void*>(static_cast<uintptr_t>(base_ + workspace_off_));
+  if (cublasStatus_t st = cublas_->cublasSetWorkspace_v2(cublas_handle_, workspace, options_.workspace_bytes)) {
+    return failed("cublasSetWorkspace_v2", st);
+  }
+  cublas_stream_ = stream_;
+  gemm_notes_.assign(plan_.gemms.size(), "cublasGemmEx, CUBLAS_GEMM_DEFAULT (cuBLAS picks the kernel)");
+  gemm_config_.assign(plan_.gemms.size(), "");
+  gemm_key_.assign(plan_.gemms.size(), "");
+  return nullptr;
+}
+
+// One cuBLAS GEMM, row-major as the plan states it: C[m,n] = A[m,k] @ B[k,n] is, in cuBLAS's column-major terms,
+// C^T = B^T A^T, so B goes first and the dims swap. The stream is (re)set when it changes, and with it the workspace
+// (cublasSetStream resets it to cuBLAS's own pool, which a captured graph must not allocate from).
+xrt_status_t Engine::CublasGemm(const GemmSpec& g, const std::vector<int64_t>& values, CUstream stream,
+                                const std::string& what) {
+  const auto failed = [&](const char* call, cublasStatus_t st) {
+    return Make(XRT_STATUS_INTERNAL, "cuda: " + what + ": " + call + " failed: " + cublas_->cublasGetStatusString(st) +
+                                         " (" + std::to_string(static_cast<int>(st)) + ")");
+  };
+  if (stream != cublas_stream_ || cublas_stream_ == nullptr) {
+    if (cublasStatus_t st = cublas_->cublasSetStream_v2(cublas_handle_, stream)) return failed("cublasSetStream_v2", st);
+    void* workspace = reinterpret_cast<void*>(static_cast<uintptr_t>(base_ + workspace_off_));
+    if (cublasStatus_t st = cublas_->cublasSetWorkspace_v2(cublas_handle_, workspace, options_.workspace_bytes)) {
+      return failed("cublasSetWorkspace_v2", st);
+    }
+    cublas_stream_ = stream;
+  }
+  int64_t m = 0;
+  Eval(g.m, values, &m);  // in range: CheckBinding
+  const cudaDataType type = g.dtype == XRT_DTYPE_FLOAT16    ? CUDA_R_16F
+                            : g.dtype == XRT_DTYPE_BFLOAT16 ? CUDA_R_16BF
+                                                            : CUDA_R_32F;
+  const cublasComputeType_t compute =
+      g.compute == "32F_FAST_TF32" ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;  // 16F: refused by the parser
+  const float alpha = g.alpha, beta = 0.0f;
+  const auto ptr = [&](int id) { return reinterpret_cast<void*>(static_cast<uintptr_t>(TensorPtr(id))); };
+  const int n = static_cast<int>(g.n), k = static_cast<int>(g.k), mm = static_cast<int>(m);
+  const cublasStatus_t st = cublas_->cublasGemmEx(
+      cublas_handle_, g.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, g.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, n, mm, k, &alpha,
+      ptr(g.b), type, g.trans_b ? k : n, ptr(g.a), type, g.trans_a ? mm : k, &beta, ptr(g.c), type, n, compute,
+      CUBLAS_GEMM_DEFAULT);
+  if (st != CUBLAS_STATUS_SUCCESS) return failed("cublasGemmEx", st);
+  return nullptr;
 }
 
 // A handle (the warm one if the helper made it) and each GEMM's algorithm at the max dims: stored ones checked,
@@ -845,7 +928,7 @@ void Engine::AddSplitKCandidates(const GemmState& st, int64_t k, size_t workspac
 
 xrt_status_t Engine::PrepareBinding(const std::vector<int64_t>& values, Binding* b, bool capture) {
   b->values = values;
-  for (size_t i = 0; i < plan_.gemms.size(); ++i) {
+  for (size_t i = 0; i < plan_.gemms.size() && !cublas_plan_; ++i) {  // cublas GEMMs keep no per-binding state
     std::unique_ptr<GemmState> g;
     std::string note;
     if (xrt_status_t s = PrepareGemm(static_cast<int>(i), values, &g, &note)) return s;
@@ -1065,6 +1148,11 @@ xrt_status_t Engine::Enqueue(const Binding& b, std::vector<std::pair<CUevent, CU
       if (xrt_status_t s = LaunchKernel(g.stand_in, g.stand_in_grid, b.values, stream,
                                         "launch " + std::to_string(li) + " (gemm " + std::to_string(l.index) +
                                             "'s stand-in)")) {
+        return s;
+      }
+    } else if (cublas_plan_) {
+      if (xrt_status_t s = CublasGemm(plan_.gemms[l.index], b.values, stream,
+                                      "launch " + std::to_string(li) + " (gemm " + std::to_string(l.index) + ")")) {
         return s;
       }
     } else {
@@ -1486,6 +1574,7 @@ Engine::~Engine() {
   for (auto& b : graphs_) ReleaseBinding(&b);
   graphs_.clear();
   if (lt_handle_ != nullptr && lt_ != nullptr) lt_->cublasLtDestroy(lt_handle_);
+  if (cublas_handle_ != nullptr && cublas_ != nullptr) cublas_->cublasDestroy_v2(cublas_handle_);
   for (CUmodule m : modules_) drv_->cuModuleUnload(m);
   if (base_ != 0) drv_->cuMemFree(base_);
   if (stream_ != nullptr) drv_->cuStreamDestroy(stream_);

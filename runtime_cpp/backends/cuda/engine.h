@@ -42,6 +42,9 @@ struct EngineOptions {
   // Creates a cuBLASLt handle and warms its heuristics (one query) with the engine's context current, or returns
   // null; called on a helper thread while the weights upload, and owned by the engine. *warm_ms: how long it took.
   std::function<cublasLtHandle_t(double* warm_ms)> take_warm_cublaslt;
+  // Loads cuBLAS for a plan whose GEMMs name library "cublas" (matmul = cublas); never called for other plans.
+  // Null, or null returned: such a plan fails init with the error (naming libcublas.so.13 and what to install).
+  std::function<const CublasApi*(std::string* error)> load_cublas;
   // A static plan whose GEMMs have Triton stand-ins (PLAN.md) does not wait for cuBLASLt: its graph is captured with
   // the stand-ins and runs while a helper thread loads cuBLASLt and captures the cuBLASLt graph, which later runs
   // switch to. Only where cuBLASLt comes through load_cublaslt, never when profiling or tuning (env
@@ -127,6 +130,9 @@ class Engine {
   xrt_status_t Enqueue(const Binding& binding, std::vector<std::pair<CUevent, CUevent>>* events, CUstream stream);
   xrt_status_t LaunchKernel(int kernel, const int64_t grid[3], const std::vector<int64_t>& values, CUstream stream,
                             const std::string& what);
+  xrt_status_t PrepareCublas();  // matmul = cublas: the library, a handle, its workspace, describe()'s notes
+  xrt_status_t CublasGemm(const GemmSpec& g, const std::vector<int64_t>& values, CUstream stream,
+                          const std::string& what);
   xrt_status_t PrepareGemmAlgorithms();  // a handle, and every GEMM's algorithm at the max dims (notes, configs)
   void UpgradeGemms(std::future<cublasLtHandle_t> warm);  // the helper thread of a plan on stand-ins
   void SwitchGraphs();  // under mu_: once the helper is done, its cuBLASLt graph replaces the stand-ins' graph
@@ -158,6 +164,11 @@ class Engine {
   uint64_t weights_off_ = 0, arena_off_ = 0, workspace_off_ = 0;
   std::vector<uint64_t> io_off_;     // per tensor id: offset of an io tensor's region in the allocation
   cublasLtHandle_t lt_handle_ = nullptr;
+  bool cublas_plan_ = false;                // the plan's GEMMs name library "cublas"
+  const CublasApi* cublas_ = nullptr;       // loaded at init for such a plan
+  cublasHandle_t cublas_handle_ = nullptr;
+  CUstream cublas_stream_ = nullptr;        // the stream last given to cublasSetStream (it resets the workspace)
+  int cublas_version_ = 0;
   std::vector<std::string> gemm_notes_;
   xrt_status_t Capture(Binding* binding, CUstream stream);  // (re)captures the binding's graph on `stream`
   xrt_status_t ReplayTimes(const Binding& binding, int replays, std::vector<double>* each, double* back_to_back_ms);

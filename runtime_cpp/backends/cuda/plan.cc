@@ -365,6 +365,19 @@ void ParseInto(const json& j, uint64_t weights_size, uint64_t kernels_size, Plan
         }
       }
     }
+    s.library = g.contains("library") ? Str(g["library"], path + ".library") : "cublasLt";
+    if (s.library != "cublasLt" && s.library != "cublas") {
+      Fail(path + ".library", "is \"" + s.library + "\"; expected cublasLt or cublas");
+    }
+    if (s.library == "cublas") {  // a plain cublasGemmEx: what it cannot do is refused here, not at run time
+      if (s.epilogue != "none") Fail(path + ".epilogue", "must be none for a cublas GEMM");
+      if (s.compute == "16F") Fail(path + ".compute", "must be 32F or 32F_FAST_TF32 for a cublas GEMM");
+      if (!s.algo_config.empty()) Fail(path + ".algo.config", "is a cuBLASLt algorithm; a cublas GEMM has none");
+      if (s.stand_in >= 0) Fail(path + ".stand_in", "is not allowed for a cublas GEMM (the library runs from the start)");
+    }
+    if (i > 0 && s.library != plan->gemms[0].library) {
+      Fail(path + ".library", "differs from plan.gemms[0]'s (a plan's GEMMs all run on one library)");
+    }
     if (i > 0 && (s.stand_in >= 0) != (plan->gemms[0].stand_in >= 0)) {
       Fail(path + ".stand_in", "is given for some GEMMs and not others (one for every GEMM or none)");
     }

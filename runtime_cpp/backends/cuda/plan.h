@@ -78,6 +78,9 @@ struct GemmSpec {
   std::string algo_source = "heuristic";  // heuristic | tuned
   std::vector<uint8_t> algo_config;       // 64 bytes (cublasLtMatmulAlgo_t) or empty
   std::vector<std::string> onnx_nodes;
+  // "cublasLt" (absent in the plan) or "cublas" (matmul = cublas: cublasGemmEx, epilogue none, compute 32F or
+  // 32F_FAST_TF32, no stored algorithm, no stand-in). A plan's GEMMs all name one library.
+  std::string library = "cublasLt";
   // The same GEMM as a Triton kernel (an index into Plan::kernels, launched on stand_in_grid): the engine runs it
   // until cuBLASLt has loaded (PLAN.md "stand-in kernels"). -1: none. A plan gives one for every GEMM or none.
   int stand_in = -1;

@@ -32,12 +32,10 @@ log = logging.getLogger("xrtc.targets.cuda")
 
 ENGINE_VERSION = ">=0.1"
 # Kernel knob choices the engine implements today (the policy schema names more).
-MATMUL_BUILT = {"engine", "cublasLt", "triton"}
+MATMUL_BUILT = {"engine", "cublasLt", "cublas", "triton"}
 ATTENTION_BUILT = {"engine", "flash", "flash_v2", "math"}
-NOT_BUILT = {"cublas": "is not in the cuda plan: every GEMM is a cuBLASLt call (cublasLt runs the same GEMMs with "
-                       "fused epilogues)",
-             "mem_efficient": "is not built in xrtc's cuda engine (built: flash, math)"}
-NOT_BUILT_OTHER = "is not built in xrtc's cuda engine (built: matmul=cublasLt|triton, attention=flash|math)"
+NOT_BUILT = {"mem_efficient": "is not built in xrtc's cuda engine (built: flash, math)"}
+NOT_BUILT_OTHER = "is not built in xrtc's cuda engine (built: matmul=cublasLt|cublas|triton, attention=flash|math)"
 
 
 def _knob(policy: dict, family: str) -> tuple:
@@ -58,15 +56,16 @@ def attention_choice(policy: dict) -> str:
 
 
 def matmul_choice(policy: dict) -> str:
-    """"triton" when the policy asks for matmul=triton, else "cublasLt"."""
-    return "triton" if _choice(policy, "matmul") == "triton" else "cublasLt"
+    """"triton" or "cublas" when the policy asks for it (prefer or fixed: both are built), else "cublasLt"."""
+    choice = _choice(policy, "matmul")
+    return choice if choice in ("triton", "cublas") else "cublasLt"
 
 
 def stand_ins_allowed(policy: dict) -> bool:
     """The GEMMs get Triton stand-ins for the runs before cuBLASLt has loaded (PLAN.md) unless the policy fixes
-    matmul = cublasLt: a fixed knob holds from the first run on."""
+    matmul = cublasLt, or asks for cublas (a chosen library holds from the first run on)."""
     choice, mode = _knob(policy, "matmul")
-    return not (mode == "fixed" and str(choice).lower() == "cublaslt")
+    return not (mode == "fixed" and str(choice).lower() == "cublaslt") and matmul_choice(policy) != "cublas"
 # Largest model (weights + arena bytes) the plan interpreter checks at compile when no GPU is present.
 INTERPRET_MAX_BYTES = 64 << 20
 
@@ -167,7 +166,8 @@ def _lower_ours(variant: VariantRequest, plan, clock, archs: list[str] | None) -
     stats = records[0]
     n_gemm = sum(isinstance(s, emit.GemmStep) for s in prog.steps)
     n_kern = len(prog.steps) - n_gemm
-    log.info("%s: %d launches (%d cuBLASLt GEMMs, %d Triton kernels, %d distinct), arena %d bytes (sum of buffers "
+    library = "cuBLAS" if any(getattr(s, "library", "") == "cublas" for s in prog.steps) else "cuBLASLt"
+    log.info("%s: %d launches (%d " + library + " GEMMs, %d Triton kernels, %d distinct), arena %d bytes (sum of buffers "
              "%d), weights %d bytes, archs %s", vid, len(prog.steps), n_gemm, n_kern, len(sources), stats["peak_bytes"],
              stats["sum_bytes"], len(weights), ",".join(archs))
     parts = emit.split_weights(weights)
@@ -181,7 +181,7 @@ def _lower_ours(variant: VariantRequest, plan, clock, archs: list[str] | None) -
                 *[(section, part, False) for section, part in zip(weight_names.values(), parts)],
                 (names["kernels"], kernels, bool(kernels)),
                 (names["sources"], json.dumps(sources, sort_keys=True).encode(), True)]
-    why = (f"target cuda: xpuruntime's CUDA engine, {len(prog.steps)} launches ({n_gemm} cuBLASLt GEMMs, {n_kern} "
+    why = (f"target cuda: xpuruntime's CUDA engine, {len(prog.steps)} launches ({n_gemm} {library} GEMMs, {n_kern} "
            f"Triton kernels) in one CUDA graph, arena {stats['peak_bytes']} bytes (static plan), cubins for "
            f"{','.join(archs)} + PTX ({aot.PTX_ARCH}) from Triton {triton.__version__}")
     notes = list(dict.fromkeys(prog.notes)) + warnings
@@ -238,10 +238,12 @@ def describe(plan: dict) -> list[dict]:
     for i, launch in enumerate(plan["launches"]):
         if "gemm" in launch:
             g = plan["gemms"][launch["gemm"]]
-            rows.append({"launch": i, "kind": "gemm", "group": "cublasLt", "onnx_nodes": g["onnx_nodes"],
+            rows.append({"launch": i, "kind": "gemm", "group": g.get("library", "cublasLt"),
+                         "onnx_nodes": g["onnx_nodes"],
                          "config": f"m={g['m']} n={g['n']} k={g['k']} {g['dtype']} compute {g['compute']} "
                                    f"epilogue {g['epilogue']}",
-                         "algorithm": g["algo"].get("source", "heuristic")})
+                         "algorithm": "cublasGemmEx default" if g.get("library") == "cublas" else
+                         g["algo"].get("source", "heuristic")})
             if "stand_in" in g:  # the Triton twin the plugin runs until cuBLASLt has loaded
                 k = plan["kernels"][g["stand_in"]["kernel"]]
                 rows[-1]["stand_in"] = (f"triton grid {'x'.join(map(str, g['stand_in']['grid']))} warps "
@@ -357,10 +359,10 @@ TARGET = Target(
                          "int8": "int8 is not built yet in xrtc's cuda engine (fp16, fp32 and tf32 are)"},
                 "onnxruntime": {"fp32": None, "fp16": None, "tf32": None, "bf16": _ORT_NOT, "int8": _ORT_NOT}},
     # the choices built so far; the rest are refused naming the nodes
-    kernels={"cuda": {"matmul": {"engine", "cublasLt", "triton"}, "conv": {"engine"},
+    kernels={"cuda": {"matmul": {"engine", "cublasLt", "cublas", "triton"}, "conv": {"engine"},
                       "attention": {"engine", "flash", "flash_v2", "math"}},
              "onnxruntime": {"matmul": {"engine"}, "conv": {"engine"}, "attention": {"engine"}}},
-    engine_kernels={"cuda": "xrtc's cuda engine has built matmul=cublasLt | triton and attention=flash (flash_v2) | "
+    engine_kernels={"cuda": "xrtc's cuda engine has built matmul=cublasLt | cublas | triton and attention=flash (flash_v2) | "
                             "math; other kernel choices are not built yet",
                     "onnxruntime": "ONNX Runtime's CUDA provider picks its own cuBLAS/fused kernels"},
     fallback={"fp16": "fp32", "bf16": "fp32", "int8": "fp32", "tf32": "fp32"},

@@ -120,6 +120,8 @@ def emit(prog, archs: list[str]) -> tuple[dict, bytes, bytes, list[dict]]:
                           "bias": step.bias, "trans_a": False, "trans_b": False, "dtype": prog.run_dtype,
                           "compute": compute, "alpha": 1.0, "epilogue": step.epilogue,
                           "algo": {"source": "heuristic"}, "onnx_nodes": list(step.nodes)})
+            if step.library != "cublasLt":  # absent: cuBLASLt (plans of other policies stay as they were)
+                gemms[-1]["library"] = step.library
             launches.append({"gemm": len(gemms) - 1})
             continue
         launches.append({"kernel": add_kernel(step), "grid": list(step.grid)})

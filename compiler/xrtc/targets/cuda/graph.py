@@ -9,8 +9,9 @@
    reshapes/transposes as free views and a scalar Mul on Q or K folded into the scale); LayerNormalization (the op, or
    ReduceMean/Sub/Pow/ReduceMean/Add/Sqrt/Div/Mul/Add as torch exports it) with the elementwise producers of its input
    (residual Add, embedding Gathers) fused in front; GEMM = MatMul/Gemm with a constant weight, + bias Add, + Relu or
-   Gelu (op or erf form) as the cuBLASLt epilogue; everything else elementwise is fused into lazy expressions that are
-   written once, where a consumer needs memory. Reshape/Unsqueeze/Squeeze/Flatten/Transpose/Expand/Slice are views.
+   Gelu (op or erf form) as the cuBLASLt epilogue (matmul = cublas: a plain cuBLAS GEMM, then the bias and activation
+   in an elementwise Triton kernel; matmul = triton: a generated Triton GEMM); everything else elementwise is fused
+   into lazy expressions that are written once, where a consumer needs memory. Reshape/Unsqueeze/Squeeze/Flatten/Transpose/Expand/Slice are views.
 3. Any other node: UnsupportedModelError naming the nodes.
 """
 
@@ -650,6 +651,8 @@ class _Lowerer:
                                                          self.prog.precision, self.prog.dtypes())
             self.prog.steps.append(KernelStep("gemm", src, params, [c], [p for p in params if p != c], grid, warps,
                                               nodes, num_stages=cfg["stages"], config=cfg))
+        elif self.matmul_impl == "cublas":
+            self.cublas_gemm(a.buf, wb.buf, c, bias, m, total, k, "bias", nodes, out_shape)
         else:
             self.prog.steps.append(self.gemm_step(a.buf, wb.buf, c, bias, m, total, k, "bias", nodes))
         whole = View.whole(c, out_shape)
@@ -712,8 +715,8 @@ class _Lowerer:
             nodes.append(user.name)
             self.done.add(self.index_of(user))
             out = user.output[0]
-        elif self.matmul_impl == "triton" or (self.prog.precision == "fp16" and self.gelu_epilogue and
-                                                bias_arr is not None):
+        elif self.matmul_impl in ("triton", "cublas") or (self.prog.precision == "fp16" and self.gelu_epilogue and
+                                                          bias_arr is not None):
             gelu = self.match_gelu(out)
             if gelu is not None:
                 last, gnodes = gelu
@@ -721,7 +724,7 @@ class _Lowerer:
                 nodes += [n.name for n in gnodes]
                 self.done.update(self.index_of(n) for n in gnodes)
                 out = last
-            if gelu is not None and self.matmul_impl != "triton":
+            if gelu is not None and self.matmul_impl == "cublasLt":
                 self.prog.notes.append(
                     f"GEMM {node.name}: GELU fused as cuBLASLt's GELU_BIAS epilogue, which is the tanh approximation "
                     "(ONNX Gelu / erf form differ by up to ~1e-3; within fp16 tolerance). fp32/tf32 builds keep "
@@ -737,6 +740,8 @@ class _Lowerer:
                                                          self.prog.precision, self.prog.dtypes())
             self.prog.steps.append(KernelStep("gemm", src, params, [c], [p for p in params if p != c], grid, warps,
                                               nodes, num_stages=cfg["stages"], config=cfg))
+        elif self.matmul_impl == "cublas":
+            self.cublas_gemm(a.buf, wb.buf, c, bias, m, n, k, epilogue, nodes, tuple(a.shape[:-1]) + (n,))
         else:
             self.prog.steps.append(self.gemm_step(a.buf, wb.buf, c, bias, m, n, k, epilogue, nodes))
         self.values[out] = View.whole(c, tuple(a.shape[:-1]) + (n,))
@@ -752,6 +757,28 @@ class _Lowerer:
             step.stand_in = KernelStep("gemm_stand_in", src, params, [c], [p for p in params if p != c], grid,
                                        warps, nodes, num_stages=cfg["stages"], config=cfg)
         return step
+
+    def cublas_gemm(self, a, b, c, bias, m, n, k, epilogue, nodes, shape) -> None:
+        """matmul = cublas: a plain cuBLAS GEMM (epilogue none) into its own arena buffer, then, where the GEMM had
+        an epilogue, an elementwise Triton kernel writing c = act(gemm + bias): ONNX's exact erf GELU, not the
+        tanh form of cuBLASLt's GELU_BIAS. Never a stand-in: the chosen library runs from the first run on."""
+        if epilogue == "none":
+            self.prog.steps.append(GemmStep(a, b, c, None, m, n, k, "none", nodes, library="cublas"))
+            return
+        dt = self.prog.run_dtype
+        raw = self.arena(self.prog.buffers[c].name + ".gemm", dt, shape)
+        self.prog.steps.append(GemmStep(a, b, raw, None, m, n, k, "none", nodes, library="cublas"))
+        expr = ("leaf", View.whole(raw, shape), dt)
+        if bias is not None:
+            expr = ("op", "Add", (expr, ("leaf", View.whole(bias, (n,)), dt)), (), dt)
+        if epilogue in ("relu", "relu_bias"):
+            expr = ("op", "Relu", (expr,), (), dt)
+        elif epilogue in ("gelu", "gelu_bias"):
+            expr = ("op", "Gelu", (expr,), (("approximate", "none"),), dt)
+        self.emit_elementwise(expr, shape, c, dt, nodes, group="gemm_epilogue")
+        if epilogue in ("gelu", "gelu_bias"):
+            self.prog.notes.append("matmul = cublas: each GEMM is a plain cuBLAS GEMM; its bias and GELU run in a "
+                                   "Triton kernel after it, GELU in ONNX's exact erf form")
 
     def index_of(self, node) -> int:
         return self._index[id(node)]

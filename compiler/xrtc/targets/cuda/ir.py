@@ -162,6 +162,9 @@ class GemmStep:
     # the same GEMM as a generated Triton kernel (matmul = triton's codegen): the plugin runs it while cuBLASLt is
     # still loading, so the first results do not wait for cuBLASLt's start-up (PLAN.md "stand-in kernels")
     stand_in: "KernelStep | None" = None
+    # the library that runs it: cublasLt (epilogues fused) or cublas (matmul = cublas: a plain cublasGemmEx,
+    # epilogue always none; bias and activation run in an elementwise Triton kernel after it)
+    library: str = "cublasLt"
 
 
 @dataclass

@@ -63,6 +63,9 @@ def stored_algorithms(plan: dict, gemm_algos: list[dict]) -> dict:
     """The plan with each GEMM's algorithm as the engine chose it. `gemm_algos` is describe()'s list, one entry per
     plan GEMM in order: {"gemm": i, "algo": how it was chosen, "config": 128 hex digits}."""
     gemms = plan.get("gemms", [])
+    if any(g.get("library") == "cublas" for g in gemms):
+        raise UsageError("the variant's GEMMs run on cuBLAS (policy matmul = cublas): cublasGemmEx takes no stored "
+                         "algorithm, so there is nothing to tune; tune a build with matmul = cublasLt")
     if len(gemm_algos) != len(gemms) or [a.get("gemm") for a in gemm_algos] != list(range(len(gemms))):
         raise XrtcError(f"the cuda engine reported {len(gemm_algos)} GEMM algorithms for a plan of {len(gemms)} "
                         "GEMMs: the plugin and the bundle disagree (rebuild both from one version)")

@@ -60,6 +60,9 @@ struct Fake {
   // "caller" (any other).
   std::vector<std::string> log;
   std::map<uintptr_t, size_t> device_blocks;  // cuMemAlloc'ed address -> size (what cuPointerGetAttribute knows)
+  // the fake cuBLAS: its calls in order ("create", "math", "stream engine", "workspace 1024", "gemm 32F", ...,
+  // "... (capturing)" when made while a graph is captured)
+  std::vector<std::string> cublas_calls;
 };
 Fake* g;
 
@@ -343,6 +346,61 @@ cublasStatus_t LMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t desc, const void* 
     }
   });
   return CUBLAS_STATUS_SUCCESS;
+}
+
+// The fake cuBLAS: cublasGemmEx computes column-major fp32 C[m x n] = alpha * op(A) op(B) for real.
+void CublasCall(const std::string& what) { g->cublas_calls.push_back(what + (g->capturing ? " (capturing)" : "")); }
+cublasStatus_t BCreate(cublasHandle_t* h) {
+  *h = reinterpret_cast<cublasHandle_t>(0x6);
+  CublasCall("create");
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t BDestroy(cublasHandle_t) { CublasCall("destroy"); return CUBLAS_STATUS_SUCCESS; }
+cublasStatus_t BSetStream(cublasHandle_t, cudaStream_t s) { CublasCall("stream " + StreamName(s)); return CUBLAS_STATUS_SUCCESS; }
+cublasStatus_t BSetWorkspace(cublasHandle_t, void* w, size_t n) {
+  CublasCall(w != nullptr ? "workspace " + std::to_string(n) : "workspace null");
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t BSetMathMode(cublasHandle_t, cublasMath_t) { CublasCall("math"); return CUBLAS_STATUS_SUCCESS; }
+cublasStatus_t BGetVersion(cublasHandle_t, int* v) { *v = 130002; return CUBLAS_STATUS_SUCCESS; }
+const char* BStatusString(cublasStatus_t) { return "fake cublas status"; }
+cublasStatus_t BGemmEx(cublasHandle_t, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                       const void* alpha, const void* A, cudaDataType at, int lda, const void* B, cudaDataType bt,
+                       int ldb, const void* beta, void* C, cudaDataType ct, int ldc, cublasComputeType_t compute,
+                       cublasGemmAlgo_t) {
+  if (at != CUDA_R_32F || bt != CUDA_R_32F || ct != CUDA_R_32F) return CUBLAS_STATUS_NOT_SUPPORTED;
+  float al, be;
+  std::memcpy(&al, alpha, 4);
+  std::memcpy(&be, beta, 4);
+  EXPECT_EQ(be, 0.0f);
+  CublasCall(compute == CUBLAS_COMPUTE_32F_FAST_TF32 ? "gemm 32F_FAST_TF32" : compute == CUBLAS_COMPUTE_32F ? "gemm 32F"
+                                                                                                            : "gemm ?");
+  const float* pa = static_cast<const float*>(A);
+  const float* pb = static_cast<const float*>(B);
+  float* pc = static_cast<float*>(C);
+  Run([=] {
+    g->launched.push_back("cublas_gemm");
+    for (int r = 0; r < m; ++r) {
+      for (int c = 0; c < n; ++c) {
+        double acc = 0;
+        for (int p = 0; p < k; ++p) {
+          acc += double(ta == CUBLAS_OP_N ? pa[r + p * lda] : pa[p + r * lda]) *
+                 double(tb == CUBLAS_OP_N ? pb[p + c * ldb] : pb[c + p * ldb]);
+        }
+        pc[r + c * ldc] = static_cast<float>(al * acc);
+      }
+    }
+  });
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+CublasApi FakeCublas() {
+  CublasApi b;
+  b.cublasCreate_v2 = BCreate; b.cublasDestroy_v2 = BDestroy; b.cublasSetStream_v2 = BSetStream;
+  b.cublasSetWorkspace_v2 = BSetWorkspace; b.cublasSetMathMode = BSetMathMode; b.cublasGetVersion_v2 = BGetVersion;
+  b.cublasGetStatusString = BStatusString; b.cublasGemmEx = BGemmEx;
+  b.path = "fake libcublas";
+  return b;
 }
 
 DriverApi FakeDriver() {
@@ -1189,6 +1247,93 @@ TEST_F(CudaEngineTest, InvalidPlansFailInitNamingTheField) {
     EXPECT_EQ(Create(mlp.plan, mlp.weights, kernels, &e, &msg), c.code) << c.what << ": " << msg;
     EXPECT_NE(msg.find(c.expect), std::string::npos) << c.what << ": " << msg;
     EXPECT_EQ(e, nullptr);
+  }
+}
+
+// matmul = cublas: the MLP's GEMMs as plain cuBLAS GEMMs (no bias epilogue: the biases are zero here, the compiler
+// puts them in a Triton kernel after the GEMM).
+json CublasPlan(Mlp* mlp) {
+  std::fill(mlp->b1.begin(), mlp->b1.end(), 0.0f);  // the reference's biases; the plan reads none
+  std::fill(mlp->b2.begin(), mlp->b2.end(), 0.0f);
+  json plan = mlp->plan;
+  for (auto& gemm : plan["gemms"]) gemm["library"] = "cublas", gemm["epilogue"] = "none", gemm["bias"] = nullptr;
+  return plan;
+}
+
+TEST_F(CudaEngineTest, CublasPlanRunsItsGemmsThroughCublasInTheGraphWithoutCublasLt) {
+  Mlp mlp;
+  const json plan = CublasPlan(&mlp);
+  const CublasApi cublas = FakeCublas();
+  EngineOptions o;
+  bool lt_asked = false;
+  o.load_cublaslt = [&](std::string*) -> const CublasLtApi* { lt_asked = true; return nullptr; };
+  o.take_warm_cublaslt = [&](double*) -> cublasLtHandle_t { lt_asked = true; return nullptr; };
+  o.load_cublas = [&](std::string*) { return &cublas; };
+  std::unique_ptr<Engine> e;
+  std::string msg;
+  ASSERT_EQ(Create(plan, mlp.weights, mlp.kernels, &e, &msg, /*with_lt=*/false, o), XRT_STATUS_OK) << msg;
+  for (int batch : {2, 5, 2}) {
+    const std::vector<float> x = Inputs(batch, static_cast<float>(batch));
+    const std::vector<float> y = RunMlp(*e, x, batch);
+    const std::vector<float> ref = mlp.Reference(x, batch);
+    ASSERT_EQ(y.size(), ref.size());
+    for (size_t i = 0; i < y.size(); ++i) EXPECT_NEAR(y[i], ref[i], 1e-5) << "batch " << batch << " [" << i << "]";
+  }
+  EXPECT_FALSE(lt_asked) << "a cublas plan never loads cuBLASLt";
+  EXPECT_EQ(g->instantiated, 2) << "the cuBLAS GEMMs are captured into one graph per shape";
+  const std::vector<std::string> order = {"cublas_gemm", "fake_relu", "cublas_gemm"};
+  ASSERT_EQ(g->launched.size(), 9u);
+  for (size_t i = 0; i < g->launched.size(); ++i) EXPECT_EQ(g->launched[i], order[i % 3]);
+  // handle, stream and workspace before any capture; inside the captures only the GEMMs themselves
+  ASSERT_GE(g->cublas_calls.size(), 4u);
+  EXPECT_EQ(std::vector<std::string>(g->cublas_calls.begin(), g->cublas_calls.begin() + 4),
+            (std::vector<std::string>{"create", "math", "stream engine", "workspace 1024"}));
+  for (size_t i = 4; i < g->cublas_calls.size(); ++i) EXPECT_EQ(g->cublas_calls[i], "gemm 32F (capturing)");
+  const json info = json::parse(e->Describe());
+  EXPECT_EQ(info["gemms_path"], "cuBLAS (matmul = cublas)");
+  EXPECT_EQ(info["cublas"]["version"], 130002);
+  EXPECT_EQ(info["cublas"]["path"], "fake libcublas");
+  ASSERT_EQ(info["gemm_algos"].size(), 2u);
+  EXPECT_EQ(info["gemm_algos"][1]["library"], "cublas");
+  EXPECT_FALSE(info.contains("cublaslt"));
+  e.reset();
+  EXPECT_EQ(g->cublas_calls.back(), "destroy");
+}
+
+TEST_F(CudaEngineTest, MissingLibcublasIsAClearError) {
+  Mlp mlp;
+  const json plan = CublasPlan(&mlp);
+  EngineOptions o;
+  o.load_cublas = [](std::string* error) -> const CublasApi* {
+    *error = "libcublas.so.13 not found (pip install nvidia-cublas, or set XRT_CUBLAS to the file or "
+             "XRT_CUDA_LIB_PATH to its folder); tried: (fake)";
+    return nullptr;
+  };
+  std::unique_ptr<Engine> e;
+  std::string msg;
+  EXPECT_EQ(Create(plan, mlp.weights, mlp.kernels, &e, &msg, /*with_lt=*/true, o), XRT_STATUS_UNAVAILABLE);
+  EXPECT_NE(msg.find("the plan has 2 cuBLAS GEMMs (policy matmul = cublas) but cuBLAS is unavailable: "
+                     "libcublas.so.13 not found (pip install nvidia-cublas"), std::string::npos) << msg;
+  EXPECT_EQ(e, nullptr);
+  EXPECT_EQ(Create(plan, mlp.weights, mlp.kernels, &e, &msg, /*with_lt=*/true, {}), XRT_STATUS_UNAVAILABLE);
+  EXPECT_NE(msg.find("cuBLAS is unavailable: no cuBLAS loader was given"), std::string::npos) << msg;
+}
+
+TEST_F(CudaEngineTest, CublasGemmsTheLibraryCannotRunAreRefusedAtParse) {
+  const std::vector<std::pair<std::function<void(json&)>, const char*>> cases = {
+      {[](json& p) { p["gemms"][0]["epilogue"] = "bias"; p["gemms"][0]["bias"] = 2; }, "plan.gemms[0].epilogue: must be none for a cublas GEMM"},
+      {[](json& p) { p["gemms"][1]["library"] = "cublasLt"; }, "plan.gemms[1].library: differs from plan.gemms[0]'s"},
+      {[](json& p) { p["gemms"][0]["library"] = "rocblas"; }, "expected cublasLt or cublas"},
+      {[](json& p) { p["gemms"][0]["algo"] = {{"config", std::string(128, '0')}}; }, "a cublas GEMM has none"},
+  };
+  for (const auto& [mutate, expect] : cases) {
+    Mlp mlp;
+    json plan = CublasPlan(&mlp);
+    mutate(plan);
+    std::unique_ptr<Engine> e;
+    std::string msg;
+    EXPECT_EQ(Create(plan, mlp.weights, mlp.kernels, &e, &msg), XRT_STATUS_DATA_CORRUPT) << expect << ": " << msg;
+    EXPECT_NE(msg.find(expect), std::string::npos) << msg;
   }
 }
 

@@ -1,8 +1,11 @@
-// The cuda engine on a real GPU through the dlopened driver and cuBLASLt: a hand-written PTX kernel between two
-// cuBLASLt GEMMs (fp32), and an fp16 GEMM with the GELU+bias epilogue, each against a float64 host reference, in
-// graphs, in profiling mode and with replay timing. Skips, saying why, on machines without a driver or GPU.
+// The cuda engine on a real GPU through the dlopened driver, cuBLASLt and cuBLAS: a hand-written PTX kernel
+// between two cuBLASLt (or cuBLAS) GEMMs (fp32), and an fp16 GEMM with the GELU+bias epilogue, each against a float64
+// host reference, in graphs, in profiling mode and with replay timing. Skips, saying why, on machines without a
+// driver or GPU.
+#include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -202,6 +205,61 @@ TEST_F(CudaGpuTest, PtxKernelBetweenTwoGemmsMatchesFloat64Reference) {
       out.release(out.owner);
     }
   }
+}
+
+// matmul = cublas: the same MLP with its GEMMs as plain cublasGemmEx calls (no epilogue: biases zero here; the
+// compiler runs them in a Triton kernel after the GEMM), captured in the graph, against the float64 reference.
+TEST_F(CudaGpuTest, CublasGemmsAroundAPtxKernelMatchFloat64Reference) {
+  constexpr int K = ReluMlp::K;
+  std::mt19937 rng(11);
+  std::normal_distribution<float> nd(0.f, 1.f);
+  ReluMlp mlp(rng);
+  std::fill(mlp.b1.begin(), mlp.b1.end(), 0.0f);
+  std::fill(mlp.b2.begin(), mlp.b2.end(), 0.0f);
+  json plan = mlp.plan;
+  for (auto& gemm : plan["gemms"]) gemm["library"] = "cublas", gemm["epilogue"] = "none", gemm["bias"] = nullptr;
+  std::string error;
+  if (LoadCublas(&error) == nullptr) GTEST_SKIP() << error;
+  for (bool profile : {false, true}) {
+    EngineOptions o;
+    o.profile = profile;
+    o.load_cublas = [](std::string* why) { return LoadCublas(why); };
+    std::unique_ptr<Engine> e = Create(plan, mlp.weights, mlp.kernels, o);
+    ASSERT_NE(e, nullptr);
+    const json info = json::parse(e->Describe());
+    std::printf("describe: %s\n", e->Describe().c_str());
+    EXPECT_EQ(info["gemm_algos"][0]["library"], "cublas");
+    EXPECT_GT(info["cublas"]["version"].get<int>(), 0);
+    for (int batch : {1, 37, 64, 1}) {
+      std::vector<float> x(batch * K);
+      for (float& f : x) f = nd(rng);
+      const int64_t shape[2] = {batch, K};
+      xrt_tensor_view_t in{XRT_DTYPE_FLOAT32, 2, shape, x.data(), x.size() * 4};
+      xrt_backend_output_t out{};
+      xrt_status_t s = e->Execute(&in, 1, &out, 1);
+      ASSERT_EQ(s, nullptr) << xrt_status_message(s);
+      const double rel = mlp.RelErr(x, static_cast<const float*>(out.data), batch);
+      std::printf("fp32 cublas mlp profile=%d batch=%d rel_err=%.3g\n", profile, batch, rel);
+      EXPECT_LT(rel, 5e-3);
+      out.release(out.owner);
+    }
+  }
+}
+
+// The real loader, with or without a GPU: a missing libcublas.so.13 is an error naming it, what to install and where
+// it looked; where the library is found, its table is complete.
+TEST(CublasLoaderTest, MissingLibcublasNamesTheLibraryAndWhatToInstall) {
+  setenv("XRT_CUBLAS", "/nonexistent/libcublas.so.13", 1);
+  std::string error;
+  const CublasApi* api = LoadCublas(&error);
+  unsetenv("XRT_CUBLAS");
+  if (api != nullptr) {
+    EXPECT_NE(api->cublasGemmEx, nullptr);
+    EXPECT_NE(api->cublasSetWorkspace_v2, nullptr);
+    GTEST_SKIP() << "libcublas.so.13 is installed here (" << api->path << "): the missing case cannot be shown";
+  }
+  EXPECT_EQ(error.rfind("libcublas.so.13 not found (pip install nvidia-cublas, or set XRT_CUBLAS", 0), 0u) << error;
+  EXPECT_NE(error.find("/nonexistent/libcublas.so.13"), std::string::npos) << error;
 }
 
 // Profiling mode on the GPU: the launches, the input upload and the output download timed with CUDA events, the
