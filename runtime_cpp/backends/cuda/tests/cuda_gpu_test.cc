@@ -173,12 +173,29 @@ struct ReluMlp {
     }
     return std::sqrt(num / den);
   }
+
+  // Runs `e` at batch 1, 37, 64 and 1 again on random inputs; each output against the float64 reference.
+  void ExpectRunsMatch(Engine& e, std::mt19937& rng, const char* label, bool profile) const {
+    std::normal_distribution<float> nd(0.f, 1.f);
+    for (int batch : {1, 37, 64, 1}) {
+      std::vector<float> x(batch * K);
+      for (float& f : x) f = nd(rng);
+      const int64_t shape[2] = {batch, K};
+      xrt_tensor_view_t in{XRT_DTYPE_FLOAT32, 2, shape, x.data(), x.size() * 4};
+      xrt_backend_output_t out{};
+      xrt_status_t s = e.Execute(&in, 1, &out, 1);
+      ASSERT_EQ(s, nullptr) << xrt_status_message(s);
+      const double rel = RelErr(x, static_cast<const float*>(out.data), batch);
+      std::printf("fp32 %s profile=%d batch=%d rel_err=%.3g report=%s\n", label, profile, batch, rel,
+                  e.LastReport().substr(0, 200).c_str());
+      EXPECT_LT(rel, 5e-3) << "(cuBLASLt may use TF32 for fp32 only if asked: expect ~1e-6)";
+      out.release(out.owner);
+    }
+  }
 };
 
 TEST_F(CudaGpuTest, PtxKernelBetweenTwoGemmsMatchesFloat64Reference) {
-  constexpr int K = ReluMlp::K;
   std::mt19937 rng(7);
-  std::normal_distribution<float> nd(0.f, 1.f);
   const ReluMlp mlp(rng);
   const json& plan = mlp.plan;
   const std::string& weights = mlp.weights;
@@ -190,29 +207,14 @@ TEST_F(CudaGpuTest, PtxKernelBetweenTwoGemmsMatchesFloat64Reference) {
     std::unique_ptr<Engine> e = Create(plan, weights, kernels, o);
     ASSERT_NE(e, nullptr);
     std::printf("describe: %s\n", e->Describe().c_str());
-    for (int batch : {1, 37, 64, 1}) {
-      std::vector<float> x(batch * K);
-      for (float& f : x) f = nd(rng);
-      const int64_t shape[2] = {batch, K};
-      xrt_tensor_view_t in{XRT_DTYPE_FLOAT32, 2, shape, x.data(), x.size() * 4};
-      xrt_backend_output_t out{};
-      xrt_status_t s = e->Execute(&in, 1, &out, 1);
-      ASSERT_EQ(s, nullptr) << xrt_status_message(s);
-      const double rel = mlp.RelErr(x, static_cast<const float*>(out.data), batch);
-      std::printf("fp32 mlp profile=%d batch=%d rel_err=%.3g report=%s\n", profile, batch, rel,
-                  e->LastReport().substr(0, 200).c_str());
-      EXPECT_LT(rel, 5e-3) << "(cuBLASLt may use TF32 for fp32 only if asked: expect ~1e-6)";
-      out.release(out.owner);
-    }
+    mlp.ExpectRunsMatch(*e, rng, "mlp", profile);
   }
 }
 
 // matmul = cublas: the same MLP with its GEMMs as plain cublasGemmEx calls (no epilogue: biases zero here; the
 // compiler runs them in a Triton kernel after the GEMM), captured in the graph, against the float64 reference.
 TEST_F(CudaGpuTest, CublasGemmsAroundAPtxKernelMatchFloat64Reference) {
-  constexpr int K = ReluMlp::K;
   std::mt19937 rng(11);
-  std::normal_distribution<float> nd(0.f, 1.f);
   ReluMlp mlp(rng);
   std::fill(mlp.b1.begin(), mlp.b1.end(), 0.0f);
   std::fill(mlp.b2.begin(), mlp.b2.end(), 0.0f);
@@ -230,19 +232,7 @@ TEST_F(CudaGpuTest, CublasGemmsAroundAPtxKernelMatchFloat64Reference) {
     std::printf("describe: %s\n", e->Describe().c_str());
     EXPECT_EQ(info["gemm_algos"][0]["library"], "cublas");
     EXPECT_GT(info["cublas"]["version"].get<int>(), 0);
-    for (int batch : {1, 37, 64, 1}) {
-      std::vector<float> x(batch * K);
-      for (float& f : x) f = nd(rng);
-      const int64_t shape[2] = {batch, K};
-      xrt_tensor_view_t in{XRT_DTYPE_FLOAT32, 2, shape, x.data(), x.size() * 4};
-      xrt_backend_output_t out{};
-      xrt_status_t s = e->Execute(&in, 1, &out, 1);
-      ASSERT_EQ(s, nullptr) << xrt_status_message(s);
-      const double rel = mlp.RelErr(x, static_cast<const float*>(out.data), batch);
-      std::printf("fp32 cublas mlp profile=%d batch=%d rel_err=%.3g\n", profile, batch, rel);
-      EXPECT_LT(rel, 5e-3);
-      out.release(out.owner);
-    }
+    mlp.ExpectRunsMatch(*e, rng, "cublas mlp", profile);
   }
 }
 
