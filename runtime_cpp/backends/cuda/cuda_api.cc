@@ -15,6 +15,11 @@ namespace {
 
 #define XRT_CUDA_STR2(x) #x
 #define XRT_CUDA_STR(x) XRT_CUDA_STR2(x)  // expands cuda.h's versioned-name macros first
+// Resolves api.f from the dlopened `lib`, adding f's name to `missing` when the library lacks it (the three loaders
+// below each have locals named api, lib and missing).
+#define XRT_CUDA_LOAD(f)                                                                                 \
+  api.f = reinterpret_cast<decltype(api.f)>(dlsym(lib, XRT_CUDA_STR(f)));                                \
+  if (api.f == nullptr) missing += std::string(missing.empty() ? "" : ", ") + XRT_CUDA_STR(f);
 
 constexpr char kCublasLtSoname[] = "libcublasLt.so.13";
 constexpr char kCublasSoname[] = "libcublas.so.13";
@@ -73,11 +78,7 @@ const DriverApi* LoadDriver(std::string* error) {
       return;
     }
     std::string missing;
-#define XRT_CUDA_LOAD(f)                                                                                 \
-  api.f = reinterpret_cast<decltype(api.f)>(dlsym(lib, XRT_CUDA_STR(f)));                                \
-  if (api.f == nullptr) missing += std::string(missing.empty() ? "" : ", ") + XRT_CUDA_STR(f);
     XRT_CUDA_DRIVER_FUNCS(XRT_CUDA_LOAD)
-#undef XRT_CUDA_LOAD
 #define XRT_CUDA_LOAD_OPTIONAL(f) api.f = reinterpret_cast<decltype(api.f)>(dlsym(lib, XRT_CUDA_STR(f)));
     XRT_CUDA_DRIVER_OPTIONAL_FUNCS(XRT_CUDA_LOAD_OPTIONAL)
 #undef XRT_CUDA_LOAD_OPTIONAL
@@ -136,12 +137,8 @@ const CublasLtApi* LoadCublasLt(std::string* error) {
   void* lib = OpenCudaLibrary(kCublasLtSoname, "XRT_CUBLASLT", &api.path, error);
   if (lib == nullptr) return nullptr;
   std::string missing;
-#define XRT_CUDA_LOAD(f)                                                                                 \
-  api.f = reinterpret_cast<decltype(api.f)>(dlsym(lib, XRT_CUDA_STR(f)));                                \
-  if (api.f == nullptr) missing += std::string(missing.empty() ? "" : ", ") + XRT_CUDA_STR(f);
   XRT_CUBLASLT_FUNCS(XRT_CUDA_LOAD)
   XRT_CUBLASLT_TUNING_FUNCS(XRT_CUDA_LOAD)
-#undef XRT_CUDA_LOAD
   if (!missing.empty()) {
     if (error) *error = api.path + " lacks " + missing + " (need cuBLASLt 13)";
     return nullptr;
@@ -159,12 +156,8 @@ const CublasApi* LoadCublas(std::string* error) {
   void* lib = OpenCudaLibrary(kCublasSoname, "XRT_CUBLAS", &api.path, error);
   if (lib == nullptr) return nullptr;
   std::string missing;
-#define XRT_CUDA_LOAD(f)                                                                                 \
-  api.f = reinterpret_cast<decltype(api.f)>(dlsym(lib, XRT_CUDA_STR(f)));                                \
-  if (api.f == nullptr) missing += std::string(missing.empty() ? "" : ", ") + XRT_CUDA_STR(f);
   XRT_CUBLAS_FUNCS(XRT_CUDA_LOAD)
   XRT_CUDA_LOAD(cublasGemmEx)
-#undef XRT_CUDA_LOAD
   if (!missing.empty()) {
     if (error) *error = api.path + " lacks " + missing + " (need cuBLAS 13: pip install nvidia-cublas)";
     return nullptr;
