@@ -510,48 +510,46 @@ xrt_status_t Engine::PrepareCublas() {
                                             " cuBLAS GEMMs (policy matmul = cublas) but cuBLAS is unavailable: " +
                                             error);
   }
-  const auto failed = [&](const char* call, cublasStatus_t st) {
-    return Make(XRT_STATUS_INTERNAL, std::string("cuda: ") + call + " failed: " + cublas_->cublasGetStatusString(st) +
-                                         " (" + std::to_string(static_cast<int>(st)) + ")");
-  };
-  if (cublasStatus_t st = cublas_->cublasCreate_v2(&cublas_handle_)) return failed("cublasCreate_v2", st);
+  const std::string what = "cuBLAS set-up";
+  if (cublasStatus_t st = cublas_->cublasCreate_v2(&cublas_handle_)) return CublasFailed(what, "cublasCreate_v2", st);
   if (cublasStatus_t st = cublas_->cublasSetMathMode(cublas_handle_, CUBLAS_DEFAULT_MATH)) {
-    return failed("cublasSetMathMode", st);
+    return CublasFailed(what, "cublasSetMathMode", st);
   }
   if (cublasStatus_t st = cublas_->cublasGetVersion_v2(cublas_handle_, &cublas_version_)) {
-    return failed("cublasGetVersion_v2", st);
+    return CublasFailed(what, "cublasGetVersion_v2", st);
   }
   // the engine's stream and the allocation's workspace now, before any capture: cuBLAS must not allocate its own
-  // workspace inside a captured graph (CublasGemm sets both again only for another stream)
-  if (cublasStatus_t st = cublas_->cublasSetStream_v2(cublas_handle_, stream_)) return failed("cublasSetStream_v2", st);
-  void* workspace = reinterpret_cast<void*>(static_cast<uintptr_t>(base_ + workspace_off_));
-  if (cublasStatus_t st = cublas_->cublasSetWorkspace_v2(cublas_handle_, workspace, options_.workspace_bytes)) {
-    return failed("cublasSetWorkspace_v2", st);
-  }
-  cublas_stream_ = stream_;
+  // workspace inside a captured graph (CublasGemm binds both again only for another stream)
+  if (xrt_status_t s = BindCublasStream(stream_, what)) return s;
   gemm_notes_.assign(plan_.gemms.size(), "cublasGemmEx, CUBLAS_GEMM_DEFAULT (cuBLAS picks the kernel)");
   gemm_config_.assign(plan_.gemms.size(), "");
   gemm_key_.assign(plan_.gemms.size(), "");
   return nullptr;
 }
 
+xrt_status_t Engine::CublasFailed(const std::string& what, const char* call, cublasStatus_t st) const {
+  return Make(XRT_STATUS_INTERNAL, "cuda: " + what + ": " + call + " failed: " + cublas_->cublasGetStatusString(st) +
+                                       " (" + std::to_string(static_cast<int>(st)) + ")");
+}
+
+xrt_status_t Engine::BindCublasStream(CUstream stream, const std::string& what) {
+  if (stream == cublas_stream_ && cublas_stream_ != nullptr) return nullptr;
+  if (cublasStatus_t st = cublas_->cublasSetStream_v2(cublas_handle_, stream)) {
+    return CublasFailed(what, "cublasSetStream_v2", st);
+  }
+  void* workspace = reinterpret_cast<void*>(static_cast<uintptr_t>(base_ + workspace_off_));
+  if (cublasStatus_t st = cublas_->cublasSetWorkspace_v2(cublas_handle_, workspace, options_.workspace_bytes)) {
+    return CublasFailed(what, "cublasSetWorkspace_v2", st);
+  }
+  cublas_stream_ = stream;
+  return nullptr;
+}
+
 // One cuBLAS GEMM, row-major as the plan states it: C[m,n] = A[m,k] @ B[k,n] is, in cuBLAS's column-major terms,
-// C^T = B^T A^T, so B goes first and the dims swap. The stream is (re)set when it changes, and with it the workspace
-// (cublasSetStream resets it to cuBLAS's own pool, which a captured graph must not allocate from).
+// C^T = B^T A^T, so B goes first and the dims swap. The stream is bound again only when it changes.
 xrt_status_t Engine::CublasGemm(const GemmSpec& g, const std::vector<int64_t>& values, CUstream stream,
                                 const std::string& what) {
-  const auto failed = [&](const char* call, cublasStatus_t st) {
-    return Make(XRT_STATUS_INTERNAL, "cuda: " + what + ": " + call + " failed: " + cublas_->cublasGetStatusString(st) +
-                                         " (" + std::to_string(static_cast<int>(st)) + ")");
-  };
-  if (stream != cublas_stream_ || cublas_stream_ == nullptr) {
-    if (cublasStatus_t st = cublas_->cublasSetStream_v2(cublas_handle_, stream)) return failed("cublasSetStream_v2", st);
-    void* workspace = reinterpret_cast<void*>(static_cast<uintptr_t>(base_ + workspace_off_));
-    if (cublasStatus_t st = cublas_->cublasSetWorkspace_v2(cublas_handle_, workspace, options_.workspace_bytes)) {
-      return failed("cublasSetWorkspace_v2", st);
-    }
-    cublas_stream_ = stream;
-  }
+  if (xrt_status_t s = BindCublasStream(stream, what)) return s;
   int64_t m = 0;
   Eval(g.m, values, &m);  // in range: CheckBinding
   const cudaDataType type = g.dtype == XRT_DTYPE_FLOAT16    ? CUDA_R_16F
@@ -566,7 +564,7 @@ xrt_status_t Engine::CublasGemm(const GemmSpec& g, const std::vector<int64_t>& v
       cublas_handle_, g.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, g.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, n, mm, k, &alpha,
       ptr(g.b), type, g.trans_b ? k : n, ptr(g.a), type, g.trans_a ? mm : k, &beta, ptr(g.c), type, n, compute,
       CUBLAS_GEMM_DEFAULT);
-  if (st != CUBLAS_STATUS_SUCCESS) return failed("cublasGemmEx", st);
+  if (st != CUBLAS_STATUS_SUCCESS) return CublasFailed(what, "cublasGemmEx", st);
   return nullptr;
 }
 

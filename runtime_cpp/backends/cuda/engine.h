@@ -131,6 +131,10 @@ class Engine {
   xrt_status_t LaunchKernel(int kernel, const int64_t grid[3], const std::vector<int64_t>& values, CUstream stream,
                             const std::string& what);
   xrt_status_t PrepareCublas();  // matmul = cublas: the library, a handle, its workspace, describe()'s notes
+  // cuBLAS's stream and the allocation's workspace for `stream` (cublasSetStream resets the workspace to cuBLAS's
+  // own pool, which a captured graph must not allocate from); nothing to do when `stream` is already set
+  xrt_status_t BindCublasStream(CUstream stream, const std::string& what);
+  xrt_status_t CublasFailed(const std::string& what, const char* call, cublasStatus_t st) const;
   xrt_status_t CublasGemm(const GemmSpec& g, const std::vector<int64_t>& values, CUstream stream,
                           const std::string& what);
   xrt_status_t PrepareGemmAlgorithms();  // a handle, and every GEMM's algorithm at the max dims (notes, configs)
