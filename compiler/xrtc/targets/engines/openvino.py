@@ -34,6 +34,16 @@ def check_carries(model) -> None:
                                   "tensors (ONNX Runtime runs this model)")
 
 
+def run_worker(args: list[str], cwd: str) -> subprocess.CompletedProcess:
+    """`python -m xrtc.targets._openvino_worker ARGS` in `cwd` (a child process: determinism, see the worker), with
+    this xrtc first on its PYTHONPATH; its output captured, its exit status not checked."""
+    package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
+    return subprocess.run([sys.executable, "-m", "xrtc.targets._openvino_worker", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, check=False)
+
+
 def build(model_bytes: bytes, workdir: str, tools: dict[str, str], *, prefix: str, precompile: bool = True,
           precision: str = "fp32") -> list[tuple[str, bytes, bool]]:
     """Converts in a child process (see _openvino_worker: determinism) and checks OpenVINO compiles it on CPU.
@@ -47,15 +57,10 @@ def build(model_bytes: bytes, workdir: str, tools: dict[str, str], *, prefix: st
     os.makedirs(outdir)
     with open(os.path.join(workdir, f"{prefix}.onnx"), "wb") as f:
         f.write(model_bytes)
-    package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
     # Relative paths, run from workdir: engine messages then never contain the (random) temp folder.
-    proc = subprocess.run([sys.executable, "-m", "xrtc.targets._openvino_worker", f"{prefix}.onnx", prefix,
-                           *(["--precompile"] if precompile else []),
-                           *(["--compress-fp16"] if precision == "fp16" else []),
-                           "--hint", OPENVINO_HINTS.get(precision, "f32")],
-                          cwd=workdir, env=env, capture_output=True, text=True, check=False)
+    proc = run_worker([f"{prefix}.onnx", prefix, *(["--precompile"] if precompile else []),
+                       *(["--compress-fp16"] if precision == "fp16" else []),
+                       "--hint", OPENVINO_HINTS.get(precision, "f32")], workdir)
     if proc.stdout.strip() or proc.stderr.strip():
         log.debug("OpenVINO worker output:\n%s%s", proc.stdout, proc.stderr)
     result_path = os.path.join(outdir, "result.json")

@@ -17,12 +17,10 @@ from __future__ import annotations
 import json
 import logging
 import os
-import subprocess
-import sys
 import tempfile
 
 from ...weight_store import STORE_SECTION
-from .openvino import OPENVINO_HINTS
+from .openvino import OPENVINO_HINTS, run_worker
 
 log = logging.getLogger("xrtc.targets.openvino")
 
@@ -33,17 +31,13 @@ def weightless_blob(xml: bytes, store: bytes, hint: str, fills: list[int]) -> by
     """The weightless blob of `xml` over `store`, checked by the worker to compute exactly what the compiled IR
     computes; None (logged) when OpenVINO cannot export or the check fails. Runs in a child process: OpenVINO names
     the nodes it creates from a process-wide counter, a fresh process makes the blob byte-identical run to run."""
-    package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
     with tempfile.TemporaryDirectory(prefix="xrtc-weightless-") as workdir:
         with open(os.path.join(workdir, "model.xml"), "wb") as f:
             f.write(xml)
         with open(os.path.join(workdir, "store.bin"), "wb") as f:
             f.write(store)
-        proc = subprocess.run([sys.executable, "-m", "xrtc.targets._openvino_worker", "--weightless", "model.xml",
-                               "store.bin", ".", "--hint", hint, "--fills", ",".join(str(f) for f in fills)],
-                              cwd=workdir, env=env, capture_output=True, text=True, check=False)
+        proc = run_worker(["--weightless", "model.xml", "store.bin", ".", "--hint", hint,
+                           "--fills", ",".join(str(f) for f in fills)], workdir)
         result_path = os.path.join(workdir, "result.json")
         if proc.returncode != 0 or not os.path.exists(result_path):
             log.warning("OpenVINO weightless export died (exit status %s): the whole blob stays; its last output:"
