@@ -296,6 +296,20 @@ def _write_candidate(bundle, candidate: Candidate, path: str) -> None:
     xrtpkg.write(path, manifest, payloads, force=True)
 
 
+def _timed_block(session, feeds: dict, block: float) -> list[float]:
+    """Seconds per call of one block: a short pause (the previous runner's thread pool settles), one untimed call,
+    then calls timed one by one for `block` seconds (at least 2)."""
+    time.sleep(0.05)
+    session.run(feeds)
+    got: list[float] = []
+    start = time.perf_counter()
+    while len(got) < 2 or time.perf_counter() - start < block:
+        t = time.perf_counter()
+        session.run(feeds)
+        got.append(time.perf_counter() - t)
+    return got
+
+
 def _timed(sessions: dict, feeds: dict, mode: str, progress: Progress) -> dict[str, list[list[float]]]:
     """Seconds per call of each session, per round: warm-up, then interleaved rounds of blocks (see the module
     docstring)."""
@@ -308,16 +322,7 @@ def _timed(sessions: dict, feeds: dict, mode: str, progress: Progress) -> dict[s
     times: dict[str, list[list[float]]] = {k: [] for k in sessions}
     for r in range(rounds):
         for key, session in sessions.items():
-            times[key].append([])
-            time.sleep(0.05)
-            session.run(feeds)
-            start = time.perf_counter()
-            n = 0
-            while n < 2 or time.perf_counter() - start < block:
-                t = time.perf_counter()
-                session.run(feeds)
-                times[key][-1].append(time.perf_counter() - t)
-                n += 1
+            times[key].append(_timed_block(session, feeds, block))
         progress.step(f"timing round {r + 1}/{rounds}")
     return times
 
@@ -463,15 +468,7 @@ def _recheck(winner, baseline, feeds: dict, mode: str, timed: int, gain: float, 
         order = (("winner", winner), ("baseline", baseline)) if r % 2 == 0 else \
             (("baseline", baseline), ("winner", winner))
         for key, session in order:
-            time.sleep(0.05)
-            session.run(feeds)
-            got = []
-            start = time.perf_counter()
-            while len(got) < 2 or time.perf_counter() - start < block:
-                t = time.perf_counter()
-                session.run(feeds)
-                got.append(time.perf_counter() - t)
-            samples[key].append(got)
+            samples[key].append(_timed_block(session, feeds, block))
     load = meter.stop()
     won = sum(statistics.median(w) < statistics.median(b) for w, b in zip(samples["winner"], samples["baseline"]))
     medians = {k: statistics.median(t for blk in v for t in blk) for k, v in samples.items()}
